@@ -1,0 +1,402 @@
+//===- MoEOps.cpp - moe dialect operations ----------------------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// Verifiers, result-type inference, folders and canonicalizations of the moe
+// dialect. Every shape and attribute rule stated in MoEOps.td is checked here
+// (or by the ODS constraints) and has an expected-error case in
+// test/Dialect/MoE/invalid.mlir.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/MoE/MoEOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/PatternMatch.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+/// Two dimension sizes agree unless both are static and differ.
+static bool dimsAgree(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+static std::string dimToString(int64_t d) {
+  return ShapedType::isDynamic(d) ? "?" : std::to_string(d);
+}
+
+static RankedTensorType tensorType(Value v) {
+  return cast<RankedTensorType>(v.getType());
+}
+
+/// Fetches the ranked tensor type of an operand during result-type inference,
+/// where the ODS constraints have not run yet.
+static FailureOr<RankedTensorType> rankedOperand(std::optional<Location> loc,
+                                                 Value v, int64_t rank,
+                                                 StringRef what) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  if (!type || type.getRank() != rank)
+    return emitOptionalError(loc, what, " must be a rank-", rank,
+                             " tensor, got ", v.getType());
+  return type;
+}
+
+static RankedTensorType activationType(int64_t tokens, int64_t features,
+                                       MLIRContext *ctx) {
+  return RankedTensorType::get({tokens, features}, Float32Type::get(ctx));
+}
+
+//===----------------------------------------------------------------------===//
+// WeightOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult WeightOp::verify() {
+  if (getName().empty())
+    return emitOpError("weight name must not be empty");
+  RankedTensorType type = getResult().getType();
+  if (type.getRank() == 0)
+    return emitOpError("weight must have rank >= 1");
+  for (int64_t d : type.getShape())
+    if (d <= 0)
+      return emitOpError("weight '")
+             << getName() << "' has an empty dimension in " << type;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// EmbeddingOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &inferred) {
+  auto table = rankedOperand(loc, adaptor.getTable(), 2, "embedding table");
+  auto ids = rankedOperand(loc, adaptor.getIds(), 1, "token ids");
+  if (failed(table) || failed(ids))
+    return failure();
+  inferred.push_back(
+      activationType(ids->getDimSize(0), table->getDimSize(1), ctx));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// RMSNormOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RMSNormOp::inferReturnTypes(MLIRContext *ctx,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &inferred) {
+  inferred.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+LogicalResult RMSNormOp::verify() {
+  RankedTensorType weight = getWeight().getType();
+  int64_t hidden = getInput().getType().getDimSize(1);
+  if (weight.getRank() != 1)
+    return emitOpError("weight must be rank 1 [hidden], got ") << weight;
+  if (weight.getDimSize(0) != hidden)
+    return emitOpError("weight has ")
+           << weight.getDimSize(0) << " elements but the input has hidden size "
+           << hidden;
+  double eps = getEpsilon().convertToDouble();
+  if (!(eps > 0.0) || !std::isfinite(eps))
+    return emitOpError("epsilon must be a positive finite number, got ") << eps;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearOp::inferReturnTypes(MLIRContext *ctx,
+                                         std::optional<Location> loc,
+                                         Adaptor adaptor,
+                                         SmallVectorImpl<Type> &inferred) {
+  auto input = rankedOperand(loc, adaptor.getInput(), 2, "linear input");
+  auto weight = rankedOperand(loc, adaptor.getWeight(), 2, "linear weight");
+  if (failed(input) || failed(weight))
+    return failure();
+  inferred.push_back(
+      activationType(input->getDimSize(0), weight->getDimSize(0), ctx));
+  return success();
+}
+
+LogicalResult LinearOp::verify() {
+  int64_t in = getInput().getType().getDimSize(1);
+  int64_t weightIn = getWeight().getType().getDimSize(1);
+  if (in != weightIn)
+    return emitOpError("weight ")
+           << getWeight().getType() << " is [out, in] with in = " << weightIn
+           << ", but the input has " << in << " features";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// RoPEOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RoPEOp::verify() {
+  int64_t width = getInput().getType().getDimSize(1);
+  int64_t headDim = getHeadDim();
+  if (headDim % 2 != 0)
+    return emitOpError("head_dim must be even for rotate-half RoPE, got ")
+           << headDim;
+  if (width % headDim != 0)
+    return emitOpError("input width ")
+           << width << " is not a multiple of head_dim " << headDim;
+  int64_t tokens = getInput().getType().getDimSize(0);
+  int64_t positions = getPositions().getType().getDimSize(0);
+  if (!dimsAgree(tokens, positions))
+    return emitOpError("has ") << dimToString(positions) << " positions for "
+                               << dimToString(tokens) << " tokens";
+  double theta = getTheta().convertToDouble();
+  if (!(theta > 0.0) || !std::isfinite(theta))
+    return emitOpError("theta must be a positive finite number, got ") << theta;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AttentionOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AttentionOp::inferReturnTypes(MLIRContext *ctx,
+                                            std::optional<Location> loc,
+                                            Adaptor adaptor,
+                                            SmallVectorImpl<Type> &inferred) {
+  inferred.push_back(adaptor.getQuery().getType());
+  inferred.push_back(adaptor.getCache().getType());
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  auto cache = cast<KVCacheType>(getCache().getType());
+  int64_t heads = getNumHeads();
+  int64_t kvHeads = cache.getNumKvHeads();
+  int64_t headDim = cache.getHeadDim();
+  if (heads % kvHeads != 0)
+    return emitOpError("num_heads ")
+           << heads << " is not a multiple of the cache's kv_heads " << kvHeads;
+  RankedTensorType q = getQuery().getType();
+  if (q.getDimSize(1) != heads * headDim)
+    return emitOpError("query width ")
+           << q.getDimSize(1) << " != num_heads * head_dim = " << heads << " * "
+           << headDim;
+  for (auto [name, value] :
+       {std::pair<StringRef, Value>{"key", getKey()}, {"value", getValue()}}) {
+    RankedTensorType t = tensorType(value);
+    if (t.getDimSize(1) != kvHeads * headDim)
+      return emitOpError() << name << " width " << t.getDimSize(1)
+                           << " != kv_heads * head_dim = " << kvHeads << " * "
+                           << headDim;
+    if (!dimsAgree(t.getDimSize(0), q.getDimSize(0)))
+      return emitOpError() << name << " has " << dimToString(t.getDimSize(0))
+                           << " tokens but the query has "
+                           << dimToString(q.getDimSize(0));
+  }
+  if (std::optional<APFloat> scaleAttr = getScale()) {
+    double scale = scaleAttr->convertToDouble();
+    if (!(scale > 0.0) || !std::isfinite(scale))
+      return emitOpError("scale must be a positive finite number, got ")
+             << scale;
+  }
+  return success();
+}
+
+double AttentionOp::getEffectiveScale() {
+  if (std::optional<APFloat> scale = getScale())
+    return scale->convertToDouble();
+  auto cache = cast<KVCacheType>(getCache().getType());
+  return 1.0 / std::sqrt(static_cast<double>(cache.getHeadDim()));
+}
+
+//===----------------------------------------------------------------------===//
+// AddOp
+//===----------------------------------------------------------------------===//
+
+static bool isSplatZero(Attribute attr) {
+  auto splat = dyn_cast_if_present<SplatElementsAttr>(attr);
+  return splat && isa<FloatType>(splat.getElementType()) &&
+         splat.getSplatValue<APFloat>().isZero();
+}
+
+OpFoldResult AddOp::fold(FoldAdaptor adaptor) {
+  // moe.add is Commutative: the folder sees constants on the right.
+  if (isSplatZero(adaptor.getRhs()))
+    return getLhs();
+  return {};
+}
+
+//===----------------------------------------------------------------------===//
+// RouterOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RouterOp::inferReturnTypes(MLIRContext *ctx,
+                                         std::optional<Location> loc,
+                                         Adaptor adaptor,
+                                         SmallVectorImpl<Type> &inferred) {
+  auto logits = rankedOperand(loc, adaptor.getLogits(), 2, "router logits");
+  if (failed(logits))
+    return failure();
+  int64_t tokens = logits->getDimSize(0);
+  int64_t k = adaptor.getK();
+  inferred.push_back(activationType(tokens, k, ctx));
+  inferred.push_back(
+      RankedTensorType::get({tokens, k}, IntegerType::get(ctx, 32)));
+  return success();
+}
+
+LogicalResult RouterOp::verify() {
+  int64_t experts = getNumExperts();
+  if (ShapedType::isDynamic(experts))
+    return emitOpError("the number of experts (logits dim 1) must be static");
+  if (static_cast<int64_t>(getK()) > experts)
+    return emitOpError("k = ")
+           << getK() << " exceeds the number of experts " << experts;
+  return success();
+}
+
+namespace {
+/// With softmax scoring and k = E the k weights already sum to one, so
+/// renormalising them is a no-op: drop the flag.
+struct DropRedundantRenormalize : OpRewritePattern<RouterOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RouterOp op,
+                                PatternRewriter &rewriter) const override {
+    if (!op.getRenormalize() || op.getScoring() != ScoringFunc::Softmax ||
+        static_cast<int64_t>(op.getK()) != op.getNumExperts())
+      return failure();
+    rewriter.modifyOpInPlace(op, [&] { op.setRenormalize(false); });
+    return success();
+  }
+};
+} // namespace
+
+void RouterOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                           MLIRContext *context) {
+  results.add<DropRedundantRenormalize>(context);
+}
+
+//===----------------------------------------------------------------------===//
+// ExpertsOp
+//===----------------------------------------------------------------------===//
+
+/// `[%a, %b, ...] : type` — a list of operands that share one type.
+static ParseResult
+parseExpertList(OpAsmParser &parser,
+                SmallVectorImpl<OpAsmParser::UnresolvedOperand> &operands,
+                SmallVectorImpl<Type> &types) {
+  Type type;
+  if (parser.parseOperandList(operands, OpAsmParser::Delimiter::Square) ||
+      parser.parseColonType(type))
+    return failure();
+  types.assign(operands.size(), type);
+  return success();
+}
+
+static void printExpertList(OpAsmPrinter &printer, Operation *op,
+                            OperandRange operands, TypeRange types) {
+  printer << '[' << operands << "] : ";
+  if (types.empty())
+    printer << "none";
+  else
+    printer << types.front();
+}
+
+LogicalResult ExpertsOp::inferReturnTypes(MLIRContext *ctx,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &inferred) {
+  inferred.push_back(adaptor.getInput().getType());
+  return success();
+}
+
+LogicalResult ExpertsOp::verify() {
+  int64_t experts = getNumExperts();
+  if (experts == 0)
+    return emitOpError("needs at least one expert");
+  if (static_cast<int64_t>(getUpWeights().size()) != experts ||
+      static_cast<int64_t>(getDownWeights().size()) != experts)
+    return emitOpError("has ")
+           << experts << " gate, " << getUpWeights().size() << " up and "
+           << getDownWeights().size()
+           << " down weights; every expert needs one of each";
+
+  // All experts share one shape per projection.
+  for (auto [name, list] :
+       {std::pair<StringRef, ValueRange>{"gate", getGateWeights()},
+        {"up", getUpWeights()},
+        {"down", getDownWeights()}}) {
+    for (Value w : list)
+      if (w.getType() != list.front().getType())
+        return emitOpError("all ")
+               << name << " weights must have one type, got "
+               << list.front().getType() << " and " << w.getType();
+    if (tensorType(list.front()).getRank() != 2)
+      return emitOpError() << name << " weights must be rank 2, got "
+                           << list.front().getType();
+  }
+
+  int64_t hidden = getInput().getType().getDimSize(1);
+  ArrayRef<int64_t> gate = tensorType(getGateWeights().front()).getShape();
+  ArrayRef<int64_t> up = tensorType(getUpWeights().front()).getShape();
+  ArrayRef<int64_t> down = tensorType(getDownWeights().front()).getShape();
+  int64_t inter = gate[0];
+  if (gate[1] != hidden)
+    return emitOpError("gate weights are [")
+           << gate[0] << ", " << gate[1]
+           << "] but [intermediate, hidden] needs hidden = " << hidden;
+  if (up[0] != inter || up[1] != hidden)
+    return emitOpError("up weights are [")
+           << up[0] << ", " << up[1] << "], expected [" << inter << ", "
+           << hidden << "] like the gate weights";
+  if (down[0] != hidden || down[1] != inter)
+    return emitOpError("down weights are [")
+           << down[0] << ", " << down[1] << "], expected [hidden, "
+           << "intermediate] = [" << hidden << ", " << inter << "]";
+
+  RankedTensorType weights = getWeights().getType();
+  RankedTensorType indices = getIndices().getType();
+  int64_t tokens = getInput().getType().getDimSize(0);
+  if (!dimsAgree(weights.getDimSize(0), tokens) ||
+      !dimsAgree(indices.getDimSize(0), tokens))
+    return emitOpError("routing weights ")
+           << weights << " and indices " << indices
+           << " must have one row per token of the input "
+           << getInput().getType();
+  int64_t k = weights.getDimSize(1);
+  if (indices.getDimSize(1) != k)
+    return emitOpError("routing weights choose ")
+           << k << " experts per token but the indices choose "
+           << indices.getDimSize(1);
+  if (k > experts)
+    return emitOpError("routes each token to ")
+           << k << " experts but the bank has only " << experts;
+  if (auto router = getIndices().getDefiningOp<RouterOp>()) {
+    if (router.getNumExperts() != experts)
+      return emitOpError("router chooses among ")
+             << router.getNumExperts() << " experts but the bank has "
+             << experts;
+    if (getWeights() != router.getWeights())
+      return emitOpError("weights and indices must come from the same "
+                         "moe.router");
+  }
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "dialects/MoE/MoEOps.cpp.inc"

@@ -1,0 +1,317 @@
+//===- MoEOps.td - moe dialect operations ------------------*- tablegen -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_OPS_TD
+#define MOE_OPS_TD
+
+include "dialects/MoE/MoEDialect.td"
+include "dialects/MoE/MoEAttrs.td"
+include "dialects/MoE/MoETypes.td"
+include "mlir/IR/CommonAttrConstraints.td"
+include "mlir/IR/CommonTypeConstraints.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+//===----------------------------------------------------------------------===//
+// Type constraints
+//===----------------------------------------------------------------------===//
+
+/// Activations: [tokens, features] in f32; the token dimension may be `?`.
+def MoE_ActTensor : 2DTensorOf<[F32]>;
+/// Weights: statically shaped, in one of the storage types we support.
+def MoE_WeightTensor : StaticShapeTensorOf<[F32, F16, BF16]>;
+/// Token ids and positions: [tokens].
+def MoE_TokenIdTensor : 1DTensorOf<[I32]>;
+/// Expert indices chosen by the router: [tokens, k].
+def MoE_ExpertIdTensor : 2DTensorOf<[I32]>;
+
+//===----------------------------------------------------------------------===//
+// moe.weight
+//===----------------------------------------------------------------------===//
+
+def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
+  let summary = "reference to a named weight tensor of the model";
+  let description = [{
+    Names one tensor of the model, by the name it has in the model's own
+    files (the Hugging Face name for a `config.json` + safetensors model),
+    and gives its static type. The IR never holds the data: the compiler
+    records `(file, offset, dtype, shape)` for each name in the artifact's
+    weight manifest and the runtime memory-maps the user's files.
+
+    ```mlir
+    %wq = moe.weight "model.layers.0.self_attn.q_proj.weight" : tensor<64x64xbf16>
+    ```
+  }];
+  let arguments = (ins StrAttr:$name);
+  let results = (outs MoE_WeightTensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// moe.embedding
+//===----------------------------------------------------------------------===//
+
+def MoE_EmbeddingOp : MoE_Op<"embedding",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "token-embedding lookup";
+  let description = [{
+    Gathers one row of the `[vocab, hidden]` table per token id. Rows are
+    converted to `f32`. An id outside `[0, vocab)` is a runtime error of
+    the generated program, never an out-of-bounds read.
+
+    ```mlir
+    %h = moe.embedding %table[%ids] : tensor<256x64xf16>, tensor<?xi32>
+    // %h : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_WeightTensor:$table, MoE_TokenIdTensor:$ids);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $table `[` $ids `]` attr-dict `:` type($table) `,` type($ids)
+  }];
+  }
+
+//===----------------------------------------------------------------------===//
+// moe.rms_norm
+//===----------------------------------------------------------------------===//
+
+def MoE_RMSNormOp : MoE_Op<"rms_norm",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "RMS normalisation with a learned scale";
+  let description = [{
+    For each token row `x` of width `H`:
+    `y = x / sqrt(mean(x²) + epsilon) * weight`, computed in `f32`.
+
+    ```mlir
+    %a = moe.rms_norm %h, %w eps 1.000000e-05 : tensor<?x64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, MoE_WeightTensor:$weight,
+                       F64Attr:$epsilon);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight `eps` $epsilon attr-dict `:` type($input) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// moe.linear
+//===----------------------------------------------------------------------===//
+
+def MoE_LinearOp : MoE_Op<"linear",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "linear map x @ Wᵀ without bias";
+  let description = [{
+    `input` is `[T, K]` and `weight` is `[N, K]` (the Hugging Face
+    `[out, in]` layout); the result is `[T, N]`, accumulated in `f32`
+    whatever the weight's storage type.
+
+    ```mlir
+    %q = moe.linear %a, %wq : tensor<?x64xf32>, tensor<128x64xf16>
+    // %q : tensor<?x128xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, MoE_WeightTensor:$weight);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight attr-dict `:` type($input) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// moe.rope
+//===----------------------------------------------------------------------===//
+
+def MoE_RoPEOp : MoE_Op<"rope",
+    [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "rotary position embedding (rotate-half convention)";
+  let description = [{
+    Applies RoPE independently to each head of width `head_dim` in a
+    `[T, heads * head_dim]` tensor. Within a head, element `i` is paired
+    with element `i + head_dim/2` (the Hugging Face "rotate half"
+    convention), rotated by the angle `pos * theta^(-2i/head_dim)` where
+    `pos` is the token's absolute position.
+
+    ```mlir
+    %qr = moe.rope %q, %pos head_dim 16 theta 1.000000e+06 : tensor<?x64xf32>, tensor<?xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, MoE_TokenIdTensor:$positions,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                       F64Attr:$theta);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $positions `head_dim` $head_dim `theta` $theta attr-dict
+    `:` type($input) `,` type($positions)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// moe.attention
+//===----------------------------------------------------------------------===//
+
+def MoE_AttentionOp : MoE_Op<"attention",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "causal grouped-query attention over a KV cache";
+  let description = [{
+    Scaled dot-product attention of `T` new tokens. `query` is
+    `[T, num_heads * head_dim]`, `key` and `value` are
+    `[T, kv_heads * head_dim]`; `kv_heads` and `head_dim` come from the
+    cache type. Query head `j` attends with kv head
+    `j / (num_heads / kv_heads)` (GQA).
+
+    The cache operand holds the keys and values of positions `0 .. P-1`; the
+    new tokens are positions `P .. P+T-1`. They are appended, and the op
+    returns the grown cache as its second result. A query at position `i`
+    sees keys at positions `j` with `j <= i` (causal) and, when
+    `sliding_window = W` is present, also `j > i - W`. Scores are
+    multiplied by `scale` (default `1/sqrt(head_dim)`) before the softmax,
+    which runs in `f32`.
+
+    ```mlir
+    %o, %c1 = moe.attention %q, %k, %v, %c0 heads 4 {sliding_window = 8 : i64}
+        : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+    // %o : tensor<?x64xf32>, %c1 : !moe.kv_cache<2x?x16xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$query, MoE_ActTensor:$key,
+                       MoE_ActTensor:$value, MoE_KVCacheType:$cache,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$sliding_window,
+                       OptionalAttr<F64Attr>:$scale);
+  let results = (outs MoE_ActTensor:$result, MoE_KVCacheType:$cache_out);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `,` $cache `heads` $num_heads attr-dict
+    `:` type($query) `,` type($key) `,` type($value) `,` qualified(type($cache))
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The scale applied to q·k: the attribute if set, else 1/sqrt(head_dim).
+    double getEffectiveScale();
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// moe.add
+//===----------------------------------------------------------------------===//
+
+def MoE_AddOp : MoE_Op<"add",
+    [Pure, Commutative, SameOperandsAndResultType]> {
+  let summary = "elementwise addition (residual connection)";
+  let description = [{
+    `result = lhs + rhs`, elementwise on activations of the same type.
+    Adding a splat-zero constant folds away; like fast-math `nsz`, the fold
+    does not preserve the sign of a zero result.
+
+    ```mlir
+    %h1 = moe.add %h0, %attn : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$lhs, MoE_ActTensor:$rhs);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+  let hasFolder = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// moe.router
+//===----------------------------------------------------------------------===//
+
+def MoE_RouterOp : MoE_Op<"router",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "top-k expert selection from router logits";
+  let description = [{
+    Turns the `[T, E]` router logits (the output of the gate `moe.linear`)
+    into the `k` experts each token is sent to and their mixing weights.
+
+    * `scoring = softmax`: `p = softmax(logits)` over all `E` experts, in
+      `f32`; `sigmoid`: `p = sigmoid(logits)` elementwise.
+    * The `k` largest scores are kept (ties go to the lower expert index),
+      in descending order of score.
+    * With `renormalize`, the `k` weights are divided by their sum (Mixtral's
+      behaviour; `norm_topk_prob = false` models omit it).
+
+    Results are the weights `[T, k] f32` and the expert indices
+    `[T, k] i32`.
+
+    ```mlir
+    %logits = moe.linear %b, %gate : tensor<?x64xf32>, tensor<8x64xf32>
+    %w, %idx = moe.router %logits top 2 softmax renormalize : tensor<?x8xf32>
+    // %w : tensor<?x2xf32>, %idx : tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$logits,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$k,
+                       MoE_ScoringFuncAttr:$scoring,
+                       UnitAttr:$renormalize);
+  let results = (outs MoE_ActTensor:$weights, MoE_ExpertIdTensor:$indices);
+  let assemblyFormat = [{
+    $logits `top` $k $scoring (`renormalize` $renormalize^)? attr-dict
+    `:` type($logits)
+  }];
+  let hasVerifier = 1;
+  let hasCanonicalizer = 1;
+  let extraClassDeclaration = [{
+    /// The number of experts the router chooses among.
+    int64_t getNumExperts() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getLogits().getType())
+          .getDimSize(1);
+    }
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// moe.experts
+//===----------------------------------------------------------------------===//
+
+def MoE_ExpertsOp : MoE_Op<"experts",
+    [Pure, AttrSizedOperandSegments,
+     InferTypeOpAdaptor]> {
+  let summary = "bank of SwiGLU experts mixed by router weights";
+  let description = [{
+    The feed-forward block of an MoE layer. Expert `e` computes
+    `down_e(silu(gate_e(x)) * up_e(x))` (Mixtral's `w2(silu(w1 x) * w3 x)`),
+    and each token's output is `Σ_j weights[t, j] * expert_{indices[t, j]}(x_t)`.
+
+    There is one `gate` (`w1`, `[I, H]`), `up` (`w3`, `[I, H]`) and `down`
+    (`w2`, `[H, I]`) weight per expert; all experts have the same shapes, so
+    each list prints its type once. `weights` and `indices` are `[T, k]`,
+    normally the results of a `moe.router` whose `E` equals the number of
+    experts here. An index outside `[0, E)` is a runtime error.
+
+    ```mlir
+    %y = moe.experts %b, %w, %idx
+        gate [%g0, %g1, %g2, %g3] : tensor<128x64xf32>
+        up [%u0, %u1, %u2, %u3] : tensor<128x64xf32>
+        down [%d0, %d1, %d2, %d3] : tensor<64x128xf32>
+        : tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x2xi32>
+    // %y : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, MoE_ActTensor:$weights,
+                       MoE_ExpertIdTensor:$indices,
+                       Variadic<MoE_WeightTensor>:$gate_weights,
+                       Variadic<MoE_WeightTensor>:$up_weights,
+                       Variadic<MoE_WeightTensor>:$down_weights);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weights `,` $indices
+    `gate` custom<ExpertList>($gate_weights, type($gate_weights))
+    `up` custom<ExpertList>($up_weights, type($up_weights))
+    `down` custom<ExpertList>($down_weights, type($down_weights))
+    attr-dict `:` type($input) `,` type($weights) `,` type($indices)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumExperts() { return getGateWeights().size(); }
+  }];
+}
+
+#endif // MOE_OPS_TD

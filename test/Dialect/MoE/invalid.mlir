@@ -1,0 +1,517 @@
+// RUN: moe-opt %s --split-input-file --verify-diagnostics
+
+// One case per verifier rule of the moe dialect (ops and types).
+
+//===----------------------------------------------------------------------===//
+// moe.weight
+//===----------------------------------------------------------------------===//
+
+func.func @weight_empty_name() {
+  // expected-error @below {{'moe.weight' op weight name must not be empty}}
+  %0 = moe.weight "" : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @weight_rank0() {
+  // expected-error @below {{'moe.weight' op weight must have rank >= 1}}
+  %0 = moe.weight "w" : tensor<f32>
+  return
+}
+
+// -----
+
+func.func @weight_empty_dim() {
+  // expected-error @below {{'moe.weight' op weight 'w' has an empty dimension in 'tensor<0x4xf32>'}}
+  %0 = moe.weight "w" : tensor<0x4xf32>
+  return
+}
+
+// -----
+
+func.func @weight_dynamic() {
+  // expected-error @below {{'moe.weight' op result #0 must be statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type values}}
+  %0 = moe.weight "w" : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @weight_int8() {
+  // expected-error @below {{'moe.weight' op result #0 must be statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type values}}
+  %0 = moe.weight "w" : tensor<4xi8>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.embedding
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @embedding_table_rank(%ids: tensor<?xi32>) {
+  %t = moe.weight "t" : tensor<256xf32>
+  // expected-error @below {{embedding table must be a rank-2 tensor, got 'tensor<256xf32>'}}
+  %0 = moe.embedding %t[%ids] : tensor<256xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @embedding_ids_rank(%ids: tensor<2x3xi32>) {
+  %t = moe.weight "t" : tensor<256x64xf32>
+  // expected-error @below {{token ids must be a rank-1 tensor, got 'tensor<2x3xi32>'}}
+  %0 = moe.embedding %t[%ids] : tensor<256x64xf32>, tensor<2x3xi32>
+  return
+}
+
+// -----
+
+func.func @embedding_ids_i64(%ids: tensor<?xi64>) {
+  %t = moe.weight "t" : tensor<256x64xf32>
+  // expected-error @below {{'moe.embedding' op operand #1 must be 1D tensor of 32-bit signless integer values}}
+  %0 = moe.embedding %t[%ids] : tensor<256x64xf32>, tensor<?xi64>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.rms_norm
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @rms_norm_weight_rank(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<1x64xf32>
+  // expected-error @below {{'moe.rms_norm' op weight must be rank 1 [hidden], got 'tensor<1x64xf32>'}}
+  %0 = moe.rms_norm %x, %w eps 1.0e-05 : tensor<?x64xf32>, tensor<1x64xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_weight_size(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<32xf32>
+  // expected-error @below {{'moe.rms_norm' op weight has 32 elements but the input has hidden size 64}}
+  %0 = moe.rms_norm %x, %w eps 1.0e-05 : tensor<?x64xf32>, tensor<32xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_eps_zero(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<64xf32>
+  // expected-error @below {{'moe.rms_norm' op epsilon must be a positive finite number, got 0}}
+  %0 = moe.rms_norm %x, %w eps 0.0 : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_eps_inf(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<64xf32>
+  // expected-error @below {{'moe.rms_norm' op epsilon must be a positive finite number, got INF}}
+  %0 = moe.rms_norm %x, %w eps 0x7FF0000000000000 : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_input_rank(%x: tensor<64xf32>) {
+  %w = moe.weight "w" : tensor<64xf32>
+  // expected-error @below {{'moe.rms_norm' op operand #0 must be 2D tensor of 32-bit float values, but got 'tensor<64xf32>'}}
+  %0 = moe.rms_norm %x, %w eps 1.0e-05 : tensor<64xf32>, tensor<64xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.linear
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @linear_in_mismatch(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<128x32xf32>
+  // expected-error @below {{'moe.linear' op weight 'tensor<128x32xf32>' is [out, in] with in = 32, but the input has 64 features}}
+  %0 = moe.linear %x, %w : tensor<?x64xf32>, tensor<128x32xf32>
+  return
+}
+
+// -----
+
+func.func @linear_weight_rank(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<64xf32>
+  // expected-error @below {{linear weight must be a rank-2 tensor, got 'tensor<64xf32>'}}
+  %0 = moe.linear %x, %w : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @linear_input_rank(%x: tensor<2x3x64xf32>) {
+  %w = moe.weight "w" : tensor<8x64xf32>
+  // expected-error @below {{linear input must be a rank-2 tensor, got 'tensor<2x3x64xf32>'}}
+  %0 = moe.linear %x, %w : tensor<2x3x64xf32>, tensor<8x64xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.rope
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @rope_odd_head_dim(%x: tensor<?x60xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{'moe.rope' op head_dim must be even for rotate-half RoPE, got 15}}
+  %0 = moe.rope %x, %p head_dim 15 theta 1.0e+04 : tensor<?x60xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_width(%x: tensor<?x40xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{'moe.rope' op input width 40 is not a multiple of head_dim 16}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 : tensor<?x40xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_positions(%x: tensor<3x64xf32>, %p: tensor<4xi32>) {
+  // expected-error @below {{'moe.rope' op has 4 positions for 3 tokens}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 : tensor<3x64xf32>, tensor<4xi32>
+  return
+}
+
+// -----
+
+func.func @rope_theta(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{'moe.rope' op theta must be a positive finite number, got -1}}
+  %0 = moe.rope %x, %p head_dim 16 theta -1.0 : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_head_dim_zero(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{'moe.rope' op attribute 'head_dim' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
+  %0 = moe.rope %x, %p head_dim 0 theta 1.0e+04 : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.attention and !moe.kv_cache
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @attention_gqa(%q: tensor<?x48xf32>, %kv: tensor<?x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
+  // expected-error @below {{'moe.attention' op num_heads 3 is not a multiple of the cache's kv_heads 2}}
+  %0, %1 = moe.attention %q, %kv, %kv, %c heads 3
+      : tensor<?x48xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_query_width(%q: tensor<?x60xf32>, %kv: tensor<?x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
+  // expected-error @below {{'moe.attention' op query width 60 != num_heads * head_dim = 4 * 16}}
+  %0, %1 = moe.attention %q, %kv, %kv, %c heads 4
+      : tensor<?x60xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_key_width(%q: tensor<?x64xf32>, %k: tensor<?x64xf32>, %v: tensor<?x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
+  // expected-error @below {{'moe.attention' op key width 64 != kv_heads * head_dim = 2 * 16}}
+  %0, %1 = moe.attention %q, %k, %v, %c heads 4
+      : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_value_width(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %v: tensor<?x16xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
+  // expected-error @below {{'moe.attention' op value width 16 != kv_heads * head_dim = 2 * 16}}
+  %0, %1 = moe.attention %q, %k, %v, %c heads 4
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x16xf32>, !moe.kv_cache<2x?x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_tokens(%q: tensor<3x64xf32>, %k: tensor<2x32xf32>, %v: tensor<3x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
+  // expected-error @below {{'moe.attention' op key has 2 tokens but the query has 3}}
+  %0, %1 = moe.attention %q, %k, %v, %c heads 4
+      : tensor<3x64xf32>, tensor<2x32xf32>, tensor<3x32xf32>, !moe.kv_cache<2x?x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_scale(%q: tensor<?x64xf32>, %kv: tensor<?x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
+  // expected-error @below {{'moe.attention' op scale must be a positive finite number, got 0}}
+  %0, %1 = moe.attention %q, %kv, %kv, %c heads 4 {scale = 0.0 : f64}
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_window(%q: tensor<?x64xf32>, %kv: tensor<?x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
+  // expected-error @below {{'moe.attention' op attribute 'sliding_window' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
+  %0, %1 = moe.attention %q, %kv, %kv, %c heads 4 {sliding_window = 0 : i64}
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_heads_zero(%q: tensor<?x64xf32>, %kv: tensor<?x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
+  // expected-error @below {{'moe.attention' op attribute 'num_heads' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
+  %0, %1 = moe.attention %q, %kv, %kv, %c heads 0
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+  return
+}
+
+// -----
+
+// expected-error @below {{kv_cache kv_heads must be positive, got 0}}
+func.func @kv_cache_heads(%c: !moe.kv_cache<0x?x16xf32>) {
+  return
+}
+
+// -----
+
+// expected-error @below {{kv_cache head_dim must be positive, got 0}}
+func.func @kv_cache_head_dim(%c: !moe.kv_cache<2x?x0xf32>) {
+  return
+}
+
+// -----
+
+// expected-error @below {{kv_cache capacity must be positive or '?', got 0}}
+func.func @kv_cache_capacity(%c: !moe.kv_cache<2x0x16xf32>) {
+  return
+}
+
+// -----
+
+// expected-error @below {{kv_cache element type must be f32, f16 or bf16, got 'i8'}}
+func.func @kv_cache_element(%c: !moe.kv_cache<2x?x16xi8>) {
+  return
+}
+
+// -----
+
+// expected-error @below {{expected kv_heads x capacity x head_dim x element-type, got 2 dimension(s)}}
+func.func @kv_cache_dims(%c: !moe.kv_cache<2x16xf32>) {
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.add
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @add_types(%a: tensor<?x64xf32>, %b: tensor<?x32xf32>) {
+  // expected-error @below {{'moe.add' op requires the same type for all operands and results}}
+  %0 = "moe.add"(%a, %b) : (tensor<?x64xf32>, tensor<?x32xf32>) -> tensor<?x64xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.router
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @router_k_above_e(%l: tensor<?x4xf32>) {
+  // expected-error @below {{'moe.router' op k = 5 exceeds the number of experts 4}}
+  %w, %i = moe.router %l top 5 softmax renormalize : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @router_k_zero(%l: tensor<?x4xf32>) {
+  // expected-error @below {{'moe.router' op attribute 'k' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
+  %w, %i = moe.router %l top 0 softmax : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @router_dynamic_experts(%l: tensor<?x?xf32>) {
+  // expected-error @below {{'moe.router' op the number of experts (logits dim 1) must be static}}
+  %w, %i = moe.router %l top 2 softmax : tensor<?x?xf32>
+  return
+}
+
+// -----
+
+func.func @router_logits_rank(%l: tensor<4xf32>) {
+  // expected-error @below {{router logits must be a rank-2 tensor, got 'tensor<4xf32>'}}
+  %w, %i = moe.router %l top 2 softmax : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @router_scoring(%l: tensor<?x4xf32>) {
+  // expected-error @below {{custom op 'moe.router' expected string or keyword containing one of the following enum values for attribute 'scoring' [softmax, sigmoid]}}
+  %w, %i = moe.router %l top 2 relu : tensor<?x4xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.experts
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @experts_none(%b: tensor<?x64xf32>, %w: tensor<?x1xf32>, %i: tensor<?x1xi32>) {
+  // expected-error @below {{'moe.experts' op needs at least one expert}}
+  %y = moe.experts %b, %w, %i
+      gate [] : tensor<96x64xf32> up [] : tensor<96x64xf32> down [] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_counts(%b: tensor<?x64xf32>, %w: tensor<?x1xf32>, %i: tensor<?x1xi32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op has 2 gate, 1 up and 2 down weights; every expert needs one of each}}
+  %y = moe.experts %b, %w, %i
+      gate [%g, %g] : tensor<96x64xf32> up [%g] : tensor<96x64xf32> down [%d, %d] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_mixed_types(%b: tensor<?x64xf32>, %w: tensor<?x1xf32>, %i: tensor<?x1xi32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %g16 = moe.weight "g16" : tensor<96x64xf16>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op all gate weights must have one type, got 'tensor<96x64xf32>' and 'tensor<96x64xf16>'}}
+  %y = "moe.experts"(%b, %w, %i, %g, %g16, %g, %g, %d, %d) {operandSegmentSizes = array<i32: 1, 1, 1, 2, 2, 2>}
+      : (tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>, tensor<96x64xf32>, tensor<96x64xf16>,
+         tensor<96x64xf32>, tensor<96x64xf32>, tensor<64x96xf32>, tensor<64x96xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_weight_rank(%b: tensor<?x64xf32>, %w: tensor<?x1xf32>, %i: tensor<?x1xi32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %d = moe.weight "d" : tensor<6144xf32>
+  // expected-error @below {{'moe.experts' op down weights must be rank 2, got 'tensor<6144xf32>'}}
+  %y = moe.experts %b, %w, %i
+      gate [%g] : tensor<96x64xf32> up [%g] : tensor<96x64xf32> down [%d] : tensor<6144xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_gate_hidden(%b: tensor<?x64xf32>, %w: tensor<?x1xf32>, %i: tensor<?x1xi32>) {
+  %g = moe.weight "g" : tensor<96x32xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op gate weights are [96, 32] but [intermediate, hidden] needs hidden = 64}}
+  %y = moe.experts %b, %w, %i
+      gate [%g] : tensor<96x32xf32> up [%g] : tensor<96x32xf32> down [%d] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_up_shape(%b: tensor<?x64xf32>, %w: tensor<?x1xf32>, %i: tensor<?x1xi32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %u = moe.weight "u" : tensor<80x64xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op up weights are [80, 64], expected [96, 64] like the gate weights}}
+  %y = moe.experts %b, %w, %i
+      gate [%g] : tensor<96x64xf32> up [%u] : tensor<80x64xf32> down [%d] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_down_shape(%b: tensor<?x64xf32>, %w: tensor<?x1xf32>, %i: tensor<?x1xi32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  // expected-error @below {{'moe.experts' op down weights are [96, 64], expected [hidden, intermediate] = [64, 96]}}
+  %y = moe.experts %b, %w, %i
+      gate [%g] : tensor<96x64xf32> up [%g] : tensor<96x64xf32> down [%g] : tensor<96x64xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_tokens(%b: tensor<3x64xf32>, %w: tensor<4x1xf32>, %i: tensor<4x1xi32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op routing weights 'tensor<4x1xf32>' and indices 'tensor<4x1xi32>' must have one row per token of the input 'tensor<3x64xf32>'}}
+  %y = moe.experts %b, %w, %i
+      gate [%g] : tensor<96x64xf32> up [%g] : tensor<96x64xf32> down [%d] : tensor<64x96xf32>
+      : tensor<3x64xf32>, tensor<4x1xf32>, tensor<4x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_k_mismatch(%b: tensor<?x64xf32>, %w: tensor<?x2xf32>, %i: tensor<?x1xi32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op routing weights choose 2 experts per token but the indices choose 1}}
+  %y = moe.experts %b, %w, %i
+      gate [%g, %g] : tensor<96x64xf32> up [%g, %g] : tensor<96x64xf32> down [%d, %d] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_k_above_e(%b: tensor<?x64xf32>, %w: tensor<?x2xf32>, %i: tensor<?x2xi32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op routes each token to 2 experts but the bank has only 1}}
+  %y = moe.experts %b, %w, %i
+      gate [%g] : tensor<96x64xf32> up [%g] : tensor<96x64xf32> down [%d] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @experts_router_e(%b: tensor<?x64xf32>, %l: tensor<?x3xf32>) {
+  %w, %i = moe.router %l top 1 softmax : tensor<?x3xf32>
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op router chooses among 3 experts but the bank has 2}}
+  %y = moe.experts %b, %w, %i
+      gate [%g, %g] : tensor<96x64xf32> up [%g, %g] : tensor<96x64xf32> down [%d, %d] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
+  return
+}
+
+// -----
+
+func.func @experts_two_routers(%b: tensor<?x64xf32>, %l: tensor<?x2xf32>) {
+  %w, %i = moe.router %l top 1 softmax : tensor<?x2xf32>
+  %w2, %i2 = moe.router %l top 1 sigmoid : tensor<?x2xf32>
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op weights and indices must come from the same moe.router}}
+  %y = moe.experts %b, %w2, %i
+      gate [%g, %g] : tensor<96x64xf32> up [%g, %g] : tensor<96x64xf32> down [%d, %d] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
+  return
+}

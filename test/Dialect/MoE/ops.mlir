@@ -1,0 +1,134 @@
+// RUN: moe-opt %s --split-input-file | moe-opt --split-input-file | FileCheck %s
+// RUN: moe-opt %s --split-input-file --mlir-print-op-generic | moe-opt --split-input-file | FileCheck %s
+
+// Every op of the moe dialect round-trips through its custom assembly and
+// through the generic form.
+
+// CHECK-LABEL: func.func @weight
+func.func @weight() -> (tensor<4x64xf32>, tensor<64xf16>, tensor<128x64xbf16>) {
+  // CHECK: moe.weight "model.layers.0.block_sparse_moe.gate.weight" : tensor<4x64xf32>
+  %0 = moe.weight "model.layers.0.block_sparse_moe.gate.weight" : tensor<4x64xf32>
+  // CHECK: moe.weight "model.norm.weight" : tensor<64xf16>
+  %1 = moe.weight "model.norm.weight" : tensor<64xf16>
+  // CHECK: moe.weight "w" : tensor<128x64xbf16>
+  %2 = moe.weight "w" : tensor<128x64xbf16>
+  return %0, %1, %2 : tensor<4x64xf32>, tensor<64xf16>, tensor<128x64xbf16>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @embedding
+// CHECK-SAME: (%[[IDS:.+]]: tensor<?xi32>, %[[IDS3:.+]]: tensor<3xi32>)
+func.func @embedding(%ids: tensor<?xi32>, %ids3: tensor<3xi32>) -> (tensor<?x64xf32>, tensor<3x64xf32>) {
+  // CHECK: %[[T:.+]] = moe.weight "model.embed_tokens.weight" : tensor<256x64xf16>
+  %t = moe.weight "model.embed_tokens.weight" : tensor<256x64xf16>
+  // CHECK: moe.embedding %[[T]][%[[IDS]]] : tensor<256x64xf16>, tensor<?xi32>
+  %0 = moe.embedding %t[%ids] : tensor<256x64xf16>, tensor<?xi32>
+  // CHECK: moe.embedding %[[T]][%[[IDS3]]] : tensor<256x64xf16>, tensor<3xi32>
+  %1 = moe.embedding %t[%ids3] : tensor<256x64xf16>, tensor<3xi32>
+  return %0, %1 : tensor<?x64xf32>, tensor<3x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @rms_norm
+func.func @rms_norm(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %w = moe.weight "model.norm.weight" : tensor<64xbf16>
+  // CHECK: moe.rms_norm %{{.+}}, %{{.+}} eps 1.000000e-05 : tensor<?x64xf32>, tensor<64xbf16>
+  %0 = moe.rms_norm %x, %w eps 1.0e-05 : tensor<?x64xf32>, tensor<64xbf16>
+  return %0 : tensor<?x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @linear
+func.func @linear(%x: tensor<?x64xf32>, %y: tensor<5x64xf32>) -> (tensor<?x128xf32>, tensor<5x128xf32>) {
+  %w = moe.weight "q_proj" : tensor<128x64xf16>
+  // CHECK: moe.linear %{{.+}}, %{{.+}} : tensor<?x64xf32>, tensor<128x64xf16>
+  %0 = moe.linear %x, %w : tensor<?x64xf32>, tensor<128x64xf16>
+  // CHECK: moe.linear %{{.+}}, %{{.+}} : tensor<5x64xf32>, tensor<128x64xf16>
+  %1 = moe.linear %y, %w : tensor<5x64xf32>, tensor<128x64xf16>
+  return %0, %1 : tensor<?x128xf32>, tensor<5x128xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @rope
+func.func @rope(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) -> tensor<?x64xf32> {
+  // CHECK: moe.rope %{{.+}}, %{{.+}} head_dim 16 theta 1.000000e+06 : tensor<?x64xf32>, tensor<?xi32>
+  %0 = moe.rope %x, %pos head_dim 16 theta 1.0e+06 : tensor<?x64xf32>, tensor<?xi32>
+  return %0 : tensor<?x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @attention
+func.func @attention(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>,
+                     %c: !moe.kv_cache<2x?x16xf32>, %p: !moe.kv_cache<2x4096x16xf16>)
+    -> (tensor<?x64xf32>, !moe.kv_cache<2x?x16xf32>, tensor<?x64xf32>, !moe.kv_cache<2x4096x16xf16>) {
+  // CHECK: %{{.+}}, %{{.+}} = moe.attention %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} heads 4 : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+  %0, %1 = moe.attention %q, %k, %v, %c heads 4
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+  // CHECK: moe.attention %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} heads 4 {scale = 1.250000e-01 : f64, sliding_window = 8 : i64} : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x4096x16xf16>
+  %2, %3 = moe.attention %q, %k, %v, %p heads 4 {sliding_window = 8 : i64, scale = 0.125 : f64}
+      : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x4096x16xf16>
+  return %0, %1, %2, %3 : tensor<?x64xf32>, !moe.kv_cache<2x?x16xf32>, tensor<?x64xf32>, !moe.kv_cache<2x4096x16xf16>
+}
+
+// -----
+
+// Multi-query attention (one kv head) with a cache of bf16.
+// CHECK-LABEL: func.func @attention_mqa
+func.func @attention_mqa(%q: tensor<3x64xf32>, %kv: tensor<3x16xf32>, %c: !moe.kv_cache<1x?x16xbf16>)
+    -> (tensor<3x64xf32>, !moe.kv_cache<1x?x16xbf16>) {
+  // CHECK: moe.attention {{.+}} heads 4 : tensor<3x64xf32>, tensor<3x16xf32>, tensor<3x16xf32>, !moe.kv_cache<1x?x16xbf16>
+  %0, %1 = moe.attention %q, %kv, %kv, %c heads 4
+      : tensor<3x64xf32>, tensor<3x16xf32>, tensor<3x16xf32>, !moe.kv_cache<1x?x16xbf16>
+  return %0, %1 : tensor<3x64xf32>, !moe.kv_cache<1x?x16xbf16>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @add
+func.func @add(%a: tensor<?x64xf32>, %b: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  // CHECK: moe.add %{{.+}}, %{{.+}} : tensor<?x64xf32>
+  %0 = moe.add %a, %b : tensor<?x64xf32>
+  return %0 : tensor<?x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @router
+func.func @router(%l: tensor<?x8xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>, tensor<?x8xi32>) {
+  // CHECK: moe.router %{{.+}} top 2 softmax renormalize : tensor<?x8xf32>
+  %w, %i = moe.router %l top 2 softmax renormalize : tensor<?x8xf32>
+  // CHECK: moe.router %{{.+}} top 8 sigmoid : tensor<?x8xf32>
+  %w2, %i2 = moe.router %l top 8 sigmoid : tensor<?x8xf32>
+  return %w, %i, %w2, %i2 : tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>, tensor<?x8xi32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @experts
+func.func @experts(%b: tensor<?x64xf32>, %l: tensor<?x3xf32>) -> tensor<?x64xf32> {
+  %w, %i = moe.router %l top 2 softmax renormalize : tensor<?x3xf32>
+  // CHECK-DAG: %[[G0:.+]] = moe.weight "e0.w1"
+  // CHECK-DAG: %[[G1:.+]] = moe.weight "e1.w1"
+  // CHECK-DAG: %[[G2:.+]] = moe.weight "e2.w1"
+  %g0 = moe.weight "e0.w1" : tensor<96x64xf16>
+  %g1 = moe.weight "e1.w1" : tensor<96x64xf16>
+  %g2 = moe.weight "e2.w1" : tensor<96x64xf16>
+  %u0 = moe.weight "e0.w3" : tensor<96x64xf16>
+  %u1 = moe.weight "e1.w3" : tensor<96x64xf16>
+  %u2 = moe.weight "e2.w3" : tensor<96x64xf16>
+  %d0 = moe.weight "e0.w2" : tensor<64x96xf16>
+  %d1 = moe.weight "e1.w2" : tensor<64x96xf16>
+  %d2 = moe.weight "e2.w2" : tensor<64x96xf16>
+  // CHECK: moe.experts %{{.+}}, %{{.+}}, %{{.+}} gate [%[[G0]], %[[G1]], %[[G2]]] : tensor<96x64xf16> up [%{{.+}}, %{{.+}}, %{{.+}}] : tensor<96x64xf16> down [%{{.+}}, %{{.+}}, %{{.+}}] : tensor<64x96xf16> : tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x2xi32>
+  %y = moe.experts %b, %w, %i
+      gate [%g0, %g1, %g2] : tensor<96x64xf16>
+      up [%u0, %u1, %u2] : tensor<96x64xf16>
+      down [%d0, %d1, %d2] : tensor<64x96xf16>
+      : tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x2xi32>
+  return %y : tensor<?x64xf32>
+}
