@@ -10,7 +10,7 @@ from lit.llvm.subst import ToolSubst
 config.name = "MOE"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
 config.suffixes = [".mlir", ".test"]
-config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "unit"]
+config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "unit", "Inputs"]
 
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.moe_obj_root, "test")
@@ -22,5 +22,14 @@ llvm_config.use_default_substitutions()
 # Our tools first, then FileCheck & co. from LLVM.
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
-tools = [ToolSubst("moe-opt", unresolved="fatal")]
+tools = [ToolSubst("moe-opt", unresolved="fatal"),
+         ToolSubst("moe-translate", unresolved="fatal")]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
+
+# Python (with numpy) and the project's own Python package: the test-model
+# generator and the numpy reference forward pass.
+config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
+config.substitutions.append(("%python", config.python_executable))
+config.substitutions.append(
+    ("%gen", config.python_executable + " -m moe_ref.generate --quiet"))
+config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Frontends", "hf", "Inputs")))

@@ -8,7 +8,9 @@
 #include "dialects/MoE/MoEOps.h"
 
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -91,4 +93,48 @@ std::optional<int64_t> KVCacheType::getSizeInBytes() const {
     return std::nullopt;
   int64_t elementBytes = getElementType().getIntOrFloatBitWidth() / 8;
   return 2 * getNumKvHeads() * getCapacity() * getHeadDim() * elementBytes;
+}
+
+//===----------------------------------------------------------------------===//
+// Weight manifest
+//===----------------------------------------------------------------------===//
+
+/// `moe.weight_dir` marks a module whose weights come from files: it must be
+/// a string on a module, every weight may have only one source, and every
+/// `moe.weight` must have a source of its type.
+LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
+                                                   NamedAttribute attr) {
+  if (attr.getName() != "moe.weight_dir")
+    return success();
+  if (!isa<ModuleOp>(op))
+    return op->emitError("'moe.weight_dir' belongs on a builtin.module");
+  if (!isa<StringAttr>(attr.getValue()))
+    return op->emitError("'moe.weight_dir' must be a string, got ")
+           << attr.getValue();
+
+  llvm::StringMap<WeightSourceOp> sources;
+  for (auto source : cast<ModuleOp>(op).getOps<WeightSourceOp>()) {
+    auto [it, inserted] = sources.try_emplace(source.getName(), source);
+    if (!inserted)
+      return source.emitOpError("duplicate source for weight '")
+                 .append(source.getName(), "'")
+                 .attachNote(it->second.getLoc())
+             << "first source here";
+  }
+  WalkResult result = op->walk([&](WeightOp weight) {
+    auto it = sources.find(weight.getName());
+    if (it == sources.end()) {
+      weight.emitOpError("weight '")
+          << weight.getName() << "' has no moe.weight_source in the module";
+      return WalkResult::interrupt();
+    }
+    if (it->second.getType() != weight.getResult().getType()) {
+      weight.emitOpError("type ") << weight.getResult().getType()
+                                  << " differs from its moe.weight_source type "
+                                  << it->second.getType();
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return failure(result.wasInterrupted());
 }

@@ -76,6 +76,23 @@ LogicalResult WeightOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// WeightSourceOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult WeightSourceOp::verify() {
+  if (getName().empty())
+    return emitOpError("weight name must not be empty");
+  if (getFile().empty())
+    return emitOpError("file of weight '") << getName() << "' is empty";
+  return success();
+}
+
+int64_t WeightSourceOp::getSizeInBytes() {
+  auto type = cast<RankedTensorType>(getType());
+  return type.getNumElements() * type.getElementTypeBitWidth() / 8;
+}
+
+//===----------------------------------------------------------------------===//
 // EmbeddingOp
 //===----------------------------------------------------------------------===//
 

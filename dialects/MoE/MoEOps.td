@@ -52,6 +52,37 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
 }
 
 //===----------------------------------------------------------------------===//
+// moe.weight_source
+//===----------------------------------------------------------------------===//
+
+def MoE_WeightSourceOp : MoE_Op<"weight_source",
+    [HasParent<"::mlir::ModuleOp">]> {
+  let summary = "where the bytes of a named weight live";
+  let description = [{
+    One entry of the weight manifest: the weight `name` is stored, in the
+    layout and storage type of `type`, in `file` (relative to the module's
+    `moe.weight_dir`) starting at byte `offset`. Its size follows from the
+    type. Frontends emit one per weight at the top of the module; the runtime
+    memory-maps the files instead of copying the data.
+
+    ```mlir
+    module attributes {moe.weight_dir = "/models/mixtral"} {
+      moe.weight_source "model.norm.weight" in "model-00019-of-00019.safetensors" at 1024 : tensor<4096xbf16>
+    }
+    ```
+  }];
+  let arguments = (ins StrAttr:$name, StrAttr:$file,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$offset,
+                       TypeAttrOf<MoE_WeightTensor>:$type);
+  let assemblyFormat = "$name `in` $file `at` $offset attr-dict `:` $type";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Bytes the weight occupies in its file.
+    int64_t getSizeInBytes();
+  }];
+}
+
+//===----------------------------------------------------------------------===//
 // moe.embedding
 //===----------------------------------------------------------------------===//
 

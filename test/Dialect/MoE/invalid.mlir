@@ -515,3 +515,78 @@ func.func @experts_two_routers(%b: tensor<?x64xf32>, %l: tensor<?x2xf32>) {
       : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
   return
 }
+
+//===----------------------------------------------------------------------===//
+// moe.weight_source and the weight manifest (moe.weight_dir)
+//===----------------------------------------------------------------------===//
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op weight name must not be empty}}
+moe.weight_source "" in "model.safetensors" at 0 : tensor<4xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op file of weight 'w' is empty}}
+moe.weight_source "w" in "" at 0 : tensor<4xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op attribute 'offset' failed to satisfy constraint: 64-bit signless integer attribute whose value is non-negative}}
+moe.weight_source "w" in "model.safetensors" at -8 : tensor<4xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op attribute 'type' failed to satisfy constraint: type attribute of statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type values}}
+moe.weight_source "w" in "model.safetensors" at 0 : tensor<?x4xf32>
+
+// -----
+
+func.func @source_in_func() {
+  // expected-error @below {{'moe.weight_source' op expects parent op 'builtin.module'}}
+  "moe.weight_source"() {name = "w", file = "f", offset = 0 : i64, type = tensor<4xf32>} : () -> ()
+  return
+}
+
+// -----
+
+module attributes {moe.weight_dir = "/m"} {
+  // expected-note @below {{first source here}}
+  moe.weight_source "w" in "a.safetensors" at 0 : tensor<4xf32>
+  // expected-error @below {{'moe.weight_source' op duplicate source for weight 'w'}}
+  moe.weight_source "w" in "b.safetensors" at 0 : tensor<4xf32>
+}
+
+// -----
+
+module attributes {moe.weight_dir = "/m"} {
+  func.func @no_source() {
+    // expected-error @below {{'moe.weight' op weight 'w' has no moe.weight_source in the module}}
+    %0 = moe.weight "w" : tensor<4xf32>
+    return
+  }
+}
+
+// -----
+
+module attributes {moe.weight_dir = "/m"} {
+  moe.weight_source "w" in "a.safetensors" at 0 : tensor<4xbf16>
+  func.func @source_type() {
+    // expected-error @below {{'moe.weight' op type 'tensor<4xf32>' differs from its moe.weight_source type 'tensor<4xbf16>'}}
+    %0 = moe.weight "w" : tensor<4xf32>
+    return
+  }
+}
+
+// -----
+
+// expected-error @below {{'moe.weight_dir' must be a string, got 3 : i64}}
+module attributes {moe.weight_dir = 3} {
+}
+
+// -----
+
+// expected-error @below {{'moe.weight_dir' belongs on a builtin.module}}
+func.func @weight_dir_on_func() attributes {moe.weight_dir = "/m"} {
+  return
+}

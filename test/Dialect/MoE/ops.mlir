@@ -132,3 +132,22 @@ func.func @experts(%b: tensor<?x64xf32>, %l: tensor<?x3xf32>) -> tensor<?x64xf32
       : tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x2xi32>
   return %y : tensor<?x64xf32>
 }
+
+// -----
+
+// A weight manifest: moe.weight_dir plus one moe.weight_source per weight.
+// CHECK-LABEL: module attributes {moe.weight_dir = "/models/tiny"}
+// CHECK: moe.weight_source "model.norm.weight" in "model-00002-of-00002.safetensors" at 4096 : tensor<64xbf16>
+// CHECK: moe.weight_source "lm_head.weight" in "model-00002-of-00002.safetensors" at 4224 : tensor<256x64xbf16>
+// CHECK-LABEL: func.func @manifest
+module attributes {moe.weight_dir = "/models/tiny"} {
+  moe.weight_source "model.norm.weight" in "model-00002-of-00002.safetensors" at 4096 : tensor<64xbf16>
+  moe.weight_source "lm_head.weight" in "model-00002-of-00002.safetensors" at 4224 : tensor<256x64xbf16>
+  func.func @manifest(%h: tensor<?x64xf32>) -> tensor<?x256xf32> {
+    %n = moe.weight "model.norm.weight" : tensor<64xbf16>
+    %x = moe.rms_norm %h, %n eps 1.0e-05 : tensor<?x64xf32>, tensor<64xbf16>
+    %w = moe.weight "lm_head.weight" : tensor<256x64xbf16>
+    %l = moe.linear %x, %w : tensor<?x64xf32>, tensor<256x64xbf16>
+    return %l : tensor<?x256xf32>
+  }
+}

@@ -1,0 +1,207 @@
+//===- ModelBuilder.cpp - build moe IR for a ModelSpec ----------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/ModelBuilder.h"
+
+#include "dialects/MoE/MoEOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+
+#include <numeric>
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+class ModelIRBuilder {
+public:
+  ModelIRBuilder(MLIRContext &context, const ModelSpec &spec, WeightNamer names,
+                 const llvm::StringMap<WeightSource> &weights)
+      : b(&context), spec(spec), names(names), weights(weights) {}
+
+  llvm::Expected<OwningOpRef<ModuleOp>> build(StringRef weightDir);
+
+private:
+  Type elementType(WeightDType type) {
+    switch (type) {
+    case WeightDType::F32:
+      return b.getF32Type();
+    case WeightDType::F16:
+      return b.getF16Type();
+    case WeightDType::BF16:
+      return b.getBF16Type();
+    }
+    llvm_unreachable("unknown WeightDType");
+  }
+
+  /// `moe.weight` for the tensor playing `role`; records a missing name.
+  Value weight(WeightRole role, int64_t layer = -1, int64_t expert = -1) {
+    std::string name = names(role, layer, expert);
+    auto it = weights.find(name);
+    SmallVector<int64_t, 2> shape = weightShape(spec, role);
+    if (it == weights.end() ||
+        ArrayRef<int64_t>(it->second.shape) != ArrayRef<int64_t>(shape)) {
+      if (missing.empty())
+        missing = name;
+      // Keep building with a placeholder type; the error is reported after.
+      return WeightOp::create(
+          b, loc, RankedTensorType::get(shape, b.getF32Type()), name);
+    }
+    used.push_back(name);
+    return WeightOp::create(
+        b, loc, RankedTensorType::get(shape, elementType(it->second.dtype)),
+        name);
+  }
+
+  Value layer(int64_t l, Value h, Value positions, Value cache,
+              Value &cacheOut);
+  DictionaryAttr modelAttr();
+  void emitManifest(ModuleOp module);
+
+  OpBuilder b;
+  Location loc = b.getUnknownLoc();
+  const ModelSpec &spec;
+  WeightNamer names;
+  const llvm::StringMap<WeightSource> &weights;
+  std::string missing;
+  std::vector<std::string> used;
+};
+
+Value ModelIRBuilder::layer(int64_t l, Value h, Value positions, Value cache,
+                            Value &cacheOut) {
+  // Attention block: h += o_proj(attention(rope(q), rope(k), v)).
+  Value a = RMSNormOp::create(b, loc, h, weight(WeightRole::AttnNorm, l),
+                              b.getF64FloatAttr(spec.rmsNormEps));
+  Value q = LinearOp::create(b, loc, a, weight(WeightRole::QProj, l));
+  Value k = LinearOp::create(b, loc, a, weight(WeightRole::KProj, l));
+  Value v = LinearOp::create(b, loc, a, weight(WeightRole::VProj, l));
+  auto theta = b.getF64FloatAttr(spec.ropeTheta);
+  auto headDim = b.getI64IntegerAttr(spec.headDim);
+  q = RoPEOp::create(b, loc, q, positions, headDim, theta);
+  k = RoPEOp::create(b, loc, k, positions, headDim, theta);
+  IntegerAttr window;
+  if (std::optional<int64_t> w = spec.layerWindows[l])
+    window = b.getI64IntegerAttr(*w);
+  auto attention = AttentionOp::create(
+      b, loc, q, k, v, cache, b.getI64IntegerAttr(spec.numHeads), window,
+      /*scale=*/FloatAttr());
+  cacheOut = attention.getCacheOut();
+  Value o = LinearOp::create(b, loc, attention.getResult(),
+                             weight(WeightRole::OProj, l));
+  h = AddOp::create(b, loc, h, o);
+
+  // MoE block: h += experts(router(gate(rmsnorm(h)))).
+  Value x = RMSNormOp::create(b, loc, h, weight(WeightRole::FfnNorm, l),
+                              b.getF64FloatAttr(spec.rmsNormEps));
+  Value logits = LinearOp::create(b, loc, x, weight(WeightRole::RouterGate, l));
+  auto router = RouterOp::create(b, loc, logits, spec.topK,
+                                 ScoringFunc::Softmax, spec.normTopKProb);
+  SmallVector<Value> gate, up, down;
+  for (int64_t e = 0; e < spec.numExperts; ++e) {
+    gate.push_back(weight(WeightRole::ExpertGate, l, e));
+    up.push_back(weight(WeightRole::ExpertUp, l, e));
+    down.push_back(weight(WeightRole::ExpertDown, l, e));
+  }
+  Value y = ExpertsOp::create(b, loc, x, router.getWeights(),
+                              router.getIndices(), gate, up, down);
+  return AddOp::create(b, loc, h, y);
+}
+
+DictionaryAttr ModelIRBuilder::modelAttr() {
+  auto i64 = [&](int64_t v) { return b.getI64IntegerAttr(v); };
+  SmallVector<NamedAttribute> attrs = {
+      b.getNamedAttr("architecture", b.getStringAttr(spec.architecture)),
+      b.getNamedAttr("vocab_size", i64(spec.vocabSize)),
+      b.getNamedAttr("hidden_size", i64(spec.hiddenSize)),
+      b.getNamedAttr("intermediate_size", i64(spec.intermediateSize)),
+      b.getNamedAttr("num_layers", i64(spec.numLayers)),
+      b.getNamedAttr("num_heads", i64(spec.numHeads)),
+      b.getNamedAttr("num_kv_heads", i64(spec.numKvHeads)),
+      b.getNamedAttr("head_dim", i64(spec.headDim)),
+      b.getNamedAttr("num_experts", i64(spec.numExperts)),
+      b.getNamedAttr("top_k", i64(spec.topK)),
+      b.getNamedAttr("max_positions", i64(spec.maxPositions)),
+  };
+  return b.getDictionaryAttr(attrs);
+}
+
+void ModelIRBuilder::emitManifest(ModuleOp module) {
+  // One source per weight (a tied lm_head uses the embedding twice), in
+  // file order.
+  llvm::sort(used);
+  used.erase(std::unique(used.begin(), used.end()), used.end());
+  std::vector<const WeightSource *> order;
+  for (const std::string &name : used)
+    order.push_back(&weights.find(name)->second);
+  std::vector<size_t> perm(used.size());
+  std::iota(perm.begin(), perm.end(), 0);
+  llvm::stable_sort(perm, [&](size_t x, size_t y) {
+    return std::tie(order[x]->file, order[x]->offset) <
+           std::tie(order[y]->file, order[y]->offset);
+  });
+  b.setInsertionPointToStart(module.getBody());
+  for (size_t i : perm) {
+    const WeightSource &w = *order[i];
+    auto type = RankedTensorType::get(w.shape, elementType(w.dtype));
+    WeightSourceOp::create(b, b.getUnknownLoc(), used[i], w.file,
+                           static_cast<int64_t>(w.offset), type);
+  }
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>>
+ModelIRBuilder::build(StringRef weightDir) {
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module->getBody());
+
+  Type f32 = b.getF32Type();
+  auto ids = RankedTensorType::get({ShapedType::kDynamic}, b.getI32Type());
+  auto cacheType = KVCacheType::get(b.getContext(), spec.numKvHeads,
+                                    ShapedType::kDynamic, spec.headDim, f32);
+  auto logitsType =
+      RankedTensorType::get({ShapedType::kDynamic, spec.vocabSize}, f32);
+  SmallVector<Type> inputs = {ids, ids};
+  SmallVector<Type> results = {logitsType};
+  inputs.append(spec.numLayers, cacheType);
+  results.append(spec.numLayers, cacheType);
+  auto func = func::FuncOp::create(b, loc, "forward",
+                                   b.getFunctionType(inputs, results));
+  Block *entry = func.addEntryBlock();
+  b.setInsertionPointToEnd(entry);
+
+  Value tokens = entry->getArgument(0), positions = entry->getArgument(1);
+  Value h = EmbeddingOp::create(b, loc, weight(WeightRole::Embedding), tokens);
+  SmallVector<Value> returned = {Value()};
+  for (int64_t l = 0; l < spec.numLayers; ++l) {
+    loc = NameLoc::get(b.getStringAttr("layer " + std::to_string(l)));
+    Value cacheOut;
+    h = layer(l, h, positions, entry->getArgument(2 + l), cacheOut);
+    returned.push_back(cacheOut);
+  }
+  loc = NameLoc::get(b.getStringAttr("head"));
+  h = RMSNormOp::create(b, loc, h, weight(WeightRole::FinalNorm),
+                        b.getF64FloatAttr(spec.rmsNormEps));
+  returned[0] = LinearOp::create(b, loc, h, weight(WeightRole::LmHead));
+  func::ReturnOp::create(b, loc, returned);
+
+  if (!missing.empty())
+    return llvm::createStringError("model builder: weight '" + missing +
+                                   "' is missing or has the wrong shape");
+  (*module)->setAttr("moe.model", modelAttr());
+  (*module)->setAttr("moe.weight_dir", b.getStringAttr(weightDir));
+  emitManifest(*module);
+  return module;
+}
+
+} // namespace
+
+llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::buildModel(
+    MLIRContext &context, const ModelSpec &spec, WeightNamer names,
+    const llvm::StringMap<WeightSource> &weights, StringRef weightDir) {
+  context.loadDialect<MoEDialect, func::FuncDialect>();
+  return ModelIRBuilder(context, spec, names, weights).build(weightDir);
+}

@@ -1,0 +1,111 @@
+//===- ModelSpec.cpp - frontend-neutral description of a model --*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/ModelSpec.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
+
+using namespace llvm;
+
+namespace mlir::moe {
+
+StringRef stringifyWeightDType(WeightDType type) {
+  switch (type) {
+  case WeightDType::F32:
+    return "f32";
+  case WeightDType::F16:
+    return "f16";
+  case WeightDType::BF16:
+    return "bf16";
+  }
+  llvm_unreachable("unknown WeightDType");
+}
+
+int64_t bytesPerElement(WeightDType type) {
+  return type == WeightDType::F32 ? 4 : 2;
+}
+
+Error ModelSpec::validate(StringRef source) const {
+  auto fail = [&](const Twine &message) {
+    return createStringError(inconvertibleErrorCode(), source + ": " + message);
+  };
+  struct Positive {
+    const char *name;
+    int64_t value;
+  };
+  // Bounded so that every shape product below fits comfortably in int64.
+  constexpr int64_t kMaxDim = int64_t(1) << 24;
+  for (Positive p : {Positive{"vocab_size", vocabSize},
+                     {"hidden_size", hiddenSize},
+                     {"intermediate_size", intermediateSize},
+                     {"num_hidden_layers", numLayers},
+                     {"num_attention_heads", numHeads},
+                     {"num_key_value_heads", numKvHeads},
+                     {"head_dim", headDim},
+                     {"num_local_experts", numExperts},
+                     {"num_experts_per_tok", topK},
+                     {"max_position_embeddings", maxPositions}}) {
+    if (p.value <= 0 || p.value > kMaxDim)
+      return fail(formatv("'{0}' must be in [1, {1}], got {2}", p.name, kMaxDim,
+                          p.value));
+  }
+  if (numHeads * headDim > kMaxDim)
+    return fail("num_attention_heads * head_dim is too large");
+  if (numHeads % numKvHeads != 0)
+    return fail(formatv("num_attention_heads ({0}) is not a multiple of "
+                        "num_key_value_heads ({1})",
+                        numHeads, numKvHeads));
+  if (headDim % 2 != 0)
+    return fail(
+        formatv("head_dim ({0}) must be even for rotary embeddings", headDim));
+  if (topK > numExperts)
+    return fail(formatv("num_experts_per_tok ({0}) exceeds num_local_experts "
+                        "({1})",
+                        topK, numExperts));
+  if (!(rmsNormEps > 0) || !std::isfinite(rmsNormEps))
+    return fail(
+        formatv("'rms_norm_eps' must be positive, got {0}", rmsNormEps));
+  if (!(ropeTheta > 0) || !std::isfinite(ropeTheta))
+    return fail(formatv("'rope_theta' must be positive, got {0}", ropeTheta));
+  if (static_cast<int64_t>(layerWindows.size()) != numLayers)
+    return fail("one sliding-window entry per layer is required");
+  for (const std::optional<int64_t> &w : layerWindows)
+    if (w && *w <= 0)
+      return fail(
+          formatv("'sliding_window' must be positive or null, got {0}", *w));
+  return Error::success();
+}
+
+SmallVector<int64_t, 2> weightShape(const ModelSpec &s, WeightRole role) {
+  switch (role) {
+  case WeightRole::Embedding:
+  case WeightRole::LmHead:
+    return {s.vocabSize, s.hiddenSize};
+  case WeightRole::AttnNorm:
+  case WeightRole::FfnNorm:
+  case WeightRole::FinalNorm:
+    return {s.hiddenSize};
+  case WeightRole::QProj:
+    return {s.numHeads * s.headDim, s.hiddenSize};
+  case WeightRole::KProj:
+  case WeightRole::VProj:
+    return {s.numKvHeads * s.headDim, s.hiddenSize};
+  case WeightRole::OProj:
+    return {s.hiddenSize, s.numHeads * s.headDim};
+  case WeightRole::RouterGate:
+    return {s.numExperts, s.hiddenSize};
+  case WeightRole::ExpertGate:
+  case WeightRole::ExpertUp:
+    return {s.intermediateSize, s.hiddenSize};
+  case WeightRole::ExpertDown:
+    return {s.hiddenSize, s.intermediateSize};
+  }
+  llvm_unreachable("unknown WeightRole");
+}
+
+} // namespace mlir::moe

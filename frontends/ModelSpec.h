@@ -1,0 +1,88 @@
+//===- ModelSpec.h - frontend-neutral description of a model ----*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// What every frontend extracts from a model file before it builds moe IR: the
+// hyper-parameters (ModelSpec), the role of each weight, and where each
+// weight's bytes live (WeightSource). Nothing here depends on MLIR.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_FRONTENDS_MODELSPEC_H
+#define MOE_FRONTENDS_MODELSPEC_H
+
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace mlir::moe {
+
+/// Storage types of weights that moe IR accepts.
+enum class WeightDType { F32, F16, BF16 };
+llvm::StringRef stringifyWeightDType(WeightDType type);
+int64_t bytesPerElement(WeightDType type);
+
+/// The hyper-parameters of a Mixtral-family decoder (DESIGN.md section 4).
+struct ModelSpec {
+  std::string architecture = "mixtral";
+  int64_t vocabSize = 0;
+  int64_t hiddenSize = 0;
+  int64_t intermediateSize = 0;
+  int64_t numLayers = 0;
+  int64_t numHeads = 0;
+  int64_t numKvHeads = 0;
+  int64_t headDim = 0;
+  int64_t numExperts = 0;
+  int64_t topK = 0;
+  int64_t maxPositions = 0;
+  double rmsNormEps = 0;
+  double ropeTheta = 0;
+  /// Sliding window of each layer's attention; std::nullopt = full attention.
+  llvm::SmallVector<std::optional<int64_t>> layerWindows;
+  bool normTopKProb = true;
+  bool tieWordEmbeddings = false;
+
+  /// Checks that the values can form a model (k <= E, heads % kv_heads == 0,
+  /// even head_dim, ...). `source` prefixes the messages.
+  llvm::Error validate(llvm::StringRef source) const;
+};
+
+/// The role a weight plays; frontends map roles to their own tensor names.
+enum class WeightRole {
+  Embedding,
+  AttnNorm,
+  QProj,
+  KProj,
+  VProj,
+  OProj,
+  FfnNorm,
+  RouterGate,
+  ExpertGate, // w1
+  ExpertDown, // w2
+  ExpertUp,   // w3
+  FinalNorm,
+  LmHead,
+};
+
+/// Shape of the weight playing `role` (HF [out, in] layout).
+llvm::SmallVector<int64_t, 2> weightShape(const ModelSpec &spec,
+                                          WeightRole role);
+
+/// Where a weight's bytes are: `size` bytes at absolute `offset` in `file`.
+struct WeightSource {
+  std::string file;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  WeightDType dtype = WeightDType::F32;
+  llvm::SmallVector<int64_t, 2> shape;
+};
+
+} // namespace mlir::moe
+
+#endif // MOE_FRONTENDS_MODELSPEC_H

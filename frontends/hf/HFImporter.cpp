@@ -1,0 +1,500 @@
+//===- HFImporter.cpp - Hugging Face model directory importer ---*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/hf/HFImporter.h"
+
+#include "frontends/ModelBuilder.h"
+#include "frontends/hf/SafeTensors.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+
+#include <map>
+
+using namespace llvm;
+using mlir::moe::ModelSpec;
+using mlir::moe::WeightDType;
+using mlir::moe::WeightRole;
+using mlir::moe::WeightSource;
+
+namespace mlir::moe::hf {
+
+namespace {
+
+/// Collects one message per problem, so a user sees them all at once.
+class Problems {
+public:
+  static constexpr size_t kLimit = 20;
+
+  void add(const Twine &message) {
+    if (messages.size() < kLimit)
+      messages.push_back(message.str());
+    ++count;
+  }
+  void add(Error error) {
+    handleAllErrors(std::move(error),
+                    [&](const ErrorInfoBase &e) { add(e.message()); });
+  }
+  bool empty() const { return count == 0; }
+
+  Error takeError() {
+    Error all = Error::success();
+    for (const std::string &m : messages)
+      all = joinErrors(std::move(all),
+                       createStringError(inconvertibleErrorCode(), m));
+    if (count > messages.size())
+      all = joinErrors(std::move(all),
+                       createStringError(inconvertibleErrorCode(),
+                                         formatv("... and {0} more problems",
+                                                 count - messages.size())));
+    return all;
+  }
+
+private:
+  std::vector<std::string> messages;
+  size_t count = 0;
+};
+
+std::string describe(const json::Value &v) {
+  std::string text;
+  raw_string_ostream os(text);
+  os << v;
+  if (text.size() > 40)
+    text = text.substr(0, 37) + "...";
+  switch (v.kind()) {
+  case json::Value::Null:
+    return "null";
+  case json::Value::Boolean:
+    return "boolean " + text;
+  case json::Value::Number:
+    return "number " + text;
+  case json::Value::String:
+    return "string " + text;
+  case json::Value::Array:
+    return "an array";
+  case json::Value::Object:
+    return "an object";
+  }
+  return text;
+}
+
+/// Typed access to config.json keys; problems are recorded, not thrown.
+class ConfigReader {
+public:
+  ConfigReader(StringRef file, const json::Object &object, Problems &problems)
+      : file(file), object(object), problems(problems) {}
+
+  int64_t integer(StringRef key) {
+    const json::Value *v = object.get(key);
+    if (!v) {
+      problems.add(file + ": missing key '" + key + "'");
+      return 0;
+    }
+    return integerValue(key, *v);
+  }
+
+  std::optional<int64_t> optionalInteger(StringRef key) {
+    const json::Value *v = object.get(key);
+    if (!v || v->kind() == json::Value::Null)
+      return std::nullopt;
+    return integerValue(key, *v);
+  }
+
+  double number(StringRef key) {
+    const json::Value *v = object.get(key);
+    if (!v) {
+      problems.add(file + ": missing key '" + key + "'");
+      return 0;
+    }
+    if (std::optional<double> d = v->getAsNumber())
+      return *d;
+    problems.add(file + ": '" + key + "' must be a number, got " +
+                 describe(*v));
+    return 0;
+  }
+
+  bool boolean(StringRef key, bool defaultValue) {
+    const json::Value *v = object.get(key);
+    if (!v || v->kind() == json::Value::Null)
+      return defaultValue;
+    if (std::optional<bool> b = v->getAsBoolean())
+      return *b;
+    problems.add(file + ": '" + key + "' must be true or false, got " +
+                 describe(*v));
+    return defaultValue;
+  }
+
+  std::optional<std::string> string(StringRef key) {
+    const json::Value *v = object.get(key);
+    if (!v || v->kind() == json::Value::Null)
+      return std::nullopt;
+    if (std::optional<StringRef> s = v->getAsString())
+      return s->str();
+    problems.add(file + ": '" + key + "' must be a string, got " +
+                 describe(*v));
+    return std::nullopt;
+  }
+
+  /// Keys whose presence (non-null, non-false) means a feature we lack.
+  void unsupported(StringRef key, StringRef what) {
+    const json::Value *v = object.get(key);
+    if (!v || v->kind() == json::Value::Null ||
+        v->getAsBoolean() == std::optional<bool>(false))
+      return;
+    problems.add(file + ": " + what + " ('" + key + "') is not supported");
+  }
+
+private:
+  int64_t integerValue(StringRef key, const json::Value &v) {
+    if (v.kind() == json::Value::Number)
+      if (std::optional<int64_t> i = v.getAsInteger())
+        return *i;
+    problems.add(file + ": '" + key + "' must be an integer, got " +
+                 describe(v));
+    return 0;
+  }
+
+  StringRef file;
+  const json::Object &object;
+  Problems &problems;
+};
+
+Expected<std::unique_ptr<MemoryBuffer>> readSmallFile(StringRef path,
+                                                      uint64_t limit) {
+  uint64_t size = 0;
+  if (std::error_code ec = sys::fs::file_size(path, size))
+    return createStringError(ec, path + ": cannot read: " + ec.message());
+  if (size > limit)
+    return createStringError(inconvertibleErrorCode(),
+                             formatv("{0}: {1} bytes is larger than the {2}-"
+                                     "byte limit for this file",
+                                     path, size, limit));
+  auto buffer = MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return createStringError(
+        buffer.getError(),
+        path + ": cannot read: " + buffer.getError().message());
+  return std::move(*buffer);
+}
+
+std::string shapeString(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (auto [i, d] : llvm::enumerate(shape))
+    s += (i ? ", " : "") + std::to_string(d);
+  return s + "]";
+}
+
+/// A tensor found in one of the model's files.
+struct FoundTensor {
+  std::string file; // relative to the model directory
+  const TensorInfo *info;
+  uint64_t dataOffset;
+};
+
+} // namespace
+
+Expected<ModelSpec> parseConfig(StringRef file, StringRef text) {
+  Expected<json::Value> parsed = json::parse(text);
+  if (!parsed)
+    return createStringError(
+        inconvertibleErrorCode(),
+        file + ": invalid JSON: " + toString(parsed.takeError()));
+  const json::Object *object = parsed->getAsObject();
+  if (!object)
+    return createStringError(inconvertibleErrorCode(),
+                             file + ": expected a JSON object");
+
+  Problems problems;
+  ConfigReader config(file, *object, problems);
+  std::optional<std::string> modelType = config.string("model_type");
+  if (!modelType) {
+    if (problems.empty())
+      problems.add(file + ": missing key 'model_type'");
+    return problems.takeError();
+  }
+  if (*modelType != "mixtral")
+    return createStringError(inconvertibleErrorCode(),
+                             file + ": unsupported model_type '" + *modelType +
+                                 "' (supported: mixtral)");
+
+  ModelSpec spec;
+  spec.vocabSize = config.integer("vocab_size");
+  spec.hiddenSize = config.integer("hidden_size");
+  spec.intermediateSize = config.integer("intermediate_size");
+  spec.numLayers = config.integer("num_hidden_layers");
+  spec.numHeads = config.integer("num_attention_heads");
+  spec.numKvHeads = config.integer("num_key_value_heads");
+  spec.numExperts = config.integer("num_local_experts");
+  spec.topK = config.integer("num_experts_per_tok");
+  spec.maxPositions = config.integer("max_position_embeddings");
+  spec.rmsNormEps = config.number("rms_norm_eps");
+  spec.ropeTheta = config.number("rope_theta");
+  std::optional<int64_t> headDim = config.optionalInteger("head_dim");
+  std::optional<int64_t> window = config.optionalInteger("sliding_window");
+  spec.tieWordEmbeddings = config.boolean("tie_word_embeddings", false);
+  spec.normTopKProb = config.boolean("norm_topk_prob", true);
+  std::optional<std::string> act = config.string("hidden_act");
+  if (act && *act != "silu")
+    problems.add(file + ": hidden_act '" + *act +
+                 "' is not supported (supported: silu)");
+  config.unsupported("rope_scaling", "RoPE scaling");
+  config.unsupported("quantization_config", "a quantized checkpoint");
+  config.unsupported("attention_bias", "attention bias");
+  config.unsupported("mlp_bias", "MLP bias");
+  if (!problems.empty())
+    return problems.takeError();
+
+  if (headDim) {
+    spec.headDim = *headDim;
+  } else if (spec.numHeads > 0 && spec.hiddenSize % spec.numHeads == 0) {
+    spec.headDim = spec.hiddenSize / spec.numHeads;
+  } else {
+    return createStringError(
+        inconvertibleErrorCode(),
+        formatv("{0}: hidden_size ({1}) is not a multiple of "
+                "num_attention_heads ({2}) and head_dim is not given",
+                file, spec.hiddenSize, spec.numHeads));
+  }
+  spec.layerWindows.assign(std::max<int64_t>(spec.numLayers, 0), window);
+  if (Error e = spec.validate(file))
+    return std::move(e);
+  return spec;
+}
+
+std::string tensorName(const ModelSpec &spec, WeightRole role, int64_t layer,
+                       int64_t expert) {
+  std::string l = "model.layers." + std::to_string(layer) + ".";
+  std::string e =
+      l + "block_sparse_moe.experts." + std::to_string(expert) + ".";
+  switch (role) {
+  case WeightRole::Embedding:
+    return "model.embed_tokens.weight";
+  case WeightRole::AttnNorm:
+    return l + "input_layernorm.weight";
+  case WeightRole::QProj:
+    return l + "self_attn.q_proj.weight";
+  case WeightRole::KProj:
+    return l + "self_attn.k_proj.weight";
+  case WeightRole::VProj:
+    return l + "self_attn.v_proj.weight";
+  case WeightRole::OProj:
+    return l + "self_attn.o_proj.weight";
+  case WeightRole::FfnNorm:
+    return l + "post_attention_layernorm.weight";
+  case WeightRole::RouterGate:
+    return l + "block_sparse_moe.gate.weight";
+  case WeightRole::ExpertGate:
+    return e + "w1.weight";
+  case WeightRole::ExpertDown:
+    return e + "w2.weight";
+  case WeightRole::ExpertUp:
+    return e + "w3.weight";
+  case WeightRole::FinalNorm:
+    return "model.norm.weight";
+  case WeightRole::LmHead:
+    return spec.tieWordEmbeddings ? "model.embed_tokens.weight"
+                                  : "lm_head.weight";
+  }
+  llvm_unreachable("unknown WeightRole");
+}
+
+/// Every tensor the config implies: name -> shape, in model order.
+static std::vector<std::pair<std::string, SmallVector<int64_t, 2>>>
+expectedTensors(const ModelSpec &spec) {
+  std::vector<std::pair<std::string, SmallVector<int64_t, 2>>> out;
+  auto add = [&](WeightRole role, int64_t layer = -1, int64_t expert = -1) {
+    out.emplace_back(tensorName(spec, role, layer, expert),
+                     weightShape(spec, role));
+  };
+  add(WeightRole::Embedding);
+  for (int64_t l = 0; l < spec.numLayers; ++l) {
+    for (WeightRole role :
+         {WeightRole::AttnNorm, WeightRole::QProj, WeightRole::KProj,
+          WeightRole::VProj, WeightRole::OProj, WeightRole::FfnNorm,
+          WeightRole::RouterGate})
+      add(role, l);
+    for (int64_t e = 0; e < spec.numExperts; ++e)
+      for (WeightRole role : {WeightRole::ExpertGate, WeightRole::ExpertDown,
+                              WeightRole::ExpertUp})
+        add(role, l, e);
+  }
+  add(WeightRole::FinalNorm);
+  if (!spec.tieWordEmbeddings)
+    add(WeightRole::LmHead);
+  return out;
+}
+
+Expected<mlir::OwningOpRef<mlir::ModuleOp>>
+importModel(mlir::MLIRContext &context, StringRef dirArg) {
+  SmallString<256> dir(dirArg);
+  if (std::error_code ec = sys::fs::make_absolute(dir))
+    return createStringError(ec, dirArg + ": " + ec.message());
+  sys::path::remove_dots(dir, /*remove_dot_dot=*/true);
+  if (!sys::fs::is_directory(dir))
+    return createStringError(inconvertibleErrorCode(),
+                             dir + ": not a model directory");
+  auto inDir = [&](StringRef name) {
+    SmallString<256> p(dir);
+    sys::path::append(p, name);
+    return std::string(p);
+  };
+
+  // config.json.
+  std::string configPath = inDir("config.json");
+  auto configText = readSmallFile(configPath, 16 << 20);
+  if (!configText)
+    return configText.takeError();
+  Expected<ModelSpec> spec =
+      parseConfig(configPath, (*configText)->getBuffer());
+  if (!spec)
+    return spec.takeError();
+
+  // Which files hold the weights.
+  Problems problems;
+  std::string indexPath = inDir("model.safetensors.index.json");
+  std::optional<StringMap<std::string>> index;
+  std::vector<std::string> shards;
+  if (sys::fs::exists(indexPath)) {
+    auto indexText = readSmallFile(indexPath, 64 << 20);
+    if (!indexText)
+      return indexText.takeError();
+    auto parsed = parseSafeTensorsIndex(indexPath, (*indexText)->getBuffer());
+    if (!parsed)
+      return parsed.takeError();
+    index = std::move(*parsed);
+    // Each shard, with the first tensor (by name) the index maps to it.
+    std::map<std::string, std::string> firstTensorOfShard;
+    for (const auto &kv : *index) {
+      auto [it, inserted] =
+          firstTensorOfShard.emplace(kv.second, kv.first().str());
+      if (!inserted && kv.first() < it->second)
+        it->second = kv.first().str();
+    }
+    for (const auto &[shard, tensor] : firstTensorOfShard) {
+      if (!sys::fs::exists(inDir(shard)))
+        problems.add(indexPath + ": names shard '" + shard + "' (for tensor '" +
+                     tensor + "'), which does not exist");
+      else
+        shards.push_back(shard);
+    }
+  } else if (sys::fs::exists(inDir("model.safetensors"))) {
+    shards.push_back("model.safetensors");
+  } else {
+    return createStringError(inconvertibleErrorCode(),
+                             dir + ": found neither model.safetensors nor "
+                                   "model.safetensors.index.json");
+  }
+
+  // Headers only; keep them alive while TensorInfo pointers are in use.
+  std::vector<SafeTensorsHeader> headers;
+  headers.reserve(shards.size());
+  StringMap<FoundTensor> found;
+  for (const std::string &shard : shards) {
+    std::string path = inDir(shard);
+    Expected<SafeTensorsHeader> header = readSafeTensorsHeader(path);
+    if (!header) {
+      problems.add(header.takeError());
+      continue;
+    }
+    headers.push_back(std::move(*header));
+    const SafeTensorsHeader &h = headers.back();
+    for (const TensorInfo &t : h.tensors) {
+      auto [it, inserted] =
+          found.try_emplace(t.name, FoundTensor{shard, &t, h.dataOffset});
+      if (!inserted)
+        problems.add("tensor '" + t.name + "' appears in both " +
+                     it->second.file + " and " + shard);
+      if (index) {
+        auto mapped = index->find(t.name);
+        if (mapped == index->end())
+          problems.add(path + ": tensor '" + t.name +
+                       "' is not listed in model.safetensors.index.json");
+        else if (mapped->second != shard)
+          problems.add(path + ": tensor '" + t.name + "' is mapped to " +
+                       mapped->second + " by model.safetensors.index.json");
+      }
+    }
+  }
+  // Checking tensors against the config only makes sense when every file
+  // could be read.
+  if (!problems.empty())
+    return problems.takeError();
+
+  if (index)
+    for (const auto &kv : *index)
+      if (!found.count(kv.first()) && sys::fs::exists(inDir(kv.second)))
+        problems.add(indexPath + ": maps tensor '" + kv.first().str() +
+                     "' to " + kv.second + ", which does not contain it");
+
+  // Against the config: presence, shape, dtype; then anything left over.
+  StringMap<WeightSource> sources;
+  StringSet<> expected;
+  for (const auto &[name, shape] : expectedTensors(*spec)) {
+    expected.insert(name);
+    auto it = found.find(name);
+    if (it == found.end()) {
+      if (!index || index->count(name) == 0)
+        problems.add(dir + ": missing tensor '" + name +
+                     "' (config.json implies shape " + shapeString(shape) +
+                     ")");
+      // else: reported above as mapped to a shard that lacks it.
+      continue;
+    }
+    const FoundTensor &f = it->second;
+    const TensorInfo &t = *f.info;
+    std::string where = inDir(f.file);
+    if (ArrayRef<int64_t>(t.shape) != ArrayRef<int64_t>(shape)) {
+      problems.add(where + ": tensor '" + name + "' has shape " +
+                   shapeString(t.shape) + " but config.json implies " +
+                   shapeString(shape));
+      continue;
+    }
+    WeightDType dtype;
+    switch (t.dtype) {
+    case STDType::F32:
+      dtype = WeightDType::F32;
+      break;
+    case STDType::F16:
+      dtype = WeightDType::F16;
+      break;
+    case STDType::BF16:
+      dtype = WeightDType::BF16;
+      break;
+    default:
+      problems.add(where + ": tensor '" + name + "' has dtype " +
+                   stringifySTDType(t.dtype) + "; supported: F32, F16, BF16");
+      continue;
+    }
+    sources[name] =
+        WeightSource{f.file, f.dataOffset + t.begin, t.end - t.begin, dtype,
+                     SmallVector<int64_t, 2>(t.shape.begin(), t.shape.end())};
+  }
+  std::vector<std::string> unexpected;
+  for (const auto &kv : found)
+    if (!expected.contains(kv.first()))
+      unexpected.push_back(kv.first().str());
+  llvm::sort(unexpected);
+  for (const std::string &name : unexpected)
+    problems.add(inDir(found.find(name)->second.file) +
+                 ": unexpected tensor '" + name +
+                 "' (not part of the model config.json describes)");
+  if (!problems.empty())
+    return problems.takeError();
+
+  return buildModel(
+      context, *spec,
+      [&](WeightRole role, int64_t layer, int64_t expert) {
+        return tensorName(*spec, role, layer, expert);
+      },
+      sources, dir);
+}
+
+} // namespace mlir::moe::hf

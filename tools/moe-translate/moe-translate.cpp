@@ -1,0 +1,80 @@
+//===- moe-translate.cpp - import models as moe IR --------------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+//   moe-translate --import-hf MODEL_DIR [-o FILE]
+//
+// Imports a Hugging Face model directory and prints the verified moe IR. The
+// output file is written only when the import succeeds.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/MoE/MoEDialect.h"
+#include "frontends/hf/HFImporter.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+
+using namespace llvm;
+
+static cl::OptionCategory category("moe-translate options");
+
+static cl::opt<std::string>
+    importHF("import-hf",
+             cl::desc("Import a Hugging Face model directory (config.json "
+                      "plus model.safetensors or sharded safetensors with "
+                      "model.safetensors.index.json). Reads only config.json, "
+                      "the index and the safetensors headers"),
+             cl::value_desc("dir"), cl::cat(category));
+
+static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
+                                       cl::value_desc("file"), cl::init("-"),
+                                       cl::cat(category));
+
+static int fail(const Twine &message) {
+  WithColor::error(errs(), "moe-translate") << message << "\n";
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  InitLLVM init(argc, argv);
+  mlir::registerAsmPrinterCLOptions();
+  mlir::registerMLIRContextCLOptions();
+  cl::HideUnrelatedOptions({&category, &cl::getGeneralCategory()});
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "moe-translate: import models into the moe dialect\n\n"
+      "  moe-translate --import-hf MODEL_DIR [-o out.mlir]\n");
+
+  if (importHF.empty())
+    return fail("nothing to do: give --import-hf MODEL_DIR (see --help)");
+
+  mlir::MLIRContext context;
+  context.loadDialect<mlir::moe::MoEDialect, mlir::func::FuncDialect>();
+  auto module = mlir::moe::hf::importModel(context, importHF);
+  if (!module) {
+    handleAllErrors(module.takeError(),
+                    [](const ErrorInfoBase &e) { fail(e.message()); });
+    return 1;
+  }
+  if (failed(mlir::verify(**module)))
+    return fail("internal error: the imported IR does not verify");
+
+  std::string error;
+  auto output = mlir::openOutputFile(outputFile, &error);
+  if (!output)
+    return fail(error);
+  (*module)->print(output->os());
+  output->os() << "\n";
+  output->keep();
+  return 0;
+}
