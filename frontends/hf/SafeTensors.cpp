@@ -73,19 +73,21 @@ Expected<TensorInfo> parseEntry(StringRef file, StringRef name,
   const json::Array *shape = entry->getArray("shape");
   if (!shape)
     return error(file, "tensor '" + name + "': 'shape' must be an array");
-  // Element count, checked against overflow and against the data section.
-  uint64_t elements = 1;
   for (const json::Value &d : *shape) {
     std::optional<int64_t> dim = d.getAsInteger();
     if (!dim || *dim < 0)
       return error(file, "tensor '" + name +
                              "': shape entries must be non-negative integers");
     info.shape.push_back(*dim);
-    if (*dim != 0 &&
-        elements > std::numeric_limits<uint64_t>::max() / uint64_t(*dim))
+  }
+  // Element count, checked against overflow and against the data section.
+  uint64_t elements = 1;
+  for (int64_t dim : info.shape) {
+    if (dim != 0 &&
+        elements > std::numeric_limits<uint64_t>::max() / uint64_t(dim))
       return error(file, "tensor '" + name + "': shape " +
                              shapeString(info.shape) + " overflows");
-    elements *= uint64_t(*dim);
+    elements *= uint64_t(dim);
   }
 
   const json::Array *offsets = entry->getArray("data_offsets");
