@@ -23,7 +23,8 @@ llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
 tools = [ToolSubst("moe-opt", unresolved="fatal"),
-         ToolSubst("moe-translate", unresolved="fatal")]
+         ToolSubst("moe-translate", unresolved="fatal"),
+         ToolSubst("moe-compile", unresolved="fatal")]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 # Python (with numpy) and the project's own Python package: the test-model
@@ -32,4 +33,7 @@ config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(
     ("%gen", config.python_executable + " -m moe_ref.generate --quiet"))
+config.substitutions.append(
+    ("%check_e2e", config.python_executable + " " +
+     os.path.join(config.test_source_root, "e2e", "check_e2e.py")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Frontends", "hf", "Inputs")))

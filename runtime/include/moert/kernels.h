@@ -1,0 +1,306 @@
+//===- kernels.h - CPU kernels called by generated host plans --*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// Header-only templates: the generated code instantiates them with the
+// model's shapes as compile-time constants and its weight storage types, so
+// each model gets kernels specialised to it. Weights are read in place from
+// the memory-mapped files (f32, f16 or bf16, converted on the fly with
+// F16C/AVX2 where available) and every reduction accumulates in f32.
+// Activations are row-major [tokens][features] f32.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOERT_KERNELS_H
+#define MOERT_KERNELS_H
+
+#include "moert/pool.h"
+#include "moert/program.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define MOERT_AVX2 1
+#endif
+
+namespace moert {
+
+/// Storage types of weights.
+struct f16 {
+  uint16_t bits;
+};
+struct bf16 {
+  uint16_t bits;
+};
+
+inline float toFloat(float x) { return x; }
+inline float toFloat(bf16 x) {
+  uint32_t u = uint32_t(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float toFloat(f16 x) {
+#ifdef MOERT_AVX2
+  return _cvtsh_ss(x.bits);
+#else
+  uint32_t sign = uint32_t(x.bits & 0x8000) << 16;
+  uint32_t exp = (x.bits >> 10) & 0x1f, man = x.bits & 0x3ff, u;
+  if (exp == 0) {
+    float f = std::ldexp(float(man), -24);
+    std::memcpy(&u, &f, 4);
+    u |= sign;
+  } else if (exp == 31) {
+    u = sign | 0x7f800000u | (man << 13);
+  } else {
+    u = sign | ((exp + 112) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+#ifdef MOERT_AVX2
+inline __m256 load8(const float *p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const f16 *p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+inline __m256 load8(const bf16 *p) {
+  __m256i wide = _mm256_cvtepu16_epi32(
+      _mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+/// x[0..K) · w[0..K), accumulated in f32.
+template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
+  int64_t i = 0;
+  float sum = 0;
+#ifdef MOERT_AVX2
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (; i + 32 <= K; i += 32) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8(w + i + 8), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load8(w + i + 16), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load8(w + i + 24), a3);
+  }
+  for (; i + 8 <= K; i += 8)
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
+  sum = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+  for (; i < K; ++i)
+    sum += x[i] * toFloat(w[i]);
+  return sum;
+}
+
+/// out[t][n] = x[t] · W[n] for W of shape [N, K] (x @ Wᵀ).
+template <typename W, int64_t N, int64_t K>
+void linear(moert_pool *pool, const float *x, const W *w, int64_t T,
+            float *out) {
+  constexpr int64_t kRows = 8; // rows of W that share each x[t] in cache
+  constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
+  parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t n0 = b * kRows, n1 = std::min(N, n0 + kRows);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t n = n0; n < n1; ++n)
+          out[t * N + n] = dot(x + t * K, w + n * K, K);
+    }
+  });
+}
+
+template <typename W, int64_t H>
+void embedding(const W *table, const int32_t *ids, int64_t T, float *out) {
+  for (int64_t t = 0; t < T; ++t) {
+    const W *row = table + int64_t(ids[t]) * H;
+    for (int64_t i = 0; i < H; ++i)
+      out[t * H + i] = toFloat(row[i]);
+  }
+}
+
+template <typename W, int64_t H>
+void rmsNorm(const float *x, const W *w, float eps, int64_t T, float *out) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float *r = x + t * H;
+    float ss = 0;
+    for (int64_t i = 0; i < H; ++i)
+      ss += r[i] * r[i];
+    float scale = 1.0f / std::sqrt(ss / H + eps);
+    for (int64_t i = 0; i < H; ++i)
+      out[t * H + i] = r[i] * scale * toFloat(w[i]);
+  }
+}
+
+/// RoPE, rotate-half convention, on [T][Width] with heads of D.
+template <int64_t Width, int64_t D>
+void rope(const float *x, const int32_t *pos, double theta, int64_t T,
+          float *out) {
+  constexpr int64_t Half = D / 2;
+  double invFreq[Half];
+  for (int64_t i = 0; i < Half; ++i)
+    invFreq[i] = std::pow(theta, -2.0 * double(i) / double(D));
+  for (int64_t t = 0; t < T; ++t) {
+    float c[Half], s[Half];
+    for (int64_t i = 0; i < Half; ++i) {
+      double a = double(pos[t]) * invFreq[i];
+      c[i] = float(std::cos(a));
+      s[i] = float(std::sin(a));
+    }
+    for (int64_t h = 0; h < Width / D; ++h) {
+      const float *r = x + t * Width + h * D;
+      float *o = out + t * Width + h * D;
+      for (int64_t i = 0; i < Half; ++i) {
+        float x1 = r[i], x2 = r[i + Half];
+        o[i] = x1 * c[i] - x2 * s[i];
+        o[i + Half] = x2 * c[i] + x1 * s[i];
+      }
+    }
+  }
+}
+
+template <int64_t Size>
+void add(const float *a, const float *b, int64_t T, float *out) {
+  for (int64_t i = 0; i < T * Size; ++i)
+    out[i] = a[i] + b[i];
+}
+
+/// Causal GQA attention over a ring-buffer KV cache. Tokens are handled in
+/// order: each writes its key and value into slot pos % Cap (evicting the
+/// position Cap back, which no later query can see) and then attends, so a
+/// chunk of any length is exact even when it is longer than the window.
+/// Parallel over kv heads, which own disjoint parts of the cache.
+template <int64_t Heads, int64_t KvHeads, int64_t D, int64_t Cap,
+          int64_t Window>
+void attention(moert_pool *pool, const float *q, const float *k, const float *v,
+               moert_kv cache, const int32_t *pos, float scale, int64_t T,
+               float *out) {
+  constexpr int64_t Group = Heads / KvHeads;
+  parallelFor(
+      pool, KvHeads, double(T) * Heads * D * std::min<int64_t>(Cap, 4096),
+      [&](int64_t g0, int64_t g1) {
+        std::vector<float> scores(Cap);
+        for (int64_t g = g0; g < g1; ++g) {
+          float *kc = cache.k + g * Cap * D, *vc = cache.v + g * Cap * D;
+          for (int64_t t = 0; t < T; ++t) {
+            int64_t p = pos[t];
+            std::memcpy(kc + (p % Cap) * D, k + t * KvHeads * D + g * D,
+                        D * sizeof(float));
+            std::memcpy(vc + (p % Cap) * D, v + t * KvHeads * D + g * D,
+                        D * sizeof(float));
+            int64_t first =
+                Window > 0 ? std::max<int64_t>(0, p - Window + 1) : 0;
+            first = std::max<int64_t>(first, p - Cap + 1);
+            for (int64_t h = g * Group; h < (g + 1) * Group; ++h) {
+              const float *qh = q + t * Heads * D + h * D;
+              float best = -INFINITY;
+              for (int64_t j = first; j <= p; ++j) {
+                float s = dot(qh, kc + (j % Cap) * D, D) * scale;
+                scores[j - first] = s;
+                best = std::max(best, s);
+              }
+              float total = 0;
+              for (int64_t j = first; j <= p; ++j)
+                total += scores[j - first] = std::exp(scores[j - first] - best);
+              float *o = out + t * Heads * D + h * D;
+              std::fill(o, o + D, 0.0f);
+              for (int64_t j = first; j <= p; ++j) {
+                float wgt = scores[j - first] / total;
+                const float *vj = vc + (j % Cap) * D;
+                for (int64_t i = 0; i < D; ++i)
+                  o[i] += wgt * vj[i];
+              }
+            }
+          }
+        }
+      });
+}
+
+/// Scores (softmax over all E, or sigmoid), the top K (ties to the lower
+/// index, descending), optionally renormalised to sum to one.
+template <int64_t E, int64_t K, bool Softmax, bool Renormalize>
+void router(const float *logits, int64_t T, float *weights, int32_t *indices) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float *l = logits + t * E;
+    float p[E];
+    if (Softmax) {
+      float m = *std::max_element(l, l + E), total = 0;
+      for (int64_t e = 0; e < E; ++e)
+        total += p[e] = std::exp(l[e] - m);
+      for (int64_t e = 0; e < E; ++e)
+        p[e] /= total;
+    } else {
+      for (int64_t e = 0; e < E; ++e)
+        p[e] = 1.0f / (1.0f + std::exp(-l[e]));
+    }
+    bool taken[E] = {};
+    float sum = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e)
+        if (!taken[e] && (best < 0 || p[e] > p[best]))
+          best = e;
+      taken[best] = true;
+      indices[t * K + j] = int32_t(best);
+      sum += weights[t * K + j] = p[best];
+    }
+    if (Renormalize)
+      for (int64_t j = 0; j < K; ++j)
+        weights[t * K + j] /= sum;
+  }
+}
+
+/// The SwiGLU expert bank: tokens are grouped by expert, so each expert's
+/// weights are read once per call, then each group runs gate/up, silu·up,
+/// down as small GEMMs and the results are combined with the router weights.
+/// `scratch` holds 2*T*(H + I) floats.
+template <typename W, int64_t H, int64_t I, int64_t E, int64_t K>
+void experts(moert_pool *pool, const float *x, const float *weights,
+             const int32_t *indices, const W *const *gate, const W *const *up,
+             const W *const *down, int64_t T, float *scratch, float *out) {
+  float *xs = scratch, *g = xs + T * H, *u = g + T * I, *y = u + T * I;
+  std::fill(out, out + T * H, 0.0f);
+  std::vector<int64_t> rows;
+  std::vector<float> mix;
+  for (int64_t e = 0; e < E; ++e) {
+    rows.clear();
+    mix.clear();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < K; ++j)
+        if (indices[t * K + j] == e) {
+          rows.push_back(t);
+          mix.push_back(weights[t * K + j]);
+        }
+    int64_t n = int64_t(rows.size());
+    if (n == 0)
+      continue;
+    for (int64_t r = 0; r < n; ++r)
+      std::memcpy(xs + r * H, x + rows[r] * H, H * sizeof(float));
+    linear<W, I, H>(pool, xs, gate[e], n, g);
+    linear<W, I, H>(pool, xs, up[e], n, u);
+    for (int64_t i = 0; i < n * I; ++i)
+      g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    linear<W, H, I>(pool, g, down[e], n, y);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t i = 0; i < H; ++i)
+        out[rows[r] * H + i] += mix[r] * y[r * H + i];
+  }
+}
+
+} // namespace moert
+
+#endif // MOERT_KERNELS_H

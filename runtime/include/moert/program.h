@@ -1,0 +1,89 @@
+/*===- program.h - the contract between generated code and moert --*- C -*-===*
+ *
+ * Part of moe-compile.
+ *
+ *===----------------------------------------------------------------------===*
+ *
+ * moe-compile emits one C++ file per model that defines `moert_program`: the
+ * model's dimensions, its weight manifest (file, offset, dtype, shape of
+ * every weight), its KV-cache plan, and `forward`, the host plan that runs
+ * kernels on a chunk of tokens. The runtime (libmoert) loads the weights,
+ * owns the caches and the scratch memory, and calls `forward`.
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef MOERT_PROGRAM_H
+#define MOERT_PROGRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOERT_ABI_VERSION 1
+
+typedef enum moert_dtype {
+  MOERT_F32 = 0,
+  MOERT_F16 = 1,
+  MOERT_BF16 = 2,
+} moert_dtype;
+
+/* One entry of the weight manifest. */
+typedef struct moert_weight_desc {
+  const char *name;
+  const char *file; /* relative to the model directory */
+  uint64_t offset;  /* absolute byte offset in `file` */
+  uint64_t size;    /* bytes */
+  moert_dtype dtype;
+  int64_t rows, cols; /* cols = 1 for vectors */
+} moert_weight_desc;
+
+/* One layer's KV cache: a ring of `capacity` slots per kv head; the key and
+ * value of position p live in slot p % capacity. */
+typedef struct moert_cache_desc {
+  int64_t kv_heads, head_dim, capacity;
+  int64_t window; /* 0: full attention */
+} moert_cache_desc;
+
+/* One layer's cache storage: keys then values, [kv_heads][capacity][head_dim].
+ */
+typedef struct moert_kv {
+  float *k;
+  float *v;
+} moert_kv;
+
+struct moert_pool;
+
+/* What `forward` works with. */
+typedef struct moert_exec {
+  const void *const *weights; /* manifest order */
+  moert_kv *caches;           /* one per layer */
+  float *scratch;             /* program->scratch_floats(max_tokens) floats */
+  int64_t max_tokens;         /* most tokens per forward call */
+  struct moert_pool *pool;
+} moert_exec;
+
+typedef struct moert_program {
+  int abi_version;
+  const char *model_name;
+  const char *model_dir; /* absolute, as compiled */
+  int64_t vocab_size, hidden_size, num_layers, max_positions;
+  int64_t num_weights;
+  const moert_weight_desc *weights;
+  const moert_cache_desc *caches; /* num_layers entries */
+  /* Scratch floats `forward` needs for up to `max_tokens` tokens. */
+  int64_t (*scratch_floats)(int64_t max_tokens);
+  /* Runs tokens[0..n) at positions[0..n) (consecutive, continuing the
+   * caches), writing logits[n][vocab]. Inputs are validated by the runtime. */
+  void (*forward)(const moert_exec *exec, int64_t n, const int32_t *tokens,
+                  const int32_t *positions, float *logits);
+  const char *plan; /* human-readable summary of the plan */
+} moert_program;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOERT_PROGRAM_H */

@@ -1,0 +1,250 @@
+//===- moe-compile.cpp - the moe-compile driver -----------------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+//   moe-compile MODEL -o PATH [--target cpu] [--emit=bin|mlir|cpp]
+//
+// MODEL is a Hugging Face directory (or moe IR from moe-translate). The
+// driver imports it, runs the pipeline, emits the host plan and kernels as
+// C++, and builds them with the runtime into one executable at PATH. PATH is
+// replaced only when every step succeeded.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/cpu/EmitCpp.h"
+#include "dialects/MoE/MoEDialect.h"
+#include "frontends/hf/HFImporter.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+
+using namespace llvm;
+
+static cl::OptionCategory category("moe-compile options");
+
+static cl::opt<std::string> input(cl::Positional, cl::Required,
+                                  cl::desc("<model dir | model.mlir>"),
+                                  cl::cat(category));
+static cl::opt<std::string>
+    outputPath("o",
+               cl::desc("Output: the executable (or the --emit text; "
+                        "'-' for stdout)"),
+               cl::value_desc("path"), cl::cat(category));
+static cl::opt<std::string> target("target",
+                                   cl::desc("Target: cpu (cuda: not yet)"),
+                                   cl::init("cpu"), cl::cat(category));
+enum class Emit { Binary, MLIR, Cpp };
+static cl::opt<Emit>
+    emit("emit", cl::desc("What to produce"), cl::init(Emit::Binary),
+         cl::values(clEnumValN(Emit::Binary, "bin", "the executable (default)"),
+                    clEnumValN(Emit::MLIR, "mlir", "moe IR after the pipeline"),
+                    clEnumValN(Emit::Cpp, "cpp", "the generated C++")),
+         cl::cat(category));
+static cl::opt<int64_t>
+    maxSeq("max-seq",
+           cl::desc("Longest sequence a session may reach (sizes the KV "
+                    "cache); default: the model's max_position_embeddings"),
+           cl::init(0), cl::cat(category));
+static cl::opt<std::string> cxx("cxx",
+                                cl::desc("C++ compiler that builds the binary"),
+                                cl::init(MOE_DEFAULT_CXX), cl::cat(category));
+static cl::opt<std::string>
+    march("march", cl::desc("-march for the generated code (default native)"),
+          cl::init("native"), cl::cat(category));
+static cl::opt<bool> verbose("v", cl::desc("Show the build command"),
+                             cl::cat(category));
+static cl::opt<bool> quiet("quiet", cl::desc("No progress messages"),
+                           cl::cat(category));
+
+namespace {
+
+int fail(const Twine &message) {
+  WithColor::error(errs(), "moe-compile") << message << "\n";
+  return 1;
+}
+
+void progress(int step, int steps, const Twine &message) {
+  if (!quiet)
+    errs() << "[" << step << "/" << steps << "] " << message << "\n";
+}
+
+mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context) {
+  if (sys::fs::is_directory(input)) {
+    auto module = mlir::moe::hf::importModel(context, input);
+    if (!module) {
+      handleAllErrors(module.takeError(),
+                      [](const ErrorInfoBase &e) { fail(e.message()); });
+      return nullptr;
+    }
+    return std::move(*module);
+  }
+  std::string error;
+  auto file = mlir::openInputFile(input, &error);
+  if (!file) {
+    fail(error);
+    return nullptr;
+  }
+  SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(file), SMLoc());
+  return mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr, &context);
+}
+
+/// Builds `source` into the executable `path`, atomically.
+int build(StringRef source, StringRef path, int step, int steps) {
+  SmallString<128> dir;
+  if (std::error_code ec = sys::fs::createUniqueDirectory("moe-compile", dir))
+    return fail("cannot create a temporary directory: " + ec.message());
+  scope_exit cleanup([&] { sys::fs::remove_directories(dir); });
+  SmallString<128> cpp(dir), log(dir), tmp(path);
+  sys::path::append(cpp, "program.cpp");
+  sys::path::append(log, "build.log");
+  tmp += ".tmp-moe-compile";
+  {
+    std::error_code ec;
+    raw_fd_ostream os(cpp, ec);
+    if (ec)
+      return fail(cpp + ": " + ec.message());
+    os << source;
+  }
+  std::vector<std::string> args = {cxx,
+                                   "-std=c++17",
+                                   "-O2",
+                                   "-march=" + march,
+                                   "-w",
+                                   "-I" MOE_RUNTIME_INCLUDE_DIR,
+                                   std::string(cpp),
+                                   MOE_RUNTIME_MAIN_LIB,
+                                   MOE_RUNTIME_LIB,
+                                   "-lpthread",
+                                   "-o",
+                                   std::string(tmp)};
+  std::vector<StringRef> argv(args.begin(), args.end());
+  progress(step, steps, "building " + path + " with " + cxx);
+  if (verbose)
+    errs() << join(args, " ") << "\n";
+  std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log),
+                                          StringRef(log)};
+  std::string error;
+  int rc =
+      sys::ExecuteAndWait(cxx, argv, std::nullopt, redirects, 0, 0, &error);
+  if (rc != 0) {
+    sys::fs::remove(tmp);
+    auto text = MemoryBuffer::getFile(log);
+    if (text)
+      errs() << (*text)->getBuffer().take_back(4000);
+    return fail("building the executable failed" +
+                (error.empty() ? "" : ": " + error));
+  }
+  if (std::error_code ec = sys::fs::rename(tmp, path)) {
+    sys::fs::remove(tmp);
+    return fail(path + ": " + ec.message());
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  InitLLVM init(argc, argv);
+  mlir::registerAsmPrinterCLOptions();
+  mlir::registerMLIRContextCLOptions();
+  mlir::registerPassManagerCLOptions();
+  mlir::registerDefaultTimingManagerCLOptions();
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "moe-compile: compile a Mixture-of-Experts model into an executable\n\n"
+      "  moe-compile MODEL_DIR -o PATH [--target cpu]\n"
+      "  moe-compile MODEL_DIR --emit=mlir|cpp [-o FILE]\n\n"
+      "The executable runs the model on token ids (see PATH --help); it\n"
+      "memory-maps the weights from MODEL_DIR (or --weights DIR) at run "
+      "time.\n");
+
+  if (target != "cpu")
+    return fail("target '" + target +
+                "' is not available yet (supported: cpu)");
+  if (emit == Emit::Binary && outputPath.empty())
+    return fail("-o PATH is required to build an executable");
+  if (maxSeq < 0)
+    return fail("--max-seq must be positive");
+  const int steps = emit == Emit::Binary ? 4 : 3;
+
+  mlir::DialectRegistry registry;
+  registry.insert<mlir::moe::MoEDialect, mlir::func::FuncDialect,
+                  mlir::arith::ArithDialect>();
+  mlir::MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+
+  progress(1, steps, "importing " + input);
+  mlir::OwningOpRef<mlir::ModuleOp> module = load(context);
+  if (!module || failed(mlir::verify(*module)))
+    return 1;
+
+  progress(2, steps, "optimizing");
+  mlir::PassManager pm(&context);
+  if (failed(mlir::applyPassManagerCLOptions(pm)))
+    return 1;
+  mlir::DefaultTimingManager tm;
+  mlir::applyDefaultTimingManagerCLOptions(tm);
+  mlir::TimingScope timing = tm.getRootScope();
+  pm.enableTiming(timing);
+  pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
+  if (failed(pm.run(*module)))
+    return 1;
+
+  std::string outName = outputPath.empty() ? "-" : outputPath.getValue();
+  if (emit == Emit::MLIR) {
+    std::string error;
+    auto out = mlir::openOutputFile(outName, &error);
+    if (!out)
+      return fail(error);
+    (*module)->print(out->os());
+    out->os() << "\n";
+    out->keep();
+    return 0;
+  }
+
+  progress(3, steps, "emitting C++ for the CPU target");
+  mlir::moe::CpuEmitOptions options;
+  options.maxPositions = maxSeq;
+  SmallString<128> absolute(input);
+  sys::fs::make_absolute(absolute);
+  sys::path::remove_dots(absolute, true);
+  options.modelName = sys::path::filename(absolute).str();
+  std::string source;
+  raw_string_ostream os(source);
+  if (failed(mlir::moe::emitCpuProgram(*module, options, os)))
+    return 1;
+
+  if (emit == Emit::Cpp) {
+    std::string error;
+    auto out = mlir::openOutputFile(outName, &error);
+    if (!out)
+      return fail(error);
+    out->os() << source;
+    out->keep();
+    return 0;
+  }
+  return build(source, outputPath, 4, steps);
+}
