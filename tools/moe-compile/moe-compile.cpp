@@ -91,6 +91,10 @@ void progress(int step, int steps, const Twine &message) {
 }
 
 mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context) {
+  if (!sys::fs::exists(input)) {
+    fail(input + ": no such model directory or .mlir file");
+    return nullptr;
+  }
   if (sys::fs::is_directory(input)) {
     auto module = mlir::moe::hf::importModel(context, input);
     if (!module) {
