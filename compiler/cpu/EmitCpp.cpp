@@ -233,13 +233,15 @@ LogicalResult Emitter::emitOp(Operation *op) {
     ArrayRef<int64_t> gate =
         cast<RankedTensorType>(e.getGateWeights().front().getType()).getShape();
     int64_t inter = gate[0], k = width(e.getWeights());
-    StringRef type = weightType(e.getGateWeights().front());
     std::string id = std::to_string(names.size());
+    SmallVector<StringRef, 3> types;
     for (auto [list, suffix] :
          {std::pair<ValueRange, StringRef>{e.getGateWeights(), "g"},
           {e.getUpWeights(), "u"},
           {e.getDownWeights(), "d"}}) {
-      out << "  const " << type << " *const " << suffix << id << "[] = {";
+      types.push_back(weightType(list.front()));
+      out << "  const " << types.back() << " *const " << suffix << id
+          << "[] = {";
       for (auto [j, v] : llvm::enumerate(list))
         out << (j ? ", " : "") << weight(v);
       out << "};\n";
@@ -248,11 +250,11 @@ LogicalResult Emitter::emitOp(Operation *op) {
         << ";\n";
     arenaPerToken += 2 * (h + inter);
     std::string o = allocate(e.getResult(), h);
-    out << "  moert::experts<" << type << ", " << h << ", " << inter << ", "
-        << e.getNumExperts() << ", " << k << ">(pool, " << name(e.getInput())
-        << ", " << name(e.getWeights()) << ", " << name(e.getIndices()) << ", g"
-        << id << ", u" << id << ", d" << id << ", n, x" << id << ", " << o
-        << ");\n";
+    out << "  moert::experts<" << types[0] << ", " << types[1] << ", "
+        << types[2] << ", " << h << ", " << inter << ", " << e.getNumExperts()
+        << ", " << k << ">(pool, " << name(e.getInput()) << ", "
+        << name(e.getWeights()) << ", " << name(e.getIndices()) << ", g" << id
+        << ", u" << id << ", d" << id << ", n, x" << id << ", " << o << ");\n";
     return success();
   }
   return op->emitOpError("is not supported by the CPU target");

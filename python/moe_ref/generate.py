@@ -56,12 +56,20 @@ def shard_plan(entries, shards):
 
 
 def generate(out, preset="tiny", seed=0, dtype="f32", shards=1, overrides=None,
-             sparse=False, progress=None):
+             sparse=False, progress=None, tensor_dtypes=None):
+    """tensor_dtypes: {name suffix: dtype} for tensors stored unlike the rest
+    (e.g. {"norm.weight": "f32"}, as some checkpoints keep norms in f32)."""
     config = configs.make_config(preset, dtype, overrides)
-    st_dtype = safetensors.NAME_OF_DTYPE[dtype]
-    elem = safetensors.DTYPES[st_dtype][1]
+
+    def st_dtype_of(name):
+        for suffix, d in (tensor_dtypes or {}).items():
+            if name.endswith(suffix):
+                return safetensors.NAME_OF_DTYPE[d]
+        return safetensors.NAME_OF_DTYPE[dtype]
+
     shapes = configs.tensor_shapes(config)
-    entries = [(n, s, int(np.prod(s)) * elem) for n, s in shapes]
+    entries = [(n, s, int(np.prod(s)) * safetensors.DTYPES[st_dtype_of(n)][1])
+               for n, s in shapes]
     os.makedirs(out, exist_ok=True)
     for stale in os.listdir(out):
         if stale.endswith(".safetensors") or stale == "model.safetensors.index.json":
@@ -78,9 +86,10 @@ def generate(out, preset="tiny", seed=0, dtype="f32", shards=1, overrides=None,
         if progress:
             progress(f"writing {fname} ({len(group)} tensors)")
         if sparse:
-            safetensors.write_sparse(path, [(n, st_dtype, s, b) for n, s, b in group])
+            safetensors.write_sparse(path, [(n, st_dtype_of(n), s, b) for n, s, b in group])
         else:
-            safetensors.write(path, [(n, st_dtype, safetensors.encode(init_tensor(n, s, seed), st_dtype))
+            safetensors.write(path, [(n, st_dtype_of(n),
+                                      safetensors.encode(init_tensor(n, s, seed), st_dtype_of(n)))
                                      for n, s, _ in group])
     if shards > 1:
         index = {"metadata": {"total_size": sum(e[2] for e in entries)},
@@ -114,6 +123,9 @@ def main(argv=None):
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    type=parse_override, metavar="KEY=VALUE",
                    help="override a config.json key; VALUE is JSON (e.g. null, 16, 1e6)")
+    p.add_argument("--tensor-dtype", action="append", default=[], metavar="SUFFIX=DTYPE",
+                   type=parse_override,
+                   help="store tensors whose name ends with SUFFIX as DTYPE (f32, f16, bf16)")
     p.add_argument("--sparse", action="store_true",
                    help="write headers over sparse zero data (no tensor values)")
     p.add_argument("--quiet", action="store_true")
@@ -123,7 +135,7 @@ def main(argv=None):
     progress = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     try:
         generate(args.out, args.preset, args.seed, args.dtype, args.shards,
-                 dict(args.overrides), args.sparse, progress)
+                 dict(args.overrides), args.sparse, progress, dict(args.tensor_dtype))
     except ValueError as e:
         p.error(str(e))
 

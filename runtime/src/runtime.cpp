@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,7 +54,8 @@ struct moert_model {
 struct moert_session {
   moert_model *model = nullptr;
   std::vector<moert_kv> caches;
-  std::vector<float> cacheMemory;
+  /// calloc'd: pages of a long cache are committed only when written.
+  std::unique_ptr<float, decltype(&std::free)> cacheMemory{nullptr, &std::free};
   std::vector<float> scratch;
   std::vector<float> logits;
   int64_t logitRows = 0;
@@ -144,15 +146,19 @@ extern "C" moert_status moert_session_create(moert_model *model,
     const moert_cache_desc &c = p->caches[l];
     total += 2 * size_t(c.kv_heads * c.capacity * c.head_dim);
   }
+  s->cacheMemory.reset(static_cast<float *>(std::calloc(total, sizeof(float))));
+  if (!s->cacheMemory) {
+    delete s;
+    return fail(MOERT_ERROR_MEMORY, "cannot allocate %zu bytes of KV cache",
+                total * sizeof(float));
+  }
   try {
-    s->cacheMemory.assign(total, 0.0f);
     s->scratch.assign(size_t(p->scratch_floats(model->maxTokens)), 0.0f);
   } catch (const std::bad_alloc &) {
     delete s;
-    return fail(MOERT_ERROR_MEMORY, "cannot allocate %zu floats of KV cache",
-                total);
+    return fail(MOERT_ERROR_MEMORY, "cannot allocate the activation arena");
   }
-  float *next = s->cacheMemory.data();
+  float *next = s->cacheMemory.get();
   for (int64_t l = 0; l < p->num_layers; ++l) {
     const moert_cache_desc &c = p->caches[l];
     size_t one = size_t(c.kv_heads * c.capacity * c.head_dim);

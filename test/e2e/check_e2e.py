@@ -47,13 +47,15 @@ def main():
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    type=generate.parse_override)
+    p.add_argument("--tensor-dtype", action="append", default=[],
+                   type=generate.parse_override)
     args = p.parse_args()
 
     os.makedirs(args.work, exist_ok=True)
     model = os.path.join(args.work, "model")
     binary = os.path.join(args.work, "model.bin")
     generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
-                      dict(args.overrides))
+                      dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
     run([args.moe_compile, model, "-o", binary, "--quiet"] + args.compile_arg)
 
     def run_binary(chunk, dump):

@@ -268,10 +268,11 @@ void router(const float *logits, int64_t T, float *weights, int32_t *indices) {
 /// weights are read once per call, then each group runs gate/up, silu·up,
 /// down as small GEMMs and the results are combined with the router weights.
 /// `scratch` holds 2*T*(H + I) floats.
-template <typename W, int64_t H, int64_t I, int64_t E, int64_t K>
+template <typename WG, typename WU, typename WD, int64_t H, int64_t I,
+          int64_t E, int64_t K>
 void experts(moert_pool *pool, const float *x, const float *weights,
-             const int32_t *indices, const W *const *gate, const W *const *up,
-             const W *const *down, int64_t T, float *scratch, float *out) {
+             const int32_t *indices, const WG *const *gate, const WU *const *up,
+             const WD *const *down, int64_t T, float *scratch, float *out) {
   float *xs = scratch, *g = xs + T * H, *u = g + T * I, *y = u + T * I;
   std::fill(out, out + T * H, 0.0f);
   std::vector<int64_t> rows;
@@ -290,11 +291,11 @@ void experts(moert_pool *pool, const float *x, const float *weights,
       continue;
     for (int64_t r = 0; r < n; ++r)
       std::memcpy(xs + r * H, x + rows[r] * H, H * sizeof(float));
-    linear<W, I, H>(pool, xs, gate[e], n, g);
-    linear<W, I, H>(pool, xs, up[e], n, u);
+    linear<WG, I, H>(pool, xs, gate[e], n, g);
+    linear<WU, I, H>(pool, xs, up[e], n, u);
     for (int64_t i = 0; i < n * I; ++i)
       g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-    linear<W, H, I>(pool, g, down[e], n, y);
+    linear<WD, H, I>(pool, g, down[e], n, y);
     for (int64_t r = 0; r < n; ++r)
       for (int64_t i = 0; i < H; ++i)
         out[rows[r] * H + i] += mix[r] * y[r * H + i];
