@@ -185,13 +185,6 @@ Expected<std::unique_ptr<MemoryBuffer>> readSmallFile(StringRef path,
   return std::move(*buffer);
 }
 
-std::string shapeString(ArrayRef<int64_t> shape) {
-  std::string s = "[";
-  for (auto [i, d] : llvm::enumerate(shape))
-    s += (i ? ", " : "") + std::to_string(d);
-  return s + "]";
-}
-
 /// A tensor found in one of the model's files.
 struct FoundTensor {
   std::string file; // relative to the model directory
@@ -443,7 +436,7 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
     if (it == found.end()) {
       if (!index || index->count(name) == 0)
         problems.add(dir + ": missing tensor '" + name +
-                     "' (config.json implies shape " + shapeString(shape) +
+                     "' (config.json implies shape " + formatShape(shape) +
                      ")");
       // else: reported above as mapped to a shard that lacks it.
       continue;
@@ -453,8 +446,8 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
     std::string where = inDir(f.file);
     if (ArrayRef<int64_t>(t.shape) != ArrayRef<int64_t>(shape)) {
       problems.add(where + ": tensor '" + name + "' has shape " +
-                   shapeString(t.shape) + " but config.json implies " +
-                   shapeString(shape));
+                   formatShape(t.shape) + " but config.json implies " +
+                   formatShape(shape));
       continue;
     }
     WeightDType dtype;

@@ -40,13 +40,6 @@ Error error(StringRef file, const Twine &message) {
   return createStringError(inconvertibleErrorCode(), file + ": " + message);
 }
 
-std::string shapeString(ArrayRef<int64_t> shape) {
-  std::string s = "[";
-  for (auto [i, d] : llvm::enumerate(shape))
-    s += (i ? ", " : "") + std::to_string(d);
-  return s + "]";
-}
-
 /// Parses one tensor entry of the header.
 Expected<TensorInfo> parseEntry(StringRef file, StringRef name,
                                 const json::Value &value, uint64_t dataSize) {
@@ -86,7 +79,7 @@ Expected<TensorInfo> parseEntry(StringRef file, StringRef name,
     if (dim != 0 &&
         elements > std::numeric_limits<uint64_t>::max() / uint64_t(dim))
       return error(file, "tensor '" + name + "': shape " +
-                             shapeString(info.shape) + " overflows");
+                             formatShape(info.shape) + " overflows");
     elements *= uint64_t(dim);
   }
 
@@ -116,13 +109,20 @@ Expected<TensorInfo> parseEntry(StringRef file, StringRef name,
     return error(file,
                  formatv("tensor '{0}': {1} {2} needs {3} bytes but its "
                          "data offsets [{4}, {5}) hold {6}",
-                         name, dt->name, shapeString(info.shape),
+                         name, dt->name, formatShape(info.shape),
                          elements > held ? "more than " + std::to_string(held)
                                          : std::to_string(elements * dt->bytes),
                          *begin, *end, held));
   return info;
 }
 } // namespace
+
+std::string formatShape(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (auto [i, d] : llvm::enumerate(shape))
+    s += (i ? ", " : "") + std::to_string(d);
+  return s + "]";
+}
 
 StringRef stringifySTDType(STDType type) {
   for (const DTypeInfo &d : kDTypes)

@@ -64,6 +64,9 @@ struct SafeTensorsHeader {
   llvm::StringMap<size_t> byName;
 };
 
+/// "[4096, 14336]": shapes as messages print them.
+std::string formatShape(llvm::ArrayRef<int64_t> shape);
+
 /// Largest header accepted (the format's reference reader uses 100 MB).
 constexpr uint64_t kMaxHeaderBytes = 100 * 1000 * 1000;
 

@@ -114,16 +114,19 @@ def load(path):
     return out
 
 
-def load_model_dir(path):
-    """Loads every tensor of an HF model directory: model.safetensors, or the
-    shards listed by model.safetensors.index.json."""
+def model_files(path):
+    """The safetensors files of an HF model directory: model.safetensors, or
+    the shards listed by model.safetensors.index.json (sorted)."""
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.exists(index):
         with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
+            return sorted(set(json.load(f)["weight_map"].values()))
+    return ["model.safetensors"]
+
+
+def load_model_dir(path):
+    """Loads every tensor of an HF model directory."""
     tensors = {}
-    for name in files:
+    for name in model_files(path):
         tensors.update(load(os.path.join(path, name)))
     return tensors

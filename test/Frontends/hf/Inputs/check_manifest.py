@@ -2,7 +2,6 @@
 read independently here:  check_manifest.py MODEL_DIR IR_FILE
 Prints 'manifest OK: N weights in M files' or the first mismatch."""
 
-import json
 import os
 import re
 import sys
@@ -14,12 +13,7 @@ SOURCE = re.compile(r'moe\.weight_source "([^"]+)" in "([^"]+)" at (\d+) : tenso
 
 
 def main(model_dir, ir_file):
-    index = os.path.join(model_dir, "model.safetensors.index.json")
-    if os.path.exists(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
+    files = safetensors.model_files(model_dir)
     expected = {}
     for name in files:
         header, base = safetensors.read_header(os.path.join(model_dir, name))
