@@ -9,6 +9,11 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassOptions.h"
+
+namespace mlir {
+class OpPassManager;
+} // namespace mlir
 
 namespace mlir::moe {
 
@@ -17,6 +22,28 @@ namespace mlir::moe {
 
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
+
+/// Options of the default pipeline (moe-compile -O0/-O2, and
+/// `moe-opt --moe-default-pipeline`).
+struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
+  Option<int> optLevel{*this, "opt-level",
+                       llvm::cl::desc("0: no fusion or buffer reuse; "
+                                      "2: everything (default)"),
+                       llvm::cl::init(2)};
+  Option<int64_t> maxSeq{*this, "max-seq",
+                         llvm::cl::desc("Longest sequence (0: the model's "
+                                        "max_position_embeddings)"),
+                         llvm::cl::init(0)};
+  Option<int64_t> maxBatchTokens{
+      *this, "max-batch-tokens",
+      llvm::cl::desc("Most tokens per forward call, for the memory plan"),
+      llvm::cl::init(512)};
+};
+
+void buildDefaultPipeline(OpPassManager &pm, const PipelineOptions &options);
+
+/// Registers `moe-default-pipeline`.
+void registerPipelines();
 
 } // namespace mlir::moe
 

@@ -63,4 +63,118 @@ def EstimateCost : Pass<"moe-estimate-cost", "::mlir::func::FuncOp"> {
   ];
 }
 
+def FuseRouter : Pass<"moe-fuse-router", "::mlir::func::FuncOp"> {
+  let summary = "Fuse the gate GEMM with scoring, top-k and renormalisation";
+  let description = [{
+    Rewrites a `moe.linear` whose only user is a `moe.router` into one
+    `moe.fused_router`, which the targets run as one kernel (the gate GEMV,
+    softmax or sigmoid, top-k and renormalisation without writing the
+    logits). `k`, the scoring function and `renormalize` carry over
+    unchanged, so the semantics of DESIGN.md section 4 are kept exactly. A
+    gate whose logits have other users is left alone.
+
+    Before:
+
+    ```mlir
+    %logits = moe.linear %b, %gate : tensor<?x64xf32>, tensor<4x64xf32>
+    %w, %i = moe.router %logits top 2 softmax renormalize : tensor<?x4xf32>
+    ```
+
+    After `--moe-fuse-router`:
+
+    ```mlir
+    %w, %i = moe.fused_router %b, %gate top 2 softmax renormalize
+        : tensor<?x64xf32>, tensor<4x64xf32>
+    ```
+  }];
+  let statistics = [
+    Statistic<"numFused", "num-fused", "Routers fused with their gate GEMM">,
+  ];
+}
+
+def PlanKVCache : Pass<"moe-plan-kv-cache", "::mlir::func::FuncOp"> {
+  let summary = "Size each layer's KV cache and record the plan";
+  let description = [{
+    For every `!moe.kv_cache` argument of the function, read by one
+    `moe.attention`, fixes the cache capacity: a rolling buffer of
+    `min(window, max-seq)` slots for a sliding-window layer, `max-seq` slots
+    for a full-attention layer. Layers are planned one by one, so models
+    whose layers differ (alternating windows) get one size per layer. The
+    capacity goes into the cache types (arguments, attention results,
+    function results), and the plan into a `moe.kv_cache_plan` attribute on
+    the function: per layer capacity, window and bytes, and the total. The
+    layout is `[kv_heads][capacity][head_dim]` for keys, then the same for
+    values; position p lives in slot `p % capacity`.
+
+    `max-seq` defaults to the `max_positions` of the module's `moe.model`.
+
+    Before:
+
+    ```mlir
+    func.func @forward(%t: tensor<?xi32>, %p: tensor<?xi32>,
+                       %c0: !moe.kv_cache<2x?x16xf32>) -> ... {
+      %o, %c1 = moe.attention %q, %k, %v, %c0 heads 4 {sliding_window = 4 : i64} ...
+    ```
+
+    After `--moe-plan-kv-cache=max-seq=16`:
+
+    ```mlir
+    func.func @forward(%t: tensor<?xi32>, %p: tensor<?xi32>,
+                       %c0: !moe.kv_cache<2x4x16xf32>) -> ...
+        attributes {moe.kv_cache_plan = {layers = [{bytes = 1024 : i64,
+          capacity = 4 : i64, window = 4 : i64} ], max_seq = 16 : i64,
+          total_bytes = 1024 : i64}} {
+      %o, %c1 = moe.attention %q, %k, %v, %c0 heads 4 {sliding_window = 4 : i64} ...
+    ```
+  }];
+  let options = [
+    Option<"maxSeq", "max-seq", "int64_t", /*default=*/"0",
+           "Longest sequence to plan for (0: moe.model's max_positions)">,
+  ];
+  let statistics = [
+    Statistic<"numCaches", "num-caches", "KV caches planned">,
+  ];
+}
+
+def PlanMemory : Pass<"moe-plan-memory", "::mlir::func::FuncOp"> {
+  let summary = "Place every activation in one static arena by liveness";
+  let description = [{
+    Treats the function as the program the targets run (one kernel per op,
+    in order) and computes each activation's live range: from the op that
+    defines it to its last user. Ops that need working memory (the expert
+    bank) get a scratch buffer live during the op. Buffers are placed in one
+    arena, largest first, at the lowest offset that does not overlap a
+    buffer live at the same time (with `reuse=false`, each buffer gets its
+    own range: the naive layout `-O0` uses). Every size is per token of the batch, so
+    the plan holds for any batch up to `max-batch-tokens`.
+
+    Each op gets `moe.arena_offsets` (one offset per result, in floats per
+    batch token; -1 for results outside the arena: caches, and the returned
+    logits, which are written to the caller's buffer) and, where it needs
+    one, `moe.scratch_offset`. The function gets `moe.memory_plan`:
+    `arena_bytes` (the plan's peak), `naive_bytes` (every buffer separate),
+    `lower_bound_bytes` (the largest set of buffers live at once), all for
+    `max-batch-tokens` tokens.
+
+    After `--moe-plan-memory`:
+
+    ```mlir
+    %a = moe.rms_norm %h, %w eps 1.0e-05 {moe.arena_offsets = array<i64: 64>} : ...
+    func.func @forward(...) attributes {moe.memory_plan = {arena_bytes = ...,
+        floats_per_token = ..., lower_bound_bytes = ..., max_batch_tokens = 512 : i64,
+        naive_bytes = ...}}
+    ```
+  }];
+  let options = [
+    Option<"maxBatchTokens", "max-batch-tokens", "int64_t", /*default=*/"512",
+           "Most tokens in one forward call (sizes the reported bytes)">,
+    Option<"reuse", "reuse", "bool", /*default=*/"true",
+           "Share memory between buffers whose live ranges do not overlap "
+           "(false: every buffer gets its own range, the -O0 layout)">,
+  ];
+  let statistics = [
+    Statistic<"numBuffers", "num-buffers", "Activation buffers placed">,
+  ];
+}
+
 #endif // MOE_PASSES_TD

@@ -80,6 +80,8 @@ private:
   LogicalResult emitOp(Operation *op);
   /// Gives `v` a buffer of `perToken` floats per token in the arena.
   std::string allocate(Value v, int64_t perToken, bool ints = false);
+  /// Offset of `perToken` floats of scratch that `op` uses while it runs.
+  int64_t scratch(Operation *op, int64_t perToken);
   std::string weight(Value v) {
     auto w = v.getDefiningOp<WeightOp>();
     return w ? "W" + std::to_string(manifestIndex.lookup(w.getName())) : "";
@@ -129,18 +131,34 @@ LogicalResult Emitter::collectManifest() {
 }
 
 std::string Emitter::allocate(Value v, int64_t perToken, bool ints) {
-  std::string name = "b" + std::to_string(names.size());
   if (v == logitsValue) {
     names[v] = "logits";
     return "logits";
   }
+  // moe-plan-memory's offset when there is one, else a range of its own.
+  int64_t offset = arenaPerToken;
+  auto result = cast<OpResult>(v);
+  if (auto planned = result.getOwner()->getAttrOfType<DenseI64ArrayAttr>(
+          "moe.arena_offsets");
+      planned && int64_t(planned.size()) > result.getResultNumber() &&
+      planned[result.getResultNumber()] >= 0)
+    offset = planned[result.getResultNumber()];
+  arenaPerToken = std::max(arenaPerToken, offset + perToken);
+  std::string name = "b" + std::to_string(names.size());
   out << "  " << (ints ? "int32_t" : "float") << " *" << name << " = ";
   if (ints)
     out << "reinterpret_cast<int32_t *>(";
-  out << "arena + n_max * " << arenaPerToken << (ints ? ")" : "") << ";\n";
-  arenaPerToken += perToken;
+  out << "arena + n_max * " << offset << (ints ? ")" : "") << ";\n";
   names[v] = name;
   return name;
+}
+
+int64_t Emitter::scratch(Operation *op, int64_t perToken) {
+  int64_t offset = arenaPerToken;
+  if (auto planned = op->getAttrOfType<IntegerAttr>("moe.scratch_offset"))
+    offset = planned.getInt();
+  arenaPerToken = std::max(arenaPerToken, offset + perToken);
+  return offset;
 }
 
 LogicalResult Emitter::emitOp(Operation *op) {
@@ -228,6 +246,17 @@ LogicalResult Emitter::emitOp(Operation *op) {
         << name(r.getLogits()) << ", n, " << w << ", " << i << ");\n";
     return success();
   }
+  if (auto r = dyn_cast<FusedRouterOp>(op)) {
+    int64_t k = r.getK();
+    std::string w = allocate(r.getWeights(), k);
+    std::string i = allocate(r.getIndices(), k, /*ints=*/true);
+    out << "  moert::fusedRouter<" << weightType(r.getGate()) << ", "
+        << width(r.getInput()) << ", " << r.getNumExperts() << ", " << k << ", "
+        << (r.getScoring() == ScoringFunc::Softmax ? "true" : "false") << ", "
+        << (r.getRenormalize() ? "true" : "false") << ">(" << name(r.getInput())
+        << ", " << weight(r.getGate()) << ", n, " << w << ", " << i << ");\n";
+    return success();
+  }
   if (auto e = dyn_cast<ExpertsOp>(op)) {
     int64_t h = width(e.getResult());
     ArrayRef<int64_t> gate =
@@ -246,9 +275,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
         out << (j ? ", " : "") << weight(v);
       out << "};\n";
     }
-    out << "  float *x" << id << " = arena + n_max * " << arenaPerToken
-        << ";\n";
-    arenaPerToken += 2 * (h + inter);
+    out << "  float *x" << id << " = arena + n_max * "
+        << scratch(e, 2 * (h + inter)) << ";\n";
     std::string o = allocate(e.getResult(), h);
     out << "  moert::experts<" << types[0] << ", " << types[1] << ", "
         << types[2] << ", " << h << ", " << inter << ", " << e.getNumExperts()

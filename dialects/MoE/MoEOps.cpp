@@ -309,6 +309,40 @@ void RouterOp::getCanonicalizationPatterns(RewritePatternSet &results,
 }
 
 //===----------------------------------------------------------------------===//
+// FusedRouterOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedRouterOp::inferReturnTypes(MLIRContext *ctx,
+                                              std::optional<Location> loc,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &inferred) {
+  auto input = rankedOperand(loc, adaptor.getInput(), 2, "router input");
+  if (failed(input))
+    return failure();
+  int64_t tokens = input->getDimSize(0);
+  int64_t k = adaptor.getK();
+  inferred.push_back(activationType(tokens, k, ctx));
+  inferred.push_back(
+      RankedTensorType::get({tokens, k}, IntegerType::get(ctx, 32)));
+  return success();
+}
+
+LogicalResult FusedRouterOp::verify() {
+  RankedTensorType gate = getGate().getType();
+  if (gate.getRank() != 2)
+    return emitOpError("gate weight must be rank 2 [experts, hidden], got ")
+           << gate;
+  int64_t hidden = getInput().getType().getDimSize(1);
+  if (gate.getDimSize(1) != hidden)
+    return emitOpError("gate weight ")
+           << gate << " does not match the input's hidden size " << hidden;
+  if (static_cast<int64_t>(getK()) > getNumExperts())
+    return emitOpError("k = ")
+           << getK() << " exceeds the number of experts " << getNumExperts();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // ExpertsOp
 //===----------------------------------------------------------------------===//
 
@@ -403,14 +437,17 @@ LogicalResult ExpertsOp::verify() {
   if (k > experts)
     return emitOpError("routes each token to ")
            << k << " experts but the bank has only " << experts;
-  if (auto router = getIndices().getDefiningOp<RouterOp>()) {
-    if (router.getNumExperts() != experts)
+  Operation *router = getIndices().getDefiningOp();
+  if (isa_and_present<RouterOp, FusedRouterOp>(router)) {
+    int64_t choices = isa<RouterOp>(router)
+                          ? cast<RouterOp>(router).getNumExperts()
+                          : cast<FusedRouterOp>(router).getNumExperts();
+    if (choices != experts)
       return emitOpError("router chooses among ")
-             << router.getNumExperts() << " experts but the bank has "
-             << experts;
-    if (getWeights() != router.getWeights())
+             << choices << " experts but the bank has " << experts;
+    if (getWeights() != router->getResult(0))
       return emitOpError("weights and indices must come from the same "
-                         "moe.router");
+                         "router");
   }
   return success();
 }

@@ -299,6 +299,43 @@ def MoE_RouterOp : MoE_Op<"router",
 }
 
 //===----------------------------------------------------------------------===//
+// moe.fused_router
+//===----------------------------------------------------------------------===//
+
+def MoE_FusedRouterOp : MoE_Op<"fused_router",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "gate GEMM, scoring, top-k and renormalisation in one op";
+  let description = [{
+    `moe.linear` with the router's gate weight followed by `moe.router`, as
+    one op: `moe-fuse-router` produces it, and targets run it as one kernel
+    that never materialises the `[T, E]` logits. Attributes and results mean
+    exactly what they mean on `moe.router`.
+
+    ```mlir
+    %w, %idx = moe.fused_router %b, %gate top 2 softmax renormalize
+        : tensor<?x64xf32>, tensor<8x64xbf16>
+    // %w : tensor<?x2xf32>, %idx : tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, MoE_WeightTensor:$gate,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$k,
+                       MoE_ScoringFuncAttr:$scoring,
+                       UnitAttr:$renormalize);
+  let results = (outs MoE_ActTensor:$weights, MoE_ExpertIdTensor:$indices);
+  let assemblyFormat = [{
+    $input `,` $gate `top` $k $scoring (`renormalize` $renormalize^)? attr-dict
+    `:` type($input) `,` type($gate)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumExperts() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getGate().getType())
+          .getDimSize(0);
+    }
+  }];
+}
+
+//===----------------------------------------------------------------------===//
 // moe.experts
 //===----------------------------------------------------------------------===//
 

@@ -41,6 +41,8 @@ def main():
     p.add_argument("--compare-chunked", type=int, default=0,
                    help="also run with this chunk size and require the same logits")
     p.add_argument("--compile-arg", action="append", default=[])
+    p.add_argument("--differential", action="store_true",
+                   help="also build with -O0 and require the same logits as -O2 (f32 tolerance)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--dtype", default="f32")
     p.add_argument("--seed", type=int, default=0)
@@ -58,8 +60,8 @@ def main():
                       dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
     run([args.moe_compile, model, "-o", binary, "--quiet"] + args.compile_arg)
 
-    def run_binary(chunk, dump):
-        cmd = [binary, "--tokens", args.tokens, "-n", str(args.n), "--dump-logits", dump]
+    def run_binary(chunk, dump, exe=binary):
+        cmd = [exe, "--tokens", args.tokens, "-n", str(args.n), "--dump-logits", dump]
         if chunk:
             cmd += ["--max-batch-tokens", str(chunk)]
         out = run(cmd).split()
@@ -90,6 +92,15 @@ def main():
         if diff > args.tol * float(np.max(np.abs(logits))):
             sys.exit(f"chunked prefill ({args.compare_chunked}) differs from single-shot by {diff:.3e}")
         print(f"chunked prefill ({args.compare_chunked} tokens/chunk) matches single-shot: max |diff| {diff:.2e}")
+
+    if args.differential:
+        o0 = os.path.join(args.work, "model-O0.bin")
+        run([args.moe_compile, model, "-o", o0, "--quiet", "-O0"] + args.compile_arg)
+        o0_tokens, o0_logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "O0.npy"), o0)
+        diff = float(np.max(np.abs(o0_logits - logits)))
+        if o0_tokens != generated or diff > 1e-5 * float(np.max(np.abs(logits))):
+            sys.exit(f"-O0 and -O2 differ: max |diff| {diff:.3e}, tokens {o0_tokens} vs {generated}")
+        print(f"-O0 and -O2 agree: max |diff| {diff:.2e}")
 
     print(f"e2e OK: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} (tol {args.tol}); "
           f"{args.n} greedy tokens match the reference")

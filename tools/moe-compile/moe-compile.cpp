@@ -33,6 +33,7 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -67,6 +68,22 @@ static cl::opt<int64_t>
            cl::desc("Longest sequence a session may reach (sizes the KV "
                     "cache); default: the model's max_position_embeddings"),
            cl::init(0), cl::cat(category));
+static cl::opt<unsigned>
+    optLevel("O", cl::Prefix,
+             cl::desc("Optimization level: -O0 runs no fusion and gives "
+                      "every buffer its own memory; -O2 (default) fuses and "
+                      "plans the arena by liveness"),
+             cl::init(2), cl::cat(category));
+static cl::opt<int64_t> maxBatchTokens(
+    "max-batch-tokens",
+    cl::desc("Batch size the memory plan reports its bytes for (the binary "
+             "takes its own --max-batch-tokens; the plan fits any size)"),
+    cl::init(512), cl::cat(category));
+static cl::opt<bool> printMemoryPlan(
+    "print-memory-plan",
+    cl::desc("Print the KV-cache and activation memory plan as JSON on "
+             "stdout (then build only if -o is given)"),
+    cl::cat(category));
 static cl::opt<std::string> cxx("cxx",
                                 cl::desc("C++ compiler that builds the binary"),
                                 cl::init(MOE_DEFAULT_CXX), cl::cat(category));
@@ -168,6 +185,50 @@ int build(StringRef source, StringRef path, int step, int steps) {
   return 0;
 }
 
+/// The plan moe-plan-kv-cache and moe-plan-memory recorded on @forward, as
+/// JSON on stdout.
+mlir::LogicalResult printPlanJSON(mlir::ModuleOp module) {
+  auto func = module.lookupSymbol<mlir::func::FuncOp>("forward");
+  auto kv = func
+                ? func->getAttrOfType<mlir::DictionaryAttr>("moe.kv_cache_plan")
+                : nullptr;
+  auto memory =
+      func ? func->getAttrOfType<mlir::DictionaryAttr>("moe.memory_plan")
+           : nullptr;
+  if (!kv || !memory) {
+    fail("no memory plan: the pipeline did not plan @forward");
+    return mlir::failure();
+  }
+  auto field = [](mlir::DictionaryAttr d, StringRef key) -> int64_t {
+    auto a = dyn_cast_or_null<mlir::IntegerAttr>(d.get(key));
+    return a ? a.getInt() : 0;
+  };
+  json::OStream j(outs(), 2);
+  j.object([&] {
+    j.attribute("opt_level", int64_t(optLevel));
+    j.attribute("max_seq", field(kv, "max_seq"));
+    j.attribute("max_batch_tokens", field(memory, "max_batch_tokens"));
+    j.attribute("kv_cache_bytes", field(kv, "total_bytes"));
+    j.attribute("arena_bytes", field(memory, "arena_bytes"));
+    j.attribute("naive_bytes", field(memory, "naive_bytes"));
+    j.attribute("lower_bound_bytes", field(memory, "lower_bound_bytes"));
+    j.attributeArray("layers", [&] {
+      for (auto [i, layer] :
+           llvm::enumerate(cast<mlir::ArrayAttr>(kv.get("layers"))
+                               .getAsRange<mlir::DictionaryAttr>())) {
+        j.object([&] {
+          j.attribute("layer", int64_t(i));
+          j.attribute("kv_cache_bytes", field(layer, "bytes"));
+          j.attribute("capacity", field(layer, "capacity"));
+          j.attribute("window", field(layer, "window"));
+        });
+      }
+    });
+  });
+  outs() << "\n";
+  return mlir::success();
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -175,12 +236,14 @@ int main(int argc, char **argv) {
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
   mlir::registerPassManagerCLOptions();
+  mlir::moe::registerMoEPasses();
   mlir::registerDefaultTimingManagerCLOptions();
   cl::ParseCommandLineOptions(
       argc, argv,
       "moe-compile: compile a Mixture-of-Experts model into an executable\n\n"
       "  moe-compile MODEL_DIR -o PATH [--target cpu]\n"
-      "  moe-compile MODEL_DIR --emit=mlir|cpp [-o FILE]\n\n"
+      "  moe-compile MODEL_DIR --emit=mlir|cpp [-o FILE]\n"
+      "  moe-compile MODEL_DIR --print-memory-plan\n\n"
       "The executable runs the model on token ids (see PATH --help); it\n"
       "memory-maps the weights from MODEL_DIR (or --weights DIR) at run "
       "time.\n");
@@ -188,8 +251,11 @@ int main(int argc, char **argv) {
   if (target != "cpu")
     return fail("target '" + target +
                 "' is not available yet (supported: cpu)");
-  if (emit == Emit::Binary && outputPath.empty())
+  if (emit == Emit::Binary && outputPath.empty() && !printMemoryPlan)
     return fail("-o PATH is required to build an executable");
+  if (optLevel != 0 && optLevel != 2)
+    return fail("-O" + Twine(optLevel.getValue()) +
+                " is not a level: use -O0 or -O2");
   if (maxSeq < 0)
     return fail("--max-seq must be positive");
   const int steps = emit == Emit::Binary ? 4 : 3;
@@ -213,9 +279,20 @@ int main(int argc, char **argv) {
   mlir::applyDefaultTimingManagerCLOptions(tm);
   mlir::TimingScope timing = tm.getRootScope();
   pm.enableTiming(timing);
-  pm.addNestedPass<mlir::func::FuncOp>(mlir::createCanonicalizerPass());
+  mlir::moe::PipelineOptions pipeline;
+  pipeline.optLevel = optLevel;
+  pipeline.maxSeq = maxSeq;
+  pipeline.maxBatchTokens = maxBatchTokens;
+  mlir::moe::buildDefaultPipeline(pm, pipeline);
   if (failed(pm.run(*module)))
     return 1;
+
+  if (printMemoryPlan) {
+    if (failed(printPlanJSON(*module)))
+      return 1;
+    if (outputPath.empty())
+      return 0;
+  }
 
   std::string outName = outputPath.empty() ? "-" : outputPath.getValue();
   if (emit == Emit::MLIR) {

@@ -22,6 +22,7 @@
 int main(int argc, char **argv) {
   mlir::registerTransformsPasses();
   mlir::moe::registerMoEPasses();
+  mlir::moe::registerPipelines();
 
   mlir::DialectRegistry registry;
   registry.insert<mlir::moe::MoEDialect, mlir::arith::ArithDialect,

@@ -230,37 +230,57 @@ void attention(moert_pool *pool, const float *q, const float *k, const float *v,
       });
 }
 
-/// Scores (softmax over all E, or sigmoid), the top K (ties to the lower
-/// index, descending), optionally renormalised to sum to one.
+/// One token's routing from its E logits: scores (softmax over all E, or
+/// sigmoid), the top K (ties to the lower index, descending), optionally
+/// renormalised to sum to one.
+template <int64_t E, int64_t K, bool Softmax, bool Renormalize>
+inline void routeToken(const float *l, float *weights, int32_t *indices) {
+  float p[E];
+  if (Softmax) {
+    float m = *std::max_element(l, l + E), total = 0;
+    for (int64_t e = 0; e < E; ++e)
+      total += p[e] = std::exp(l[e] - m);
+    for (int64_t e = 0; e < E; ++e)
+      p[e] /= total;
+  } else {
+    for (int64_t e = 0; e < E; ++e)
+      p[e] = 1.0f / (1.0f + std::exp(-l[e]));
+  }
+  bool taken[E] = {};
+  float sum = 0;
+  for (int64_t j = 0; j < K; ++j) {
+    int64_t best = -1;
+    for (int64_t e = 0; e < E; ++e)
+      if (!taken[e] && (best < 0 || p[e] > p[best]))
+        best = e;
+    taken[best] = true;
+    indices[j] = int32_t(best);
+    sum += weights[j] = p[best];
+  }
+  if (Renormalize)
+    for (int64_t j = 0; j < K; ++j)
+      weights[j] /= sum;
+}
+
 template <int64_t E, int64_t K, bool Softmax, bool Renormalize>
 void router(const float *logits, int64_t T, float *weights, int32_t *indices) {
+  for (int64_t t = 0; t < T; ++t)
+    routeToken<E, K, Softmax, Renormalize>(logits + t * E, weights + t * K,
+                                           indices + t * K);
+}
+
+/// The gate GEMV and the routing of each token in one pass; the logits stay
+/// on the stack.
+template <typename W, int64_t H, int64_t E, int64_t K, bool Softmax,
+          bool Renormalize>
+void fusedRouter(const float *x, const W *gate, int64_t T, float *weights,
+                 int32_t *indices) {
   for (int64_t t = 0; t < T; ++t) {
-    const float *l = logits + t * E;
-    float p[E];
-    if (Softmax) {
-      float m = *std::max_element(l, l + E), total = 0;
-      for (int64_t e = 0; e < E; ++e)
-        total += p[e] = std::exp(l[e] - m);
-      for (int64_t e = 0; e < E; ++e)
-        p[e] /= total;
-    } else {
-      for (int64_t e = 0; e < E; ++e)
-        p[e] = 1.0f / (1.0f + std::exp(-l[e]));
-    }
-    bool taken[E] = {};
-    float sum = 0;
-    for (int64_t j = 0; j < K; ++j) {
-      int64_t best = -1;
-      for (int64_t e = 0; e < E; ++e)
-        if (!taken[e] && (best < 0 || p[e] > p[best]))
-          best = e;
-      taken[best] = true;
-      indices[t * K + j] = int32_t(best);
-      sum += weights[t * K + j] = p[best];
-    }
-    if (Renormalize)
-      for (int64_t j = 0; j < K; ++j)
-        weights[t * K + j] /= sum;
+    float logits[E];
+    for (int64_t e = 0; e < E; ++e)
+      logits[e] = dot(x + t * H, gate + e * H, H);
+    routeToken<E, K, Softmax, Renormalize>(logits, weights + t * K,
+                                           indices + t * K);
   }
 }
 

@@ -509,7 +509,7 @@ func.func @experts_two_routers(%b: tensor<?x64xf32>, %l: tensor<?x2xf32>) {
   %w2, %i2 = moe.router %l top 1 sigmoid : tensor<?x2xf32>
   %g = moe.weight "g" : tensor<96x64xf32>
   %d = moe.weight "d" : tensor<64x96xf32>
-  // expected-error @below {{'moe.experts' op weights and indices must come from the same moe.router}}
+  // expected-error @below {{'moe.experts' op weights and indices must come from the same router}}
   %y = moe.experts %b, %w2, %i
       gate [%g, %g] : tensor<96x64xf32> up [%g, %g] : tensor<96x64xf32> down [%d, %d] : tensor<64x96xf32>
       : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
@@ -588,5 +588,50 @@ module attributes {moe.weight_dir = 3} {
 
 // expected-error @below {{'moe.weight_dir' belongs on a builtin.module}}
 func.func @weight_dir_on_func() attributes {moe.weight_dir = "/m"} {
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.fused_router
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @fused_router_k(%b: tensor<?x64xf32>) {
+  %g = moe.weight "g" : tensor<4x64xf32>
+  // expected-error @below {{'moe.fused_router' op k = 5 exceeds the number of experts 4}}
+  %w, %i = moe.fused_router %b, %g top 5 softmax : tensor<?x64xf32>, tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @fused_router_hidden(%b: tensor<?x64xf32>) {
+  %g = moe.weight "g" : tensor<4x32xf32>
+  // expected-error @below {{'moe.fused_router' op gate weight 'tensor<4x32xf32>' does not match the input's hidden size 64}}
+  %w, %i = moe.fused_router %b, %g top 2 softmax : tensor<?x64xf32>, tensor<4x32xf32>
+  return
+}
+
+// -----
+
+func.func @fused_router_rank(%b: tensor<?x64xf32>) {
+  %g = moe.weight "g" : tensor<256xf32>
+  // expected-error @below {{'moe.fused_router' op gate weight must be rank 2 [experts, hidden], got 'tensor<256xf32>'}}
+  %w, %i = moe.fused_router %b, %g top 2 softmax : tensor<?x64xf32>, tensor<256xf32>
+  return
+}
+
+// -----
+
+func.func @fused_router_experts(%b: tensor<?x64xf32>) {
+  %g = moe.weight "g" : tensor<3x64xf32>
+  %w, %i = moe.fused_router %b, %g top 1 sigmoid : tensor<?x64xf32>, tensor<3x64xf32>
+  %e = moe.weight "e" : tensor<96x64xf32>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // expected-error @below {{'moe.experts' op router chooses among 3 experts but the bank has 2}}
+  %y = moe.experts %b, %w, %i
+      gate [%e, %e] : tensor<96x64xf32> up [%e, %e] : tensor<96x64xf32> down [%d, %d] : tensor<64x96xf32>
+      : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
   return
 }

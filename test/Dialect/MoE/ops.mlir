@@ -109,6 +109,16 @@ func.func @router(%l: tensor<?x8xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, ten
 
 // -----
 
+// CHECK-LABEL: func.func @fused_router
+func.func @fused_router(%b: tensor<?x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>) {
+  %g = moe.weight "gate" : tensor<8x64xbf16>
+  // CHECK: moe.fused_router %{{.+}}, %{{.+}} top 2 softmax renormalize : tensor<?x64xf32>, tensor<8x64xbf16>
+  %w, %i = moe.fused_router %b, %g top 2 softmax renormalize : tensor<?x64xf32>, tensor<8x64xbf16>
+  return %w, %i : tensor<?x2xf32>, tensor<?x2xi32>
+}
+
+// -----
+
 // CHECK-LABEL: func.func @experts
 func.func @experts(%b: tensor<?x64xf32>, %l: tensor<?x3xf32>) -> tensor<?x64xf32> {
   %w, %i = moe.router %l top 2 softmax renormalize : tensor<?x3xf32>

@@ -1,0 +1,88 @@
+//===- PlanKVCache.cpp - size each layer's KV cache ------------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/MoE/MoEOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_PLANKVCACHE
+#include "passes/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+struct PlanKVCachePass : mlir::moe::impl::PlanKVCacheBase<PlanKVCachePass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    func::FuncOp func = getOperation();
+    int64_t seq = maxSeq;
+    if (seq == 0)
+      if (auto module = func->getParentOfType<ModuleOp>())
+        if (auto model = module->getAttrOfType<DictionaryAttr>("moe.model"))
+          if (auto max =
+                  dyn_cast_or_null<IntegerAttr>(model.get("max_positions")))
+            seq = max.getInt();
+    if (seq <= 0) {
+      func.emitError("moe-plan-kv-cache: the longest sequence is unknown; "
+                     "pass max-seq=N or plan a model imported by "
+                     "moe-translate");
+      return signalPassFailure();
+    }
+    if (func.isExternal())
+      return;
+
+    Builder b(&getContext());
+    Block &entry = func.getBody().front();
+    SmallVector<Attribute> layers;
+    int64_t total = 0;
+    for (BlockArgument arg : entry.getArguments()) {
+      auto type = dyn_cast<KVCacheType>(arg.getType());
+      if (!type)
+        continue;
+      if (!arg.hasOneUse() || !isa<AttentionOp>(*arg.getUsers().begin())) {
+        func.emitError("moe-plan-kv-cache: cache argument #")
+            << arg.getArgNumber() << " must be read by exactly one "
+            << "moe.attention";
+        return signalPassFailure();
+      }
+      auto attention = cast<AttentionOp>(*arg.getUsers().begin());
+      int64_t window = attention.getSlidingWindow().value_or(0);
+      int64_t capacity = window ? std::min(window, seq) : seq;
+      auto planned =
+          KVCacheType::get(&getContext(), type.getNumKvHeads(), capacity,
+                           type.getHeadDim(), type.getElementType());
+      arg.setType(planned);
+      attention.getCacheOut().setType(planned);
+      int64_t bytes = *planned.getSizeInBytes();
+      total += bytes;
+      ++numCaches;
+      layers.push_back(b.getDictionaryAttr(
+          {b.getNamedAttr("bytes", b.getI64IntegerAttr(bytes)),
+           b.getNamedAttr("capacity", b.getI64IntegerAttr(capacity)),
+           b.getNamedAttr("window", b.getI64IntegerAttr(window))}));
+    }
+    if (layers.empty())
+      return;
+    // The function's signature follows the new argument and result types.
+    Operation *terminator = entry.getTerminator();
+    func.setType(b.getFunctionType(entry.getArgumentTypes(),
+                                   terminator->getOperandTypes()));
+    func->setAttr(
+        "moe.kv_cache_plan",
+        b.getDictionaryAttr(
+            {b.getNamedAttr("layers", b.getArrayAttr(layers)),
+             b.getNamedAttr("max_seq", b.getI64IntegerAttr(seq)),
+             b.getNamedAttr("total_bytes", b.getI64IntegerAttr(total))}));
+  }
+};
+
+} // namespace

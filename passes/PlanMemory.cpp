@@ -1,0 +1,158 @@
+//===- PlanMemory.cpp - one static arena by liveness -----------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/MoE/MoEOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/IR/Builders.h"
+
+#include <algorithm>
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_PLANMEMORY
+#include "passes/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// A buffer of `size` floats per batch token, live over ops [first, last].
+struct Buffer {
+  int64_t size = 0, first = 0, last = 0;
+  int64_t offset = -1;
+};
+
+/// Scratch an op needs while it runs, in floats per batch token.
+int64_t scratchPerToken(Operation *op) {
+  if (auto experts = dyn_cast<ExpertsOp>(op)) {
+    auto gate =
+        cast<RankedTensorType>(experts.getGateWeights().front().getType());
+    return 2 * (gate.getDimSize(0) + gate.getDimSize(1));
+  }
+  return 0;
+}
+
+struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    func::FuncOp func = getOperation();
+    if (func.isExternal())
+      return;
+    if (maxBatchTokens < 1) {
+      func.emitError("moe-plan-memory: max-batch-tokens must be >= 1");
+      return signalPassFailure();
+    }
+    Block &entry = func.getBody().front();
+    Operation *terminator = entry.getTerminator();
+    // The first result (the logits) goes straight to the caller's buffer.
+    Value output =
+        terminator->getNumOperands() ? terminator->getOperand(0) : Value();
+
+    llvm::DenseMap<Operation *, int64_t> position;
+    for (auto [i, op] : llvm::enumerate(entry))
+      position[&op] = int64_t(i);
+
+    std::vector<Buffer> buffers;
+    llvm::DenseMap<Value, size_t> bufferOf;
+    llvm::DenseMap<Operation *, size_t> scratchOf;
+    for (Operation &op : entry) {
+      if (isa<WeightOp>(op))
+        continue;
+      int64_t at = position[&op];
+      for (Value result : op.getResults()) {
+        auto type = dyn_cast<RankedTensorType>(result.getType());
+        if (!type || type.getRank() != 2 || result == output)
+          continue;
+        Buffer buffer{type.getDimSize(1), at, at};
+        for (Operation *user : result.getUsers())
+          buffer.last = std::max(buffer.last, position[user]);
+        bufferOf[result] = buffers.size();
+        buffers.push_back(buffer);
+      }
+      if (int64_t scratch = scratchPerToken(&op)) {
+        scratchOf[&op] = buffers.size();
+        buffers.push_back(Buffer{scratch, at, at});
+      }
+    }
+
+    // Largest first, each at the lowest offset clear of every placed buffer
+    // whose live range overlaps its own.
+    std::vector<size_t> order(buffers.size());
+    for (size_t i = 0; i < order.size(); ++i)
+      order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return buffers[a].size > buffers[b].size;
+    });
+    std::vector<size_t> placed;
+    int64_t arena = 0, naive = 0;
+    for (size_t i : order) {
+      Buffer &buf = buffers[i];
+      std::vector<std::pair<int64_t, int64_t>> taken;
+      for (size_t j : placed) {
+        const Buffer &other = buffers[j];
+        if (!reuse || (other.first <= buf.last && buf.first <= other.last))
+          taken.push_back({other.offset, other.offset + other.size});
+      }
+      std::sort(taken.begin(), taken.end());
+      int64_t offset = 0;
+      for (auto [begin, end] : taken) {
+        if (offset + buf.size <= begin)
+          break;
+        offset = std::max(offset, end);
+      }
+      buf.offset = offset;
+      arena = std::max(arena, offset + buf.size);
+      naive += buf.size;
+      placed.push_back(i);
+      ++numBuffers;
+    }
+    // The lower bound: the most floats live at any one op.
+    int64_t lowerBound = 0;
+    for (int64_t at = 0; at < int64_t(position.size()); ++at) {
+      int64_t live = 0;
+      for (const Buffer &buf : buffers)
+        if (buf.first <= at && at <= buf.last)
+          live += buf.size;
+      lowerBound = std::max(lowerBound, live);
+    }
+
+    Builder b(&getContext());
+    for (Operation &op : entry) {
+      if (isa<WeightOp>(op) || op.getNumResults() == 0)
+        continue;
+      SmallVector<int64_t> offsets;
+      for (Value result : op.getResults()) {
+        auto it = bufferOf.find(result);
+        offsets.push_back(it == bufferOf.end() ? -1
+                                               : buffers[it->second].offset);
+      }
+      op.setAttr("moe.arena_offsets", b.getDenseI64ArrayAttr(offsets));
+      if (auto it = scratchOf.find(&op); it != scratchOf.end())
+        op.setAttr("moe.scratch_offset",
+                   b.getI64IntegerAttr(buffers[it->second].offset));
+    }
+    int64_t bytesPerFloatToken = 4 * maxBatchTokens;
+    func->setAttr(
+        "moe.memory_plan",
+        b.getDictionaryAttr({
+            b.getNamedAttr("arena_bytes",
+                           b.getI64IntegerAttr(arena * bytesPerFloatToken)),
+            b.getNamedAttr("floats_per_token", b.getI64IntegerAttr(arena)),
+            b.getNamedAttr(
+                "lower_bound_bytes",
+                b.getI64IntegerAttr(lowerBound * bytesPerFloatToken)),
+            b.getNamedAttr("max_batch_tokens",
+                           b.getI64IntegerAttr(maxBatchTokens)),
+            b.getNamedAttr("naive_bytes",
+                           b.getI64IntegerAttr(naive * bytesPerFloatToken)),
+        }));
+  }
+};
+
+} // namespace
