@@ -92,6 +92,58 @@ def FuseRouter : Pass<"moe-fuse-router", "::mlir::func::FuncOp"> {
   ];
 }
 
+def FuseExpertGemms : Pass<"moe-fuse-expert-gemms", "::mlir::func::FuncOp"> {
+  let summary = "Rewrite the expert bank as permute, grouped GEMMs, combine";
+  let description = [{
+    Rewrites `moe.experts` into the fused expert path:
+
+    1. `moe.expert_permute`: the (token, choice) pairs sorted by expert, with
+       per-expert offsets;
+    2. `moe.grouped_matmul ... parts 2`: one gate_up GEMM per expert over its
+       rows, with w1 and w3 stacked along the output (`[2I, H]` per expert,
+       `[E, 2I, H]` over the bank);
+    3. `moe.silu_mul`: `silu(gate) * up`;
+    4. `moe.grouped_matmul ... parts 1`: the down GEMM per expert;
+    5. `moe.expert_combine`: the router-weighted sum back in token order.
+
+    Packing: the stacked weight is a view, not a copy. Hugging Face stores
+    each expert's w1, w3 and w2 as separate row-major `[out, in]` tensors,
+    which is already the layout the grouped GEMM reads, so the op takes
+    the per-expert weights in stacked order and the kernels address them
+    where the files have them: no packed weight file at compile time, no
+    repacking at load time, and the zero-copy path holds for every layout
+    the frontends produce.
+
+    The rewrite fires only where it keeps the semantics: the routing must
+    come from a `moe.router` or `moe.fused_router` (so each token's k
+    experts are distinct and in range) and k must be static; anything else
+    is left alone.
+
+    Before:
+
+    ```mlir
+    %w, %i = moe.fused_router %b, %g top 2 softmax renormalize : ...
+    %y = moe.experts %b, %w, %i gate [%g0, %g1] : tensor<128x64xf32>
+        up [%u0, %u1] : tensor<128x64xf32> down [%d0, %d1] : tensor<64x128xf32> : ...
+    ```
+
+    After `--moe-fuse-expert-gemms`:
+
+    ```mlir
+    %perm, %off = moe.expert_permute %i experts 2 : tensor<?x2xi32>
+    %gu = moe.grouped_matmul %b[%perm] gather, %off top 2
+        weights [%g0, %u0, %g1, %u1] : tensor<128x64xf32> parts 2 : ...
+    %h = moe.silu_mul %gu : tensor<?x256xf32>
+    %dn = moe.grouped_matmul %h[%perm], %off top 2
+        weights [%d0, %d1] : tensor<64x128xf32> parts 1 : ...
+    %y = moe.expert_combine %dn[%perm], %w : ...
+    ```
+  }];
+  let statistics = [
+    Statistic<"numFused", "num-fused", "Expert banks rewritten">,
+  ];
+}
+
 def PlanKVCache : Pass<"moe-plan-kv-cache", "::mlir::func::FuncOp"> {
   let summary = "Size each layer's KV cache and record the plan";
   let description = [{

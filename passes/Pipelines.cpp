@@ -25,6 +25,7 @@ void mlir::moe::buildDefaultPipeline(OpPassManager &pm,
   } else {
     func.addPass(createCanonicalizerPass());
     func.addPass(createFuseRouter());
+    func.addPass(createFuseExpertGemms());
   }
   func.addPass(createPlanKVCache(kv));
   func.addPass(createPlanMemory(memory));
@@ -34,7 +35,8 @@ void mlir::moe::registerPipelines() {
   PassPipelineRegistration<PipelineOptions>(
       "moe-default-pipeline",
       "The moe-compile pipeline: at opt-level=2 canonicalize, "
-      "moe-fuse-router, moe-plan-kv-cache, moe-plan-memory; at opt-level=0 "
+      "moe-fuse-router, moe-fuse-expert-gemms, moe-plan-kv-cache, "
+      "moe-plan-memory; at opt-level=0 "
       "moe-plan-kv-cache and moe-plan-memory{reuse=false}",
       buildDefaultPipeline);
 }

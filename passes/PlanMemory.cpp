@@ -27,16 +27,6 @@ struct Buffer {
   int64_t offset = -1;
 };
 
-/// Scratch an op needs while it runs, in floats per batch token.
-int64_t scratchPerToken(Operation *op) {
-  if (auto experts = dyn_cast<ExpertsOp>(op)) {
-    auto gate =
-        cast<RankedTensorType>(experts.getGateWeights().front().getType());
-    return 2 * (gate.getDimSize(0) + gate.getDimSize(1));
-  }
-  return 0;
-}
-
 struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
   using Base::Base;
 
@@ -66,16 +56,15 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
         continue;
       int64_t at = position[&op];
       for (Value result : op.getResults()) {
-        auto type = dyn_cast<RankedTensorType>(result.getType());
-        if (!type || type.getRank() != 2 || result == output)
+        if (!isa<RankedTensorType>(result.getType()) || result == output)
           continue;
-        Buffer buffer{type.getDimSize(1), at, at};
+        Buffer buffer{getFloatsPerToken(result), at, at};
         for (Operation *user : result.getUsers())
           buffer.last = std::max(buffer.last, position[user]);
         bufferOf[result] = buffers.size();
         buffers.push_back(buffer);
       }
-      if (int64_t scratch = scratchPerToken(&op)) {
+      if (int64_t scratch = getScratchFloatsPerToken(&op)) {
         scratchOf[&op] = buffers.size();
         buffers.push_back(Buffer{scratch, at, at});
       }

@@ -79,9 +79,9 @@ private:
   LogicalResult emitForward(func::FuncOp func);
   LogicalResult emitOp(Operation *op);
   /// Gives `v` a buffer of `perToken` floats per token in the arena.
-  std::string allocate(Value v, int64_t perToken, bool ints = false);
-  /// Offset of `perToken` floats of scratch that `op` uses while it runs.
-  int64_t scratch(Operation *op, int64_t perToken);
+  std::string allocate(Value v, bool ints = false);
+  /// Offset of the scratch memory `op` uses while it runs.
+  int64_t scratch(Operation *op);
   std::string weight(Value v) {
     auto w = v.getDefiningOp<WeightOp>();
     return w ? "W" + std::to_string(manifestIndex.lookup(w.getName())) : "";
@@ -130,7 +130,8 @@ LogicalResult Emitter::collectManifest() {
   return failure(r.wasInterrupted());
 }
 
-std::string Emitter::allocate(Value v, int64_t perToken, bool ints) {
+std::string Emitter::allocate(Value v, bool ints) {
+  int64_t perToken = getFloatsPerToken(v);
   if (v == logitsValue) {
     names[v] = "logits";
     return "logits";
@@ -153,7 +154,8 @@ std::string Emitter::allocate(Value v, int64_t perToken, bool ints) {
   return name;
 }
 
-int64_t Emitter::scratch(Operation *op, int64_t perToken) {
+int64_t Emitter::scratch(Operation *op) {
+  int64_t perToken = getScratchFloatsPerToken(op);
   int64_t offset = arenaPerToken;
   if (auto planned = op->getAttrOfType<IntegerAttr>("moe.scratch_offset"))
     offset = planned.getInt();
@@ -167,7 +169,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
     return success();
   if (auto e = dyn_cast<EmbeddingOp>(op)) {
     int64_t h = width(e.getResult());
-    std::string o = allocate(e.getResult(), h);
+    std::string o = allocate(e.getResult());
     out << "  moert::embedding<" << weightType(e.getTable()) << ", " << h
         << ">(" << weight(e.getTable()) << ", " << name(e.getIds()) << ", n, "
         << o << ");\n";
@@ -175,7 +177,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
   }
   if (auto r = dyn_cast<RMSNormOp>(op)) {
     int64_t h = width(r.getResult());
-    std::string o = allocate(r.getResult(), h);
+    std::string o = allocate(r.getResult());
     out << "  moert::rmsNorm<" << weightType(r.getWeight()) << ", " << h << ">("
         << name(r.getInput()) << ", " << weight(r.getWeight()) << ", "
         << floatLiteral(r.getEpsilon().convertToDouble()) << ", n, " << o
@@ -184,7 +186,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
   }
   if (auto l = dyn_cast<LinearOp>(op)) {
     ArrayRef<int64_t> w = l.getWeight().getType().getShape();
-    std::string o = allocate(l.getResult(), w[0]);
+    std::string o = allocate(l.getResult());
     out << "  moert::linear<" << weightType(l.getWeight()) << ", " << w[0]
         << ", " << w[1] << ">(pool, " << name(l.getInput()) << ", "
         << weight(l.getWeight()) << ", n, " << o << ");\n";
@@ -192,7 +194,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
   }
   if (auto r = dyn_cast<RoPEOp>(op)) {
     int64_t w = width(r.getResult());
-    std::string o = allocate(r.getResult(), w);
+    std::string o = allocate(r.getResult());
     out << "  moert::rope<" << w << ", " << r.getHeadDim() << ">("
         << name(r.getInput()) << ", " << name(r.getPositions()) << ", "
         << doubleLiteral(r.getTheta().convertToDouble()) << ", n, " << o
@@ -221,7 +223,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
       return a.emitOpError("cache capacity ")
              << c.capacity << " cannot hold " << maxPositions << " positions";
     names[a.getCacheOut()] = name(a.getCache());
-    std::string o = allocate(a.getResult(), width(a.getResult()));
+    std::string o = allocate(a.getResult());
     out << "  moert::attention<" << a.getNumHeads() << ", " << c.kvHeads << ", "
         << c.headDim << ", " << c.capacity << ", " << c.window << ">(pool, "
         << name(a.getQuery()) << ", " << name(a.getKey()) << ", "
@@ -231,15 +233,15 @@ LogicalResult Emitter::emitOp(Operation *op) {
   }
   if (auto a = dyn_cast<AddOp>(op)) {
     int64_t w = width(a.getResult());
-    std::string o = allocate(a.getResult(), w);
+    std::string o = allocate(a.getResult());
     out << "  moert::add<" << w << ">(" << name(a.getLhs()) << ", "
         << name(a.getRhs()) << ", n, " << o << ");\n";
     return success();
   }
   if (auto r = dyn_cast<RouterOp>(op)) {
     int64_t k = r.getK();
-    std::string w = allocate(r.getWeights(), k);
-    std::string i = allocate(r.getIndices(), k, /*ints=*/true);
+    std::string w = allocate(r.getWeights());
+    std::string i = allocate(r.getIndices(), /*ints=*/true);
     out << "  moert::router<" << r.getNumExperts() << ", " << k << ", "
         << (r.getScoring() == ScoringFunc::Softmax ? "true" : "false") << ", "
         << (r.getRenormalize() ? "true" : "false") << ">("
@@ -248,8 +250,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
   }
   if (auto r = dyn_cast<FusedRouterOp>(op)) {
     int64_t k = r.getK();
-    std::string w = allocate(r.getWeights(), k);
-    std::string i = allocate(r.getIndices(), k, /*ints=*/true);
+    std::string w = allocate(r.getWeights());
+    std::string i = allocate(r.getIndices(), /*ints=*/true);
     out << "  moert::fusedRouter<" << weightType(r.getGate()) << ", "
         << width(r.getInput()) << ", " << r.getNumExperts() << ", " << k << ", "
         << (r.getScoring() == ScoringFunc::Softmax ? "true" : "false") << ", "
@@ -275,14 +277,62 @@ LogicalResult Emitter::emitOp(Operation *op) {
         out << (j ? ", " : "") << weight(v);
       out << "};\n";
     }
-    out << "  float *x" << id << " = arena + n_max * "
-        << scratch(e, 2 * (h + inter)) << ";\n";
-    std::string o = allocate(e.getResult(), h);
+    out << "  float *x" << id << " = arena + n_max * " << scratch(e) << ";\n";
+    std::string o = allocate(e.getResult());
     out << "  moert::experts<" << types[0] << ", " << types[1] << ", "
         << types[2] << ", " << h << ", " << inter << ", " << e.getNumExperts()
         << ", " << k << ">(pool, " << name(e.getInput()) << ", "
         << name(e.getWeights()) << ", " << name(e.getIndices()) << ", g" << id
         << ", u" << id << ", d" << id << ", n, x" << id << ", " << o << ");\n";
+    return success();
+  }
+  if (auto p = dyn_cast<ExpertPermuteOp>(op)) {
+    std::string perm = allocate(p.getPerm(), /*ints=*/true);
+    std::string offsets = allocate(p.getOffsets(), /*ints=*/true);
+    out << "  moert::expertPermute<" << p.getNumExperts() << ", "
+        << width(p.getIndices()) << ">(" << name(p.getIndices()) << ", n, "
+        << perm << ", " << offsets << ");\n";
+    return success();
+  }
+  if (auto g = dyn_cast<GroupedMatmulOp>(op)) {
+    int64_t parts = g.getParts();
+    if (parts > 2)
+      return g.emitOpError("the CPU target handles at most 2 parts");
+    auto part = [&](int64_t i) {
+      return cast<RankedTensorType>(g.getExpertWeights()[i].getType());
+    };
+    std::string id = std::to_string(names.size());
+    out << "  const void *const gw" << id << "[] = {";
+    for (auto [j, v] : llvm::enumerate(g.getExpertWeights()))
+      out << (j ? ", " : "") << weight(v);
+    out << "};\n";
+    int64_t gatherOffset = g.getGather() ? scratch(g) : 0;
+    std::string o = allocate(g.getResult());
+    int64_t rowsB = parts == 2 ? part(1).getDimSize(0) : 0;
+    out << "  moert::groupedMatmul<" << cppType(part(0).getElementType())
+        << ", " << cppType(part(parts - 1).getElementType()) << ", "
+        << part(0).getDimSize(0) << ", " << rowsB << ", " << width(g.getInput())
+        << ", " << g.getNumExperts() << ", " << g.getK() << ", "
+        << (g.getGather() ? "true" : "false") << ">(pool, "
+        << name(g.getInput()) << ", " << name(g.getPerm()) << ", "
+        << name(g.getOffsets()) << ", gw" << id << ", n, arena + n_max * "
+        << gatherOffset << ", " << o << ");\n";
+    return success();
+  }
+  if (auto m = dyn_cast<SiluMulOp>(op)) {
+    std::string o = allocate(m.getResult());
+    out << "  moert::siluMul<" << width(m.getResult()) << ">("
+        << name(m.getInput()) << ", n * "
+        << getFloatsPerToken(m.getResult()) / width(m.getResult()) << ", " << o
+        << ");\n";
+    return success();
+  }
+  if (auto c = dyn_cast<ExpertCombineOp>(op)) {
+    std::string o = allocate(c.getResult());
+    out << "  moert::expertCombine<" << width(c.getResult()) << ", "
+        << width(c.getWeights()) << ">(" << name(c.getInput()) << ", "
+        << name(c.getPerm()) << ", " << name(c.getWeights()) << ", n, " << o
+        << ");\n";
     return success();
   }
   return op->emitOpError("is not supported by the CPU target");

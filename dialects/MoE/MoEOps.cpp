@@ -346,14 +346,25 @@ LogicalResult FusedRouterOp::verify() {
 // ExpertsOp
 //===----------------------------------------------------------------------===//
 
-/// `[%a, %b, ...] : type` — a list of operands that share one type.
+/// `[%a, %b, ...] : type` for a list of operands that share one type, else
+/// `[%a, %b, ...] : (type, type, ...)`.
 static ParseResult
 parseExpertList(OpAsmParser &parser,
                 SmallVectorImpl<OpAsmParser::UnresolvedOperand> &operands,
                 SmallVectorImpl<Type> &types) {
-  Type type;
   if (parser.parseOperandList(operands, OpAsmParser::Delimiter::Square) ||
-      parser.parseColonType(type))
+      parser.parseColon())
+    return failure();
+  if (succeeded(parser.parseOptionalLParen())) {
+    if (parser.parseTypeList(types) || parser.parseRParen())
+      return failure();
+    if (types.size() != operands.size())
+      return parser.emitError(parser.getCurrentLocation(), "expected ")
+             << operands.size() << " types, got " << types.size();
+    return success();
+  }
+  Type type;
+  if (parser.parseType(type))
     return failure();
   types.assign(operands.size(), type);
   return success();
@@ -362,10 +373,13 @@ parseExpertList(OpAsmParser &parser,
 static void printExpertList(OpAsmPrinter &printer, Operation *op,
                             OperandRange operands, TypeRange types) {
   printer << '[' << operands << "] : ";
-  if (types.empty())
+  if (types.empty()) {
     printer << "none";
-  else
+  } else if (llvm::all_equal(types)) {
     printer << types.front();
+  } else {
+    printer << '(' << types << ')';
+  }
 }
 
 LogicalResult ExpertsOp::inferReturnTypes(MLIRContext *ctx,
@@ -450,6 +464,147 @@ LogicalResult ExpertsOp::verify() {
                          "router");
   }
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Fused expert path
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+ExpertPermuteOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &inferred) {
+  auto indices = rankedOperand(loc, adaptor.getIndices(), 2, "expert indices");
+  if (failed(indices))
+    return failure();
+  int64_t t = indices->getDimSize(0), k = indices->getDimSize(1);
+  Type i32 = IntegerType::get(ctx, 32);
+  inferred.push_back(RankedTensorType::get(
+      {ShapedType::isDynamic(t) || ShapedType::isDynamic(k)
+           ? ShapedType::kDynamic
+           : t * k},
+      i32));
+  inferred.push_back(
+      RankedTensorType::get({int64_t(adaptor.getNumExperts()) + 1}, i32));
+  return success();
+}
+
+LogicalResult ExpertPermuteOp::verify() {
+  int64_t k = getIndices().getType().getDimSize(1);
+  if (!ShapedType::isDynamic(k) && k > static_cast<int64_t>(getNumExperts()))
+    return emitOpError("each token chooses ")
+           << k << " experts but there are only " << getNumExperts();
+  return success();
+}
+
+LogicalResult
+GroupedMatmulOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &inferred) {
+  int64_t parts = adaptor.getParts();
+  int64_t width = 0;
+  for (int64_t p = 0;
+       p < parts && p < int64_t(adaptor.getExpertWeights().size()); ++p) {
+    auto w =
+        dyn_cast<RankedTensorType>(adaptor.getExpertWeights()[p].getType());
+    if (!w || w.getRank() != 2)
+      return emitOptionalError(loc, "expert weights must be rank 2");
+    width += w.getDimSize(0);
+  }
+  inferred.push_back(activationType(ShapedType::kDynamic, width, ctx));
+  return success();
+}
+
+LogicalResult GroupedMatmulOp::verify() {
+  int64_t experts = getNumExperts(), parts = getParts();
+  if (experts < 1)
+    return emitOpError("offsets must have num_experts + 1 >= 2 entries");
+  if (static_cast<int64_t>(getExpertWeights().size()) != experts * parts)
+    return emitOpError("has ")
+           << getExpertWeights().size() << " weights for " << experts
+           << " experts of " << parts << " parts";
+  int64_t in = getInput().getType().getDimSize(1);
+  for (auto [i, w] : llvm::enumerate(getExpertWeights())) {
+    RankedTensorType type = tensorType(w);
+    if (type != tensorType(getExpertWeights()[i % parts]))
+      return emitOpError("part ") << (i % parts) << " of expert " << (i / parts)
+                                  << " differs in type from expert 0's";
+    if (type.getDimSize(1) != in)
+      return emitOpError("expert weight ")
+             << type << " does not take the input's " << in << " features";
+  }
+  return success();
+}
+
+LogicalResult SiluMulOp::inferReturnTypes(MLIRContext *ctx,
+                                          std::optional<Location> loc,
+                                          Adaptor adaptor,
+                                          SmallVectorImpl<Type> &inferred) {
+  auto input = rankedOperand(loc, adaptor.getInput(), 2, "silu_mul input");
+  if (failed(input))
+    return failure();
+  inferred.push_back(
+      activationType(input->getDimSize(0), input->getDimSize(1) / 2, ctx));
+  return success();
+}
+
+LogicalResult SiluMulOp::verify() {
+  if (getInput().getType().getDimSize(1) % 2 != 0)
+    return emitOpError("input width ")
+           << getInput().getType().getDimSize(1)
+           << " is odd; it must be gate and up side by side";
+  return success();
+}
+
+LogicalResult
+ExpertCombineOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
+                                  Adaptor adaptor,
+                                  SmallVectorImpl<Type> &inferred) {
+  auto input = rankedOperand(loc, adaptor.getInput(), 2, "combine input");
+  auto weights = rankedOperand(loc, adaptor.getWeights(), 2, "routing weights");
+  if (failed(input) || failed(weights))
+    return failure();
+  inferred.push_back(
+      activationType(weights->getDimSize(0), input->getDimSize(1), ctx));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Buffer sizes for lowering
+//===----------------------------------------------------------------------===//
+
+static int64_t rowsPerToken(Value value) {
+  Operation *def = value.getDefiningOp();
+  if (auto permute = dyn_cast_or_null<ExpertPermuteOp>(def))
+    return value == permute.getPerm()
+               ? permute.getIndices().getType().getDimSize(1)
+               : 1;
+  if (auto gemm = dyn_cast_or_null<GroupedMatmulOp>(def))
+    return gemm.getK();
+  if (auto silu = dyn_cast_or_null<SiluMulOp>(def))
+    return rowsPerToken(silu.getInput());
+  return 1;
+}
+
+int64_t mlir::moe::getFloatsPerToken(Value value) {
+  auto type = cast<RankedTensorType>(value.getType());
+  int64_t width = type.getRank() == 1 ? 1 : type.getDimSize(1);
+  if (auto permute = value.getDefiningOp<ExpertPermuteOp>())
+    if (value == permute.getOffsets())
+      return type.getDimSize(0);
+  return width * rowsPerToken(value);
+}
+
+int64_t mlir::moe::getScratchFloatsPerToken(Operation *op) {
+  if (auto experts = dyn_cast<ExpertsOp>(op)) {
+    auto gate = tensorType(experts.getGateWeights().front());
+    return 2 * (gate.getDimSize(0) + gate.getDimSize(1));
+  }
+  if (auto gemm = dyn_cast<GroupedMatmulOp>(op))
+    return gemm.getGather()
+               ? gemm.getK() * gemm.getInput().getType().getDimSize(1)
+               : 0;
+  return 0;
 }
 
 #define GET_OP_CLASSES

@@ -19,4 +19,20 @@
 #define GET_OP_CLASSES
 #include "dialects/MoE/MoEOps.h.inc"
 
+namespace mlir::moe {
+
+/// Floats per batch token that the activation `value` occupies once lowered
+/// to a buffer: its width times its rows per token (k for values of the
+/// permuted (token, choice) domain of the fused expert path). The expert
+/// offsets, a fixed E + 1 entries, are counted as E + 1 per token, which
+/// covers them for any batch.
+int64_t getFloatsPerToken(Value value);
+
+/// Floats per batch token of working memory `op` needs while it runs (the
+/// unfused expert bank's gather and intermediates; a gathering grouped GEMM's
+/// gathered rows).
+int64_t getScratchFloatsPerToken(Operation *op);
+
+} // namespace mlir::moe
+
 #endif // MOE_DIALECTS_MOE_MOEOPS_H

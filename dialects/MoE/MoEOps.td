@@ -382,4 +382,111 @@ def MoE_ExpertsOp : MoE_Op<"experts",
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Fused expert path: permute, grouped GEMMs, silu·up, combine
+//===----------------------------------------------------------------------===//
+
+def MoE_ExpertPermuteOp : MoE_Op<"expert_permute",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "sort (token, choice) pairs by expert";
+  let description = [{
+    The first step of the fused expert path (`moe-fuse-expert-gemms`). Of
+    the `T * k` (token, choice) pairs of a `[T, k]` index tensor, `perm`
+    lists the flat pair indices `t * k + j` grouped by expert (stable, so in
+    token order within an expert), and `offsets[e] .. offsets[e + 1]` is
+    expert e's range of `perm`.
+
+    ```mlir
+    %perm, %offsets = moe.expert_permute %idx experts 8 : tensor<?x2xi32>
+    // %perm : tensor<?xi32> (T * k), %offsets : tensor<9xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ExpertIdTensor:$indices,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_experts);
+  let results = (outs 1DTensorOf<[I32]>:$perm, 1DTensorOf<[I32]>:$offsets);
+  let assemblyFormat = "$indices `experts` $num_experts attr-dict `:` type($indices)";
+  let hasVerifier = 1;
+}
+
+def MoE_GroupedMatmulOp : MoE_Op<"grouped_matmul",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "one GEMM per expert over its rows of the permuted batch";
+  let description = [{
+    For each expert e, the rows `offsets[e] .. offsets[e + 1]` of the
+    permuted batch are multiplied by expert e's weight: `parts` weights per
+    expert, stacked along the output (so `parts = 2` with `w1_e, w3_e` is the
+    `[2I, H]` gate_up weight of expert e, and the list as a whole the
+    `[E, 2I, H]` stacked weight). The weights stay where the model file has
+    them: the stacking is a view, no bytes are copied.
+
+    With `gather`, row r of the input is token `perm[r] / k` of a `[T, K]`
+    activation; without, the input is already the `[T * k, K]` permuted
+    batch. The result is `[T * k, N]`, N the stacked output width.
+
+    ```mlir
+    %gu = moe.grouped_matmul %b[%perm] gather, %offsets top 2
+        weights [%w1_0, %w3_0, %w1_1, %w3_1] parts 2
+        : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>, tensor<128x64xf32>
+    // %gu : tensor<?x256xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, 1DTensorOf<[I32]>:$perm,
+                       1DTensorOf<[I32]>:$offsets,
+                       Variadic<MoE_WeightTensor>:$expert_weights,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$k,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$parts,
+                       UnitAttr:$gather);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $input `[` $perm `]` (`gather` $gather^)? `,` $offsets `top` $k
+    `weights` custom<ExpertList>($expert_weights, type($expert_weights))
+    `parts` $parts attr-dict `:` type($input) `,` type($perm) `,` type($offsets)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumExperts() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getOffsets().getType())
+                 .getDimSize(0) - 1;
+    }
+  }];
+}
+
+def MoE_SiluMulOp : MoE_Op<"silu_mul", [Pure, InferTypeOpAdaptor]> {
+  let summary = "silu(gate) * up on a stacked [rows, 2I] gate_up result";
+  let description = [{
+    Splits each row of `[rows, 2I]` into gate (first I) and up (last I) and
+    returns `silu(gate) * up`, `[rows, I]`.
+
+    ```mlir
+    %h = moe.silu_mul %gu : tensor<?x256xf32>
+    // %h : tensor<?x128xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input)";
+  let hasVerifier = 1;
+}
+
+def MoE_ExpertCombineOp : MoE_Op<"expert_combine",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "weighted sum of each token's expert outputs, in token order";
+  let description = [{
+    The last step of the fused expert path: `y` holds one row per (token,
+    choice) pair in `perm` order; token t's output is
+    `Σ_j weights[t, j] * y[r]` over the rows r with `perm[r] = t * k + j`.
+
+    ```mlir
+    %out = moe.expert_combine %y[%perm], %w : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
+    // %out : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, 1DTensorOf<[I32]>:$perm,
+                       MoE_ActTensor:$weights);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $input `[` $perm `]` `,` $weights attr-dict `:` type($input) `,` type($perm) `,` type($weights)
+  }];
+}
+
 #endif // MOE_OPS_TD

@@ -108,10 +108,11 @@ template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
   return sum;
 }
 
-/// out[t][n] = x[t] · W[n] for W of shape [N, K] (x @ Wᵀ).
+/// out[t * ldo + n] = x[t] · W[n] for W of shape [N, K] (x @ Wᵀ); `ldo` is
+/// the output row stride (N for a dense result).
 template <typename W, int64_t N, int64_t K>
-void linear(moert_pool *pool, const float *x, const W *w, int64_t T,
-            float *out) {
+void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
+            int64_t ldo = N) {
   constexpr int64_t kRows = 8; // rows of W that share each x[t] in cache
   constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
   parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
@@ -119,7 +120,7 @@ void linear(moert_pool *pool, const float *x, const W *w, int64_t T,
       int64_t n0 = b * kRows, n1 = std::min(N, n0 + kRows);
       for (int64_t t = 0; t < T; ++t)
         for (int64_t n = n0; n < n1; ++n)
-          out[t * N + n] = dot(x + t * K, w + n * K, K);
+          out[t * ldo + n] = dot(x + t * K, w + n * K, K);
     }
   });
 }
@@ -319,6 +320,82 @@ void experts(moert_pool *pool, const float *x, const float *weights,
     for (int64_t r = 0; r < n; ++r)
       for (int64_t i = 0; i < H; ++i)
         out[rows[r] * H + i] += mix[r] * y[r * H + i];
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// The fused expert path (moe-fuse-expert-gemms)
+//===----------------------------------------------------------------------===//
+
+/// Counting sort of the T*K (token, choice) pairs by expert: perm lists pair
+/// indices t*K + j grouped by expert, in token order; offsets[E + 1].
+template <int64_t E, int64_t K>
+void expertPermute(const int32_t *indices, int64_t T, int32_t *perm,
+                   int32_t *offsets) {
+  int64_t count[E + 1] = {};
+  for (int64_t i = 0; i < T * K; ++i)
+    ++count[indices[i] + 1];
+  for (int64_t e = 0; e < E; ++e)
+    count[e + 1] += count[e];
+  for (int64_t e = 0; e <= E; ++e)
+    offsets[e] = int32_t(count[e]);
+  for (int64_t i = 0; i < T * K; ++i)
+    perm[count[indices[i]]++] = int32_t(i);
+}
+
+/// One GEMM per expert over its rows of the permuted batch, with up to two
+/// weights per expert stacked along the output ([RowsA + RowsB, In]): the
+/// gate_up GEMM reads each expert's w1 and w3 where the file has them.
+/// Gather: row r reads token perm[r] / K of x; else x is already permuted.
+template <typename WA, typename WB, int64_t RowsA, int64_t RowsB, int64_t In,
+          int64_t E, int64_t K, bool Gather>
+void groupedMatmul(moert_pool *pool, const float *x, const int32_t *perm,
+                   const int32_t *offsets, const void *const *weights,
+                   int64_t T, float *gathered, float *out) {
+  constexpr int64_t Parts = RowsB > 0 ? 2 : 1;
+  constexpr int64_t N = RowsA + RowsB;
+  (void)T;
+  for (int64_t e = 0; e < E; ++e) {
+    int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
+    if (rows == 0)
+      continue;
+    const float *src = x + r0 * In;
+    if (Gather) {
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(gathered + r * In, x + (perm[r0 + r] / K) * In,
+                    In * sizeof(float));
+      src = gathered;
+    }
+    linear<WA, RowsA, In>(pool, src,
+                          static_cast<const WA *>(weights[e * Parts]), rows,
+                          out + r0 * N, N);
+    if (RowsB > 0)
+      linear<WB, (RowsB > 0 ? RowsB : 1), In>(
+          pool, src, static_cast<const WB *>(weights[e * Parts + 1]), rows,
+          out + r0 * N + RowsA, N);
+  }
+}
+
+/// [rows, 2I] gate|up -> [rows, I] silu(gate) * up.
+template <int64_t I> void siluMul(const float *in, int64_t rows, float *out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < I; ++i) {
+      float g = in[r * 2 * I + i];
+      out[r * I + i] = g / (1.0f + std::exp(-g)) * in[r * 2 * I + I + i];
+    }
+}
+
+/// out[t] = Σ_j weights[t, j] * y[r] over rows r with perm[r] = t*K + j.
+template <int64_t H, int64_t K>
+void expertCombine(const float *y, const int32_t *perm, const float *weights,
+                   int64_t T, float *out) {
+  std::fill(out, out + T * H, 0.0f);
+  for (int64_t r = 0; r < T * K; ++r) {
+    int64_t pair = perm[r];
+    float w = weights[pair];
+    float *o = out + (pair / K) * H;
+    for (int64_t i = 0; i < H; ++i)
+      o[i] += w * y[r * H + i];
   }
 }
 

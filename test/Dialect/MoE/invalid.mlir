@@ -635,3 +635,60 @@ func.func @fused_router_experts(%b: tensor<?x64xf32>) {
       : tensor<?x64xf32>, tensor<?x1xf32>, tensor<?x1xi32>
   return
 }
+
+//===----------------------------------------------------------------------===//
+// The fused expert path
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @permute_k(%i: tensor<?x3xi32>) {
+  // expected-error @below {{'moe.expert_permute' op each token chooses 3 experts but there are only 2}}
+  %p, %o = moe.expert_permute %i experts 2 : tensor<?x3xi32>
+  return
+}
+
+// -----
+
+func.func @grouped_count(%x: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) {
+  %w = moe.weight "w" : tensor<96x64xf32>
+  // expected-error @below {{'moe.grouped_matmul' op has 3 weights for 2 experts of 2 parts}}
+  %y = moe.grouped_matmul %x[%p] gather, %o top 2 weights [%w, %w, %w] : tensor<96x64xf32> parts 2 : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @grouped_in(%x: tensor<?x32xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) {
+  %w = moe.weight "w" : tensor<96x64xf32>
+  // expected-error @below {{'moe.grouped_matmul' op expert weight 'tensor<96x64xf32>' does not take the input's 32 features}}
+  %y = moe.grouped_matmul %x[%p] gather, %o top 2 weights [%w, %w] : tensor<96x64xf32> parts 1 : tensor<?x32xf32>, tensor<?xi32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @grouped_parts(%x: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) {
+  %a = moe.weight "a" : tensor<96x64xf32>
+  %b = moe.weight "b" : tensor<80x64xf32>
+  // expected-error @below {{'moe.grouped_matmul' op part 0 of expert 1 differs in type from expert 0's}}
+  %y = moe.grouped_matmul %x[%p] gather, %o top 2 weights [%a, %b] : (tensor<96x64xf32>, tensor<80x64xf32>) parts 1 : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @grouped_offsets(%x: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<1xi32>) {
+  %a = moe.weight "a" : tensor<96x64xf32>
+  // expected-error @below {{'moe.grouped_matmul' op offsets must have num_experts + 1 >= 2 entries}}
+  %y = moe.grouped_matmul %x[%p] gather, %o top 2 weights [%a] : tensor<96x64xf32> parts 1 : tensor<?x64xf32>, tensor<?xi32>, tensor<1xi32>
+  return
+}
+
+// -----
+
+func.func @silu_odd(%x: tensor<?x65xf32>) {
+  // expected-error @below {{'moe.silu_mul' op input width 65 is odd; it must be gate and up side by side}}
+  %y = moe.silu_mul %x : tensor<?x65xf32>
+  return
+}

@@ -161,3 +161,24 @@ module attributes {moe.weight_dir = "/models/tiny"} {
     return %l : tensor<?x256xf32>
   }
 }
+
+// -----
+
+// The fused expert path.
+// CHECK-LABEL: func.func @fused_experts
+func.func @fused_experts(%b: tensor<?x64xf32>, %w: tensor<?x2xf32>, %i: tensor<?x2xi32>) -> tensor<?x64xf32> {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %u = moe.weight "u" : tensor<96x64xf16>
+  %d = moe.weight "d" : tensor<64x96xf32>
+  // CHECK: %[[P:.+]], %[[O:.+]] = moe.expert_permute %{{.+}} experts 2 : tensor<?x2xi32>
+  %p, %o = moe.expert_permute %i experts 2 : tensor<?x2xi32>
+  // CHECK: %[[GU:.+]] = moe.grouped_matmul %{{.+}}[%[[P]]] gather, %[[O]] top 2 weights [%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}] : (tensor<96x64xf32>, tensor<96x64xf16>, tensor<96x64xf32>, tensor<96x64xf16>) parts 2 : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  %gu = moe.grouped_matmul %b[%p] gather, %o top 2 weights [%g, %u, %g, %u] : (tensor<96x64xf32>, tensor<96x64xf16>, tensor<96x64xf32>, tensor<96x64xf16>) parts 2 : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  // CHECK: %[[H:.+]] = moe.silu_mul %[[GU]] : tensor<?x192xf32>
+  %h = moe.silu_mul %gu : tensor<?x192xf32>
+  // CHECK: %[[DN:.+]] = moe.grouped_matmul %[[H]][%[[P]]], %[[O]] top 2 weights [%{{.+}}, %{{.+}}] : tensor<64x96xf32> parts 1
+  %dn = moe.grouped_matmul %h[%p], %o top 2 weights [%d, %d] : tensor<64x96xf32> parts 1 : tensor<?x96xf32>, tensor<?xi32>, tensor<3xi32>
+  // CHECK: moe.expert_combine %[[DN]][%[[P]]], %{{.+}} : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
+  %y = moe.expert_combine %dn[%p], %w : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
+  return %y : tensor<?x64xf32>
+}
