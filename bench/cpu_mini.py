@@ -2,7 +2,8 @@
 measured in one run against this machine's read bandwidth (decode) and the
 FMA peak (prefill).
 
-    python3 bench/cpu_mini.py [--dtypes f32,f16] [--threads 2] [--prefill 512] [--decode 64]
+    python3 bench/cpu_mini.py [--dtypes f32,f16] [--opt-levels 0,2] [--threads 2]
+                              [--prefill 512] [--decode 64]
 
 Generates mini (cached under build/bench/), compiles it with moe-compile,
 measures read bandwidth with bench/membw.cpp, takes the bytes one decode
@@ -30,6 +31,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--dtypes", default="f32,f16")
+    p.add_argument("--opt-levels", default="2", help="e.g. 0,2 to compare -O0 with -O2")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prefill", type=int, default=512)
     p.add_argument("--decode", type=int, default=64)
@@ -49,24 +51,26 @@ def main():
         if not os.path.exists(os.path.join(model, "config.json")):
             print(f"generating mini ({dtype}) in {model} ...", flush=True)
             generate.generate(model, preset="mini", dtype=dtype)
-        binary = model + ".bin"
-        sh([os.path.join(bin_dir, "moe-compile"), model, "-o", binary, "--quiet"])
         ir = sh([os.path.join(bin_dir, "moe-translate"), "--import-hf", model]).stdout
         cost = sh([os.path.join(bin_dir, "moe-opt"),
                    "--pass-pipeline=builtin.module(func.func(moe-estimate-cost))"], input=ir).stdout
         bytes_per_token = int(re.search(r"bytes_per_step = (\d+)", cost).group(1))
         flops_per_token = int(re.search(r"flops_per_step = (\d+)", cost).group(1))
-        for _ in range(2):  # the first run warms the page cache
-            out = sh([binary, "--tokens", prompt, "-n", str(args.decode),
-                      "--threads", str(args.threads)]).stderr
-        m = re.search(r"prefill: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\); "
-                      r"decode: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\)", out)
-        prefill, decode = float(m.group(1)), float(m.group(2))
-        limit = bandwidth * 1e9 / bytes_per_token
-        gflops = prefill * flops_per_token / 1e9
-        print(f"mini {dtype}: decode {decode:.1f} tok/s = {decode / limit:.0%} of the "
-              f"{limit:.1f} tok/s bandwidth limit ({bytes_per_token / 1e6:.0f} MB/token); "
-              f"prefill {args.prefill}: {prefill:.1f} tok/s = {gflops:.1f} GFLOP/s of weight GEMMs")
+        for level in args.opt_levels.split(","):
+            binary = f"{model}-O{level}.bin"
+            sh([os.path.join(bin_dir, "moe-compile"), model, "-o", binary, "--quiet", f"-O{level}"])
+            for _ in range(2):  # the first run warms the page cache
+                out = sh([binary, "--tokens", prompt, "-n", str(args.decode),
+                          "--threads", str(args.threads)]).stderr
+            m = re.search(r"prefill: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\); "
+                          r"decode: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\)", out)
+            prefill, decode = float(m.group(1)), float(m.group(2))
+            limit = bandwidth * 1e9 / bytes_per_token
+            gflops = prefill * flops_per_token / 1e9
+            print(f"mini {dtype} -O{level}: decode {decode:.1f} tok/s = {decode / limit:.0%} of the "
+                  f"{limit:.1f} tok/s bandwidth limit ({bytes_per_token / 1e6:.0f} MB/token); "
+                  f"prefill {args.prefill}: {prefill:.1f} tok/s = {gflops:.1f} GFLOP/s of weight GEMMs",
+                  flush=True)
 
 
 if __name__ == "__main__":

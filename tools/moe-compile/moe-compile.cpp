@@ -266,19 +266,25 @@ int main(int argc, char **argv) {
   mlir::MLIRContext context(registry);
   context.loadAllAvailableDialects();
 
+  // --mlir-timing reports every step, the pipeline's passes included.
+  mlir::DefaultTimingManager tm;
+  mlir::applyDefaultTimingManagerCLOptions(tm);
+  mlir::TimingScope timing = tm.getRootScope();
+
   progress(1, steps, "importing " + input);
+  mlir::TimingScope importTimer = timing.nest("import");
   mlir::OwningOpRef<mlir::ModuleOp> module = load(context);
   if (!module || failed(mlir::verify(*module)))
     return 1;
+
+  importTimer.stop();
 
   progress(2, steps, "optimizing");
   mlir::PassManager pm(&context);
   if (failed(mlir::applyPassManagerCLOptions(pm)))
     return 1;
-  mlir::DefaultTimingManager tm;
-  mlir::applyDefaultTimingManagerCLOptions(tm);
-  mlir::TimingScope timing = tm.getRootScope();
-  pm.enableTiming(timing);
+  mlir::TimingScope pipelineTimer = timing.nest("pipeline");
+  pm.enableTiming(pipelineTimer);
   mlir::moe::PipelineOptions pipeline;
   pipeline.optLevel = optLevel;
   pipeline.maxSeq = maxSeq;
@@ -306,7 +312,10 @@ int main(int argc, char **argv) {
     return 0;
   }
 
+  pipelineTimer.stop();
+
   progress(3, steps, "emitting C++ for the CPU target");
+  mlir::TimingScope emitTimer = timing.nest("emit C++");
   mlir::moe::CpuEmitOptions options;
   options.maxPositions = maxSeq;
   SmallString<128> absolute(input);
@@ -327,5 +336,7 @@ int main(int argc, char **argv) {
     out->keep();
     return 0;
   }
+  emitTimer.stop();
+  mlir::TimingScope buildTimer = timing.nest("build executable");
   return build(source, outputPath, 4, steps);
 }
