@@ -58,6 +58,14 @@ static RankedTensorType activationType(int64_t tokens, int64_t features,
   return RankedTensorType::get({tokens, features}, Float32Type::get(ctx));
 }
 
+/// The results of a router: weights [T, k] f32 and expert indices [T, k] i32.
+static void appendRoutingTypes(int64_t tokens, int64_t k, MLIRContext *ctx,
+                               SmallVectorImpl<Type> &inferred) {
+  inferred.push_back(activationType(tokens, k, ctx));
+  inferred.push_back(
+      RankedTensorType::get({tokens, k}, IntegerType::get(ctx, 32)));
+}
+
 //===----------------------------------------------------------------------===//
 // WeightOp
 //===----------------------------------------------------------------------===//
@@ -269,11 +277,7 @@ LogicalResult RouterOp::inferReturnTypes(MLIRContext *ctx,
   auto logits = rankedOperand(loc, adaptor.getLogits(), 2, "router logits");
   if (failed(logits))
     return failure();
-  int64_t tokens = logits->getDimSize(0);
-  int64_t k = adaptor.getK();
-  inferred.push_back(activationType(tokens, k, ctx));
-  inferred.push_back(
-      RankedTensorType::get({tokens, k}, IntegerType::get(ctx, 32)));
+  appendRoutingTypes(logits->getDimSize(0), adaptor.getK(), ctx, inferred);
   return success();
 }
 
@@ -319,11 +323,7 @@ LogicalResult FusedRouterOp::inferReturnTypes(MLIRContext *ctx,
   auto input = rankedOperand(loc, adaptor.getInput(), 2, "router input");
   if (failed(input))
     return failure();
-  int64_t tokens = input->getDimSize(0);
-  int64_t k = adaptor.getK();
-  inferred.push_back(activationType(tokens, k, ctx));
-  inferred.push_back(
-      RankedTensorType::get({tokens, k}, IntegerType::get(ctx, 32)));
+  appendRoutingTypes(input->getDimSize(0), adaptor.getK(), ctx, inferred);
   return success();
 }
 
