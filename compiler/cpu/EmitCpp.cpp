@@ -78,14 +78,21 @@ private:
   LogicalResult collectManifest();
   LogicalResult emitForward(func::FuncOp func);
   LogicalResult emitOp(Operation *op);
-  /// Gives `v` a buffer of `perToken` floats per token in the arena.
+  /// Gives `v` its buffer in the arena (getFloatsPerToken(v) floats per
+  /// batch token), at moe-plan-memory's offset where there is one.
   std::string allocate(Value v, bool ints = false);
   /// Offset of the scratch memory `op` uses while it runs.
   int64_t scratch(Operation *op);
+  /// The C++ name of a weight operand; records the value when it does not
+  /// come from a moe.weight, which the CPU target cannot address.
   std::string weight(Value v) {
-    auto w = v.getDefiningOp<WeightOp>();
-    return w ? "W" + std::to_string(manifestIndex.lookup(w.getName())) : "";
+    if (auto w = v.getDefiningOp<WeightOp>())
+      return "W" + std::to_string(manifestIndex.lookup(w.getName()));
+    if (!notAWeight)
+      notAWeight = v;
+    return "nullptr";
   }
+  Value notAWeight;
   StringRef weightType(Value v) {
     return cppType(cast<RankedTensorType>(v.getType()).getElementType());
   }
@@ -361,9 +368,13 @@ LogicalResult Emitter::emitForward(func::FuncOp func) {
         << " *>(ex->weights[" << i << "]);\n";
   }
   out << "  (void)pool;\n";
-  for (Operation &op : entry)
+  for (Operation &op : entry) {
     if (failed(emitOp(&op)))
       return failure();
+    if (notAWeight)
+      return op.emitOpError("the CPU target needs its weights to come from "
+                            "moe.weight ops");
+  }
   for (int64_t l = 0; l < layers; ++l) {
     if (names.lookup(ret.getOperand(1 + l)) !=
         names.lookup(entry.getArgument(2 + l)))
