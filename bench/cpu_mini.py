@@ -14,6 +14,7 @@ second, warm run).
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -32,6 +33,7 @@ def main():
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--dtypes", default="f32,f16")
     p.add_argument("--opt-levels", default="2", help="e.g. 0,2 to compare -O0 with -O2")
+    p.add_argument("--runs", type=int, default=3, help="measured runs per binary (median)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prefill", type=int, default=512)
     p.add_argument("--decode", type=int, default=64)
@@ -59,12 +61,16 @@ def main():
         for level in args.opt_levels.split(","):
             binary = f"{model}-O{level}.bin"
             sh([os.path.join(bin_dir, "moe-compile"), model, "-o", binary, "--quiet", f"-O{level}"])
-            for _ in range(2):  # the first run warms the page cache
+            runs = []
+            for i in range(args.runs + 1):  # the first run warms the page cache
                 out = sh([binary, "--tokens", prompt, "-n", str(args.decode),
                           "--threads", str(args.threads)]).stderr
-            m = re.search(r"prefill: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\); "
-                          r"decode: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\)", out)
-            prefill, decode = float(m.group(1)), float(m.group(2))
+                m = re.search(r"prefill: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\); "
+                              r"decode: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\)", out)
+                if i:
+                    runs.append((float(m.group(1)), float(m.group(2))))
+            prefill = statistics.median(r[0] for r in runs)
+            decode = statistics.median(r[1] for r in runs)
             limit = bandwidth * 1e9 / bytes_per_token
             gflops = prefill * flops_per_token / 1e9
             print(f"mini {dtype} -O{level}: decode {decode:.1f} tok/s = {decode / limit:.0%} of the "

@@ -108,19 +108,66 @@ template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
   return sum;
 }
 
+#ifdef MOERT_AVX2
+/// The register-blocked core of `linear`: 4 tokens x 3 weight rows, twelve
+/// accumulators, so each weight vector loaded (and converted) feeds four
+/// FMAs and each activation vector three. K is a multiple of 8.
+template <typename W>
+inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t K,
+                    float *out, int64_t ldo) {
+  // Fully unrolled so the accumulators live in registers.
+  __m256 acc[4][3];
+#pragma GCC unroll 4
+  for (int t = 0; t < 4; ++t)
+#pragma GCC unroll 3
+    for (int r = 0; r < 3; ++r)
+      acc[t][r] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < K; i += 8) {
+    __m256 w0 = load8(w + i), w1 = load8(w + K + i), w2 = load8(w + 2 * K + i);
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      __m256 xv = _mm256_loadu_ps(x + t * ldx + i);
+      acc[t][0] = _mm256_fmadd_ps(xv, w0, acc[t][0]);
+      acc[t][1] = _mm256_fmadd_ps(xv, w1, acc[t][1]);
+      acc[t][2] = _mm256_fmadd_ps(xv, w2, acc[t][2]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < 4; ++t)
+#pragma GCC unroll 3
+    for (int r = 0; r < 3; ++r)
+      out[t * ldo + r] = hsum(acc[t][r]);
+}
+#endif
+
 /// out[t * ldo + n] = x[t] · W[n] for W of shape [N, K] (x @ Wᵀ); `ldo` is
-/// the output row stride (N for a dense result).
+/// the output row stride (N for a dense result). Parallel over blocks of
+/// weight rows, so each thread streams its part of W once; with four or
+/// more tokens the 4x3 register-blocked kernel does the work.
 template <typename W, int64_t N, int64_t K>
-void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
-            int64_t ldo = N) {
-  constexpr int64_t kRows = 8; // rows of W that share each x[t] in cache
+void linear(moert_pool *pool, const float *x, const W *w, int64_t T,
+            float *out, int64_t ldo = N) {
+  constexpr int64_t kRows = 24; // rows of W per parallel block (8 x 3)
   constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
   parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       int64_t n0 = b * kRows, n1 = std::min(N, n0 + kRows);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t n = n0; n < n1; ++n)
-          out[t * ldo + n] = dot(x + t * K, w + n * K, K);
+      int64_t t = 0;
+#ifdef MOERT_AVX2
+      if (K % 8 == 0 && T >= 4) {
+        int64_t nEnd = n0 + (n1 - n0) / 3 * 3;
+        for (; t + 4 <= T; t += 4)
+          for (int64_t r = n0; r < nEnd; r += 3)
+            gemm4x3(x + t * K, K, w + r * K, K, out + t * ldo + r, ldo);
+        // Rows past the last group of three, for the blocked tokens.
+        for (int64_t tt = 0; tt < t; ++tt)
+          for (int64_t r = nEnd; r < n1; ++r)
+            out[tt * ldo + r] = dot(x + tt * K, w + r * K, K);
+      }
+#endif
+      for (; t < T; ++t)
+        for (int64_t r = n0; r < n1; ++r)
+          out[t * ldo + r] = dot(x + t * K, w + r * K, K);
     }
   });
 }
@@ -285,42 +332,31 @@ void fusedRouter(const float *x, const W *gate, int64_t T, float *weights,
   }
 }
 
-/// The SwiGLU expert bank: tokens are grouped by expert, so each expert's
-/// weights are read once per call, then each group runs gate/up, silu·up,
-/// down as small GEMMs and the results are combined with the router weights.
-/// `scratch` holds 2*T*(H + I) floats.
+/// The SwiGLU expert bank as the unfused op states it: for each token, for
+/// each of its k experts, gate and up GEMVs, silu·up, the down GEMV, mixed
+/// by the router weight. Each expert's weights are read once per token that
+/// chose it; grouping tokens by expert is moe-fuse-expert-gemms' job.
+/// `scratch` holds 2*T*(H + I) floats (only 2*I + H are used).
 template <typename WG, typename WU, typename WD, int64_t H, int64_t I,
           int64_t E, int64_t K>
 void experts(moert_pool *pool, const float *x, const float *weights,
-             const int32_t *indices, const WG *const *gate, const WU *const *up,
-             const WD *const *down, int64_t T, float *scratch, float *out) {
-  float *xs = scratch, *g = xs + T * H, *u = g + T * I, *y = u + T * I;
+             const int32_t *indices, const WG *const *gate,
+             const WU *const *up, const WD *const *down, int64_t T,
+             float *scratch, float *out) {
+  float *g = scratch, *u = g + I, *y = u + I;
   std::fill(out, out + T * H, 0.0f);
-  std::vector<int64_t> rows;
-  std::vector<float> mix;
-  for (int64_t e = 0; e < E; ++e) {
-    rows.clear();
-    mix.clear();
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t j = 0; j < K; ++j)
-        if (indices[t * K + j] == e) {
-          rows.push_back(t);
-          mix.push_back(weights[t * K + j]);
-        }
-    int64_t n = int64_t(rows.size());
-    if (n == 0)
-      continue;
-    for (int64_t r = 0; r < n; ++r)
-      std::memcpy(xs + r * H, x + rows[r] * H, H * sizeof(float));
-    linear<WG, I, H>(pool, xs, gate[e], n, g);
-    linear<WU, I, H>(pool, xs, up[e], n, u);
-    for (int64_t i = 0; i < n * I; ++i)
-      g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-    linear<WD, H, I>(pool, g, down[e], n, y);
-    for (int64_t r = 0; r < n; ++r)
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < K; ++j) {
+      int64_t e = indices[t * K + j];
+      linear<WG, I, H>(pool, x + t * H, gate[e], 1, g);
+      linear<WU, I, H>(pool, x + t * H, up[e], 1, u);
+      for (int64_t i = 0; i < I; ++i)
+        g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      linear<WD, H, I>(pool, g, down[e], 1, y);
+      float mix = weights[t * K + j];
       for (int64_t i = 0; i < H; ++i)
-        out[rows[r] * H + i] += mix[r] * y[r * H + i];
-  }
+        out[t * H + i] += mix * y[i];
+    }
 }
 
 //===----------------------------------------------------------------------===//
@@ -366,13 +402,15 @@ void groupedMatmul(moert_pool *pool, const float *x, const int32_t *perm,
                     In * sizeof(float));
       src = gathered;
     }
+    // Parts side by side in the output: w1 rows, then w3 rows.
+    float *o = out + r0 * N;
     linear<WA, RowsA, In>(pool, src,
-                          static_cast<const WA *>(weights[e * Parts]), rows,
-                          out + r0 * N, N);
-    if (RowsB > 0)
-      linear<WB, (RowsB > 0 ? RowsB : 1), In>(
-          pool, src, static_cast<const WB *>(weights[e * Parts + 1]), rows,
-          out + r0 * N + RowsA, N);
+                          static_cast<const WA *>(weights[e * Parts]), rows, o,
+                          N);
+    if constexpr (RowsB > 0)
+      linear<WB, RowsB, In>(pool, src,
+                            static_cast<const WB *>(weights[e * Parts + 1]),
+                            rows, o + RowsA, N);
   }
 }
 
