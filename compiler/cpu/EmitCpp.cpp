@@ -214,6 +214,9 @@ LogicalResult Emitter::emitOp(Operation *op) {
       return a.emitOpError("the CPU target needs each attention to read its "
                            "own cache argument of @forward");
     auto type = cast<KVCacheType>(a.getCache().getType());
+    if (!type.getElementType().isF32())
+      return a.emitOpError("the CPU target keeps KV caches in f32, not ")
+             << type.getElementType();
     Cache &c = caches[layer];
     c.seen = true;
     c.kvHeads = type.getNumKvHeads();
