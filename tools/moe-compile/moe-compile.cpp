@@ -17,6 +17,7 @@
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/hf/HFImporter.h"
 #include "passes/Passes.h"
+#include "tools/common/CommandLine.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -238,6 +239,7 @@ int main(int argc, char **argv) {
   mlir::registerPassManagerCLOptions();
   mlir::moe::registerMoEPasses();
   mlir::registerDefaultTimingManagerCLOptions();
+  mlir::moe::hideForeignOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,
       "moe-compile: compile a Mixture-of-Experts model into an executable\n\n"

@@ -13,6 +13,7 @@
 
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/hf/HFImporter.h"
+#include "tools/common/CommandLine.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
@@ -49,7 +50,7 @@ int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
-  cl::HideUnrelatedOptions({&category, &cl::getGeneralCategory()});
+  mlir::moe::hideForeignOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,
       "moe-translate: import models into the moe dialect\n\n"
