@@ -325,7 +325,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         << ", " << g.getNumExperts() << ", " << g.getK() << ", "
         << (g.getGather() ? "true" : "false") << ">(pool, "
         << name(g.getInput()) << ", " << name(g.getPerm()) << ", "
-        << name(g.getOffsets()) << ", gw" << id << ", n, arena + n_max * "
+        << name(g.getOffsets()) << ", gw" << id << ", arena + n_max * "
         << gatherOffset << ", " << o << ");\n";
     return success();
   }
@@ -370,7 +370,6 @@ LogicalResult Emitter::emitForward(func::FuncOp func) {
     out << "  const " << t << " *W" << i << " = static_cast<const " << t
         << " *>(ex->weights[" << i << "]);\n";
   }
-  out << "  (void)pool;\n";
   for (Operation &op : entry) {
     if (failed(emitOp(&op)))
       return failure();

@@ -39,7 +39,6 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
-#include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
 using namespace llvm;
@@ -303,14 +302,11 @@ int main(int argc, char **argv) {
   }
 
   std::string outName = outputPath.empty() ? "-" : outputPath.getValue();
+  std::string error;
   if (emit == Emit::MLIR) {
-    std::string error;
-    auto out = mlir::openOutputFile(outName, &error);
-    if (!out)
+    if (!mlir::moe::writeOutputFile(
+            outName, [&](raw_ostream &os) { os << **module << "\n"; }, error))
       return fail(error);
-    (*module)->print(out->os());
-    out->os() << "\n";
-    out->keep();
     return 0;
   }
 
@@ -330,12 +326,9 @@ int main(int argc, char **argv) {
     return 1;
 
   if (emit == Emit::Cpp) {
-    std::string error;
-    auto out = mlir::openOutputFile(outName, &error);
-    if (!out)
+    if (!mlir::moe::writeOutputFile(
+            outName, [&](raw_ostream &os) { os << source; }, error))
       return fail(error);
-    out->os() << source;
-    out->keep();
     return 0;
   }
   emitTimer.stop();

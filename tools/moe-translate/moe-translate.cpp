@@ -19,10 +19,8 @@
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
-#include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
-#include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
 using namespace llvm;
@@ -71,11 +69,8 @@ int main(int argc, char **argv) {
     return fail("internal error: the imported IR does not verify");
 
   std::string error;
-  auto output = mlir::openOutputFile(outputFile, &error);
-  if (!output)
+  if (!mlir::moe::writeOutputFile(
+          outputFile, [&](raw_ostream &os) { os << **module << "\n"; }, error))
     return fail(error);
-  (*module)->print(output->os());
-  output->os() << "\n";
-  output->keep();
   return 0;
 }

@@ -145,8 +145,8 @@ inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t K,
 /// weight rows, so each thread streams its part of W once; with four or
 /// more tokens the 4x3 register-blocked kernel does the work.
 template <typename W, int64_t N, int64_t K>
-void linear(moert_pool *pool, const float *x, const W *w, int64_t T,
-            float *out, int64_t ldo = N) {
+void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
+            int64_t ldo = N) {
   constexpr int64_t kRows = 24; // rows of W per parallel block (8 x 3)
   constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
   parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
@@ -340,9 +340,8 @@ void fusedRouter(const float *x, const W *gate, int64_t T, float *weights,
 template <typename WG, typename WU, typename WD, int64_t H, int64_t I,
           int64_t E, int64_t K>
 void experts(moert_pool *pool, const float *x, const float *weights,
-             const int32_t *indices, const WG *const *gate,
-             const WU *const *up, const WD *const *down, int64_t T,
-             float *scratch, float *out) {
+             const int32_t *indices, const WG *const *gate, const WU *const *up,
+             const WD *const *down, int64_t T, float *scratch, float *out) {
   float *g = scratch, *u = g + I, *y = u + I;
   std::fill(out, out + T * H, 0.0f);
   for (int64_t t = 0; t < T; ++t)
@@ -387,10 +386,9 @@ template <typename WA, typename WB, int64_t RowsA, int64_t RowsB, int64_t In,
           int64_t E, int64_t K, bool Gather>
 void groupedMatmul(moert_pool *pool, const float *x, const int32_t *perm,
                    const int32_t *offsets, const void *const *weights,
-                   int64_t T, float *gathered, float *out) {
+                   float *gathered, float *out) {
   constexpr int64_t Parts = RowsB > 0 ? 2 : 1;
   constexpr int64_t N = RowsA + RowsB;
-  (void)T;
   for (int64_t e = 0; e < E; ++e) {
     int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
     if (rows == 0)
@@ -404,9 +402,8 @@ void groupedMatmul(moert_pool *pool, const float *x, const int32_t *perm,
     }
     // Parts side by side in the output: w1 rows, then w3 rows.
     float *o = out + r0 * N;
-    linear<WA, RowsA, In>(pool, src,
-                          static_cast<const WA *>(weights[e * Parts]), rows, o,
-                          N);
+    linear<WA, RowsA, In>(
+        pool, src, static_cast<const WA *>(weights[e * Parts]), rows, o, N);
     if constexpr (RowsB > 0)
       linear<WB, RowsB, In>(pool, src,
                             static_cast<const WB *>(weights[e * Parts + 1]),
