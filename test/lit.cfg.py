@@ -37,3 +37,20 @@ config.substitutions.append(
     ("%check_e2e", config.python_executable + " " +
      os.path.join(config.test_source_root, "e2e", "check_e2e.py")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Frontends", "hf", "Inputs")))
+
+# The CUDA target. nvcc compiles the generated kernels (no GPU needed); the
+# CPU emulator (test/cuda-emu) runs them; tests that need a real GPU are in
+# scripts/gpu-check.sh and the gpu-labelled ctest.
+if os.access(config.moe_nvcc, os.X_OK):
+    config.available_features.add("nvcc")
+    config.substitutions.append(("%nvcc", config.moe_nvcc))
+config.substitutions.append(("%runtime_include", os.path.join(config.moe_src_root, "runtime", "include")))
+if config.moe_cuda_emu_lib:
+    config.available_features.add("cuda-emu")
+    config.substitutions.append(
+        ("%cuda_emu", " ".join(
+            ["--target", "cuda-emu", "--cxx", config.moe_cxx,
+             "--emu-driver", config.moe_cuda_emu_lib,
+             "--emu-include", os.path.join(config.moe_src_root, "test", "cuda-emu"),
+             "--runtime-include", os.path.join(config.moe_src_root, "runtime", "include")]
+            + [f"--runtime-lib {lib}" for lib in config.moe_runtime_libs])))

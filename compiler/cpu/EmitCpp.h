@@ -17,23 +17,13 @@
 #ifndef MOE_COMPILER_CPU_EMITCPP_H
 #define MOE_COMPILER_CPU_EMITCPP_H
 
-#include "mlir/IR/BuiltinOps.h"
-#include "mlir/Support/LLVM.h"
-#include "llvm/Support/raw_ostream.h"
+#include "compiler/common/HostPlan.h"
 
 namespace mlir::moe {
 
-struct CpuEmitOptions {
-  /// Longest sequence a session may reach; 0 = the model's
-  /// max_position_embeddings.
-  int64_t maxPositions = 0;
-  /// Name shown by the binary's --help.
-  std::string modelName = "model";
-};
-
 /// Writes the C++ translation unit for `module` to `os`. Diagnoses (on the
 /// module's context) and fails on anything the CPU target cannot run.
-LogicalResult emitCpuProgram(ModuleOp module, const CpuEmitOptions &options,
+LogicalResult emitCpuProgram(ModuleOp module, const EmitOptions &options,
                              llvm::raw_ostream &os);
 
 } // namespace mlir::moe

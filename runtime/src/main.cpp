@@ -41,7 +41,8 @@ const char *kUsage =
     "  --temperature T       sampling temperature; 0 = greedy (default 0)\n"
     "  --top-p P             nucleus sampling threshold in (0, 1] (default 1)\n"
     "  --seed N              seed of the sampler (default 0)\n"
-    "  --threads N           threads; 0 = all cores (default 0)\n"
+    "  --threads N           CPU threads; 0 = all cores (default 0; CUDA\n"
+    "                        programs run on GPU 0 and ignore it)\n"
     "  --max-batch-tokens N  most tokens per forward pass; longer prompts run\n"
     "                        in chunks with the same results (default 512)\n"
     "  --weights DIR         directory holding the model's safetensors files\n"
@@ -256,9 +257,10 @@ int main(int argc, char **argv) {
   double decodeS = std::chrono::duration<double>(t2 - t1).count();
   std::fprintf(stderr,
                "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld "
-               "tokens in %.3f s (%.1f tok/s)\n",
+               "tokens in %.3f s (%.1f tok/s) on %s\n",
                prompt.size(), prefillS, double(prompt.size()) / prefillS, n,
-               decodeS, n ? double(n) / decodeS : 0.0);
+               decodeS, n ? double(n) / decodeS : 0.0,
+               moert_model_device(model));
   if (dump && !writeNpy(dump, dumped, int64_t(dumped.size()) / vocab, vocab))
     die("cannot write %s", dump);
   moert_session_free(session);

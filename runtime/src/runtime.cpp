@@ -4,7 +4,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "moert/moert.h"
+#include "internal.h"
 #include "moert/pool.h"
 
 #include <fcntl.h>
@@ -23,10 +23,10 @@
 #include <vector>
 
 namespace {
-
 thread_local std::string lastError;
+} // namespace
 
-moert_status fail(moert_status status, const char *format, ...) {
+moert_status moert_fail(moert_status status, const char *format, ...) {
   char buffer[1024];
   va_list args;
   va_start(args, format);
@@ -35,6 +35,8 @@ moert_status fail(moert_status status, const char *format, ...) {
   lastError = buffer;
   return status;
 }
+
+namespace {
 
 struct Mapping {
   void *base = nullptr;
@@ -49,6 +51,7 @@ struct moert_model {
   std::vector<const void *> weights;
   moert_pool *pool = nullptr;
   int64_t maxTokens = 0;
+  moert_cuda_model *cuda = nullptr;
 };
 
 struct moert_session {
@@ -61,6 +64,8 @@ struct moert_session {
   int64_t logitRows = 0;
   int64_t position = 0;
   std::vector<int32_t> positions;
+  moert_cuda_session *cuda = nullptr;
+  ~moert_session() { moert_cuda_session_free(cuda); }
 };
 
 extern "C" const char *moert_last_error(void) { return lastError.c_str(); }
@@ -68,6 +73,7 @@ extern "C" const char *moert_last_error(void) { return lastError.c_str(); }
 extern "C" void moert_model_free(moert_model *model) {
   if (!model)
     return;
+  moert_cuda_model_free(model->cuda);
   for (auto &kv : model->files)
     munmap(kv.second.base, kv.second.size);
   moert_pool_free(model->pool);
@@ -80,11 +86,11 @@ extern "C" moert_status moert_model_load(const moert_program *program,
                                          moert_model **out) {
   *out = nullptr;
   if (!program || program->abi_version != MOERT_ABI_VERSION)
-    return fail(MOERT_ERROR_INVALID,
-                "program was compiled for another runtime ABI");
+    return moert_fail(MOERT_ERROR_INVALID,
+                      "program was compiled for another runtime ABI");
   if (maxBatchTokens < 1)
-    return fail(MOERT_ERROR_INVALID, "max batch tokens must be >= 1, got %d",
-                maxBatchTokens);
+    return moert_fail(MOERT_ERROR_INVALID,
+                      "max batch tokens must be >= 1, got %d", maxBatchTokens);
   std::string dir = weightDir && *weightDir ? weightDir : program->model_dir;
   auto *model = new moert_model;
   model->program = program;
@@ -97,8 +103,8 @@ extern "C" moert_status moert_model_load(const moert_program *program,
       int fd = open(path.c_str(), O_RDONLY);
       if (fd < 0) {
         moert_model_free(model);
-        return fail(MOERT_ERROR_IO, "%s: cannot open: %s (weight '%s')",
-                    path.c_str(), std::strerror(errno), w.name);
+        return moert_fail(MOERT_ERROR_IO, "%s: cannot open: %s (weight '%s')",
+                          path.c_str(), std::strerror(errno), w.name);
       }
       struct stat st;
       fstat(fd, &st);
@@ -109,26 +115,45 @@ extern "C" moert_status moert_model_load(const moert_program *program,
       close(fd);
       if (m.base == MAP_FAILED) {
         moert_model_free(model);
-        return fail(MOERT_ERROR_IO, "%s: cannot map: %s", path.c_str(),
-                    std::strerror(errno));
+        return moert_fail(MOERT_ERROR_IO, "%s: cannot map: %s", path.c_str(),
+                          std::strerror(errno));
       }
       it = model->files.emplace(path, m).first;
     }
     const Mapping &m = it->second;
     if (w.offset > m.size || w.size > m.size - w.offset) {
       moert_model_free(model);
-      return fail(MOERT_ERROR_IO,
-                  "%s: weight '%s' at bytes [%llu, %llu) is beyond the end "
-                  "of the file (%zu bytes); was the model changed since it "
-                  "was compiled?",
-                  path.c_str(), w.name, (unsigned long long)w.offset,
-                  (unsigned long long)(w.offset + w.size), m.size);
+      return moert_fail(
+          MOERT_ERROR_IO,
+          "%s: weight '%s' at bytes [%llu, %llu) is beyond the end "
+          "of the file (%zu bytes); was the model changed since it "
+          "was compiled?",
+          path.c_str(), w.name, (unsigned long long)w.offset,
+          (unsigned long long)(w.offset + w.size), m.size);
     }
     model->weights.push_back(static_cast<const char *>(m.base) + w.offset);
   }
-  model->pool = moert_pool_create(threads);
+  if (program->target == MOERT_TARGET_CUDA) {
+    moert_status st =
+        moert_cuda_model_load(program, model->weights, &model->cuda);
+    if (st != MOERT_OK) {
+      moert_model_free(model);
+      return st;
+    }
+    // The weights live on the device now.
+    for (auto &kv : model->files)
+      munmap(kv.second.base, kv.second.size);
+    model->files.clear();
+    model->weights.clear();
+  } else {
+    model->pool = moert_pool_create(threads);
+  }
   *out = model;
   return MOERT_OK;
+}
+
+extern "C" const char *moert_model_device(const moert_model *m) {
+  return m->cuda ? moert_cuda_device_name(m->cuda) : "cpu";
 }
 
 extern "C" const moert_program *moert_model_program(const moert_model *m) {
@@ -141,6 +166,16 @@ extern "C" moert_status moert_session_create(moert_model *model,
   const moert_program *p = model->program;
   auto *s = new moert_session;
   s->model = model;
+  if (model->cuda) {
+    moert_status st =
+        moert_cuda_session_create(model->cuda, model->maxTokens, &s->cuda);
+    if (st != MOERT_OK) {
+      delete s;
+      return st;
+    }
+    *out = s;
+    return MOERT_OK;
+  }
   size_t total = 0;
   for (int64_t l = 0; l < p->num_layers; ++l) {
     const moert_cache_desc &c = p->caches[l];
@@ -149,14 +184,16 @@ extern "C" moert_status moert_session_create(moert_model *model,
   s->cacheMemory.reset(static_cast<float *>(std::calloc(total, sizeof(float))));
   if (!s->cacheMemory) {
     delete s;
-    return fail(MOERT_ERROR_MEMORY, "cannot allocate %zu bytes of KV cache",
-                total * sizeof(float));
+    return moert_fail(MOERT_ERROR_MEMORY,
+                      "cannot allocate %zu bytes of KV cache",
+                      total * sizeof(float));
   }
   try {
     s->scratch.assign(size_t(p->scratch_floats(model->maxTokens)), 0.0f);
   } catch (const std::bad_alloc &) {
     delete s;
-    return fail(MOERT_ERROR_MEMORY, "cannot allocate the activation arena");
+    return moert_fail(MOERT_ERROR_MEMORY,
+                      "cannot allocate the activation arena");
   }
   float *next = s->cacheMemory.get();
   for (int64_t l = 0; l < p->num_layers; ++l) {
@@ -179,28 +216,40 @@ extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
                                       int64_t n) {
   const moert_program *p = s->model->program;
   if (n < 1)
-    return fail(MOERT_ERROR_INVALID, "no tokens to run");
+    return moert_fail(MOERT_ERROR_INVALID, "no tokens to run");
   for (int64_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= p->vocab_size)
-      return fail(MOERT_ERROR_INVALID,
-                  "token id %d at index %lld is outside the vocabulary "
-                  "[0, %lld)",
-                  tokens[i], (long long)i, (long long)p->vocab_size);
+      return moert_fail(MOERT_ERROR_INVALID,
+                        "token id %d at index %lld is outside the vocabulary "
+                        "[0, %lld)",
+                        tokens[i], (long long)i, (long long)p->vocab_size);
   if (s->position + n > p->max_positions)
-    return fail(MOERT_ERROR_INVALID,
-                "positions up to %lld exceed the model's maximum of %lld",
-                (long long)(s->position + n - 1),
-                (long long)p->max_positions - 1);
+    return moert_fail(MOERT_ERROR_INVALID,
+                      "positions up to %lld exceed the model's maximum of %lld",
+                      (long long)(s->position + n - 1),
+                      (long long)p->max_positions - 1);
   s->logits.resize(size_t(n * p->vocab_size));
-  moert_exec exec{s->model->weights.data(), s->caches.data(), s->scratch.data(),
-                  s->model->maxTokens, s->model->pool};
+  moert_exec exec{s->model->weights.data(),
+                  s->caches.data(),
+                  s->scratch.data(),
+                  s->model->maxTokens,
+                  s->model->pool,
+                  nullptr,
+                  nullptr};
   for (int64_t done = 0; done < n;) {
     int64_t chunk = std::min<int64_t>(n - done, s->model->maxTokens);
     s->positions.resize(size_t(chunk));
     for (int64_t i = 0; i < chunk; ++i)
       s->positions[size_t(i)] = int32_t(s->position + i);
-    p->forward(&exec, chunk, tokens + done, s->positions.data(),
-               s->logits.data() + done * p->vocab_size);
+    float *logits = s->logits.data() + done * p->vocab_size;
+    if (s->cuda) {
+      moert_status st = moert_cuda_forward(s->cuda, chunk, tokens + done,
+                                           s->positions.data(), logits);
+      if (st != MOERT_OK)
+        return st;
+    } else {
+      p->forward(&exec, chunk, tokens + done, s->positions.data(), logits);
+    }
     s->position += chunk;
     done += chunk;
   }

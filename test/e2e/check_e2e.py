@@ -2,9 +2,13 @@
 
     check_e2e.py --moe-compile BIN --work DIR [--tokens 1,17,42] [-n 8]
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
+        [--target cpu|cuda|cuda-emu ...]
         [generator options: --preset --dtype --seed --shards --set K=V ...]
 
-Generates the model, compiles it with moe-compile, runs the binary with
+Generates the model, compiles it with moe-compile (for --target cuda-emu:
+the CUDA target's kernels and host plan, built with the C++ compiler against
+the CPU emulator of test/cuda-emu and run with it as the CUDA driver), runs
+the binary with
 --dump-logits, and checks every logits row (prefill rows, then one per decode
 step) against the reference forward pass fed the same tokens (float64):
 max |diff| <= tol * max |logit| for each row. Also checks the binary's greedy
@@ -22,8 +26,8 @@ from moe_ref import generate
 from moe_ref.reference import Reference
 
 
-def run(cmd):
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def run(cmd, env=None):
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
     return proc.stdout
@@ -43,6 +47,14 @@ def main():
     p.add_argument("--compile-arg", action="append", default=[])
     p.add_argument("--differential", action="store_true",
                    help="also build with -O0 and require the same logits as -O2 (f32 tolerance)")
+    p.add_argument("--target", choices=["cpu", "cuda", "cuda-emu"], default="cpu")
+    p.add_argument("--cuda-arch", default="", help="--cuda-arch for --target cuda")
+    p.add_argument("--cxx", default="c++")
+    p.add_argument("--emu-driver", help="the emulator's fake libcuda (cuda-emu)")
+    p.add_argument("--emu-include", help="directory of cuda_emu.h (cuda-emu)")
+    p.add_argument("--runtime-include", help="runtime/include (cuda-emu)")
+    p.add_argument("--runtime-lib", action="append", default=[],
+                   help="libmoert_main.a, libmoert.a (cuda-emu)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--dtype", default="f32")
     p.add_argument("--seed", type=int, default=0)
@@ -58,13 +70,34 @@ def main():
     binary = os.path.join(args.work, "model.bin")
     generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
                       dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
-    run([args.moe_compile, model, "-o", binary, "--quiet"] + args.compile_arg)
+    compile_cmd = [args.moe_compile, model, "--quiet"] + args.compile_arg
+    if args.target == "cpu":
+        run(compile_cmd + ["-o", binary])
+    elif args.target == "cuda":
+        arch = ["--cuda-arch", args.cuda_arch] if args.cuda_arch else []
+        run(compile_cmd + ["--target", "cuda", "-o", binary] + arch)
+    else:
+        cu, plan, obj = binary + ".cu", binary + ".plan.cpp", binary + ".kernels.o"
+        run(compile_cmd + ["--target", "cuda", "--emit=cu", "-o", cu])
+        run(compile_cmd + ["--target", "cuda", "--emit=cpp", "-o", plan])
+        common = [args.cxx, "-std=c++17", "-O2", "-w", "-I", args.runtime_include]
+        # CUDA code type-puns vector loads (uint4 -> __half2), which nvcc
+        # allows; g++ needs -fno-strict-aliasing for the same meaning.
+        run(common + ["-fno-strict-aliasing", "-DMOERT_CUDA_EMULATOR", "-I",
+                      args.emu_include, "-include",
+                      "cuda_emu.h", "-x", "c++", "-c", cu, "-o", obj])
+        run(common + [plan, obj] + args.runtime_lib +
+            [args.emu_driver, "-Wl,-rpath," + os.path.dirname(os.path.abspath(args.emu_driver)),
+             "-ldl", "-lpthread", "-o", binary])
+    env = dict(os.environ)
+    if args.target == "cuda-emu":
+        env["MOERT_CUDA_DRIVER"] = args.emu_driver
 
     def run_binary(chunk, dump, exe=binary):
         cmd = [exe, "--tokens", args.tokens, "-n", str(args.n), "--dump-logits", dump]
         if chunk:
             cmd += ["--max-batch-tokens", str(chunk)]
-        out = run(cmd).split()
+        out = run(cmd, env).split()
         return [int(t) for t in out], np.load(dump)
 
     generated, logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "logits.npy"))
@@ -93,6 +126,8 @@ def main():
             sys.exit(f"chunked prefill ({args.compare_chunked}) differs from single-shot by {diff:.3e}")
         print(f"chunked prefill ({args.compare_chunked} tokens/chunk) matches single-shot: max |diff| {diff:.2e}")
 
+    if args.differential and args.target != "cpu":
+        sys.exit("--differential compares -O0 with -O2, which only the CPU target builds")
     if args.differential:
         o0 = os.path.join(args.work, "model-O0.bin")
         run([args.moe_compile, model, "-o", o0, "--quiet", "-O0"] + args.compile_arg)

@@ -4,16 +4,18 @@
 //
 //===----------------------------------------------------------------------===//
 //
-//   moe-compile MODEL -o PATH [--target cpu] [--emit=bin|mlir|cpp]
+//   moe-compile MODEL -o PATH [--target cpu|cuda] [--emit=bin|mlir|cpp|cu]
 //
 // MODEL is a Hugging Face directory (or moe IR from moe-translate). The
-// driver imports it, runs the pipeline, emits the host plan and kernels as
-// C++, and builds them with the runtime into one executable at PATH. PATH is
-// replaced only when every step succeeded.
+// driver imports it, runs the pipeline, emits the host plan and kernels
+// (C++ for the CPU target; CUDA kernels plus a C++ host plan for the CUDA
+// target, built with nvcc), and builds them with the runtime into one
+// executable at PATH. PATH is replaced only when every step succeeded.
 //
 //===----------------------------------------------------------------------===//
 
 #include "compiler/cpu/EmitCpp.h"
+#include "compiler/cuda/EmitCuda.h"
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/hf/HFImporter.h"
 #include "passes/Passes.h"
@@ -53,16 +55,31 @@ static cl::opt<std::string>
                cl::desc("Output: the executable (or the --emit text; "
                         "'-' for stdout)"),
                cl::value_desc("path"), cl::cat(category));
-static cl::opt<std::string> target("target",
-                                   cl::desc("Target: cpu (cuda: not yet)"),
-                                   cl::init("cpu"), cl::cat(category));
-enum class Emit { Binary, MLIR, Cpp };
-static cl::opt<Emit>
-    emit("emit", cl::desc("What to produce"), cl::init(Emit::Binary),
-         cl::values(clEnumValN(Emit::Binary, "bin", "the executable (default)"),
-                    clEnumValN(Emit::MLIR, "mlir", "moe IR after the pipeline"),
-                    clEnumValN(Emit::Cpp, "cpp", "the generated C++")),
-         cl::cat(category));
+enum class Target { Cpu, Cuda };
+static cl::opt<Target> target(
+    "target", cl::desc("Where the executable runs"), cl::init(Target::Cpu),
+    cl::values(clEnumValN(Target::Cpu, "cpu", "C++ kernels (default)"),
+               clEnumValN(Target::Cuda, "cuda",
+                          "CUDA kernels built with nvcc; runs on GPU 0")),
+    cl::cat(category));
+enum class Emit { Binary, MLIR, Cpp, Cu };
+static cl::opt<Emit> emit(
+    "emit", cl::desc("What to produce"), cl::init(Emit::Binary),
+    cl::values(clEnumValN(Emit::Binary, "bin", "the executable (default)"),
+               clEnumValN(Emit::MLIR, "mlir", "moe IR after the pipeline"),
+               clEnumValN(Emit::Cpp, "cpp",
+                          "the generated C++ (for cuda: the host plan)"),
+               clEnumValN(Emit::Cu, "cu",
+                          "the generated CUDA kernels (--target cuda)")),
+    cl::cat(category));
+static cl::list<std::string> cudaArch(
+    "cuda-arch",
+    cl::desc("GPU architectures the CUDA kernels are built for, "
+             "comma-separated: sm_80, sm_86, sm_89, sm_90 (default sm_90)"),
+    cl::CommaSeparated, cl::value_desc("sm_XY"), cl::cat(category));
+static cl::opt<std::string> nvcc("nvcc",
+                                 cl::desc("nvcc that builds the CUDA kernels"),
+                                 cl::init(MOE_DEFAULT_NVCC), cl::cat(category));
 static cl::opt<int64_t>
     maxSeq("max-seq",
            cl::desc("Longest sequence a session may reach (sizes the KV "
@@ -90,7 +107,7 @@ static cl::opt<std::string> cxx("cxx",
 static cl::opt<std::string>
     march("march", cl::desc("-march for the generated code (default native)"),
           cl::init("native"), cl::cat(category));
-static cl::opt<bool> verbose("v", cl::desc("Show the build command"),
+static cl::opt<bool> verbose("v", cl::desc("Show the build commands"),
                              cl::cat(category));
 static cl::opt<bool> quiet("quiet", cl::desc("No progress messages"),
                            cl::cat(category));
@@ -132,8 +149,40 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context) {
   return mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr, &context);
 }
 
-/// Builds `source` into the executable `path`, atomically.
-int build(StringRef source, StringRef path, int step, int steps) {
+/// Runs `args` with its output in `log`; on failure shows the end of the
+/// log and says what failed.
+bool run(ArrayRef<std::string> args, StringRef log, const Twine &what) {
+  std::vector<StringRef> argv(args.begin(), args.end());
+  if (verbose)
+    errs() << join(args, " ") << "\n";
+  std::optional<StringRef> redirects[] = {std::nullopt, log, log};
+  std::string error;
+  int rc = sys::ExecuteAndWait(args.front(), argv, std::nullopt, redirects, 0,
+                               0, &error);
+  if (rc == 0)
+    return true;
+  if (auto text = MemoryBuffer::getFile(log))
+    errs() << (*text)->getBuffer().take_back(4000);
+  fail(what + " failed" + (error.empty() ? "" : ": " + error));
+  return false;
+}
+
+bool writeFile(StringRef path, StringRef text) {
+  std::error_code ec;
+  raw_fd_ostream os(path, ec);
+  if (ec) {
+    fail(path + ": " + ec.message());
+    return false;
+  }
+  os << text;
+  return true;
+}
+
+/// Builds the host plan `source` (and for CUDA the device code `cuda`, with
+/// nvcc, into a fatbin the plan embeds) into the executable `path`,
+/// atomically: PATH is replaced only when every step succeeded.
+int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
+          int step, int steps) {
   SmallString<128> dir;
   if (std::error_code ec = sys::fs::createUniqueDirectory("moe-compile", dir))
     return fail("cannot create a temporary directory: " + ec.message());
@@ -142,41 +191,38 @@ int build(StringRef source, StringRef path, int step, int steps) {
   sys::path::append(cpp, "program.cpp");
   sys::path::append(log, "build.log");
   tmp += ".tmp-moe-compile";
-  {
-    std::error_code ec;
-    raw_fd_ostream os(cpp, ec);
-    if (ec)
-      return fail(cpp + ": " + ec.message());
-    os << source;
+  if (!writeFile(cpp, source))
+    return 1;
+  std::vector<std::string> args = {cxx, "-std=c++17", "-O2", "-march=" + march,
+                                   "-w", "-I" MOE_RUNTIME_INCLUDE_DIR};
+  if (cuda) {
+    SmallString<128> cu(dir), fatbin(dir);
+    sys::path::append(cu, "kernels.cu");
+    sys::path::append(fatbin, "kernels.fatbin");
+    if (!writeFile(cu, cuda->deviceCode))
+      return 1;
+    std::vector<std::string> nv = {nvcc, "-fatbin", "-O3", "-std=c++17",
+                                   "-I" MOE_RUNTIME_INCLUDE_DIR};
+    for (const std::string &arch : cudaArch) {
+      std::string cc = arch.substr(3);
+      nv.push_back("-gencode=arch=compute_" + cc + ",code=sm_" + cc);
+    }
+    nv.insert(nv.end(), {std::string(cu), "-o", std::string(fatbin)});
+    progress(step++, steps,
+             "compiling " + Twine(cuda->kernelNames.size()) +
+                 " CUDA kernels with " + nvcc + " for " +
+                 join(cudaArch.begin(), cudaArch.end(), ","));
+    if (!run(nv, log, "compiling the CUDA kernels"))
+      return 1;
+    args.push_back("-DMOERT_FATBIN=\"" + std::string(fatbin) + "\"");
   }
-  std::vector<std::string> args = {cxx,
-                                   "-std=c++17",
-                                   "-O2",
-                                   "-march=" + march,
-                                   "-w",
-                                   "-I" MOE_RUNTIME_INCLUDE_DIR,
-                                   std::string(cpp),
-                                   MOE_RUNTIME_MAIN_LIB,
-                                   MOE_RUNTIME_LIB,
-                                   "-lpthread",
-                                   "-o",
-                                   std::string(tmp)};
-  std::vector<StringRef> argv(args.begin(), args.end());
+  args.insert(args.end(), {std::string(cpp), MOE_RUNTIME_MAIN_LIB,
+                           MOE_RUNTIME_LIB, "-lpthread", "-ldl", "-o",
+                           std::string(tmp)});
   progress(step, steps, "building " + path + " with " + cxx);
-  if (verbose)
-    errs() << join(args, " ") << "\n";
-  std::optional<StringRef> redirects[] = {std::nullopt, StringRef(log),
-                                          StringRef(log)};
-  std::string error;
-  int rc =
-      sys::ExecuteAndWait(cxx, argv, std::nullopt, redirects, 0, 0, &error);
-  if (rc != 0) {
+  if (!run(args, log, "building the executable")) {
     sys::fs::remove(tmp);
-    auto text = MemoryBuffer::getFile(log);
-    if (text)
-      errs() << (*text)->getBuffer().take_back(4000);
-    return fail("building the executable failed" +
-                (error.empty() ? "" : ": " + error));
+    return 1;
   }
   if (std::error_code ec = sys::fs::rename(tmp, path)) {
     sys::fs::remove(tmp);
@@ -242,16 +288,26 @@ int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(
       argc, argv,
       "moe-compile: compile a Mixture-of-Experts model into an executable\n\n"
-      "  moe-compile MODEL_DIR -o PATH [--target cpu]\n"
-      "  moe-compile MODEL_DIR --emit=mlir|cpp [-o FILE]\n"
+      "  moe-compile MODEL_DIR -o PATH [--target cpu|cuda] "
+      "[--cuda-arch sm_80,sm_90]\n"
+      "  moe-compile MODEL_DIR --emit=mlir|cpp|cu [-o FILE]\n"
       "  moe-compile MODEL_DIR --print-memory-plan\n\n"
       "The executable runs the model on token ids (see PATH --help); it\n"
       "memory-maps the weights from MODEL_DIR (or --weights DIR) at run "
       "time.\n");
 
-  if (target != "cpu")
-    return fail("target '" + target +
-                "' is not available yet (supported: cpu)");
+  const bool isCuda = target == Target::Cuda;
+  if (emit == Emit::Cu && !isCuda)
+    return fail("--emit=cu needs --target cuda");
+  if (!isCuda && !cudaArch.empty())
+    return fail("--cuda-arch needs --target cuda");
+  if (cudaArch.empty())
+    cudaArch.push_back("sm_90");
+  for (const std::string &arch : cudaArch)
+    if (!is_contained({"sm_80", "sm_86", "sm_89", "sm_90"}, arch))
+      return fail("--cuda-arch " + arch +
+                  " is not supported: use sm_80, sm_86, sm_89 or sm_90 (the "
+                  "kernels need bf16 tensor cores)");
   if (emit == Emit::Binary && outputPath.empty() && !printMemoryPlan)
     return fail("-o PATH is required to build an executable");
   if (optLevel != 0 && optLevel != 2)
@@ -259,7 +315,7 @@ int main(int argc, char **argv) {
                 " is not a level: use -O0 or -O2");
   if (maxSeq < 0)
     return fail("--max-seq must be positive");
-  const int steps = emit == Emit::Binary ? 4 : 3;
+  const int steps = emit == Emit::Binary ? (isCuda ? 5 : 4) : 3;
 
   mlir::DialectRegistry registry;
   registry.insert<mlir::moe::MoEDialect, mlir::func::FuncDialect,
@@ -312,26 +368,38 @@ int main(int argc, char **argv) {
 
   pipelineTimer.stop();
 
-  progress(3, steps, "emitting C++ for the CPU target");
-  mlir::TimingScope emitTimer = timing.nest("emit C++");
-  mlir::moe::CpuEmitOptions options;
+  progress(3, steps,
+           isCuda ? "emitting CUDA for the CUDA target"
+                  : "emitting C++ for the CPU target");
+  mlir::TimingScope emitTimer = timing.nest(isCuda ? "emit CUDA" : "emit C++");
+  mlir::moe::EmitOptions options;
   options.maxPositions = maxSeq;
   SmallString<128> absolute(input);
   sys::fs::make_absolute(absolute);
   sys::path::remove_dots(absolute, true);
   options.modelName = sys::path::filename(absolute).str();
   std::string source;
-  raw_string_ostream os(source);
-  if (failed(mlir::moe::emitCpuProgram(*module, options, os)))
-    return 1;
+  std::optional<mlir::moe::CudaProgram> cuda;
+  if (isCuda) {
+    auto program = mlir::moe::emitCudaProgram(*module, options);
+    if (failed(program))
+      return 1;
+    cuda = std::move(*program);
+    source = cuda->hostPlan;
+  } else {
+    raw_string_ostream os(source);
+    if (failed(mlir::moe::emitCpuProgram(*module, options, os)))
+      return 1;
+  }
 
-  if (emit == Emit::Cpp) {
+  if (emit == Emit::Cpp || emit == Emit::Cu) {
+    StringRef text = emit == Emit::Cu ? StringRef(cuda->deviceCode) : source;
     if (!mlir::moe::writeOutputFile(
-            outName, [&](raw_ostream &os) { os << source; }, error))
+            outName, [&](raw_ostream &os) { os << text; }, error))
       return fail(error);
     return 0;
   }
   emitTimer.stop();
   mlir::TimingScope buildTimer = timing.nest("build executable");
-  return build(source, outputPath, 4, steps);
+  return build(source, cuda ? &*cuda : nullptr, outputPath, 4, steps);
 }

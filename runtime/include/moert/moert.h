@@ -25,6 +25,7 @@ typedef enum moert_status {
   MOERT_ERROR_IO = 1,      /* a weight file is missing, short or unreadable */
   MOERT_ERROR_INVALID = 2, /* an argument is out of range (token id, ...) */
   MOERT_ERROR_MEMORY = 3,
+  MOERT_ERROR_DEVICE = 4,  /* no GPU or driver, or a CUDA call failed */
 } moert_status;
 
 typedef struct moert_model moert_model;
@@ -42,6 +43,8 @@ moert_status moert_model_load(const moert_program *program,
                               int max_batch_tokens, moert_model **out);
 void moert_model_free(moert_model *model);
 const moert_program *moert_model_program(const moert_model *model);
+/* Where the model runs: "cpu", or the GPU's name for CUDA programs. */
+const char *moert_model_device(const moert_model *model);
 
 moert_status moert_session_create(moert_model *model, moert_session **out);
 void moert_session_free(moert_session *session);

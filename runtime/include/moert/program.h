@@ -22,7 +22,12 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 1
+#define MOERT_ABI_VERSION 2
+
+typedef enum moert_target {
+  MOERT_TARGET_CPU = 0,
+  MOERT_TARGET_CUDA = 1,
+} moert_target;
 
 typedef enum moert_dtype {
   MOERT_F32 = 0,
@@ -56,13 +61,20 @@ typedef struct moert_kv {
 
 struct moert_pool;
 
-/* What `forward` works with. */
+/* What `forward` works with. On the CUDA target every pointer here (and
+ * forward's tokens, positions and logits) is a device address, and forward
+ * only enqueues kernels through `launch`. */
 typedef struct moert_exec {
   const void *const *weights; /* manifest order */
   moert_kv *caches;           /* one per layer */
   float *scratch;             /* program->scratch_floats(max_tokens) floats */
   int64_t max_tokens;         /* most tokens per forward call */
-  struct moert_pool *pool;
+  struct moert_pool *pool;    /* CPU target */
+  /* CUDA target: enqueues kernel `kernel` (index into kernel_names) on the
+   * session's stream; errors are recorded by the runtime, not returned. */
+  void *device;
+  void (*launch)(void *device, int64_t kernel, unsigned grid_x,
+                 unsigned grid_y, unsigned block, void **args);
 } moert_exec;
 
 typedef struct moert_program {
@@ -80,6 +92,12 @@ typedef struct moert_program {
   void (*forward)(const moert_exec *exec, int64_t n, const int32_t *tokens,
                   const int32_t *positions, float *logits);
   const char *plan; /* human-readable summary of the plan */
+  moert_target target;
+  /* CUDA target: the kernels as a fatbin ([image, image_end)) and their
+   * names, which `launch` indexes. */
+  const void *device_image, *device_image_end;
+  int64_t num_kernels;
+  const char *const *kernel_names;
 } moert_program;
 
 #ifdef __cplusplus

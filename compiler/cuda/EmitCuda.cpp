@@ -1,0 +1,435 @@
+//===- EmitCuda.cpp - CUDA target: moe IR to kernels + host plan -*- C++
+//-*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/cuda/EmitCuda.h"
+
+#include "llvm/ADT/StringExtras.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// CUDA type of a weight element type.
+StringRef cudaType(Type t) {
+  if (t.isF16())
+    return "__half";
+  if (t.isBF16())
+    return "__nv_bfloat16";
+  return "float";
+}
+
+int64_t width(Value v) {
+  return cast<RankedTensorType>(v.getType()).getDimSize(1);
+}
+
+Type elementType(Value v) {
+  return cast<RankedTensorType>(v.getType()).getElementType();
+}
+
+class CudaEmitter : public HostPlanEmitter {
+public:
+  CudaEmitter(ModuleOp module, const EmitOptions &options)
+      : HostPlanEmitter(module, options, "CUDA") {}
+
+  std::string device;
+  std::vector<std::string> kernelNames;
+
+private:
+  LogicalResult emitOp(Operation *op) override;
+
+  /// The kernel `kind_<i>` whose parameters are `params` and whose body is
+  /// `call;`, declared once per distinct specialisation. Returns its index.
+  size_t kernel(StringRef kind, unsigned threads, StringRef params,
+                const Twine &call);
+  /// One launch in `forward`. `args` are C++ lvalues (or, for `temps`,
+  /// initialisers of locals declared for the launch).
+  void launch(size_t kernel, const Twine &gridX, const Twine &gridY,
+              unsigned threads, ArrayRef<std::string> args);
+  /// A local constant for a launch argument; returns its name.
+  std::string constant(StringRef type, const Twine &value);
+
+  /// moe.linear and moe.grouped_matmul: the gemv (decode) kernel, and the
+  /// tensor-core kernel (prefill) where the weights allow it.
+  LogicalResult emitMatmul(Operation *op, ArrayRef<Value> weights,
+                           int64_t rowsA, int64_t rowsB, int64_t in,
+                           int64_t experts, int64_t k, bool gather,
+                           bool grouped, StringRef input, StringRef perm,
+                           StringRef offsets, StringRef output);
+
+  llvm::raw_string_ostream dev{device};
+  llvm::StringMap<size_t> kernelIndex;
+  std::vector<std::string> locals;
+};
+
+size_t CudaEmitter::kernel(StringRef kind, unsigned threads, StringRef params,
+                           const Twine &call) {
+  std::string body = call.str();
+  std::string key = (params + "|" + body).str();
+  auto it = kernelIndex.find(key);
+  if (it != kernelIndex.end())
+    return it->second;
+  std::string name = (kind + "_" + Twine(kernelNames.size())).str();
+  dev << "__global__ void __launch_bounds__(" << threads << ") " << name << "("
+      << params << ") {\n  " << body << ";\n}\n\n";
+  kernelIndex[key] = kernelNames.size();
+  kernelNames.push_back(name);
+  return kernelNames.size() - 1;
+}
+
+std::string CudaEmitter::constant(StringRef type, const Twine &value) {
+  std::string name = "c" + std::to_string(locals.size());
+  locals.push_back(
+      ("    const " + type + " " + name + " = " + value + ";\n").str());
+  return name;
+}
+
+void CudaEmitter::launch(size_t kernel, const Twine &gridX, const Twine &gridY,
+                         unsigned threads, ArrayRef<std::string> args) {
+  out << "  {\n";
+  for (const std::string &l : locals)
+    out << l;
+  locals.clear();
+  out << "    void *args[] = {";
+  for (auto [i, a] : llvm::enumerate(args))
+    out << (i ? ", " : "") << "(void *)&" << a;
+  out << "};\n    ex->launch(ex->device, " << kernel << ", " << gridX << ", "
+      << gridY << ", " << threads << ", args); // " << kernelNames[kernel]
+      << "\n  }\n";
+}
+
+LogicalResult CudaEmitter::emitMatmul(Operation *op, ArrayRef<Value> weights,
+                                      int64_t rowsA, int64_t rowsB, int64_t in,
+                                      int64_t experts, int64_t k, bool gather,
+                                      bool grouped, StringRef input,
+                                      StringRef perm, StringRef offsets,
+                                      StringRef output) {
+  int64_t parts = rowsB > 0 ? 2 : 1, n = rowsA + rowsB;
+  if (in % 8 != 0)
+    return op->emitOpError("the CUDA target needs an input width that is a "
+                           "multiple of 8, not ")
+           << in;
+  Type typeA = elementType(weights.front());
+  Type typeB = elementType(weights[parts - 1]);
+  int64_t numPtrs = int64_t(weights.size());
+  // The pointer table, in expert-major order (e * parts + part).
+  std::string ptrs = "p" + std::to_string(locals.size());
+  std::string table;
+  for (auto [i, w] : llvm::enumerate(weights))
+    table += (i ? ", " : "") + weight(w);
+  locals.push_back("    const struct { const void *p[" +
+                   std::to_string(numPtrs) + "]; } " + ptrs + " = {{" + table +
+                   "}};\n");
+  std::string tokens = constant("int", "n");
+  std::string common =
+      std::to_string(rowsA) + ", " + std::to_string(rowsB) + ", " +
+      std::to_string(in) + ", " + std::to_string(experts) + ", " +
+      std::to_string(k) + ", " + (gather ? "true" : "false") + ", " +
+      (grouped ? "true" : "false") + ", " + std::to_string(numPtrs);
+  std::string params = "const float *x, const int32_t *perm, const int32_t "
+                       "*offsets, const __grid_constant__ moert::cuda::Ptrs<" +
+                       std::to_string(numPtrs) + "> w, int n, float *out";
+  StringRef kind = grouped ? "grouped_matmul" : "linear";
+  std::vector<std::string> args = {
+      std::string(input), std::string(perm), std::string(offsets), ptrs, tokens,
+      std::string(output)};
+  size_t gemv =
+      kernel((kind + "_gemv").str(), 256, params,
+             "moert::cuda::gemv<" + cudaType(typeA) + ", " + cudaType(typeB) +
+                 ", " + common + ">(x, perm, offsets, w, n, out)");
+  bool tensorCores =
+      typeA == typeB && !typeA.isF32() && in % 64 == 0 && n % 4 == 0;
+  std::string rows = grouped ? "n * " + std::to_string(k) : "n";
+  if (!tensorCores) {
+    launch(gemv, "cdiv(" + Twine(n) + ", 8)", grouped ? Twine(experts) : "1",
+           256, args);
+    return success();
+  }
+  size_t mma = kernel((kind + "_mma").str(), 256, params,
+                      "moert::cuda::gemmMma<" + cudaType(typeA) + ", " +
+                          common + ">(x, perm, offsets, w, n, out)");
+  std::vector<std::string> saved = locals;
+  out << "  if (n <= " << kCudaDecodeMaxTokens << ")\n";
+  launch(gemv, "cdiv(" + Twine(n) + ", 8)", grouped ? Twine(experts) : "1", 256,
+         args);
+  out << "  else\n";
+  locals = saved;
+  // Grouped: a partial tile per expert at most, beyond the full ones.
+  std::string tiles =
+      grouped ? "cdiv(" + rows + ", 64) + " + std::to_string(experts)
+              : "cdiv(n, 64)";
+  launch(mma, tiles, "cdiv(" + Twine(n) + ", 128)", 256, args);
+  return success();
+}
+
+LogicalResult CudaEmitter::emitOp(Operation *op) {
+  if (auto e = dyn_cast<EmbeddingOp>(op)) {
+    int64_t h = width(e.getResult());
+    std::string table = weight(e.getTable()), ids = name(e.getIds());
+    std::string o = allocate(e.getResult());
+    StringRef t = cudaType(elementType(e.getTable()));
+    size_t k = kernel("embedding", 256,
+                      "const void *table, const int32_t *ids, float *out",
+                      "moert::cuda::embedding<" + t + ", " + Twine(h) +
+                          ">(static_cast<const " + t + " *>(table), ids, out)");
+    launch(k, "n", "1", 256, {table, ids, o});
+    return success();
+  }
+  if (auto r = dyn_cast<RMSNormOp>(op)) {
+    int64_t h = width(r.getResult());
+    std::string in = name(r.getInput()), w = weight(r.getWeight());
+    std::string eps =
+        constant("float", cppFloat(r.getEpsilon().convertToDouble()));
+    std::string o = allocate(r.getResult());
+    StringRef t = cudaType(elementType(r.getWeight()));
+    size_t k = kernel("rms_norm", 256,
+                      "const float *x, const void *w, float eps, float *out",
+                      "moert::cuda::rmsNorm<" + t + ", " + Twine(h) +
+                          ">(x, static_cast<const " + t + " *>(w), eps, out)");
+    launch(k, "n", "1", 256, {in, w, eps, o});
+    return success();
+  }
+  if (auto l = dyn_cast<LinearOp>(op)) {
+    ArrayRef<int64_t> w = l.getWeight().getType().getShape();
+    std::string in = name(l.getInput());
+    std::string o = allocate(l.getResult());
+    Value weights[] = {l.getWeight()};
+    out << "  // moe.linear " << w[0] << "x" << w[1] << "\n";
+    return emitMatmul(op, weights, w[0], 0, w[1], 1, 1, false, false, in,
+                      "null", "null", o);
+  }
+  if (auto r = dyn_cast<RoPEOp>(op)) {
+    int64_t w = width(r.getResult());
+    std::string in = name(r.getInput()), pos = name(r.getPositions());
+    std::string theta =
+        constant("double", cppDouble(r.getTheta().convertToDouble()));
+    std::string tokens = constant("int", "n");
+    std::string o = allocate(r.getResult());
+    size_t k = kernel("rope", 256,
+                      "const float *x, const int32_t *pos, double theta, int "
+                      "n, float *out",
+                      "moert::cuda::rope<" + Twine(w) + ", " +
+                          Twine(r.getHeadDim()) + ">(x, pos, theta, n, out)");
+    launch(k, "cdiv(n * " + Twine(w / 2) + ", 256)", "1", 256,
+           {in, pos, theta, tokens, o});
+    return success();
+  }
+  if (auto a = dyn_cast<AttentionOp>(op)) {
+    const Cache *c = planCache(a);
+    if (!c)
+      return failure();
+    if (c->headDim % 8 != 0 || (128 % c->headDim != 0 && c->headDim % 128 != 0))
+      return a.emitOpError("the CUDA target needs a head_dim that divides "
+                           "128 or is a multiple of it, not ")
+             << c->headDim;
+    std::string q = name(a.getQuery()), key = name(a.getKey()),
+                v = name(a.getValue()), cache = name(a.getCache());
+    std::string kc = cache + ".k", vc = cache + ".v";
+    std::string o = allocate(a.getResult());
+    std::string shape =
+        Twine(a.getNumHeads()).str() + ", " + Twine(c->kvHeads).str() + ", " +
+        Twine(c->headDim).str() + ", " + Twine(c->capacity).str() + ", " +
+        Twine(c->window).str();
+    std::string io = "const float *q, const float *k, const float *v, const "
+                     "float *kc, const float *vc, const int32_t *pos, ";
+    size_t decode =
+        kernel("attention_decode", 128, io + "float scale, float *out",
+               "moert::cuda::attentionDecode<" + shape +
+                   ">(q, k, v, kc, vc, pos, scale, out)");
+    size_t prefill =
+        kernel("attention_prefill", 128, io + "int n, float scale, float *out",
+               "moert::cuda::attentionPrefill<" + shape +
+                   ">(q, k, v, kc, vc, pos, n, scale, out)");
+    out << "  // moe.attention (" << (c->window ? "rolling" : "full")
+        << " cache, " << c->capacity << " slots)\n";
+    std::string scale = constant("float", cppFloat(a.getEffectiveScale()));
+    std::vector<std::string> saved = locals;
+    out << "  if (n <= " << kCudaDecodeMaxTokens << ")\n";
+    launch(decode, Twine(a.getNumHeads()), "n", 128,
+           {q, key, v, kc, vc, "positions", scale, o});
+    out << "  else\n";
+    locals = saved;
+    std::string tokens = constant("int", "n");
+    launch(prefill, Twine(a.getNumHeads()), "cdiv(n, 16)", 128,
+           {q, key, v, kc, vc, "positions", tokens, scale, o});
+    // Only after every query read the old slots.
+    tokens = constant("int", "n");
+    size_t append = kernel(
+        "kv_append", 256,
+        "const float *k, const float *v, const int32_t *pos, int n, float "
+        "*kc, float *vc",
+        "moert::cuda::kvAppend<" + Twine(c->kvHeads) + ", " +
+            Twine(c->headDim) + ", " + Twine(c->capacity) +
+            ">(k, v, pos, n, kc, vc)");
+    launch(append, "cdiv(n * " + Twine(c->kvHeads * c->headDim) + ", 256)", "1",
+           256, {key, v, "positions", tokens, kc, vc});
+    return success();
+  }
+  if (auto a = dyn_cast<AddOp>(op)) {
+    int64_t w = width(a.getResult());
+    std::string lhs = name(a.getLhs()), rhs = name(a.getRhs());
+    std::string tokens = constant("int", "n");
+    std::string o = allocate(a.getResult());
+    size_t k =
+        kernel("add", 256, "const float *a, const float *b, int n, float *out",
+               "moert::cuda::add<" + Twine(w) + ">(a, b, n, out)");
+    launch(k, "cdiv(n * " + Twine(w) + ", 256)", "1", 256,
+           {lhs, rhs, tokens, o});
+    return success();
+  }
+  if (auto r = dyn_cast<FusedRouterOp>(op)) {
+    int64_t h = width(r.getInput());
+    if (h % 8 != 0)
+      return r.emitOpError("the CUDA target needs a hidden size that is a "
+                           "multiple of 8");
+    std::string in = name(r.getInput()), gate = weight(r.getGate());
+    std::string w = allocate(r.getWeights());
+    std::string i = allocate(r.getIndices(), /*ints=*/true);
+    StringRef t = cudaType(elementType(r.getGate()));
+    size_t k = kernel(
+        "fused_router", 256,
+        "const float *x, const void *gate, float *weights, int32_t *indices",
+        "moert::cuda::fusedRouter<" + t + ", " + Twine(h) + ", " +
+            Twine(r.getNumExperts()) + ", " + Twine(r.getK()) + ", " +
+            (r.getScoring() == ScoringFunc::Softmax ? "true" : "false") + ", " +
+            (r.getRenormalize() ? "true" : "false") +
+            ">(x, static_cast<const " + t + " *>(gate), weights, indices)");
+    launch(k, "n", "1", 256, {in, gate, w, i});
+    return success();
+  }
+  if (auto p = dyn_cast<ExpertPermuteOp>(op)) {
+    int64_t experts = p.getNumExperts();
+    if (experts + 1 > 1024)
+      return p.emitOpError("the CUDA target permutes at most 1023 experts");
+    std::string indices = name(p.getIndices());
+    std::string tokens = constant("int", "n");
+    std::string perm = allocate(p.getPerm(), /*ints=*/true);
+    std::string offsets = allocate(p.getOffsets(), /*ints=*/true);
+    size_t k = kernel("expert_permute", unsigned((experts + 32) / 32 * 32),
+                      "const int32_t *indices, int n, int32_t *perm, int32_t "
+                      "*offsets",
+                      "moert::cuda::expertPermute<" + Twine(experts) + ", " +
+                          Twine(width(p.getIndices())) +
+                          ">(indices, n, perm, offsets)");
+    launch(k, "1", "1", unsigned((experts + 32) / 32 * 32),
+           {indices, tokens, perm, offsets});
+    return success();
+  }
+  if (auto g = dyn_cast<GroupedMatmulOp>(op)) {
+    int64_t parts = g.getParts();
+    if (parts > 2)
+      return g.emitOpError("the CUDA target handles at most 2 parts");
+    auto part = [&](int64_t i) {
+      return cast<RankedTensorType>(g.getExpertWeights()[i].getType());
+    };
+    std::string in = name(g.getInput()), perm = name(g.getPerm()),
+                offsets = name(g.getOffsets());
+    // The gather happens in the kernels' loads: no scratch copy.
+    std::string o = allocate(g.getResult());
+    SmallVector<Value> weights(g.getExpertWeights());
+    out << "  // moe.grouped_matmul " << g.getNumExperts() << " experts x "
+        << parts << " parts" << (g.getGather() ? ", gather" : "") << "\n";
+    return emitMatmul(op, weights, part(0).getDimSize(0),
+                      parts == 2 ? part(1).getDimSize(0) : 0,
+                      width(g.getInput()), g.getNumExperts(), g.getK(),
+                      g.getGather(), true, in, perm, offsets, o);
+  }
+  if (auto m = dyn_cast<SiluMulOp>(op)) {
+    int64_t i = width(m.getResult());
+    int64_t rowsPerToken = getFloatsPerToken(m.getResult()) / i;
+    std::string in = name(m.getInput());
+    std::string rows = constant("int", "n * " + Twine(rowsPerToken));
+    std::string o = allocate(m.getResult());
+    size_t k = kernel("silu_mul", 256, "const float *in, int rows, float *out",
+                      "moert::cuda::siluMul<" + Twine(i) + ">(in, rows, out)");
+    launch(k, "cdiv(n * " + Twine(rowsPerToken * i) + ", 256)", "1", 256,
+           {in, rows, o});
+    return success();
+  }
+  if (auto c = dyn_cast<ExpertCombineOp>(op)) {
+    std::string y = name(c.getInput()), perm = name(c.getPerm()),
+                w = name(c.getWeights());
+    std::string tokens = constant("int", "n");
+    std::string o = allocate(c.getResult());
+    size_t k = kernel(
+        "expert_combine", 256,
+        "const float *y, const int32_t *perm, const float "
+        "*weights, int n, float *out",
+        "moert::cuda::expertCombine<" + Twine(width(c.getResult())) + ", " +
+            Twine(width(c.getWeights())) + ">(y, perm, weights, n, out)");
+    launch(k, "n", "1", 256, {y, perm, w, tokens, o});
+    return success();
+  }
+  if (isa<RouterOp, ExpertsOp>(op))
+    return op->emitOpError("is not supported by the CUDA target, which runs "
+                           "the fused expert path: compile with -O2");
+  return op->emitOpError("is not supported by the CUDA target");
+}
+
+} // namespace
+
+FailureOr<CudaProgram> mlir::moe::emitCudaProgram(ModuleOp module,
+                                                  const EmitOptions &options) {
+  CudaEmitter emitter(module, options);
+  if (failed(emitter.run()))
+    return failure();
+  CudaProgram program;
+  program.kernelNames = emitter.kernelNames;
+
+  llvm::raw_string_ostream dev(program.deviceCode);
+  dev << "// Generated by moe-compile (CUDA target) for model '"
+      << options.modelName << "'. Do not edit.\n"
+      << "// " << emitter.kernelNames.size()
+      << " kernels, specialised to the model's shapes.\n"
+      << "#include \"moert/cuda/kernels.cuh\"\n\n"
+      << "extern \"C\" {\n\n"
+      << emitter.device << "} // extern \"C\"\n\n"
+      << "#ifdef MOERT_CUDA_EMULATOR\n"
+      << "// The kernel table of the CPU emulator the tests run this file on\n"
+      << "// (test/cuda-emu), in place of the fatbin.\n"
+      << "static const moert_emu::Kernel kEmulatorKernels[] = {\n";
+  for (const std::string &k : emitter.kernelNames)
+    dev << "  moert_emu::Entry<" << k << ">::kernel(\"" << k << "\"),\n";
+  dev << "};\nMOERT_EMU_IMAGE(kEmulatorKernels)\n#endif\n";
+
+  llvm::raw_string_ostream os(program.hostPlan);
+  os << "// Generated by moe-compile (CUDA target) for model '"
+     << options.modelName << "'. Do not edit.\n"
+     << "#include \"moert/program.h\"\n\n"
+     << "// The fatbin nvcc built from the device code, embedded here.\n"
+     << "extern \"C\" const unsigned char moert_device_image[];\n"
+     << "extern \"C\" const unsigned char moert_device_image_end[];\n"
+     << "#ifdef MOERT_FATBIN\n"
+     << "asm(\".section .rodata\\n.balign 64\\n.globl moert_device_image\\n\"\n"
+     << "    \"moert_device_image:\\n.incbin \\\"\" MOERT_FATBIN \"\\\"\\n\"\n"
+     << "    \".globl moert_device_image_end\\nmoert_device_image_end:\\n\"\n"
+     << "    \".previous\\n\");\n"
+     << "#endif\n\n"
+     << "namespace {\n\n";
+  emitter.writeTables(os);
+  os << "const char *const kKernels[] = {\n";
+  for (const std::string &k : emitter.kernelNames)
+    os << "  \"" << k << "\",\n";
+  os << "};\n\n"
+     << "inline unsigned cdiv(int64_t a, int64_t b) {\n"
+     << "  return unsigned((a + b - 1) / b);\n}\n\n"
+     << "void forward(const moert_exec *ex, int64_t n64, const int32_t "
+        "*tokens,\n"
+     << "             const int32_t *positions, float *logits) {\n"
+     << "  const int n = int(n64);\n"
+     << "  float *arena = ex->scratch;\n"
+     << "  const int64_t n_max = ex->max_tokens;\n"
+     << "  const void *null = nullptr;\n";
+  for (auto [i, source] : llvm::enumerate(emitter.weights()))
+    os << "  const void *W" << i << " = ex->weights[" << i << "]; // "
+       << WeightSourceOp(source).getName() << "\n";
+  os << emitter.forwardBody() << "}\n\n";
+  emitter.writeDescriptor(
+      os, "MOERT_TARGET_CUDA, moert_device_image, moert_device_image_end, " +
+              std::to_string(emitter.kernelNames.size()) + ", kKernels");
+  return program;
+}

@@ -1,0 +1,723 @@
+//===- kernels.cuh - CUDA kernels called by generated host plans -*- CUDA -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// Device templates that the generated .cu file instantiates with the model's
+// shapes and weight types, one `extern "C" __global__` wrapper per distinct
+// specialisation. The layout contract is the CPU target's (kernels.h):
+// activations are row-major [tokens][features] f32 at the planned offsets of
+// one arena, weights are read in their stored type (f32, f16, bf16) and every
+// reduction accumulates in f32. KV caches are [kv_heads][capacity][head_dim]
+// f32 rings: position p lives in slot p % capacity.
+//
+// Matmuls come in two variants chosen by the host plan from the token count:
+// `gemv` (decode: one warp per output feature streams its weight row once
+// for up to kGemvRows activation rows; bandwidth-bound) and `gemmMma`
+// (prefill: 64x128x64 block tiles on tensor cores through WMMA, f16/bf16
+// inputs with the f32 activations rounded to the weight type in shared
+// memory, f32 accumulation). Both serve dense `moe.linear` (one group: all
+// tokens) and `moe.grouped_matmul` (group e: rows offsets[e]..offsets[e+1]
+// of the expert-sorted batch, optionally gathering token perm[r] / K).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOERT_CUDA_KERNELS_CUH
+#define MOERT_CUDA_KERNELS_CUH
+
+#ifndef MOERT_CUDA_EMULATOR // test/cuda-emu/cuda_emu.h stands in for these
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+#endif
+#include <stdint.h>
+
+namespace moert {
+namespace cuda {
+
+/// Expert weight pointers, passed by value in the kernel parameter space
+/// (declared __grid_constant__ so indexing them does not copy them to local
+/// memory).
+template <int Count> struct Ptrs {
+  const void *p[Count];
+};
+
+/// Rows of activations one gemv pass reads each weight row for.
+constexpr int kGemvRows = 4;
+
+__device__ __forceinline__ float toF(float x) { return x; }
+__device__ __forceinline__ float toF(__half x) { return __half2float(x); }
+__device__ __forceinline__ float toF(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+
+/// Eight consecutive weights (16-byte aligned for 16-bit types) as floats.
+__device__ __forceinline__ void load8(const float *p, float (&v)[8]) {
+  float4 a = __ldg(reinterpret_cast<const float4 *>(p));
+  float4 b = __ldg(reinterpret_cast<const float4 *>(p) + 1);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+  v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const __half *p, float (&v)[8]) {
+  uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+  const __half2 *h = reinterpret_cast<const __half2 *>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float2 f = __half22float2(h[i]);
+    v[2 * i] = f.x, v[2 * i + 1] = f.y;
+  }
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float (&v)[8]) {
+  uint4 u = __ldg(reinterpret_cast<const uint4 *>(p));
+  const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float2 f = __bfloat1622float2(h[i]);
+    v[2 * i] = f.x, v[2 * i + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ float warpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warpMax(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/// Sum (or max) over the block; every thread gets the result. `red` holds
+/// one float per warp. Contains barriers: call from every thread.
+template <int Threads, bool Max>
+__device__ __forceinline__ float blockReduce(float v, float *red) {
+  constexpr int Warps = Threads / 32;
+  v = Max ? warpMax(v) : warpSum(v);
+  if (threadIdx.x % 32 == 0)
+    red[threadIdx.x / 32] = v;
+  __syncthreads();
+  float r = red[0];
+#pragma unroll
+  for (int w = 1; w < Warps; ++w)
+    r = Max ? fmaxf(r, red[w]) : r + red[w];
+  __syncthreads();
+  return r;
+}
+
+//===----------------------------------------------------------------------===//
+// Element-wise and per-token kernels
+//===----------------------------------------------------------------------===//
+
+/// grid (T), block 256.
+template <typename W, int H>
+__device__ void embedding(const W *table, const int32_t *ids, float *out) {
+  int t = blockIdx.x;
+  const W *row = table + int64_t(ids[t]) * H;
+  for (int i = threadIdx.x; i < H; i += blockDim.x)
+    out[int64_t(t) * H + i] = toF(row[i]);
+}
+
+/// grid (T), block 256.
+template <typename W, int H>
+__device__ void rmsNorm(const float *x, const W *w, float eps, float *out) {
+  __shared__ float red[8];
+  int t = blockIdx.x;
+  const float *r = x + int64_t(t) * H;
+  float ss = 0;
+  for (int i = threadIdx.x; i < H; i += 256)
+    ss += r[i] * r[i];
+  ss = blockReduce<256, false>(ss, red);
+  float scale = 1.0f / sqrtf(ss / H + eps);
+  for (int i = threadIdx.x; i < H; i += 256)
+    out[int64_t(t) * H + i] = r[i] * scale * toF(w[i]);
+}
+
+/// RoPE (rotate-half) on [T][Width] with heads of D; angles in double as on
+/// the CPU. grid (ceil(T * Width / 2 / 256)), block 256.
+template <int Width, int D>
+__device__ void rope(const float *x, const int32_t *pos, double theta, int n,
+                     float *out) {
+  constexpr int Half = D / 2, Pairs = Width / 2;
+  int idx = blockIdx.x * 256 + threadIdx.x;
+  if (idx >= n * Pairs)
+    return;
+  int t = idx / Pairs, rem = idx % Pairs, h = rem / Half, i = rem % Half;
+  double a = double(pos[t]) * pow(theta, -2.0 * double(i) / double(D));
+  double s, c;
+  sincos(a, &s, &c);
+  float cf = float(c), sf = float(s);
+  const float *r = x + int64_t(t) * Width + h * D;
+  float *o = out + int64_t(t) * Width + h * D;
+  float x1 = r[i], x2 = r[i + Half];
+  o[i] = x1 * cf - x2 * sf;
+  o[i + Half] = x2 * cf + x1 * sf;
+}
+
+/// grid (ceil(T * Size / 256)), block 256.
+template <int Size>
+__device__ void add(const float *a, const float *b, int n, float *out) {
+  int64_t i = int64_t(blockIdx.x) * 256 + threadIdx.x;
+  if (i < int64_t(n) * Size)
+    out[i] = a[i] + b[i];
+}
+
+/// [rows][2I] gate|up -> [rows][I] silu(gate) * up.
+/// grid (ceil(rows * I / 256)), block 256.
+template <int I>
+__device__ void siluMul(const float *in, int rows, float *out) {
+  int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
+  if (idx >= int64_t(rows) * I)
+    return;
+  int64_t r = idx / I, i = idx % I;
+  float g = in[r * 2 * I + i];
+  out[idx] = g / (1.0f + expf(-g)) * in[r * 2 * I + I + i];
+}
+
+//===----------------------------------------------------------------------===//
+// Routing: fused gate GEMV + scores + top-k + renormalisation, permutation,
+// combine
+//===----------------------------------------------------------------------===//
+
+/// One block (256 threads) per token: warp w computes the logits of experts
+/// w, w + 8, ...; thread 0 routes exactly as the CPU target does (ties to the
+/// lower index, descending). grid (T).
+template <typename W, int H, int E, int K, bool Softmax, bool Renormalize>
+__device__ void fusedRouter(const float *x, const W *gate, float *weights,
+                            int32_t *indices) {
+  static_assert(H % 8 == 0, "router width must be a multiple of 8");
+  __shared__ float logits[E];
+  int t = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float *xr = x + int64_t(t) * H;
+  for (int e = warp; e < E; e += 8) {
+    const W *wr = gate + int64_t(e) * H;
+    float acc = 0;
+    for (int k = lane * 8; k < H; k += 256) {
+      float wv[8];
+      load8(wr + k, wv);
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        acc += xr[k + j] * wv[j];
+    }
+    acc = warpSum(acc);
+    if (lane == 0)
+      logits[e] = acc;
+  }
+  __syncthreads();
+  if (threadIdx.x != 0)
+    return;
+  float p[E];
+  if (Softmax) {
+    float m = logits[0], total = 0;
+    for (int e = 1; e < E; ++e)
+      m = fmaxf(m, logits[e]);
+    for (int e = 0; e < E; ++e)
+      total += p[e] = expf(logits[e] - m);
+    for (int e = 0; e < E; ++e)
+      p[e] /= total;
+  } else {
+    for (int e = 0; e < E; ++e)
+      p[e] = 1.0f / (1.0f + expf(-logits[e]));
+  }
+  bool taken[E];
+  for (int e = 0; e < E; ++e)
+    taken[e] = false;
+  float w[K], sum = 0;
+  for (int j = 0; j < K; ++j) {
+    int best = -1;
+    for (int e = 0; e < E; ++e)
+      if (!taken[e] && (best < 0 || p[e] > p[best]))
+        best = e;
+    taken[best] = true;
+    indices[t * K + j] = best;
+    sum += w[j] = p[best];
+  }
+  for (int j = 0; j < K; ++j)
+    weights[t * K + j] = Renormalize ? w[j] / sum : w[j];
+}
+
+/// Stable counting sort of the T*K (token, choice) pairs by expert, as on the
+/// CPU: perm lists pair indices grouped by expert in token order, offsets has
+/// E + 1 entries. One block; thread e owns expert e. grid (1), block Threads
+/// (>= E, a multiple of 32).
+template <int E, int K>
+__device__ void expertPermute(const int32_t *indices, int n, int32_t *perm,
+                              int32_t *offsets) {
+  __shared__ int count[E + 1];
+  int e = threadIdx.x, pairs = n * K;
+  int mine = 0;
+  if (e < E)
+    for (int i = 0; i < pairs; ++i)
+      mine += indices[i] == e;
+  if (e < E)
+    count[e + 1] = mine;
+  if (e == 0)
+    count[0] = 0;
+  __syncthreads();
+  if (e == 0)
+    for (int g = 0; g < E; ++g)
+      count[g + 1] += count[g];
+  __syncthreads();
+  if (e <= E)
+    offsets[e] = count[e];
+  if (e < E) {
+    int next = count[e];
+    for (int i = 0; i < pairs; ++i)
+      if (indices[i] == e)
+        perm[next++] = i;
+  }
+}
+
+/// out[t] = sum_j weights[t, j] * y[r] over the rows r with perm[r] = t*K + j.
+/// Each block finds its token's K rows by scanning perm. grid (T), block 256.
+template <int H, int K>
+__device__ void expertCombine(const float *y, const int32_t *perm,
+                              const float *weights, int n, float *out) {
+  __shared__ int rows[K];
+  int t = blockIdx.x;
+  for (int r = threadIdx.x; r < n * K; r += 256) {
+    int pair = perm[r];
+    if (pair / K == t)
+      rows[pair % K] = r;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < H; i += 256) {
+    float acc = 0;
+#pragma unroll
+    for (int j = 0; j < K; ++j)
+      acc += weights[t * K + j] * y[int64_t(rows[j]) * H + i];
+    out[int64_t(t) * H + i] = acc;
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Matmuls: out[r][n] = x[row(r)] . W[n] for W of shape [N, In] (x @ W^T)
+//===----------------------------------------------------------------------===//
+
+/// The input row of output row `r`: the token perm[r] / K when gathering.
+template <int K, bool Gather>
+__device__ __forceinline__ int inputRow(const int32_t *perm, int r) {
+  return Gather ? perm[r] / K : r;
+}
+
+template <typename W, int In, int K, bool Gather>
+__device__ __forceinline__ void gemvRow(const W *wrow, const float *x,
+                                        const int32_t *perm, int r0, int r1,
+                                        int col, float *out, int ldo) {
+  int lane = threadIdx.x % 32;
+  for (int rb = r0; rb < r1; rb += kGemvRows) {
+    int cnt = min(kGemvRows, r1 - rb);
+    const float *xr[kGemvRows];
+#pragma unroll
+    for (int i = 0; i < kGemvRows; ++i)
+      xr[i] = x + int64_t(inputRow<K, Gather>(perm, i < cnt ? rb + i : rb)) * In;
+    float acc[kGemvRows] = {};
+#pragma unroll 4
+    for (int k = lane * 8; k < In; k += 256) {
+      float wv[8];
+      load8(wrow + k, wv);
+#pragma unroll
+      for (int i = 0; i < kGemvRows; ++i) {
+        if (i < cnt) {
+          float4 a = __ldg(reinterpret_cast<const float4 *>(xr[i] + k));
+          float4 b = __ldg(reinterpret_cast<const float4 *>(xr[i] + k) + 1);
+          acc[i] += a.x * wv[0] + a.y * wv[1] + a.z * wv[2] + a.w * wv[3] +
+                    b.x * wv[4] + b.y * wv[5] + b.z * wv[6] + b.w * wv[7];
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kGemvRows; ++i) {
+      float s = warpSum(acc[i]);
+      if (lane == 0 && i < cnt)
+        out[int64_t(rb + i) * ldo + col] = s;
+    }
+  }
+}
+
+/// Decode variant. One warp per output feature; block 256 (8 features).
+/// grid (ceil(N / 8), Grouped ? E : 1).
+template <typename WA, typename WB, int RowsA, int RowsB, int In, int E, int K,
+          bool Gather, bool Grouped, int NumPtrs>
+__device__ void gemv(const float *x, const int32_t *perm,
+                     const int32_t *offsets, const Ptrs<NumPtrs> &w, int n,
+                     float *out) {
+  static_assert(In % 8 == 0, "the input width must be a multiple of 8");
+  constexpr int N = RowsA + RowsB, Parts = RowsB > 0 ? 2 : 1;
+  int e = Grouped ? blockIdx.y : 0;
+  int r0 = Grouped ? offsets[e] : 0, r1 = Grouped ? offsets[e + 1] : n;
+  int col = blockIdx.x * 8 + threadIdx.x / 32;
+  if (r0 >= r1 || col >= N)
+    return;
+  if (RowsB == 0 || col < RowsA)
+    gemvRow<WA, In, K, Gather>(
+        static_cast<const WA *>(w.p[e * Parts]) + int64_t(col) * In, x, perm,
+        r0, r1, col, out, N);
+  else
+    gemvRow<WB, In, K, Gather>(static_cast<const WB *>(w.p[e * Parts + 1]) +
+                                   int64_t(col - RowsA) * In,
+                               x, perm, r0, r1, col, out, N);
+}
+
+/// The block's rows for the prefill variant: m-tile blockIdx.x counted over
+/// the groups in order. Returns false when the tile is past the last row.
+template <int E, int BM, bool Grouped>
+__device__ __forceinline__ bool mmaTile(const int32_t *offsets, int n, int &e,
+                                        int &r0, int &r1) {
+  int tile = blockIdx.x;
+  if (!Grouped) {
+    e = 0, r0 = tile * BM, r1 = n;
+    return r0 < r1;
+  }
+  int before = 0;
+  for (int g = 0; g < E; ++g) {
+    int lo = offsets[g], hi = offsets[g + 1];
+    int tiles = (hi - lo + BM - 1) / BM;
+    if (tile < before + tiles) {
+      e = g, r0 = lo + (tile - before) * BM, r1 = hi;
+      return true;
+    }
+    before += tiles;
+  }
+  return false;
+}
+
+template <typename T> struct Convert;
+template <> struct Convert<__half> {
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&h);
+  }
+};
+template <> struct Convert<__nv_bfloat16> {
+  static __device__ __forceinline__ uint32_t pack(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&h);
+  }
+};
+
+/// Prefill variant on tensor cores. Block tile 64 rows x 128 features,
+/// K-steps of 64; 8 warps in a 2 x 4 grid, each 32 x 32 (2 x 2 WMMA 16x16x16
+/// fragments). The next K-step's tiles are loaded into registers while the
+/// current one is multiplied. grid (m-tiles, ceil(N / 128)), block 256.
+template <typename T, int RowsA, int RowsB, int In, int E, int K, bool Gather,
+          bool Grouped, int NumPtrs>
+__device__ void gemmMma(const float *x, const int32_t *perm,
+                        const int32_t *offsets, const Ptrs<NumPtrs> &w, int n,
+                        float *out) {
+  using namespace nvcuda;
+  constexpr int BM = 64, BN = 128, BK = 64, LD = BK + 8, LDC = BN + 4;
+  constexpr int N = RowsA + RowsB, Parts = RowsB > 0 ? 2 : 1;
+  static_assert(In % BK == 0, "the input width must be a multiple of 64");
+  static_assert(N % 4 == 0, "the output width must be a multiple of 4");
+  int e, r0, r1;
+  if (!mmaTile<E, BM, Grouped>(offsets, n, e, r0, r1))
+    return;
+  int n0 = blockIdx.y * BN;
+  int tid = threadIdx.x, warp = tid / 32;
+
+  struct AB {
+    T a[BM][LD];
+    T b[BN][LD];
+  };
+  union Smem {
+    AB ab;
+    float c[BM][LDC];
+  };
+  __shared__ __align__(128) Smem smem;
+
+  // A: thread -> row tid / 4, 16 consecutive k at (tid % 4) * 16.
+  int ar = tid / 4, ak = (tid % 4) * 16;
+  const float *aRow =
+      r0 + ar < r1
+          ? x + int64_t(inputRow<K, Gather>(perm, r0 + ar)) * In + ak
+          : nullptr;
+  // B: thread -> weight row n0 + tid / 2, 32 consecutive k at (tid % 2) * 32.
+  int br = tid / 2, bk = (tid % 2) * 32, col = n0 + br;
+  const T *bRow = nullptr;
+  if (col < N)
+    bRow = (RowsB == 0 || col < RowsA)
+               ? static_cast<const T *>(w.p[e * Parts]) + int64_t(col) * In
+               : static_cast<const T *>(w.p[e * Parts + 1]) +
+                     int64_t(col - RowsA) * In;
+  if (bRow)
+    bRow += bk;
+
+  float4 aReg[4];
+  uint4 bReg[4];
+  auto loadGlobal = [&](int k0) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      aReg[i] = aRow ? __ldg(reinterpret_cast<const float4 *>(aRow + k0) + i)
+                     : make_float4(0, 0, 0, 0);
+      bReg[i] = bRow ? __ldg(reinterpret_cast<const uint4 *>(bRow + k0) + i)
+                     : make_uint4(0, 0, 0, 0);
+    }
+  };
+  auto storeShared = [&] {
+    uint4 packed[2];
+    uint32_t *p = reinterpret_cast<uint32_t *>(packed);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      p[2 * i] = Convert<T>::pack(aReg[i].x, aReg[i].y);
+      p[2 * i + 1] = Convert<T>::pack(aReg[i].z, aReg[i].w);
+    }
+    uint4 *a = reinterpret_cast<uint4 *>(&smem.ab.a[ar][ak]);
+    a[0] = packed[0];
+    a[1] = packed[1];
+    uint4 *b = reinterpret_cast<uint4 *>(&smem.ab.b[br][bk]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      b[i] = bReg[i];
+  };
+
+  int wm = warp / 4, wn = warp % 4;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::fill_fragment(acc[i][j], 0.0f);
+
+  loadGlobal(0);
+  for (int k0 = 0; k0 < In; k0 += BK) {
+    __syncthreads();
+    storeShared();
+    __syncthreads();
+    if (k0 + BK < In)
+      loadGlobal(k0 + BK);
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> af[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> bf[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        wmma::load_matrix_sync(af[i], &smem.ab.a[wm * 32 + i * 16][kk], LD);
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        wmma::load_matrix_sync(bf[j], &smem.ab.b[wn * 32 + j * 16][kk], LD);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+          wmma::mma_sync(acc[i][j], af[i], bf[j], acc[i][j]);
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&smem.c[wm * 32 + i * 16][wn * 32 + j * 16],
+                              acc[i][j], LDC, wmma::mem_row_major);
+  __syncthreads();
+  for (int idx = tid; idx < BM * BN / 4; idx += 256) {
+    int row = idx / (BN / 4), c = (idx % (BN / 4)) * 4;
+    if (r0 + row < r1 && n0 + c < N)
+      *reinterpret_cast<float4 *>(out + int64_t(r0 + row) * N + n0 + c) =
+          *reinterpret_cast<const float4 *>(&smem.c[row][c]);
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Attention over the ring-buffer KV cache
+//===----------------------------------------------------------------------===//
+//
+// Keys and values of positions in this chunk (>= pos[0]) are read from the
+// chunk's k/v inputs, older ones from the cache; `kvAppend` writes the chunk
+// into the cache afterwards. Reading in-chunk positions from the inputs is
+// what makes a parallel chunk exact when it is longer than the window: a
+// position the chunk evicts is still read from the slot it occupied.
+
+template <int KvHeads, int D, int Cap>
+__device__ __forceinline__ const float *
+kvRow(int j, int g, int p0, const float *chunk, const float *cache) {
+  return j >= p0 ? chunk + int64_t(j - p0) * KvHeads * D + g * D
+                 : cache + (int64_t(g) * Cap + j % Cap) * D;
+}
+
+template <int Cap, int Window>
+__device__ __forceinline__ int firstKey(int p) {
+  int first = Window > 0 ? max(0, p - Window + 1) : 0;
+  return max(first, p - Cap + 1);
+}
+
+/// Decode variant: one block (128 threads) per (query head, token), keys in
+/// tiles of 128 (one per thread) with an online softmax. grid (Heads, T).
+template <int Heads, int KvHeads, int D, int Cap, int Window>
+__device__ void attentionDecode(const float *q, const float *k, const float *v,
+                                const float *kc, const float *vc,
+                                const int32_t *pos, float scale, float *out) {
+  constexpr int Threads = 128, Tile = 128, Group = Heads / KvHeads;
+  static_assert(Threads % D == 0 || D % Threads == 0, "head_dim");
+  constexpr int Parts = D <= Threads ? Threads / D : 1;
+  constexpr int Dims = D <= Threads ? 1 : D / Threads;
+  __shared__ float qs[D], ps[Tile], red[Threads / 32];
+  __shared__ float part[Threads][Dims];
+  int h = blockIdx.x, t = blockIdx.y, g = h / Group, tid = threadIdx.x;
+  int p = pos[t], p0 = pos[0], first = firstKey<Cap, Window>(p);
+  for (int i = tid; i < D; i += Threads)
+    qs[i] = q[int64_t(t) * Heads * D + h * D + i] * scale;
+  __syncthreads();
+  int d = tid % (D <= Threads ? D : Threads), which = tid / D;
+  float m = -INFINITY, l = 0, acc[Dims] = {};
+  for (int s = first; s <= p; s += Tile) {
+    int cnt = min(Tile, p - s + 1);
+    float sc = -INFINITY;
+    if (tid < cnt) {
+      const float *kr = kvRow<KvHeads, D, Cap>(s + tid, g, p0, k, kc);
+      float dot = 0;
+#pragma unroll 8
+      for (int i = 0; i < D; i += 4) {
+        float4 kv = *reinterpret_cast<const float4 *>(kr + i);
+        dot += qs[i] * kv.x + qs[i + 1] * kv.y + qs[i + 2] * kv.z +
+               qs[i + 3] * kv.w;
+      }
+      sc = dot;
+    }
+    float mNew = fmaxf(m, blockReduce<Threads, true>(sc, red));
+    float pv = tid < cnt ? expf(sc - mNew) : 0.0f;
+    ps[tid] = pv;
+    float tileSum = blockReduce<Threads, false>(pv, red); // also publishes ps
+    float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
+    l = l * corr + tileSum;
+#pragma unroll
+    for (int c = 0; c < Dims; ++c)
+      acc[c] *= corr;
+    for (int i = which; i < cnt; i += Parts) {
+      const float *vr = kvRow<KvHeads, D, Cap>(s + i, g, p0, v, vc);
+#pragma unroll
+      for (int c = 0; c < Dims; ++c)
+        acc[c] += ps[i] * vr[d + c * Threads];
+    }
+    m = mNew;
+    __syncthreads();
+  }
+#pragma unroll
+  for (int c = 0; c < Dims; ++c)
+    part[tid][c] = acc[c];
+  __syncthreads();
+  if (which == 0 || Parts == 1) {
+#pragma unroll
+    for (int c = 0; c < Dims; ++c) {
+      float total = 0;
+      for (int j = 0; j < Parts; ++j)
+        total += part[d + j * D][c];
+      out[int64_t(t) * Heads * D + h * D + d + c * Threads] = total / l;
+    }
+  }
+}
+
+/// Prefill variant: one block (128 threads) per (query head, 16 queries);
+/// tiles of 32 keys and values are staged in shared memory and shared by the
+/// 16 queries; 8 threads per query split the keys of a tile for the scores
+/// and the head dims for the output. grid (Heads, ceil(T / 16)).
+template <int Heads, int KvHeads, int D, int Cap, int Window>
+__device__ void attentionPrefill(const float *q, const float *k,
+                                 const float *v, const float *kc,
+                                 const float *vc, const int32_t *pos, int n,
+                                 float scale, float *out) {
+  constexpr int QT = 16, KT = 32, Group = Heads / KvHeads, Dims = D / 8;
+  static_assert(D % 8 == 0, "head_dim must be a multiple of 8");
+  __shared__ float qs[QT][D + 1], ks[KT][D + 1], vs[KT][D], ss[QT][KT + 1];
+  int h = blockIdx.x, t0 = blockIdx.y * QT, g = h / Group, tid = threadIdx.x;
+  int qi = tid / 8, lane8 = tid % 8;
+  int last = min(t0 + QT, n) - 1, p0 = pos[0];
+  int lo = firstKey<Cap, Window>(pos[t0]), hi = pos[last];
+  bool valid = t0 + qi <= last;
+  int pq = valid ? pos[t0 + qi] : -1, fq = firstKey<Cap, Window>(pq);
+  for (int i = tid; i < QT * D; i += 128) {
+    int r = i / D, c = i % D;
+    qs[r][c] = t0 + r <= last
+                   ? q[int64_t(t0 + r) * Heads * D + h * D + c] * scale
+                   : 0.0f;
+  }
+  float m = -INFINITY, l = 0, acc[Dims] = {};
+  for (int s = lo; s <= hi; s += KT) {
+    __syncthreads(); // the previous tile is consumed (and qs is written)
+    for (int i = tid; i < KT * D / 4; i += 128) {
+      int kk = i / (D / 4), c = (i % (D / 4)) * 4, j = s + kk;
+      float4 kv = make_float4(0, 0, 0, 0), vv = kv;
+      if (j <= hi) {
+        kv = *reinterpret_cast<const float4 *>(
+            kvRow<KvHeads, D, Cap>(j, g, p0, k, kc) + c);
+        vv = *reinterpret_cast<const float4 *>(
+            kvRow<KvHeads, D, Cap>(j, g, p0, v, vc) + c);
+      }
+      ks[kk][c] = kv.x, ks[kk][c + 1] = kv.y, ks[kk][c + 2] = kv.z,
+      ks[kk][c + 3] = kv.w;
+      *reinterpret_cast<float4 *>(&vs[kk][c]) = vv;
+    }
+    __syncthreads();
+    float sc[KT / 8], rowMax = -INFINITY;
+#pragma unroll
+    for (int mi = 0; mi < KT / 8; ++mi) {
+      int kk = lane8 + 8 * mi, j = s + kk;
+      sc[mi] = -INFINITY;
+      if (valid && j <= pq && j >= fq) {
+        float dot = 0;
+#pragma unroll 16
+        for (int c = 0; c < D; ++c)
+          dot += qs[qi][c] * ks[kk][c];
+        sc[mi] = dot;
+      }
+      rowMax = fmaxf(rowMax, sc[mi]);
+    }
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1)
+      rowMax = fmaxf(rowMax, __shfl_xor_sync(0xffffffffu, rowMax, o));
+    float mNew = fmaxf(m, rowMax), rowSum = 0;
+#pragma unroll
+    for (int mi = 0; mi < KT / 8; ++mi) {
+      float pv = sc[mi] == -INFINITY ? 0.0f : expf(sc[mi] - mNew);
+      ss[qi][lane8 + 8 * mi] = pv;
+      rowSum += pv;
+    }
+#pragma unroll
+    for (int o = 4; o > 0; o >>= 1)
+      rowSum += __shfl_xor_sync(0xffffffffu, rowSum, o);
+    float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
+    l = l * corr + rowSum;
+    m = mNew;
+    __syncwarp();
+#pragma unroll
+    for (int c = 0; c < Dims; ++c)
+      acc[c] *= corr;
+    for (int kk = 0; kk < KT; ++kk) {
+      float pk = ss[qi][kk];
+#pragma unroll
+      for (int c = 0; c < Dims; ++c)
+        acc[c] += pk * vs[kk][lane8 + 8 * c];
+    }
+  }
+  if (valid)
+#pragma unroll
+    for (int c = 0; c < Dims; ++c)
+      out[int64_t(t0 + qi) * Heads * D + h * D + lane8 + 8 * c] = acc[c] / l;
+}
+
+/// Writes the chunk's keys and values into their slots; only the last Cap
+/// tokens of a chunk longer than the ring are stored (each slot once).
+/// grid (ceil(T * KvHeads * D / 256)), block 256.
+template <int KvHeads, int D, int Cap>
+__device__ void kvAppend(const float *k, const float *v, const int32_t *pos,
+                         int n, float *kc, float *vc) {
+  constexpr int Width = KvHeads * D;
+  int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
+  if (idx >= int64_t(n) * Width)
+    return;
+  int t = int(idx / Width), rem = int(idx % Width), g = rem / D, c = rem % D;
+  if (t < n - Cap)
+    return;
+  int64_t slot = (int64_t(g) * Cap + pos[t] % Cap) * D + c;
+  kc[slot] = k[idx];
+  vc[slot] = v[idx];
+}
+
+} // namespace cuda
+} // namespace moert
+
+#endif // MOERT_CUDA_KERNELS_CUH

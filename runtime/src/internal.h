@@ -1,0 +1,38 @@
+//===- internal.h - libmoert's pieces, between its files -------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOERT_SRC_INTERNAL_H
+#define MOERT_SRC_INTERNAL_H
+
+#include "moert/moert.h"
+
+#include <vector>
+
+/// Records the message of the failing call (moert_last_error) and returns
+/// `status`.
+moert_status moert_fail(moert_status status, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+// The CUDA backend (cuda.cpp).
+struct moert_cuda_model;
+struct moert_cuda_session;
+/// Opens the driver and device 0, loads the program's kernels and uploads
+/// the weights (`host`: one pointer per manifest entry).
+moert_status moert_cuda_model_load(const moert_program *program,
+                                   const std::vector<const void *> &host,
+                                   moert_cuda_model **out);
+void moert_cuda_model_free(moert_cuda_model *model);
+const char *moert_cuda_device_name(const moert_cuda_model *model);
+moert_status moert_cuda_session_create(moert_cuda_model *model,
+                                       int64_t max_tokens,
+                                       moert_cuda_session **out);
+void moert_cuda_session_free(moert_cuda_session *session);
+/// Runs one chunk: host tokens/positions in, host logits out.
+moert_status moert_cuda_forward(moert_cuda_session *session, int64_t n,
+                                const int32_t *tokens, const int32_t *positions,
+                                float *logits);
+
+#endif // MOERT_SRC_INTERNAL_H
