@@ -47,6 +47,7 @@ if os.access(config.moe_nvcc, os.X_OK):
 config.substitutions.append(("%runtime_include", os.path.join(config.moe_src_root, "runtime", "include")))
 if config.moe_cuda_emu_lib:
     config.available_features.add("cuda-emu")
+    config.substitutions.append(("%cuda_emu_lib", config.moe_cuda_emu_lib))
     config.substitutions.append(
         ("%cuda_emu", " ".join(
             ["--target", "cuda-emu", "--cxx", config.moe_cxx,

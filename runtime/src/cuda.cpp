@@ -20,6 +20,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "cuda_api.h"
 #include "internal.h"
 
 #include <dlfcn.h>
@@ -32,9 +33,12 @@
 
 namespace {
 
+// cuda.h's types, spelled here so libmoert builds without the toolkit.
 using CUresult = int;
 using CUdevice = int;
 using CUdeviceptr = unsigned long long;
+using CUdevice_attribute = int;
+using CUstreamCaptureMode = int;
 using CUcontext = struct CUctx_st *;
 using CUmodule = struct CUmod_st *;
 using CUfunction = struct CUfunc_st *;
@@ -47,51 +51,8 @@ constexpr CUresult kNoBinaryForGpu = 209;
 constexpr int kAttrComputeMajor = 75, kAttrComputeMinor = 76;
 constexpr int kCaptureThreadLocal = 1;
 
-/// The driver entry points moert uses, with cuda.h's signatures.
+/// The driver entry points moert uses.
 struct Driver {
-#define MOERT_CU_FUNCTIONS(X)                                                  \
-  X(cuInit, "cuInit", CUresult (*)(unsigned))                                  \
-  X(cuDeviceGetCount, "cuDeviceGetCount", CUresult (*)(int *))                 \
-  X(cuDeviceGet, "cuDeviceGet", CUresult (*)(CUdevice *, int))                 \
-  X(cuDeviceGetName, "cuDeviceGetName", CUresult (*)(char *, int, CUdevice))   \
-  X(cuDeviceGetAttribute, "cuDeviceGetAttribute",                              \
-    CUresult (*)(int *, int, CUdevice))                                        \
-  X(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain",                      \
-    CUresult (*)(CUcontext *, CUdevice))                                       \
-  X(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2",                 \
-    CUresult (*)(CUdevice))                                                    \
-  X(cuCtxSetCurrent, "cuCtxSetCurrent", CUresult (*)(CUcontext))               \
-  X(cuModuleLoadData, "cuModuleLoadData",                                      \
-    CUresult (*)(CUmodule *, const void *))                                    \
-  X(cuModuleUnload, "cuModuleUnload", CUresult (*)(CUmodule))                  \
-  X(cuModuleGetFunction, "cuModuleGetFunction",                                \
-    CUresult (*)(CUfunction *, CUmodule, const char *))                        \
-  X(cuMemAlloc, "cuMemAlloc_v2", CUresult (*)(CUdeviceptr *, size_t))          \
-  X(cuMemFree, "cuMemFree_v2", CUresult (*)(CUdeviceptr))                      \
-  X(cuMemsetD8, "cuMemsetD8_v2",                                               \
-    CUresult (*)(CUdeviceptr, unsigned char, size_t))                          \
-  X(cuMemcpyHtoD, "cuMemcpyHtoD_v2",                                           \
-    CUresult (*)(CUdeviceptr, const void *, size_t))                           \
-  X(cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2",                                 \
-    CUresult (*)(CUdeviceptr, const void *, size_t, CUstream))                 \
-  X(cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2",                                 \
-    CUresult (*)(void *, CUdeviceptr, size_t, CUstream))                       \
-  X(cuStreamCreate, "cuStreamCreate", CUresult (*)(CUstream *, unsigned))      \
-  X(cuStreamDestroy, "cuStreamDestroy_v2", CUresult (*)(CUstream))             \
-  X(cuStreamSynchronize, "cuStreamSynchronize", CUresult (*)(CUstream))        \
-  X(cuLaunchKernel, "cuLaunchKernel",                                          \
-    CUresult (*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, \
-                 unsigned, unsigned, CUstream, void **, void **))              \
-  X(cuStreamBeginCapture, "cuStreamBeginCapture_v2",                           \
-    CUresult (*)(CUstream, int))                                               \
-  X(cuStreamEndCapture, "cuStreamEndCapture",                                  \
-    CUresult (*)(CUstream, CUgraph *))                                         \
-  X(cuGraphInstantiate, "cuGraphInstantiateWithFlags",                         \
-    CUresult (*)(CUgraphExec *, CUgraph, unsigned long long))                  \
-  X(cuGraphLaunch, "cuGraphLaunch", CUresult (*)(CUgraphExec, CUstream))       \
-  X(cuGraphExecDestroy, "cuGraphExecDestroy", CUresult (*)(CUgraphExec))       \
-  X(cuGraphDestroy, "cuGraphDestroy", CUresult (*)(CUgraph))                   \
-  X(cuGetErrorString, "cuGetErrorString", CUresult (*)(CUresult, const char **))
 #define MOERT_CU_MEMBER(name, symbol, ...)                                     \
   using name##_fn = __VA_ARGS__;                                               \
   name##_fn name = nullptr;

@@ -49,6 +49,8 @@ def main():
                    help="also build with -O0 and require the same logits as -O2 (f32 tolerance)")
     p.add_argument("--target", choices=["cpu", "cuda", "cuda-emu"], default="cpu")
     p.add_argument("--cuda-arch", default="", help="--cuda-arch for --target cuda")
+    p.add_argument("--compare-cpu", action="store_true",
+                   help="also build the CPU target and require its logits within tol")
     p.add_argument("--cxx", default="c++")
     p.add_argument("--emu-driver", help="the emulator's fake libcuda (cuda-emu)")
     p.add_argument("--emu-include", help="directory of cuda_emu.h (cuda-emu)")
@@ -125,6 +127,15 @@ def main():
         if diff > args.tol * float(np.max(np.abs(logits))):
             sys.exit(f"chunked prefill ({args.compare_chunked}) differs from single-shot by {diff:.3e}")
         print(f"chunked prefill ({args.compare_chunked} tokens/chunk) matches single-shot: max |diff| {diff:.2e}")
+
+    if args.compare_cpu and args.target != "cpu":
+        cpu = os.path.join(args.work, "model-cpu.bin")
+        run(compile_cmd + ["-o", cpu])
+        _, cpu_logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "cpu.npy"), cpu)
+        diff = float(np.max(np.abs(cpu_logits - logits)))
+        if diff > args.tol * float(np.max(np.abs(cpu_logits))):
+            sys.exit(f"{args.target} and CPU logits differ by {diff:.3e}")
+        print(f"{args.target} and CPU targets agree: max |diff| {diff:.2e}")
 
     if args.differential and args.target != "cpu":
         sys.exit("--differential compares -O0 with -O2, which only the CPU target builds")

@@ -1,0 +1,113 @@
+"""Every tiny configuration of the CPU end-to-end suite, run on the CUDA target.
+
+    cuda_configs.py --moe-compile BIN --work DIR [--jobs N] [--only NAME]
+        [check_e2e.py target options: --target cuda|cuda-emu ...]
+        [--compare-cpu]
+
+Runs check_e2e.py once per configuration below (the CPU suite's sixteen, in
+test/e2e/cpu-tiny-*.test, plus prompts long enough for the prefill kernels)
+with the given target options, and prints one line per configuration and a
+summary `N/N configurations OK`. Exits non-zero if any failed.
+
+Tolerances (max |diff| <= tol * max |logit| per row, against the float64
+reference): 1e-4 for f32 weights, as on the CPU. With f16 or bf16 weights the
+prefill matmuls run on tensor cores, which take their activations rounded to
+the weight type (10 or 7 mantissa bits) and accumulate in f32: 2e-3 for f16,
+1e-2 for bf16 (measured worst on the emulator: 6.4e-4 and 6.9e-3). Decode
+steps keep f32 activations.
+"""
+
+import argparse
+import concurrent.futures
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+PROMPT40 = ",".join(str((i * 37 + 11) % 256) for i in range(40))
+
+# (name, check_e2e.py arguments)
+CONFIGS = [
+    ("default", ["-n", "32"]),
+    ("window", ["--set", "sliding_window=4", "--tokens", "1,2,3,4,5,6,7,8,9",
+                "-n", "12", "--compare-chunked", "3"]),
+    ("window6", ["--set", "sliding_window=4", "--tokens", "1,2,3,4,5,6,7,8,9",
+                 "-n", "4", "--max-batch-tokens", "6"]),
+    ("hd8", ["--set", "head_dim=8"]),
+    ("hd32", ["--set", "head_dim=32", "--set", "rope_theta=1e6"]),
+    ("chunked", ["--tokens", "5,4,3,2,1,200,100,50,25,12,6", "-n", "4",
+                 "--compare-chunked", "2"]),
+    ("k1", ["--set", "num_experts_per_tok=1"]),
+    ("kE", ["--set", "num_experts_per_tok=4"]),
+    ("nonorm", ["--set", "norm_topk_prob=false", "--set", "num_local_experts=3"]),
+    ("mqa", ["--set", "num_key_value_heads=1"]),
+    ("mha", ["--set", "num_key_value_heads=4"]),
+    ("sharded", ["--shards", "3"]),
+    ("tied", ["--set", "tie_word_embeddings=true"]),
+    ("f16", ["--dtype", "f16"]),
+    ("bf16", ["--dtype", "bf16", "--seed", "3"]),
+    ("mixed", ["--dtype", "bf16", "--tensor-dtype", "norm.weight=f32",
+               "--tensor-dtype", "w2.weight=f16"]),
+    # Prompts past the decode variants' 8 tokens: the prefill attention and,
+    # with 16-bit weights, the tensor-core matmuls.
+    ("prefill-f32", ["--tokens", PROMPT40, "-n", "4", "--compare-chunked", "5"]),
+    ("prefill-f16", ["--dtype", "f16", "--tokens", PROMPT40, "-n", "4"]),
+    ("prefill-bf16-8e-k3", ["--dtype", "bf16", "--set", "num_local_experts=8",
+                            "--set", "num_experts_per_tok=3", "--tokens", PROMPT40,
+                            "-n", "4"]),
+    ("prefill-window", ["--dtype", "f16", "--set", "sliding_window=8",
+                        "--tokens", PROMPT40, "-n", "6", "--max-batch-tokens", "16",
+                        "--compare-chunked", "24"]),
+    ("prefill-mixed", ["--dtype", "f16", "--tensor-dtype", "w2.weight=bf16",
+                       "--tensor-dtype", "lm_head.weight=f32", "--tokens", PROMPT40,
+                       "-n", "4"]),
+]
+
+
+def tolerance(args):
+    dtype = args[args.index("--dtype") + 1] if "--dtype" in args else "f32"
+    mixed = [a.split("=")[1] for a in args if a.endswith(("=f16", "=bf16"))]
+    if dtype == "bf16" or "bf16" in mixed:
+        return "1e-2"
+    if dtype == "f16" or "f16" in mixed:
+        return "2e-3"
+    return "1e-4"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--moe-compile", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--only", action="append", default=[],
+                   help="run only these configurations")
+    p.add_argument("--compare-cpu", action="store_true",
+                   help="also compare the logits with the CPU target's")
+    args, target = p.parse_known_args()
+
+    configs = [c for c in CONFIGS if not args.only or c[0] in args.only]
+
+    def run(config):
+        name, extra = config
+        cmd = [sys.executable, os.path.join(HERE, "check_e2e.py"),
+               "--moe-compile", args.moe_compile,
+               "--work", os.path.join(args.work, name),
+               "--tol", tolerance(extra)] + target + extra
+        if args.compare_cpu:
+            cmd.append("--compare-cpu")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        return name, proc.returncode == 0, lines[-1] if lines else ""
+
+    failed = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for name, ok, last in pool.map(run, configs):
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {name}: {last}", flush=True)
+    print(f"{len(configs) - failed}/{len(configs)} configurations OK")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
