@@ -2,17 +2,21 @@
 
     check_e2e.py --moe-compile BIN --work DIR [--tokens 1,17,42] [-n 8]
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
-        [--target cpu|cuda|cuda-emu ...]
+        [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
         [generator options: --preset --dtype --seed --shards --set K=V ...]
 
-Generates the model, compiles it with moe-compile (for --target cuda-emu:
-the CUDA target's kernels and host plan, built with the C++ compiler against
-the CPU emulator of test/cuda-emu and run with it as the CUDA driver), runs
-the binary with
+Generates the model, compiles it with moe-compile, runs the binary with
 --dump-logits, and checks every logits row (prefill rows, then one per decode
 step) against the reference forward pass fed the same tokens (float64):
 max |diff| <= tol * max |logit| for each row. Also checks the binary's greedy
 tokens equal the reference's own greedy generation. Prints one summary line.
+
+--target cuda builds with moe-compile --target cuda (needs a GPU to run);
+--target cuda-emu builds the CUDA target's kernels and host plan with the
+C++ compiler against the CPU emulator of test/cuda-emu and runs them with it
+as the CUDA driver. --stage build stops after compiling (and running the CPU
+binary for --compare-cpu); --stage run checks what it left, so a machine
+with the compiler can build for one with the GPU.
 """
 
 import argparse
@@ -49,6 +53,10 @@ def main():
                    help="also build with -O0 and require the same logits as -O2 (f32 tolerance)")
     p.add_argument("--target", choices=["cpu", "cuda", "cuda-emu"], default="cpu")
     p.add_argument("--cuda-arch", default="", help="--cuda-arch for --target cuda")
+    p.add_argument("--stage", choices=["all", "build", "run"], default="all",
+                   help="build: generate and compile only (and with --compare-cpu run "
+                        "the CPU binary); run: check what an earlier build stage left in "
+                        "--work (to build where the compiler is and run where the GPU is)")
     p.add_argument("--compare-cpu", action="store_true",
                    help="also build the CPU target and require its logits within tol")
     p.add_argument("--cxx", default="c++")
@@ -70,10 +78,14 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     model = os.path.join(args.work, "model")
     binary = os.path.join(args.work, "model.bin")
-    generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
-                      dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
+    cpu_npy = os.path.join(args.work, "cpu.npy")
+    if args.stage != "run":
+        generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
+                          dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
     compile_cmd = [args.moe_compile, model, "--quiet"] + args.compile_arg
-    if args.target == "cpu":
+    if args.stage == "run":
+        pass
+    elif args.target == "cpu":
         run(compile_cmd + ["-o", binary])
     elif args.target == "cuda":
         arch = ["--cuda-arch", args.cuda_arch] if args.cuda_arch else []
@@ -102,6 +114,19 @@ def main():
         out = run(cmd, env).split()
         return [int(t) for t in out], np.load(dump)
 
+    def cpu_logits():
+        cpu = os.path.join(args.work, "model-cpu.bin")
+        run(compile_cmd + ["-o", cpu])
+        tokens, logits = run_binary(args.max_batch_tokens, cpu_npy, cpu)
+        os.remove(cpu)
+        return tokens, logits
+
+    if args.stage == "build":
+        if args.compare_cpu and args.target != "cpu":
+            cpu_logits()
+        print(f"built {binary}")
+        return
+
     generated, logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "logits.npy"))
     prompt = [int(t) for t in args.tokens.split(",")]
     if logits.shape != (len(prompt) + args.n, logits.shape[1]):
@@ -129,11 +154,14 @@ def main():
         print(f"chunked prefill ({args.compare_chunked} tokens/chunk) matches single-shot: max |diff| {diff:.2e}")
 
     if args.compare_cpu and args.target != "cpu":
-        cpu = os.path.join(args.work, "model-cpu.bin")
-        run(compile_cmd + ["-o", cpu])
-        _, cpu_logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "cpu.npy"), cpu)
-        diff = float(np.max(np.abs(cpu_logits - logits)))
-        if diff > args.tol * float(np.max(np.abs(cpu_logits))):
+        if args.stage == "run":
+            cpu = np.load(cpu_npy)  # left by the build stage
+        else:
+            _, cpu = cpu_logits()
+        if cpu.shape != logits.shape:
+            sys.exit(f"CPU logits have shape {cpu.shape}, {args.target} {logits.shape}")
+        diff = float(np.max(np.abs(cpu - logits)))
+        if diff > args.tol * float(np.max(np.abs(cpu))):
             sys.exit(f"{args.target} and CPU logits differ by {diff:.3e}")
         print(f"{args.target} and CPU targets agree: max |diff| {diff:.2e}")
 

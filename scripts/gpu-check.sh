@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+#===- scripts/gpu-check.sh - the CUDA target on a machine with a GPU -------===#
+#
+# In one run: sets up and builds; runs every tiny configuration of the CPU
+# suite on the CUDA target (the gpu-labelled ctest: logits against the numpy
+# reference and the CPU target, see test/e2e/cuda_configs.py); then the
+# benchmark (bench/cuda_mini.py: decode against the GPU's read bandwidth,
+# the prefill expert GEMMs against cuBLAS). Fails if there is no GPU.
+#
+#   scripts/gpu-check.sh [bench options]
+#   scripts/gpu-check.sh --bundle DIR [bench options]
+#
+# --bundle runs what scripts/gpu-bundle.sh built on another machine instead
+# of building here (for GPU machines without the LLVM/MLIR toolchain; needs
+# python3 with numpy, nvcc and cuBLAS).
+#
+#===------------------------------------------------------------------------===#
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${MOE_BUILD_DIR:-$root/build}
+export PYTHONPATH="$root/python"
+
+if [ "${1:-}" = "--bundle" ]; then
+  bundle=$(cd "$2" && pwd)
+  shift 2
+  arch=$(cat "$bundle/arch")
+  echo "==> the CUDA target on every tiny configuration (prebuilt, $arch)"
+  python3 "$root/test/e2e/cuda_configs.py" --moe-compile none \
+    --work "$bundle/tiny" --jobs 8 --compare-cpu --stage run --target cuda
+  echo "==> benchmark"
+  python3 "$root/bench/cuda_mini.py" --bundle "$bundle" --cuda-arch "$arch" "$@"
+  exit 0
+fi
+
+"$root/scripts/setup.sh"
+
+echo "==> the CUDA target on every tiny configuration"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+(cd "$build" && ctest -L gpu -V) | tee "$log"
+if grep -q "SKIPPED" "$log"; then
+  echo "gpu-check: no usable GPU on this machine" >&2
+  exit 1
+fi
+grep -q "100% tests passed" "$log" || exit 1
+
+echo "==> benchmark"
+/usr/bin/python3 "$root/bench/cuda_mini.py" --build "$build" "$@"
