@@ -7,9 +7,9 @@
 // Exports the driver entry points libmoert's CUDA backend resolves, over host
 // memory, so a CUDA program built against cuda_emu.h runs on the CPU with
 // MOERT_CUDA_DRIVER pointing here. Launches run the kernel's blocks one
-// after another, each thread of a block on its own fiber (a stack and a
-// 7-instruction x86-64 context switch); barriers and shuffles switch
-// fibers. Stream capture records launches (with copies of their arguments)
+// after another (last block first), each thread of a block on its own fiber
+// (a stack and a 7-instruction x86-64 context switch; highest thread first);
+// barriers and shuffles switch fibers. Stream capture records launches (with copies of their arguments)
 // into a graph that cuGraphLaunch replays, so the runtime's decode graph
 // path is exercised too. MOERT_CUDA_EMU_TRACE=FILE appends one line per
 // executed launch (kernel name, grid, block).
@@ -104,7 +104,9 @@ void runBlock(unsigned threads) {
   for (unsigned t = 0; t < threads; ++t)
     startFiber(fibers[t]);
   for (;;) {
-    for (unsigned t = 0; t < threads; ++t)
+    // Highest thread first: code that relies on an order the hardware
+    // does not promise (between barriers) goes wrong here too.
+    for (unsigned t = threads; t-- > 0;)
       if (fibers[t].state == State::Ready) {
         current = t;
         moert_emu_switch(&schedulerSp, fibers[t].sp);
@@ -170,8 +172,11 @@ void launch(const Kernel &k, unsigned gx, unsigned gy, unsigned block,
   runningArgs = args;
   gridDim = {gx, gy, 1};
   blockDim = {block, 1, 1};
-  for (unsigned y = 0; y < gy; ++y)
-    for (unsigned x = 0; x < gx; ++x) {
+  // Blocks last to first, for the same reason: a kernel whose blocks race
+  // (write the same memory, or read what another block writes) gives the
+  // result of the reverse of the launch order.
+  for (unsigned y = gy; y-- > 0;)
+    for (unsigned x = gx; x-- > 0;) {
       blockIdx = {x, y, 0};
       runBlock(block);
     }

@@ -26,6 +26,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 PROMPT40 = ",".join(str((i * 37 + 11) % 256) for i in range(40))
+PROMPT150 = ",".join(str((i * 53 + 5) % 256) for i in range(150))
 
 # (name, check_e2e.py arguments)
 CONFIGS = [
@@ -59,6 +60,9 @@ CONFIGS = [
     ("prefill-window", ["--dtype", "f16", "--set", "sliding_window=8",
                         "--tokens", PROMPT40, "-n", "6", "--max-batch-tokens", "16",
                         "--compare-chunked", "24"]),
+    # More than one 128-key tile in the decode attention (chunks of 8).
+    ("long-decode", ["--dtype", "f16", "--tokens", PROMPT150, "-n", "4",
+                     "--max-batch-tokens", "8"]),
     ("prefill-mixed", ["--dtype", "f16", "--tensor-dtype", "w2.weight=bf16",
                        "--tensor-dtype", "lm_head.weight=f32", "--tokens", PROMPT40,
                        "-n", "4"]),
