@@ -228,7 +228,8 @@ void HostPlanEmitter::writeTables(raw_ostream &os) const {
        << c.window << "},\n";
   os << "};\n\n"
      << "int64_t scratchFloats(int64_t n_max) { return n_max * "
-     << arenaPerToken << "; }\n\n";
+     << arenaPerToken << (workspaceFloats ? " + " : "")
+     << (workspaceFloats ? std::to_string(workspaceFloats) : "") << "; }\n\n";
 }
 
 void HostPlanEmitter::writeDescriptor(raw_ostream &os,
@@ -243,7 +244,10 @@ void HostPlanEmitter::writeDescriptor(raw_ostream &os,
     << hidden << ", vocab " << vocab << "), " << targetName << " target\n"
     << "weights: " << manifest.size() << " tensors in " << weightDir << "\n"
     << "activation arena: " << arenaPerToken
-    << " floats per token of the batch\n"
+    << " floats per token of the batch";
+  if (workspaceFloats)
+    p << " + " << workspaceFloats << " floats of workspace";
+  p << "\n"
     << "kv cache: " << cacheFloats * 4 << " bytes for " << maxPositions
     << " positions\n";
   for (auto [l, c] : llvm::enumerate(caches))

@@ -98,6 +98,9 @@ protected:
   std::vector<Cache> caches;
   int64_t maxPositions = 0, vocab = 0, hidden = 0;
   int64_t arenaPerToken = 0;
+  /// Floats after the arena that do not scale with the batch: a target's
+  /// own scratch (the CUDA decode attention's split partials).
+  int64_t workspaceFloats = 0;
 
 private:
   LogicalResult collectManifest();

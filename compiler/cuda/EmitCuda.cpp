@@ -9,6 +9,8 @@
 
 #include "llvm/ADT/StringExtras.h"
 
+#include <algorithm>
+
 using namespace mlir;
 using namespace mlir::moe;
 
@@ -38,6 +40,8 @@ public:
 
   std::string device;
   std::vector<std::string> kernelNames;
+  int64_t workspace() const { return workspaceFloats; }
+  int64_t arenaFloatsPerToken() const { return arenaPerToken; }
 
 private:
   LogicalResult emitOp(Operation *op) override;
@@ -234,30 +238,33 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
         Twine(a.getNumHeads()).str() + ", " + Twine(c->kvHeads).str() + ", " +
         Twine(c->headDim).str() + ", " + Twine(c->capacity).str() + ", " +
         Twine(c->window).str();
+    // Decode splits the keys over up to 32 blocks per head: one per 256
+    // keys the cache can hold for a query.
+    int64_t span = c->window ? std::min(c->window, c->capacity) : c->capacity;
+    int64_t splits = std::clamp<int64_t>((span + 255) / 256, 1, 32);
+    workspaceFloats = std::max(workspaceFloats, kCudaDecodeMaxTokens *
+                                                    int64_t(a.getNumHeads()) *
+                                                    splits * (c->headDim + 2));
     std::string io = "const float *q, const float *k, const float *v, const "
                      "float *kc, const float *vc, const int32_t *pos, ";
     size_t decode =
-        kernel("attention_decode", 128, io + "float scale, float *out",
-               "moert::cuda::attentionDecode<" + shape +
-                   ">(q, k, v, kc, vc, pos, scale, out)");
+        kernel("attention_decode", 128, io + "float scale, float *ws",
+               "moert::cuda::attentionDecode<" + shape + ", " + Twine(splits) +
+                   ">(q, k, v, kc, vc, pos, scale, ws)");
+    size_t finish = kernel(
+        "attention_decode_finish", 128,
+        "const float *ws, const float *k, const float *v, const int32_t *pos, "
+        "int n, float *out, float *kc, float *vc",
+        "moert::cuda::attentionDecodeFinish<" + Twine(a.getNumHeads()) + ", " +
+            Twine(c->kvHeads) + ", " + Twine(c->headDim) + ", " +
+            Twine(c->capacity) + ", " + Twine(splits) +
+            ">(ws, k, v, pos, n, out, kc, vc)");
     size_t prefill =
         kernel("attention_prefill", 128, io + "int n, float scale, float *out",
                "moert::cuda::attentionPrefill<" + shape +
                    ">(q, k, v, kc, vc, pos, n, scale, out)");
-    out << "  // moe.attention (" << (c->window ? "rolling" : "full")
-        << " cache, " << c->capacity << " slots)\n";
-    std::string scale = constant("float", cppFloat(a.getEffectiveScale()));
-    std::vector<std::string> saved = locals;
-    out << "  if (n <= " << kCudaDecodeMaxTokens << ")\n";
-    launch(decode, Twine(a.getNumHeads()), "n", 128,
-           {q, key, v, kc, vc, "positions", scale, o});
-    out << "  else\n";
-    locals = saved;
-    std::string tokens = constant("int", "n");
-    launch(prefill, Twine(a.getNumHeads()), "cdiv(n, 16)", 128,
-           {q, key, v, kc, vc, "positions", tokens, scale, o});
-    // Only after every query read the old slots.
-    tokens = constant("int", "n");
+    // Both variants append the chunk to the cache only after every query
+    // read the old slots.
     size_t append = kernel(
         "kv_append", 256,
         "const float *k, const float *v, const int32_t *pos, int n, float "
@@ -265,8 +272,26 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
         "moert::cuda::kvAppend<" + Twine(c->kvHeads) + ", " +
             Twine(c->headDim) + ", " + Twine(c->capacity) +
             ">(k, v, pos, n, kc, vc)");
+    out << "  // moe.attention (" << (c->window ? "rolling" : "full")
+        << " cache, " << c->capacity << " slots; decode in " << splits
+        << " key splits)\n";
+    std::string scale = constant("float", cppFloat(a.getEffectiveScale()));
+    std::vector<std::string> saved = locals;
+    out << "  if (n <= " << kCudaDecodeMaxTokens << ") {\n";
+    launch(decode, Twine(a.getNumHeads() * splits), "n", 128,
+           {q, key, v, kc, vc, "positions", scale, "workspace"});
+    std::string tokens = constant("int", "n");
+    launch(finish, Twine(a.getNumHeads()), "n", 128,
+           {"workspace", key, v, "positions", tokens, o, kc, vc});
+    out << "  } else {\n";
+    locals = saved;
+    tokens = constant("int", "n");
+    launch(prefill, Twine(a.getNumHeads()), "cdiv(n, 16)", 128,
+           {q, key, v, kc, vc, "positions", tokens, scale, o});
+    tokens = constant("int", "n");
     launch(append, "cdiv(n * " + Twine(c->kvHeads * c->headDim) + ", 256)", "1",
            256, {key, v, "positions", tokens, kc, vc});
+    out << "  }\n";
     return success();
   }
   if (auto a = dyn_cast<AddOp>(op)) {
@@ -424,6 +449,9 @@ FailureOr<CudaProgram> mlir::moe::emitCudaProgram(ModuleOp module,
      << "  float *arena = ex->scratch;\n"
      << "  const int64_t n_max = ex->max_tokens;\n"
      << "  const void *null = nullptr;\n";
+  if (emitter.workspace())
+    os << "  float *const workspace = arena + n_max * "
+       << emitter.arenaFloatsPerToken() << ";\n";
   for (auto [i, source] : llvm::enumerate(emitter.weights()))
     os << "  const void *W" << i << " = ex->weights[" << i << "]; // "
        << WeightSourceOp(source).getName() << "\n";

@@ -6,7 +6,9 @@ MODEL.mlir is `moe-compile --emit=mlir` (the planned IR), HOST_PLAN.cpp is
 `moe-compile --target cuda --emit=cpp` for the same model. Every result with
 a planned offset (moe.arena_offsets, in op order) must be declared in the
 plan as `arena + n_max * OFFSET`, in the same order, and every launch must
-pass only declared buffers, weights and constants. Prints a summary line.
+pass only declared buffers, weights and constants. The decode attention's
+workspace, where there is one, must lie past the arena and be what
+scratchFloats adds to it. Prints a summary line.
 """
 
 import re
@@ -27,6 +29,16 @@ def main():
     want = planned_offsets(mlir)
     text = open(plan).read()
     body = text[text.index("void forward("):]
+    scratch = re.search(r"scratchFloats\(int64_t n_max\) \{ return n_max \* (\d+)(?: \+ (\d+))?;", text)
+    arena, workspace = int(scratch.group(1)), int(scratch.group(2) or 0)
+    ws = re.search(r"float \*const workspace = arena \+ n_max \* (\d+);", body)
+    if bool(ws) != bool(workspace):
+        sys.exit(f"scratchFloats adds {workspace} floats of workspace, the plan "
+                 f"{'declares' if ws else 'does not declare'} one")
+    if ws and int(ws.group(1)) != arena:
+        sys.exit(f"the workspace starts at {ws.group(1)} floats per token, the arena ends at {arena}")
+    if ws:
+        body = body.replace(ws.group(0), "")
     got = [int(v) for v in re.findall(r"arena \+ n_max \* (\d+)", body)]
     if got != want:
         for i, (g, w) in enumerate(zip(got, want)):
@@ -39,6 +51,8 @@ def main():
         for a in re.findall(r"&(\w+)", args):
             if a.startswith("b") and a not in declared:
                 sys.exit(f"a launch passes undeclared buffer {a}")
+    if any(o >= arena for o in got):
+        sys.exit(f"a buffer starts past the arena's {arena} floats per token")
     print(f"host plan matches the memory plan: {len(got)} buffers, {len(launches)} launches")
 
 

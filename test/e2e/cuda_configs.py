@@ -26,7 +26,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 PROMPT40 = ",".join(str((i * 37 + 11) % 256) for i in range(40))
-PROMPT150 = ",".join(str((i * 53 + 5) % 256) for i in range(150))
+PROMPT280 = ",".join(str((i * 53 + 5) % 256) for i in range(280))
 
 # (name, check_e2e.py arguments)
 CONFIGS = [
@@ -60,9 +60,14 @@ CONFIGS = [
     ("prefill-window", ["--dtype", "f16", "--set", "sliding_window=8",
                         "--tokens", PROMPT40, "-n", "6", "--max-batch-tokens", "16",
                         "--compare-chunked", "24"]),
-    # More than one 128-key tile in the decode attention (chunks of 8).
-    ("long-decode", ["--dtype", "f16", "--tokens", PROMPT150, "-n", "4",
+    # Chunks of 8 tokens through the decode attention: its 2 key splits (512
+    # slots) go from one busy and one empty to two of 140 keys (two tiles).
+    ("long-decode", ["--dtype", "f16", "--tokens", PROMPT280, "-n", "4",
                      "--max-batch-tokens", "8"]),
+    # 8 key splits (2048 slots) of one tile each, most of them empty.
+    ("split8", ["--tokens", PROMPT40, "-n", "8", "--compile-arg=--max-seq",
+                "--compile-arg=2048",
+                "--max-batch-tokens", "4"]),
     ("prefill-mixed", ["--dtype", "f16", "--tensor-dtype", "w2.weight=bf16",
                        "--tensor-dtype", "lm_head.weight=f32", "--tokens", PROMPT40,
                        "-n", "4"]),

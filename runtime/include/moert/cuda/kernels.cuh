@@ -527,8 +527,8 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
 //===----------------------------------------------------------------------===//
 //
 // Keys and values of positions in this chunk (>= pos[0]) are read from the
-// chunk's k/v inputs, older ones from the cache; `kvAppend` writes the chunk
-// into the cache afterwards. Reading in-chunk positions from the inputs is
+// chunk's k/v inputs, older ones from the cache; the next kernel
+// (`attentionDecodeFinish` or `kvAppend`) writes the chunk into the cache. Reading in-chunk positions from the inputs is
 // what makes a parallel chunk exact when it is longer than the window: a
 // position the chunk evicts is still read from the slot it occupied.
 
@@ -545,27 +545,45 @@ __device__ __forceinline__ int firstKey(int p) {
   return max(first, p - Cap + 1);
 }
 
-/// Decode variant: one block (128 threads) per (query head, token), keys in
-/// tiles of 128 (one per thread) with an online softmax. grid (Heads, T).
-template <int Heads, int KvHeads, int D, int Cap, int Window>
+/// Keys of the split `s` of `Splits` of a query at position `p`: [lo, hi]
+/// (empty when lo > hi). Splits take whole warps of keys, so a short
+/// context leaves the last splits empty.
+template <int Cap, int Window, int Splits>
+__device__ __forceinline__ void splitKeys(int p, int s, int &lo, int &hi) {
+  int first = firstKey<Cap, Window>(p), keys = p - first + 1;
+  int chunk = ((keys + Splits - 1) / Splits + 31) / 32 * 32;
+  lo = first + s * chunk;
+  hi = min(p, lo + chunk - 1);
+}
+
+/// Decode variant, split over the keys (flash-decoding): one block (128
+/// threads) per (query head, split, token) runs an online softmax over its
+/// keys in tiles of 128 (one key per thread) and writes the unnormalised
+/// partial [acc[D], max, sum] to `ws`; `attentionDecodeFinish` merges the
+/// splits. A decode step has only Heads x tokens queries; the splits are what
+/// spread the cache reads over the SMs. grid (Heads * Splits, T).
+template <int Heads, int KvHeads, int D, int Cap, int Window, int Splits>
 __device__ void attentionDecode(const float *q, const float *k, const float *v,
                                 const float *kc, const float *vc,
-                                const int32_t *pos, float scale, float *out) {
+                                const int32_t *pos, float scale, float *ws) {
   constexpr int Threads = 128, Tile = 128, Group = Heads / KvHeads;
   static_assert(Threads % D == 0 || D % Threads == 0, "head_dim");
   constexpr int Parts = D <= Threads ? Threads / D : 1;
   constexpr int Dims = D <= Threads ? 1 : D / Threads;
   __shared__ float qs[D], ps[Tile], red[Threads / 32];
   __shared__ float part[Threads][Dims];
-  int h = blockIdx.x, t = blockIdx.y, g = h / Group, tid = threadIdx.x;
-  int p = pos[t], p0 = pos[0], first = firstKey<Cap, Window>(p);
+  int h = blockIdx.x / Splits, split = blockIdx.x % Splits, t = blockIdx.y;
+  int g = h / Group, tid = threadIdx.x;
+  int p = pos[t], p0 = pos[0], lo, hi;
+  splitKeys<Cap, Window, Splits>(p, split, lo, hi);
+  float *partial = ws + ((int64_t(t) * Heads + h) * Splits + split) * (D + 2);
   for (int i = tid; i < D; i += Threads)
     qs[i] = q[int64_t(t) * Heads * D + h * D + i] * scale;
   __syncthreads();
   int d = tid % (D <= Threads ? D : Threads), which = tid / D;
   float m = -INFINITY, l = 0, acc[Dims] = {};
-  for (int s = first; s <= p; s += Tile) {
-    int cnt = min(Tile, p - s + 1);
+  for (int s = lo; s <= hi; s += Tile) {
+    int cnt = min(Tile, hi - s + 1);
     float sc = -INFINITY;
     if (tid < cnt) {
       const float *kr = kvRow<KvHeads, D, Cap>(s + tid, g, p0, k, kc);
@@ -606,9 +624,55 @@ __device__ void attentionDecode(const float *q, const float *k, const float *v,
       float total = 0;
       for (int j = 0; j < Parts; ++j)
         total += part[d + j * D][c];
-      out[int64_t(t) * Heads * D + h * D + d + c * Threads] = total / l;
+      partial[d + c * Threads] = total;
     }
   }
+  if (tid == 0)
+    partial[D] = m, partial[D + 1] = l;
+}
+
+/// Stores key and value row (token t, kv head g) of the chunk in its slot.
+template <int KvHeads, int D, int Cap>
+__device__ __forceinline__ void storeKv(const float *k, const float *v,
+                                        const int32_t *pos, int t, int g,
+                                        int c, float *kc, float *vc) {
+  int64_t src = (int64_t(t) * KvHeads + g) * D + c;
+  int64_t slot = (int64_t(g) * Cap + pos[t] % Cap) * D + c;
+  kc[slot] = k[src];
+  vc[slot] = v[src];
+}
+
+/// Merges the splits of `attentionDecode` into the output, and appends the
+/// chunk's keys and values to the cache (blocks of the first KvHeads heads;
+/// only the last Cap tokens, as kvAppend). grid (Heads, T), block 128.
+template <int Heads, int KvHeads, int D, int Cap, int Splits>
+__device__ void attentionDecodeFinish(const float *ws, const float *k,
+                                      const float *v, const int32_t *pos,
+                                      int n, float *out, float *kc,
+                                      float *vc) {
+  int h = blockIdx.x, t = blockIdx.y;
+  const float *partial = ws + (int64_t(t) * Heads + h) * Splits * (D + 2);
+  float mMax = -INFINITY;
+  for (int s = 0; s < Splits; ++s)
+    mMax = fmaxf(mMax, partial[s * (D + 2) + D]);
+  float l = 0;
+  for (int s = 0; s < Splits; ++s) {
+    float ms = partial[s * (D + 2) + D];
+    if (ms != -INFINITY)
+      l += partial[s * (D + 2) + D + 1] * expf(ms - mMax);
+  }
+  for (int c = threadIdx.x; c < D; c += 128) {
+    float total = 0;
+    for (int s = 0; s < Splits; ++s) {
+      float ms = partial[s * (D + 2) + D];
+      if (ms != -INFINITY)
+        total += partial[s * (D + 2) + c] * expf(ms - mMax);
+    }
+    out[(int64_t(t) * Heads + h) * D + c] = total / l;
+  }
+  if (h < KvHeads && t >= n - Cap)
+    for (int c = threadIdx.x; c < D; c += 128)
+      storeKv<KvHeads, D, Cap>(k, v, pos, t, h, c, kc, vc);
 }
 
 /// Prefill variant: one block (128 threads) per (query head, 16 queries);
@@ -709,12 +773,9 @@ __device__ void kvAppend(const float *k, const float *v, const int32_t *pos,
   int64_t idx = int64_t(blockIdx.x) * 256 + threadIdx.x;
   if (idx >= int64_t(n) * Width)
     return;
-  int t = int(idx / Width), rem = int(idx % Width), g = rem / D, c = rem % D;
-  if (t < n - Cap)
-    return;
-  int64_t slot = (int64_t(g) * Cap + pos[t] % Cap) * D + c;
-  kc[slot] = k[idx];
-  vc[slot] = v[idx];
+  int t = int(idx / Width), rem = int(idx % Width);
+  if (t >= n - Cap)
+    storeKv<KvHeads, D, Cap>(k, v, pos, t, rem / D, rem % D, kc, vc);
 }
 
 } // namespace cuda
