@@ -94,7 +94,11 @@ def main():
         cu, plan, obj = binary + ".cu", binary + ".plan.cpp", binary + ".kernels.o"
         run(compile_cmd + ["--target", "cuda", "--emit=cu", "-o", cu])
         run(compile_cmd + ["--target", "cuda", "--emit=cpp", "-o", plan])
-        common = [args.cxx, "-std=c++17", "-O2", "-w", "-I", args.runtime_include]
+        # -fsanitize=alignment: a misaligned vector load or store (the
+        # emulator's float4/uint4/... have CUDA's alignment) stops the run,
+        # as it would fault on the GPU.
+        common = [args.cxx, "-std=c++17", "-O2", "-w", "-I", args.runtime_include,
+                  "-fsanitize=alignment", "-fno-sanitize-recover=alignment"]
         # CUDA code type-puns vector loads (uint4 -> __half2), which nvcc
         # allows; g++ needs -fno-strict-aliasing for the same meaning.
         run(common + ["-fno-strict-aliasing", "-DMOERT_CUDA_EMULATOR", "-I",
