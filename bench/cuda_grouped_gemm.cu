@@ -33,13 +33,13 @@ __global__ void __launch_bounds__(256)
            const __grid_constant__ moert::cuda::Ptrs<2 * E> w, int n,
            float *out) {
   moert::cuda::gemmMma<__half, I, I, H, E, K, true, true, 2 * E>(
-      x, perm, offsets, w, n, out);
+      x, perm, offsets, w, n, out, nullptr);
 }
 __global__ void __launch_bounds__(256)
     down(const float *x, const int32_t *perm, const int32_t *offsets,
          const __grid_constant__ moert::cuda::Ptrs<E> w, int n, float *out) {
-  moert::cuda::gemmMma<__half, H, 0, I, E, K, false, true, E>(x, perm, offsets,
-                                                              w, n, out);
+  moert::cuda::gemmMma<__half, H, 0, I, E, K, false, true, E>(
+      x, perm, offsets, w, n, out, nullptr);
 }
 
 template <typename F> float timeIt(F launch) {

@@ -60,7 +60,10 @@ LogicalResult CpuEmitter::emitOp(Operation *op) {
     std::string o = allocate(l.getResult());
     out << "  moert::linear<" << weightType(l.getWeight()) << ", " << w[0]
         << ", " << w[1] << ">(pool, " << name(l.getInput()) << ", "
-        << weight(l.getWeight()) << ", n, " << o << ");\n";
+        << weight(l.getWeight()) << ", n, " << o;
+    if (Value r = l.getResidual())
+      out << ", " << w[0] << ", " << name(r);
+    out << ");\n";
     return success();
   }
   if (auto r = dyn_cast<RoPEOp>(op)) {
@@ -184,8 +187,10 @@ LogicalResult CpuEmitter::emitOp(Operation *op) {
     std::string o = allocate(c.getResult());
     out << "  moert::expertCombine<" << width(c.getResult()) << ", "
         << width(c.getWeights()) << ">(" << name(c.getInput()) << ", "
-        << name(c.getPerm()) << ", " << name(c.getWeights()) << ", n, " << o
-        << ");\n";
+        << name(c.getPerm()) << ", " << name(c.getWeights()) << ", n, " << o;
+    if (Value r = c.getResidual())
+      out << ", " << name(r);
+    out << ");\n";
     return success();
   }
   return op->emitOpError("is not supported by the CPU target");

@@ -63,7 +63,8 @@ private:
                            int64_t rowsA, int64_t rowsB, int64_t in,
                            int64_t experts, int64_t k, bool gather,
                            bool grouped, StringRef input, StringRef perm,
-                           StringRef offsets, StringRef output);
+                           StringRef offsets, StringRef output,
+                           StringRef residual = "null");
 
   llvm::raw_string_ostream dev{device};
   llvm::StringMap<size_t> kernelIndex;
@@ -111,7 +112,7 @@ LogicalResult CudaEmitter::emitMatmul(Operation *op, ArrayRef<Value> weights,
                                       int64_t experts, int64_t k, bool gather,
                                       bool grouped, StringRef input,
                                       StringRef perm, StringRef offsets,
-                                      StringRef output) {
+                                      StringRef output, StringRef residual) {
   int64_t parts = rowsB > 0 ? 2 : 1, n = rowsA + rowsB;
   if (in % 8 != 0)
     return op->emitOpError("the CUDA target needs an input width that is a "
@@ -136,15 +137,20 @@ LogicalResult CudaEmitter::emitMatmul(Operation *op, ArrayRef<Value> weights,
       (grouped ? "true" : "false") + ", " + std::to_string(numPtrs);
   std::string params = "const float *x, const int32_t *perm, const int32_t "
                        "*offsets, const __grid_constant__ moert::cuda::Ptrs<" +
-                       std::to_string(numPtrs) + "> w, int n, float *out";
+                       std::to_string(numPtrs) +
+                       "> w, int n, float *out, const float *res";
   StringRef kind = grouped ? "grouped_matmul" : "linear";
-  std::vector<std::string> args = {
-      std::string(input), std::string(perm), std::string(offsets), ptrs, tokens,
-      std::string(output)};
+  std::vector<std::string> args = {std::string(input),
+                                   std::string(perm),
+                                   std::string(offsets),
+                                   ptrs,
+                                   tokens,
+                                   std::string(output),
+                                   std::string(residual)};
   size_t gemv =
       kernel((kind + "_gemv").str(), 256, params,
              "moert::cuda::gemv<" + cudaType(typeA) + ", " + cudaType(typeB) +
-                 ", " + common + ">(x, perm, offsets, w, n, out)");
+                 ", " + common + ">(x, perm, offsets, w, n, out, res)");
   bool tensorCores =
       typeA == typeB && !typeA.isF32() && in % 64 == 0 && n % 4 == 0;
   std::string rows = grouped ? "n * " + std::to_string(k) : "n";
@@ -155,7 +161,7 @@ LogicalResult CudaEmitter::emitMatmul(Operation *op, ArrayRef<Value> weights,
   }
   size_t mma = kernel((kind + "_mma").str(), 256, params,
                       "moert::cuda::gemmMma<" + cudaType(typeA) + ", " +
-                          common + ">(x, perm, offsets, w, n, out)");
+                          common + ">(x, perm, offsets, w, n, out, res)");
   std::vector<std::string> saved = locals;
   out << "  if (n <= " << kCudaDecodeMaxTokens << ")\n";
   launch(gemv, "cdiv(" + Twine(n) + ", 8)", grouped ? Twine(experts) : "1", 256,
@@ -202,9 +208,11 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
     std::string in = name(l.getInput());
     std::string o = allocate(l.getResult());
     Value weights[] = {l.getWeight()};
-    out << "  // moe.linear " << w[0] << "x" << w[1] << "\n";
+    std::string residual = l.getResidual() ? name(l.getResidual()) : "null";
+    out << "  // moe.linear " << w[0] << "x" << w[1]
+        << (l.getResidual() ? " + residual" : "") << "\n";
     return emitMatmul(op, weights, w[0], 0, w[1], 1, 1, false, false, in,
-                      "null", "null", o);
+                      "null", "null", o, residual);
   }
   if (auto r = dyn_cast<RoPEOp>(op)) {
     int64_t w = width(r.getResult());
@@ -378,15 +386,16 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
   if (auto c = dyn_cast<ExpertCombineOp>(op)) {
     std::string y = name(c.getInput()), perm = name(c.getPerm()),
                 w = name(c.getWeights());
+    std::string residual = c.getResidual() ? name(c.getResidual()) : "null";
     std::string tokens = constant("int", "n");
     std::string o = allocate(c.getResult());
     size_t k = kernel(
         "expert_combine", 256,
         "const float *y, const int32_t *perm, const float "
-        "*weights, int n, float *out",
+        "*weights, int n, float *out, const float *res",
         "moert::cuda::expertCombine<" + Twine(width(c.getResult())) + ", " +
-            Twine(width(c.getWeights())) + ">(y, perm, weights, n, out)");
-    launch(k, "n", "1", 256, {y, perm, w, tokens, o});
+            Twine(width(c.getWeights())) + ">(y, perm, weights, n, out, res)");
+    launch(k, "n", "1", 256, {y, perm, w, tokens, o, residual});
     return success();
   }
   if (isa<RouterOp, ExpertsOp>(op))

@@ -161,6 +161,16 @@ LogicalResult LinearOp::inferReturnTypes(MLIRContext *ctx,
   return success();
 }
 
+/// A fused residual is added elementwise to the result: it has its type.
+static LogicalResult verifyResidual(Operation *op, Value residual,
+                                    Value result) {
+  if (residual && residual.getType() != result.getType())
+    return op->emitOpError("residual ")
+           << residual.getType() << " must have the result's type "
+           << result.getType();
+  return success();
+}
+
 LogicalResult LinearOp::verify() {
   int64_t in = getInput().getType().getDimSize(1);
   int64_t weightIn = getWeight().getType().getDimSize(1);
@@ -168,7 +178,7 @@ LogicalResult LinearOp::verify() {
     return emitOpError("weight ")
            << getWeight().getType() << " is [out, in] with in = " << weightIn
            << ", but the input has " << in << " features";
-  return success();
+  return verifyResidual(*this, getResidual(), getResult());
 }
 
 //===----------------------------------------------------------------------===//
@@ -567,6 +577,10 @@ ExpertCombineOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
   inferred.push_back(
       activationType(weights->getDimSize(0), input->getDimSize(1), ctx));
   return success();
+}
+
+LogicalResult ExpertCombineOp::verify() {
+  return verifyResidual(*this, getResidual(), getResult());
 }
 
 //===----------------------------------------------------------------------===//

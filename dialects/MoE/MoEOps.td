@@ -146,12 +146,29 @@ def MoE_LinearOp : MoE_Op<"linear",
     %q = moe.linear %a, %wq : tensor<?x64xf32>, tensor<128x64xf16>
     // %q : tensor<?x128xf32>
     ```
+
+    With a `residual` (`[T, N]`, what `moe-fuse-residual` folds in from a
+    following `moe.add`), the result is `x @ Wᵀ + residual`: each output
+    element is the dot product plus its residual element, rounded exactly
+    as the unfused add rounds it.
+
+    ```mlir
+    %h = moe.linear %attn, %wo residual %x
+        : tensor<?x128xf32>, tensor<64x128xf32>, tensor<?x64xf32>
+    ```
   }];
-  let arguments = (ins MoE_ActTensor:$input, MoE_WeightTensor:$weight);
+  let arguments = (ins MoE_ActTensor:$input, MoE_WeightTensor:$weight,
+                       Optional<MoE_ActTensor>:$residual);
   let results = (outs MoE_ActTensor:$result);
   let assemblyFormat = [{
-    $input `,` $weight attr-dict `:` type($input) `,` type($weight)
+    $input `,` $weight (`residual` $residual^)? attr-dict `:` type($input) `,`
+    type($weight) (`,` type($residual)^)?
   }];
+  let builders = [
+    OpBuilder<(ins "Value":$input, "Value":$weight), [{
+      build($_builder, $_state, input, weight, Value());
+    }]>,
+  ];
   let hasVerifier = 1;
 }
 
@@ -480,13 +497,30 @@ def MoE_ExpertCombineOp : MoE_Op<"expert_combine",
     %out = moe.expert_combine %y[%perm], %w : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
     // %out : tensor<?x64xf32>
     ```
+
+    With a `residual` (`[T, H]`, folded in by `moe-fuse-residual`), the
+    weighted sum is computed first and the residual added to it, as the
+    unfused `moe.add` would.
+
+    ```mlir
+    %h = moe.expert_combine %y[%perm], %w residual %x
+        : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>, tensor<?x64xf32>
+    ```
   }];
   let arguments = (ins MoE_ActTensor:$input, 1DTensorOf<[I32]>:$perm,
-                       MoE_ActTensor:$weights);
+                       MoE_ActTensor:$weights,
+                       Optional<MoE_ActTensor>:$residual);
   let results = (outs MoE_ActTensor:$result);
   let assemblyFormat = [{
-    $input `[` $perm `]` `,` $weights attr-dict `:` type($input) `,` type($perm) `,` type($weights)
+    $input `[` $perm `]` `,` $weights (`residual` $residual^)? attr-dict `:`
+    type($input) `,` type($perm) `,` type($weights) (`,` type($residual)^)?
   }];
+  let builders = [
+    OpBuilder<(ins "Value":$input, "Value":$perm, "Value":$weights), [{
+      build($_builder, $_state, input, perm, weights, Value());
+    }]>,
+  ];
+  let hasVerifier = 1;
 }
 
 #endif // MOE_OPS_TD

@@ -111,10 +111,11 @@ template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
 #ifdef MOERT_AVX2
 /// The register-blocked core of `linear`: 4 tokens x 3 weight rows, twelve
 /// accumulators, so each weight vector loaded (and converted) feeds four
-/// FMAs and each activation vector three. K is a multiple of 8.
+/// FMAs and each activation vector three. K is a multiple of 8. `res`
+/// (laid out as `out`, or null) is added to each result.
 template <typename W>
 inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t K,
-                    float *out, int64_t ldo) {
+                    float *out, int64_t ldo, const float *res) {
   // Fully unrolled so the accumulators live in registers.
   __m256 acc[4][3];
 #pragma GCC unroll 4
@@ -135,18 +136,24 @@ inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t K,
 #pragma GCC unroll 4
   for (int t = 0; t < 4; ++t)
 #pragma GCC unroll 3
-    for (int r = 0; r < 3; ++r)
-      out[t * ldo + r] = hsum(acc[t][r]);
+    for (int r = 0; r < 3; ++r) {
+      float v = hsum(acc[t][r]);
+      out[t * ldo + r] = res ? v + res[t * ldo + r] : v;
+    }
 }
 #endif
 
 /// out[t * ldo + n] = x[t] · W[n] for W of shape [N, K] (x @ Wᵀ); `ldo` is
-/// the output row stride (N for a dense result). Parallel over blocks of
+/// the output row stride (N for a dense result). With `res` (laid out as
+/// `out`), out = x @ Wᵀ + res (moe-fuse-residual). Parallel over blocks of
 /// weight rows, so each thread streams its part of W once; with four or
 /// more tokens the 4x3 register-blocked kernel does the work.
 template <typename W, int64_t N, int64_t K>
 void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
-            int64_t ldo = N) {
+            int64_t ldo = N, const float *res = nullptr) {
+  auto store = [&](int64_t t, int64_t r, float v) {
+    out[t * ldo + r] = res ? v + res[t * ldo + r] : v;
+  };
   constexpr int64_t kRows = 24; // rows of W per parallel block (8 x 3)
   constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
   parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
@@ -158,16 +165,17 @@ void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
         int64_t nEnd = n0 + (n1 - n0) / 3 * 3;
         for (; t + 4 <= T; t += 4)
           for (int64_t r = n0; r < nEnd; r += 3)
-            gemm4x3(x + t * K, K, w + r * K, K, out + t * ldo + r, ldo);
+            gemm4x3(x + t * K, K, w + r * K, K, out + t * ldo + r, ldo,
+                    res ? res + t * ldo + r : nullptr);
         // Rows past the last group of three, for the blocked tokens.
         for (int64_t tt = 0; tt < t; ++tt)
           for (int64_t r = nEnd; r < n1; ++r)
-            out[tt * ldo + r] = dot(x + tt * K, w + r * K, K);
+            store(tt, r, dot(x + tt * K, w + r * K, K));
       }
 #endif
       for (; t < T; ++t)
         for (int64_t r = n0; r < n1; ++r)
-          out[t * ldo + r] = dot(x + t * K, w + r * K, K);
+          store(t, r, dot(x + t * K, w + r * K, K));
     }
   });
 }
@@ -420,10 +428,11 @@ template <int64_t I> void siluMul(const float *in, int64_t rows, float *out) {
     }
 }
 
-/// out[t] = Σ_j weights[t, j] * y[r] over rows r with perm[r] = t*K + j.
+/// out[t] = Σ_j weights[t, j] * y[r] over rows r with perm[r] = t*K + j,
+/// plus res[t] when given (moe-fuse-residual; added after the sum).
 template <int64_t H, int64_t K>
 void expertCombine(const float *y, const int32_t *perm, const float *weights,
-                   int64_t T, float *out) {
+                   int64_t T, float *out, const float *res = nullptr) {
   std::fill(out, out + T * H, 0.0f);
   for (int64_t r = 0; r < T * K; ++r) {
     int64_t pair = perm[r];
@@ -432,6 +441,9 @@ void expertCombine(const float *y, const int32_t *perm, const float *weights,
     for (int64_t i = 0; i < H; ++i)
       o[i] += w * y[r * H + i];
   }
+  if (res)
+    for (int64_t i = 0; i < T * H; ++i)
+      out[i] += res[i];
 }
 
 } // namespace moert

@@ -139,6 +139,23 @@ func.func @linear_in_mismatch(%x: tensor<?x64xf32>) {
 
 // -----
 
+func.func @linear_residual_type(%x: tensor<?x64xf32>, %r: tensor<?x32xf32>) {
+  %w = moe.weight "w" : tensor<128x64xf32>
+  // expected-error @below {{'moe.linear' op residual 'tensor<?x32xf32>' must have the result's type 'tensor<?x128xf32>'}}
+  %0 = moe.linear %x, %w residual %r : tensor<?x64xf32>, tensor<128x64xf32>, tensor<?x32xf32>
+  return
+}
+
+// -----
+
+func.func @combine_residual_type(%y: tensor<?x64xf32>, %p: tensor<?xi32>, %w: tensor<?x2xf32>, %r: tensor<4x64xf32>) {
+  // expected-error @below {{'moe.expert_combine' op residual 'tensor<4x64xf32>' must have the result's type 'tensor<?x64xf32>'}}
+  %0 = moe.expert_combine %y[%p], %w residual %r : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>, tensor<4x64xf32>
+  return
+}
+
+// -----
+
 func.func @linear_weight_rank(%x: tensor<?x64xf32>) {
   %w = moe.weight "w" : tensor<64xf32>
   // expected-error @below {{linear weight must be a rank-2 tensor, got 'tensor<64xf32>'}}

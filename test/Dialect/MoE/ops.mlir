@@ -178,7 +178,22 @@ func.func @fused_experts(%b: tensor<?x64xf32>, %w: tensor<?x2xf32>, %i: tensor<?
   %h = moe.silu_mul %gu : tensor<?x192xf32>
   // CHECK: %[[DN:.+]] = moe.grouped_matmul %[[H]][%[[P]]], %[[O]] top 2 weights [%{{.+}}, %{{.+}}] : tensor<64x96xf32> parts 1
   %dn = moe.grouped_matmul %h[%p], %o top 2 weights [%d, %d] : tensor<64x96xf32> parts 1 : tensor<?x96xf32>, tensor<?xi32>, tensor<3xi32>
-  // CHECK: moe.expert_combine %[[DN]][%[[P]]], %{{.+}} : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
+  // CHECK: %[[Y:.+]] = moe.expert_combine %[[DN]][%[[P]]], %{{.+}} : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
   %y = moe.expert_combine %dn[%p], %w : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
-  return %y : tensor<?x64xf32>
+  // CHECK: moe.expert_combine %[[DN]][%[[P]]], %{{.+}} residual %[[Y]] : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>, tensor<?x64xf32>
+  %z = moe.expert_combine %dn[%p], %w residual %y : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>, tensor<?x64xf32>
+  return %z : tensor<?x64xf32>
+}
+
+// -----
+
+// A linear with a fused residual.
+// CHECK-LABEL: func.func @linear_residual
+// CHECK-SAME: (%[[X:.+]]: tensor<?x128xf32>, %[[R:.+]]: tensor<?x64xf32>)
+// CHECK: %[[W:.+]] = moe.weight "wo" : tensor<64x128xbf16>
+// CHECK: moe.linear %[[X]], %[[W]] residual %[[R]] : tensor<?x128xf32>, tensor<64x128xbf16>, tensor<?x64xf32>
+func.func @linear_residual(%x: tensor<?x128xf32>, %r: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %w = moe.weight "wo" : tensor<64x128xbf16>
+  %h = moe.linear %x, %w residual %r : tensor<?x128xf32>, tensor<64x128xbf16>, tensor<?x64xf32>
+  return %h : tensor<?x64xf32>
 }

@@ -20,6 +20,8 @@
 // memory, f32 accumulation). Both serve dense `moe.linear` (one group: all
 // tokens) and `moe.grouped_matmul` (group e: rows offsets[e]..offsets[e+1]
 // of the expert-sorted batch, optionally gathering token perm[r] / K).
+// With `res` (non-null; dense only), out = x @ W^T + res: the residual
+// add moe-fuse-residual folded in, one rounding as in the unfused add.
 //
 //===----------------------------------------------------------------------===//
 
@@ -271,11 +273,13 @@ __device__ void expertPermute(const int32_t *indices, int n, int32_t *perm,
   }
 }
 
-/// out[t] = sum_j weights[t, j] * y[r] over the rows r with perm[r] = t*K + j.
-/// Each block finds its token's K rows by scanning perm. grid (T), block 256.
+/// out[t] = sum_j weights[t, j] * y[r] over the rows r with perm[r] = t*K + j,
+/// plus res[t] after the sum when res is non-null. Each block finds its
+/// token's K rows by scanning perm. grid (T), block 256.
 template <int H, int K>
 __device__ void expertCombine(const float *y, const int32_t *perm,
-                              const float *weights, int n, float *out) {
+                              const float *weights, int n, float *out,
+                              const float *res) {
   __shared__ int rows[K];
   int t = blockIdx.x;
   for (int r = threadIdx.x; r < n * K; r += 256) {
@@ -289,7 +293,8 @@ __device__ void expertCombine(const float *y, const int32_t *perm,
 #pragma unroll
     for (int j = 0; j < K; ++j)
       acc += weights[t * K + j] * y[int64_t(rows[j]) * H + i];
-    out[int64_t(t) * H + i] = acc;
+    int64_t o = int64_t(t) * H + i;
+    out[o] = res ? acc + res[o] : acc;
   }
 }
 
@@ -306,7 +311,8 @@ __device__ __forceinline__ int inputRow(const int32_t *perm, int r) {
 template <typename W, int In, int K, bool Gather>
 __device__ __forceinline__ void gemvRow(const W *wrow, const float *x,
                                         const int32_t *perm, int r0, int r1,
-                                        int col, float *out, int ldo) {
+                                        int col, float *out, int ldo,
+                                        const float *res) {
   int lane = threadIdx.x % 32;
   for (int rb = r0; rb < r1; rb += kGemvRows) {
     int cnt = min(kGemvRows, r1 - rb);
@@ -332,8 +338,9 @@ __device__ __forceinline__ void gemvRow(const W *wrow, const float *x,
 #pragma unroll
     for (int i = 0; i < kGemvRows; ++i) {
       float s = warpSum(acc[i]);
+      int64_t o = int64_t(rb + i) * ldo + col;
       if (lane == 0 && i < cnt)
-        out[int64_t(rb + i) * ldo + col] = s;
+        out[o] = res ? s + res[o] : s;
     }
   }
 }
@@ -344,7 +351,7 @@ template <typename WA, typename WB, int RowsA, int RowsB, int In, int E, int K,
           bool Gather, bool Grouped, int NumPtrs>
 __device__ void gemv(const float *x, const int32_t *perm,
                      const int32_t *offsets, const Ptrs<NumPtrs> &w, int n,
-                     float *out) {
+                     float *out, const float *res) {
   static_assert(In % 8 == 0, "the input width must be a multiple of 8");
   constexpr int N = RowsA + RowsB, Parts = RowsB > 0 ? 2 : 1;
   int e = Grouped ? blockIdx.y : 0;
@@ -355,11 +362,11 @@ __device__ void gemv(const float *x, const int32_t *perm,
   if (RowsB == 0 || col < RowsA)
     gemvRow<WA, In, K, Gather>(
         static_cast<const WA *>(w.p[e * Parts]) + int64_t(col) * In, x, perm,
-        r0, r1, col, out, N);
+        r0, r1, col, out, N, res);
   else
     gemvRow<WB, In, K, Gather>(static_cast<const WB *>(w.p[e * Parts + 1]) +
                                    int64_t(col - RowsA) * In,
-                               x, perm, r0, r1, col, out, N);
+                               x, perm, r0, r1, col, out, N, res);
 }
 
 /// The block's rows for the prefill variant: m-tile blockIdx.x counted over
@@ -407,7 +414,7 @@ template <typename T, int RowsA, int RowsB, int In, int E, int K, bool Gather,
           bool Grouped, int NumPtrs>
 __device__ void gemmMma(const float *x, const int32_t *perm,
                         const int32_t *offsets, const Ptrs<NumPtrs> &w, int n,
-                        float *out) {
+                        float *out, const float *res) {
   using namespace nvcuda;
   constexpr int BM = 64, BN = 128, BK = 64, LD = BK + 8, LDC = BN + 4;
   constexpr int N = RowsA + RowsB, Parts = RowsB > 0 ? 2 : 1;
@@ -516,9 +523,15 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
   __syncthreads();
   for (int idx = tid; idx < BM * BN / 4; idx += 256) {
     int row = idx / (BN / 4), c = (idx % (BN / 4)) * 4;
-    if (r0 + row < r1 && n0 + c < N)
-      *reinterpret_cast<float4 *>(out + int64_t(r0 + row) * N + n0 + c) =
-          *reinterpret_cast<const float4 *>(&smem.c[row][c]);
+    if (r0 + row < r1 && n0 + c < N) {
+      int64_t o = int64_t(r0 + row) * N + n0 + c;
+      float4 v = *reinterpret_cast<const float4 *>(&smem.c[row][c]);
+      if (res) {
+        float4 r = *reinterpret_cast<const float4 *>(res + o);
+        v.x += r.x, v.y += r.y, v.z += r.z, v.w += r.w;
+      }
+      *reinterpret_cast<float4 *>(out + o) = v;
+    }
   }
 }
 

@@ -1,0 +1,86 @@
+// RUN: moe-opt %s --split-input-file --pass-pipeline='builtin.module(func.func(moe-fuse-residual))' | FileCheck %s
+
+// A decoder layer's two residual connections: the o_proj GEMM takes the
+// layer input as its residual, the combine takes the attention block's sum.
+// The adds are gone and each fused op sits where its add was.
+// CHECK-LABEL: func.func @layer
+// CHECK-SAME: (%[[X:[^:]+]]: tensor<?x64xf32>, %[[A:[^:]+]]: tensor<?x64xf32>, %[[DN:[^:]+]]: tensor<?x64xf32>, %[[P:[^:]+]]: tensor<?xi32>, %[[W:[^:]+]]: tensor<?x2xf32>)
+// CHECK-NOT: moe.add
+// CHECK: %[[H:.+]] = moe.linear %[[A]], %{{.+}} residual %[[X]] : tensor<?x64xf32>, tensor<64x64xf16>, tensor<?x64xf32>
+// CHECK-NEXT: %[[OUT:.+]] = moe.expert_combine %[[DN]][%[[P]]], %[[W]] residual %[[H]] : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>, tensor<?x64xf32>
+// CHECK-NEXT: return %[[OUT]]
+func.func @layer(%x: tensor<?x64xf32>, %attn: tensor<?x64xf32>, %dn: tensor<?x64xf32>, %p: tensor<?xi32>, %w: tensor<?x2xf32>) -> tensor<?x64xf32> {
+  %wo = moe.weight "wo" : tensor<64x64xf16>
+  %o = moe.linear %attn, %wo : tensor<?x64xf32>, tensor<64x64xf16>
+  %h = moe.add %x, %o : tensor<?x64xf32>
+  %y = moe.expert_combine %dn[%p], %w : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
+  %out = moe.add %h, %y : tensor<?x64xf32>
+  return %out : tensor<?x64xf32>
+}
+
+// -----
+
+// The residual may be defined after the GEMM: the fused op is placed at the
+// add, below both.
+// CHECK-LABEL: func.func @residual_after
+// CHECK: %[[R:.+]] = moe.rms_norm
+// CHECK-NEXT: moe.linear %{{.+}}, %{{.+}} residual %[[R]]
+func.func @residual_after(%a: tensor<?x64xf32>, %x: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %wo = moe.weight "wo" : tensor<64x64xf32>
+  %n = moe.weight "n" : tensor<64xf32>
+  %o = moe.linear %a, %wo : tensor<?x64xf32>, tensor<64x64xf32>
+  %r = moe.rms_norm %x, %n eps 1.0e-05 : tensor<?x64xf32>, tensor<64xf32>
+  %h = moe.add %o, %r : tensor<?x64xf32>
+  return %h : tensor<?x64xf32>
+}
+
+// -----
+
+// Negative: the GEMM's result has another user, so it must exist anyway.
+// CHECK-LABEL: func.func @gemm_used
+// CHECK: %[[O:.+]] = moe.linear %{{.+}}, %{{.+}} : tensor<?x64xf32>, tensor<64x64xf32>
+// CHECK-NOT: residual
+// CHECK: moe.add %{{.+}}, %[[O]]
+// CHECK: return %{{.+}}, %[[O]]
+func.func @gemm_used(%a: tensor<?x64xf32>, %x: tensor<?x64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  %wo = moe.weight "wo" : tensor<64x64xf32>
+  %o = moe.linear %a, %wo : tensor<?x64xf32>, tensor<64x64xf32>
+  %h = moe.add %x, %o : tensor<?x64xf32>
+  return %h, %o : tensor<?x64xf32>, tensor<?x64xf32>
+}
+
+// -----
+
+// Negative: neither operand comes from a GEMM or a combine.
+// CHECK-LABEL: func.func @plain_add
+// CHECK: moe.add
+func.func @plain_add(%a: tensor<?x64xf32>, %b: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %h = moe.add %a, %b : tensor<?x64xf32>
+  return %h : tensor<?x64xf32>
+}
+
+// -----
+
+// Negative: a GEMM that already has a residual cannot take a second one.
+// CHECK-LABEL: func.func @has_residual
+// CHECK: %[[O:.+]] = moe.linear %{{.+}}, %{{.+}} residual %{{.+}}
+// CHECK-NEXT: moe.add %[[O]], %{{.+}}
+func.func @has_residual(%a: tensor<?x64xf32>, %x: tensor<?x64xf32>, %y: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %wo = moe.weight "wo" : tensor<64x64xf32>
+  %o = moe.linear %a, %wo residual %x : tensor<?x64xf32>, tensor<64x64xf32>, tensor<?x64xf32>
+  %h = moe.add %o, %y : tensor<?x64xf32>
+  return %h : tensor<?x64xf32>
+}
+
+// -----
+
+// Negative: the add uses the GEMM's result twice.
+// CHECK-LABEL: func.func @twice
+// CHECK: %[[O:.+]] = moe.linear %{{.+}}, %{{.+}} : tensor<?x64xf32>, tensor<64x64xf32>
+// CHECK-NEXT: moe.add %[[O]], %[[O]]
+func.func @twice(%a: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %wo = moe.weight "wo" : tensor<64x64xf32>
+  %o = moe.linear %a, %wo : tensor<?x64xf32>, tensor<64x64xf32>
+  %h = moe.add %o, %o : tensor<?x64xf32>
+  return %h : tensor<?x64xf32>
+}
