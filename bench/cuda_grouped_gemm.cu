@@ -1,7 +1,8 @@
 // The prefill grouped expert GEMM of kernels.cuh against cuBLAS's dense GEMM
 // for the same FLOPs, on GPU 0, for mini's two expert GEMMs at a prefill of
 // T tokens with top-k routing spread evenly over E experts:
-//   gate_up: [T*k, H] x [E][2I, H]^T (gathering rows by token), and
+//   gate_up: [T*k, H] x [E][2I, H]^T (gathering rows by token, storing
+//            silu(gate) * up as the -O2 pipeline runs it), and
 //   down:    [T*k, I] x [E][H, I]^T,
 // against cublasGemmEx with f16 inputs, f32 outputs and f32 accumulation on
 // [T*k, K] x [N, K]^T. Prints one line per GEMM: TFLOP/s of both and the
@@ -32,13 +33,13 @@ __global__ void __launch_bounds__(256)
     gateUp(const float *x, const int32_t *perm, const int32_t *offsets,
            const __grid_constant__ moert::cuda::Ptrs<2 * E> w, int n,
            float *out) {
-  moert::cuda::gemmMma<__half, I, I, H, E, K, true, true, 2 * E>(
+  moert::cuda::gemmMma<__half, I, I, H, E, K, true, true, true, 2 * E>(
       x, perm, offsets, w, n, out, nullptr);
 }
 __global__ void __launch_bounds__(256)
     down(const float *x, const int32_t *perm, const int32_t *offsets,
          const __grid_constant__ moert::cuda::Ptrs<E> w, int n, float *out) {
-  moert::cuda::gemmMma<__half, H, 0, I, E, K, false, true, E>(
+  moert::cuda::gemmMma<__half, H, 0, I, E, K, false, true, false, E>(
       x, perm, offsets, w, n, out, nullptr);
 }
 
@@ -85,7 +86,6 @@ int main(int argc, char **argv) {
   CHECK(cudaMemcpy(dOffsets, offsets.data(), (E + 1) * 4,
                    cudaMemcpyHostToDevice));
   float *x = deviceArray<float>(size_t(T) * H);
-  float *y = deviceArray<float>(size_t(rows) * 2 * I);
   float *act = deviceArray<float>(size_t(rows) * I);
   float *z = deviceArray<float>(size_t(rows) * H);
   moert::cuda::Ptrs<2 * E> w13;
@@ -96,8 +96,8 @@ int main(int argc, char **argv) {
     w2.p[e] = deviceArray<__half>(size_t(H) * I);
   }
   float gateUpMs = timeIt([&] {
-    gateUp<<<dim3((rows + 63) / 64 + E, (2 * I + 127) / 128), 256>>>(
-        x, dPerm, dOffsets, w13, T, y);
+    gateUp<<<dim3((rows + 63) / 64 + E, (I + 63) / 64), 256>>>(
+        x, dPerm, dOffsets, w13, T, act);
   });
   float downMs = timeIt([&] {
     down<<<dim3((rows + 63) / 64 + E, (H + 127) / 128), 256>>>(

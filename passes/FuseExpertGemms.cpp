@@ -47,12 +47,13 @@ struct FuseExpertBank : OpRewritePattern<ExpertsOp> {
     auto kAttr = rewriter.getI64IntegerAttr(k);
     Value gu = GroupedMatmulOp::create(
         rewriter, loc, op.getInput(), permute.getPerm(), permute.getOffsets(),
-        gateUp, kAttr, rewriter.getI64IntegerAttr(2), rewriter.getUnitAttr());
+        gateUp, kAttr, rewriter.getI64IntegerAttr(2), rewriter.getUnitAttr(),
+        /*silu_mul=*/UnitAttr());
     Value hidden = SiluMulOp::create(rewriter, loc, gu);
     Value down = GroupedMatmulOp::create(
         rewriter, loc, hidden, permute.getPerm(), permute.getOffsets(),
         op.getDownWeights(), kAttr, rewriter.getI64IntegerAttr(1),
-        /*gather=*/UnitAttr());
+        /*gather=*/UnitAttr(), /*silu_mul=*/UnitAttr());
     rewriter.replaceOpWithNewOp<ExpertCombineOp>(op, down, permute.getPerm(),
                                                  op.getWeights());
     ++fused;

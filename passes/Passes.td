@@ -144,40 +144,57 @@ def FuseExpertGemms : Pass<"moe-fuse-expert-gemms", "::mlir::func::FuncOp"> {
   ];
 }
 
-def FuseResidual : Pass<"moe-fuse-residual", "::mlir::func::FuncOp"> {
-  let summary = "Fold residual adds into the GEMM or combine that feeds them";
+def FuseEpilogues : Pass<"moe-fuse-epilogues", "::mlir::func::FuncOp"> {
+  let summary = "Fold elementwise ops into the GEMM or combine that feeds them";
   let description = [{
-    Rewrites `moe.add` of a value and the result of a `moe.linear` or
-    `moe.expert_combine` that has no other user into that op with a
-    `residual` operand: the kernel adds the residual as it stores each
-    output element, so the sum is not a separate pass over the activations
-    (on the CUDA target, one launch fewer per residual connection: two per
-    decoder layer). The result is bit-identical: each element is the
-    producer's value plus the residual, rounded once, as the add computed
-    it. A producer whose result has other users, or that already has a
-    residual, is left alone.
+    Two rewrites, each of an elementwise op whose operand is produced by a
+    GEMM (or the combine) with no other user, so the kernel applies the
+    elementwise op as it stores each output element and the intermediate
+    is never written (on the CUDA target: one launch fewer each, three per
+    decoder layer):
+
+    * `moe.add` of a value and a `moe.linear` or `moe.expert_combine`
+      result becomes that op with a `residual` operand. Each element is the
+      producer's value plus the residual, rounded once, as the add computed
+      it: bit-identical.
+    * `moe.silu_mul` of a two-part `moe.grouped_matmul` (the gate_up GEMM
+      of moe-fuse-expert-gemms) becomes the GEMM with `silu_mul`: its
+      result is `silu(gate) * up`, `[T * k, I]`, instead of `[T * k, 2I]`.
+
+    A producer whose result has other users, or that already has a
+    residual, is left alone. The fused op takes the position of the op it
+    absorbs.
 
     Before:
 
     ```mlir
     %o = moe.linear %attn, %wo : tensor<?x64xf32>, tensor<64x64xf32>
     %h = moe.add %x, %o : tensor<?x64xf32>
+    %gu = moe.grouped_matmul %b[%perm] gather, %off top 2
+        weights [%g0, %u0, %g1, %u1] : tensor<128x64xf32> parts 2 : ...
+    %act = moe.silu_mul %gu : tensor<?x256xf32>
+    ...
     %y = moe.expert_combine %dn[%perm], %w : ...
     %out = moe.add %h, %y : tensor<?x64xf32>
     ```
 
-    After `--moe-fuse-residual`:
+    After `--moe-fuse-epilogues`:
 
     ```mlir
     %h = moe.linear %attn, %wo residual %x
         : tensor<?x64xf32>, tensor<64x64xf32>, tensor<?x64xf32>
+    %act = moe.grouped_matmul %b[%perm] gather, %off top 2
+        weights [%g0, %u0, %g1, %u1] : tensor<128x64xf32> parts 2 silu_mul
+        : ...
+    ...
     %out = moe.expert_combine %dn[%perm], %w residual %h : ...
     ```
-
-    The fused op takes the add's position in the block.
   }];
   let statistics = [
-    Statistic<"numFused", "num-fused", "Residual adds folded into their producer">,
+    Statistic<"numResidual", "num-residual",
+              "Residual adds folded into their producer">,
+    Statistic<"numSiluMul", "num-silu-mul",
+              "silu_mul ops folded into the gate_up GEMM">,
   ];
 }
 

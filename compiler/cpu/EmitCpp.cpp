@@ -162,17 +162,25 @@ LogicalResult CpuEmitter::emitOp(Operation *op) {
     for (auto [j, v] : llvm::enumerate(g.getExpertWeights()))
       out << (j ? ", " : "") << weight(v);
     out << "};\n";
-    int64_t gatherOffset = g.getGather() ? scratch(g) : 0;
+    // Scratch (getScratchFloatsPerToken): the gathered rows, then the up
+    // rows of a silu_mul GEMM.
+    bool staged = g.getGather() || g.getSiluMul();
+    int64_t scratchOffset = staged ? scratch(g) : 0;
+    int64_t gatheredFloats = g.getGather() ? g.getK() * width(g.getInput()) : 0;
     std::string o = allocate(g.getResult());
     int64_t rowsB = parts == 2 ? part(1).getDimSize(0) : 0;
     out << "  moert::groupedMatmul<" << cppType(part(0).getElementType())
         << ", " << cppType(part(parts - 1).getElementType()) << ", "
         << part(0).getDimSize(0) << ", " << rowsB << ", " << width(g.getInput())
         << ", " << g.getNumExperts() << ", " << g.getK() << ", "
-        << (g.getGather() ? "true" : "false") << ">(pool, "
+        << (g.getGather() ? "true" : "false") << ", "
+        << (g.getSiluMul() ? "true" : "false") << ">(pool, "
         << name(g.getInput()) << ", " << name(g.getPerm()) << ", "
         << name(g.getOffsets()) << ", gw" << id << ", arena + n_max * "
-        << gatherOffset << ", " << o << ");\n";
+        << scratchOffset << ", " << o;
+    if (g.getSiluMul())
+      out << ", arena + n_max * " << scratchOffset + gatheredFloats;
+    out << ");\n";
     return success();
   }
   if (auto m = dyn_cast<SiluMulOp>(op)) {

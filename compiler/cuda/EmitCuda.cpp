@@ -57,14 +57,17 @@ private:
   /// A local constant for a launch argument; returns its name.
   std::string constant(StringRef type, const Twine &value);
 
-  /// moe.linear and moe.grouped_matmul: the gemv (decode) kernel, and the
-  /// tensor-core kernel (prefill) where the weights allow it.
-  LogicalResult emitMatmul(Operation *op, ArrayRef<Value> weights,
-                           int64_t rowsA, int64_t rowsB, int64_t in,
-                           int64_t experts, int64_t k, bool gather,
-                           bool grouped, StringRef input, StringRef perm,
-                           StringRef offsets, StringRef output,
-                           StringRef residual = "null");
+  /// What a moe.linear or moe.grouped_matmul multiplies.
+  struct Matmul {
+    SmallVector<Value> weights; // expert-major: e * parts + part
+    int64_t rowsA = 0, rowsB = 0, in = 0, experts = 1, k = 1;
+    bool gather = false, grouped = false, silu = false;
+    std::string input, perm = "null", offsets = "null", output,
+                       residual = "null";
+  };
+  /// The gemv (decode) kernel, and the tensor-core kernel (prefill) where
+  /// the weights allow it.
+  LogicalResult emitMatmul(Operation *op, const Matmul &m);
 
   llvm::raw_string_ostream dev{device};
   llvm::StringMap<size_t> kernelIndex;
@@ -107,56 +110,47 @@ void CudaEmitter::launch(size_t kernel, const Twine &gridX, const Twine &gridY,
       << "\n  }\n";
 }
 
-LogicalResult CudaEmitter::emitMatmul(Operation *op, ArrayRef<Value> weights,
-                                      int64_t rowsA, int64_t rowsB, int64_t in,
-                                      int64_t experts, int64_t k, bool gather,
-                                      bool grouped, StringRef input,
-                                      StringRef perm, StringRef offsets,
-                                      StringRef output, StringRef residual) {
-  int64_t parts = rowsB > 0 ? 2 : 1, n = rowsA + rowsB;
-  if (in % 8 != 0)
+LogicalResult CudaEmitter::emitMatmul(Operation *op, const Matmul &m) {
+  int64_t parts = m.rowsB > 0 ? 2 : 1;
+  // The output width: the stacked parts, or one part after silu(gate) * up.
+  int64_t n = m.silu ? m.rowsA : m.rowsA + m.rowsB;
+  if (m.in % 8 != 0)
     return op->emitOpError("the CUDA target needs an input width that is a "
                            "multiple of 8, not ")
-           << in;
-  Type typeA = elementType(weights.front());
-  Type typeB = elementType(weights[parts - 1]);
-  int64_t numPtrs = int64_t(weights.size());
-  // The pointer table, in expert-major order (e * parts + part).
+           << m.in;
+  Type typeA = elementType(m.weights.front());
+  Type typeB = elementType(m.weights[parts - 1]);
+  int64_t numPtrs = int64_t(m.weights.size());
   std::string ptrs = "p" + std::to_string(locals.size());
   std::string table;
-  for (auto [i, w] : llvm::enumerate(weights))
+  for (auto [i, w] : llvm::enumerate(m.weights))
     table += (i ? ", " : "") + weight(w);
   locals.push_back("    const struct { const void *p[" +
                    std::to_string(numPtrs) + "]; } " + ptrs + " = {{" + table +
                    "}};\n");
   std::string tokens = constant("int", "n");
+  auto flag = [](bool b) { return b ? "true" : "false"; };
   std::string common =
-      std::to_string(rowsA) + ", " + std::to_string(rowsB) + ", " +
-      std::to_string(in) + ", " + std::to_string(experts) + ", " +
-      std::to_string(k) + ", " + (gather ? "true" : "false") + ", " +
-      (grouped ? "true" : "false") + ", " + std::to_string(numPtrs);
+      (Twine(m.rowsA) + ", " + Twine(m.rowsB) + ", " + Twine(m.in) + ", " +
+       Twine(m.experts) + ", " + Twine(m.k) + ", " + flag(m.gather) + ", " +
+       flag(m.grouped) + ", " + flag(m.silu) + ", " + Twine(numPtrs))
+          .str();
   std::string params = "const float *x, const int32_t *perm, const int32_t "
                        "*offsets, const __grid_constant__ moert::cuda::Ptrs<" +
                        std::to_string(numPtrs) +
                        "> w, int n, float *out, const float *res";
-  StringRef kind = grouped ? "grouped_matmul" : "linear";
-  std::vector<std::string> args = {std::string(input),
-                                   std::string(perm),
-                                   std::string(offsets),
-                                   ptrs,
-                                   tokens,
-                                   std::string(output),
-                                   std::string(residual)};
+  StringRef kind = m.grouped ? "grouped_matmul" : "linear";
+  std::vector<std::string> args = {m.input, m.perm,   m.offsets, ptrs,
+                                   tokens,  m.output, m.residual};
   size_t gemv =
       kernel((kind + "_gemv").str(), 256, params,
              "moert::cuda::gemv<" + cudaType(typeA) + ", " + cudaType(typeB) +
                  ", " + common + ">(x, perm, offsets, w, n, out, res)");
   bool tensorCores =
-      typeA == typeB && !typeA.isF32() && in % 64 == 0 && n % 4 == 0;
-  std::string rows = grouped ? "n * " + std::to_string(k) : "n";
+      typeA == typeB && !typeA.isF32() && m.in % 64 == 0 && n % 4 == 0;
+  std::string groups = m.grouped ? std::to_string(m.experts) : "1";
   if (!tensorCores) {
-    launch(gemv, "cdiv(" + Twine(n) + ", 8)", grouped ? Twine(experts) : "1",
-           256, args);
+    launch(gemv, "cdiv(" + Twine(n) + ", 8)", groups, 256, args);
     return success();
   }
   size_t mma = kernel((kind + "_mma").str(), 256, params,
@@ -164,15 +158,16 @@ LogicalResult CudaEmitter::emitMatmul(Operation *op, ArrayRef<Value> weights,
                           common + ">(x, perm, offsets, w, n, out, res)");
   std::vector<std::string> saved = locals;
   out << "  if (n <= " << kCudaDecodeMaxTokens << ")\n";
-  launch(gemv, "cdiv(" + Twine(n) + ", 8)", grouped ? Twine(experts) : "1", 256,
-         args);
+  launch(gemv, "cdiv(" + Twine(n) + ", 8)", groups, 256, args);
   out << "  else\n";
   locals = saved;
   // Grouped: a partial tile per expert at most, beyond the full ones.
-  std::string tiles =
-      grouped ? "cdiv(" + rows + ", 64) + " + std::to_string(experts)
-              : "cdiv(n, 64)";
-  launch(mma, tiles, "cdiv(" + Twine(n) + ", 128)", 256, args);
+  std::string tiles = m.grouped ? "cdiv(n * " + std::to_string(m.k) +
+                                      ", 64) + " + std::to_string(m.experts)
+                                : "cdiv(n, 64)";
+  // Tiles of 128 features, or of 64 gate and 64 up rows with silu.
+  launch(mma, tiles, "cdiv(" + Twine(n) + ", " + (m.silu ? "64" : "128") + ")",
+         256, args);
   return success();
 }
 
@@ -207,12 +202,14 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
     ArrayRef<int64_t> w = l.getWeight().getType().getShape();
     std::string in = name(l.getInput());
     std::string o = allocate(l.getResult());
-    Value weights[] = {l.getWeight()};
-    std::string residual = l.getResidual() ? name(l.getResidual()) : "null";
+    Matmul m;
+    m.weights = {l.getWeight()};
+    m.rowsA = w[0], m.in = w[1], m.input = in, m.output = o;
+    if (l.getResidual())
+      m.residual = name(l.getResidual());
     out << "  // moe.linear " << w[0] << "x" << w[1]
         << (l.getResidual() ? " + residual" : "") << "\n";
-    return emitMatmul(op, weights, w[0], 0, w[1], 1, 1, false, false, in,
-                      "null", "null", o, residual);
+    return emitMatmul(op, m);
   }
   if (auto r = dyn_cast<RoPEOp>(op)) {
     int64_t w = width(r.getResult());
@@ -359,17 +356,21 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
     auto part = [&](int64_t i) {
       return cast<RankedTensorType>(g.getExpertWeights()[i].getType());
     };
-    std::string in = name(g.getInput()), perm = name(g.getPerm()),
-                offsets = name(g.getOffsets());
-    // The gather happens in the kernels' loads: no scratch copy.
-    std::string o = allocate(g.getResult());
-    SmallVector<Value> weights(g.getExpertWeights());
+    Matmul m;
+    m.input = name(g.getInput()), m.perm = name(g.getPerm()),
+    m.offsets = name(g.getOffsets());
+    // The gather happens in the kernels' loads, and silu(gate) * up in
+    // their stores: no scratch.
+    m.output = allocate(g.getResult());
+    m.weights.assign(g.getExpertWeights().begin(), g.getExpertWeights().end());
+    m.rowsA = part(0).getDimSize(0);
+    m.rowsB = parts == 2 ? part(1).getDimSize(0) : 0;
+    m.in = width(g.getInput()), m.experts = g.getNumExperts(), m.k = g.getK();
+    m.gather = g.getGather(), m.grouped = true, m.silu = g.getSiluMul();
     out << "  // moe.grouped_matmul " << g.getNumExperts() << " experts x "
-        << parts << " parts" << (g.getGather() ? ", gather" : "") << "\n";
-    return emitMatmul(op, weights, part(0).getDimSize(0),
-                      parts == 2 ? part(1).getDimSize(0) : 0,
-                      width(g.getInput()), g.getNumExperts(), g.getK(),
-                      g.getGather(), true, in, perm, offsets, o);
+        << parts << " parts" << (g.getGather() ? ", gather" : "")
+        << (g.getSiluMul() ? ", silu_mul" : "") << "\n";
+    return emitMatmul(op, m);
   }
   if (auto m = dyn_cast<SiluMulOp>(op)) {
     int64_t i = width(m.getResult());

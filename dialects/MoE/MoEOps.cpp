@@ -521,6 +521,8 @@ GroupedMatmulOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
       return emitOptionalError(loc, "expert weights must be rank 2");
     width += w.getDimSize(0);
   }
+  if (adaptor.getSiluMul())
+    width /= 2;
   inferred.push_back(activationType(ShapedType::kDynamic, width, ctx));
   return success();
 }
@@ -543,6 +545,10 @@ LogicalResult GroupedMatmulOp::verify() {
       return emitOpError("expert weight ")
              << type << " does not take the input's " << in << " features";
   }
+  if (getSiluMul() &&
+      (parts != 2 || tensorType(getExpertWeights()[0]).getDimSize(0) !=
+                         tensorType(getExpertWeights()[1]).getDimSize(0)))
+    return emitOpError("silu_mul needs two parts of equal width (gate, up)");
   return success();
 }
 
@@ -614,10 +620,15 @@ int64_t mlir::moe::getScratchFloatsPerToken(Operation *op) {
     auto gate = tensorType(experts.getGateWeights().front());
     return 2 * (gate.getDimSize(0) + gate.getDimSize(1));
   }
-  if (auto gemm = dyn_cast<GroupedMatmulOp>(op))
-    return gemm.getGather()
-               ? gemm.getK() * gemm.getInput().getType().getDimSize(1)
-               : 0;
+  if (auto gemm = dyn_cast<GroupedMatmulOp>(op)) {
+    // The gathered rows, then (silu_mul) the up part's rows: the CPU
+    // kernels stage them here.
+    int64_t gathered =
+        gemm.getGather() ? gemm.getInput().getType().getDimSize(1) : 0;
+    int64_t up =
+        gemm.getSiluMul() ? gemm.getResult().getType().getDimSize(1) : 0;
+    return gemm.getK() * (gathered + up);
+  }
   return 0;
 }
 

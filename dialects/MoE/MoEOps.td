@@ -147,7 +147,7 @@ def MoE_LinearOp : MoE_Op<"linear",
     // %q : tensor<?x128xf32>
     ```
 
-    With a `residual` (`[T, N]`, what `moe-fuse-residual` folds in from a
+    With a `residual` (`[T, N]`, what `moe-fuse-epilogues` folds in from a
     following `moe.add`), the result is `x @ Wᵀ + residual`: each output
     element is the dot product plus its residual element, rounded exactly
     as the unfused add rounds it.
@@ -440,6 +440,11 @@ def MoE_GroupedMatmulOp : MoE_Op<"grouped_matmul",
     activation; without, the input is already the `[T * k, K]` permuted
     batch. The result is `[T * k, N]`, N the stacked output width.
 
+    With `silu_mul` (two parts of equal width I; what `moe-fuse-epilogues`
+    folds in from a following `moe.silu_mul`), the result is `[T * k, I]`:
+    `silu(gate) * up` of the two parts, so the `[T * k, 2I]` product is
+    never stored.
+
     ```mlir
     %gu = moe.grouped_matmul %b[%perm] gather, %offsets top 2
         weights [%w1_0, %w3_0, %w1_1, %w3_1] parts 2
@@ -452,12 +457,13 @@ def MoE_GroupedMatmulOp : MoE_Op<"grouped_matmul",
                        Variadic<MoE_WeightTensor>:$expert_weights,
                        ConfinedAttr<I64Attr, [IntPositive]>:$k,
                        ConfinedAttr<I64Attr, [IntPositive]>:$parts,
-                       UnitAttr:$gather);
+                       UnitAttr:$gather, UnitAttr:$silu_mul);
   let results = (outs MoE_ActTensor:$result);
   let assemblyFormat = [{
     $input `[` $perm `]` (`gather` $gather^)? `,` $offsets `top` $k
     `weights` custom<ExpertList>($expert_weights, type($expert_weights))
-    `parts` $parts attr-dict `:` type($input) `,` type($perm) `,` type($offsets)
+    `parts` $parts (`silu_mul` $silu_mul^)? attr-dict `:` type($input) `,`
+    type($perm) `,` type($offsets)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -498,7 +504,7 @@ def MoE_ExpertCombineOp : MoE_Op<"expert_combine",
     // %out : tensor<?x64xf32>
     ```
 
-    With a `residual` (`[T, H]`, folded in by `moe-fuse-residual`), the
+    With a `residual` (`[T, H]`, folded in by `moe-fuse-epilogues`), the
     weighted sum is computed first and the residual added to it, as the
     unfused `moe.add` would.
 

@@ -145,7 +145,7 @@ inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t K,
 
 /// out[t * ldo + n] = x[t] · W[n] for W of shape [N, K] (x @ Wᵀ); `ldo` is
 /// the output row stride (N for a dense result). With `res` (laid out as
-/// `out`), out = x @ Wᵀ + res (moe-fuse-residual). Parallel over blocks of
+/// `out`), out = x @ Wᵀ + res (moe-fuse-epilogues). Parallel over blocks of
 /// weight rows, so each thread streams its part of W once; with four or
 /// more tokens the 4x3 register-blocked kernel does the work.
 template <typename W, int64_t N, int64_t K>
@@ -386,17 +386,23 @@ void expertPermute(const int32_t *indices, int64_t T, int32_t *perm,
     perm[count[indices[i]]++] = int32_t(i);
 }
 
+/// silu(gate) * up.
+inline float siluTimes(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
+
 /// One GEMM per expert over its rows of the permuted batch, with up to two
 /// weights per expert stacked along the output ([RowsA + RowsB, In]): the
 /// gate_up GEMM reads each expert's w1 and w3 where the file has them.
 /// Gather: row r reads token perm[r] / K of x; else x is already permuted.
+/// Silu (two equal parts): out is [rows, RowsA] silu(gate) * up, the up
+/// part staged in `up` (rows x RowsB floats).
 template <typename WA, typename WB, int64_t RowsA, int64_t RowsB, int64_t In,
-          int64_t E, int64_t K, bool Gather>
+          int64_t E, int64_t K, bool Gather, bool Silu = false>
 void groupedMatmul(moert_pool *pool, const float *x, const int32_t *perm,
                    const int32_t *offsets, const void *const *weights,
-                   float *gathered, float *out) {
+                   float *gathered, float *out, float *up = nullptr) {
+  static_assert(!Silu || RowsA == RowsB, "silu_mul takes two equal parts");
   constexpr int64_t Parts = RowsB > 0 ? 2 : 1;
-  constexpr int64_t N = RowsA + RowsB;
+  constexpr int64_t N = Silu ? RowsA : RowsA + RowsB;
   for (int64_t e = 0; e < E; ++e) {
     int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
     if (rows == 0)
@@ -408,28 +414,35 @@ void groupedMatmul(moert_pool *pool, const float *x, const int32_t *perm,
                     In * sizeof(float));
       src = gathered;
     }
-    // Parts side by side in the output: w1 rows, then w3 rows.
+    // Parts side by side in the output: w1 rows, then w3 rows (with Silu:
+    // w1 rows in the output, w3 rows in `up`, then combined in place).
     float *o = out + r0 * N;
     linear<WA, RowsA, In>(
         pool, src, static_cast<const WA *>(weights[e * Parts]), rows, o, N);
-    if constexpr (RowsB > 0)
+    if constexpr (Silu) {
+      float *u = up + r0 * RowsB;
+      linear<WB, RowsB, In>(pool, src,
+                            static_cast<const WB *>(weights[e * Parts + 1]),
+                            rows, u, RowsB);
+      for (int64_t i = 0; i < rows * RowsA; ++i)
+        o[i] = siluTimes(o[i], u[i]);
+    } else if constexpr (RowsB > 0) {
       linear<WB, RowsB, In>(pool, src,
                             static_cast<const WB *>(weights[e * Parts + 1]),
                             rows, o + RowsA, N);
+    }
   }
 }
 
 /// [rows, 2I] gate|up -> [rows, I] silu(gate) * up.
 template <int64_t I> void siluMul(const float *in, int64_t rows, float *out) {
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < I; ++i) {
-      float g = in[r * 2 * I + i];
-      out[r * I + i] = g / (1.0f + std::exp(-g)) * in[r * 2 * I + I + i];
-    }
+    for (int64_t i = 0; i < I; ++i)
+      out[r * I + i] = siluTimes(in[r * 2 * I + i], in[r * 2 * I + I + i]);
 }
 
 /// out[t] = Σ_j weights[t, j] * y[r] over rows r with perm[r] = t*K + j,
-/// plus res[t] when given (moe-fuse-residual; added after the sum).
+/// plus res[t] when given (moe-fuse-epilogues; added after the sum).
 template <int64_t H, int64_t K>
 void expertCombine(const float *y, const int32_t *perm, const float *weights,
                    int64_t T, float *out, const float *res = nullptr) {

@@ -695,6 +695,25 @@ func.func @grouped_parts(%x: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi
 
 // -----
 
+func.func @grouped_silu_one_part(%x: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) {
+  %w = moe.weight "w" : tensor<96x64xf32>
+  // expected-error @below {{'moe.grouped_matmul' op silu_mul needs two parts of equal width (gate, up)}}
+  %y = moe.grouped_matmul %x[%p] gather, %o top 2 weights [%w, %w] : tensor<96x64xf32> parts 1 silu_mul : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @grouped_silu_widths(%x: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) {
+  %a = moe.weight "a" : tensor<96x64xf32>
+  %b = moe.weight "b" : tensor<80x64xf32>
+  // expected-error @below {{'moe.grouped_matmul' op silu_mul needs two parts of equal width (gate, up)}}
+  %y = moe.grouped_matmul %x[%p] gather, %o top 2 weights [%a, %b, %a, %b] : (tensor<96x64xf32>, tensor<80x64xf32>, tensor<96x64xf32>, tensor<80x64xf32>) parts 2 silu_mul : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  return
+}
+
+// -----
+
 func.func @grouped_offsets(%x: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<1xi32>) {
   %a = moe.weight "a" : tensor<96x64xf32>
   // expected-error @below {{'moe.grouped_matmul' op offsets must have num_experts + 1 >= 2 entries}}

@@ -197,3 +197,14 @@ func.func @linear_residual(%x: tensor<?x128xf32>, %r: tensor<?x64xf32>) -> tenso
   %h = moe.linear %x, %w residual %r : tensor<?x128xf32>, tensor<64x128xbf16>, tensor<?x64xf32>
   return %h : tensor<?x64xf32>
 }
+
+// -----
+
+// A gate_up GEMM that stores silu(gate) * up: [T * k, I].
+// CHECK-LABEL: func.func @grouped_silu_mul
+// CHECK: moe.grouped_matmul %{{.+}}[%{{.+}}] gather, %{{.+}} top 2 weights [%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}] : tensor<96x64xbf16> parts 2 silu_mul : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+func.func @grouped_silu_mul(%b: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) -> tensor<?x96xf32> {
+  %w = moe.weight "w" : tensor<96x64xbf16>
+  %h = moe.grouped_matmul %b[%p] gather, %o top 2 weights [%w, %w, %w, %w] : tensor<96x64xbf16> parts 2 silu_mul : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  return %h : tensor<?x96xf32>
+}

@@ -21,7 +21,7 @@
 // tokens) and `moe.grouped_matmul` (group e: rows offsets[e]..offsets[e+1]
 // of the expert-sorted batch, optionally gathering token perm[r] / K).
 // With `res` (non-null; dense only), out = x @ W^T + res: the residual
-// add moe-fuse-residual folded in, one rounding as in the unfused add.
+// add moe-fuse-epilogues folded in, one rounding as in the unfused add.
 //
 //===----------------------------------------------------------------------===//
 
@@ -167,6 +167,11 @@ __device__ void add(const float *a, const float *b, int n, float *out) {
     out[i] = a[i] + b[i];
 }
 
+/// silu(gate) * up, as the CPU target computes it.
+__device__ __forceinline__ float siluTimes(float g, float u) {
+  return g / (1.0f + expf(-g)) * u;
+}
+
 /// [rows][2I] gate|up -> [rows][I] silu(gate) * up.
 /// grid (ceil(rows * I / 256)), block 256.
 template <int I>
@@ -175,8 +180,7 @@ __device__ void siluMul(const float *in, int rows, float *out) {
   if (idx >= int64_t(rows) * I)
     return;
   int64_t r = idx / I, i = idx % I;
-  float g = in[r * 2 * I + i];
-  out[idx] = g / (1.0f + expf(-g)) * in[r * 2 * I + I + i];
+  out[idx] = siluTimes(in[r * 2 * I + i], in[r * 2 * I + I + i]);
 }
 
 //===----------------------------------------------------------------------===//
@@ -308,11 +312,20 @@ __device__ __forceinline__ int inputRow(const int32_t *perm, int r) {
   return Gather ? perm[r] / K : r;
 }
 
-template <typename W, int In, int K, bool Gather>
-__device__ __forceinline__ void gemvRow(const W *wrow, const float *x,
-                                        const int32_t *perm, int r0, int r1,
-                                        int col, float *out, int ldo,
-                                        const float *res) {
+/// x[0..8) . w[0..8) for 8 activations (as two float4) and 8 weights.
+__device__ __forceinline__ float dot8(float4 a, float4 b, const float (&w)[8]) {
+  return a.x * w[0] + a.y * w[1] + a.z * w[2] + a.w * w[3] + b.x * w[4] +
+         b.y * w[5] + b.z * w[6] + b.w * w[7];
+}
+
+/// One warp: output column `col` of rows r0..r1 from weight row `wrow`. With
+/// Silu, `wrow2` is the up row of the same column: both are streamed in the
+/// same pass and the warp stores silu(gate) * up.
+template <typename W, typename W2, int In, int K, bool Gather, bool Silu>
+__device__ __forceinline__ void gemvRow(const W *wrow, const W2 *wrow2,
+                                        const float *x, const int32_t *perm,
+                                        int r0, int r1, int col, float *out,
+                                        int ldo, const float *res) {
   int lane = threadIdx.x % 32;
   for (int rb = r0; rb < r1; rb += kGemvRows) {
     int cnt = min(kGemvRows, r1 - rb);
@@ -320,24 +333,29 @@ __device__ __forceinline__ void gemvRow(const W *wrow, const float *x,
 #pragma unroll
     for (int i = 0; i < kGemvRows; ++i)
       xr[i] = x + int64_t(inputRow<K, Gather>(perm, i < cnt ? rb + i : rb)) * In;
-    float acc[kGemvRows] = {};
+    float acc[kGemvRows] = {}, acc2[kGemvRows] = {};
 #pragma unroll 4
     for (int k = lane * 8; k < In; k += 256) {
-      float wv[8];
+      float wv[8], wv2[8];
       load8(wrow + k, wv);
+      if constexpr (Silu)
+        load8(wrow2 + k, wv2);
 #pragma unroll
       for (int i = 0; i < kGemvRows; ++i) {
         if (i < cnt) {
           float4 a = __ldg(reinterpret_cast<const float4 *>(xr[i] + k));
           float4 b = __ldg(reinterpret_cast<const float4 *>(xr[i] + k) + 1);
-          acc[i] += a.x * wv[0] + a.y * wv[1] + a.z * wv[2] + a.w * wv[3] +
-                    b.x * wv[4] + b.y * wv[5] + b.z * wv[6] + b.w * wv[7];
+          acc[i] += dot8(a, b, wv);
+          if constexpr (Silu)
+            acc2[i] += dot8(a, b, wv2);
         }
       }
     }
 #pragma unroll
     for (int i = 0; i < kGemvRows; ++i) {
       float s = warpSum(acc[i]);
+      if constexpr (Silu)
+        s = siluTimes(s, warpSum(acc2[i]));
       int64_t o = int64_t(rb + i) * ldo + col;
       if (lane == 0 && i < cnt)
         out[o] = res ? s + res[o] : s;
@@ -346,27 +364,36 @@ __device__ __forceinline__ void gemvRow(const W *wrow, const float *x,
 }
 
 /// Decode variant. One warp per output feature; block 256 (8 features).
-/// grid (ceil(N / 8), Grouped ? E : 1).
+/// With Silu (two parts of equal width), feature j is silu(gate j) * up j:
+/// the warp streams both weight rows. grid (ceil(width / 8), Grouped ? E : 1)
+/// for the output width (RowsA + RowsB, or RowsA with Silu).
 template <typename WA, typename WB, int RowsA, int RowsB, int In, int E, int K,
-          bool Gather, bool Grouped, int NumPtrs>
+          bool Gather, bool Grouped, bool Silu, int NumPtrs>
 __device__ void gemv(const float *x, const int32_t *perm,
                      const int32_t *offsets, const Ptrs<NumPtrs> &w, int n,
                      float *out, const float *res) {
   static_assert(In % 8 == 0, "the input width must be a multiple of 8");
-  constexpr int N = RowsA + RowsB, Parts = RowsB > 0 ? 2 : 1;
+  static_assert(!Silu || RowsA == RowsB, "silu_mul takes two equal parts");
+  constexpr int Parts = RowsB > 0 ? 2 : 1;
+  constexpr int N = Silu ? RowsA : RowsA + RowsB;
   int e = Grouped ? blockIdx.y : 0;
   int r0 = Grouped ? offsets[e] : 0, r1 = Grouped ? offsets[e + 1] : n;
   int col = blockIdx.x * 8 + threadIdx.x / 32;
   if (r0 >= r1 || col >= N)
     return;
-  if (RowsB == 0 || col < RowsA)
-    gemvRow<WA, In, K, Gather>(
-        static_cast<const WA *>(w.p[e * Parts]) + int64_t(col) * In, x, perm,
-        r0, r1, col, out, N, res);
+  const WA *a = static_cast<const WA *>(w.p[e * Parts]);
+  const WB *b = static_cast<const WB *>(w.p[e * Parts + Parts - 1]);
+  if (Silu)
+    gemvRow<WA, WB, In, K, Gather, true>(a + int64_t(col) * In,
+                                         b + int64_t(col) * In, x, perm, r0,
+                                         r1, col, out, N, res);
+  else if (RowsB == 0 || col < RowsA)
+    gemvRow<WA, WA, In, K, Gather, false>(a + int64_t(col) * In, nullptr, x,
+                                          perm, r0, r1, col, out, N, res);
   else
-    gemvRow<WB, In, K, Gather>(static_cast<const WB *>(w.p[e * Parts + 1]) +
-                                   int64_t(col - RowsA) * In,
-                               x, perm, r0, r1, col, out, N, res);
+    gemvRow<WB, WB, In, K, Gather, false>(b + int64_t(col - RowsA) * In,
+                                          nullptr, x, perm, r0, r1, col, out,
+                                          N, res);
 }
 
 /// The block's rows for the prefill variant: m-tile blockIdx.x counted over
@@ -409,21 +436,26 @@ template <> struct Convert<__nv_bfloat16> {
 /// Prefill variant on tensor cores. Block tile 64 rows x 128 features,
 /// K-steps of 64; 8 warps in a 2 x 4 grid, each 32 x 32 (2 x 2 WMMA 16x16x16
 /// fragments). The next K-step's tiles are loaded into registers while the
-/// current one is multiplied. grid (m-tiles, ceil(N / 128)), block 256.
+/// current one is multiplied. With Silu the tile's 128 features are gate
+/// rows j0..j0+64 and the up rows of the same j, and the block stores the 64
+/// features silu(gate) * up. grid (m-tiles, ceil(N / 128)) or, with Silu,
+/// (m-tiles, ceil(RowsA / 64)); block 256.
 template <typename T, int RowsA, int RowsB, int In, int E, int K, bool Gather,
-          bool Grouped, int NumPtrs>
+          bool Grouped, bool Silu, int NumPtrs>
 __device__ void gemmMma(const float *x, const int32_t *perm,
                         const int32_t *offsets, const Ptrs<NumPtrs> &w, int n,
                         float *out, const float *res) {
   using namespace nvcuda;
   constexpr int BM = 64, BN = 128, BK = 64, LD = BK + 8, LDC = BN + 4;
-  constexpr int N = RowsA + RowsB, Parts = RowsB > 0 ? 2 : 1;
+  constexpr int Parts = RowsB > 0 ? 2 : 1;
+  constexpr int N = Silu ? RowsA : RowsA + RowsB; // output width
   static_assert(In % BK == 0, "the input width must be a multiple of 64");
   static_assert(N % 4 == 0, "the output width must be a multiple of 4");
+  static_assert(!Silu || RowsA == RowsB, "silu_mul takes two equal parts");
   int e, r0, r1;
   if (!mmaTile<E, BM, Grouped>(offsets, n, e, r0, r1))
     return;
-  int n0 = blockIdx.y * BN;
+  int n0 = blockIdx.y * (Silu ? BN / 2 : BN);
   int tid = threadIdx.x, warp = tid / 32;
 
   struct AB {
@@ -442,14 +474,17 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
       r0 + ar < r1
           ? x + int64_t(inputRow<K, Gather>(perm, r0 + ar)) * In + ak
           : nullptr;
-  // B: thread -> weight row n0 + tid / 2, 32 consecutive k at (tid % 2) * 32.
-  int br = tid / 2, bk = (tid % 2) * 32, col = n0 + br;
+  // B: thread -> tile feature tid / 2, 32 consecutive k at (tid % 2) * 32.
+  // The feature's weight row: stacked [w_a; w_b] row n0 + tid / 2, or with
+  // Silu gate (tile features < 64) or up row n0 + tid / 2 % 64.
+  int br = tid / 2, bk = (tid % 2) * 32;
+  int col = Silu ? n0 + br % (BN / 2) : n0 + br;
+  bool second = Silu ? br >= BN / 2 : RowsB > 0 && col >= RowsA;
   const T *bRow = nullptr;
-  if (col < N)
-    bRow = (RowsB == 0 || col < RowsA)
-               ? static_cast<const T *>(w.p[e * Parts]) + int64_t(col) * In
-               : static_cast<const T *>(w.p[e * Parts + 1]) +
-                     int64_t(col - RowsA) * In;
+  if (col < (Silu ? RowsA : N))
+    bRow = second ? static_cast<const T *>(w.p[e * Parts + 1]) +
+                        int64_t(Silu ? col : col - RowsA) * In
+                  : static_cast<const T *>(w.p[e * Parts]) + int64_t(col) * In;
   if (bRow)
     bRow += bk;
 
@@ -521,11 +556,17 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
       wmma::store_matrix_sync(&smem.c[wm * 32 + i * 16][wn * 32 + j * 16],
                               acc[i][j], LDC, wmma::mem_row_major);
   __syncthreads();
-  for (int idx = tid; idx < BM * BN / 4; idx += 256) {
-    int row = idx / (BN / 4), c = (idx % (BN / 4)) * 4;
+  constexpr int Width = Silu ? BN / 2 : BN; // features stored per row
+  for (int idx = tid; idx < BM * Width / 4; idx += 256) {
+    int row = idx / (Width / 4), c = (idx % (Width / 4)) * 4;
     if (r0 + row < r1 && n0 + c < N) {
       int64_t o = int64_t(r0 + row) * N + n0 + c;
       float4 v = *reinterpret_cast<const float4 *>(&smem.c[row][c]);
+      if constexpr (Silu) {
+        float4 u = *reinterpret_cast<const float4 *>(&smem.c[row][c + Width]);
+        v.x = siluTimes(v.x, u.x), v.y = siluTimes(v.y, u.y);
+        v.z = siluTimes(v.z, u.z), v.w = siluTimes(v.w, u.w);
+      }
       if (res) {
         float4 r = *reinterpret_cast<const float4 *>(res + o);
         v.x += r.x, v.y += r.y, v.z += r.z, v.w += r.w;

@@ -1,4 +1,4 @@
-// RUN: moe-opt %s --split-input-file --pass-pipeline='builtin.module(func.func(moe-fuse-residual))' | FileCheck %s
+// RUN: moe-opt %s --split-input-file --pass-pipeline='builtin.module(func.func(moe-fuse-epilogues))' | FileCheck %s
 
 // A decoder layer's two residual connections: the o_proj GEMM takes the
 // layer input as its residual, the combine takes the attention block's sum.
@@ -83,4 +83,49 @@ func.func @twice(%a: tensor<?x64xf32>) -> tensor<?x64xf32> {
   %o = moe.linear %a, %wo : tensor<?x64xf32>, tensor<64x64xf32>
   %h = moe.add %o, %o : tensor<?x64xf32>
   return %h : tensor<?x64xf32>
+}
+
+// -----
+
+// The gate_up GEMM stores silu(gate) * up: the silu_mul is gone and the
+// GEMM's result is [T * k, I], read by the down GEMM.
+// CHECK-LABEL: func.func @silu_mul
+// CHECK-NOT: moe.silu_mul
+// CHECK: %[[ACT:.+]] = moe.grouped_matmul %{{.+}}[%{{.+}}] gather, %{{.+}} top 2 weights [%{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}] : tensor<96x64xf16> parts 2 silu_mul : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+// CHECK-NEXT: moe.grouped_matmul %[[ACT]][%{{.+}}], %{{.+}} top 2 weights [%{{.+}}, %{{.+}}] : tensor<64x96xf16> parts 1 : tensor<?x96xf32>
+func.func @silu_mul(%b: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) -> tensor<?x64xf32> {
+  %g = moe.weight "g" : tensor<96x64xf16>
+  %u = moe.weight "u" : tensor<96x64xf16>
+  %d = moe.weight "d" : tensor<64x96xf16>
+  %gu = moe.grouped_matmul %b[%p] gather, %o top 2 weights [%g, %u, %g, %u] : tensor<96x64xf16> parts 2 : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  %h = moe.silu_mul %gu : tensor<?x192xf32>
+  %dn = moe.grouped_matmul %h[%p], %o top 2 weights [%d, %d] : tensor<64x96xf16> parts 1 : tensor<?x96xf32>, tensor<?xi32>, tensor<3xi32>
+  return %dn : tensor<?x64xf32>
+}
+
+// -----
+
+// Negative: the gate_up product has another user.
+// CHECK-LABEL: func.func @gate_up_used
+// CHECK: %[[GU:.+]] = moe.grouped_matmul {{.+}} parts 2 :
+// CHECK-NEXT: moe.silu_mul %[[GU]]
+func.func @gate_up_used(%b: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) -> (tensor<?x96xf32>, tensor<?x192xf32>) {
+  %g = moe.weight "g" : tensor<96x64xf32>
+  %gu = moe.grouped_matmul %b[%p] gather, %o top 2 weights [%g, %g, %g, %g] : tensor<96x64xf32> parts 2 : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  %h = moe.silu_mul %gu : tensor<?x192xf32>
+  return %h, %gu : tensor<?x96xf32>, tensor<?x192xf32>
+}
+
+// -----
+
+// Negative: a one-part GEMM's output split in halves is not gate and up of
+// the same rows.
+// CHECK-LABEL: func.func @one_part
+// CHECK: moe.grouped_matmul {{.+}} parts 1 :
+// CHECK-NEXT: moe.silu_mul
+func.func @one_part(%b: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) -> tensor<?x96xf32> {
+  %w = moe.weight "w" : tensor<192x64xf32>
+  %gu = moe.grouped_matmul %b[%p] gather, %o top 2 weights [%w, %w] : tensor<192x64xf32> parts 1 : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
+  %h = moe.silu_mul %gu : tensor<?x192xf32>
+  return %h : tensor<?x96xf32>
 }

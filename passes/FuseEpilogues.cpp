@@ -1,4 +1,4 @@
-//===- FuseResidual.cpp - residual adds into their producer ----*- C++ -*-===//
+//===- FuseEpilogues.cpp - elementwise ops into their producer -*- C++ -*-===//
 //
 // Part of moe-compile.
 //
@@ -11,7 +11,7 @@
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace mlir::moe {
-#define GEN_PASS_DEF_FUSERESIDUAL
+#define GEN_PASS_DEF_FUSEEPILOGUES
 #include "passes/Passes.h.inc"
 } // namespace mlir::moe
 
@@ -70,10 +70,44 @@ struct FuseAddIntoProducer : OpRewritePattern<AddOp> {
   llvm::Statistic &fused;
 };
 
-struct FuseResidualPass : mlir::moe::impl::FuseResidualBase<FuseResidualPass> {
+/// silu_mul(grouped_matmul(... parts 2))  ==>  grouped_matmul(...) silu_mul
+/// when the gate_up product has no other user and its parts are equal.
+struct FuseSiluMulIntoGemm : OpRewritePattern<SiluMulOp> {
+  FuseSiluMulIntoGemm(MLIRContext *context, llvm::Statistic &fused)
+      : OpRewritePattern(context), fused(fused) {}
+
+  LogicalResult matchAndRewrite(SiluMulOp silu,
+                                PatternRewriter &rewriter) const override {
+    auto gemm = silu.getInput().getDefiningOp<GroupedMatmulOp>();
+    if (!gemm || gemm.getSiluMul() || gemm.getParts() != 2)
+      return rewriter.notifyMatchFailure(
+          silu, "the input is not a two-part moe.grouped_matmul");
+    if (!gemm.getResult().hasOneUse())
+      return rewriter.notifyMatchFailure(silu, "gate_up has other users");
+    auto rows = [&](int i) {
+      return cast<RankedTensorType>(gemm.getExpertWeights()[i].getType())
+          .getDimSize(0);
+    };
+    if (rows(0) != rows(1))
+      return rewriter.notifyMatchFailure(silu, "gate and up differ in width");
+    rewriter.replaceOpWithNewOp<GroupedMatmulOp>(
+        silu, gemm.getInput(), gemm.getPerm(), gemm.getOffsets(),
+        gemm.getExpertWeights(), gemm.getKAttr(), gemm.getPartsAttr(),
+        gemm.getGatherAttr(), rewriter.getUnitAttr());
+    rewriter.eraseOp(gemm);
+    ++fused;
+    return success();
+  }
+
+  llvm::Statistic &fused;
+};
+
+struct FuseEpiloguesPass
+    : mlir::moe::impl::FuseEpiloguesBase<FuseEpiloguesPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<FuseAddIntoProducer>(&getContext(), numFused);
+    patterns.add<FuseAddIntoProducer>(&getContext(), numResidual);
+    patterns.add<FuseSiluMulIntoGemm>(&getContext(), numSiluMul);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }
