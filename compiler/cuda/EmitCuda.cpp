@@ -231,9 +231,9 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
     const Cache *c = planCache(a);
     if (!c)
       return failure();
-    if (c->headDim % 8 != 0 || (128 % c->headDim != 0 && c->headDim % 128 != 0))
-      return a.emitOpError("the CUDA target needs a head_dim that divides "
-                           "128 or is a multiple of it, not ")
+    if (c->headDim % 8 != 0 || (128 % c->headDim != 0 && c->headDim != 256))
+      return a.emitOpError("the CUDA target needs a head_dim of 8, 16, 32, "
+                           "64, 128 or 256, not ")
              << c->headDim;
     std::string q = name(a.getQuery()), key = name(a.getKey()),
                 v = name(a.getValue()), cache = name(a.getCache());

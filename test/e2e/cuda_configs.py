@@ -37,6 +37,9 @@ CONFIGS = [
                  "-n", "4", "--max-batch-tokens", "6"]),
     ("hd8", ["--set", "head_dim=8"]),
     ("hd32", ["--set", "head_dim=32", "--set", "rope_theta=1e6"]),
+    # The largest head_dim: 8-key tiles in the prefill attention.
+    ("hd256", ["--set", "head_dim=256", "--dtype", "f16", "--tokens", PROMPT40,
+               "-n", "4"]),
     ("chunked", ["--tokens", "5,4,3,2,1,200,100,50,25,12,6", "-n", "4",
                  "--compare-chunked", "2"]),
     ("k1", ["--set", "num_experts_per_tok=1"]),

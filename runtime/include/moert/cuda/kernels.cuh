@@ -730,16 +730,21 @@ __device__ void attentionDecodeFinish(const float *ws, const float *k,
 }
 
 /// Prefill variant: one block (128 threads) per (query head, 16 queries);
-/// tiles of 32 keys and values are staged in shared memory and shared by the
-/// 16 queries; 8 threads per query split the keys of a tile for the scores
-/// and the head dims for the output. grid (Heads, ceil(T / 16)).
+/// tiles of 32 keys and values (8 for head_dim > 128, to stay within the
+/// 48 KB of static shared memory) are staged in shared memory and shared by
+/// the 16 queries; 8 threads per query split the keys of a tile for the
+/// scores and the head dims for the output. grid (Heads, ceil(T / 16)).
 template <int Heads, int KvHeads, int D, int Cap, int Window>
 __device__ void attentionPrefill(const float *q, const float *k,
                                  const float *v, const float *kc,
                                  const float *vc, const int32_t *pos, int n,
                                  float scale, float *out) {
-  constexpr int QT = 16, KT = 32, Group = Heads / KvHeads, Dims = D / 8;
+  constexpr int QT = 16, KT = D > 128 ? 8 : 32, Group = Heads / KvHeads,
+                Dims = D / 8;
   static_assert(D % 8 == 0, "head_dim must be a multiple of 8");
+  static_assert((QT * (D + 1) + KT * (2 * D + 1) + QT * (KT + 1)) * 4 <=
+                    48 * 1024,
+                "head_dim too large for the prefill attention's shared memory");
   __shared__ float qs[QT][D + 1], ks[KT][D + 1], vs[KT][D], ss[QT][KT + 1];
   int h = blockIdx.x, t0 = blockIdx.y * QT, g = h / Group, tid = threadIdx.x;
   int qi = tid / 8, lane8 = tid % 8;
