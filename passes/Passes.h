@@ -38,6 +38,11 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
       *this, "max-batch-tokens",
       llvm::cl::desc("Most tokens per forward call, for the memory plan"),
       llvm::cl::init(512)};
+  Option<bool> fuseEpilogues{
+      *this, "fuse-epilogues",
+      llvm::cl::desc("At opt-level 2, run moe-fuse-epilogues (default "
+                     "true; false measures what it gains)"),
+      llvm::cl::init(true)};
 };
 
 void buildDefaultPipeline(OpPassManager &pm, const PipelineOptions &options);

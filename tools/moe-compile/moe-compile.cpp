@@ -91,6 +91,12 @@ static cl::opt<unsigned>
                       "every buffer its own memory; -O2 (default) fuses and "
                       "plans the arena by liveness"),
              cl::init(2), cl::cat(category));
+static cl::opt<bool> fuseEpilogues(
+    "fuse-epilogues",
+    cl::desc("At -O2, fold residual adds and silu*up into the GEMMs that "
+             "feed them (moe-fuse-epilogues; default true, "
+             "--fuse-epilogues=false to compare)"),
+    cl::init(true), cl::cat(category));
 static cl::opt<int64_t> maxBatchTokens(
     "max-batch-tokens",
     cl::desc("Batch size the memory plan reports its bytes for (the binary "
@@ -346,6 +352,7 @@ int main(int argc, char **argv) {
   pipeline.optLevel = optLevel;
   pipeline.maxSeq = maxSeq;
   pipeline.maxBatchTokens = maxBatchTokens;
+  pipeline.fuseEpilogues = fuseEpilogues;
   mlir::moe::buildDefaultPipeline(pm, pipeline);
   if (failed(pm.run(*module)))
     return 1;
