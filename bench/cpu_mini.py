@@ -2,8 +2,11 @@
 measured in one run against this machine's read bandwidth (decode) and the
 FMA peak (prefill).
 
-    python3 bench/cpu_mini.py [--dtypes f32,f16] [--opt-levels 0,2] [--threads 2]
-                              [--prefill 512] [--decode 64]
+    python3 bench/cpu_mini.py [--dtypes f32,f16] [--opt-levels 0,2,2-noepi]
+                              [--threads 2] [--prefill 512] [--decode 64]
+
+`2-noepi` is -O2 with --fuse-epilogues=false (the residual adds and silu_mul
+as ops of their own), to measure what moe-fuse-epilogues gains.
 
 Generates mini (cached under build/bench/), compiles it with moe-compile,
 measures read bandwidth with bench/membw.cpp, takes the bytes one decode
@@ -32,7 +35,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--dtypes", default="f32,f16")
-    p.add_argument("--opt-levels", default="2", help="e.g. 0,2 to compare -O0 with -O2")
+    p.add_argument("--opt-levels", default="2",
+                   help="e.g. 0,2 to compare -O0 with -O2; 2-noepi: -O2 without moe-fuse-epilogues")
     p.add_argument("--runs", type=int, default=3, help="measured runs per binary (median)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prefill", type=int, default=512)
@@ -60,7 +64,10 @@ def main():
         flops_per_token = int(re.search(r"flops_per_step = (\d+)", cost).group(1))
         for level in args.opt_levels.split(","):
             binary = f"{model}-O{level}.bin"
-            sh([os.path.join(bin_dir, "moe-compile"), model, "-o", binary, "--quiet", f"-O{level}"])
+            flags = [f"-O{level.split('-')[0]}"]
+            if level.endswith("-noepi"):
+                flags.append("--fuse-epilogues=false")
+            sh([os.path.join(bin_dir, "moe-compile"), model, "-o", binary, "--quiet"] + flags)
             runs = []
             for i in range(args.runs + 1):  # the first run warms the page cache
                 out = sh([binary, "--tokens", prompt, "-n", str(args.decode),

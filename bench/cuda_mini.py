@@ -8,7 +8,10 @@ bandwidth, the prefill expert GEMMs against cuBLAS's dense GEMM.
 Builds bench/cuda_membw.cu and bench/cuda_grouped_gemm.cu with nvcc, generates
 mini (cached under build/bench/), compiles it with moe-compile --target cuda,
 takes the bytes one decode token reads from moe-estimate-cost, and runs the
-binary (median of --runs warm runs), with and without the decode CUDA graph.
+binary (median of --runs warm runs), with and without the decode CUDA graph,
+and the binary built with --fuse-epilogues=false (the residual adds and
+silu_mul as launches of their own: the unfused pipeline's 18 launches per
+layer against 15).
 Needs a GPU; scripts/gpu-check.sh runs it. With --bundle DIR (from
 scripts/gpu-bundle.sh) it runs the prebuilt mini binary on a dense mini it
 generates here, for GPU machines without moe-compile.
@@ -72,21 +75,25 @@ def main():
         if args.bundle:
             cost = open(os.path.join(args.bundle, f"mini-{dtype}-cost.mlir")).read()
             binary = os.path.join(args.bundle, f"mini-{dtype}-cuda.bin")
+            unfused = os.path.join(args.bundle, f"mini-{dtype}-noepi-cuda.bin")
         else:
             ir = sh([os.path.join(bin_dir, "moe-translate"), "--import-hf", model]).stdout
             cost = sh([os.path.join(bin_dir, "moe-opt"),
                        "--pass-pipeline=builtin.module(func.func(moe-estimate-cost))"],
                       input=ir).stdout
-            binary = f"{model}-cuda.bin"
-            sh([os.path.join(bin_dir, "moe-compile"), model, "--target", "cuda",
-                "--cuda-arch", arch, "-o", binary, "--quiet"])
+            binary, unfused = f"{model}-cuda.bin", f"{model}-noepi-cuda.bin"
+            for path, extra in ((binary, []), (unfused, ["--fuse-epilogues=false"])):
+                sh([os.path.join(bin_dir, "moe-compile"), model, "--target", "cuda",
+                    "--cuda-arch", arch, "-o", path, "--quiet"] + extra)
         bytes_per_token = int(re.search(r"bytes_per_step = (\d+)", cost).group(1))
         flops_per_token = int(re.search(r"flops_per_step = (\d+)", cost).group(1))
-        for graphs in ("1", "0"):
+        variants = [("", binary, "1"), (" (no graphs)", binary, "0"),
+                    (" (--fuse-epilogues=false)", unfused, "1")]
+        for label, exe, graphs in variants:
             env = dict(os.environ, MOERT_CUDA_GRAPHS=graphs)
             runs = []
             for i in range(args.runs + 1):  # the first run warms the page cache
-                out = sh([binary, "--tokens", prompt, "-n", str(args.decode),
+                out = sh([exe, "--tokens", prompt, "-n", str(args.decode),
                           "--weights", model], env=env).stderr
                 m = re.search(r"prefill: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\); "
                               r"decode: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\)", out)
@@ -95,7 +102,7 @@ def main():
             prefill = statistics.median(r[0] for r in runs)
             decode = statistics.median(r[1] for r in runs)
             limit = bandwidth * 1e9 / bytes_per_token
-            print(f"mini {dtype} cuda{'' if graphs == '1' else ' (no graphs)'}: decode {decode:.0f} tok/s "
+            print(f"mini {dtype} cuda{label}: decode {decode:.0f} tok/s "
                   f"= {decode * bytes_per_token / 1e9:.0f} GB/s = {decode / limit:.0%} of the "
                   f"{limit:.0f} tok/s bandwidth limit ({bytes_per_token / 1e6:.0f} MB/token); "
                   f"prefill {args.prefill}: {prefill:.0f} tok/s = "

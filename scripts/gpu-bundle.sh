@@ -39,6 +39,9 @@ echo "==> mini (f16) for the benchmark: compiled from the layout alone"
   --out "$bundle/mini-f16-layout"
 "$build/bin/moe-compile" "$bundle/mini-f16-layout" --target cuda \
   --cuda-arch "$arch" -o "$bundle/mini-f16-cuda.bin" --quiet
+"$build/bin/moe-compile" "$bundle/mini-f16-layout" --target cuda \
+  --cuda-arch "$arch" -o "$bundle/mini-f16-noepi-cuda.bin" --quiet \
+  --fuse-epilogues=false
 "$build/bin/moe-translate" --import-hf "$bundle/mini-f16-layout" |
   "$build/bin/moe-opt" \
     --pass-pipeline='builtin.module(func.func(moe-estimate-cost))' \
