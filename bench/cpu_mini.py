@@ -17,18 +17,13 @@ second, warm run).
 import argparse
 import os
 import re
-import statistics
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 
 from moe_ref import generate  # noqa: E402
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+from benchlib import measure, sh  # noqa: E402
 
 
 def main():
@@ -68,16 +63,8 @@ def main():
             if level.endswith("-noepi"):
                 flags.append("--fuse-epilogues=false")
             sh([os.path.join(bin_dir, "moe-compile"), model, "-o", binary, "--quiet"] + flags)
-            runs = []
-            for i in range(args.runs + 1):  # the first run warms the page cache
-                out = sh([binary, "--tokens", prompt, "-n", str(args.decode),
-                          "--threads", str(args.threads)]).stderr
-                m = re.search(r"prefill: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\); "
-                              r"decode: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\)", out)
-                if i:
-                    runs.append((float(m.group(1)), float(m.group(2))))
-            prefill = statistics.median(r[0] for r in runs)
-            decode = statistics.median(r[1] for r in runs)
+            prefill, decode = measure([binary, "--tokens", prompt, "-n", str(args.decode),
+                                       "--threads", str(args.threads)], args.runs)
             limit = bandwidth * 1e9 / bytes_per_token
             gflops = prefill * flops_per_token / 1e9
             print(f"mini {dtype} -O{level}: decode {decode:.1f} tok/s = {decode / limit:.0%} of the "

@@ -21,8 +21,6 @@ import argparse
 import os
 import re
 import shutil
-import statistics
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,10 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
 
 from moe_ref import generate  # noqa: E402
 from gpu_e2e import gpu  # noqa: E402
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+from benchlib import measure, sh  # noqa: E402
 
 
 def main():
@@ -91,16 +86,8 @@ def main():
                     (" (--fuse-epilogues=false)", unfused, "1")]
         for label, exe, graphs in variants:
             env = dict(os.environ, MOERT_CUDA_GRAPHS=graphs)
-            runs = []
-            for i in range(args.runs + 1):  # the first run warms the page cache
-                out = sh([exe, "--tokens", prompt, "-n", str(args.decode),
-                          "--weights", model], env=env).stderr
-                m = re.search(r"prefill: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\); "
-                              r"decode: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\)", out)
-                if i:
-                    runs.append((float(m.group(1)), float(m.group(2))))
-            prefill = statistics.median(r[0] for r in runs)
-            decode = statistics.median(r[1] for r in runs)
+            prefill, decode = measure([exe, "--tokens", prompt, "-n", str(args.decode),
+                                       "--weights", model], args.runs, env)
             limit = bandwidth * 1e9 / bytes_per_token
             print(f"mini {dtype} cuda{label}: decode {decode:.0f} tok/s "
                   f"= {decode * bytes_per_token / 1e9:.0f} GB/s = {decode / limit:.0%} of the "

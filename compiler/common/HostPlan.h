@@ -80,6 +80,10 @@ protected:
   /// The C++ name of a weight operand, `W<i>` in manifest order.
   std::string weight(Value v);
   std::string name(Value v) const { return names.lookup(v); }
+  /// The feature width of a [tokens, features] activation.
+  static int64_t width(Value v) {
+    return cast<RankedTensorType>(v.getType()).getDimSize(1);
+  }
   /// Checks the cache an attention op reads against the plan, records its
   /// shape and ties its result cache to the argument. Returns null on error.
   struct Cache {

@@ -21,10 +21,6 @@ StringRef cppType(Type t) {
   return "float";
 }
 
-int64_t width(Value v) {
-  return cast<RankedTensorType>(v.getType()).getDimSize(1);
-}
-
 class CpuEmitter : public HostPlanEmitter {
 public:
   CpuEmitter(ModuleOp module, const EmitOptions &options)

@@ -25,10 +25,6 @@ StringRef cudaType(Type t) {
   return "float";
 }
 
-int64_t width(Value v) {
-  return cast<RankedTensorType>(v.getType()).getDimSize(1);
-}
-
 Type elementType(Value v) {
   return cast<RankedTensorType>(v.getType()).getElementType();
 }
