@@ -58,6 +58,12 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
       } else if (auto linear = dyn_cast<LinearOp>(op)) {
         ArrayRef<int64_t> w = linear.getWeight().getType().getShape();
         flopsPerStep += 2.0 * w[0] * w[1] * tokens;
+      } else if (auto fused = dyn_cast<FusedLinearOp>(op)) {
+        for (Value weight : fused.getWeights()) {
+          ArrayRef<int64_t> w =
+              cast<RankedTensorType>(weight.getType()).getShape();
+          flopsPerStep += 2.0 * w[0] * w[1] * tokens;
+        }
       } else if (auto experts = dyn_cast<ExpertsOp>(op)) {
         ++numExpertBanks;
         ArrayRef<int64_t> gate =

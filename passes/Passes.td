@@ -198,6 +198,38 @@ def FuseEpilogues : Pass<"moe-fuse-epilogues", "::mlir::func::FuncOp"> {
   ];
 }
 
+def FuseProjections : Pass<"moe-fuse-projections", "::mlir::func::FuncOp"> {
+  let summary = "Fuse linears that share their input (q, k, v) into one op";
+  let description = [{
+    Rewrites the `moe.linear` ops of a block that read the same input (and
+    have no residual) into one `moe.fused_linear` with a result per weight,
+    placed where the last of them was. A decoder layer's q, k and v
+    projections become one op, which the CUDA target runs as one kernel
+    launch for a decode step instead of three. The arithmetic of each result
+    is unchanged. A group is left alone if one of its results is used
+    before the last linear of the group (the fused op could not be placed).
+
+    Before:
+
+    ```mlir
+    %q = moe.linear %a, %wq : tensor<?x64xf32>, tensor<64x64xf32>
+    %k = moe.linear %a, %wk : tensor<?x64xf32>, tensor<32x64xf32>
+    %v = moe.linear %a, %wv : tensor<?x64xf32>, tensor<32x64xf32>
+    ```
+
+    After `--moe-fuse-projections`:
+
+    ```mlir
+    %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wv]
+        : (tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>)
+        : tensor<?x64xf32>
+    ```
+  }];
+  let statistics = [
+    Statistic<"numFused", "num-fused", "Linears fused with their siblings">,
+  ];
+}
+
 def PlanKVCache : Pass<"moe-plan-kv-cache", "::mlir::func::FuncOp"> {
   let summary = "Size each layer's KV cache and record the plan";
   let description = [{

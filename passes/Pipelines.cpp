@@ -28,6 +28,7 @@ void mlir::moe::buildDefaultPipeline(OpPassManager &pm,
     func.addPass(createFuseExpertGemms());
     if (options.fuseEpilogues)
       func.addPass(createFuseEpilogues());
+    func.addPass(createFuseProjections());
   }
   func.addPass(createPlanKVCache(kv));
   func.addPass(createPlanMemory(memory));
@@ -38,7 +39,7 @@ void mlir::moe::registerPipelines() {
       "moe-default-pipeline",
       "The moe-compile pipeline: at opt-level=2 canonicalize, "
       "moe-fuse-router, moe-fuse-expert-gemms, moe-fuse-epilogues (unless "
-      "fuse-epilogues=false), moe-plan-kv-cache, "
+      "fuse-epilogues=false), moe-fuse-projections, moe-plan-kv-cache, "
       "moe-plan-memory; at opt-level=0 "
       "moe-plan-kv-cache and moe-plan-memory{reuse=false}",
       buildDefaultPipeline);

@@ -31,8 +31,22 @@ private:
   StringRef weightType(Value v) {
     return cppType(cast<RankedTensorType>(v.getType()).getElementType());
   }
+  /// result = input @ weightᵀ (+ residual).
+  void emitLinear(Value input, Value weight, Value result, Value residual = {});
   int64_t nextId = 0;
 };
+
+void CpuEmitter::emitLinear(Value input, Value w, Value result,
+                            Value residual) {
+  ArrayRef<int64_t> shape = cast<RankedTensorType>(w.getType()).getShape();
+  std::string o = allocate(result);
+  out << "  moert::linear<" << weightType(w) << ", " << shape[0] << ", "
+      << shape[1] << ">(pool, " << name(input) << ", " << weight(w) << ", n, "
+      << o;
+  if (residual)
+    out << ", " << shape[0] << ", " << name(residual);
+  out << ");\n";
+}
 
 LogicalResult CpuEmitter::emitOp(Operation *op) {
   if (auto e = dyn_cast<EmbeddingOp>(op)) {
@@ -52,14 +66,14 @@ LogicalResult CpuEmitter::emitOp(Operation *op) {
     return success();
   }
   if (auto l = dyn_cast<LinearOp>(op)) {
-    ArrayRef<int64_t> w = l.getWeight().getType().getShape();
-    std::string o = allocate(l.getResult());
-    out << "  moert::linear<" << weightType(l.getWeight()) << ", " << w[0]
-        << ", " << w[1] << ">(pool, " << name(l.getInput()) << ", "
-        << weight(l.getWeight()) << ", n, " << o;
-    if (Value r = l.getResidual())
-      out << ", " << w[0] << ", " << name(r);
-    out << ");\n";
+    emitLinear(l.getInput(), l.getWeight(), l.getResult(), l.getResidual());
+    return success();
+  }
+  if (auto f = dyn_cast<FusedLinearOp>(op)) {
+    // One call per weight: on the CPU each is a GEMV/GEMM parallel over
+    // its own weight rows already.
+    for (auto [w, result] : llvm::zip(f.getWeights(), f.getResults()))
+      emitLinear(f.getInput(), w, result);
     return success();
   }
   if (auto r = dyn_cast<RoPEOp>(op)) {

@@ -58,12 +58,18 @@ private:
     SmallVector<Value> weights; // expert-major: e * parts + part
     int64_t rowsA = 0, rowsB = 0, in = 0, experts = 1, k = 1;
     bool gather = false, grouped = false, silu = false;
+    /// Only the launch for a chunk of more than kCudaDecodeMaxTokens
+    /// (the caller has emitted the decode one).
+    bool prefillOnly = false;
     std::string input, perm = "null", offsets = "null", output,
                        residual = "null";
   };
   /// The gemv (decode) kernel, and the tensor-core kernel (prefill) where
   /// the weights allow it.
   LogicalResult emitMatmul(Operation *op, const Matmul &m);
+  /// moe.fused_linear: one gemvMulti launch for a decode step (up to three
+  /// projections), each projection's own kernel for a prefill chunk.
+  LogicalResult emitFusedLinear(FusedLinearOp op);
 
   llvm::raw_string_ostream dev{device};
   llvm::StringMap<size_t> kernelIndex;
@@ -138,25 +144,29 @@ LogicalResult CudaEmitter::emitMatmul(Operation *op, const Matmul &m) {
   StringRef kind = m.grouped ? "grouped_matmul" : "linear";
   std::vector<std::string> args = {m.input, m.perm,   m.offsets, ptrs,
                                    tokens,  m.output, m.residual};
-  size_t gemv =
-      kernel((kind + "_gemv").str(), 256, params,
-             "moert::cuda::gemv<" + cudaType(typeA) + ", " + cudaType(typeB) +
-                 ", " + common + ">(x, perm, offsets, w, n, out, res)");
+  auto gemv = [&] {
+    return kernel((kind + "_gemv").str(), 256, params,
+                  "moert::cuda::gemv<" + cudaType(typeA) + ", " +
+                      cudaType(typeB) + ", " + common +
+                      ">(x, perm, offsets, w, n, out, res)");
+  };
   bool tensorCores =
       typeA == typeB && !typeA.isF32() && m.in % 64 == 0 && n % 4 == 0;
   std::string groups = m.grouped ? std::to_string(m.experts) : "1";
   if (!tensorCores) {
-    launch(gemv, "cdiv(" + Twine(n) + ", 8)", groups, 256, args);
+    launch(gemv(), "cdiv(" + Twine(n) + ", 8)", groups, 256, args);
     return success();
   }
   size_t mma = kernel((kind + "_mma").str(), 256, params,
                       "moert::cuda::gemmMma<" + cudaType(typeA) + ", " +
                           common + ">(x, perm, offsets, w, n, out, res)");
-  std::vector<std::string> saved = locals;
-  out << "  if (n <= " << kCudaDecodeMaxTokens << ")\n";
-  launch(gemv, "cdiv(" + Twine(n) + ", 8)", groups, 256, args);
-  out << "  else\n";
-  locals = saved;
+  if (!m.prefillOnly) {
+    std::vector<std::string> saved = locals;
+    out << "  if (n <= " << kCudaDecodeMaxTokens << ")\n";
+    launch(gemv(), "cdiv(" + Twine(n) + ", 8)", groups, 256, args);
+    out << "  else\n";
+    locals = saved;
+  }
   // Grouped: a partial tile per expert at most, beyond the full ones.
   std::string tiles = m.grouped ? "cdiv(n * " + std::to_string(m.k) +
                                       ", 64) + " + std::to_string(m.experts)
@@ -164,6 +174,63 @@ LogicalResult CudaEmitter::emitMatmul(Operation *op, const Matmul &m) {
   // Tiles of 128 features, or of 64 gate and 64 up rows with silu.
   launch(mma, tiles, "cdiv(" + Twine(n) + ", " + (m.silu ? "64" : "128") + ")",
          256, args);
+  return success();
+}
+
+LogicalResult CudaEmitter::emitFusedLinear(FusedLinearOp f) {
+  int64_t in = width(f.getInput());
+  SmallVector<std::string> outs;
+  for (Value r : f.getResults())
+    outs.push_back(allocate(r));
+  size_t parts = f.getWeights().size();
+  out << "  // moe.fused_linear of " << parts << " weights\n";
+  auto part = [&](size_t i) {
+    Matmul m;
+    m.weights = {f.getWeights()[i]};
+    m.rowsA = cast<RankedTensorType>(f.getWeights()[i].getType()).getDimSize(0);
+    m.in = in, m.input = name(f.getInput()), m.output = outs[i];
+    m.prefillOnly = parts <= 3;
+    return m;
+  };
+  if (parts <= 3) {
+    if (in % 8 != 0)
+      return f.emitOpError("the CUDA target needs an input width that is a "
+                           "multiple of 8, not ")
+             << in;
+    // Widths and types of three parts (a missing third: width 0).
+    SmallVector<int64_t> widths;
+    SmallVector<std::string> types, table, dests;
+    for (size_t i = 0; i < 3; ++i) {
+      Value w = f.getWeights()[std::min(i, parts - 1)];
+      widths.push_back(i < parts ? part(i).rowsA : 0);
+      types.push_back(cudaType(elementType(w)).str());
+      table.push_back(i < parts ? weight(w) : "nullptr");
+      dests.push_back(i < parts ? outs[i] : "nullptr");
+    }
+    std::string ptrs = "p" + std::to_string(locals.size());
+    locals.push_back("    const struct { const void *p[3]; } " + ptrs +
+                     " = {{" + llvm::join(table, ", ") + "}};\n");
+    std::string dest = "o" + std::to_string(locals.size());
+    locals.push_back("    const struct { float *p[3]; } " + dest + " = {{" +
+                     llvm::join(dests, ", ") + "}};\n");
+    std::string tokens = constant("int", "n");
+    size_t k = kernel(
+        "fused_linear_gemv", 256,
+        "const float *x, const __grid_constant__ moert::cuda::Ptrs<3> w, int "
+        "n, const __grid_constant__ moert::cuda::Outs<3> out",
+        "moert::cuda::gemvMulti<" + types[0] + ", " + types[1] + ", " +
+            types[2] + ", " + Twine(in) + ", " + Twine(widths[0]) + ", " +
+            Twine(widths[1]) + ", " + Twine(widths[2]) + ">(x, w, n, out)");
+    out << "  if (n <= " << kCudaDecodeMaxTokens << ") {\n";
+    launch(k, "cdiv(" + Twine(widths[0] + widths[1] + widths[2]) + ", 8)", "1",
+           256, {name(f.getInput()), ptrs, tokens, dest});
+    out << "  } else {\n";
+  }
+  for (size_t i = 0; i < parts; ++i)
+    if (failed(emitMatmul(f, part(i))))
+      return failure();
+  if (parts <= 3)
+    out << "  }\n";
   return success();
 }
 
@@ -207,6 +274,8 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
         << (l.getResidual() ? " + residual" : "") << "\n";
     return emitMatmul(op, m);
   }
+  if (auto f = dyn_cast<FusedLinearOp>(op))
+    return emitFusedLinear(f);
   if (auto r = dyn_cast<RoPEOp>(op)) {
     int64_t w = width(r.getResult());
     std::string in = name(r.getInput()), pos = name(r.getPositions());

@@ -182,6 +182,43 @@ LogicalResult LinearOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// FusedLinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedLinearOp::inferReturnTypes(MLIRContext *ctx,
+                                              std::optional<Location> loc,
+                                              Adaptor adaptor,
+                                              SmallVectorImpl<Type> &inferred) {
+  auto input = rankedOperand(loc, adaptor.getInput(), 2, "linear input");
+  if (failed(input))
+    return failure();
+  for (Value w : adaptor.getWeights()) {
+    auto weight = rankedOperand(loc, w, 2, "linear weight");
+    if (failed(weight))
+      return failure();
+    inferred.push_back(
+        activationType(input->getDimSize(0), weight->getDimSize(0), ctx));
+  }
+  return success();
+}
+
+LogicalResult FusedLinearOp::verify() {
+  if (getWeights().size() < 2)
+    return emitOpError("needs at least two weights, got ")
+           << getWeights().size();
+  int64_t in = getInput().getType().getDimSize(1);
+  for (auto [i, w] : llvm::enumerate(getWeights())) {
+    int64_t weightIn = tensorType(w).getDimSize(1);
+    if (weightIn != in)
+      return emitOpError("weight ")
+             << i << " " << w.getType()
+             << " is [out, in] with in = " << weightIn << ", but the input has "
+             << in << " features";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // RoPEOp
 //===----------------------------------------------------------------------===//
 

@@ -173,6 +173,37 @@ def MoE_LinearOp : MoE_Op<"linear",
 }
 
 //===----------------------------------------------------------------------===//
+// moe.fused_linear
+//===----------------------------------------------------------------------===//
+
+def MoE_FusedLinearOp : MoE_Op<"fused_linear",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "several linear maps of one input in one op";
+  let description = [{
+    `moe.linear` of one input by each of two or more weights, as one op:
+    result i is `input @ weights[i]ᵀ`, `[T, N_i]`. `moe-fuse-projections`
+    produces it from sibling linears (a layer's q, k and v projections), so
+    a target can read the input once and, for a decode step, run every
+    projection in one kernel launch.
+
+    ```mlir
+    %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wv]
+        : (tensor<128x64xf16>, tensor<32x64xf16>, tensor<32x64xf16>)
+        : tensor<?x64xf32>
+    // %q : tensor<?x128xf32>, %k, %v : tensor<?x32xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input,
+                       Variadic<MoE_WeightTensor>:$weights);
+  let results = (outs Variadic<MoE_ActTensor>:$results);
+  let assemblyFormat = [{
+    $input `weights` custom<ExpertList>($weights, type($weights)) attr-dict
+    `:` type($input)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // moe.rope
 //===----------------------------------------------------------------------===//
 

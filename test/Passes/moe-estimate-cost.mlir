@@ -17,6 +17,19 @@ func.func @head(%h: tensor<?x64xf32>) -> tensor<?x256xf32> {
 
 // -----
 
+// Fused projections cost what the linears did: q 64x64 and k 32x64 in f32
+// read whole (24576 bytes), 2*(64 + 32)*64 flops per token.
+// CHECK-LABEL: func.func @fused
+// CHECK-SAME: moe.cost = {bytes_per_step = 24576 : i64, flops_per_step = 12288 : i64, step_tokens = 1 : i64, weight_bytes = 24576 : i64}
+func.func @fused(%h: tensor<?x64xf32>) -> (tensor<?x64xf32>, tensor<?x32xf32>) {
+  %wq = moe.weight "q" : tensor<64x64xf32>
+  %wk = moe.weight "k" : tensor<32x64xf32>
+  %q, %k = moe.fused_linear %h weights [%wq, %wk] : (tensor<64x64xf32>, tensor<32x64xf32>) : tensor<?x64xf32>
+  return %q, %k : tensor<?x64xf32>, tensor<?x32xf32>
+}
+
+// -----
+
 // A tied embedding (one f32 table for embedding and lm_head) counts once, at
 // its larger read: the whole table, not one row.
 // CHECK-LABEL: func.func @tied

@@ -156,6 +156,25 @@ func.func @combine_residual_type(%y: tensor<?x64xf32>, %p: tensor<?xi32>, %w: te
 
 // -----
 
+func.func @fused_linear_one(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<32x64xf32>
+  // expected-error @below {{'moe.fused_linear' op needs at least two weights, got 1}}
+  %0 = moe.fused_linear %x weights [%w] : tensor<32x64xf32> : tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @fused_linear_in(%x: tensor<?x64xf32>) {
+  %a = moe.weight "a" : tensor<32x64xf32>
+  %b = moe.weight "b" : tensor<32x48xf32>
+  // expected-error @below {{'moe.fused_linear' op weight 1 'tensor<32x48xf32>' is [out, in] with in = 48, but the input has 64 features}}
+  %0:2 = moe.fused_linear %x weights [%a, %b] : (tensor<32x64xf32>, tensor<32x48xf32>) : tensor<?x64xf32>
+  return
+}
+
+// -----
+
 func.func @linear_weight_rank(%x: tensor<?x64xf32>) {
   %w = moe.weight "w" : tensor<64xf32>
   // expected-error @below {{linear weight must be a rank-2 tensor, got 'tensor<64xf32>'}}

@@ -208,3 +208,15 @@ func.func @grouped_silu_mul(%b: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<
   %h = moe.grouped_matmul %b[%p] gather, %o top 2 weights [%w, %w, %w, %w] : tensor<96x64xbf16> parts 2 silu_mul : tensor<?x64xf32>, tensor<?xi32>, tensor<3xi32>
   return %h : tensor<?x96xf32>
 }
+
+// -----
+
+// Sibling projections of one input in one op, a result each.
+// CHECK-LABEL: func.func @fused_linear
+// CHECK: %{{.+}}:2 = moe.fused_linear %{{.+}} weights [%{{.+}}, %{{.+}}] : (tensor<128x64xbf16>, tensor<32x64xf16>) : tensor<?x64xf32>
+func.func @fused_linear(%a: tensor<?x64xf32>) -> (tensor<?x128xf32>, tensor<?x32xf32>) {
+  %wq = moe.weight "q" : tensor<128x64xbf16>
+  %wk = moe.weight "k" : tensor<32x64xf16>
+  %q, %k = moe.fused_linear %a weights [%wq, %wk] : (tensor<128x64xbf16>, tensor<32x64xf16>) : tensor<?x64xf32>
+  return %q, %k : tensor<?x128xf32>, tensor<?x32xf32>
+}

@@ -45,6 +45,11 @@ template <int Count> struct Ptrs {
   const void *p[Count];
 };
 
+/// Output pointers, passed by value like Ptrs.
+template <int Count> struct Outs {
+  float *p[Count];
+};
+
 /// Rows of activations one gemv pass reads each weight row for.
 constexpr int kGemvRows = 4;
 
@@ -394,6 +399,30 @@ __device__ void gemv(const float *x, const int32_t *perm,
     gemvRow<WB, WB, In, K, Gather, false>(b + int64_t(col - RowsA) * In,
                                           nullptr, x, perm, r0, r1, col, out,
                                           N, res);
+}
+
+/// Decode variant of moe.fused_linear: two or three projections of one
+/// input (widths N0, N1, N2; N2 = 0 for two) in one launch, one warp per
+/// feature of their concatenated width. grid (ceil((N0 + N1 + N2) / 8)),
+/// block 256.
+template <typename W0, typename W1, typename W2, int In, int N0, int N1,
+          int N2>
+__device__ void gemvMulti(const float *x, const Ptrs<3> &w, int n,
+                          const Outs<3> &out) {
+  static_assert(In % 8 == 0, "the input width must be a multiple of 8");
+  int col = blockIdx.x * 8 + threadIdx.x / 32;
+  if (col < N0)
+    gemvRow<W0, W0, In, 1, false, false>(
+        static_cast<const W0 *>(w.p[0]) + int64_t(col) * In, nullptr, x,
+        nullptr, 0, n, col, out.p[0], N0, nullptr);
+  else if (col < N0 + N1)
+    gemvRow<W1, W1, In, 1, false, false>(
+        static_cast<const W1 *>(w.p[1]) + int64_t(col - N0) * In, nullptr, x,
+        nullptr, 0, n, col - N0, out.p[1], N1, nullptr);
+  else if (col < N0 + N1 + N2)
+    gemvRow<W2, W2, In, 1, false, false>(
+        static_cast<const W2 *>(w.p[2]) + int64_t(col - N0 - N1) * In,
+        nullptr, x, nullptr, 0, n, col - N0 - N1, out.p[2], N2, nullptr);
 }
 
 /// The block's rows for the prefill variant: m-tile blockIdx.x counted over
