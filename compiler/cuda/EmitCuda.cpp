@@ -152,7 +152,10 @@ LogicalResult CudaEmitter::emitMatmul(Operation *op, const Matmul &m) {
   };
   bool tensorCores =
       typeA == typeB && !typeA.isF32() && m.in % 64 == 0 && n % 4 == 0;
-  std::string groups = m.grouped ? std::to_string(m.experts) : "1";
+  // Grouped gemv: a block row per expert that has rows, at most n * k.
+  std::string groups = m.grouped ? "cmin(" + std::to_string(m.experts) +
+                                       ", n * " + std::to_string(m.k) + ")"
+                                 : "1";
   if (!tensorCores) {
     launch(gemv(), "cdiv(" + Twine(n) + ", 8)", groups, 256, args);
     return success();
@@ -516,7 +519,9 @@ FailureOr<CudaProgram> mlir::moe::emitCudaProgram(ModuleOp module,
     os << "  \"" << k << "\",\n";
   os << "};\n\n"
      << "inline unsigned cdiv(int64_t a, int64_t b) {\n"
-     << "  return unsigned((a + b - 1) / b);\n}\n\n"
+     << "  return unsigned((a + b - 1) / b);\n}\n"
+     << "inline unsigned cmin(int64_t a, int64_t b) {\n"
+     << "  return unsigned(a < b ? a : b);\n}\n\n"
      << "void forward(const moert_exec *ex, int64_t n64, const int32_t "
         "*tokens,\n"
      << "             const int32_t *positions, float *logits) {\n"

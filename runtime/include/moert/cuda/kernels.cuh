@@ -370,8 +370,10 @@ __device__ __forceinline__ void gemvRow(const W *wrow, const W2 *wrow2,
 
 /// Decode variant. One warp per output feature; block 256 (8 features).
 /// With Silu (two parts of equal width), feature j is silu(gate j) * up j:
-/// the warp streams both weight rows. grid (ceil(width / 8), Grouped ? E : 1)
-/// for the output width (RowsA + RowsB, or RowsA with Silu).
+/// the warp streams both weight rows. Grouped, blockIdx.y is the y-th expert
+/// that has rows, so the grid needs only min(E, rows) of them (a decode step
+/// of one token: k, not E). grid (ceil(width / 8), Grouped ? min(E, n * K) :
+/// 1) for the output width (RowsA + RowsB, or RowsA with Silu).
 template <typename WA, typename WB, int RowsA, int RowsB, int In, int E, int K,
           bool Gather, bool Grouped, bool Silu, int NumPtrs>
 __device__ void gemv(const float *x, const int32_t *perm,
@@ -381,7 +383,15 @@ __device__ void gemv(const float *x, const int32_t *perm,
   static_assert(!Silu || RowsA == RowsB, "silu_mul takes two equal parts");
   constexpr int Parts = RowsB > 0 ? 2 : 1;
   constexpr int N = Silu ? RowsA : RowsA + RowsB;
-  int e = Grouped ? blockIdx.y : 0;
+  int e = 0;
+  if (Grouped) {
+    e = -1;
+    for (int g = 0, busy = 0; g < E && e < 0; ++g)
+      if (offsets[g + 1] > offsets[g] && busy++ == int(blockIdx.y))
+        e = g;
+    if (e < 0)
+      return;
+  }
   int r0 = Grouped ? offsets[e] : 0, r1 = Grouped ? offsets[e + 1] : n;
   int col = blockIdx.x * 8 + threadIdx.x / 32;
   if (r0 >= r1 || col >= N)
