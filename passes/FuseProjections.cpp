@@ -41,9 +41,11 @@ struct FuseProjectionsPass
   /// before it.
   void fuse(Value input, ArrayRef<LinearOp> group) {
     LinearOp last = group.back();
+    Block *block = last->getBlock();
     for (LinearOp linear : group)
       for (Operation *user : linear.getResult().getUsers())
-        if (user->getBlock() == last->getBlock() && user->isBeforeInBlock(last))
+        if (Operation *at = block->findAncestorOpInBlock(*user);
+            at && at->isBeforeInBlock(last))
           return;
     SmallVector<Value> weights;
     for (LinearOp linear : group)
