@@ -9,9 +9,9 @@ Builds bench/cuda_membw.cu and bench/cuda_grouped_gemm.cu with nvcc, generates
 mini (cached under build/bench/), compiles it with moe-compile --target cuda,
 takes the bytes one decode token reads from moe-estimate-cost, and runs the
 binary (median of --runs warm runs), with and without the decode CUDA graph,
-and the binary built with --fuse-epilogues=false (the residual adds and
-silu_mul as launches of their own: 16 launches per decode layer against
-13).
+and the binary built with --fuse-epilogues=false (the residual adds,
+silu_mul and RoPE as launches of their own: 16 launches per decode layer
+against 11).
 Needs a GPU; scripts/gpu-check.sh runs it. With --bundle DIR (from
 scripts/gpu-bundle.sh) it runs the prebuilt mini binary on a dense mini it
 generates here, for GPU machines without moe-compile.

@@ -102,13 +102,64 @@ struct FuseSiluMulIntoGemm : OpRewritePattern<SiluMulOp> {
   llvm::Statistic &fused;
 };
 
+/// rope(fused_linear(...)#i, pos)  ==>  fused_linear(...) rope [..., i] at pos
+/// when result i has no other user and the op ropes nothing yet or with the
+/// same positions, head_dim and theta.
+struct FuseRopeIntoProjection : OpRewritePattern<RoPEOp> {
+  FuseRopeIntoProjection(MLIRContext *context, llvm::Statistic &fused)
+      : OpRewritePattern(context), fused(fused) {}
+
+  LogicalResult matchAndRewrite(RoPEOp rope,
+                                PatternRewriter &rewriter) const override {
+    auto result = dyn_cast<OpResult>(rope.getInput());
+    auto linear =
+        result ? dyn_cast<FusedLinearOp>(result.getOwner()) : FusedLinearOp();
+    if (!linear)
+      return rewriter.notifyMatchFailure(rope, "not a moe.fused_linear result");
+    int64_t index = result.getResultNumber();
+    if (!result.hasOneUse() || linear.hasRope(index))
+      return rewriter.notifyMatchFailure(rope, "the projection is used else");
+    Value pos = rope.getPositions();
+    if (linear.getRope() && (linear.getPositions() != pos ||
+                             *linear.getHeadDim() != rope.getHeadDim() ||
+                             linear.getThetaAttr() != rope.getThetaAttr()))
+      return rewriter.notifyMatchFailure(rope, "ropes with other parameters");
+    // The fused op stays where it is: the positions must be defined there.
+    if (Operation *def = pos.getDefiningOp();
+        def && (def->getBlock() != linear->getBlock() ||
+                !def->isBeforeInBlock(linear)))
+      return rewriter.notifyMatchFailure(rope, "positions defined later");
+    SmallVector<int64_t> roped;
+    if (linear.getRope())
+      roped.assign(linear.getRope()->begin(), linear.getRope()->end());
+    roped.insert(llvm::upper_bound(roped, index), index);
+    rewriter.setInsertionPoint(linear);
+    auto merged = FusedLinearOp::create(
+        rewriter, linear.getLoc(), linear.getInput(), linear.getWeights(), pos,
+        rewriter.getDenseI64ArrayAttr(roped), rope.getHeadDimAttr(),
+        rope.getThetaAttr());
+    rewriter.replaceOp(rope, merged.getResult(index));
+    rewriter.replaceOp(linear, merged.getResults());
+    ++fused;
+    return success();
+  }
+
+  llvm::Statistic &fused;
+};
+
 struct FuseEpiloguesPass
     : mlir::moe::impl::FuseEpiloguesBase<FuseEpiloguesPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<FuseAddIntoProducer>(&getContext(), numResidual);
     patterns.add<FuseSiluMulIntoGemm>(&getContext(), numSiluMul);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    patterns.add<FuseRopeIntoProjection>(&getContext(), numRope);
+    // In program order, so where two ropes cannot share a projection op the
+    // first one folds.
+    GreedyRewriteConfig config;
+    config.setUseTopDownTraversal(true);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns),
+                                     config)))
       signalPassFailure();
   }
 };

@@ -147,11 +147,11 @@ def FuseExpertGemms : Pass<"moe-fuse-expert-gemms", "::mlir::func::FuncOp"> {
 def FuseEpilogues : Pass<"moe-fuse-epilogues", "::mlir::func::FuncOp"> {
   let summary = "Fold elementwise ops into the GEMM or combine that feeds them";
   let description = [{
-    Two rewrites, each of an elementwise op whose operand is produced by a
+    Three rewrites, each of an elementwise op whose operand is produced by a
     GEMM (or the combine) with no other user, so the kernel applies the
     elementwise op as it stores each output element and the intermediate
-    is never written (on the CUDA target: one launch fewer each, three per
-    decoder layer):
+    is never written (on the CUDA target: one decode launch fewer each, five
+    per decoder layer):
 
     * `moe.add` of a value and a `moe.linear` or `moe.expert_combine`
       result becomes that op with a `residual` operand. Each element is the
@@ -160,6 +160,10 @@ def FuseEpilogues : Pass<"moe-fuse-epilogues", "::mlir::func::FuncOp"> {
     * `moe.silu_mul` of a two-part `moe.grouped_matmul` (the gate_up GEMM
       of moe-fuse-expert-gemms) becomes the GEMM with `silu_mul`: its
       result is `silu(gate) * up`, `[T * k, I]`, instead of `[T * k, 2I]`.
+    * `moe.rope` of a `moe.fused_linear` result (q or k, after
+      moe-fuse-projections) becomes `rope [i, ...] at %pos` on that op; two
+      ropes share one op only with the same positions, head_dim and theta
+      (the first in program order wins).
 
     A producer whose result has other users, or that already has a
     residual, is left alone. The fused op takes the position of the op it
@@ -176,6 +180,9 @@ def FuseEpilogues : Pass<"moe-fuse-epilogues", "::mlir::func::FuncOp"> {
     ...
     %y = moe.expert_combine %dn[%perm], %w : ...
     %out = moe.add %h, %y : tensor<?x64xf32>
+    %q, %k, %v = moe.fused_linear %b weights [%wq, %wk, %wv] : ...
+    %qr = moe.rope %q, %pos head_dim 16 theta 1.0e+06 : ...
+    %kr = moe.rope %k, %pos head_dim 16 theta 1.0e+06 : ...
     ```
 
     After `--moe-fuse-epilogues`:
@@ -188,6 +195,8 @@ def FuseEpilogues : Pass<"moe-fuse-epilogues", "::mlir::func::FuncOp"> {
         : ...
     ...
     %out = moe.expert_combine %dn[%perm], %w residual %h : ...
+    %qr, %kr, %v = moe.fused_linear %b weights [%wq, %wk, %wv] : ...
+        rope [0, 1] at %pos head_dim 16 theta 1.000000e+06 : ...
     ```
   }];
   let statistics = [
@@ -195,6 +204,8 @@ def FuseEpilogues : Pass<"moe-fuse-epilogues", "::mlir::func::FuncOp"> {
               "Residual adds folded into their producer">,
     Statistic<"numSiluMul", "num-silu-mul",
               "silu_mul ops folded into the gate_up GEMM">,
+    Statistic<"numRope", "num-rope",
+              "moe.rope ops folded into the projection they rotate">,
   ];
 }
 

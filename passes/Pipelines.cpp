@@ -26,9 +26,9 @@ void mlir::moe::buildDefaultPipeline(OpPassManager &pm,
     func.addPass(createCanonicalizerPass());
     func.addPass(createFuseRouter());
     func.addPass(createFuseExpertGemms());
+    func.addPass(createFuseProjections());
     if (options.fuseEpilogues)
       func.addPass(createFuseEpilogues());
-    func.addPass(createFuseProjections());
   }
   func.addPass(createPlanKVCache(kv));
   func.addPass(createPlanMemory(memory));
@@ -38,8 +38,8 @@ void mlir::moe::registerPipelines() {
   PassPipelineRegistration<PipelineOptions>(
       "moe-default-pipeline",
       "The moe-compile pipeline: at opt-level=2 canonicalize, "
-      "moe-fuse-router, moe-fuse-expert-gemms, moe-fuse-epilogues (unless "
-      "fuse-epilogues=false), moe-fuse-projections, moe-plan-kv-cache, "
+      "moe-fuse-router, moe-fuse-expert-gemms, moe-fuse-projections, "
+      "moe-fuse-epilogues (unless fuse-epilogues=false), moe-plan-kv-cache, "
       "moe-plan-memory; at opt-level=0 "
       "moe-plan-kv-cache and moe-plan-memory{reuse=false}",
       buildDefaultPipeline);

@@ -72,8 +72,16 @@ LogicalResult CpuEmitter::emitOp(Operation *op) {
   if (auto f = dyn_cast<FusedLinearOp>(op)) {
     // One call per weight: on the CPU each is a GEMV/GEMM parallel over
     // its own weight rows already.
-    for (auto [w, result] : llvm::zip(f.getWeights(), f.getResults()))
+    for (auto [i, w, result] :
+         llvm::enumerate(f.getWeights(), f.getResults())) {
       emitLinear(f.getInput(), w, result);
+      // RoPE in place (each pair is read before it is written).
+      if (f.hasRope(int64_t(i)))
+        out << "  moert::rope<" << width(result) << ", " << *f.getHeadDim()
+            << ">(" << name(result) << ", " << name(f.getPositions()) << ", "
+            << cppDouble(f.getThetaAttr().getValueAsDouble()) << ", n, "
+            << name(result) << ");\n";
+    }
     return success();
   }
   if (auto r = dyn_cast<RoPEOp>(op)) {

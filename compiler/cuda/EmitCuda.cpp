@@ -68,8 +68,12 @@ private:
   /// the weights allow it.
   LogicalResult emitMatmul(Operation *op, const Matmul &m);
   /// moe.fused_linear: one gemvMulti launch for a decode step (up to three
-  /// projections), each projection's own kernel for a prefill chunk.
+  /// projections, RoPE applied as they are stored), each projection's own
+  /// kernel (and RoPE in place) for a prefill chunk.
   LogicalResult emitFusedLinear(FusedLinearOp op);
+  /// The rope kernel over `in` into `out` (width `w`, heads of `headDim`).
+  void emitRope(StringRef in, StringRef pos, double theta, int64_t w,
+                int64_t headDim, StringRef out);
 
   llvm::raw_string_ostream dev{device};
   llvm::StringMap<size_t> kernelIndex;
@@ -180,6 +184,19 @@ LogicalResult CudaEmitter::emitMatmul(Operation *op, const Matmul &m) {
   return success();
 }
 
+void CudaEmitter::emitRope(StringRef in, StringRef pos, double theta, int64_t w,
+                           int64_t headDim, StringRef out) {
+  std::string th = constant("double", cppDouble(theta));
+  std::string tokens = constant("int", "n");
+  size_t k = kernel("rope", 256,
+                    "const float *x, const int32_t *pos, double theta, int "
+                    "n, float *out",
+                    "moert::cuda::rope<" + Twine(w) + ", " + Twine(headDim) +
+                        ">(x, pos, theta, n, out)");
+  launch(k, "cdiv(n * " + Twine(w / 2) + ", 256)", "1", 256,
+         {in.str(), pos.str(), th, tokens, out.str()});
+}
+
 LogicalResult CudaEmitter::emitFusedLinear(FusedLinearOp f) {
   int64_t in = width(f.getInput());
   SmallVector<std::string> outs;
@@ -200,16 +217,21 @@ LogicalResult CudaEmitter::emitFusedLinear(FusedLinearOp f) {
       return f.emitOpError("the CUDA target needs an input width that is a "
                            "multiple of 8, not ")
              << in;
-    // Widths and types of three parts (a missing third: width 0).
+    // Widths, types and RoPE of three parts (a missing third: width 0).
     SmallVector<int64_t> widths;
-    SmallVector<std::string> types, table, dests;
+    SmallVector<std::string> types, table, dests, ropes;
+    int64_t items = 0; // warps: a feature, or a rotated pair of them
     for (size_t i = 0; i < 3; ++i) {
       Value w = f.getWeights()[std::min(i, parts - 1)];
+      bool rope = i < parts && f.hasRope(int64_t(i));
       widths.push_back(i < parts ? part(i).rowsA : 0);
+      items += rope ? widths.back() / 2 : widths.back();
       types.push_back(cudaType(elementType(w)).str());
       table.push_back(i < parts ? weight(w) : "nullptr");
       dests.push_back(i < parts ? outs[i] : "nullptr");
+      ropes.push_back(rope ? "true" : "false");
     }
+    bool anyRope = f.getRope().has_value();
     std::string ptrs = "p" + std::to_string(locals.size());
     locals.push_back("    const struct { const void *p[3]; } " + ptrs +
                      " = {{" + llvm::join(table, ", ") + "}};\n");
@@ -217,21 +239,33 @@ LogicalResult CudaEmitter::emitFusedLinear(FusedLinearOp f) {
     locals.push_back("    const struct { float *p[3]; } " + dest + " = {{" +
                      llvm::join(dests, ", ") + "}};\n");
     std::string tokens = constant("int", "n");
+    std::string theta = constant(
+        "double", cppDouble(anyRope ? f.getThetaAttr().getValueAsDouble() : 0));
+    std::string pos = anyRope ? name(f.getPositions()) : "null";
+    int64_t headDim = anyRope ? int64_t(*f.getHeadDim()) : 2;
     size_t k = kernel(
         "fused_linear_gemv", 256,
         "const float *x, const __grid_constant__ moert::cuda::Ptrs<3> w, int "
-        "n, const __grid_constant__ moert::cuda::Outs<3> out",
+        "n, const __grid_constant__ moert::cuda::Outs<3> out, const int32_t "
+        "*pos, double theta",
         "moert::cuda::gemvMulti<" + types[0] + ", " + types[1] + ", " +
             types[2] + ", " + Twine(in) + ", " + Twine(widths[0]) + ", " +
-            Twine(widths[1]) + ", " + Twine(widths[2]) + ">(x, w, n, out)");
+            Twine(widths[1]) + ", " + Twine(widths[2]) + ", " + ropes[0] +
+            ", " + ropes[1] + ", " + ropes[2] + ", " + Twine(headDim) +
+            ">(x, w, n, out, pos, theta)");
     out << "  if (n <= " << kCudaDecodeMaxTokens << ") {\n";
-    launch(k, "cdiv(" + Twine(widths[0] + widths[1] + widths[2]) + ", 8)", "1",
-           256, {name(f.getInput()), ptrs, tokens, dest});
+    launch(k, "cdiv(" + Twine(items) + ", 8)", "1", 256,
+           {name(f.getInput()), ptrs, tokens, dest, pos, theta});
     out << "  } else {\n";
   }
-  for (size_t i = 0; i < parts; ++i)
+  for (size_t i = 0; i < parts; ++i) {
     if (failed(emitMatmul(f, part(i))))
       return failure();
+    if (f.hasRope(int64_t(i)))
+      emitRope(outs[i], name(f.getPositions()),
+               f.getThetaAttr().getValueAsDouble(), part(i).rowsA,
+               int64_t(*f.getHeadDim()), outs[i]);
+  }
   if (parts <= 3)
     out << "  }\n";
   return success();
@@ -280,19 +314,10 @@ LogicalResult CudaEmitter::emitOp(Operation *op) {
   if (auto f = dyn_cast<FusedLinearOp>(op))
     return emitFusedLinear(f);
   if (auto r = dyn_cast<RoPEOp>(op)) {
-    int64_t w = width(r.getResult());
-    std::string in = name(r.getInput()), pos = name(r.getPositions());
-    std::string theta =
-        constant("double", cppDouble(r.getTheta().convertToDouble()));
-    std::string tokens = constant("int", "n");
     std::string o = allocate(r.getResult());
-    size_t k = kernel("rope", 256,
-                      "const float *x, const int32_t *pos, double theta, int "
-                      "n, float *out",
-                      "moert::cuda::rope<" + Twine(w) + ", " +
-                          Twine(r.getHeadDim()) + ">(x, pos, theta, n, out)");
-    launch(k, "cdiv(n * " + Twine(w / 2) + ", 256)", "1", 256,
-           {in, pos, theta, tokens, o});
+    emitRope(name(r.getInput()), name(r.getPositions()),
+             r.getTheta().convertToDouble(), width(r.getResult()),
+             r.getHeadDim(), o);
     return success();
   }
   if (auto a = dyn_cast<AttentionOp>(op)) {

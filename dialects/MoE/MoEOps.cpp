@@ -215,6 +215,33 @@ LogicalResult FusedLinearOp::verify() {
              << " is [out, in] with in = " << weightIn << ", but the input has "
              << in << " features";
   }
+  bool rope = getRope().has_value();
+  if (rope != bool(getPositions()) || rope != getHeadDim().has_value() ||
+      rope != bool(getThetaAttr()))
+    return emitOpError("rope needs positions, head_dim and theta together");
+  if (!rope)
+    return success();
+  int64_t headDim = int64_t(*getHeadDim());
+  if (headDim % 2 != 0)
+    return emitOpError("head_dim must be even for rotate-half RoPE, got ")
+           << headDim;
+  int64_t previous = -1;
+  ArrayRef<int64_t> roped = *getRope();
+  for (int64_t r : roped) {
+    if (r <= previous || r >= int64_t(getResults().size()))
+      return emitOpError("rope lists result ")
+             << r << "; it needs increasing indices of the "
+             << getResults().size() << " results";
+    previous = r;
+    int64_t width = tensorType(getResult(r)).getDimSize(1);
+    if (width % headDim != 0)
+      return emitOpError("result ")
+             << r << " width " << width << " is not a multiple of head_dim "
+             << headDim;
+  }
+  if (!dimsAgree(getInput().getType().getDimSize(0),
+                 getPositions().getType().getDimSize(0)))
+    return emitOpError("positions do not match the input's tokens");
   return success();
 }
 

@@ -177,7 +177,7 @@ def MoE_LinearOp : MoE_Op<"linear",
 //===----------------------------------------------------------------------===//
 
 def MoE_FusedLinearOp : MoE_Op<"fused_linear",
-    [Pure, InferTypeOpAdaptor]> {
+    [Pure, AttrSizedOperandSegments, InferTypeOpAdaptor]> {
   let summary = "several linear maps of one input in one op";
   let description = [{
     `moe.linear` of one input by each of two or more weights, as one op:
@@ -192,15 +192,45 @@ def MoE_FusedLinearOp : MoE_Op<"fused_linear",
         : tensor<?x64xf32>
     // %q : tensor<?x128xf32>, %k, %v : tensor<?x32xf32>
     ```
+
+    With `rope [i, ...] at %positions head_dim D theta θ` (what
+    `moe-fuse-epilogues` folds in from the `moe.rope` ops that read the
+    results), results i, ... are returned with RoPE applied exactly as
+    `moe.rope` applies it, so a kernel can rotate each pair of features as
+    it stores them.
+
+    ```mlir
+    %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wv]
+        : (tensor<128x64xf16>, tensor<32x64xf16>, tensor<32x64xf16>)
+        rope [0, 1] at %pos head_dim 16 theta 1.000000e+06
+        : tensor<?x64xf32>, tensor<?xi32>
+    ```
   }];
   let arguments = (ins MoE_ActTensor:$input,
-                       Variadic<MoE_WeightTensor>:$weights);
+                       Variadic<MoE_WeightTensor>:$weights,
+                       Optional<MoE_TokenIdTensor>:$positions,
+                       OptionalAttr<DenseI64ArrayAttr>:$rope,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$head_dim,
+                       OptionalAttr<F64Attr>:$theta);
   let results = (outs Variadic<MoE_ActTensor>:$results);
   let assemblyFormat = [{
-    $input `weights` custom<ExpertList>($weights, type($weights)) attr-dict
-    `:` type($input)
+    $input `weights` custom<ExpertList>($weights, type($weights))
+    (`rope` $rope^ `at` $positions `head_dim` $head_dim `theta` $theta)?
+    attr-dict `:` type($input) (`,` type($positions)^)?
   }];
+  let builders = [
+    OpBuilder<(ins "Value":$input, "ValueRange":$weights), [{
+      build($_builder, $_state, input, weights, Value(), nullptr, nullptr,
+            nullptr);
+    }]>,
+  ];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Whether result `i` has RoPE applied.
+    bool hasRope(int64_t i) {
+      return getRope() && ::llvm::is_contained(*getRope(), i);
+    }
+  }];
 }
 
 //===----------------------------------------------------------------------===//

@@ -129,3 +129,40 @@ func.func @one_part(%b: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) 
   %h = moe.silu_mul %gu : tensor<?x192xf32>
   return %h : tensor<?x96xf32>
 }
+
+// -----
+
+// RoPE of q and k folds into the projections that make them; v stays
+// plain. Each rope's users now read the fused op's result.
+// CHECK-LABEL: func.func @rope
+// CHECK-SAME: (%[[A:[^:]+]]: tensor<?x64xf32>, %[[POS:[^:]+]]: tensor<?xi32>)
+// CHECK-NOT: moe.rope
+// CHECK: %[[R:.+]]:3 = moe.fused_linear %[[A]] weights [%{{.+}}, %{{.+}}, %{{.+}}] : (tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>) rope [0, 1] at %[[POS]] head_dim 16 theta 1.000000e+06 : tensor<?x64xf32>, tensor<?xi32>
+// CHECK-NEXT: return %[[R]]#0, %[[R]]#1, %[[R]]#2
+func.func @rope(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>) {
+  %wq = moe.weight "q" : tensor<64x64xf32>
+  %wk = moe.weight "k" : tensor<32x64xf32>
+  %wv = moe.weight "v" : tensor<32x64xf32>
+  %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wv] : (tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>) : tensor<?x64xf32>
+  %qr = moe.rope %q, %pos head_dim 16 theta 1.0e+06 : tensor<?x64xf32>, tensor<?xi32>
+  %kr = moe.rope %k, %pos head_dim 16 theta 1.0e+06 : tensor<?x32xf32>, tensor<?xi32>
+  return %qr, %kr, %v : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>
+}
+
+// -----
+
+// Negative: a second rope with another theta cannot share the op's one,
+// and a projection used besides its rope must stay unrotated.
+// CHECK-LABEL: func.func @rope_mismatch
+// CHECK: %[[R:.+]]:3 = moe.fused_linear {{.+}} rope [0] at %{{.+}} head_dim 16 theta 1.000000e+06
+// CHECK: moe.rope %[[R]]#1, %{{.+}} head_dim 16 theta 1.000000e+04
+// CHECK: moe.rope %[[R]]#2, %{{.+}} head_dim 16 theta 1.000000e+06
+func.func @rope_mismatch(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>) {
+  %wq = moe.weight "q" : tensor<64x64xf32>
+  %wk = moe.weight "k" : tensor<32x64xf32>
+  %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wk] : (tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>) : tensor<?x64xf32>
+  %qr = moe.rope %q, %pos head_dim 16 theta 1.0e+06 : tensor<?x64xf32>, tensor<?xi32>
+  %kr = moe.rope %k, %pos head_dim 16 theta 1.0e+04 : tensor<?x32xf32>, tensor<?xi32>
+  %vr = moe.rope %v, %pos head_dim 16 theta 1.0e+06 : tensor<?x32xf32>, tensor<?xi32>
+  return %qr, %kr, %vr, %v : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>
+}

@@ -93,8 +93,8 @@ static cl::opt<unsigned>
              cl::init(2), cl::cat(category));
 static cl::opt<bool> fuseEpilogues(
     "fuse-epilogues",
-    cl::desc("At -O2, fold residual adds and silu*up into the GEMMs that "
-             "feed them (moe-fuse-epilogues; default true, "
+    cl::desc("At -O2, fold residual adds, silu*up and RoPE into the GEMMs "
+             "that feed them (moe-fuse-epilogues; default true, "
              "--fuse-epilogues=false to compare)"),
     cl::init(true), cl::cat(category));
 static cl::opt<int64_t> maxBatchTokens(

@@ -175,6 +175,34 @@ func.func @fused_linear_in(%x: tensor<?x64xf32>) {
 
 // -----
 
+func.func @fused_linear_rope_index(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) {
+  %a = moe.weight "a" : tensor<32x64xf32>
+  // expected-error @below {{'moe.fused_linear' op rope lists result 2; it needs increasing indices of the 2 results}}
+  %0:2 = moe.fused_linear %x weights [%a, %a] : tensor<32x64xf32> rope [0, 2] at %pos head_dim 16 theta 1.0e+04 : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @fused_linear_rope_width(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) {
+  %a = moe.weight "a" : tensor<32x64xf32>
+  %b = moe.weight "b" : tensor<24x64xf32>
+  // expected-error @below {{'moe.fused_linear' op result 1 width 24 is not a multiple of head_dim 16}}
+  %0:2 = moe.fused_linear %x weights [%a, %b] : (tensor<32x64xf32>, tensor<24x64xf32>) rope [0, 1] at %pos head_dim 16 theta 1.0e+04 : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @fused_linear_rope_odd(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) {
+  %a = moe.weight "a" : tensor<30x64xf32>
+  // expected-error @below {{'moe.fused_linear' op head_dim must be even for rotate-half RoPE, got 15}}
+  %0:2 = moe.fused_linear %x weights [%a, %a] : tensor<30x64xf32> rope [0] at %pos head_dim 15 theta 1.0e+04 : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
 func.func @linear_weight_rank(%x: tensor<?x64xf32>) {
   %w = moe.weight "w" : tensor<64xf32>
   // expected-error @below {{linear weight must be a rank-2 tensor, got 'tensor<64xf32>'}}

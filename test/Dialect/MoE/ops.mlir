@@ -220,3 +220,14 @@ func.func @fused_linear(%a: tensor<?x64xf32>) -> (tensor<?x128xf32>, tensor<?x32
   %q, %k = moe.fused_linear %a weights [%wq, %wk] : (tensor<128x64xbf16>, tensor<32x64xf16>) : tensor<?x64xf32>
   return %q, %k : tensor<?x128xf32>, tensor<?x32xf32>
 }
+
+// -----
+
+// Projections with RoPE applied to some results.
+// CHECK-LABEL: func.func @fused_linear_rope
+// CHECK: moe.fused_linear %{{.+}} weights [%{{.+}}, %{{.+}}, %{{.+}}] : tensor<32x64xf16> rope [0, 1] at %{{.+}} head_dim 16 theta 1.000000e+06 : tensor<?x64xf32>, tensor<?xi32>
+func.func @fused_linear_rope(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>) {
+  %w = moe.weight "w" : tensor<32x64xf16>
+  %q, %k, %v = moe.fused_linear %a weights [%w, %w, %w] : tensor<32x64xf16> rope [0, 1] at %pos head_dim 16 theta 1.0e+06 : tensor<?x64xf32>, tensor<?xi32>
+  return %q, %k, %v : tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>
+}

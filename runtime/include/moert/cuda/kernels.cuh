@@ -143,6 +143,19 @@ __device__ void rmsNorm(const float *x, const W *w, float eps, float *out) {
     out[int64_t(t) * H + i] = r[i] * scale * toF(w[i]);
 }
 
+/// Element i of a head and its partner i + D/2 (x1, x2) rotated for
+/// position p: the angle in double as on the CPU.
+template <int D>
+__device__ __forceinline__ void ropePair(float x1, float x2, int p, int i,
+                                         double theta, float &o1, float &o2) {
+  double a = double(p) * pow(theta, -2.0 * double(i) / double(D));
+  double s, c;
+  sincos(a, &s, &c);
+  float cf = float(c), sf = float(s);
+  o1 = x1 * cf - x2 * sf;
+  o2 = x2 * cf + x1 * sf;
+}
+
 /// RoPE (rotate-half) on [T][Width] with heads of D; angles in double as on
 /// the CPU. grid (ceil(T * Width / 2 / 256)), block 256.
 template <int Width, int D>
@@ -153,15 +166,9 @@ __device__ void rope(const float *x, const int32_t *pos, double theta, int n,
   if (idx >= n * Pairs)
     return;
   int t = idx / Pairs, rem = idx % Pairs, h = rem / Half, i = rem % Half;
-  double a = double(pos[t]) * pow(theta, -2.0 * double(i) / double(D));
-  double s, c;
-  sincos(a, &s, &c);
-  float cf = float(c), sf = float(s);
   const float *r = x + int64_t(t) * Width + h * D;
   float *o = out + int64_t(t) * Width + h * D;
-  float x1 = r[i], x2 = r[i + Half];
-  o[i] = x1 * cf - x2 * sf;
-  o[i + Half] = x2 * cf + x1 * sf;
+  ropePair<D>(r[i], r[i + Half], pos[t], i, theta, o[i], o[i + Half]);
 }
 
 /// grid (ceil(T * Size / 256)), block 256.
@@ -323,14 +330,14 @@ __device__ __forceinline__ float dot8(float4 a, float4 b, const float (&w)[8]) {
          b.y * w[5] + b.z * w[6] + b.w * w[7];
 }
 
-/// One warp: output column `col` of rows r0..r1 from weight row `wrow`. With
-/// Silu, `wrow2` is the up row of the same column: both are streamed in the
-/// same pass and the warp stores silu(gate) * up.
-template <typename W, typename W2, int In, int K, bool Gather, bool Silu>
-__device__ __forceinline__ void gemvRow(const W *wrow, const W2 *wrow2,
-                                        const float *x, const int32_t *perm,
-                                        int r0, int r1, int col, float *out,
-                                        int ldo, const float *res) {
+/// The warp's dot products of weight row `wrow` (and, with Pair, `wrow2`)
+/// with rows r0..r1 of the batch, kGemvRows rows per pass over the weights;
+/// `store(r, s, s2)` runs on lane 0 for each row r with the sums.
+template <typename W, typename W2, int In, int K, bool Gather, bool Pair,
+          typename Store>
+__device__ __forceinline__ void gemvRows(const W *wrow, const W2 *wrow2,
+                                         const float *x, const int32_t *perm,
+                                         int r0, int r1, Store store) {
   int lane = threadIdx.x % 32;
   for (int rb = r0; rb < r1; rb += kGemvRows) {
     int cnt = min(kGemvRows, r1 - rb);
@@ -343,7 +350,7 @@ __device__ __forceinline__ void gemvRow(const W *wrow, const W2 *wrow2,
     for (int k = lane * 8; k < In; k += 256) {
       float wv[8], wv2[8];
       load8(wrow + k, wv);
-      if constexpr (Silu)
+      if constexpr (Pair)
         load8(wrow2 + k, wv2);
 #pragma unroll
       for (int i = 0; i < kGemvRows; ++i) {
@@ -351,21 +358,37 @@ __device__ __forceinline__ void gemvRow(const W *wrow, const W2 *wrow2,
           float4 a = __ldg(reinterpret_cast<const float4 *>(xr[i] + k));
           float4 b = __ldg(reinterpret_cast<const float4 *>(xr[i] + k) + 1);
           acc[i] += dot8(a, b, wv);
-          if constexpr (Silu)
+          if constexpr (Pair)
             acc2[i] += dot8(a, b, wv2);
         }
       }
     }
 #pragma unroll
     for (int i = 0; i < kGemvRows; ++i) {
-      float s = warpSum(acc[i]);
-      if constexpr (Silu)
-        s = siluTimes(s, warpSum(acc2[i]));
-      int64_t o = int64_t(rb + i) * ldo + col;
+      float s = warpSum(acc[i]), s2 = 0;
+      if constexpr (Pair)
+        s2 = warpSum(acc2[i]);
       if (lane == 0 && i < cnt)
-        out[o] = res ? s + res[o] : s;
+        store(rb + i, s, s2);
     }
   }
+}
+
+/// One warp: output column `col` of rows r0..r1 from weight row `wrow`. With
+/// Silu, `wrow2` is the up row of the same column: both are streamed in the
+/// same pass and the warp stores silu(gate) * up.
+template <typename W, typename W2, int In, int K, bool Gather, bool Silu>
+__device__ __forceinline__ void gemvRow(const W *wrow, const W2 *wrow2,
+                                        const float *x, const int32_t *perm,
+                                        int r0, int r1, int col, float *out,
+                                        int ldo, const float *res) {
+  gemvRows<W, W2, In, K, Gather, Silu>(
+      wrow, wrow2, x, perm, r0, r1, [&](int r, float s, float s2) {
+        if constexpr (Silu)
+          s = siluTimes(s, s2);
+        int64_t o = int64_t(r) * ldo + col;
+        out[o] = res ? s + res[o] : s;
+      });
 }
 
 /// Decode variant. One warp per output feature; block 256 (8 features).
@@ -411,28 +434,51 @@ __device__ void gemv(const float *x, const int32_t *perm,
                                           N, res);
 }
 
+/// One part of gemvMulti: warp `item` of the part's items. A part with
+/// Rope has N / 2 items, each a pair of features (h * D + i, h * D + i +
+/// D / 2) of one head: the warp streams both weight rows and stores them
+/// rotated for each token's position.
+template <typename W, int In, int N, bool Rope, int D>
+__device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
+                                         int item, float *out,
+                                         const int32_t *pos, double theta) {
+  const W *rows = static_cast<const W *>(w);
+  if constexpr (Rope) {
+    int h = item / (D / 2), i = item % (D / 2), a = h * D + i, b = a + D / 2;
+    gemvRows<W, W, In, 1, false, true>(
+        rows + int64_t(a) * In, rows + int64_t(b) * In, x, nullptr, 0, n,
+        [&](int t, float s, float s2) {
+          ropePair<D>(s, s2, pos[t], i, theta, out[int64_t(t) * N + a],
+                      out[int64_t(t) * N + b]);
+        });
+  } else {
+    gemvRow<W, W, In, 1, false, false>(rows + int64_t(item) * In, nullptr, x,
+                                       nullptr, 0, n, item, out, N, nullptr);
+  }
+}
+
 /// Decode variant of moe.fused_linear: two or three projections of one
 /// input (widths N0, N1, N2; N2 = 0 for two) in one launch, one warp per
-/// feature of their concatenated width. grid (ceil((N0 + N1 + N2) / 8)),
-/// block 256.
+/// feature of their concatenated width, or per rotated pair of features for
+/// a part with RoPE (R0, R1, R2; head_dim D, `pos`, `theta`). grid
+/// (ceil(items / 8)), block 256.
 template <typename W0, typename W1, typename W2, int In, int N0, int N1,
-          int N2>
+          int N2, bool R0, bool R1, bool R2, int D>
 __device__ void gemvMulti(const float *x, const Ptrs<3> &w, int n,
-                          const Outs<3> &out) {
+                          const Outs<3> &out, const int32_t *pos,
+                          double theta) {
   static_assert(In % 8 == 0, "the input width must be a multiple of 8");
-  int col = blockIdx.x * 8 + threadIdx.x / 32;
-  if (col < N0)
-    gemvRow<W0, W0, In, 1, false, false>(
-        static_cast<const W0 *>(w.p[0]) + int64_t(col) * In, nullptr, x,
-        nullptr, 0, n, col, out.p[0], N0, nullptr);
-  else if (col < N0 + N1)
-    gemvRow<W1, W1, In, 1, false, false>(
-        static_cast<const W1 *>(w.p[1]) + int64_t(col - N0) * In, nullptr, x,
-        nullptr, 0, n, col - N0, out.p[1], N1, nullptr);
-  else if (col < N0 + N1 + N2)
-    gemvRow<W2, W2, In, 1, false, false>(
-        static_cast<const W2 *>(w.p[2]) + int64_t(col - N0 - N1) * In,
-        nullptr, x, nullptr, 0, n, col - N0 - N1, out.p[2], N2, nullptr);
+  constexpr int I0 = R0 ? N0 / 2 : N0, I1 = R1 ? N1 / 2 : N1,
+                I2 = R2 ? N2 / 2 : N2;
+  int item = blockIdx.x * 8 + threadIdx.x / 32;
+  if (item < I0)
+    gemvPart<W0, In, N0, R0, D>(w.p[0], x, n, item, out.p[0], pos, theta);
+  else if (item < I0 + I1)
+    gemvPart<W1, In, N1, R1, D>(w.p[1], x, n, item - I0, out.p[1], pos,
+                                theta);
+  else if (item < I0 + I1 + I2)
+    gemvPart<W2, In, N2, R2, D>(w.p[2], x, n, item - I0 - I1, out.p[2], pos,
+                                theta);
 }
 
 /// The block's rows for the prefill variant: m-tile blockIdx.x counted over
