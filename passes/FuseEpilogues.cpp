@@ -20,6 +20,13 @@ using namespace mlir::moe;
 
 namespace {
 
+/// A rewrite of one op kind that counts what it fused in a pass statistic.
+template <typename OpT> struct CountedPattern : OpRewritePattern<OpT> {
+  CountedPattern(MLIRContext *context, llvm::Statistic &fused)
+      : OpRewritePattern<OpT>(context), fused(fused) {}
+  llvm::Statistic &fused;
+};
+
 /// The producer of `v` that can take the other operand of an add as its
 /// residual: a moe.linear or moe.expert_combine without one, whose result
 /// the add is the only user of.
@@ -38,9 +45,8 @@ Operation *fusableProducer(Value v) {
 /// add(expert_combine(...), r)   ==>  expert_combine(...) residual r
 /// The fused op takes the add's place (every operand of the producer is
 /// defined before the producer, so also before the add).
-struct FuseAddIntoProducer : OpRewritePattern<AddOp> {
-  FuseAddIntoProducer(MLIRContext *context, llvm::Statistic &fused)
-      : OpRewritePattern(context), fused(fused) {}
+struct FuseAddIntoProducer : CountedPattern<AddOp> {
+  using CountedPattern::CountedPattern;
 
   LogicalResult matchAndRewrite(AddOp add,
                                 PatternRewriter &rewriter) const override {
@@ -66,15 +72,12 @@ struct FuseAddIntoProducer : OpRewritePattern<AddOp> {
     ++fused;
     return success();
   }
-
-  llvm::Statistic &fused;
 };
 
 /// silu_mul(grouped_matmul(... parts 2))  ==>  grouped_matmul(...) silu_mul
 /// when the gate_up product has no other user and its parts are equal.
-struct FuseSiluMulIntoGemm : OpRewritePattern<SiluMulOp> {
-  FuseSiluMulIntoGemm(MLIRContext *context, llvm::Statistic &fused)
-      : OpRewritePattern(context), fused(fused) {}
+struct FuseSiluMulIntoGemm : CountedPattern<SiluMulOp> {
+  using CountedPattern::CountedPattern;
 
   LogicalResult matchAndRewrite(SiluMulOp silu,
                                 PatternRewriter &rewriter) const override {
@@ -98,16 +101,13 @@ struct FuseSiluMulIntoGemm : OpRewritePattern<SiluMulOp> {
     ++fused;
     return success();
   }
-
-  llvm::Statistic &fused;
 };
 
 /// rope(fused_linear(...)#i, pos)  ==>  fused_linear(...) rope [..., i] at pos
 /// when result i has no other user and the op ropes nothing yet or with the
 /// same positions, head_dim and theta.
-struct FuseRopeIntoProjection : OpRewritePattern<RoPEOp> {
-  FuseRopeIntoProjection(MLIRContext *context, llvm::Statistic &fused)
-      : OpRewritePattern(context), fused(fused) {}
+struct FuseRopeIntoProjection : CountedPattern<RoPEOp> {
+  using CountedPattern::CountedPattern;
 
   LogicalResult matchAndRewrite(RoPEOp rope,
                                 PatternRewriter &rewriter) const override {
@@ -143,8 +143,6 @@ struct FuseRopeIntoProjection : OpRewritePattern<RoPEOp> {
     ++fused;
     return success();
   }
-
-  llvm::Statistic &fused;
 };
 
 struct FuseEpiloguesPass
@@ -158,8 +156,8 @@ struct FuseEpiloguesPass
     // first one folds.
     GreedyRewriteConfig config;
     config.setUseTopDownTraversal(true);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns),
-                                     config)))
+    if (failed(
+            applyPatternsGreedily(getOperation(), std::move(patterns), config)))
       signalPassFailure();
   }
 };
