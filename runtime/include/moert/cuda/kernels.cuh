@@ -421,7 +421,7 @@ __device__ void gemv(const float *x, const int32_t *perm,
     return;
   const WA *a = static_cast<const WA *>(w.p[e * Parts]);
   const WB *b = static_cast<const WB *>(w.p[e * Parts + Parts - 1]);
-  if (Silu)
+  if constexpr (Silu)
     gemvRow<WA, WB, In, K, Gather, true>(a + int64_t(col) * In,
                                          b + int64_t(col) * In, x, perm, r0,
                                          r1, col, out, N, res);
