@@ -25,6 +25,10 @@ lit_rc=${PIPESTATUS[0]}
 echo "==> ctest"
 (cd "$build" && ctest --output-on-failure 2>&1) | tee "$log/ctest.txt"
 ctest_rc=${PIPESTATUS[0]}
+# Why each skipped test (the GPU-labelled ones without a GPU) was skipped.
+if grep -qE "\*\*\*Skipped" "$log/ctest.txt"; then
+  (cd "$build" && ctest -L gpu -V 2>&1) | grep -E "SKIPPED:" | sed 's/^[0-9]*: /  /' || true
+fi
 
 # lit: "  Passed: N", "  Failed: N", "  Unsupported: N", ...
 count() { grep -E "^  $1 *: *[0-9]+" "$log/lit.txt" | grep -oE '[0-9]+' | head -n1; }
