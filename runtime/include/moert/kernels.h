@@ -387,7 +387,9 @@ void expertPermute(const int32_t *indices, int64_t T, int32_t *perm,
 }
 
 /// silu(gate) * up.
-inline float siluTimes(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
+inline float siluTimes(float g, float u) {
+  return g / (1.0f + std::exp(-g)) * u;
+}
 
 /// One GEMM per expert over its rows of the permuted batch, with up to two
 /// weights per expert stacked along the output ([RowsA + RowsB, In]): the
