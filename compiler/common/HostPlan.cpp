@@ -228,8 +228,10 @@ void HostPlanEmitter::writeTables(raw_ostream &os) const {
        << c.window << "},\n";
   os << "};\n\n"
      << "int64_t scratchFloats(int64_t n_max) { return n_max * "
-     << arenaPerToken << (workspaceFloats ? " + " : "")
-     << (workspaceFloats ? std::to_string(workspaceFloats) : "") << "; }\n\n";
+     << arenaPerToken;
+  if (workspaceFloats)
+    os << " + " << workspaceFloats;
+  os << "; }\n\n";
 }
 
 void HostPlanEmitter::writeDescriptor(raw_ostream &os,

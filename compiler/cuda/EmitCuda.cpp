@@ -213,10 +213,6 @@ LogicalResult CudaEmitter::emitFusedLinear(FusedLinearOp f) {
     return m;
   };
   if (parts <= 3) {
-    if (in % 8 != 0)
-      return f.emitOpError("the CUDA target needs an input width that is a "
-                           "multiple of 8, not ")
-             << in;
     // Widths, types and RoPE of three parts (a missing third: width 0).
     SmallVector<int64_t> widths;
     SmallVector<std::string> types, table, dests, ropes;

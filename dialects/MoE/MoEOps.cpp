@@ -161,6 +161,28 @@ LogicalResult LinearOp::inferReturnTypes(MLIRContext *ctx,
   return success();
 }
 
+/// Rotate-half RoPE on a tensor whose `what` (e.g. "input width") is
+/// `width`, heads of `headDim`, for `tokens` tokens at `positions`
+/// positions: the checks moe.rope and a moe.fused_linear with rope share.
+static LogicalResult verifyRoPE(Operation *op, const Twine &what, int64_t width,
+                                int64_t headDim, int64_t tokens,
+                                int64_t positions, double theta) {
+  if (headDim % 2 != 0)
+    return op->emitOpError("head_dim must be even for rotate-half RoPE, got ")
+           << headDim;
+  if (width % headDim != 0)
+    return op->emitOpError() << what << " " << width
+                             << " is not a multiple of head_dim " << headDim;
+  if (!dimsAgree(tokens, positions))
+    return op->emitOpError("has ")
+           << dimToString(positions) << " positions for " << dimToString(tokens)
+           << " tokens";
+  if (!(theta > 0.0) || !std::isfinite(theta))
+    return op->emitOpError("theta must be a positive finite number, got ")
+           << theta;
+  return success();
+}
+
 /// A fused residual is added elementwise to the result: it has its type.
 static LogicalResult verifyResidual(Operation *op, Value residual,
                                     Value result) {
@@ -221,10 +243,6 @@ LogicalResult FusedLinearOp::verify() {
     return emitOpError("rope needs positions, head_dim and theta together");
   if (!rope)
     return success();
-  int64_t headDim = int64_t(*getHeadDim());
-  if (headDim % 2 != 0)
-    return emitOpError("head_dim must be even for rotate-half RoPE, got ")
-           << headDim;
   int64_t previous = -1;
   ArrayRef<int64_t> roped = *getRope();
   for (int64_t r : roped) {
@@ -233,15 +251,14 @@ LogicalResult FusedLinearOp::verify() {
              << r << "; it needs increasing indices of the "
              << getResults().size() << " results";
     previous = r;
-    int64_t width = tensorType(getResult(r)).getDimSize(1);
-    if (width % headDim != 0)
-      return emitOpError("result ")
-             << r << " width " << width << " is not a multiple of head_dim "
-             << headDim;
+    if (failed(verifyRoPE(*this, "result " + Twine(r) + " width",
+                          tensorType(getResult(r)).getDimSize(1),
+                          int64_t(*getHeadDim()),
+                          getInput().getType().getDimSize(0),
+                          getPositions().getType().getDimSize(0),
+                          getThetaAttr().getValueAsDouble())))
+      return failure();
   }
-  if (!dimsAgree(getInput().getType().getDimSize(0),
-                 getPositions().getType().getDimSize(0)))
-    return emitOpError("positions do not match the input's tokens");
   return success();
 }
 
@@ -250,23 +267,10 @@ LogicalResult FusedLinearOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult RoPEOp::verify() {
-  int64_t width = getInput().getType().getDimSize(1);
-  int64_t headDim = getHeadDim();
-  if (headDim % 2 != 0)
-    return emitOpError("head_dim must be even for rotate-half RoPE, got ")
-           << headDim;
-  if (width % headDim != 0)
-    return emitOpError("input width ")
-           << width << " is not a multiple of head_dim " << headDim;
-  int64_t tokens = getInput().getType().getDimSize(0);
-  int64_t positions = getPositions().getType().getDimSize(0);
-  if (!dimsAgree(tokens, positions))
-    return emitOpError("has ") << dimToString(positions) << " positions for "
-                               << dimToString(tokens) << " tokens";
-  double theta = getTheta().convertToDouble();
-  if (!(theta > 0.0) || !std::isfinite(theta))
-    return emitOpError("theta must be a positive finite number, got ") << theta;
-  return success();
+  return verifyRoPE(*this, "input width", getInput().getType().getDimSize(1),
+                    getHeadDim(), getInput().getType().getDimSize(0),
+                    getPositions().getType().getDimSize(0),
+                    getTheta().convertToDouble());
 }
 
 //===----------------------------------------------------------------------===//

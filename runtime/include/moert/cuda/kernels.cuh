@@ -667,9 +667,10 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
 //
 // Keys and values of positions in this chunk (>= pos[0]) are read from the
 // chunk's k/v inputs, older ones from the cache; the next kernel
-// (`attentionDecodeFinish` or `kvAppend`) writes the chunk into the cache. Reading in-chunk positions from the inputs is
-// what makes a parallel chunk exact when it is longer than the window: a
-// position the chunk evicts is still read from the slot it occupied.
+// (`attentionDecodeFinish` or `kvAppend`) writes the chunk into the cache.
+// Reading in-chunk positions from the inputs is what makes a parallel chunk
+// exact when it is longer than the window: a position the chunk evicts is
+// still read from the slot it occupied.
 
 template <int KvHeads, int D, int Cap>
 __device__ __forceinline__ const float *
