@@ -220,7 +220,8 @@ void HostPlanEmitter::writeTables(raw_ostream &os) const {
     os << "  {" << cppQuoted(s.getName()) << ", " << cppQuoted(s.getFile())
        << ", " << s.getOffset() << "ull, " << s.getSizeInBytes() << "ull, "
        << dtypeEnum(t.getElementType()) << ", " << t.getDimSize(0) << ", "
-       << (t.getRank() > 1 ? t.getDimSize(1) : 1) << "},\n";
+       << (t.getRank() > 1 ? t.getDimSize(1) : 1) << ", " << t.getRank()
+       << "},\n";
   }
   os << "};\n\nconst moert_cache_desc kCaches[] = {\n";
   for (const Cache &c : caches)

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 2
+#define MOERT_ABI_VERSION 3
 
 typedef enum moert_target {
   MOERT_TARGET_CPU = 0,
@@ -43,6 +43,7 @@ typedef struct moert_weight_desc {
   uint64_t size;    /* bytes */
   moert_dtype dtype;
   int64_t rows, cols; /* cols = 1 for vectors */
+  int64_t rank;       /* 1: shape [rows] in its file; 2: [rows, cols] */
 } moert_weight_desc;
 
 /* One layer's KV cache: a ring of `capacity` slots per kv head; the key and
