@@ -9,6 +9,8 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 using namespace llvm;
 
@@ -28,6 +30,24 @@ StringRef stringifyWeightDType(WeightDType type) {
 
 int64_t bytesPerElement(WeightDType type) {
   return type == WeightDType::F32 ? 4 : 2;
+}
+
+std::string formatNumber(double v) {
+  // %.17g reads back as the same double; shorter forms first when exact.
+  char text[32];
+  for (int digits : {6, 17}) {
+    std::snprintf(text, sizeof(text), "%.*g", digits, v);
+    if (std::strtod(text, nullptr) == v)
+      break;
+  }
+  return text;
+}
+
+int64_t expectedTensorCount(const ModelSpec &s) {
+  // Embedding and final norm; lm_head unless tied; per layer 7 tensors and
+  // 3 per expert. Fits easily: layers and experts are bounded by validate().
+  return 2 + (s.tieWordEmbeddings ? 0 : 1) +
+         s.numLayers * (7 + 3 * s.numExperts);
 }
 
 Error ModelSpec::validate(StringRef source) const {
@@ -54,6 +74,15 @@ Error ModelSpec::validate(StringRef source) const {
       return fail(formatv("'{0}' must be in [1, {1}], got {2}", p.name, kMaxDim,
                           p.value));
   }
+  // Layers and experts multiply into name lists and IR: bound them to what
+  // real models need by a wide margin.
+  constexpr int64_t kMaxLayers = 1024, kMaxExperts = 1024;
+  if (numLayers > kMaxLayers)
+    return fail(formatv("'num_hidden_layers' must be at most {0}, got {1}",
+                        kMaxLayers, numLayers));
+  if (numExperts > kMaxExperts)
+    return fail(formatv("'num_local_experts' must be at most {0}, got {1}",
+                        kMaxExperts, numExperts));
   if (numHeads * headDim > kMaxDim)
     return fail("num_attention_heads * head_dim is too large");
   if (numHeads % numKvHeads != 0)
@@ -68,10 +97,11 @@ Error ModelSpec::validate(StringRef source) const {
                         "({1})",
                         topK, numExperts));
   if (!(rmsNormEps > 0) || !std::isfinite(rmsNormEps))
-    return fail(
-        formatv("'rms_norm_eps' must be positive, got {0}", rmsNormEps));
+    return fail("'rms_norm_eps' must be positive, got " +
+                formatNumber(rmsNormEps));
   if (!(ropeTheta > 0) || !std::isfinite(ropeTheta))
-    return fail(formatv("'rope_theta' must be positive, got {0}", ropeTheta));
+    return fail("'rope_theta' must be positive, got " +
+                formatNumber(ropeTheta));
   if (static_cast<int64_t>(layerWindows.size()) != numLayers)
     return fail("one sliding-window entry per layer is required");
   for (const std::optional<int64_t> &w : layerWindows)

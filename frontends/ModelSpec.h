@@ -53,6 +53,13 @@ struct ModelSpec {
   llvm::Error validate(llvm::StringRef source) const;
 };
 
+/// How many weight tensors a Mixtral-family model of `spec` has.
+int64_t expectedTensorCount(const ModelSpec &spec);
+
+/// `v` with as many digits as it takes to read back the same (never "-0.00"
+/// for -1e-5, as a fixed two-digit format would print it).
+std::string formatNumber(double v);
+
 /// The role a weight plays; frontends map roles to their own tensor names.
 enum class WeightRole {
   Embedding,

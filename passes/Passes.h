@@ -10,6 +10,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassOptions.h"
+#include "llvm/Support/Error.h"
 
 namespace mlir {
 class OpPassManager;
@@ -44,6 +45,18 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
                      "true; false measures what it gains)"),
       llvm::cl::init(true)};
 };
+
+/// Bounds of the pipeline's sizes: positions are int32 at run time, and a
+/// binary runs at most 2^20 tokens per forward call.
+constexpr int64_t kMaxSeqLimit = 2147483647;
+constexpr int64_t kMaxBatchTokensLimit = int64_t(1) << 20;
+
+/// Checks the options' values (a level that exists, sizes in bounds); the
+/// error says which option is wrong and what it accepts. `prefix` is how
+/// the options are spelled in the message ("--" for moe-compile's flags,
+/// "" for the pipeline's own option names).
+llvm::Error checkPipelineOptions(const PipelineOptions &options,
+                                 llvm::StringRef prefix);
 
 void buildDefaultPipeline(OpPassManager &pm, const PipelineOptions &options);
 

@@ -34,13 +34,50 @@ void mlir::moe::buildDefaultPipeline(OpPassManager &pm,
   func.addPass(createPlanMemory(memory));
 }
 
+llvm::Error mlir::moe::checkPipelineOptions(const PipelineOptions &options,
+                                            llvm::StringRef prefix) {
+  auto fail = [](const llvm::Twine &message) {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+  };
+  if (options.optLevel != 0 && options.optLevel != 2)
+    return fail((prefix == "--" ? "-O" : prefix + "opt-level=") +
+                llvm::Twine(options.optLevel.getValue()) +
+                " is not a level: use " +
+                (prefix == "--" ? "-O0 or -O2" : "opt-level=0 or 2"));
+  if (options.maxSeq < 0 || options.maxSeq > kMaxSeqLimit)
+    return fail(prefix + "max-seq must be in [0, " + llvm::Twine(kMaxSeqLimit) +
+                "] (0: the model's max_position_embeddings), got " +
+                llvm::Twine(options.maxSeq.getValue()));
+  if (options.maxBatchTokens < 1 ||
+      options.maxBatchTokens > kMaxBatchTokensLimit)
+    return fail(prefix + "max-batch-tokens must be in [1, " +
+                llvm::Twine(kMaxBatchTokensLimit) + "], got " +
+                llvm::Twine(options.maxBatchTokens.getValue()));
+  return llvm::Error::success();
+}
+
 void mlir::moe::registerPipelines() {
-  PassPipelineRegistration<PipelineOptions>(
+  // As PassPipelineRegistration does, but values out of range are errors
+  // (opt-level=1 silently ran -O2).
+  registerPassPipeline(
       "moe-default-pipeline",
       "The moe-compile pipeline: at opt-level=2 canonicalize, "
       "moe-fuse-router, moe-fuse-expert-gemms, moe-fuse-projections, "
       "moe-fuse-epilogues (unless fuse-epilogues=false), moe-plan-kv-cache, "
       "moe-plan-memory; at opt-level=0 "
       "moe-plan-kv-cache and moe-plan-memory{reuse=false}",
-      buildDefaultPipeline);
+      [](OpPassManager &pm, StringRef text,
+         function_ref<LogicalResult(const Twine &)> errorHandler) {
+        PipelineOptions options;
+        if (failed(options.parseFromString(text)))
+          return failure();
+        if (llvm::Error e = checkPipelineOptions(options, ""))
+          return errorHandler("moe-default-pipeline: " +
+                              llvm::toString(std::move(e)));
+        buildDefaultPipeline(pm, options);
+        return success();
+      },
+      [](function_ref<void(const detail::PassOptions &)> optHandler) {
+        optHandler(PipelineOptions());
+      });
 }

@@ -12,17 +12,36 @@ using namespace mlir;
 using namespace mlir::moe;
 
 std::string mlir::moe::cppQuoted(StringRef s) {
+  // Printable ASCII as itself, but for the three characters that end or
+  // change a literal ('"', '\\', and '?', which could start a trigraph);
+  // every other byte as a three-digit octal escape, which cannot run on into
+  // the characters after it (hex escapes can).
   std::string out = "\"";
-  for (char c : s) {
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    if (c == '"' || c == '\\')
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\' || c == '?') {
       out += '\\';
-    out += c;
+      out += char(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += char(c);
+    } else {
+      out += '\\';
+      out += char('0' + (c >> 6));
+      out += char('0' + ((c >> 3) & 7));
+      out += char('0' + (c & 7));
+    }
   }
   return out + "\"";
+}
+
+std::string mlir::moe::cppComment(StringRef s) {
+  // A line comment ends at a newline and continues past a trailing
+  // backslash (or the trigraph ??/): keep printable ASCII but for those.
+  std::string out;
+  for (unsigned char c : s)
+    out += c >= 0x20 && c < 0x7f && c != '\\' && c != '?' ? char(c) : '_';
+  return out;
 }
 
 std::string mlir::moe::cppFloat(double v) {

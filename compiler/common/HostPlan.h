@@ -39,8 +39,13 @@ struct EmitOptions {
   std::string modelName = "model";
 };
 
-/// C string literal of `s`.
+/// `s` as a C/C++ string literal: every byte that is not printable ASCII is
+/// escaped, so any string (a path, a tensor name) is safe in emitted code.
+/// Every string that enters emitted code goes through this function.
 std::string cppQuoted(StringRef s);
+/// `s` made safe inside a `//` comment of emitted code: bytes that could end
+/// or continue the comment (control characters, `\`, `?`) become `_`.
+std::string cppComment(StringRef s);
 /// `v` as a C++ float literal that reads back to the same float.
 std::string cppFloat(double v);
 /// `v` as a C++ double literal that reads back to the same double.

@@ -6,6 +6,7 @@
 
 #include "frontends/hf/HFImporter.h"
 
+#include "frontends/InputFiles.h"
 #include "frontends/ModelBuilder.h"
 #include "frontends/hf/SafeTensors.h"
 
@@ -167,24 +168,6 @@ private:
   Problems &problems;
 };
 
-Expected<std::unique_ptr<MemoryBuffer>> readSmallFile(StringRef path,
-                                                      uint64_t limit) {
-  uint64_t size = 0;
-  if (std::error_code ec = sys::fs::file_size(path, size))
-    return createStringError(ec, path + ": cannot read: " + ec.message());
-  if (size > limit)
-    return createStringError(inconvertibleErrorCode(),
-                             formatv("{0}: {1} bytes is larger than the {2}-"
-                                     "byte limit for this file",
-                                     path, size, limit));
-  auto buffer = MemoryBuffer::getFile(path, /*IsText=*/true);
-  if (!buffer)
-    return createStringError(
-        buffer.getError(),
-        path + ": cannot read: " + buffer.getError().message());
-  return std::move(*buffer);
-}
-
 /// A tensor found in one of the model's files.
 struct FoundTensor {
   std::string file; // relative to the model directory
@@ -195,11 +178,9 @@ struct FoundTensor {
 } // namespace
 
 Expected<ModelSpec> parseConfig(StringRef file, StringRef text) {
-  Expected<json::Value> parsed = json::parse(text);
+  Expected<json::Value> parsed = parseJSON(file, text);
   if (!parsed)
-    return createStringError(
-        inconvertibleErrorCode(),
-        file + ": invalid JSON: " + toString(parsed.takeError()));
+    return parsed.takeError();
   const json::Object *object = parsed->getAsObject();
   if (!object)
     return createStringError(inconvertibleErrorCode(),
@@ -327,10 +308,14 @@ expectedTensors(const ModelSpec &spec) {
 
 Expected<mlir::OwningOpRef<mlir::ModuleOp>>
 importModel(mlir::MLIRContext &context, StringRef dirArg) {
-  SmallString<256> dir(dirArg);
-  if (std::error_code ec = sys::fs::make_absolute(dir))
-    return createStringError(ec, dirArg + ": " + ec.message());
-  sys::path::remove_dots(dir, /*remove_dot_dot=*/true);
+  // The real path: `link/../model` is the `model` beside link's target, as
+  // the file system resolves it, and the manifest names that directory.
+  SmallString<256> dir;
+  if (std::error_code ec = sys::fs::real_path(dirArg, dir))
+    return createStringError(ec, dirArg + ": " +
+                                     (ec == std::errc::no_such_file_or_directory
+                                          ? "no such model directory"
+                                          : "cannot access: " + ec.message()));
   if (!sys::fs::is_directory(dir))
     return createStringError(inconvertibleErrorCode(),
                              dir + ": not a model directory");
@@ -342,7 +327,7 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
 
   // config.json.
   std::string configPath = inDir("config.json");
-  auto configText = readSmallFile(configPath, 16 << 20);
+  auto configText = readInputFile(configPath, 16 << 20);
   if (!configText)
     return configText.takeError();
   Expected<ModelSpec> spec =
@@ -355,8 +340,14 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
   std::string indexPath = inDir("model.safetensors.index.json");
   std::optional<StringMap<std::string>> index;
   std::vector<std::string> shards;
-  if (sys::fs::exists(indexPath)) {
-    auto indexText = readSmallFile(indexPath, 64 << 20);
+  Expected<bool> hasIndex = pathExists(indexPath);
+  if (!hasIndex)
+    return hasIndex.takeError();
+  Expected<bool> hasSingle = pathExists(inDir("model.safetensors"));
+  if (!hasSingle)
+    return hasSingle.takeError();
+  if (*hasIndex) {
+    auto indexText = readInputFile(indexPath, 64 << 20);
     if (!indexText)
       return indexText.takeError();
     auto parsed = parseSafeTensorsIndex(indexPath, (*indexText)->getBuffer());
@@ -372,13 +363,16 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
         it->second = kv.first().str();
     }
     for (const auto &[shard, tensor] : firstTensorOfShard) {
-      if (!sys::fs::exists(inDir(shard)))
+      Expected<bool> present = pathExists(inDir(shard));
+      if (!present)
+        problems.add(present.takeError());
+      else if (!*present)
         problems.add(indexPath + ": names shard '" + shard + "' (for tensor '" +
                      tensor + "'), which does not exist");
       else
         shards.push_back(shard);
     }
-  } else if (sys::fs::exists(inDir("model.safetensors"))) {
+  } else if (*hasSingle) {
     shards.push_back("model.safetensors");
   } else {
     return createStringError(inconvertibleErrorCode(),
@@ -423,9 +417,21 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
 
   if (index)
     for (const auto &kv : *index)
-      if (!found.count(kv.first()) && sys::fs::exists(inDir(kv.second)))
+      if (!found.count(kv.first()) &&
+          llvm::is_contained(shards, kv.second))
         problems.add(indexPath + ": maps tensor '" + kv.first().str() +
                      "' to " + kv.second + ", which does not contain it");
+
+  // Compare counts before building name lists: a config.json that claims
+  // 1024 layers of 1024 experts must not first build three million names.
+  uint64_t implied = uint64_t(expectedTensorCount(*spec));
+  if (implied > found.size() + Problems::kLimit)
+    return createStringError(
+        inconvertibleErrorCode(),
+        formatv("{0}: config.json implies {1} tensors ({2} layers of {3} "
+                "experts), but the weight files hold {4}: the config does not "
+                "describe these files",
+                dir, implied, spec->numLayers, spec->numExperts, found.size()));
 
   // Against the config: presence, shape, dtype; then anything left over.
   StringMap<WeightSource> sources;

@@ -6,6 +6,8 @@
 
 #include "frontends/hf/SafeTensors.h"
 
+#include "frontends/InputFiles.h"
+
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/Endian.h"
 #include "llvm/Support/FileSystem.h"
@@ -146,10 +148,9 @@ parseSafeTensorsHeader(StringRef file, StringRef text, uint64_t fileSize) {
   header.dataOffset = 8 + text.size();
   header.dataSize = fileSize - header.dataOffset;
 
-  Expected<json::Value> parsed = json::parse(text);
+  Expected<json::Value> parsed = parseJSON(file, text);
   if (!parsed)
-    return error(file,
-                 "header is not valid JSON: " + toString(parsed.takeError()));
+    return parsed.takeError();
   const json::Object *root = parsed->getAsObject();
   if (!root)
     return error(file, "header is not a JSON object");
@@ -219,16 +220,17 @@ Expected<SafeTensorsHeader> parseSafeTensorsImage(StringRef file,
 }
 
 Expected<SafeTensorsHeader> readSafeTensorsHeader(StringRef path) {
-  uint64_t fileSize = 0;
-  if (std::error_code ec = sys::fs::file_size(path, fileSize))
-    return error(path, "cannot read: " + ec.message());
+  Expected<InputFile> file = InputFile::open(path);
+  if (!file)
+    return file.takeError();
+  uint64_t fileSize = file->size();
   if (fileSize < 8)
     return error(path, formatv("file is {0} bytes, too short for the 8-byte "
                                "header length",
                                fileSize));
-  auto prefix = MemoryBuffer::getFileSlice(path, 8, 0, /*IsVolatile=*/false);
+  auto prefix = file->read(0, 8);
   if (!prefix)
-    return error(path, "cannot read: " + prefix.getError().message());
+    return prefix.takeError();
   uint64_t length = support::endian::read64le((*prefix)->getBufferStart());
   if (length > fileSize - 8)
     return error(path, formatv("header length {0} runs past the end of the "
@@ -237,17 +239,17 @@ Expected<SafeTensorsHeader> readSafeTensorsHeader(StringRef path) {
   if (length > kMaxHeaderBytes)
     return error(path, formatv("header length {0} exceeds the {1}-byte limit",
                                length, kMaxHeaderBytes));
-  auto text = MemoryBuffer::getFileSlice(path, length, 8, false);
+  auto text = file->read(8, length);
   if (!text)
-    return error(path, "cannot read: " + text.getError().message());
+    return text.takeError();
   return parseSafeTensorsHeader(path, (*text)->getBuffer(), fileSize);
 }
 
 Expected<StringMap<std::string>> parseSafeTensorsIndex(StringRef file,
                                                        StringRef text) {
-  Expected<json::Value> parsed = json::parse(text);
+  Expected<json::Value> parsed = parseJSON(file, text);
   if (!parsed)
-    return error(file, "not valid JSON: " + toString(parsed.takeError()));
+    return parsed.takeError();
   const json::Object *root = parsed->getAsObject();
   if (!root)
     return error(file, "not a JSON object");

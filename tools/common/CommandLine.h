@@ -1,5 +1,4 @@
-//===- CommandLine.h - shared command-line helpers for the tools -*- C++
-//-*-===//
+//===- CommandLine.h - shared command-line helpers ------------*- C++ -*-===//
 //
 // Part of moe-compile.
 //
@@ -8,10 +7,8 @@
 #ifndef MOE_TOOLS_COMMON_COMMANDLINE_H
 #define MOE_TOOLS_COMMON_COMMANDLINE_H
 
-#include "mlir/Support/FileUtilities.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/CommandLine.h"
-#include "llvm/Support/ToolOutputFile.h"
 
 namespace mlir::moe {
 
@@ -28,20 +25,6 @@ inline void hideForeignOptions(llvm::cl::OptionCategory &ours) {
     if (!keep)
       option->setHiddenFlag(llvm::cl::Hidden);
   }
-}
-
-/// Writes `path` ("-" for stdout) with `write`; the file is kept only when
-/// the whole of it was written. On failure returns false with `error` set.
-inline bool writeOutputFile(llvm::StringRef path,
-                            llvm::function_ref<void(llvm::raw_ostream &)> write,
-                            std::string &error) {
-  std::unique_ptr<llvm::ToolOutputFile> out =
-      mlir::openOutputFile(path, &error);
-  if (!out)
-    return false;
-  write(out->os());
-  out->keep();
-  return true;
 }
 
 } // namespace mlir::moe

@@ -17,9 +17,12 @@
 #include "compiler/cpu/EmitCpp.h"
 #include "compiler/cuda/EmitCuda.h"
 #include "dialects/MoE/MoEDialect.h"
+#include "frontends/InputFiles.h"
 #include "frontends/hf/HFImporter.h"
+#include "frontends/hf/WeightFiles.h"
 #include "passes/Passes.h"
 #include "tools/common/CommandLine.h"
+#include "tools/common/OutputFile.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -83,7 +86,8 @@ static cl::opt<std::string> nvcc("nvcc",
 static cl::opt<int64_t>
     maxSeq("max-seq",
            cl::desc("Longest sequence a session may reach (sizes the KV "
-                    "cache); default: the model's max_position_embeddings"),
+                    "cache), at most 2147483647; default: the model's "
+                    "max_position_embeddings"),
            cl::init(0), cl::cat(category));
 static cl::opt<unsigned>
     optLevel("O", cl::Prefix,
@@ -99,8 +103,9 @@ static cl::opt<bool> fuseEpilogues(
     cl::init(true), cl::cat(category));
 static cl::opt<int64_t> maxBatchTokens(
     "max-batch-tokens",
-    cl::desc("Batch size the memory plan reports its bytes for (the binary "
-             "takes its own --max-batch-tokens; the plan fits any size)"),
+    cl::desc("Batch size the memory plan reports its bytes for, in [1, "
+             "1048576] (the binary takes its own --max-batch-tokens; the "
+             "plan fits any size)"),
     cl::init(512), cl::cat(category));
 static cl::opt<bool> printMemoryPlan(
     "print-memory-plan",
@@ -117,6 +122,11 @@ static cl::opt<bool> verbose("v", cl::desc("Show the build commands"),
                              cl::cat(category));
 static cl::opt<bool> quiet("quiet", cl::desc("No progress messages"),
                            cl::cat(category));
+static cl::opt<bool> checkWeights(
+    "check-weights",
+    cl::desc("Scan every weight for NaN and infinity before compiling "
+             "(reads all the weights once; off by default)"),
+    cl::cat(category));
 
 namespace {
 
@@ -130,12 +140,19 @@ void progress(int step, int steps, const Twine &message) {
     errs() << "[" << step << "/" << steps << "] " << message << "\n";
 }
 
+/// Largest .mlir input read (IR never holds the weights).
+constexpr uint64_t kMaxMLIRBytes = uint64_t(1) << 30;
+
+/// Imports the model directory or parses the .mlir file `input`.
 mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context) {
-  if (!sys::fs::exists(input)) {
-    fail(input + ": no such model directory or .mlir file");
+  sys::fs::file_status status;
+  if (std::error_code ec = sys::fs::status(input, status)) {
+    fail(input + (ec == std::errc::no_such_file_or_directory
+                      ? ": no such model directory or .mlir file"
+                      : ": cannot access: " + ec.message()));
     return nullptr;
   }
-  if (sys::fs::is_directory(input)) {
+  if (status.type() == sys::fs::file_type::directory_file) {
     auto module = mlir::moe::hf::importModel(context, input);
     if (!module) {
       handleAllErrors(module.takeError(),
@@ -144,43 +161,94 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context) {
     }
     return std::move(*module);
   }
-  std::string error;
-  auto file = mlir::openInputFile(input, &error);
+  auto file = mlir::moe::readInputFile(input, kMaxMLIRBytes);
   if (!file) {
-    fail(error);
+    fail(toString(file.takeError()));
     return nullptr;
   }
   SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(std::move(file), SMLoc());
-  return mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr, &context);
+  sourceMgr.AddNewSourceBuffer(std::move(*file), SMLoc());
+  auto module = mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr, &context);
+  // IR from a file is untrusted: its manifest must match the weight files
+  // it names before anything is built from it.
+  if (module && (failed(mlir::verify(*module)) ||
+                 failed(mlir::moe::hf::verifyWeightFiles(*module))))
+    return nullptr;
+  return module;
 }
 
-/// Runs `args` with its output in `log`; on failure shows the end of the
-/// log and says what failed.
+/// The files this compilation reads, which -o must never replace.
+std::vector<std::string> inputFiles(mlir::ModuleOp module) {
+  std::vector<std::string> files = mlir::moe::hf::weightFilePaths(module);
+  if (auto dir = module->getAttrOfType<mlir::StringAttr>("moe.weight_dir"))
+    for (StringRef name : {"config.json", "model.safetensors.index.json"}) {
+      SmallString<256> path(dir.getValue());
+      sys::path::append(path, name);
+      files.push_back(std::string(path));
+    }
+  files.push_back(input);
+  return files;
+}
+
+/// The model's name as the binary shows it: the input's own name, with
+/// control characters (a newline, an escape sequence) shown as '?'.
+std::string displayName() {
+  SmallString<256> real;
+  if (sys::fs::real_path(input, real))
+    real = input;
+  std::string name = sys::path::filename(real).str();
+  for (char &c : name)
+    if ((unsigned char)c < 0x20 || c == 0x7f)
+      c = '?';
+  return name.empty() ? "model" : name;
+}
+
+/// Runs `args` with its output in `log`. On failure shows the tool's own
+/// messages (the start of its log, where the first error is, and the end)
+/// and says what failed and how.
 bool run(ArrayRef<std::string> args, StringRef log, const Twine &what) {
   std::vector<StringRef> argv(args.begin(), args.end());
   if (verbose)
     errs() << join(args, " ") << "\n";
   std::optional<StringRef> redirects[] = {std::nullopt, log, log};
   std::string error;
+  bool crashed = false;
   int rc = sys::ExecuteAndWait(args.front(), argv, std::nullopt, redirects, 0,
-                               0, &error);
+                               0, &error, &crashed);
   if (rc == 0)
     return true;
-  if (auto text = MemoryBuffer::getFile(log))
-    errs() << (*text)->getBuffer().take_back(4000);
-  fail(what + " failed" + (error.empty() ? "" : ": " + error));
+  if (rc == -1) {
+    fail(what + " failed: cannot run " + args.front() + ": " + error);
+    return false;
+  }
+  if (auto text = MemoryBuffer::getFile(log)) {
+    SmallVector<StringRef> lines;
+    (*text)->getBuffer().split(lines, '\n');
+    constexpr size_t kHead = 60, kTail = 10;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (i == kHead && lines.size() > kHead + kTail + 1) {
+        errs() << "... (" << lines.size() - kHead - kTail << " more lines)\n";
+        i = lines.size() - kTail - 1;
+        continue;
+      }
+      if (!lines[i].empty() || i + 1 < lines.size())
+        errs() << lines[i] << "\n";
+    }
+  }
+  fail(what + " failed: " + sys::path::filename(args.front()) +
+       (crashed ? " crashed" + (error.empty() ? "" : ": " + error)
+                : " exited with code " + Twine(rc)) +
+       " (its messages are above; -v shows the command)");
   return false;
 }
 
+/// Writes `text` to `path` or says why it could not.
 bool writeFile(StringRef path, StringRef text) {
-  std::error_code ec;
-  raw_fd_ostream os(path, ec);
-  if (ec) {
-    fail(path + ": " + ec.message());
+  if (Error e = mlir::moe::writeOutputFile(
+          path, [&](raw_ostream &os) { os << text; })) {
+    fail(toString(std::move(e)));
     return false;
   }
-  os << text;
   return true;
 }
 
@@ -193,10 +261,18 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
   if (std::error_code ec = sys::fs::createUniqueDirectory("moe-compile", dir))
     return fail("cannot create a temporary directory: " + ec.message());
   scope_exit cleanup([&] { sys::fs::remove_directories(dir); });
-  SmallString<128> cpp(dir), log(dir), tmp(path);
+  // The fatbin's path is pasted into a string literal and an assembler
+  // string: only a temporary directory that needs no quoting is used.
+  if (llvm::any_of(dir, [](char c) {
+        return (unsigned char)c < 0x20 || c == '"' || c == '\\' || c == 0x7f;
+      }))
+    return fail("the temporary directory " + dir +
+                " has characters the build cannot quote; set TMPDIR to "
+                "another directory");
+  SmallString<128> cpp(dir), log(dir), built(dir);
   sys::path::append(cpp, "program.cpp");
   sys::path::append(log, "build.log");
-  tmp += ".tmp-moe-compile";
+  sys::path::append(built, "program");
   if (!writeFile(cpp, source))
     return 1;
   std::vector<std::string> args = {cxx, "-std=c++17", "-O2", "-march=" + march,
@@ -224,16 +300,19 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
   }
   args.insert(args.end(), {std::string(cpp), MOE_RUNTIME_MAIN_LIB,
                            MOE_RUNTIME_LIB, "-lpthread", "-ldl", "-o",
-                           std::string(tmp)});
+                           std::string(built)});
   progress(step, steps, "building " + path + " with " + cxx);
-  if (!run(args, log, "building the executable")) {
-    sys::fs::remove(tmp);
+  if (!run(args, log, "building the executable"))
     return 1;
-  }
-  if (std::error_code ec = sys::fs::rename(tmp, path)) {
-    sys::fs::remove(tmp);
-    return fail(path + ": " + ec.message());
-  }
+  // Into place beside PATH under a unique name, then renamed over it.
+  auto binary = MemoryBuffer::getFile(built, /*IsText=*/false,
+                                      /*RequiresNullTerminator=*/false);
+  if (!binary)
+    return fail(built + ": " + binary.getError().message());
+  if (Error e = mlir::moe::writeOutputFile(
+          path, [&](raw_ostream &os) { os << (*binary)->getBuffer(); },
+          mlir::moe::OutputKind::Executable))
+    return fail(toString(std::move(e)));
   return 0;
 }
 
@@ -316,11 +395,20 @@ int main(int argc, char **argv) {
                   "kernels need bf16 tensor cores)");
   if (emit == Emit::Binary && outputPath.empty() && !printMemoryPlan)
     return fail("-o PATH is required to build an executable");
-  if (optLevel != 0 && optLevel != 2)
-    return fail("-O" + Twine(optLevel.getValue()) +
-                " is not a level: use -O0 or -O2");
-  if (maxSeq < 0)
-    return fail("--max-seq must be positive");
+  mlir::moe::PipelineOptions pipeline;
+  pipeline.optLevel = optLevel;
+  pipeline.maxSeq = maxSeq;
+  pipeline.maxBatchTokens = maxBatchTokens;
+  pipeline.fuseEpilogues = fuseEpilogues;
+  if (Error e = mlir::moe::checkPipelineOptions(pipeline, "--"))
+    return fail(toString(std::move(e)));
+  // Where the output goes is checked before any work is done.
+  const mlir::moe::OutputKind outputKind =
+      emit == Emit::Binary ? mlir::moe::OutputKind::Executable
+                           : mlir::moe::OutputKind::Text;
+  if (!outputPath.empty())
+    if (Error e = mlir::moe::checkOutputPath(outputPath, outputKind))
+      return fail(toString(std::move(e)));
   const int steps = emit == Emit::Binary ? (isCuda ? 5 : 4) : 3;
 
   mlir::DialectRegistry registry;
@@ -339,7 +427,23 @@ int main(int argc, char **argv) {
   mlir::OwningOpRef<mlir::ModuleOp> module = load(context);
   if (!module || failed(mlir::verify(*module)))
     return 1;
-
+  if (!outputPath.empty())
+    if (Error e = mlir::moe::checkNotAnInput(outputPath, inputFiles(*module)))
+      return fail(toString(std::move(e)));
+  if (checkWeights) {
+    uint64_t shown = 0;
+    auto report = [&](uint64_t done, uint64_t total) {
+      // About every 5% (and at the end), on one line of its own each.
+      if (quiet || (done < total && done - shown < total / 20))
+        return;
+      shown = done;
+      errs() << "      checking weights: " << done / 1000000 << " of "
+             << total / 1000000 << " MB\n";
+    };
+    if (failed(mlir::moe::hf::checkWeightValues(*module, report)))
+      return fail("the weights hold NaN or infinity (see above); fix the "
+                  "checkpoint before compiling it");
+  }
   importTimer.stop();
 
   progress(2, steps, "optimizing");
@@ -348,11 +452,6 @@ int main(int argc, char **argv) {
     return 1;
   mlir::TimingScope pipelineTimer = timing.nest("pipeline");
   pm.enableTiming(pipelineTimer);
-  mlir::moe::PipelineOptions pipeline;
-  pipeline.optLevel = optLevel;
-  pipeline.maxSeq = maxSeq;
-  pipeline.maxBatchTokens = maxBatchTokens;
-  pipeline.fuseEpilogues = fuseEpilogues;
   mlir::moe::buildDefaultPipeline(pm, pipeline);
   if (failed(pm.run(*module)))
     return 1;
@@ -365,13 +464,13 @@ int main(int argc, char **argv) {
   }
 
   std::string outName = outputPath.empty() ? "-" : outputPath.getValue();
-  std::string error;
-  if (emit == Emit::MLIR) {
-    if (!mlir::moe::writeOutputFile(
-            outName, [&](raw_ostream &os) { os << **module << "\n"; }, error))
-      return fail(error);
+  auto writeText = [&](llvm::function_ref<void(raw_ostream &)> write) {
+    if (Error e = mlir::moe::writeOutputFile(outName, write))
+      return fail(toString(std::move(e)));
     return 0;
-  }
+  };
+  if (emit == Emit::MLIR)
+    return writeText([&](raw_ostream &os) { os << **module << "\n"; });
 
   pipelineTimer.stop();
 
@@ -381,10 +480,7 @@ int main(int argc, char **argv) {
   mlir::TimingScope emitTimer = timing.nest(isCuda ? "emit CUDA" : "emit C++");
   mlir::moe::EmitOptions options;
   options.maxPositions = maxSeq;
-  SmallString<128> absolute(input);
-  sys::fs::make_absolute(absolute);
-  sys::path::remove_dots(absolute, true);
-  options.modelName = sys::path::filename(absolute).str();
+  options.modelName = displayName();
   std::string source;
   std::optional<mlir::moe::CudaProgram> cuda;
   if (isCuda) {
@@ -401,10 +497,7 @@ int main(int argc, char **argv) {
 
   if (emit == Emit::Cpp || emit == Emit::Cu) {
     StringRef text = emit == Emit::Cu ? StringRef(cuda->deviceCode) : source;
-    if (!mlir::moe::writeOutputFile(
-            outName, [&](raw_ostream &os) { os << text; }, error))
-      return fail(error);
-    return 0;
+    return writeText([&](raw_ostream &os) { os << text; });
   }
   emitTimer.stop();
   mlir::TimingScope buildTimer = timing.nest("build executable");

@@ -13,7 +13,9 @@
 
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/hf/HFImporter.h"
+#include "frontends/hf/WeightFiles.h"
 #include "tools/common/CommandLine.h"
+#include "tools/common/OutputFile.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
@@ -56,6 +58,9 @@ int main(int argc, char **argv) {
 
   if (importHF.empty())
     return fail("nothing to do: give --import-hf MODEL_DIR (see --help)");
+  if (Error e = mlir::moe::checkOutputPath(outputFile,
+                                           mlir::moe::OutputKind::Text))
+    return fail(toString(std::move(e)));
 
   mlir::MLIRContext context;
   context.loadDialect<mlir::moe::MoEDialect, mlir::func::FuncDialect>();
@@ -68,9 +73,13 @@ int main(int argc, char **argv) {
   if (failed(mlir::verify(**module)))
     return fail("internal error: the imported IR does not verify");
 
-  std::string error;
-  if (!mlir::moe::writeOutputFile(
-          outputFile, [&](raw_ostream &os) { os << **module << "\n"; }, error))
-    return fail(error);
+  std::vector<std::string> inputs = mlir::moe::hf::weightFilePaths(**module);
+  for (StringRef name : {"config.json", "model.safetensors.index.json"})
+    inputs.push_back((importHF + "/" + name).str());
+  if (Error e = mlir::moe::checkNotAnInput(outputFile, inputs))
+    return fail(toString(std::move(e)));
+  if (Error e = mlir::moe::writeOutputFile(
+          outputFile, [&](raw_ostream &os) { os << **module << "\n"; }))
+    return fail(toString(std::move(e)));
   return 0;
 }

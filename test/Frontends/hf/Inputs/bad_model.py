@@ -118,6 +118,16 @@ def main(case, out):
         write_bytes(os.path.join(out, "model.safetensors.index.json"), b'{"weight_map": ')
     elif case == "no-weights":
         os.remove(st)
+    elif case == "deep-metadata":
+        # 50,000 levels of nesting in __metadata__ (json.dumps would recurse).
+        header, data = read_header(st)
+        text = json.dumps(header)[:-1] + ', "__metadata__": ' + '{"a": ' * 50000 + '"x"' + "}" * 50000 + "}"
+        text = text.encode() + b" " * (-len(text) % 8)
+        write_bytes(st, struct.pack("<Q", len(text)) + text + data)
+    elif case.startswith("config:"):
+        # config:KEY=JSON,KEY=JSON overrides config.json keys of the tiny model.
+        pairs = [kv.split("=", 1) for kv in case[len("config:"):].split(",")]
+        edit_config(out, lambda c: c.update({k: json.loads(v) for k, v in pairs}))
     else:
         sys.exit(f"unknown case {case}")
 

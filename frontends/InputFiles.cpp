@@ -1,0 +1,146 @@
+//===- InputFiles.cpp - reading files a user hands us, safely ---*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/InputFiles.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace llvm;
+
+namespace mlir::moe {
+
+namespace {
+Error fileError(StringRef path, const Twine &message,
+                std::error_code ec = inconvertibleErrorCode()) {
+  return createStringError(ec, path + ": " + message);
+}
+
+StringRef kindOf(mode_t mode) {
+  if (S_ISDIR(mode))
+    return "a directory";
+  if (S_ISFIFO(mode))
+    return "a FIFO";
+  if (S_ISCHR(mode))
+    return "a character device";
+  if (S_ISBLK(mode))
+    return "a block device";
+  if (S_ISSOCK(mode))
+    return "a socket";
+  return "not a regular file";
+}
+} // namespace
+
+Expected<InputFile> InputFile::open(StringRef path) {
+  std::string p = path.str();
+  // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+  int fd = ::open(p.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    std::error_code ec(errno, std::generic_category());
+    return fileError(path, "cannot open: " + ec.message(), ec);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    std::error_code ec(errno, std::generic_category());
+    ::close(fd);
+    return fileError(path, "cannot read: " + ec.message(), ec);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return fileError(path, "is " + kindOf(st.st_mode) +
+                               ", not a regular file");
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return InputFile(std::move(p), fd, uint64_t(st.st_size));
+}
+
+InputFile::InputFile(InputFile &&other)
+    : filePath(std::move(other.filePath)), fd(other.fd),
+      fileSize(other.fileSize) {
+  other.fd = -1;
+}
+
+InputFile::~InputFile() {
+  if (fd >= 0)
+    ::close(fd);
+}
+
+Expected<std::unique_ptr<MemoryBuffer>> InputFile::read(uint64_t offset,
+                                                        uint64_t length) {
+  if (offset > fileSize || length > fileSize - offset)
+    return fileError(filePath,
+                     formatv("bytes [{0}, {1}) lie beyond the end of the file "
+                             "({2} bytes)",
+                             offset, offset + length, fileSize));
+  // Volatile: read(2), not mmap, so a file truncated meanwhile cannot fault.
+  auto buffer = MemoryBuffer::getOpenFileSlice(
+      sys::fs::convertFDToNativeFile(fd), filePath, length, int64_t(offset),
+      /*IsVolatile=*/true);
+  if (!buffer)
+    return fileError(filePath, "cannot read: " + buffer.getError().message(),
+                     buffer.getError());
+  return std::move(*buffer);
+}
+
+Expected<std::unique_ptr<MemoryBuffer>> readInputFile(StringRef path,
+                                                      uint64_t limit) {
+  Expected<InputFile> file = InputFile::open(path);
+  if (!file)
+    return file.takeError();
+  if (file->size() > limit)
+    return fileError(path, formatv("{0} bytes is larger than the {1}-byte "
+                                   "limit for this file",
+                                   file->size(), limit));
+  return file->read(0, file->size());
+}
+
+Expected<bool> pathExists(StringRef path) {
+  sys::fs::file_status status;
+  std::error_code ec = sys::fs::status(path, status);
+  if (!ec)
+    return true;
+  if (ec == std::errc::no_such_file_or_directory)
+    return false;
+  return fileError(path, "cannot access: " + ec.message(), ec);
+}
+
+Expected<json::Value> parseJSON(StringRef file, StringRef text) {
+  // llvm::json parses recursively: bound the nesting before it runs.
+  unsigned depth = 0;
+  bool inString = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (inString) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        inString = false;
+      continue;
+    }
+    if (c == '"') {
+      inString = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJSONDepth)
+        return fileError(file, formatv("JSON nests deeper than {0} levels "
+                                       "(at byte {1})",
+                                       kMaxJSONDepth, i));
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  Expected<json::Value> parsed = json::parse(text);
+  if (!parsed)
+    return fileError(file, "invalid JSON: " + toString(parsed.takeError()));
+  return parsed;
+}
+
+} // namespace mlir::moe

@@ -1,0 +1,169 @@
+//===- WeightFiles.cpp - a module's manifest against its files --*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/hf/WeightFiles.h"
+
+#include "dialects/MoE/MoEOps.h"
+#include "frontends/InputFiles.h"
+#include "frontends/hf/SafeTensors.h"
+
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Endian.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+
+using namespace llvm;
+
+namespace mlir::moe::hf {
+
+namespace {
+
+std::string pathOf(StringRef dir, StringRef file) {
+  SmallString<256> path(dir);
+  sys::path::append(path, file);
+  return std::string(path);
+}
+
+StringRef weightDirOf(ModuleOp module) {
+  auto dir = module->getAttrOfType<StringAttr>("moe.weight_dir");
+  return dir ? dir.getValue() : StringRef();
+}
+
+std::optional<STDType> storageType(Type t) {
+  if (t.isF32())
+    return STDType::F32;
+  if (t.isF16())
+    return STDType::F16;
+  if (t.isBF16())
+    return STDType::BF16;
+  return std::nullopt;
+}
+
+} // namespace
+
+std::vector<std::string> weightFilePaths(ModuleOp module) {
+  std::vector<std::string> paths;
+  StringRef dir = weightDirOf(module);
+  for (auto source : module.getOps<WeightSourceOp>()) {
+    std::string path = pathOf(dir, source.getFile());
+    if (!llvm::is_contained(paths, path))
+      paths.push_back(path);
+  }
+  return paths;
+}
+
+LogicalResult verifyWeightFiles(ModuleOp module) {
+  StringRef dir = weightDirOf(module);
+  auto sources = llvm::to_vector(module.getOps<WeightSourceOp>());
+  if (sources.empty())
+    return success();
+  if (!sys::path::is_absolute(dir))
+    return module.emitError("moe.weight_dir must be an absolute path, got '")
+           << dir << "'";
+  StringMap<SafeTensorsHeader> headers;
+  for (WeightSourceOp source : sources) {
+    std::string path = pathOf(dir, source.getFile());
+    auto it = headers.find(path);
+    if (it == headers.end()) {
+      Expected<SafeTensorsHeader> header = readSafeTensorsHeader(path);
+      if (!header)
+        return source.emitOpError("weight '")
+               << source.getName()
+               << "': " << toString(header.takeError());
+      it = headers.try_emplace(path, std::move(*header)).first;
+    }
+    const SafeTensorsHeader &header = it->second;
+    auto found = header.byName.find(source.getName());
+    if (found == header.byName.end())
+      return source.emitOpError("weight '")
+             << source.getName() << "' is not in " << path;
+    const TensorInfo &t = header.tensors[found->second];
+    auto type = cast<RankedTensorType>(source.getType());
+    std::optional<STDType> dtype = storageType(type.getElementType());
+    if (!dtype || *dtype != t.dtype || ArrayRef(t.shape) != type.getShape())
+      return source.emitOpError("weight '")
+             << source.getName() << "' is " << stringifySTDType(t.dtype)
+             << " " << formatShape(t.shape) << " in " << path << ", not "
+             << type;
+    uint64_t offset = header.dataOffset + t.begin;
+    if (offset != uint64_t(source.getOffset()) ||
+        t.end - t.begin != uint64_t(source.getSizeInBytes()))
+      return source.emitOpError("weight '")
+             << source.getName() << "' lies at bytes [" << offset << ", "
+             << header.dataOffset + t.end << ") of " << path << ", not at ["
+             << source.getOffset() << ", "
+             << source.getOffset() + source.getSizeInBytes() << ")";
+  }
+  return success();
+}
+
+LogicalResult
+checkWeightValues(ModuleOp module,
+                  function_ref<void(uint64_t done, uint64_t total)> progress) {
+  StringRef dir = weightDirOf(module);
+  auto sources = llvm::to_vector(module.getOps<WeightSourceOp>());
+  uint64_t total = 0, done = 0;
+  for (WeightSourceOp source : sources)
+    total += uint64_t(source.getSizeInBytes());
+  constexpr uint64_t kChunk = 64 << 20; // bounded memory, whatever the model
+  bool ok = true;
+  unsigned reported = 0;
+  StringMap<std::unique_ptr<InputFile>> files;
+  for (WeightSourceOp source : sources) {
+    std::string path = pathOf(dir, source.getFile());
+    auto &file = files[path];
+    if (!file) {
+      Expected<InputFile> opened = InputFile::open(path);
+      if (!opened)
+        return source.emitOpError("weight '")
+               << source.getName() << "': " << toString(opened.takeError());
+      file = std::make_unique<InputFile>(std::move(*opened));
+    }
+    auto type = cast<RankedTensorType>(source.getType());
+    unsigned bits = type.getElementTypeBitWidth();
+    uint32_t mask = type.getElementType().isF32()   ? 0x7f800000u
+                    : type.getElementType().isF16() ? 0x7c00u
+                                                    : 0x7f80u;
+    uint64_t size = uint64_t(source.getSizeInBytes()), bad = 0, first = 0;
+    for (uint64_t at = 0; at < size; at += kChunk) {
+      uint64_t length = std::min(kChunk, size - at);
+      auto chunk = file->read(uint64_t(source.getOffset()) + at, length);
+      if (!chunk)
+        return source.emitOpError("weight '")
+               << source.getName() << "': " << toString(chunk.takeError());
+      const char *data = (*chunk)->getBufferStart();
+      uint64_t count = length / (bits / 8), base = at / (bits / 8);
+      for (uint64_t i = 0; i < count; ++i) {
+        uint32_t v = bits == 32 ? support::endian::read32le(data + 4 * i)
+                                : support::endian::read16le(data + 2 * i);
+        if ((v & mask) == mask && !bad++)
+          first = base + i;
+      }
+      done += length;
+      progress(done, total);
+    }
+    if (!bad)
+      continue;
+    ok = false;
+    if (++reported > 10)
+      continue;
+    int64_t cols = type.getRank() > 1 ? type.getDimSize(1) : 1;
+    std::string at =
+        type.getRank() > 1
+            ? formatv("[{0}, {1}]", first / cols, first % cols).str()
+            : formatv("[{0}]", first).str();
+    source.emitOpError("weight '")
+        << source.getName() << "' in " << path << " has " << bad
+        << " non-finite value" << (bad == 1 ? "" : "s") << " (NaN or "
+        << "infinity; the first at " << at << ")";
+  }
+  if (reported > 10)
+    module.emitError() << (reported - 10)
+                       << " more weights hold non-finite values";
+  return success(ok);
+}
+
+} // namespace mlir::moe::hf

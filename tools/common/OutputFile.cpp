@@ -1,0 +1,138 @@
+//===- OutputFile.cpp - writing the tools' outputs safely -------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tools/common/OutputFile.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Signals.h"
+
+using namespace llvm;
+
+namespace mlir::moe {
+
+namespace {
+Error outputError(StringRef path, const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), path + ": " + message);
+}
+
+/// The directory `path` is written in.
+std::string directoryOf(StringRef path) {
+  StringRef parent = sys::path::parent_path(path);
+  return parent.empty() ? "." : parent.str();
+}
+
+/// Closes `os`, turning a write or close error into an Error. The stream's
+/// error is cleared either way: raw_fd_ostream aborts in its destructor on
+/// an error nobody looked at.
+Error finish(raw_fd_ostream &os, StringRef path) {
+  os.close();
+  if (!os.has_error())
+    return Error::success();
+  std::error_code ec = os.error();
+  os.clear_error();
+  return outputError(path, "cannot write: " + ec.message());
+}
+} // namespace
+
+Error checkOutputPath(StringRef path, OutputKind kind) {
+  if (path == "-") {
+    if (kind == OutputKind::Executable)
+      return outputError(path, "an executable cannot be written to stdout; "
+                               "give -o a file path");
+    return Error::success();
+  }
+  if (path.empty())
+    return outputError("-o", "the output path is empty");
+  sys::fs::file_status status;
+  std::error_code ec = sys::fs::status(path, status);
+  if (!ec) {
+    if (status.type() == sys::fs::file_type::directory_file)
+      return outputError(path, "is a directory");
+    if (status.type() != sys::fs::file_type::regular_file) {
+      if (kind == OutputKind::Executable)
+        return outputError(path, "is not a regular file; moe-compile "
+                                 "replaces only regular files");
+      return Error::success(); // written in place, like a shell redirect
+    }
+  } else if (ec != std::errc::no_such_file_or_directory) {
+    return outputError(path, "cannot access: " + ec.message());
+  }
+  std::string dir = directoryOf(path);
+  if (!sys::fs::is_directory(dir))
+    return outputError(path, "its directory " + dir + " does not exist");
+  if (sys::fs::access(dir, sys::fs::AccessMode::Write))
+    return outputError(path, "its directory " + dir + " is not writable");
+  return Error::success();
+}
+
+Error checkNotAnInput(StringRef path, ArrayRef<std::string> inputs) {
+  if (path == "-")
+    return Error::success();
+  for (const std::string &input : inputs) {
+    bool same = false;
+    if (!sys::fs::equivalent(path, input, same) && same)
+      return outputError(path, "is an input of this compilation (" + input +
+                                   "); choose another output path");
+  }
+  return Error::success();
+}
+
+Error writeOutputFile(StringRef path, function_ref<void(raw_ostream &)> write,
+                      OutputKind kind) {
+  if (Error e = checkOutputPath(path, kind))
+    return e;
+  if (path == "-") {
+    raw_fd_ostream &out = outs();
+    write(out);
+    out.flush();
+    if (out.has_error()) {
+      std::error_code ec = out.error();
+      out.clear_error();
+      return outputError("stdout", "cannot write: " + ec.message());
+    }
+    return Error::success();
+  }
+  sys::fs::file_status status;
+  if (!sys::fs::status(path, status) &&
+      status.type() != sys::fs::file_type::regular_file) {
+    // A pipe or device (checkOutputPath allowed it): write in place.
+    std::error_code ec;
+    raw_fd_ostream os(path, ec);
+    if (ec)
+      return outputError(path, "cannot open: " + ec.message());
+    write(os);
+    return finish(os, path);
+  }
+
+  // A temporary no other process can share or have planted: O_EXCL, a
+  // random name, in the output's directory so that the rename is atomic.
+  SmallString<256> tmp;
+  int fd = -1;
+  unsigned mode = kind == OutputKind::Executable ? 0777 : 0666;
+  if (std::error_code ec = sys::fs::createUniqueFile(
+          path + ".tmp-%%%%%%%%", fd, tmp, sys::fs::OF_None, mode))
+    return outputError(path,
+                       "cannot create a temporary file: " + ec.message());
+  sys::RemoveFileOnSignal(tmp);
+  auto discard = [&](Error e) {
+    sys::fs::remove(tmp);
+    sys::DontRemoveFileOnSignal(tmp);
+    return e;
+  };
+  {
+    raw_fd_ostream os(fd, /*shouldClose=*/true);
+    write(os);
+    if (Error e = finish(os, path))
+      return discard(std::move(e));
+  }
+  if (std::error_code ec = sys::fs::rename(tmp, path))
+    return discard(outputError(path, "cannot replace: " + ec.message()));
+  sys::DontRemoveFileOnSignal(tmp);
+  return Error::success();
+}
+
+} // namespace mlir::moe
