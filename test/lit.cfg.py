@@ -44,6 +44,7 @@ config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "F
 if os.access(config.moe_nvcc, os.X_OK):
     config.available_features.add("nvcc")
     config.substitutions.append(("%nvcc", config.moe_nvcc))
+config.substitutions.append(("%cxx", config.moe_cxx))
 config.substitutions.append(("%runtime_include", os.path.join(config.moe_src_root, "runtime", "include")))
 if config.moe_cuda_emu_lib:
     config.available_features.add("cuda-emu")

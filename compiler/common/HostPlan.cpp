@@ -44,6 +44,14 @@ std::string mlir::moe::cppComment(StringRef s) {
   return out;
 }
 
+std::string mlir::moe::printableText(StringRef s) {
+  std::string out = s.str();
+  for (char &c : out)
+    if ((unsigned char)c < 0x20 || c == 0x7f)
+      c = '?';
+  return out;
+}
+
 std::string mlir::moe::cppFloat(double v) {
   std::string s;
   llvm::raw_string_ostream(s) << llvm::format("%.9gf", v);
@@ -264,7 +272,8 @@ void HostPlanEmitter::writeDescriptor(raw_ostream &os,
   llvm::raw_string_ostream p(plan);
   p << "model: " << options.modelName << " (" << layers << " layers, hidden "
     << hidden << ", vocab " << vocab << "), " << targetName << " target\n"
-    << "weights: " << manifest.size() << " tensors in " << weightDir << "\n"
+    << "weights: " << manifest.size() << " tensors in "
+    << printableText(weightDir) << "\n"
     << "activation arena: " << arenaPerToken
     << " floats per token of the batch";
   if (workspaceFloats)

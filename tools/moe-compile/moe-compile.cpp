@@ -196,10 +196,7 @@ std::string displayName() {
   SmallString<256> real;
   if (sys::fs::real_path(input, real))
     real = input;
-  std::string name = sys::path::filename(real).str();
-  for (char &c : name)
-    if ((unsigned char)c < 0x20 || c == 0x7f)
-      c = '?';
+  std::string name = mlir::moe::printableText(sys::path::filename(real));
   return name.empty() ? "model" : name;
 }
 
