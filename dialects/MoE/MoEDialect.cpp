@@ -81,6 +81,14 @@ LogicalResult KVCacheType::verify(function_ref<InFlightDiagnostic()> emitError,
   if (!ShapedType::isDynamic(capacity) && capacity <= 0)
     return emitError() << "kv_cache capacity must be positive or '?', got "
                        << capacity;
+  if (numKvHeads > kMaxCacheWidth || headDim > kMaxCacheWidth ||
+      numKvHeads * headDim > kMaxCacheWidth)
+    return emitError() << "kv_cache kv_heads * head_dim must be at most "
+                       << kMaxCacheWidth << ", got " << numKvHeads << " x "
+                       << headDim;
+  if (!ShapedType::isDynamic(capacity) && capacity > kMaxCacheCapacity)
+    return emitError() << "kv_cache capacity must be at most "
+                       << kMaxCacheCapacity << ", got " << capacity;
   if (!elementType.isF32() && !elementType.isF16() && !elementType.isBF16())
     return emitError() << "kv_cache element type must be f32, f16 or bf16, "
                           "got "
@@ -99,20 +107,56 @@ std::optional<int64_t> KVCacheType::getSizeInBytes() const {
 // Weight manifest
 //===----------------------------------------------------------------------===//
 
+/// `moe.model` describes the model on a module: every entry but the
+/// architecture's name is a positive integer, within the bounds the
+/// verifiers put on shapes (the targets size buffers from it).
+static LogicalResult verifyModelAttr(Operation *op, Attribute attr) {
+  if (!isa<ModuleOp>(op))
+    return op->emitError("'moe.model' belongs on a builtin.module");
+  auto dict = dyn_cast<DictionaryAttr>(attr);
+  if (!dict)
+    return op->emitError("'moe.model' must be a dictionary, got ") << attr;
+  for (NamedAttribute entry : dict) {
+    if (entry.getName() == "architecture") {
+      if (!isa<StringAttr>(entry.getValue()))
+        return op->emitError("'moe.model' architecture must be a string");
+      continue;
+    }
+    auto value = dyn_cast<IntegerAttr>(entry.getValue());
+    int64_t bound = entry.getName() == "max_positions" ? kMaxCacheCapacity
+                                                       : kMaxWeightDim;
+    if (!value || value.getType().isIndex() ||
+        value.getValue().getSignificantBits() > 64 || value.getInt() < 1 ||
+        value.getInt() > bound)
+      return op->emitError("'moe.model' ")
+             << entry.getName().getValue() << " must be an integer in [1, " << bound
+             << "], got " << entry.getValue();
+  }
+  return success();
+}
+
 /// `moe.weight_dir` marks a module whose weights come from files: it must be
-/// a string on a module, every weight may have only one source, and every
-/// `moe.weight` must have a source of its type.
+/// an absolute directory on a module, every weight may have only one
+/// source, no two sources may share bytes of a file, and every `moe.weight`
+/// must have a source of its type.
 LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                                    NamedAttribute attr) {
+  if (attr.getName() == "moe.model")
+    return verifyModelAttr(op, attr.getValue());
   if (attr.getName() != "moe.weight_dir")
     return success();
   if (!isa<ModuleOp>(op))
     return op->emitError("'moe.weight_dir' belongs on a builtin.module");
-  if (!isa<StringAttr>(attr.getValue()))
+  auto dir = dyn_cast<StringAttr>(attr.getValue());
+  if (!dir)
     return op->emitError("'moe.weight_dir' must be a string, got ")
            << attr.getValue();
+  if (!dir.getValue().starts_with("/") || dir.getValue().contains('\0'))
+    return op->emitError("'moe.weight_dir' must be an absolute path, got ")
+           << dir;
 
   llvm::StringMap<WeightSourceOp> sources;
+  llvm::StringMap<SmallVector<WeightSourceOp>> byFile;
   for (auto source : cast<ModuleOp>(op).getOps<WeightSourceOp>()) {
     auto [it, inserted] = sources.try_emplace(source.getName(), source);
     if (!inserted)
@@ -120,6 +164,25 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                  .append(source.getName(), "'")
                  .attachNote(it->second.getLoc())
              << "first source here";
+    byFile[source.getFile()].push_back(source);
+  }
+  for (auto &entry : byFile) {
+    SmallVector<WeightSourceOp> &list = entry.second;
+    llvm::sort(list, [](WeightSourceOp a, WeightSourceOp b) {
+      return a.getOffset() < b.getOffset();
+    });
+    for (size_t i = 1; i < list.size(); ++i) {
+      WeightSourceOp prev = list[i - 1], next = list[i];
+      if (uint64_t(next.getOffset()) <
+          prev.getOffset() + uint64_t(prev.getSizeInBytes()))
+        return next.emitOpError("weight '")
+               << next.getName() << "' at bytes [" << next.getOffset() << ", "
+               << next.getOffset() + next.getSizeInBytes()
+               << ") overlaps weight '" << prev.getName() << "' at ["
+               << prev.getOffset() << ", "
+               << prev.getOffset() + prev.getSizeInBytes() << ") of "
+               << entry.first();
+    }
   }
   WalkResult result = op->walk([&](WeightOp weight) {
     auto it = sources.find(weight.getName());

@@ -20,6 +20,19 @@
 #include "dialects/MoE/MoEDialect.h.inc"
 #include "dialects/MoE/MoEEnums.h.inc"
 
+#include <cstdint>
+
+namespace mlir::moe {
+/// Bounds the verifiers put on sizes, so that every element, byte and
+/// arena count computed from verified IR fits in int64 (docs/hardening.md).
+/// Largest dimension of a weight.
+constexpr int64_t kMaxWeightDim = int64_t(1) << 24;
+/// Largest kv_heads * head_dim of a KV cache.
+constexpr int64_t kMaxCacheWidth = int64_t(1) << 24;
+/// Largest cache capacity: positions are int32 at run time.
+constexpr int64_t kMaxCacheCapacity = 2147483647;
+} // namespace mlir::moe
+
 #define GET_TYPEDEF_CLASSES
 #include "dialects/MoE/MoETypes.h.inc"
 

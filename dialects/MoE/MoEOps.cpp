@@ -18,8 +18,10 @@
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/IR/PatternMatch.h"
+#include "llvm/ADT/StringExtras.h"
 
 #include <cmath>
+#include <limits>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -70,17 +72,33 @@ static void appendRoutingTypes(int64_t tokens, int64_t k, MLIRContext *ctx,
 // WeightOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult WeightOp::verify() {
-  if (getName().empty())
-    return emitOpError("weight name must not be empty");
-  RankedTensorType type = getResult().getType();
-  if (type.getRank() == 0)
-    return emitOpError("weight must have rank >= 1");
-  for (int64_t d : type.getShape())
+/// The rules every weight type follows, for moe.weight and
+/// moe.weight_source: rank 1 or 2 (what the manifest records), each
+/// dimension in [1, kMaxWeightDim] (so that element and byte counts cannot
+/// overflow), and a name that is a C string (no NUL byte).
+static LogicalResult verifyWeight(Operation *op, StringRef name,
+                                  RankedTensorType type) {
+  if (name.empty())
+    return op->emitOpError("weight name must not be empty");
+  if (name.contains('\0'))
+    return op->emitOpError("weight name must not contain a NUL byte");
+  if (type.getRank() < 1 || type.getRank() > 2)
+    return op->emitOpError("weight '")
+           << name << "' must have rank 1 or 2, got " << type;
+  for (int64_t d : type.getShape()) {
     if (d <= 0)
-      return emitOpError("weight '")
-             << getName() << "' has an empty dimension in " << type;
+      return op->emitOpError("weight '")
+             << name << "' has an empty dimension in " << type;
+    if (d > kMaxWeightDim)
+      return op->emitOpError("weight '")
+             << name << "' has a dimension above " << kMaxWeightDim << " in "
+             << type;
+  }
   return success();
+}
+
+LogicalResult WeightOp::verify() {
+  return verifyWeight(*this, getName(), getResult().getType());
 }
 
 //===----------------------------------------------------------------------===//
@@ -88,10 +106,33 @@ LogicalResult WeightOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult WeightSourceOp::verify() {
-  if (getName().empty())
-    return emitOpError("weight name must not be empty");
-  if (getFile().empty())
+  auto type = cast<RankedTensorType>(getType());
+  if (failed(verifyWeight(*this, getName(), type)))
+    return failure();
+  StringRef file = getFile();
+  if (file.empty())
     return emitOpError("file of weight '") << getName() << "' is empty";
+  // A plain file name inside moe.weight_dir: no directories, no way out of
+  // it, and a C string (no NUL byte, which would name another file). Other
+  // bytes are the file system's business; emitted code escapes them.
+  if (file == "." || file == ".." || file.contains('/') ||
+      file.contains('\0')) {
+    std::string escaped;
+    llvm::raw_string_ostream os(escaped);
+    llvm::printEscapedString(file, os);
+    return emitOpError("file of weight '")
+           << getName() << "' must be a plain file name in moe.weight_dir, "
+           << "got '" << escaped << "'";
+  }
+  int64_t elementBytes = type.getElementTypeBitWidth() / 8;
+  int64_t offset = int64_t(getOffset());
+  if (offset % elementBytes != 0)
+    return emitOpError("offset ")
+           << offset << " of weight '" << getName()
+           << "' is not a multiple of its element size (" << elementBytes
+           << " bytes)";
+  if (offset > std::numeric_limits<int64_t>::max() - getSizeInBytes())
+    return emitOpError("weight '") << getName() << "' ends beyond 2^63 bytes";
   return success();
 }
 

@@ -175,6 +175,8 @@ parseSafeTensorsHeader(StringRef file, StringRef text, uint64_t fileSize) {
     }
     if (name.empty())
       return error(file, "a tensor has an empty name");
+    if (name.contains('\0'))
+      return error(file, "a tensor name contains a NUL byte");
     Expected<TensorInfo> info =
         parseEntry(file, name, kv.second, header.dataSize);
     if (!info)
@@ -263,7 +265,7 @@ Expected<StringMap<std::string>> parseSafeTensorsIndex(StringRef file,
       return error(file, "weight_map entry for '" + kv.first.str() +
                              "' must be a string");
     if (shard->empty() || shard->contains('/') || shard->contains('\\') ||
-        *shard == "." || *shard == "..")
+        shard->contains('\0') || *shard == "." || *shard == "..")
       return error(file, "weight_map entry for '" + kv.first.str() +
                              "' names '" + *shard +
                              "', which is not a plain file name");

@@ -15,8 +15,32 @@ func.func @weight_empty_name() {
 // -----
 
 func.func @weight_rank0() {
-  // expected-error @below {{'moe.weight' op weight must have rank >= 1}}
+  // expected-error @below {{'moe.weight' op weight 'w' must have rank 1 or 2, got 'tensor<f32>'}}
   %0 = moe.weight "w" : tensor<f32>
+  return
+}
+
+// -----
+
+func.func @weight_rank3() {
+  // expected-error @below {{'moe.weight' op weight 'w' must have rank 1 or 2, got 'tensor<2x2x2xf32>'}}
+  %0 = moe.weight "w" : tensor<2x2x2xf32>
+  return
+}
+
+// -----
+
+func.func @weight_huge_dim() {
+  // expected-error @below {{'moe.weight' op weight 'w' has a dimension above 16777216 in 'tensor<16777217x4xf32>'}}
+  %0 = moe.weight "w" : tensor<16777217x4xf32>
+  return
+}
+
+// -----
+
+func.func @weight_nul_name() {
+  // expected-error @below {{'moe.weight' op weight name must not contain a NUL byte}}
+  %0 = moe.weight "w\00x" : tensor<4xf32>
   return
 }
 
@@ -362,6 +386,20 @@ func.func @kv_cache_capacity(%c: !moe.kv_cache<2x0x16xf32>) {
 
 // -----
 
+// expected-error @below {{kv_cache kv_heads * head_dim must be at most 16777216, got 8192 x 4096}}
+func.func @kv_cache_width(%c: !moe.kv_cache<8192x?x4096xf32>) {
+  return
+}
+
+// -----
+
+// expected-error @below {{kv_cache capacity must be at most 2147483647, got 2147483648}}
+func.func @kv_cache_huge_capacity(%c: !moe.kv_cache<2x2147483648x16xf32>) {
+  return
+}
+
+// -----
+
 // expected-error @below {{kv_cache element type must be f32, f16 or bf16, got 'i8'}}
 func.func @kv_cache_element(%c: !moe.kv_cache<2x?x16xi8>) {
   return
@@ -601,6 +639,36 @@ moe.weight_source "w" in "model.safetensors" at -8 : tensor<4xf32>
 
 // -----
 
+// expected-error @below {{'moe.weight_source' op offset 6 of weight 'w' is not a multiple of its element size (4 bytes)}}
+moe.weight_source "w" in "model.safetensors" at 6 : tensor<4xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op weight 'w' ends beyond 2^63 bytes}}
+moe.weight_source "w" in "model.safetensors" at 9223372036854775800 : tensor<4xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op file of weight 'w' must be a plain file name in moe.weight_dir, got '../etc/passwd'}}
+moe.weight_source "w" in "../etc/passwd" at 0 : tensor<4xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op file of weight 'w' must be a plain file name in moe.weight_dir, got '..'}}
+moe.weight_source "w" in ".." at 0 : tensor<4xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op file of weight 'w' must be a plain file name in moe.weight_dir, got 'a\00b'}}
+moe.weight_source "w" in "a\00b" at 0 : tensor<4xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op weight 'w' must have rank 1 or 2, got 'tensor<2x2x2xf32>'}}
+moe.weight_source "w" in "model.safetensors" at 0 : tensor<2x2x2xf32>
+
+// -----
+
 // expected-error @below {{'moe.weight_source' op attribute 'type' failed to satisfy constraint: type attribute of statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type values}}
 moe.weight_source "w" in "model.safetensors" at 0 : tensor<?x4xf32>
 
@@ -619,6 +687,46 @@ module attributes {moe.weight_dir = "/m"} {
   moe.weight_source "w" in "a.safetensors" at 0 : tensor<4xf32>
   // expected-error @below {{'moe.weight_source' op duplicate source for weight 'w'}}
   moe.weight_source "w" in "b.safetensors" at 0 : tensor<4xf32>
+}
+
+// -----
+
+// expected-error @below {{'moe.weight_dir' must be an absolute path, got "bin"}}
+module attributes {moe.weight_dir = "bin"} {
+}
+
+// -----
+
+module attributes {moe.weight_dir = "/m"} {
+  // expected-error @below {{'moe.weight_source' op weight 'b' at bytes [8, 24) overlaps weight 'a' at [0, 16) of a.safetensors}}
+  moe.weight_source "b" in "a.safetensors" at 8 : tensor<4xf32>
+  moe.weight_source "a" in "a.safetensors" at 0 : tensor<4xf32>
+  moe.weight_source "c" in "b.safetensors" at 8 : tensor<4xf32>
+}
+
+// -----
+
+// expected-error @below {{'moe.model' vocab_size must be an integer in [1, 16777216], got 0 : i64}}
+module attributes {moe.model = {vocab_size = 0 : i64}} {
+}
+
+// -----
+
+// expected-error @below {{'moe.model' max_positions must be an integer in [1, 2147483647], got 4294967296 : i64}}
+module attributes {moe.model = {max_positions = 4294967296 : i64}} {
+}
+
+// -----
+
+// expected-error @below {{'moe.model' hidden_size must be an integer in [1, 16777216], got "64"}}
+module attributes {moe.model = {hidden_size = "64"}} {
+}
+
+// -----
+
+func.func @model_attr_on_func() attributes {moe.model = {vocab_size = 4 : i64}} {
+  // expected-error @above {{'moe.model' belongs on a builtin.module}}
+  return
 }
 
 // -----
