@@ -16,9 +16,10 @@
 // untrusted: the parser is strict JSON (RFC 8259, UTF-8) read against that
 // schema, never builds a generic tree (so nesting is bounded by the schema:
 // three levels), checks every number, length and offset before it is used,
-// and accepts what the compiler's reader accepts except duplicate keys and
-// numbers outside the JSON grammar. No LLVM here: this file also builds
-// alone into the fuzzer (runtime/fuzz).
+// and accepts what the compiler's reader accepts except duplicate keys
+// (llvm::json keeps the last), numbers outside the JSON grammar (leading
+// zeros, '+') and shapes of more than 64 dimensions. No LLVM here: this file
+// also builds alone into the fuzzer (runtime/fuzz).
 //
 //===----------------------------------------------------------------------===//
 
