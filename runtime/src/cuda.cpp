@@ -223,9 +223,11 @@ moert_status moert_cuda_model_load(const moert_program *p,
   std::vector<CUdeviceptr> offsets;
   CUdeviceptr total = 0;
   for (int64_t i = 0; i < p->num_weights; ++i) {
-    total = align(total, 256);
-    offsets.push_back(total);
-    total += p->weights[i].size;
+    if (total > UINT64_MAX - 255 ||
+        __builtin_add_overflow(align(total, 256), p->weights[i].size, &total))
+      return bail(moert_fail(MOERT_ERROR_MEMORY,
+                             "CUDA: the weights need more than 2^64 bytes"));
+    offsets.push_back(total - p->weights[i].size);
   }
   r = d.cuMemAlloc(&m->weightMemory, size_t(total ? total : 1));
   if (r != kSuccess)
@@ -276,23 +278,49 @@ moert_status moert_cuda_session_create(moert_cuda_model *m, int64_t maxTokens,
   // A multiple of 8 rows keeps every planned buffer (arena + rows * offset)
   // 32-byte aligned for the vector loads.
   int64_t rows = (maxTokens + 7) / 8 * 8;
-  // One allocation: caches, arena, tokens, positions, logits.
+  // One allocation: caches, arena, tokens, positions, logits; every size
+  // checked against overflow.
+  uint64_t cacheFloats = 0, arenaFloats = 0, logitFloats = 0;
+  moert_status st = moert_cache_floats(p, &cacheFloats);
+  if (st == MOERT_OK)
+    st = moert_scratch_floats(p, rows, &arenaFloats);
+  if (st != MOERT_OK) {
+    delete s;
+    return st;
+  }
   CUdeviceptr size = 0;
+  bool tooLarge = __builtin_mul_overflow(uint64_t(rows),
+                                         uint64_t(p->vocab_size), &logitFloats);
+  // Appends `floats` floats, 256-byte aligned; returns where they start.
+  auto place = [&](uint64_t floats) {
+    CUdeviceptr at = size;
+    uint64_t bytes;
+    if (__builtin_mul_overflow(floats, uint64_t(4), &bytes) ||
+        __builtin_add_overflow(size, bytes, &size) || size > UINT64_MAX - 255)
+      tooLarge = true;
+    else
+      size = align(size, 256);
+    return at;
+  };
   std::vector<CUdeviceptr> cacheAt;
   for (int64_t l = 0; l < p->num_layers; ++l) {
+    // Cannot overflow: moert_cache_floats summed these.
     const moert_cache_desc &c = p->caches[l];
-    cacheAt.push_back(size);
-    size = align(
-        size + 2 * 4 * CUdeviceptr(c.kv_heads * c.capacity * c.head_dim), 256);
+    cacheAt.push_back(place(2 * uint64_t(c.kv_heads) * uint64_t(c.capacity) *
+                            uint64_t(c.head_dim)));
   }
-  CUdeviceptr arenaAt = size;
-  size = align(size + 4 * CUdeviceptr(p->scratch_floats(rows)), 256);
-  CUdeviceptr tokensAt = size;
-  size = align(size + 4 * CUdeviceptr(rows), 256);
-  CUdeviceptr positionsAt = size;
-  size = align(size + 4 * CUdeviceptr(rows), 256);
-  CUdeviceptr logitsAt = size;
-  size += 4 * CUdeviceptr(rows * p->vocab_size);
+  CUdeviceptr arenaAt = place(arenaFloats);
+  CUdeviceptr tokensAt = place(uint64_t(rows));
+  CUdeviceptr positionsAt = place(uint64_t(rows));
+  CUdeviceptr logitsAt = place(logitFloats);
+  if (tooLarge) {
+    delete s;
+    return moert_fail(MOERT_ERROR_MEMORY,
+                      "CUDA: the KV cache and activations for %lld positions "
+                      "and %lld tokens per forward pass need more than 2^64 "
+                      "bytes",
+                      (long long)p->max_positions, (long long)maxTokens);
+  }
   CUresult r = d.cuMemAlloc(&s->memory, size_t(size));
   if (r != kSuccess) {
     delete s;

@@ -16,6 +16,13 @@
 moert_status moert_fail(moert_status status, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
 
+/// The floats of every layer's KV cache, keys and values, checked against
+/// overflow (MOERT_ERROR_MEMORY with a message when it does not fit).
+moert_status moert_cache_floats(const moert_program *program, uint64_t *total);
+/// program->scratch_floats(tokens), checked against overflow.
+moert_status moert_scratch_floats(const moert_program *program, int64_t tokens,
+                                  uint64_t *floats);
+
 // The CUDA backend (cuda.cpp).
 struct moert_cuda_model;
 struct moert_cuda_session;

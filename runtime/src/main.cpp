@@ -8,18 +8,33 @@
 // the generated code (`moert_compiled_program`); this file parses the command
 // line, loads the weights, runs prefill and decode, samples, and reports.
 //
+// Every failure ends in one message on stderr and exit status 1, before
+// anything is printed on stdout: bad options, weight files (checked at load;
+// a file truncated while the model runs raises SIGBUS, which is caught and
+// reported), logits that are not finite, and --dump-logits, which only ever
+// creates a new file or replaces a regular one, through a temporary file
+// created beside it and renamed into place once complete.
+//
 //===----------------------------------------------------------------------===//
 
 #include "moert/moert.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <numeric>
 #include <random>
 #include <string>
@@ -49,14 +64,81 @@ const char *kUsage =
     "                        (default: the directory it was compiled from)\n"
     "  --dump-logits FILE    write the logits as float32 .npy [prompt + N,\n"
     "                        vocab]: row i holds the logits after position i\n"
+    "                        (FILE: a new or a regular file, replaced whole)\n"
     "  --print-plan          print the compiled plan and exit\n"
     "  --help                this text\n";
 
-[[noreturn]] void die(const char *format, const char *arg = "") {
+/// The loaded model, for the SIGBUS handler.
+std::atomic<moert_model *> loadedModel{nullptr};
+/// The --dump-logits temporary file while it exists ("" otherwise), removed
+/// on every failure, the SIGBUS handler's included.
+char dumpTemp[8192];
+
+void removeDumpTemp() {
+  if (dumpTemp[0]) {
+    unlink(dumpTemp);
+    dumpTemp[0] = '\0';
+  }
+}
+
+[[noreturn]] void die(const char *format, ...)
+    __attribute__((format(printf, 1, 2)));
+[[noreturn]] void die(const char *format, ...) {
+  removeDumpTemp();
+  std::fflush(stdout);
   std::fprintf(stderr, "error: ");
-  std::fprintf(stderr, format, arg);
+  va_list args;
+  va_start(args, format);
+  std::vfprintf(stderr, format, args);
+  va_end(args);
   std::fprintf(stderr, "\n");
   std::exit(1);
+}
+
+/// write(2) of a whole string, for the signal handler.
+void writeStderr(const char *text) {
+  size_t n = std::strlen(text);
+  while (n) {
+    ssize_t w = write(STDERR_FILENO, text, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return;
+    text += w;
+    n -= size_t(w);
+  }
+}
+
+/// SIGBUS: a read of a memory-mapped weight file failed, because the file
+/// was truncated (or rewritten in place) while the model ran. Only
+/// async-signal-safe calls here.
+extern "C" void onSigbus(int, siginfo_t *info, void *) {
+  removeDumpTemp();
+  const char *file =
+      moert_model_file_at(loadedModel.load(), info ? info->si_addr : nullptr);
+  if (file) {
+    writeStderr("error: weight file ");
+    writeStderr(file);
+    writeStderr(" changed or was truncated while the model ran (SIGBUS); "
+                "restore it or recompile the model\n");
+  } else {
+    writeStderr("error: a weight file changed or was truncated while the "
+                "model ran (SIGBUS); restore the weight files or recompile "
+                "the model\n");
+  }
+  _exit(1);
+}
+
+void installSignalHandlers() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = onSigbus;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, nullptr);
+  // A file size limit makes write(2) fail with EFBIG, reported like a full
+  // disk, instead of killing the process.
+  signal(SIGXFSZ, SIG_IGN);
 }
 
 long long parseInt(const char *flag, const char *text, long long lo,
@@ -123,43 +205,146 @@ int32_t sample(const float *logits, int64_t vocab, double temperature,
   return order[n - 1];
 }
 
-bool writeNpy(const char *path, const std::vector<float> &data, int64_t rows,
-              int64_t cols) {
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" +
-                       std::to_string(rows) + ", " + std::to_string(cols) +
-                       "), }";
-  size_t total = 10 + header.size() + 1;
-  header.append((64 - total % 64) % 64, ' ');
-  header += '\n';
-  std::string tmp = std::string(path) + ".tmp";
-  FILE *f = std::fopen(tmp.c_str(), "wb");
-  if (!f)
-    return false;
-  unsigned char magic[10] = {0x93,
-                             'N',
-                             'U',
-                             'M',
-                             'P',
-                             'Y',
-                             1,
-                             0,
-                             (unsigned char)(header.size() & 0xff),
-                             (unsigned char)(header.size() >> 8)};
-  bool ok =
-      std::fwrite(magic, 1, 10, f) == 10 &&
-      std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
-      std::fwrite(data.data(), sizeof(float), data.size(), f) == data.size();
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path) != 0) {
-    std::remove(tmp.c_str());
-    return false;
+/// --dump-logits: a .npy file written through a temporary file beside it,
+/// created (O_EXCL, so never through a planted link) before the model runs,
+/// filled row by row, and renamed over the destination at the end. Only a
+/// regular file or nothing may be at the destination.
+class LogitsDump {
+public:
+  /// Checks `path` and creates the temporary file for `rows` x `cols`.
+  void open(const char *path, int64_t rows, int64_t cols) {
+    this->path = path;
+    if (!*path)
+      die("--dump-logits needs a file name");
+    checkDestination();
+    size_t slash = this->path.rfind('/');
+    std::string dir = slash == std::string::npos ? "."
+                      : slash == 0               ? "/"
+                                                 : this->path.substr(0, slash);
+    std::string base =
+        this->path.substr(slash == std::string::npos ? 0 : slash + 1);
+    if (base.empty() || base == "." || base == "..")
+      die("--dump-logits %s: names a directory, not a file", path);
+    std::random_device seed;
+    std::mt19937_64 rng(uint64_t(seed()) << 32 ^ uint64_t(getpid()));
+    int err = 0;
+    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+      char suffix[32];
+      std::snprintf(suffix, sizeof(suffix), ".%016llx.tmp",
+                    (unsigned long long)rng());
+      temp = dir + "/." + base.substr(0, 200) + suffix;
+      if (temp.size() >= sizeof(dumpTemp))
+        die("--dump-logits %s: the path is too long", path);
+      fd = ::open(temp.c_str(),
+                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+      err = errno;
+      if (fd < 0 && err != EEXIST)
+        break;
+    }
+    if (fd < 0)
+      die("--dump-logits %s: cannot create a temporary file in %s: %s", path,
+          dir.c_str(), std::strerror(err));
+    std::strcpy(dumpTemp, temp.c_str());
+
+    std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" +
+                         std::to_string(rows) + ", " + std::to_string(cols) +
+                         "), }";
+    size_t total = 10 + header.size() + 1;
+    header.append((64 - total % 64) % 64, ' ');
+    header += '\n';
+    unsigned char magic[10] = {0x93,
+                               'N',
+                               'U',
+                               'M',
+                               'P',
+                               'Y',
+                               1,
+                               0,
+                               (unsigned char)(header.size() & 0xff),
+                               (unsigned char)(header.size() >> 8)};
+    write(magic, sizeof(magic));
+    write(header.data(), header.size());
   }
-  return true;
+
+  bool active() const { return fd >= 0; }
+
+  void write(const void *data, size_t bytes) {
+    auto *p = static_cast<const char *>(data);
+    while (bytes) {
+      ssize_t w = ::write(fd, p, bytes);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0)
+        die("--dump-logits %s: cannot write: %s", path.c_str(),
+            w < 0 ? std::strerror(errno) : "no progress");
+      p += w;
+      bytes -= size_t(w);
+    }
+  }
+
+  /// Closes the temporary file and renames it over the destination.
+  void commit() {
+    int rc = close(fd);
+    fd = -1;
+    if (rc != 0)
+      die("--dump-logits %s: cannot write: %s", path.c_str(),
+          std::strerror(errno));
+    checkDestination();
+    if (rename(temp.c_str(), path.c_str()) != 0)
+      die("--dump-logits %s: cannot rename %s into place: %s", path.c_str(),
+          temp.c_str(), std::strerror(errno));
+    dumpTemp[0] = '\0';
+  }
+
+private:
+  std::string path, temp;
+  int fd = -1;
+
+  /// Nothing, or a regular file, may be at the destination (lstat: a
+  /// symbolic link is refused, not followed).
+  void checkDestination() {
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) {
+      if (errno != ENOENT)
+        die("--dump-logits %s: %s", path.c_str(), std::strerror(errno));
+      return;
+    }
+    if (S_ISREG(st.st_mode))
+      return;
+    const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
+                       : S_ISLNK(st.st_mode)  ? "a symbolic link"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "not a regular file";
+    die("--dump-logits %s: is %s; give the name of a regular file or of a "
+        "new one",
+        path.c_str(), kind);
+  }
+};
+
+/// Fails unless all `rows` x `vocab` logits are finite; `where` names the
+/// step, and row r holds the logits after position `firstPosition` + r. One
+/// pass over the floats: cheap next to the step that made them.
+void checkFinite(const float *logits, int64_t rows, int64_t vocab,
+                 const std::string &where, int64_t firstPosition) {
+  for (int64_t i = 0; i < rows * vocab; ++i) {
+    if (std::isfinite(logits[i]))
+      continue;
+    float v = logits[i];
+    die("the logits are not finite after %s: %s at position %lld, "
+        "vocabulary index %lld; the weights hold NaN or Inf values, or the "
+        "activations overflowed",
+        where.c_str(),
+        std::isnan(v) ? "NaN"
+        : v > 0       ? "+Inf"
+                      : "-Inf",
+        (long long)(firstPosition + i / vocab), (long long)(i % vocab));
+  }
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
+int run(int argc, char **argv) {
   const moert_program *program = &moert_compiled_program;
   const char *tokensArg = nullptr, *weights = nullptr, *dump = nullptr;
   long long n = 16, seed = 0, threads = 0, maxBatch = 512;
@@ -216,27 +401,35 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  const int64_t vocab = program->vocab_size;
+  const int64_t promptSize = int64_t(prompt.size());
+  // Before anything runs: a destination we may not replace is refused now,
+  // not after the work.
+  LogitsDump dumped;
+  if (dump)
+    dumped.open(dump, promptSize + n, vocab);
+
   moert_model *model = nullptr;
   if (moert_model_load(program, weights, int(threads), int(maxBatch), &model) !=
       MOERT_OK)
     die("%s", moert_last_error());
+  loadedModel.store(model);
   moert_session *session = nullptr;
   if (moert_session_create(model, &session) != MOERT_OK)
     die("%s", moert_last_error());
 
-  const int64_t vocab = program->vocab_size;
-  std::vector<float> dumped;
   std::mt19937_64 rng{static_cast<uint64_t>(seed)};
   using Clock = std::chrono::steady_clock;
 
   auto t0 = Clock::now();
-  if (moert_prefill(session, prompt.data(), int64_t(prompt.size())) != MOERT_OK)
+  if (moert_prefill(session, prompt.data(), promptSize) != MOERT_OK)
     die("%s", moert_last_error());
   auto t1 = Clock::now();
   int64_t rows = 0;
   const float *logits = moert_logits(session, &rows);
-  if (dump)
-    dumped.insert(dumped.end(), logits, logits + rows * vocab);
+  checkFinite(logits, rows, vocab, "prefill", 0);
+  if (dumped.active())
+    dumped.write(logits, size_t(rows * vocab) * sizeof(float));
   std::vector<int32_t> generated;
   const float *last = logits + (rows - 1) * vocab;
   for (long long i = 0; i < n; ++i) {
@@ -245,10 +438,16 @@ int main(int argc, char **argv) {
     if (moert_decode(session, token) != MOERT_OK)
       die("%s", moert_last_error());
     last = moert_logits(session, &rows);
-    if (dump)
-      dumped.insert(dumped.end(), last, last + vocab);
+    checkFinite(last, 1, vocab,
+                "decode step " + std::to_string(i + 1) + " of " +
+                    std::to_string(n),
+                promptSize + i);
+    if (dumped.active())
+      dumped.write(last, size_t(vocab) * sizeof(float));
   }
   auto t2 = Clock::now();
+  if (dumped.active())
+    dumped.commit();
 
   for (size_t i = 0; i < generated.size(); ++i)
     std::printf("%s%d", i ? " " : "", generated[i]);
@@ -261,9 +460,21 @@ int main(int argc, char **argv) {
                prompt.size(), prefillS, double(prompt.size()) / prefillS, n,
                decodeS, n ? double(n) / decodeS : 0.0,
                moert_model_device(model));
-  if (dump && !writeNpy(dump, dumped, int64_t(dumped.size()) / vocab, vocab))
-    die("cannot write %s", dump);
+  loadedModel.store(nullptr);
   moert_session_free(session);
   moert_model_free(model);
   return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  installSignalHandlers();
+  try {
+    return run(argc, argv);
+  } catch (const std::bad_alloc &) {
+    die("out of memory");
+  } catch (const std::exception &e) {
+    die("%s", e.what());
+  }
 }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -55,10 +56,24 @@ struct moert_pool {
 
 extern "C" moert_pool *moert_pool_create(int threads) {
   if (threads <= 0)
-    threads = std::max(1u, std::thread::hardware_concurrency());
-  auto *pool = new moert_pool;
-  for (int i = 1; i < threads; ++i)
-    pool->workers.emplace_back([pool] { pool->loop(); });
+    threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  auto *pool = new (std::nothrow) moert_pool;
+  if (!pool)
+    return nullptr;
+  try {
+    pool->workers.reserve(size_t(threads - 1));
+  } catch (...) {
+  }
+  // When the system will not start another thread (std::system_error:
+  // EAGAIN under a thread or memory limit) the pool keeps those that
+  // started; the caller's thread always works too.
+  for (int i = 1; i < threads; ++i) {
+    try {
+      pool->workers.emplace_back([pool] { pool->loop(); });
+    } catch (...) {
+      break;
+    }
+  }
   return pool;
 }
 

@@ -3,7 +3,14 @@
 // Part of moe-compile.
 //
 //===----------------------------------------------------------------------===//
+//
+// Every extern "C" entry point runs inside `guarded`: no C++ exception
+// crosses the C ABI (out of memory becomes MOERT_ERROR_MEMORY with a
+// message). Every size is computed with checked arithmetic.
+//
+//===----------------------------------------------------------------------===//
 
+#include "header.h"
 #include "internal.h"
 #include "moert/pool.h"
 
@@ -13,41 +20,171 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
 namespace {
-thread_local std::string lastError;
+/// The message of the last error, in a fixed buffer so that recording one
+/// never allocates (it also reports running out of memory).
+thread_local char lastError[8192];
+
+/// What to do about a weight file that no longer matches the manifest.
+constexpr const char *kChanged = "the file changed since the model was "
+                                 "compiled: restore it or recompile the model";
 } // namespace
 
 moert_status moert_fail(moert_status status, const char *format, ...) {
-  char buffer[1024];
   va_list args;
   va_start(args, format);
-  std::vsnprintf(buffer, sizeof(buffer), format, args);
+  std::vsnprintf(lastError, sizeof(lastError), format, args);
   va_end(args);
-  lastError = buffer;
   return status;
 }
 
 namespace {
 
+/// Runs an entry point's body; turns any exception into a status and a
+/// message.
+template <typename Body>
+moert_status guarded(const char *what, const Body &body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc &) {
+    return moert_fail(MOERT_ERROR_MEMORY, "%s: out of memory", what);
+  } catch (const std::exception &e) {
+    return moert_fail(MOERT_ERROR_INTERNAL, "%s: %s", what, e.what());
+  } catch (...) {
+    return moert_fail(MOERT_ERROR_INTERNAL, "%s: unknown exception", what);
+  }
+}
+
 struct Mapping {
+  std::string path;
   void *base = nullptr;
   size_t size = 0;
 };
+
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0)
+      close(fd);
+  }
+};
+
+const char *fileKind(mode_t mode) {
+  if (S_ISDIR(mode))
+    return "a directory";
+  if (S_ISFIFO(mode))
+    return "a FIFO";
+  if (S_ISCHR(mode))
+    return "a character device";
+  if (S_ISBLK(mode))
+    return "a block device";
+  if (S_ISSOCK(mode))
+    return "a socket";
+  return "a special file";
+}
+
+/// Reads exactly `n` bytes at `offset`; false with errno set (0 when the
+/// file ended first).
+bool readAt(int fd, void *buffer, size_t n, uint64_t offset) {
+  auto *p = static_cast<char *>(buffer);
+  while (n) {
+    ssize_t got = pread(fd, p, n, off_t(offset));
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0) {
+      if (got == 0)
+        errno = 0;
+      return false;
+    }
+    p += got;
+    n -= size_t(got);
+    offset += uint64_t(got);
+  }
+  return true;
+}
+
+/// Opens, checks and maps the weight file `path` that holds `weights`:
+/// a regular file (symbolic links followed) whose safetensors header still
+/// describes every one of them as the manifest does.
+moert_status
+mapWeightFile(const std::string &path,
+              const std::vector<const moert_weight_desc *> &weights,
+              Mapping &out) {
+  const char *name = weights.front()->name;
+  // O_NONBLOCK: opening a FIFO must not wait for a writer.
+  Fd f{open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)};
+  if (f.fd < 0)
+    return moert_fail(MOERT_ERROR_IO, "%s: cannot open: %s (weight '%s')",
+                      path.c_str(), std::strerror(errno), name);
+  struct stat st;
+  if (fstat(f.fd, &st) != 0)
+    return moert_fail(MOERT_ERROR_IO, "%s: cannot stat: %s (weight '%s')",
+                      path.c_str(), std::strerror(errno), name);
+  if (!S_ISREG(st.st_mode))
+    return moert_fail(MOERT_ERROR_IO,
+                      "%s: is %s, not a regular file (weight '%s')",
+                      path.c_str(), fileKind(st.st_mode), name);
+  uint64_t size = uint64_t(st.st_size);
+
+  // The length prefix, then as much of the file as the check needs.
+  unsigned char prefix[8];
+  size_t got = size_t(std::min<uint64_t>(size, 8));
+  std::string image;
+  bool read = readAt(f.fd, prefix, got, 0);
+  if (read) {
+    image.resize(size_t(moert::headerImageBytes(prefix, got, size)));
+    read = readAt(f.fd, &image[0], image.size(), 0);
+  }
+  if (!read)
+    return moert_fail(
+        MOERT_ERROR_IO, "%s: cannot read its header: %s", path.c_str(),
+        errno ? std::strerror(errno) : "the file ended before its size");
+  std::string problem = moert::checkWeightFile(
+      reinterpret_cast<const unsigned char *>(image.data()), image.size(), size,
+      weights.data(), weights.size());
+  if (!problem.empty())
+    return moert_fail(MOERT_ERROR_IO, "%s: %s; %s", path.c_str(),
+                      problem.c_str(), kChanged);
+  // Implied by the header check; kept as the last guard before the mapping
+  // is used.
+  for (const moert_weight_desc *w : weights)
+    if (w->offset > size || w->size > size - w->offset)
+      return moert_fail(MOERT_ERROR_IO,
+                        "%s: weight '%s' at bytes [%llu, %llu) is beyond the "
+                        "end of the file (%llu bytes); %s",
+                        path.c_str(), w->name, (unsigned long long)w->offset,
+                        (unsigned long long)(w->offset + w->size),
+                        (unsigned long long)size, kChanged);
+  // size >= 8 here: the header check needs the length prefix.
+  void *base = mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, f.fd, 0);
+  if (base == MAP_FAILED)
+    return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
+                      path.c_str(), (unsigned long long)size,
+                      std::strerror(errno));
+  out.path = path;
+  out.base = base;
+  out.size = size_t(size);
+  return MOERT_OK;
+}
 
 } // namespace
 
 struct moert_model {
   const moert_program *program = nullptr;
-  std::map<std::string, Mapping> files;
+  /// Written while loading, read-only afterwards (moert_model_file_at reads
+  /// it from signal handlers).
+  std::vector<Mapping> files;
   std::vector<const void *> weights;
   moert_pool *pool = nullptr;
   int64_t maxTokens = 0;
@@ -68,16 +205,91 @@ struct moert_session {
   ~moert_session() { moert_cuda_session_free(cuda); }
 };
 
-extern "C" const char *moert_last_error(void) { return lastError.c_str(); }
+moert_status moert_cache_floats(const moert_program *p, uint64_t *total) {
+  uint64_t sum = 0;
+  for (int64_t l = 0; l < p->num_layers; ++l) {
+    const moert_cache_desc &c = p->caches[l];
+    if (c.kv_heads < 0 || c.capacity < 0 || c.head_dim < 0)
+      return moert_fail(MOERT_ERROR_INVALID,
+                        "the program's KV-cache plan of layer %lld is invalid "
+                        "(%lld kv heads x %lld slots x %lld)",
+                        (long long)l, (long long)c.kv_heads,
+                        (long long)c.capacity, (long long)c.head_dim);
+    uint64_t one, bytes;
+    if (__builtin_mul_overflow(uint64_t(c.kv_heads), uint64_t(c.capacity),
+                               &one) ||
+        __builtin_mul_overflow(one, uint64_t(c.head_dim), &one) ||
+        __builtin_add_overflow(sum, one, &sum) ||
+        __builtin_add_overflow(sum, one, &sum) ||
+        __builtin_mul_overflow(sum, uint64_t(sizeof(float)), &bytes) ||
+        bytes > uint64_t(PTRDIFF_MAX))
+      return moert_fail(MOERT_ERROR_MEMORY,
+                        "the KV cache for %lld positions needs more than %llu "
+                        "bytes (at layer %lld: %lld kv heads x %lld slots x "
+                        "%lld floats, for keys and values); compile the model "
+                        "with a smaller --max-seq",
+                        (long long)p->max_positions,
+                        (unsigned long long)PTRDIFF_MAX, (long long)l,
+                        (long long)c.kv_heads, (long long)c.capacity,
+                        (long long)c.head_dim);
+  }
+  *total = sum;
+  return MOERT_OK;
+}
+
+moert_status moert_scratch_floats(const moert_program *p, int64_t tokens,
+                                  uint64_t *out) {
+  // scratch_floats(n) is n * perToken + workspace (the memory plan is per
+  // batch token); derive both and check before calling it with `tokens`.
+  int64_t workspace = p->scratch_floats(0), one = p->scratch_floats(1);
+  if (workspace < 0 || one < workspace || tokens < 0)
+    return moert_fail(MOERT_ERROR_INVALID,
+                      "the program's activation arena is invalid (%lld floats "
+                      "for no token, %lld for one)",
+                      (long long)workspace, (long long)one);
+  uint64_t perToken = uint64_t(one - workspace), floats, bytes;
+  if (__builtin_mul_overflow(perToken, uint64_t(tokens), &floats) ||
+      __builtin_add_overflow(floats, uint64_t(workspace), &floats) ||
+      __builtin_mul_overflow(floats, uint64_t(sizeof(float)), &bytes) ||
+      bytes > uint64_t(PTRDIFF_MAX))
+    return moert_fail(MOERT_ERROR_MEMORY,
+                      "the activation arena for %lld tokens per forward pass "
+                      "(%llu floats per token) needs more than %llu bytes; "
+                      "lower the max batch tokens",
+                      (long long)tokens, (unsigned long long)perToken,
+                      (unsigned long long)PTRDIFF_MAX);
+  if (p->scratch_floats(tokens) != int64_t(floats))
+    return moert_fail(MOERT_ERROR_INVALID,
+                      "the program's activation arena is not %llu floats per "
+                      "token plus %lld",
+                      (unsigned long long)perToken, (long long)workspace);
+  *out = floats;
+  return MOERT_OK;
+}
+
+extern "C" const char *moert_last_error(void) { return lastError; }
 
 extern "C" void moert_model_free(moert_model *model) {
   if (!model)
     return;
   moert_cuda_model_free(model->cuda);
-  for (auto &kv : model->files)
-    munmap(kv.second.base, kv.second.size);
+  for (Mapping &m : model->files)
+    munmap(m.base, m.size);
   moert_pool_free(model->pool);
   delete model;
+}
+
+extern "C" const char *moert_model_file_at(const moert_model *model,
+                                           const void *address) {
+  if (!model)
+    return nullptr;
+  auto *a = static_cast<const char *>(address);
+  for (const Mapping &m : model->files) {
+    auto *base = static_cast<const char *>(m.base);
+    if (a >= base && a < base + m.size)
+      return m.path.c_str();
+  }
+  return nullptr;
 }
 
 extern "C" moert_status moert_model_load(const moert_program *program,
@@ -85,71 +297,65 @@ extern "C" moert_status moert_model_load(const moert_program *program,
                                          int maxBatchTokens,
                                          moert_model **out) {
   *out = nullptr;
-  if (!program || program->abi_version != MOERT_ABI_VERSION)
-    return moert_fail(MOERT_ERROR_INVALID,
-                      "program was compiled for another runtime ABI");
-  if (maxBatchTokens < 1)
-    return moert_fail(MOERT_ERROR_INVALID,
-                      "max batch tokens must be >= 1, got %d", maxBatchTokens);
-  std::string dir = weightDir && *weightDir ? weightDir : program->model_dir;
-  auto *model = new moert_model;
-  model->program = program;
-  model->maxTokens = maxBatchTokens;
-  for (int64_t i = 0; i < program->num_weights; ++i) {
-    const moert_weight_desc &w = program->weights[i];
-    std::string path = dir + "/" + w.file;
-    auto it = model->files.find(path);
-    if (it == model->files.end()) {
-      int fd = open(path.c_str(), O_RDONLY);
-      if (fd < 0) {
-        moert_model_free(model);
-        return moert_fail(MOERT_ERROR_IO, "%s: cannot open: %s (weight '%s')",
-                          path.c_str(), std::strerror(errno), w.name);
-      }
-      struct stat st;
-      fstat(fd, &st);
+  return guarded("loading the model", [&] {
+    if (!program || program->abi_version != MOERT_ABI_VERSION)
+      return moert_fail(MOERT_ERROR_INVALID,
+                        "program was compiled for another runtime ABI");
+    if (maxBatchTokens < 1)
+      return moert_fail(MOERT_ERROR_INVALID,
+                        "max batch tokens must be >= 1, got %d",
+                        maxBatchTokens);
+    std::string dir = weightDir && *weightDir ? weightDir : program->model_dir;
+    std::unique_ptr<moert_model, decltype(&moert_model_free)> model(
+        new moert_model, &moert_model_free);
+    model->program = program;
+    model->maxTokens = maxBatchTokens;
+
+    // The weights of each file, files in manifest order.
+    std::vector<std::string> paths;
+    std::map<std::string, std::vector<const moert_weight_desc *>> byFile;
+    for (int64_t i = 0; i < program->num_weights; ++i) {
+      const moert_weight_desc &w = program->weights[i];
+      std::string path = dir + "/" + w.file;
+      auto &list = byFile[path];
+      if (list.empty())
+        paths.push_back(path);
+      list.push_back(&w);
+    }
+    std::map<std::string, const Mapping *> mapped;
+    model->files.reserve(paths.size());
+    for (const std::string &path : paths) {
       Mapping m;
-      m.size = static_cast<size_t>(st.st_size);
-      m.base = m.size ? mmap(nullptr, m.size, PROT_READ, MAP_SHARED, fd, 0)
-                      : MAP_FAILED;
-      close(fd);
-      if (m.base == MAP_FAILED) {
-        moert_model_free(model);
-        return moert_fail(MOERT_ERROR_IO, "%s: cannot map: %s", path.c_str(),
-                          std::strerror(errno));
-      }
-      it = model->files.emplace(path, m).first;
+      moert_status st = mapWeightFile(path, byFile[path], m);
+      if (st != MOERT_OK)
+        return st;
+      model->files.push_back(std::move(m));
+      mapped[path] = &model->files.back();
     }
-    const Mapping &m = it->second;
-    if (w.offset > m.size || w.size > m.size - w.offset) {
-      moert_model_free(model);
-      return moert_fail(
-          MOERT_ERROR_IO,
-          "%s: weight '%s' at bytes [%llu, %llu) is beyond the end "
-          "of the file (%zu bytes); was the model changed since it "
-          "was compiled?",
-          path.c_str(), w.name, (unsigned long long)w.offset,
-          (unsigned long long)(w.offset + w.size), m.size);
+    for (int64_t i = 0; i < program->num_weights; ++i) {
+      const moert_weight_desc &w = program->weights[i];
+      const Mapping &m = *mapped[dir + "/" + w.file];
+      model->weights.push_back(static_cast<const char *>(m.base) + w.offset);
     }
-    model->weights.push_back(static_cast<const char *>(m.base) + w.offset);
-  }
-  if (program->target == MOERT_TARGET_CUDA) {
-    moert_status st =
-        moert_cuda_model_load(program, model->weights, &model->cuda);
-    if (st != MOERT_OK) {
-      moert_model_free(model);
-      return st;
+
+    if (program->target == MOERT_TARGET_CUDA) {
+      moert_status st =
+          moert_cuda_model_load(program, model->weights, &model->cuda);
+      if (st != MOERT_OK)
+        return st;
+      // The weights live on the device now.
+      for (Mapping &m : model->files)
+        munmap(m.base, m.size);
+      model->files.clear();
+      model->weights.clear();
+    } else {
+      model->pool = moert_pool_create(threads);
+      if (!model->pool)
+        return moert_fail(MOERT_ERROR_MEMORY, "cannot create the thread pool");
     }
-    // The weights live on the device now.
-    for (auto &kv : model->files)
-      munmap(kv.second.base, kv.second.size);
-    model->files.clear();
-    model->weights.clear();
-  } else {
-    model->pool = moert_pool_create(threads);
-  }
-  *out = model;
-  return MOERT_OK;
+    *out = model.release();
+    return MOERT_OK;
+  });
 }
 
 extern "C" const char *moert_model_device(const moert_model *m) {
@@ -163,47 +369,55 @@ extern "C" const moert_program *moert_model_program(const moert_model *m) {
 extern "C" moert_status moert_session_create(moert_model *model,
                                              moert_session **out) {
   *out = nullptr;
-  const moert_program *p = model->program;
-  auto *s = new moert_session;
-  s->model = model;
-  if (model->cuda) {
-    moert_status st =
-        moert_cuda_session_create(model->cuda, model->maxTokens, &s->cuda);
-    if (st != MOERT_OK) {
-      delete s;
-      return st;
+  return guarded("creating a session", [&] {
+    const moert_program *p = model->program;
+    std::unique_ptr<moert_session> s(new moert_session);
+    s->model = model;
+    if (model->cuda) {
+      moert_status st =
+          moert_cuda_session_create(model->cuda, model->maxTokens, &s->cuda);
+      if (st != MOERT_OK)
+        return st;
+      *out = s.release();
+      return MOERT_OK;
     }
-    *out = s;
+    uint64_t total = 0, scratch = 0;
+    moert_status st = moert_cache_floats(p, &total);
+    if (st != MOERT_OK)
+      return st;
+    st = moert_scratch_floats(p, model->maxTokens, &scratch);
+    if (st != MOERT_OK)
+      return st;
+    s->cacheMemory.reset(
+        static_cast<float *>(std::calloc(size_t(total), sizeof(float))));
+    if (!s->cacheMemory && total)
+      return moert_fail(MOERT_ERROR_MEMORY,
+                        "cannot allocate %llu bytes of KV cache for %lld "
+                        "positions; compile the model with a smaller "
+                        "--max-seq",
+                        (unsigned long long)(total * sizeof(float)),
+                        (long long)p->max_positions);
+    try {
+      s->scratch.assign(size_t(scratch), 0.0f);
+    } catch (const std::bad_alloc &) {
+      return moert_fail(MOERT_ERROR_MEMORY,
+                        "cannot allocate %llu bytes for the activation arena "
+                        "(%lld tokens per forward pass); lower the max batch "
+                        "tokens",
+                        (unsigned long long)(scratch * sizeof(float)),
+                        (long long)model->maxTokens);
+    }
+    float *next = s->cacheMemory.get();
+    for (int64_t l = 0; l < p->num_layers; ++l) {
+      // Cannot overflow: moert_cache_floats summed these.
+      const moert_cache_desc &c = p->caches[l];
+      size_t one = size_t(c.kv_heads) * size_t(c.capacity) * size_t(c.head_dim);
+      s->caches.push_back({next, next + one});
+      next += 2 * one;
+    }
+    *out = s.release();
     return MOERT_OK;
-  }
-  size_t total = 0;
-  for (int64_t l = 0; l < p->num_layers; ++l) {
-    const moert_cache_desc &c = p->caches[l];
-    total += 2 * size_t(c.kv_heads * c.capacity * c.head_dim);
-  }
-  s->cacheMemory.reset(static_cast<float *>(std::calloc(total, sizeof(float))));
-  if (!s->cacheMemory) {
-    delete s;
-    return moert_fail(MOERT_ERROR_MEMORY,
-                      "cannot allocate %zu bytes of KV cache",
-                      total * sizeof(float));
-  }
-  try {
-    s->scratch.assign(size_t(p->scratch_floats(model->maxTokens)), 0.0f);
-  } catch (const std::bad_alloc &) {
-    delete s;
-    return moert_fail(MOERT_ERROR_MEMORY,
-                      "cannot allocate the activation arena");
-  }
-  float *next = s->cacheMemory.get();
-  for (int64_t l = 0; l < p->num_layers; ++l) {
-    const moert_cache_desc &c = p->caches[l];
-    size_t one = size_t(c.kv_heads * c.capacity * c.head_dim);
-    s->caches.push_back({next, next + one});
-    next += 2 * one;
-  }
-  *out = s;
-  return MOERT_OK;
+  });
 }
 
 extern "C" void moert_session_free(moert_session *session) { delete session; }
@@ -214,47 +428,75 @@ extern "C" int64_t moert_session_position(const moert_session *s) {
 
 extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
                                       int64_t n) {
-  const moert_program *p = s->model->program;
-  if (n < 1)
-    return moert_fail(MOERT_ERROR_INVALID, "no tokens to run");
-  for (int64_t i = 0; i < n; ++i)
-    if (tokens[i] < 0 || tokens[i] >= p->vocab_size)
+  return guarded("running the model", [&] {
+    const moert_program *p = s->model->program;
+    if (n < 1)
+      return moert_fail(MOERT_ERROR_INVALID, "no tokens to run");
+    if (n > p->max_positions - s->position)
+      return moert_fail(
+          MOERT_ERROR_INVALID,
+          "positions up to %lld exceed the model's maximum of %lld",
+          (long long)(n - 1 > INT64_MAX - s->position ? INT64_MAX
+                                                      : s->position + n - 1),
+          (long long)p->max_positions - 1);
+    // forward takes int32 positions.
+    if (s->position + n - 1 > INT32_MAX)
       return moert_fail(MOERT_ERROR_INVALID,
-                        "token id %d at index %lld is outside the vocabulary "
-                        "[0, %lld)",
-                        tokens[i], (long long)i, (long long)p->vocab_size);
-  if (s->position + n > p->max_positions)
-    return moert_fail(MOERT_ERROR_INVALID,
-                      "positions up to %lld exceed the model's maximum of %lld",
-                      (long long)(s->position + n - 1),
-                      (long long)p->max_positions - 1);
-  s->logits.resize(size_t(n * p->vocab_size));
-  moert_exec exec{s->model->weights.data(),
-                  s->caches.data(),
-                  s->scratch.data(),
-                  s->model->maxTokens,
-                  s->model->pool,
-                  nullptr,
-                  nullptr};
-  for (int64_t done = 0; done < n;) {
-    int64_t chunk = std::min<int64_t>(n - done, s->model->maxTokens);
-    s->positions.resize(size_t(chunk));
-    for (int64_t i = 0; i < chunk; ++i)
-      s->positions[size_t(i)] = int32_t(s->position + i);
-    float *logits = s->logits.data() + done * p->vocab_size;
-    if (s->cuda) {
-      moert_status st = moert_cuda_forward(s->cuda, chunk, tokens + done,
-                                           s->positions.data(), logits);
-      if (st != MOERT_OK)
-        return st;
-    } else {
-      p->forward(&exec, chunk, tokens + done, s->positions.data(), logits);
+                        "positions up to %lld exceed the runtime's maximum "
+                        "of %d",
+                        (long long)(s->position + n - 1), INT32_MAX);
+    for (int64_t i = 0; i < n; ++i)
+      if (tokens[i] < 0 || tokens[i] >= p->vocab_size)
+        return moert_fail(MOERT_ERROR_INVALID,
+                          "token id %d at index %lld is outside the "
+                          "vocabulary [0, %lld)",
+                          tokens[i], (long long)i, (long long)p->vocab_size);
+    uint64_t floats;
+    if (__builtin_mul_overflow(uint64_t(n), uint64_t(p->vocab_size), &floats) ||
+        floats > uint64_t(PTRDIFF_MAX) / sizeof(float))
+      return moert_fail(MOERT_ERROR_MEMORY,
+                        "the logits of %lld tokens (%lld each) need more than "
+                        "%llu bytes",
+                        (long long)n, (long long)p->vocab_size,
+                        (unsigned long long)PTRDIFF_MAX);
+    try {
+      s->logits.resize(size_t(floats));
+    } catch (const std::bad_alloc &) {
+      return moert_fail(MOERT_ERROR_MEMORY,
+                        "cannot allocate %llu bytes for the logits of %lld "
+                        "tokens",
+                        (unsigned long long)(floats * sizeof(float)),
+                        (long long)n);
     }
-    s->position += chunk;
-    done += chunk;
-  }
-  s->logitRows = n;
-  return MOERT_OK;
+    // Rows of an earlier call no longer describe anything.
+    s->logitRows = 0;
+    moert_exec exec{s->model->weights.data(),
+                    s->caches.data(),
+                    s->scratch.data(),
+                    s->model->maxTokens,
+                    s->model->pool,
+                    nullptr,
+                    nullptr};
+    for (int64_t done = 0; done < n;) {
+      int64_t chunk = std::min<int64_t>(n - done, s->model->maxTokens);
+      s->positions.resize(size_t(chunk));
+      for (int64_t i = 0; i < chunk; ++i)
+        s->positions[size_t(i)] = int32_t(s->position + i);
+      float *logits = s->logits.data() + done * p->vocab_size;
+      if (s->cuda) {
+        moert_status st = moert_cuda_forward(s->cuda, chunk, tokens + done,
+                                             s->positions.data(), logits);
+        if (st != MOERT_OK)
+          return st;
+      } else {
+        p->forward(&exec, chunk, tokens + done, s->positions.data(), logits);
+      }
+      s->position += chunk;
+      done += chunk;
+    }
+    s->logitRows = n;
+    return MOERT_OK;
+  });
 }
 
 extern "C" moert_status moert_decode(moert_session *s, int32_t token) {

@@ -235,21 +235,67 @@ void add(const float *a, const float *b, int64_t T, float *out) {
     out[i] = a[i] + b[i];
 }
 
+/// One query row against the keys of positions [first, last] in a ring
+/// cache (position j in slot j % Cap): o = softmax(scale * q·k) · v. Keys are
+/// taken in blocks whose scores live on the stack, with a running maximum
+/// (what was accumulated is rescaled when a block raises it), so the cost
+/// follows the number of keys seen, not the cache's capacity, and nothing is
+/// allocated.
+template <int64_t D, int64_t Cap>
+inline void attendRow(const float *qh, const float *kc, const float *vc,
+                      int64_t first, int64_t last, float scale, float *o) {
+  constexpr int64_t kBlock = 64;
+  float s[kBlock];
+  float best = -INFINITY, total = 0;
+  std::fill(o, o + D, 0.0f);
+  for (int64_t j0 = first; j0 <= last; j0 += kBlock) {
+    int64_t n = std::min<int64_t>(kBlock, last - j0 + 1);
+    float blockBest = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) {
+      s[j] = dot(qh, kc + ((j0 + j) % Cap) * D, D) * scale;
+      blockBest = std::max(blockBest, s[j]);
+    }
+    if (blockBest > best) {
+      if (best != -INFINITY) {
+        float r = std::exp(best - blockBest);
+        total *= r;
+        for (int64_t i = 0; i < D; ++i)
+          o[i] *= r;
+      }
+      best = blockBest;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      float w = std::exp(s[j] - best);
+      total += w;
+      const float *vj = vc + ((j0 + j) % Cap) * D;
+      for (int64_t i = 0; i < D; ++i)
+        o[i] += w * vj[i];
+    }
+  }
+  float inv = 1.0f / total;
+  for (int64_t i = 0; i < D; ++i)
+    o[i] *= inv;
+}
+
 /// Causal GQA attention over a ring-buffer KV cache. Tokens are handled in
 /// order: each writes its key and value into slot pos % Cap (evicting the
 /// position Cap back, which no later query can see) and then attends, so a
 /// chunk of any length is exact even when it is longer than the window.
-/// Parallel over kv heads, which own disjoint parts of the cache.
+/// Parallel over kv heads, which own disjoint parts of the cache. The work
+/// per query is proportional to the keys it sees (at most min(Window, Cap)),
+/// whatever the capacity.
 template <int64_t Heads, int64_t KvHeads, int64_t D, int64_t Cap,
           int64_t Window>
 void attention(moert_pool *pool, const float *q, const float *k, const float *v,
                moert_kv cache, const int32_t *pos, float scale, int64_t T,
                float *out) {
   constexpr int64_t Group = Heads / KvHeads;
+  constexpr int64_t Visible = Window > 0 && Window < Cap ? Window : Cap;
+  int64_t context =
+      T > 0 ? std::min<int64_t>(int64_t(pos[T - 1]) + 1, Visible) : 0;
   parallelFor(
-      pool, KvHeads, double(T) * Heads * D * std::min<int64_t>(Cap, 4096),
+      pool, KvHeads, double(T) * Heads * D * double(context),
       [&](int64_t g0, int64_t g1) {
-        std::vector<float> scores(Cap);
         for (int64_t g = g0; g < g1; ++g) {
           float *kc = cache.k + g * Cap * D, *vc = cache.v + g * Cap * D;
           for (int64_t t = 0; t < T; ++t) {
@@ -261,26 +307,9 @@ void attention(moert_pool *pool, const float *q, const float *k, const float *v,
             int64_t first =
                 Window > 0 ? std::max<int64_t>(0, p - Window + 1) : 0;
             first = std::max<int64_t>(first, p - Cap + 1);
-            for (int64_t h = g * Group; h < (g + 1) * Group; ++h) {
-              const float *qh = q + t * Heads * D + h * D;
-              float best = -INFINITY;
-              for (int64_t j = first; j <= p; ++j) {
-                float s = dot(qh, kc + (j % Cap) * D, D) * scale;
-                scores[j - first] = s;
-                best = std::max(best, s);
-              }
-              float total = 0;
-              for (int64_t j = first; j <= p; ++j)
-                total += scores[j - first] = std::exp(scores[j - first] - best);
-              float *o = out + t * Heads * D + h * D;
-              std::fill(o, o + D, 0.0f);
-              for (int64_t j = first; j <= p; ++j) {
-                float wgt = scores[j - first] / total;
-                const float *vj = vc + (j % Cap) * D;
-                for (int64_t i = 0; i < D; ++i)
-                  o[i] += wgt * vj[i];
-              }
-            }
+            for (int64_t h = g * Group; h < (g + 1) * Group; ++h)
+              attendRow<D, Cap>(q + t * Heads * D + h * D, kc, vc, first, p,
+                                scale, out + t * Heads * D + h * D);
           }
         }
       });

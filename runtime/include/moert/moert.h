@@ -7,7 +7,19 @@
  * Load a compiled program's weights, open a session (which owns the KV
  * caches), prefill tokens, decode one token at a time, read the logits.
  * Errors are returned as moert_status; moert_last_error() says what failed.
- * Nothing here aborts on bad input.
+ * Nothing here aborts on bad input, and no C++ exception leaves these calls
+ * (running out of memory is MOERT_ERROR_MEMORY).
+ *
+ * The weights are memory-mapped from the model's own files, and the CPU
+ * target reads them in place while it runs. Loading checks each file's
+ * safetensors header against the manifest the model was compiled with, but
+ * a file truncated or rewritten in place *after* loading makes the next read
+ * of the mapping raise SIGBUS, which by default kills the process. Embedders
+ * should keep the weight files immutable while a model is loaded (write new
+ * versions elsewhere and rename them into place), or install a SIGBUS
+ * handler that reports it; moert_model_file_at() tells which file the
+ * faulting address belongs to. The binaries moe-compile builds do the
+ * latter: they print which file changed and exit with status 1.
  *
  *===----------------------------------------------------------------------===*/
 
@@ -25,7 +37,8 @@ typedef enum moert_status {
   MOERT_ERROR_IO = 1,      /* a weight file is missing, short or unreadable */
   MOERT_ERROR_INVALID = 2, /* an argument is out of range (token id, ...) */
   MOERT_ERROR_MEMORY = 3,
-  MOERT_ERROR_DEVICE = 4,  /* no GPU or driver, or a CUDA call failed */
+  MOERT_ERROR_DEVICE = 4,   /* no GPU or driver, or a CUDA call failed */
+  MOERT_ERROR_INTERNAL = 5, /* an unexpected failure (see the message) */
 } moert_status;
 
 typedef struct moert_model moert_model;
@@ -35,9 +48,12 @@ typedef struct moert_session moert_session;
 const char *moert_last_error(void);
 
 /* Memory-maps the weights of `program` from `weight_dir` (NULL: the
- * directory recorded at compile time) and checks every file and range.
- * `threads` <= 0 uses all cores; `max_batch_tokens` bounds one forward
- * call (longer prompts run in chunks). */
+ * directory recorded at compile time) and checks every file: a regular file
+ * (symbolic links are followed) whose safetensors header gives each tensor
+ * of the manifest the name, dtype, shape and byte range it had at compile
+ * time. `threads` <= 0 uses all cores (fewer when the system cannot start
+ * that many threads); `max_batch_tokens` bounds one forward call (longer
+ * prompts run in chunks). */
 moert_status moert_model_load(const moert_program *program,
                               const char *weight_dir, int threads,
                               int max_batch_tokens, moert_model **out);
@@ -45,6 +61,10 @@ void moert_model_free(moert_model *model);
 const moert_program *moert_model_program(const moert_model *model);
 /* Where the model runs: "cpu", or the GPU's name for CUDA programs. */
 const char *moert_model_device(const moert_model *model);
+/* The path of the mapped weight file that holds `address`, or NULL.
+ * Async-signal-safe (it reads what loading wrote and allocates nothing), for
+ * SIGBUS handlers; CUDA programs keep no mapping once loaded. */
+const char *moert_model_file_at(const moert_model *model, const void *address);
 
 moert_status moert_session_create(moert_model *model, moert_session **out);
 void moert_session_free(moert_session *session);

@@ -17,7 +17,9 @@
 
 extern "C" {
 struct moert_pool;
-/// `threads` <= 0: one per core.
+/// `threads` <= 0: one per core. Starts as many of the threads as the system
+/// allows (at least the caller's own); null only when out of memory. Never
+/// throws.
 moert_pool *moert_pool_create(int threads);
 void moert_pool_free(moert_pool *pool);
 int moert_pool_size(const moert_pool *pool);

@@ -1,0 +1,457 @@
+//===- RuntimeTest.cpp - libmoert's C API under bad input ------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// moert_model_load against real files (the header check, files that are not
+// regular), sizes that overflow or cannot be allocated, the thread pool when
+// threads cannot be started, and the CPU attention kernel: same results as a
+// direct computation, no allocation, cost independent of the capacity.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moert/kernels.h"
+#include "moert/moert.h"
+
+#include <gtest/gtest.h>
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <string>
+#include <vector>
+
+// Counts allocations, for the kernels that must not make any. (GCC cannot
+// tell that this operator new is malloc.)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+namespace {
+std::atomic<long> allocations{0};
+} // namespace
+void *operator new(std::size_t n) {
+  ++allocations;
+  if (void *p = std::malloc(n ? n : 1))
+    return p;
+  throw std::bad_alloc();
+}
+void operator delete(void *p) noexcept { std::free(p); }
+void operator delete(void *p, std::size_t) noexcept { std::free(p); }
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// A small program: one weight file with two tensors, one layer of cache.
+//===----------------------------------------------------------------------===//
+
+const char *kJson =
+    R"({"__metadata__":{"format":"pt"},)"
+    R"("embed":{"dtype":"F32","shape":[4,2],"data_offsets":[0,32]},)"
+    R"("norm":{"dtype":"F32","shape":[2],"data_offsets":[32,40]}})";
+const uint64_t kData = 8 + std::strlen(kJson);
+
+moert_weight_desc gWeights[] = {
+    {"embed", "model.safetensors", kData, 32, MOERT_F32, 4, 2, 2},
+    {"norm", "model.safetensors", kData + 32, 8, MOERT_F32, 2, 1, 1},
+};
+moert_cache_desc gCache = {1, 2, 8, 0};
+int64_t gPerToken = 16, gWorkspace = 4;
+
+int64_t scratchFloats(int64_t n) { return n * gPerToken + gWorkspace; }
+
+/// The first weight's address in the last forward call.
+const void *gEmbedAt = nullptr;
+
+/// logits[t][v] = embed[v] · embed[token t] * norm[0].
+void forward(const moert_exec *ex, int64_t n, const int32_t *tokens,
+             const int32_t *, float *logits) {
+  gEmbedAt = ex->weights[0];
+  auto *embed = static_cast<const float *>(ex->weights[0]);
+  auto *norm = static_cast<const float *>(ex->weights[1]);
+  for (int64_t t = 0; t < n; ++t)
+    for (int v = 0; v < 4; ++v)
+      logits[t * 4 + v] = (embed[2 * v] * embed[2 * tokens[t]] +
+                           embed[2 * v + 1] * embed[2 * tokens[t] + 1]) *
+                          norm[0];
+}
+
+moert_program makeProgram() {
+  moert_program p{};
+  p.abi_version = MOERT_ABI_VERSION;
+  p.model_name = "test";
+  p.model_dir = "/nonexistent";
+  p.vocab_size = 4;
+  p.hidden_size = 2;
+  p.num_layers = 1;
+  p.max_positions = 8;
+  p.num_weights = 2;
+  p.weights = gWeights;
+  p.caches = &gCache;
+  p.scratch_floats = scratchFloats;
+  p.forward = forward;
+  p.plan = "";
+  p.target = MOERT_TARGET_CPU;
+  return p;
+}
+
+std::string weightImage() {
+  std::string s(8, '\0');
+  uint64_t n = std::strlen(kJson);
+  for (int i = 0; i < 8; ++i)
+    s[size_t(i)] = char(n >> (8 * i) & 0xff);
+  s += kJson;
+  float embed[8] = {1, 0, 0, 1, 1, 1, -1, 2}, norm[2] = {2, 1};
+  s.append(reinterpret_cast<const char *>(embed), sizeof(embed));
+  s.append(reinterpret_cast<const char *>(norm), sizeof(norm));
+  return s;
+}
+
+class Load : public ::testing::Test {
+protected:
+  std::string dir;
+  moert_program program = makeProgram();
+  moert_model *model = nullptr;
+
+  void SetUp() override {
+    char tmpl[] = "/tmp/moert-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+  }
+  void TearDown() override {
+    moert_model_free(model);
+    std::string cmd = "rm -rf '" + dir + "'";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+  }
+  std::string file() const { return dir + "/model.safetensors"; }
+  void write(const std::string &bytes) {
+    std::ofstream(file(), std::ios::binary) << bytes;
+  }
+  moert_status load() {
+    return moert_model_load(&program, dir.c_str(), 1, 4, &model);
+  }
+};
+
+TEST_F(Load, RunsFromAMatchingFile) {
+  write(weightImage());
+  ASSERT_EQ(load(), MOERT_OK) << moert_last_error();
+  moert_session *s = nullptr;
+  ASSERT_EQ(moert_session_create(model, &s), MOERT_OK) << moert_last_error();
+  int32_t tokens[2] = {2, 3};
+  ASSERT_EQ(moert_prefill(s, tokens, 2), MOERT_OK) << moert_last_error();
+  int64_t rows = 0;
+  const float *l = moert_logits(s, &rows);
+  ASSERT_EQ(rows, 2);
+  // embed rows (1,0) (0,1) (1,1) (-1,2), norm[0] = 2.
+  const float want[8] = {2, 2, 4, 2, -2, 4, 2, 10};
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(l[i], want[i]) << i;
+  moert_session_free(s);
+}
+
+TEST_F(Load, NamesTheMappedFileOfAnAddress) {
+  write(weightImage());
+  ASSERT_EQ(load(), MOERT_OK) << moert_last_error();
+  // The address of the first weight lies in the mapping of the file.
+  moert_session *s = nullptr;
+  ASSERT_EQ(moert_session_create(model, &s), MOERT_OK);
+  int32_t token = 0;
+  ASSERT_EQ(moert_prefill(s, &token, 1), MOERT_OK);
+  const char *in = static_cast<const char *>(gEmbedAt);
+  ASSERT_NE(moert_model_file_at(model, in), nullptr);
+  EXPECT_EQ(std::string(moert_model_file_at(model, in)), file());
+  EXPECT_EQ(std::string(moert_model_file_at(model, in - kData)), file());
+  EXPECT_EQ(moert_model_file_at(model, in - kData - 1), nullptr);
+  EXPECT_EQ(moert_model_file_at(model, in + 40), nullptr); // past the end
+  EXPECT_EQ(moert_model_file_at(model, &token), nullptr);
+  EXPECT_EQ(moert_model_file_at(nullptr, in), nullptr);
+  moert_session_free(s);
+}
+
+TEST_F(Load, RefusesAFileThatChanged) {
+  std::string img = weightImage();
+  // "norm" declared [1, 2]: same bytes, another shape.
+  size_t at = img.find("\"shape\":[2]");
+  img.replace(at, 11, "\"shape\":[1,2]");
+  img.replace(0, 1, 1, char(img[0] + 2));
+  write(img);
+  EXPECT_EQ(load(), MOERT_ERROR_IO);
+  EXPECT_EQ(model, nullptr);
+  EXPECT_EQ(std::string(moert_last_error()),
+            file() + ": tensor 'embed' is at bytes [" +
+                std::to_string(kData + 2) + ", " + std::to_string(kData + 34) +
+                ") in the file, but the model was compiled for [" +
+                std::to_string(kData) + ", " + std::to_string(kData + 32) +
+                "); the file changed since the model was compiled: restore "
+                "it or recompile the model");
+}
+
+TEST_F(Load, RefusesAnEmptyFileWithARealMessage) {
+  write("");
+  EXPECT_EQ(load(), MOERT_ERROR_IO);
+  EXPECT_EQ(std::string(moert_last_error()),
+            file() + ": file is 0 bytes, too short for the 8-byte header "
+                     "length; the file changed since the model was compiled: "
+                     "restore it or recompile the model");
+}
+
+TEST_F(Load, RefusesFilesThatAreNotRegular) {
+  ASSERT_EQ(mkfifo(file().c_str(), 0600), 0);
+  EXPECT_EQ(load(), MOERT_ERROR_IO); // and does not wait for a writer
+  EXPECT_EQ(std::string(moert_last_error()),
+            file() + ": is a FIFO, not a regular file (weight 'embed')");
+  ASSERT_EQ(unlink(file().c_str()), 0);
+  ASSERT_EQ(symlink("/dev/zero", file().c_str()), 0);
+  EXPECT_EQ(load(), MOERT_ERROR_IO);
+  EXPECT_EQ(std::string(moert_last_error()),
+            file() +
+                ": is a character device, not a regular file (weight 'embed')");
+}
+
+TEST_F(Load, FollowsSymbolicLinks) {
+  std::string blob = dir + "/blob";
+  std::ofstream(blob, std::ios::binary) << weightImage();
+  ASSERT_EQ(symlink(blob.c_str(), file().c_str()), 0);
+  EXPECT_EQ(load(), MOERT_OK) << moert_last_error();
+}
+
+//===----------------------------------------------------------------------===//
+// Sizes
+//===----------------------------------------------------------------------===//
+
+class Sizes : public Load {
+protected:
+  void SetUp() override {
+    Load::SetUp();
+    write(weightImage());
+  }
+  void TearDown() override {
+    gCache = {1, 2, 8, 0};
+    gPerToken = 16;
+    gWorkspace = 4;
+    Load::TearDown();
+  }
+  std::string createError() {
+    if (!model && load() != MOERT_OK)
+      return std::string("load: ") + moert_last_error();
+    moert_session *s = nullptr;
+    moert_status st = moert_session_create(model, &s);
+    moert_session_free(s);
+    return st == MOERT_OK ? "" : moert_last_error();
+  }
+};
+
+TEST_F(Sizes, KvCacheThatOverflows) {
+  // 2 * 1 * 2^62 * 2 floats: more than 2^64.
+  gCache = {1, 2, int64_t(1) << 62, 0};
+  program.max_positions = int64_t(1) << 62;
+  EXPECT_EQ(createError(),
+            "the KV cache for 4611686018427387904 positions needs more than "
+            "9223372036854775807 bytes (at layer 0: 1 kv heads x "
+            "4611686018427387904 slots x 2 floats, for keys and values); "
+            "compile the model with a smaller --max-seq");
+}
+
+TEST_F(Sizes, KvCacheThatCannotBeAllocated) {
+  // 2 * 2^44 * 2 floats * 4 bytes = 2^48 bytes: beyond the address space.
+  gCache = {1, 2, int64_t(1) << 44, 0};
+  program.max_positions = int64_t(1) << 44;
+  EXPECT_EQ(createError(),
+            "cannot allocate 281474976710656 bytes of KV cache for "
+            "17592186044416 positions; compile the model with a smaller "
+            "--max-seq");
+}
+
+TEST_F(Sizes, ArenaThatOverflows) {
+  gPerToken = int64_t(1) << 61;
+  EXPECT_EQ(createError(),
+            "the activation arena for 4 tokens per forward pass "
+            "(2305843009213693952 floats per token) needs more than "
+            "9223372036854775807 bytes; lower the max batch tokens");
+}
+
+TEST_F(Sizes, ArenaThatCannotBeAllocated) {
+  gPerToken = int64_t(1) << 45;
+  EXPECT_EQ(createError(), "cannot allocate 562949953421328 bytes for the "
+                           "activation arena (4 tokens per forward pass); "
+                           "lower the max batch tokens");
+}
+
+TEST_F(Sizes, LogitsThatOverflow) {
+  ASSERT_EQ(load(), MOERT_OK);
+  program.vocab_size = int64_t(1) << 40;
+  program.max_positions = int64_t(1) << 40;
+  moert_session *s = nullptr;
+  ASSERT_EQ(moert_session_create(model, &s), MOERT_OK);
+  std::vector<int32_t> tokens(1 << 22, 0);
+  EXPECT_EQ(moert_prefill(s, tokens.data(), int64_t(tokens.size())),
+            MOERT_ERROR_MEMORY);
+  EXPECT_EQ(std::string(moert_last_error()),
+            "the logits of 4194304 tokens (1099511627776 each) need more than "
+            "9223372036854775807 bytes");
+  moert_session_free(s);
+}
+
+TEST_F(Sizes, PositionsBeyondTheMaximum) {
+  ASSERT_EQ(load(), MOERT_OK);
+  moert_session *s = nullptr;
+  ASSERT_EQ(moert_session_create(model, &s), MOERT_OK);
+  // Refused from n alone, before any of the (missing) tokens is read.
+  int32_t token = 1;
+  EXPECT_EQ(moert_prefill(s, &token, INT64_MAX), MOERT_ERROR_INVALID);
+  EXPECT_EQ(std::string(moert_last_error()),
+            "positions up to 9223372036854775806 exceed the model's maximum "
+            "of 7");
+  moert_session_free(s);
+}
+
+//===----------------------------------------------------------------------===//
+// The thread pool when the system will not start threads
+//===----------------------------------------------------------------------===//
+
+/// Virtual memory in use, in bytes.
+size_t virtualMemory() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0;
+  statm >> pages;
+  return pages * size_t(sysconf(_SC_PAGESIZE));
+}
+
+TEST(PoolDeathTest, KeepsTheThreadsThatStarted) {
+  // With an address-space limit, thread stacks cannot be mapped past a
+  // few: pthread_create fails (std::thread throws std::system_error). The
+  // pool must run with the threads it got, never let the exception out.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        struct rlimit limit;
+        limit.rlim_cur = limit.rlim_max = virtualMemory() + (64 << 20);
+        setrlimit(RLIMIT_AS, &limit);
+        moert_pool *pool = moert_pool_create(256);
+        if (!pool)
+          _exit(2);
+        int size = moert_pool_size(pool);
+        std::atomic<int64_t> sum{0};
+        auto body = [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i)
+            sum += i;
+        };
+        moert_pool_run(
+            pool, 1000, 16,
+            [](void *ctx, int64_t b, int64_t e) {
+              (*static_cast<decltype(body) *>(ctx))(b, e);
+            },
+            &body);
+        moert_pool_free(pool);
+        std::fprintf(stderr, "threads %s, sum %lld\n",
+                     size >= 1 && size < 256 ? "limited" : "unlimited",
+                     (long long)sum.load());
+        _exit(0);
+      },
+      ::testing::ExitedWithCode(0), "threads limited, sum 499500");
+}
+
+//===----------------------------------------------------------------------===//
+// CPU attention
+//===----------------------------------------------------------------------===//
+
+/// Causal attention with a window, computed directly in double from the
+/// whole history of keys and values (no ring).
+std::vector<float> attentionReference(int heads, int kvHeads, int d, int window,
+                                      const std::vector<float> &q,
+                                      const std::vector<float> &k,
+                                      const std::vector<float> &v,
+                                      int positions, float scale) {
+  std::vector<float> out(size_t(positions * heads * d));
+  for (int p = 0; p < positions; ++p)
+    for (int h = 0; h < heads; ++h) {
+      int g = h / (heads / kvHeads);
+      int first = window > 0 ? std::max(0, p - window + 1) : 0;
+      std::vector<double> w;
+      double best = -INFINITY, total = 0;
+      for (int j = first; j <= p; ++j) {
+        double s = 0;
+        for (int i = 0; i < d; ++i)
+          s += double(q[size_t((p * heads + h) * d + i)]) *
+               k[size_t((j * kvHeads + g) * d + i)];
+        w.push_back(s * scale);
+        best = std::max(best, w.back());
+      }
+      for (double &x : w)
+        total += x = std::exp(x - best);
+      for (int i = 0; i < d; ++i) {
+        double o = 0;
+        for (int j = first; j <= p; ++j)
+          o += w[size_t(j - first)] / total *
+               v[size_t((j * kvHeads + g) * d + i)];
+        out[size_t((p * heads + h) * d + i)] = float(o);
+      }
+    }
+  return out;
+}
+
+/// Runs positions [0, n) through attention<> in chunks of `chunk` tokens and
+/// compares with the reference; returns the allocations the kernel made.
+template <int64_t Heads, int64_t KvHeads, int64_t D, int64_t Cap,
+          int64_t Window>
+long checkAttention(int n, int chunk, int64_t cacheSlots) {
+  std::vector<float> q(size_t(n * Heads * D)), k(size_t(n * KvHeads * D)),
+      v(k.size());
+  uint32_t state = 12345;
+  auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return float(int(state >> 9) % 2001 - 1000) / 500.0f;
+  };
+  for (float &x : q)
+    x = next();
+  for (float &x : k)
+    x = next();
+  for (float &x : v)
+    x = next();
+  std::vector<float> kc(size_t(KvHeads * cacheSlots * D)), vc(kc.size()),
+      out(q.size());
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i)
+    pos[size_t(i)] = i;
+  float scale = 1.0f / std::sqrt(float(D));
+  long before = allocations.load();
+  for (int t0 = 0; t0 < n; t0 += chunk) {
+    int T = std::min(chunk, n - t0);
+    moert::attention<Heads, KvHeads, D, Cap, Window>(
+        nullptr, q.data() + t0 * Heads * D, k.data() + t0 * KvHeads * D,
+        v.data() + t0 * KvHeads * D, moert_kv{kc.data(), vc.data()},
+        pos.data() + t0, scale, T, out.data() + t0 * Heads * D);
+  }
+  long made = allocations.load() - before;
+  std::vector<float> want = attentionReference(int(Heads), int(KvHeads), int(D),
+                                               int(Window), q, k, v, n, scale);
+  for (size_t i = 0; i < out.size(); ++i)
+    EXPECT_NEAR(out[i], want[i], 1e-5f * (1 + std::fabs(want[i]))) << i;
+  return made;
+}
+
+TEST(Attention, FullCacheMatchesTheReference) {
+  // Contexts of up to 300 keys: several blocks of scores.
+  EXPECT_EQ((checkAttention<4, 2, 16, 512, 0>(300, 7, 512)), 0);
+  EXPECT_EQ((checkAttention<4, 4, 8, 300, 0>(300, 300, 300)), 0);
+}
+
+TEST(Attention, SlidingWindowRingMatchesTheReference) {
+  // The ring wraps many times; chunks longer than the window.
+  EXPECT_EQ((checkAttention<4, 1, 16, 100, 100>(400, 130, 100)), 0);
+  EXPECT_EQ((checkAttention<2, 2, 8, 5, 5>(40, 1, 5)), 0);
+}
+
+TEST(Attention, CostDoesNotDependOnTheCapacity) {
+  // A cache of 2^40 slots (--max-seq 2^40) of which 10 are live: only those
+  // are touched, and nothing is allocated for the rest.
+  EXPECT_EQ((checkAttention<2, 1, 8, int64_t(1) << 40, 0>(10, 3, 10)), 0);
+}
+
+} // namespace
