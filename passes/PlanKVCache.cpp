@@ -7,6 +7,8 @@
 #include "dialects/MoE/MoEOps.h"
 #include "passes/Passes.h"
 
+#include "llvm/Support/CheckedArithmetic.h"
+
 #include "mlir/IR/Builders.h"
 
 namespace mlir::moe {
@@ -37,6 +39,11 @@ struct PlanKVCachePass : mlir::moe::impl::PlanKVCacheBase<PlanKVCachePass> {
                      "moe-translate");
       return signalPassFailure();
     }
+    if (seq > kMaxCacheCapacity) {
+      func.emitError("moe-plan-kv-cache: max-seq must be at most ")
+          << kMaxCacheCapacity << " (positions are int32), got " << seq;
+      return signalPassFailure();
+    }
     if (func.isExternal())
       return;
 
@@ -62,8 +69,16 @@ struct PlanKVCachePass : mlir::moe::impl::PlanKVCacheBase<PlanKVCachePass> {
                            type.getHeadDim(), type.getElementType());
       arg.setType(planned);
       attention.getCacheOut().setType(planned);
+      // Each cache is at most 2^58 bytes (the kv_cache type's bounds); their
+      // sum is checked.
       int64_t bytes = *planned.getSizeInBytes();
-      total += bytes;
+      std::optional<int64_t> sum = llvm::checkedAdd(total, bytes);
+      if (!sum) {
+        func.emitError("moe-plan-kv-cache: the KV caches for max-seq ")
+            << seq << " need more than 2^63 bytes";
+        return signalPassFailure();
+      }
+      total = *sum;
       ++numCaches;
       layers.push_back(b.getDictionaryAttr(
           {b.getNamedAttr("bytes", b.getI64IntegerAttr(bytes)),

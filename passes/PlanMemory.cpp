@@ -7,6 +7,8 @@
 #include "dialects/MoE/MoEOps.h"
 #include "passes/Passes.h"
 
+#include "llvm/Support/CheckedArithmetic.h"
+
 #include "mlir/IR/Builders.h"
 
 #include <algorithm>
@@ -22,6 +24,9 @@ using namespace mlir::moe;
 namespace {
 
 /// A buffer of `size` floats per batch token, live over ops [first, last].
+/// Largest buffer planned, in floats per batch token.
+constexpr int64_t kMaxBufferFloats = int64_t(1) << 36;
+
 struct Buffer {
   int64_t size = 0, first = 0, last = 0;
   int64_t offset = -1;
@@ -34,8 +39,9 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
     func::FuncOp func = getOperation();
     if (func.isExternal())
       return;
-    if (maxBatchTokens < 1) {
-      func.emitError("moe-plan-memory: max-batch-tokens must be >= 1");
+    if (maxBatchTokens < 1 || maxBatchTokens > kMaxBatchTokensLimit) {
+      func.emitError("moe-plan-memory: max-batch-tokens must be in [1, ")
+          << kMaxBatchTokensLimit << "], got " << maxBatchTokens;
       return signalPassFailure();
     }
     Block &entry = func.getBody().front();
@@ -59,6 +65,11 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
         if (!isa<RankedTensorType>(result.getType()) || result == output)
           continue;
         Buffer buffer{getFloatsPerToken(result), at, at};
+        if (buffer.size < 0 || buffer.size > kMaxBufferFloats) {
+          op.emitOpError("moe-plan-memory: a result of ")
+              << buffer.size << " floats per token is too large to plan";
+          return signalPassFailure();
+        }
         for (Operation *user : result.getUsers())
           buffer.last = std::max(buffer.last, position[user]);
         bufferOf[result] = buffers.size();
@@ -126,7 +137,15 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
         op.setAttr("moe.scratch_offset",
                    b.getI64IntegerAttr(buffers[it->second].offset));
     }
+    // Buffers are at most 2^36 floats and there is one per op, so offsets
+    // fit; the byte counts are checked.
     int64_t bytesPerFloatToken = 4 * maxBatchTokens;
+    for (int64_t floats : {arena, naive, lowerBound})
+      if (!llvm::checkedMul(floats, bytesPerFloatToken)) {
+        func.emitError("moe-plan-memory: the activation arena for ")
+            << maxBatchTokens << " tokens needs more than 2^63 bytes";
+        return signalPassFailure();
+      }
     func->setAttr(
         "moe.memory_plan",
         b.getDictionaryAttr({

@@ -6,6 +6,7 @@
 
 #include "compiler/common/HostPlan.h"
 
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/Format.h"
 
 using namespace mlir;
@@ -105,6 +106,7 @@ std::string HostPlanEmitter::allocate(Value v, bool ints) {
     return "logits";
   }
   // moe-plan-memory's offset when there is one, else a range of its own.
+  // (verifyContract bounded both, so the sum cannot overflow.)
   int64_t offset = arenaPerToken;
   auto result = cast<OpResult>(v);
   if (auto planned = result.getOwner()->getAttrOfType<DenseI64ArrayAttr>(
@@ -113,6 +115,8 @@ std::string HostPlanEmitter::allocate(Value v, bool ints) {
       planned[result.getResultNumber()] >= 0)
     offset = planned[result.getResultNumber()];
   arenaPerToken = std::max(arenaPerToken, offset + perToken);
+  if (arenaPerToken > kMaxArenaFloatsPerToken && !arenaTooLarge)
+    arenaTooLarge = result.getOwner();
   std::string name = "b" + std::to_string(names.size());
   out << "  " << (ints ? "int32_t" : "float") << " *" << name << " = ";
   if (ints)
@@ -128,7 +132,18 @@ int64_t HostPlanEmitter::scratch(Operation *op) {
   if (auto planned = op->getAttrOfType<IntegerAttr>("moe.scratch_offset"))
     offset = planned.getInt();
   arenaPerToken = std::max(arenaPerToken, offset + perToken);
+  if (arenaPerToken > kMaxArenaFloatsPerToken && !arenaTooLarge)
+    arenaTooLarge = op;
   return offset;
+}
+
+std::string HostPlanEmitter::name(Value v) {
+  auto it = names.find(v);
+  if (it != names.end())
+    return it->second;
+  if (!unnamed)
+    unnamed = v;
+  return "";
 }
 
 std::string HostPlanEmitter::weight(Value v) {
@@ -177,6 +192,141 @@ const HostPlanEmitter::Cache *HostPlanEmitter::planCache(AttentionOp a) {
   return &c;
 }
 
+namespace {
+/// Fails with a message on `user` unless `indices` are the expert indices of
+/// a router over at most `experts` experts choosing `k` each: what the
+/// kernels index weight tables and offsets with.
+LogicalResult checkExpertIndices(Operation *user, Value indices,
+                                 int64_t experts, int64_t k) {
+  int64_t routed = 0, chosen = 0;
+  if (auto r = indices.getDefiningOp<RouterOp>();
+      r && indices == r.getIndices())
+    routed = r.getNumExperts(), chosen = r.getK();
+  else if (auto f = indices.getDefiningOp<FusedRouterOp>();
+           f && indices == f.getIndices())
+    routed = f.getNumExperts(), chosen = f.getK();
+  else
+    return user->emitOpError("the targets need expert indices computed by "
+                             "a moe.router or moe.fused_router");
+  if (routed > experts || chosen != k)
+    return user->emitOpError("routes top ")
+           << k << " of " << experts << " experts, but its indices choose "
+           << chosen << " of " << routed;
+  return success();
+}
+
+/// Fails unless `perm` (and `offsets`, when given) are the results of one
+/// moe.expert_permute over `experts` experts (any, when 0) with `k` choices.
+LogicalResult checkPermutation(Operation *user, Value perm, Value offsets,
+                               int64_t experts, int64_t k) {
+  auto permute = perm.getDefiningOp<ExpertPermuteOp>();
+  if (!permute || perm != permute.getPerm() ||
+      (offsets && offsets != permute.getOffsets()))
+    return user->emitOpError("the targets need the permutation")
+           << (offsets ? " and offsets" : "")
+           << " of one moe.expert_permute";
+  int64_t permuted = permute.getIndices().getType().getDimSize(1);
+  if ((experts && int64_t(permute.getNumExperts()) != experts) ||
+      permuted != k)
+    return user->emitOpError("takes top ")
+           << k << (experts ? " of " + std::to_string(experts) : "")
+           << " experts, but its permutation is of top " << permuted << " of "
+           << permute.getNumExperts();
+  return success();
+}
+
+/// Rows per batch token of an activation's buffer.
+int64_t rowsPerToken(Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  return getFloatsPerToken(v) / std::max<int64_t>(1, type.getDimSize(1));
+}
+} // namespace
+
+LogicalResult HostPlanEmitter::verifyContract(func::FuncOp func) {
+  // The signature forward's C++ has: (tokens, positions, caches...) ->
+  // (logits [?, vocab] f32, caches...).
+  FunctionType type = func.getFunctionType();
+  auto isIds = [](Type t) {
+    auto r = dyn_cast<RankedTensorType>(t);
+    return r && r.getRank() == 1 && r.getElementType().isInteger(32);
+  };
+  auto logits = type.getNumResults()
+                    ? dyn_cast<RankedTensorType>(type.getResult(0))
+                    : RankedTensorType();
+  if (type.getNumInputs() < 3 || !isIds(type.getInput(0)) ||
+      !isIds(type.getInput(1)) || !logits || logits.getRank() != 2 ||
+      !logits.getElementType().isF32() ||
+      llvm::any_of(type.getInputs().drop_front(2),
+                   [](Type t) { return !isa<KVCacheType>(t); }) ||
+      llvm::any_of(type.getResults().drop_front(1),
+                   [](Type t) { return !isa<KVCacheType>(t); }))
+    return func.emitOpError("@forward must take (tensor<?xi32> tokens, "
+                            "tensor<?xi32> positions, !moe.kv_cache...) and "
+                            "return (tensor<?xVOCABxf32> logits, "
+                            "!moe.kv_cache...)");
+  if (logits.getDimSize(1) != vocab)
+    return func.emitOpError("returns logits of width ")
+           << logits.getDimSize(1) << ", but moe.model's vocab_size is "
+           << vocab;
+  Value tokens = func.getArgument(0);
+  WalkResult r = func.walk([&](Operation *op) -> WalkResult {
+    if (auto o = op->getAttrOfType<DenseI64ArrayAttr>("moe.arena_offsets"))
+      if (llvm::any_of(o.asArrayRef(), [](int64_t x) {
+            return x < -1 || x > kMaxArenaFloatsPerToken;
+          }))
+        return op->emitOpError("moe.arena_offsets entries must be -1 or in "
+                               "[0, ")
+               << kMaxArenaFloatsPerToken << "]";
+    if (auto o = op->getAttrOfType<IntegerAttr>("moe.scratch_offset"))
+      if (o.getInt() < 0 || o.getInt() > kMaxArenaFloatsPerToken)
+        return op->emitOpError("moe.scratch_offset must be in [0, ")
+               << kMaxArenaFloatsPerToken << "]";
+    for (Value result : op->getResults())
+      if (isa<RankedTensorType>(result.getType()) && !isa<WeightOp>(op) &&
+          (getFloatsPerToken(result) < 0 ||
+           getFloatsPerToken(result) > kMaxArenaFloatsPerToken))
+        return op->emitOpError("a result of ")
+               << getFloatsPerToken(result)
+               << " floats per token does not fit the arena";
+    if (auto e = dyn_cast<EmbeddingOp>(op)) {
+      // The runtime checks token ids against vocab_size only.
+      if (e.getIds() != tokens)
+        return op->emitOpError("the targets look up the token ids of "
+                               "@forward's first argument only");
+      if (e.getTable().getType().getDimSize(0) != vocab)
+        return op->emitOpError("has ")
+               << e.getTable().getType().getDimSize(0)
+               << " table rows, but moe.model's vocab_size is " << vocab;
+    } else if (auto e = dyn_cast<ExpertsOp>(op)) {
+      return checkExpertIndices(op, e.getIndices(), e.getNumExperts(),
+                                width(e.getWeights()));
+    } else if (auto p = dyn_cast<ExpertPermuteOp>(op)) {
+      return checkExpertIndices(op, p.getIndices(), p.getNumExperts(),
+                                width(p.getIndices()));
+    } else if (auto g = dyn_cast<GroupedMatmulOp>(op)) {
+      if (failed(checkPermutation(op, g.getPerm(), g.getOffsets(),
+                                  g.getNumExperts(), g.getK())))
+        return failure();
+      // Without gather the input is the permuted batch: k rows a token.
+      int64_t rows = g.getGather() ? 1 : int64_t(g.getK());
+      if (rowsPerToken(g.getInput()) != rows)
+        return op->emitOpError("needs an input of ")
+               << rows << " row(s) per token, got one of "
+               << rowsPerToken(g.getInput());
+    } else if (auto c = dyn_cast<ExpertCombineOp>(op)) {
+      int64_t k = width(c.getWeights());
+      if (failed(checkPermutation(op, c.getPerm(), Value(), 0, k)))
+        return failure();
+      if (rowsPerToken(c.getInput()) != k)
+        return op->emitOpError("needs the permuted batch (")
+               << k << " rows per token) as input, got "
+               << rowsPerToken(c.getInput()) << " row(s) per token";
+    }
+    return WalkResult::advance();
+  });
+  return failure(r.wasInterrupted());
+}
+
 LogicalResult HostPlanEmitter::emitForward(func::FuncOp func) {
   Block &entry = func.getBody().front();
   FunctionType type = func.getFunctionType();
@@ -201,6 +351,14 @@ LogicalResult HostPlanEmitter::emitForward(func::FuncOp func) {
       return op.emitOpError("the ")
              << targetName << " target needs its weights to come from "
              << "moe.weight ops";
+    if (unnamed)
+      return op.emitOpError("the ")
+             << targetName << " target cannot use " << unnamed.getType()
+             << " (a weight or a value it does not compute) as an activation";
+    if (arenaTooLarge)
+      return arenaTooLarge->emitOpError("the activation arena would need "
+                                        "more than ")
+             << kMaxArenaFloatsPerToken << " floats per token";
   }
   for (int64_t l = 0; l < layers; ++l) {
     if (names.lookup(ret.getOperand(1 + l)) !=
@@ -235,9 +393,24 @@ LogicalResult HostPlanEmitter::run() {
   if (maxPositions <= 0 || vocab <= 0)
     return module.emitError("moe.model lacks vocab_size or max_positions");
   auto func = module.lookupSymbol<func::FuncOp>("forward");
-  if (!func)
+  if (!func || func.isExternal())
     return module.emitError("no func.func @forward to compile");
-  return failure(failed(collectManifest()) || failed(emitForward(func)));
+  if (failed(collectManifest()) || failed(verifyContract(func)) ||
+      failed(emitForward(func)))
+    return failure();
+  // The KV caches, in bytes, as the descriptor reports them: each is at
+  // most 2^58 bytes (kv_cache bounds), but their number is the IR's.
+  cacheBytes = 0;
+  for (const Cache &c : caches) {
+    std::optional<int64_t> bytes = llvm::checkedMul<int64_t>(
+        8 * c.kvHeads * c.headDim, c.capacity);
+    if (bytes)
+      bytes = llvm::checkedAdd(cacheBytes, *bytes);
+    if (!bytes)
+      return func.emitOpError("the KV caches would need more than 2^63 bytes");
+    cacheBytes = *bytes;
+  }
+  return success();
 }
 
 void HostPlanEmitter::writeTables(raw_ostream &os) const {
@@ -265,9 +438,6 @@ void HostPlanEmitter::writeTables(raw_ostream &os) const {
 void HostPlanEmitter::writeDescriptor(raw_ostream &os,
                                       StringRef targetFields) const {
   int64_t layers = int64_t(caches.size());
-  int64_t cacheFloats = 0;
-  for (const Cache &c : caches)
-    cacheFloats += 2 * c.kvHeads * c.capacity * c.headDim;
   std::string plan;
   llvm::raw_string_ostream p(plan);
   p << "model: " << options.modelName << " (" << layers << " layers, hidden "
@@ -279,7 +449,7 @@ void HostPlanEmitter::writeDescriptor(raw_ostream &os,
   if (workspaceFloats)
     p << " + " << workspaceFloats << " floats of workspace";
   p << "\n"
-    << "kv cache: " << cacheFloats * 4 << " bytes for " << maxPositions
+    << "kv cache: " << cacheBytes << " bytes for " << maxPositions
     << " positions\n";
   for (auto [l, c] : llvm::enumerate(caches))
     p << "  layer " << l << ": " << c.kvHeads << " kv heads x " << c.capacity

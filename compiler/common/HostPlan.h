@@ -31,6 +31,10 @@
 
 namespace mlir::moe {
 
+/// Largest arena the targets plan, in floats per batch token: times the
+/// 2^20 tokens a forward call may take, it still fits in int64.
+constexpr int64_t kMaxArenaFloatsPerToken = int64_t(1) << 36;
+
 struct EmitOptions {
   /// Longest sequence a session may reach; 0 = the model's
   /// max_position_embeddings.
@@ -87,7 +91,9 @@ protected:
   int64_t scratch(Operation *op);
   /// The C++ name of a weight operand, `W<i>` in manifest order.
   std::string weight(Value v);
-  std::string name(Value v) const { return names.lookup(v); }
+  /// The C++ name of an activation; records a value without one (a weight
+  /// used as an activation), which fails the op being emitted.
+  std::string name(Value v);
   /// The feature width of a [tokens, features] activation.
   static int64_t width(Value v) {
     return cast<RankedTensorType>(v.getType()).getDimSize(1);
@@ -116,10 +122,18 @@ protected:
 
 private:
   LogicalResult collectManifest();
+  /// Checks what the emitted code relies on beyond the op verifiers, so
+  /// that whatever passes compiles into a memory-safe binary: forward's
+  /// signature, logits of vocab_size, embeddings of the token ids, expert
+  /// indices and permutations from the ops that make them in range, and
+  /// arena offsets that fit.
+  LogicalResult verifyContract(func::FuncOp func);
   LogicalResult emitForward(func::FuncOp func);
   llvm::DenseMap<Value, std::string> names;
   Value logitsValue;
-  Value notAWeight;
+  Value notAWeight, unnamed;
+  Operation *arenaTooLarge = nullptr;
+  int64_t cacheBytes = 0;
   StringRef weightDir;
 };
 

@@ -164,15 +164,24 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                  .append(source.getName(), "'")
                  .attachNote(it->second.getLoc())
              << "first source here";
-    byFile[source.getFile()].push_back(source);
+    // Sizes are computed only for types the op verifier (which runs after
+    // this) will accept: others could overflow.
+    auto type = cast<RankedTensorType>(source.getType());
+    if (type.getRank() <= 2 && llvm::all_of(type.getShape(), [](int64_t d) {
+          return d > 0 && d <= kMaxWeightDim;
+        }))
+      byFile[source.getFile()].push_back(source);
   }
   for (auto &entry : byFile) {
     SmallVector<WeightSourceOp> &list = entry.second;
     llvm::sort(list, [](WeightSourceOp a, WeightSourceOp b) {
-      return a.getOffset() < b.getOffset();
+      return std::make_pair(a.getOffset(), a.getName()) <
+             std::make_pair(b.getOffset(), b.getName());
     });
     for (size_t i = 1; i < list.size(); ++i) {
       WeightSourceOp prev = list[i - 1], next = list[i];
+      // Offsets are at most 2^63 - 1 and sizes at most 2^50: no wrap in
+      // unsigned arithmetic.
       if (uint64_t(next.getOffset()) <
           prev.getOffset() + uint64_t(prev.getSizeInBytes()))
         return next.emitOpError("weight '")

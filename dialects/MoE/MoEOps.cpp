@@ -19,6 +19,7 @@
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CheckedArithmetic.h"
 
 #include <cmath>
 #include <limits>
@@ -721,7 +722,9 @@ int64_t mlir::moe::getFloatsPerToken(Value value) {
   if (auto permute = value.getDefiningOp<ExpertPermuteOp>())
     if (value == permute.getOffsets())
       return type.getDimSize(0);
-  return width * rowsPerToken(value);
+  // Saturates: a width no buffer can have stays out of every arena.
+  return llvm::checkedMul(width, rowsPerToken(value))
+      .value_or(std::numeric_limits<int64_t>::max());
 }
 
 int64_t mlir::moe::getScratchFloatsPerToken(Operation *op) {

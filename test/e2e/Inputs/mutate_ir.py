@@ -1,0 +1,58 @@
+"""Rewrites moe IR text with one defect, for hostile-mlir.test:
+    mutate_ir.py CASE IN OUT"""
+
+import re
+import sys
+
+CASES = {
+    # moe.model says 128 tokens of vocabulary; the logits are 256 wide.
+    "vocab": (r"vocab_size = 256 : i64", "vocab_size = 128 : i64"),
+    # The embedding looks up the positions instead of the token ids.
+    "embedding-positions": (r"(moe\.embedding %\w+)\[%arg0\]", r"\1[%arg1]"),
+    # The combine reads rows through the token ids instead of a permutation.
+    "combine-perm": (r"(moe\.expert_combine %\w+)\[%perm\]", r"\1[%arg0]"),
+    # The gathering GEMM gathers through the positions.
+    "gather-perm": (r"(moe\.grouped_matmul %\w+)\[%perm\] gather", r"\1[%arg1] gather"),
+    # The manifest points into a system directory, at a system binary.
+    "weight-dir-bin": (r'moe\.weight_dir = "[^"]*"', 'moe.weight_dir = "/bin"'),
+    "weight-file-sh": (r'(moe\.weight_source "model\.norm\.weight" in )"[^"]*"', r'\1"sh"'),
+    # A relative weight directory.
+    "weight-dir-relative": (r'moe\.weight_dir = "[^"]*"', 'moe.weight_dir = "bin"'),
+    # The last weight of the file moved by half an element.
+    "offset-misaligned": (r'(moe\.weight_source "lm_head\.weight" in "[^"]*" at )(\d+)',
+                          lambda m: m.group(1) + str(int(m.group(2)) + 2)),
+    # Another tensor's bytes (an overlap with the embedding).
+    "offset-overlap": (r'(moe\.weight_source "model\.norm\.weight" in "[^"]*" at )(\d+)',
+                       lambda m: m.group(1) + "4584"),
+}
+
+
+NORMS = r'(moe\.weight_source "model\.layers\.0\.{}_layernorm\.weight" in "[^"]*" at )(\d+)'
+
+
+def swap_norms(text):
+    """Layer 0's two norm weights swap places: aligned, no overlap, but not
+    where the file has them."""
+    a = re.search(NORMS.format("input"), text)
+    b = re.search(NORMS.format("post_attention"), text)
+    text = re.sub(NORMS.format("input"), lambda m: m.group(1) + b.group(2), text)
+    return re.sub(NORMS.format("post_attention"), lambda m: m.group(1) + a.group(2), text)
+
+
+def main(case, src, dst):
+    with open(src) as f:
+        text = f.read()
+    if case == "offset-swap":
+        with open(dst, "w") as f:
+            f.write(swap_norms(text))
+        return
+    pattern, repl = CASES[case]
+    text, n = re.subn(pattern, repl, text, count=1)
+    if n != 1:
+        sys.exit(f"{case}: pattern not found")
+    with open(dst, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
