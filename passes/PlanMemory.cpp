@@ -41,7 +41,7 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
       return;
     if (maxBatchTokens < 1 || maxBatchTokens > kMaxBatchTokensLimit) {
       func.emitError("moe-plan-memory: max-batch-tokens must be in [1, ")
-          << kMaxBatchTokensLimit << "], got " << maxBatchTokens;
+          << kMaxBatchTokensLimit << "], got " << int64_t(maxBatchTokens);
       return signalPassFailure();
     }
     Block &entry = func.getBody().front();
@@ -143,7 +143,7 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
     for (int64_t floats : {arena, naive, lowerBound})
       if (!llvm::checkedMul(floats, bytesPerFloatToken)) {
         func.emitError("moe-plan-memory: the activation arena for ")
-            << maxBatchTokens << " tokens needs more than 2^63 bytes";
+            << int64_t(maxBatchTokens) << " tokens needs more than 2^63 bytes";
         return signalPassFailure();
       }
     func->setAttr(
