@@ -11,8 +11,9 @@ runtime's load-time checks:
   st_edit.py FILE shape NAME D,D   declare another shape (same byte count)
   st_edit.py FILE dtype NAME DT    declare another dtype label
   st_edit.py FILE rename OLD NEW   rename a tensor
-  st_edit.py FILE fill NAME VALUE  set every element of an F32 tensor
-  st_edit.py FILE set NAME I VALUE set element I of an F32 tensor
+  st_edit.py FILE fill NAME VALUE  set every element of a tensor (F32, F16
+                                   or BF16)
+  st_edit.py FILE set NAME I VALUE set element I of a tensor
   st_edit.py FILE header TEXT      replace the header's JSON with TEXT
                                    (@PATH: with the contents of PATH)
   st_edit.py FILE length N         replace the 8-byte header length with N
@@ -61,15 +62,23 @@ def main(argv):
         header = {args[1] if k == args[0] else k: v for k, v in header.items()}
     elif op in ("fill", "set"):
         t = header[args[0]]
-        assert t["dtype"] == "F32"
         b0, b1 = t["data_offsets"]
-        count = (b1 - b0) // 4
         if op == "fill":
-            indices, value = range(count), float(args[1])
+            value = float(args[1])
         else:
-            indices, value = [int(args[1])], float(args[2])
+            value = float(args[2])
+        # The value in the tensor's own format: f32, f16, or bf16 (the top
+        # half of the f32).
+        if t["dtype"] == "F32":
+            size, raw = 4, struct.pack("<f", value)
+        elif t["dtype"] == "F16":
+            size, raw = 2, struct.pack("<e", value)
+        else:
+            assert t["dtype"] == "BF16"
+            size, raw = 2, struct.pack("<f", value)[2:]
+        indices = range((b1 - b0) // size) if op == "fill" else [int(args[1])]
         for i in indices:
-            body[b0 + 4 * i:b0 + 4 * i + 4] = struct.pack("<f", value)
+            body[b0 + size * i:b0 + size * i + size] = raw
         data = data[:8 + n] + bytes(body)
     elif op == "header":
         text = args[0].encode()

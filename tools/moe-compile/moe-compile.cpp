@@ -38,6 +38,7 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -434,8 +435,8 @@ int main(int argc, char **argv) {
       if (quiet || (done < total && done - shown < total / 20))
         return;
       shown = done;
-      errs() << "      checking weights: " << done / 1000000 << " of "
-             << total / 1000000 << " MB\n";
+      errs() << format("      checking weights: %.1f of %.1f MB\n",
+                       done / 1e6, total / 1e6);
     };
     if (failed(mlir::moe::hf::checkWeightValues(*module, report)))
       return fail("the weights hold NaN or infinity (see above); fix the "
