@@ -16,17 +16,13 @@
 #define MOE_FRONTENDS_HF_HFIMPORTER_H
 
 #include "frontends/ModelSpec.h"
+#include "frontends/hf/Config.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "llvm/Support/Error.h"
 
 namespace mlir::moe::hf {
-
-/// Parses config.json text (`file` names it in messages) into a validated
-/// ModelSpec. Supports model_type "mixtral".
-llvm::Expected<ModelSpec> parseConfig(llvm::StringRef file,
-                                      llvm::StringRef json);
 
 /// The Hugging Face MixtralForCausalLM name of a weight.
 std::string tensorName(const ModelSpec &spec, WeightRole role, int64_t layer,
