@@ -6,11 +6,13 @@
 //
 //   moe-compile MODEL -o PATH [--target cpu|cuda] [--emit=bin|mlir|cpp|cu]
 //
-// MODEL is a Hugging Face directory (or moe IR from moe-translate). The
-// driver imports it, runs the pipeline, emits the host plan and kernels
-// (C++ for the CPU target; CUDA kernels plus a C++ host plan for the CUDA
-// target, built with nvcc), and builds them with the runtime into one
-// executable at PATH. PATH is replaced only when every step succeeded.
+// MODEL is a Hugging Face directory (or moe IR from moe-translate, checked
+// against the weight files it names). The driver imports it, runs the
+// pipeline, emits the host plan and kernels (C++ for the CPU target; CUDA
+// kernels plus a C++ host plan for the CUDA target, built with nvcc), and
+// builds them with the runtime into one executable at PATH. PATH is checked
+// before any work, is never one of the inputs, and is replaced (through a
+// unique temporary file) only when every step succeeded.
 //
 //===----------------------------------------------------------------------===//
 
@@ -374,10 +376,13 @@ int main(int argc, char **argv) {
       "  moe-compile MODEL_DIR -o PATH [--target cpu|cuda] "
       "[--cuda-arch sm_80,sm_90]\n"
       "  moe-compile MODEL_DIR --emit=mlir|cpp|cu [-o FILE]\n"
-      "  moe-compile MODEL_DIR --print-memory-plan\n\n"
+      "  moe-compile MODEL_DIR --print-memory-plan\n"
+      "  moe-compile MODEL.mlir -o PATH      (IR from moe-translate)\n\n"
       "The executable runs the model on token ids (see PATH --help); it\n"
       "memory-maps the weights from MODEL_DIR (or --weights DIR) at run "
-      "time.\n");
+      "time.\n"
+      "PATH is checked before any work, is never one of the model's files,\n"
+      "and is replaced only when every step succeeded (docs/hardening.md).\n");
 
   const bool isCuda = target == Target::Cuda;
   if (emit == Emit::Cu && !isCuda)
