@@ -6,6 +6,8 @@
 
 #include "frontends/InputFiles.h"
 
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -114,27 +116,50 @@ Expected<bool> pathExists(StringRef path) {
 }
 
 Expected<json::Value> parseJSON(StringRef file, StringRef text) {
-  // llvm::json parses recursively: bound the nesting before it runs.
-  unsigned depth = 0;
-  bool inString = false;
+  // One pass before llvm::json, which parses recursively and keeps one of
+  // two equal keys silently: bound the nesting, and refuse a key that
+  // appears twice in one object (a header naming a tensor twice, a config
+  // setting a key twice).
+  struct Level {
+    bool object;
+    StringSet<> keys;
+  };
+  SmallVector<Level, 8> levels;
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
-    if (inString) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        inString = false;
-      continue;
-    }
     if (c == '"') {
-      inString = true;
+      size_t start = i;
+      for (++i; i < text.size() && text[i] != '"'; ++i)
+        if (text[i] == '\\')
+          ++i;
+      if (i >= text.size())
+        break; // unterminated: llvm::json reports it
+      StringRef quoted = text.slice(start, i + 1);
+      size_t next = text.find_first_not_of(" \t\r\n", i + 1);
+      if (levels.empty() || !levels.back().object || next == StringRef::npos ||
+          text[next] != ':')
+        continue;
+      std::string key = quoted.drop_front().drop_back().str();
+      if (quoted.contains('\\')) {
+        Expected<json::Value> decoded = json::parse(quoted);
+        if (!decoded) {
+          consumeError(decoded.takeError());
+          continue; // llvm::json reports it
+        }
+        key = decoded->getAsString().value_or("").str();
+      }
+      if (!levels.back().keys.insert(key).second)
+        return fileError(file, formatv("key \"{0}\" appears twice in one "
+                                       "object (at byte {1})",
+                                       key, start));
     } else if (c == '[' || c == '{') {
-      if (++depth > kMaxJSONDepth)
+      if (levels.size() >= kMaxJSONDepth)
         return fileError(file, formatv("JSON nests deeper than {0} levels "
                                        "(at byte {1})",
                                        kMaxJSONDepth, i));
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
+      levels.push_back({c == '{', {}});
+    } else if ((c == ']' || c == '}') && !levels.empty()) {
+      levels.pop_back();
     }
   }
   Expected<json::Value> parsed = json::parse(text);

@@ -63,7 +63,7 @@ readInputFile(llvm::StringRef path, uint64_t limit);
 llvm::Expected<bool> pathExists(llvm::StringRef path);
 
 /// Parses JSON `text` after checking that it nests at most kMaxJSONDepth
-/// deep; `file` names it in messages.
+/// deep and that no object has a key twice; `file` names it in messages.
 llvm::Expected<llvm::json::Value> parseJSON(llvm::StringRef file,
                                             llvm::StringRef text);
 

@@ -121,9 +121,23 @@ def main(case, out):
     elif case == "deep-metadata":
         # 50,000 levels of nesting in __metadata__ (json.dumps would recurse).
         header, data = read_header(st)
+        header.pop("__metadata__", None)
         text = json.dumps(header)[:-1] + ', "__metadata__": ' + '{"a": ' * 50000 + '"x"' + "}" * 50000 + "}"
         text = text.encode() + b" " * (-len(text) % 8)
         write_bytes(st, struct.pack("<Q", len(text)) + text + data)
+    elif case == "duplicate-tensor":
+        # A second entry for model.norm.weight, with another shape: which
+        # one a reader keeps is up to it, so the header is refused.
+        header, data = read_header(st)
+        entry = dict(header["model.norm.weight"], shape=[16, 4])
+        text = json.dumps(header)[:-1] + ', "model.norm.weight": ' + json.dumps(entry) + "}"
+        text = text.encode() + b" " * (-len(text) % 8)
+        write_bytes(st, struct.pack("<Q", len(text)) + text + data)
+    elif case == "duplicate-config-key":
+        path = os.path.join(out, "config.json")
+        with open(path) as f:
+            text = f.read().rstrip()
+        write_bytes(path, (text[:-1] + ', "vocab_size": 128}').encode())
     elif case.startswith("config:"):
         # config:KEY=JSON,KEY=JSON overrides config.json keys of the tiny model.
         pairs = [kv.split("=", 1) for kv in case[len("config:"):].split(",")]
