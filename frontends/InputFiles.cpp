@@ -168,4 +168,44 @@ Expected<json::Value> parseJSON(StringRef file, StringRef text) {
   return parsed;
 }
 
+std::string printableText(StringRef s) {
+  std::string out = s.str();
+  for (char &c : out)
+    if ((unsigned char)c < 0x20 || c == 0x7f)
+      c = '?';
+  return out;
+}
+
+Error checkIRNesting(StringRef file, StringRef text) {
+  unsigned depth = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '"') {
+      for (++i; i < text.size() && text[i] != '"' && text[i] != '\n'; ++i)
+        if (text[i] == '\\')
+          ++i;
+    } else if (c == '/' && text.substr(i).starts_with("//")) {
+      i = text.find('\n', i);
+      if (i == StringRef::npos)
+        break;
+    } else if (c == '(' || c == '[' || c == '{' || c == '<') {
+      if (++depth > kMaxIRDepth) {
+        // Line and column, as the parser would say it.
+        StringRef before = text.take_front(i);
+        size_t line = before.count('\n') + 1;
+        size_t column = i - (before.rfind('\n') + 1) + 1;
+        return createStringError(
+            inconvertibleErrorCode(),
+            formatv("{0}:{1}:{2}: the IR nests deeper than {3} levels", file,
+                    line, column, kMaxIRDepth));
+      }
+    } else if ((c == ')' || c == ']' || c == '}' ||
+                (c == '>' && (i == 0 || text[i - 1] != '-'))) &&
+               depth > 0) {
+      --depth;
+    }
+  }
+  return Error::success();
+}
+
 } // namespace mlir::moe

@@ -67,6 +67,20 @@ llvm::Expected<bool> pathExists(llvm::StringRef path);
 llvm::Expected<llvm::json::Value> parseJSON(llvm::StringRef file,
                                             llvm::StringRef text);
 
+/// `s` for a terminal or a log line: control characters (a newline, an
+/// escape sequence) shown as '?'. For names in messages and in what the
+/// binaries print, never for code (see cppQuoted).
+std::string printableText(llvm::StringRef s);
+
+/// Deepest nesting of brackets accepted in MLIR text before it is parsed.
+constexpr unsigned kMaxIRDepth = 256;
+
+/// Checks that MLIR text nests (`(`, `[`, `{`, `<` outside strings and
+/// comments) at most kMaxIRDepth deep: the MLIR parser recurses, and a few
+/// kilobytes of `[[[[...` would overflow its stack. `file` names it in the
+/// message.
+llvm::Error checkIRNesting(llvm::StringRef file, llvm::StringRef text);
+
 } // namespace mlir::moe
 
 #endif // MOE_FRONTENDS_INPUTFILES_H

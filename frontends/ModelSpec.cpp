@@ -96,11 +96,14 @@ Error ModelSpec::validate(StringRef source) const {
     return fail(formatv("num_experts_per_tok ({0}) exceeds num_local_experts "
                         "({1})",
                         topK, numExperts));
-  if (!(rmsNormEps > 0) || !std::isfinite(rmsNormEps))
-    return fail("'rms_norm_eps' must be positive, got " +
+  // RMSNorm adds it in f32: it must be a positive, finite f32 number.
+  if (!(rmsNormEps > 0) || !std::isfinite(rmsNormEps) ||
+      !(float(rmsNormEps) > 0.0f) || !std::isfinite(float(rmsNormEps)))
+    return fail("'rms_norm_eps' must be positive and finite in float32 "
+                "(about 1.4e-45 to 3.4e+38), got " +
                 formatNumber(rmsNormEps));
   if (!(ropeTheta > 0) || !std::isfinite(ropeTheta))
-    return fail("'rope_theta' must be positive, got " +
+    return fail("'rope_theta' must be positive and finite, got " +
                 formatNumber(ropeTheta));
   if (static_cast<int64_t>(layerWindows.size()) != numLayers)
     return fail("one sliding-window entry per layer is required");

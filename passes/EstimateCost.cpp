@@ -33,9 +33,10 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
   using Base::Base;
 
   void runOnOperation() override {
-    if (stepTokens < 1) {
-      getOperation().emitError("moe-estimate-cost: step-tokens must be >= 1, "
-                               "got ")
+    if (stepTokens < 1 || stepTokens > kMaxBatchTokensLimit) {
+      getOperation().emitError("moe-estimate-cost: step-tokens must be in "
+                               "[1, ")
+          << kMaxBatchTokensLimit << "], got "
           << static_cast<int64_t>(stepTokens);
       return signalPassFailure();
     }

@@ -6,6 +6,8 @@
 
 #include "compiler/common/HostPlan.h"
 
+#include "frontends/InputFiles.h"
+
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/Format.h"
 
@@ -42,14 +44,6 @@ std::string mlir::moe::cppComment(StringRef s) {
   std::string out;
   for (unsigned char c : s)
     out += c >= 0x20 && c < 0x7f && c != '\\' && c != '?' ? char(c) : '_';
-  return out;
-}
-
-std::string mlir::moe::printableText(StringRef s) {
-  std::string out = s.str();
-  for (char &c : out)
-    if ((unsigned char)c < 0x20 || c == 0x7f)
-      c = '?';
   return out;
 }
 
@@ -253,6 +247,14 @@ LogicalResult HostPlanEmitter::verifyContract(func::FuncOp func) {
   auto logits = type.getNumResults()
                     ? dyn_cast<RankedTensorType>(type.getResult(0))
                     : RankedTensorType();
+  if (auto layersAttr =
+          module->getAttrOfType<DictionaryAttr>("moe.model")
+              .getAs<IntegerAttr>("num_layers");
+      layersAttr && layersAttr.getInt() != int64_t(type.getNumInputs()) - 2)
+    return func.emitOpError("has ")
+           << int64_t(type.getNumInputs()) - 2
+           << " cache arguments, but moe.model's num_layers is "
+           << layersAttr.getInt();
   if (type.getNumInputs() < 3 || !isIds(type.getInput(0)) ||
       !isIds(type.getInput(1)) || !logits || logits.getRank() != 2 ||
       !logits.getElementType().isF32() ||
@@ -268,6 +270,13 @@ LogicalResult HostPlanEmitter::verifyContract(func::FuncOp func) {
     return func.emitOpError("returns logits of width ")
            << logits.getDimSize(1) << ", but moe.model's vocab_size is "
            << vocab;
+  // The caller's logits buffer holds one row per token: a value of the
+  // permuted domain (k rows a token) would overflow it.
+  Value returned = func.getBody().front().getTerminator()->getOperand(0);
+  if (rowsPerToken(returned) != 1)
+    return func.emitOpError("returns logits of ")
+           << rowsPerToken(returned)
+           << " rows per token; the caller's buffer holds one";
   Value tokens = func.getArgument(0);
   WalkResult r = func.walk([&](Operation *op) -> WalkResult {
     if (auto o = op->getAttrOfType<DenseI64ArrayAttr>("moe.arena_offsets"))
@@ -297,6 +306,10 @@ LogicalResult HostPlanEmitter::verifyContract(func::FuncOp func) {
         return op->emitOpError("has ")
                << e.getTable().getType().getDimSize(0)
                << " table rows, but moe.model's vocab_size is " << vocab;
+      if (hidden && e.getTable().getType().getDimSize(1) != hidden)
+        return op->emitOpError("has ")
+               << e.getTable().getType().getDimSize(1)
+               << " table columns, but moe.model's hidden_size is " << hidden;
     } else if (auto e = dyn_cast<ExpertsOp>(op)) {
       return checkExpertIndices(op, e.getIndices(), e.getNumExperts(),
                                 width(e.getWeights()));

@@ -50,9 +50,6 @@ std::string cppQuoted(StringRef s);
 /// `s` made safe inside a `//` comment of emitted code: bytes that could end
 /// or continue the comment (control characters, `\`, `?`) become `_`.
 std::string cppComment(StringRef s);
-/// `s` for a terminal: control characters (a newline, an escape sequence)
-/// shown as '?'. For names the binary prints, never for code.
-std::string printableText(StringRef s);
 /// `v` as a C++ float literal that reads back to the same float.
 std::string cppFloat(double v);
 /// `v` as a C++ double literal that reads back to the same double.

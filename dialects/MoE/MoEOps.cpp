@@ -180,9 +180,14 @@ LogicalResult RMSNormOp::verify() {
     return emitOpError("weight has ")
            << weight.getDimSize(0) << " elements but the input has hidden size "
            << hidden;
+  // The kernels add it in f32: it must stay positive and finite there.
   double eps = getEpsilon().convertToDouble();
   if (!(eps > 0.0) || !std::isfinite(eps))
     return emitOpError("epsilon must be a positive finite number, got ") << eps;
+  float f32 = float(eps);
+  if (!(f32 > 0.0f) || !std::isfinite(f32))
+    return emitOpError("epsilon ")
+           << eps << " is not a positive finite f32 number";
   return success();
 }
 

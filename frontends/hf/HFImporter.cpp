@@ -268,6 +268,17 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
                    stringifySTDType(t.dtype) + "; supported: F32, F16, BF16");
       continue;
     }
+    // The kernels read elements in place: each must be aligned to its size
+    // in the file (safetensors pads its header to 8 bytes; a file written
+    // without padding is valid but cannot be mapped as it is).
+    uint64_t offset = f.dataOffset + t.begin;
+    if (offset % uint64_t(bytesPerElement(dtype)) != 0) {
+      problems.add(formatv("{0}: tensor '{1}' starts at byte {2}, which is "
+                           "not a multiple of its {3}-byte elements; re-save "
+                           "the file with its header padded to 8 bytes",
+                           where, name, offset, bytesPerElement(dtype)));
+      continue;
+    }
     sources[name] =
         WeightSource{f.file, f.dataOffset + t.begin, t.end - t.begin, dtype,
                      SmallVector<int64_t, 2>(t.shape.begin(), t.shape.end())};

@@ -86,12 +86,17 @@ void removeDumpTemp() {
 [[noreturn]] void die(const char *format, ...) {
   removeDumpTemp();
   std::fflush(stdout);
-  std::fprintf(stderr, "error: ");
+  char message[8192];
   va_list args;
   va_start(args, format);
-  std::vfprintf(stderr, format, args);
+  std::vsnprintf(message, sizeof(message), format, args);
   va_end(args);
-  std::fprintf(stderr, "\n");
+  // One line, whatever names it quotes: control characters (a newline or an
+  // escape sequence in a file or tensor name) are shown as '?'.
+  for (char *c = message; *c; ++c)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f)
+      *c = '?';
+  std::fprintf(stderr, "error: %s\n", message);
   std::exit(1);
 }
 
@@ -129,6 +134,14 @@ extern "C" void onSigbus(int, siginfo_t *info, void *) {
   _exit(1);
 }
 
+/// SIGINT, SIGTERM, SIGHUP: the --dump-logits temporary file goes, then the
+/// signal does what it always does (the exit status says it).
+extern "C" void onInterrupt(int sig) {
+  removeDumpTemp();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
 void installSignalHandlers() {
   struct sigaction sa;
   std::memset(&sa, 0, sizeof(sa));
@@ -136,9 +149,20 @@ void installSignalHandlers() {
   sa.sa_flags = SA_SIGINFO;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGBUS, &sa, nullptr);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP})
+    signal(sig, onInterrupt);
   // A file size limit makes write(2) fail with EFBIG, reported like a full
-  // disk, instead of killing the process.
+  // disk, and a closed pipe on stdout makes it fail with EPIPE, reported
+  // like one too, instead of killing the process.
   signal(SIGXFSZ, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+/// Fails if stdout could not take everything printed to it (a full disk, a
+/// closed pipe): the ids would be lost with exit status 0.
+void checkStdout() {
+  if (std::fflush(stdout) != 0 || std::ferror(stdout))
+    die("cannot write to stdout: %s", std::strerror(errno));
 }
 
 long long parseInt(const char *flag, const char *text, long long lo,
@@ -146,7 +170,10 @@ long long parseInt(const char *flag, const char *text, long long lo,
   char *end = nullptr;
   errno = 0;
   long long v = std::strtoll(text, &end, 10);
-  if (errno || !end || *end || end == text || v < lo || v > hi) {
+  // Digits with an optional '-': strtoll would also take spaces and '+'.
+  bool plain = (*text >= '0' && *text <= '9') ||
+               (*text == '-' && text[1] >= '0' && text[1] <= '9');
+  if (!plain || errno || !end || *end || end == text || v < lo || v > hi) {
     std::fprintf(stderr,
                  "error: %s expects an integer in [%lld, %lld], got '%s'\n",
                  flag, lo, hi, text);
@@ -212,8 +239,15 @@ int32_t sample(const float *logits, int64_t vocab, double temperature,
 class LogitsDump {
 public:
   /// Checks `path` and creates the temporary file for `rows` x `cols`.
-  void open(const char *path, int64_t rows, int64_t cols) {
+  /// `inputs` (the weight files, the binary itself) are never replaced.
+  void open(const char *path, int64_t rows, int64_t cols,
+            const std::vector<std::string> &inputs) {
     this->path = path;
+    for (const std::string &input : inputs) {
+      struct stat st;
+      if (stat(input.c_str(), &st) == 0)
+        protectedFiles.push_back({st.st_dev, st.st_ino, input});
+    }
     if (!*path)
       die("--dump-logits needs a file name");
     checkDestination();
@@ -297,8 +331,14 @@ public:
   }
 
 private:
+  struct Protected {
+    dev_t dev;
+    ino_t ino;
+    std::string path;
+  };
   std::string path, temp;
   int fd = -1;
+  std::vector<Protected> protectedFiles;
 
   /// Nothing, or a regular file, may be at the destination (lstat: a
   /// symbolic link is refused, not followed).
@@ -309,8 +349,15 @@ private:
         die("--dump-logits %s: %s", path.c_str(), std::strerror(errno));
       return;
     }
-    if (S_ISREG(st.st_mode))
+    if (S_ISREG(st.st_mode)) {
+      for (const Protected &p : protectedFiles)
+        if (p.dev == st.st_dev && p.ino == st.st_ino)
+          die("--dump-logits %s: is %s; choose another file", path.c_str(),
+              p.path == "/proc/self/exe"
+                  ? "this program's own executable"
+                  : ("the weight file " + p.path + ", which it reads").c_str());
       return;
+    }
     const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
                        : S_ISLNK(st.st_mode)  ? "a symbolic link"
                        : S_ISFIFO(st.st_mode) ? "a FIFO"
@@ -359,6 +406,7 @@ int run(int argc, char **argv) {
     };
     if (a == "--help" || a == "-h") {
       std::printf(kUsage, argv[0], program->model_name);
+      checkStdout();
       return 0;
     } else if (a == "--tokens") {
       tokensArg = value();
@@ -376,6 +424,8 @@ int run(int argc, char **argv) {
       maxBatch = parseInt("--max-batch-tokens", value(), 1, 1 << 20);
     } else if (a == "--weights") {
       weights = value();
+      if (!*weights)
+        die("--weights needs a directory");
     } else if (a == "--dump-logits") {
       dump = value();
     } else if (a == "--print-plan") {
@@ -388,6 +438,7 @@ int run(int argc, char **argv) {
   }
   if (printPlan) {
     std::printf("%s", program->plan);
+    checkStdout();
     return 0;
   }
   if (!tokensArg)
@@ -406,8 +457,16 @@ int run(int argc, char **argv) {
   // Before anything runs: a destination we may not replace is refused now,
   // not after the work.
   LogitsDump dumped;
-  if (dump)
-    dumped.open(dump, promptSize + n, vocab);
+  if (dump) {
+    std::vector<std::string> inputs = {"/proc/self/exe"};
+    std::string dir = weights ? weights : program->model_dir;
+    for (int64_t i = 0; i < program->num_weights; ++i) {
+      std::string file = dir + "/" + program->weights[i].file;
+      if (std::find(inputs.begin(), inputs.end(), file) == inputs.end())
+        inputs.push_back(file);
+    }
+    dumped.open(dump, promptSize + n, vocab, inputs);
+  }
 
   moert_model *model = nullptr;
   if (moert_model_load(program, weights, int(threads), int(maxBatch), &model) !=
@@ -452,6 +511,7 @@ int run(int argc, char **argv) {
   for (size_t i = 0; i < generated.size(); ++i)
     std::printf("%s%d", i ? " " : "", generated[i]);
   std::printf("\n");
+  checkStdout();
   double prefillS = std::chrono::duration<double>(t1 - t0).count();
   double decodeS = std::chrono::duration<double>(t2 - t1).count();
   std::fprintf(stderr,

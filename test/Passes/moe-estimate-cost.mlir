@@ -2,7 +2,10 @@
 // RUN: moe-opt %s --split-input-file --pass-pipeline='builtin.module(func.func(moe-estimate-cost{step-tokens=4}))' | FileCheck %s --check-prefix=STEP4
 // RUN: not moe-opt %s --split-input-file --pass-pipeline='builtin.module(func.func(moe-estimate-cost{step-tokens=0}))' 2>&1 | FileCheck %s --check-prefix=ERR
 
-// ERR: error: moe-estimate-cost: step-tokens must be >= 1, got 0
+// RUN: not moe-opt %s --split-input-file --pass-pipeline='builtin.module(func.func(moe-estimate-cost{step-tokens=9223372036854775806}))' 2>&1 | FileCheck %s --check-prefix=HUGE
+
+// ERR: error: moe-estimate-cost: step-tokens must be in [1, 1048576], got 0
+// HUGE: error: moe-estimate-cost: step-tokens must be in [1, 1048576], got 9223372036854775806
 
 // lm_head 256x64 in f16: 32768 bytes, read whole, 2*256*64 flops per token.
 // CHECK-LABEL: func.func @head

@@ -10,6 +10,8 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Signals.h"
 
+#include <cstdlib>
+
 using namespace llvm;
 
 namespace mlir::moe {
@@ -61,6 +63,8 @@ Error checkOutputPath(StringRef path, OutputKind kind) {
   } else if (ec != std::errc::no_such_file_or_directory) {
     return outputError(path, "cannot access: " + ec.message());
   }
+  if (sys::path::filename(path).size() > 255)
+    return outputError(path, "the file name is longer than 255 bytes");
   std::string dir = directoryOf(path);
   if (!sys::fs::is_directory(dir))
     return outputError(path, "its directory " + dir + " does not exist");
@@ -113,8 +117,12 @@ Error writeOutputFile(StringRef path, function_ref<void(raw_ostream &)> write,
   SmallString<256> tmp;
   int fd = -1;
   unsigned mode = kind == OutputKind::Executable ? 0777 : 0666;
-  if (std::error_code ec = sys::fs::createUniqueFile(
-          path + ".tmp-%%%%%%%%", fd, tmp, sys::fs::OF_None, mode))
+  // A hidden name with a short form of PATH's, so that it fits in 255 bytes.
+  SmallString<256> model(directoryOf(path));
+  sys::path::append(model, "." + sys::path::filename(path).take_front(200) +
+                               ".tmp-%%%%%%%%");
+  if (std::error_code ec =
+          sys::fs::createUniqueFile(model, fd, tmp, sys::fs::OF_None, mode))
     return outputError(path,
                        "cannot create a temporary file: " + ec.message());
   sys::RemoveFileOnSignal(tmp);
@@ -133,6 +141,55 @@ Error writeOutputFile(StringRef path, function_ref<void(raw_ostream &)> write,
     return discard(outputError(path, "cannot replace: " + ec.message()));
   sys::DontRemoveFileOnSignal(tmp);
   return Error::success();
+}
+
+namespace {
+/// errs(), with control characters but newline and tab shown as '?'.
+class PrintableStream : public raw_ostream {
+public:
+  PrintableStream() { SetUnbuffered(); }
+
+private:
+  void write_impl(const char *data, size_t size) override {
+    std::string text(data, size);
+    for (char &c : text)
+      if (((unsigned char)c < 0x20 && c != '\n' && c != '\t') || c == 0x7f)
+        c = '?';
+    errs() << text;
+    written += size;
+  }
+  uint64_t current_pos() const override { return written; }
+  uint64_t written = 0;
+};
+} // namespace
+
+raw_ostream &printableErrs() {
+  static PrintableStream stream;
+  return stream;
+}
+
+namespace {
+const char *stdoutTool = "";
+void checkStdoutAtExit() {
+  raw_fd_ostream &out = outs();
+  out.flush();
+  if (!out.has_error())
+    return;
+  std::error_code ec = out.error();
+  out.clear_error();
+  errs() << stdoutTool << ": error: cannot write to stdout: " << ec.message()
+         << "\n";
+  errs().flush();
+  std::_Exit(1);
+}
+} // namespace
+
+void exitCleanlyOnStdoutErrors(const char *tool) {
+  stdoutTool = tool;
+  // outs() first: handlers run in reverse order of registration, so this
+  // one runs before the stream's destructor.
+  (void)outs();
+  std::atexit(checkStdoutAtExit);
 }
 
 } // namespace mlir::moe

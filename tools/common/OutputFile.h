@@ -49,6 +49,17 @@ llvm::Error writeOutputFile(llvm::StringRef path,
                             llvm::function_ref<void(llvm::raw_ostream &)> write,
                             OutputKind kind = OutputKind::Text);
 
+/// stderr for messages that quote names from the user's files: control
+/// characters other than newline and tab (an escape sequence in a tensor
+/// name) are shown as '?' instead of reaching the terminal.
+llvm::raw_ostream &printableErrs();
+
+/// Makes an error writing stdout (a full disk, a closed pipe) end the tool
+/// with one message naming `tool` and exit status 1, whenever it happens,
+/// `--help` included, instead of LLVM's "IO failure on output stream"
+/// abort when the stream is destroyed at exit.
+void exitCleanlyOnStdoutErrors(const char *tool);
+
 } // namespace mlir::moe
 
 #endif // MOE_TOOLS_COMMON_OUTPUTFILE_H

@@ -29,6 +29,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Parser/Parser.h"
@@ -47,7 +48,14 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/Signals.h"
 #include "llvm/Support/WithColor.h"
+
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace llvm;
 
@@ -134,7 +142,10 @@ static cl::opt<bool> checkWeights(
 namespace {
 
 int fail(const Twine &message) {
-  WithColor::error(errs(), "moe-compile") << message << "\n";
+  // One line, whatever names it quotes (a newline or an escape sequence in
+  // a file or tensor name is shown as '?').
+  WithColor::error(errs(), "moe-compile")
+      << mlir::moe::printableText(message.str()) << "\n";
   return 1;
 }
 
@@ -146,8 +157,10 @@ void progress(int step, int steps, const Twine &message) {
 /// Largest .mlir input read (IR never holds the weights).
 constexpr uint64_t kMaxMLIRBytes = uint64_t(1) << 30;
 
-/// Imports the model directory or parses the .mlir file `input`.
-mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context) {
+/// Imports the model directory or parses the .mlir file `input` (into
+/// `sourceMgr`, which the diagnostics quote).
+mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context,
+                                       SourceMgr &sourceMgr) {
   sys::fs::file_status status;
   if (std::error_code ec = sys::fs::status(input, status)) {
     fail(input + (ec == std::errc::no_such_file_or_directory
@@ -169,7 +182,10 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context) {
     fail(toString(file.takeError()));
     return nullptr;
   }
-  SourceMgr sourceMgr;
+  if (Error e = mlir::moe::checkIRNesting(input, (*file)->getBuffer())) {
+    fail(toString(std::move(e)));
+    return nullptr;
+  }
   sourceMgr.AddNewSourceBuffer(std::move(*file), SMLoc());
   auto module = mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr, &context);
   // IR from a file is untrusted: its manifest must match the weight files
@@ -203,6 +219,42 @@ std::string displayName() {
   return name.empty() ? "model" : name;
 }
 
+/// What an interrupted build (SIGINT, SIGTERM) must undo, in storage a
+/// signal handler may read: the compiler it is waiting for, and the files
+/// of its temporary directory.
+struct InterruptedBuild {
+  std::atomic<pid_t> child{0};
+  char dir[4096] = "";
+  char files[6][4096] = {};
+  int numFiles = 0;
+
+  /// Records `path` for removal (before the file exists).
+  void add(StringRef path) {
+    if (numFiles < 6 && path.size() < sizeof(files[0]))
+      memcpy(files[numFiles++], path.data(), path.size());
+  }
+} interrupted;
+
+/// Runs in LLVM's SIGINT/SIGTERM handler (only async-signal-safe calls):
+/// stops the compiler, removes the temporary directory, and exits. The
+/// temporary output beside -o is removed by RemoveFileOnSignal.
+void onInterrupt() {
+  if (pid_t child = interrupted.child.load(); child > 0) {
+    // SIGTERM: the compiler driver removes its own temporaries and stops
+    // its subprocesses.
+    kill(child, SIGTERM);
+    waitpid(child, nullptr, 0);
+  }
+  for (int i = 0; i < interrupted.numFiles; ++i)
+    unlink(interrupted.files[i]);
+  if (interrupted.dir[0])
+    rmdir(interrupted.dir);
+  const char message[] = "moe-compile: interrupted; nothing was written\n";
+  ssize_t ignored = write(STDERR_FILENO, message, sizeof(message) - 1);
+  (void)ignored;
+  _exit(1);
+}
+
 /// Runs `args` with its output in `log`. On failure shows the tool's own
 /// messages (the start of its log, where the first error is, and the end)
 /// and says what failed and how.
@@ -212,13 +264,22 @@ bool run(ArrayRef<std::string> args, StringRef log, const Twine &what) {
     errs() << join(args, " ") << "\n";
   std::optional<StringRef> redirects[] = {std::nullopt, log, log};
   std::string error;
-  bool crashed = false;
-  int rc = sys::ExecuteAndWait(args.front(), argv, std::nullopt, redirects, 0,
-                               0, &error, &crashed);
+  bool notRun = false;
+  sys::ProcessInfo child = sys::ExecuteNoWait(
+      args.front(), argv, std::nullopt, redirects, 0, &error, &notRun);
+  if (notRun || child.Pid == sys::ProcessInfo::InvalidPid) {
+    fail(what + " failed: cannot run " + args.front() + ": " + error);
+    return false;
+  }
+  interrupted.child.store(child.Pid);
+  sys::ProcessInfo done = sys::Wait(child, std::nullopt, &error);
+  interrupted.child.store(0);
+  int rc = done.ReturnCode;
+  bool crashed = rc == -2;
   if (rc == 0)
     return true;
   if (rc == -1) {
-    fail(what + " failed: cannot run " + args.front() + ": " + error);
+    fail(what + " failed: " + error);
     return false;
   }
   if (auto text = MemoryBuffer::getFile(log)) {
@@ -269,18 +330,25 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
     return fail("the temporary directory " + dir +
                 " has characters the build cannot quote; set TMPDIR to "
                 "another directory");
-  SmallString<128> cpp(dir), log(dir), built(dir);
+  SmallString<128> cpp(dir), log(dir), built(dir), cu(dir), fatbin(dir);
   sys::path::append(cpp, "program.cpp");
   sys::path::append(log, "build.log");
   sys::path::append(built, "program");
+  sys::path::append(cu, "kernels.cu");
+  sys::path::append(fatbin, "kernels.fatbin");
+  // Interrupted, the build leaves nothing behind either.
+  if (dir.size() < sizeof(interrupted.dir)) {
+    memcpy(interrupted.dir, dir.data(), dir.size());
+    for (StringRef file : {cpp.str(), log.str(), built.str(), cu.str(),
+                           fatbin.str()})
+      interrupted.add(file);
+    sys::SetInterruptFunction(onInterrupt);
+  }
   if (!writeFile(cpp, source))
     return 1;
   std::vector<std::string> args = {cxx, "-std=c++17", "-O2", "-march=" + march,
                                    "-w", "-I" MOE_RUNTIME_INCLUDE_DIR};
   if (cuda) {
-    SmallString<128> cu(dir), fatbin(dir);
-    sys::path::append(cu, "kernels.cu");
-    sys::path::append(fatbin, "kernels.fatbin");
     if (!writeFile(cu, cuda->deviceCode))
       return 1;
     std::vector<std::string> nv = {nvcc, "-fatbin", "-O3", "-std=c++17",
@@ -308,7 +376,9 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
   auto binary = MemoryBuffer::getFile(built, /*IsText=*/false,
                                       /*RequiresNullTerminator=*/false);
   if (!binary)
-    return fail(built + ": " + binary.getError().message());
+    return fail("building the executable failed: " + cxx +
+                " exited with code 0 but wrote no executable (" +
+                binary.getError().message() + ")");
   if (Error e = mlir::moe::writeOutputFile(
           path, [&](raw_ostream &os) { os << (*binary)->getBuffer(); },
           mlir::moe::OutputKind::Executable))
@@ -364,6 +434,7 @@ mlir::LogicalResult printPlanJSON(mlir::ModuleOp module) {
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  mlir::moe::exitCleanlyOnStdoutErrors("moe-compile");
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
   mlir::registerPassManagerCLOptions();
@@ -419,6 +490,10 @@ int main(int argc, char **argv) {
                   mlir::arith::ArithDialect>();
   mlir::MLIRContext context(registry);
   context.loadAllAvailableDialects();
+  // Diagnostics quote names from the user's files: shown printable.
+  mlir::moe::PrintableDiagnostics diagnostics(&context);
+  context.printOpOnDiagnostic(false);
+  SourceMgr sourceMgr;
 
   // --mlir-timing reports every step, the pipeline's passes included.
   mlir::DefaultTimingManager tm;
@@ -427,7 +502,7 @@ int main(int argc, char **argv) {
 
   progress(1, steps, "importing " + input);
   mlir::TimingScope importTimer = timing.nest("import");
-  mlir::OwningOpRef<mlir::ModuleOp> module = load(context);
+  mlir::OwningOpRef<mlir::ModuleOp> module = load(context, sourceMgr);
   if (!module || failed(mlir::verify(*module)))
     return 1;
   if (!outputPath.empty())

@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/MoE/MoEDialect.h"
+#include "frontends/InputFiles.h"
 #include "frontends/hf/HFImporter.h"
 #include "frontends/hf/WeightFiles.h"
 #include "tools/common/CommandLine.h"
@@ -19,6 +20,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 #include "llvm/Support/CommandLine.h"
@@ -42,12 +44,15 @@ static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::cat(category));
 
 static int fail(const Twine &message) {
-  WithColor::error(errs(), "moe-translate") << message << "\n";
+  // One line, whatever names it quotes (control characters shown as '?').
+  WithColor::error(errs(), "moe-translate")
+      << mlir::moe::printableText(message.str()) << "\n";
   return 1;
 }
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  mlir::moe::exitCleanlyOnStdoutErrors("moe-translate");
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
   mlir::moe::hideForeignOptions(category);
@@ -64,6 +69,9 @@ int main(int argc, char **argv) {
 
   mlir::MLIRContext context;
   context.loadDialect<mlir::moe::MoEDialect, mlir::func::FuncDialect>();
+  // Diagnostics quote names from the user's files: shown printable.
+  mlir::moe::PrintableDiagnostics diagnostics(&context);
+  context.printOpOnDiagnostic(false);
   auto module = mlir::moe::hf::importModel(context, importHF);
   if (!module) {
     handleAllErrors(module.takeError(),

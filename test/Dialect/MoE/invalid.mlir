@@ -141,6 +141,24 @@ func.func @rms_norm_eps_inf(%x: tensor<?x64xf32>) {
 
 // -----
 
+func.func @rms_norm_eps_f32_overflow(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<64xf32>
+  // expected-error @below {{'moe.rms_norm' op epsilon 1.000000e+308 is not a positive finite f32 number}}
+  %0 = moe.rms_norm %x, %w eps 1.0e+308 : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_eps_f32_underflow(%x: tensor<?x64xf32>) {
+  %w = moe.weight "w" : tensor<64xf32>
+  // expected-error @below {{'moe.rms_norm' op epsilon 4.940656e-324 is not a positive finite f32 number}}
+  %0 = moe.rms_norm %x, %w eps 4.9406564584124654E-324 : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
 func.func @rms_norm_input_rank(%x: tensor<64xf32>) {
   %w = moe.weight "w" : tensor<64xf32>
   // expected-error @below {{'moe.rms_norm' op operand #0 must be 2D tensor of 32-bit float values, but got 'tensor<64xf32>'}}

@@ -39,12 +39,26 @@ def swap_norms(text):
     return re.sub(NORMS.format("post_attention"), lambda m: m.group(1) + a.group(2), text)
 
 
+def logits_rows(text):
+    """Returns the first expert down projection (k rows a token, 64 wide) as
+    the logits, with a vocabulary of 64 and the layer-0 q_proj (64 x 64) as
+    the embedding table, so that every type and count agrees."""
+    down = re.search(r"(%\w+) = moe\.grouped_matmul [^\n]* parts 1 ", text).group(1)
+    text = text.replace("vocab_size = 256 : i64", "vocab_size = 64 : i64")
+    text = re.sub(r'moe\.weight "model\.embed_tokens\.weight" : tensor<256x64xf32>',
+                  'moe.weight "model.layers.0.self_attn.q_proj.weight" : tensor<64x64xf32>', text)
+    text = re.sub(r"(moe\.embedding [^\n]*: )tensor<256x64xf32>", r"\1tensor<64x64xf32>", text)
+    text = text.replace("-> (tensor<?x256xf32>,", "-> (tensor<?x64xf32>,")
+    return re.sub(r"return %\w+, ([^\n]*): tensor<\?x256xf32>",
+                  lambda m: f"return {down}, {m.group(1)}: tensor<?x64xf32>", text)
+
+
 def main(case, src, dst):
     with open(src) as f:
         text = f.read()
-    if case == "offset-swap":
+    if case in ("offset-swap", "logits-rows"):
         with open(dst, "w") as f:
-            f.write(swap_norms(text))
+            f.write(swap_norms(text) if case == "offset-swap" else logits_rows(text))
         return
     pattern, repl = CASES[case]
     text, n = re.subn(pattern, repl, text, count=1)
