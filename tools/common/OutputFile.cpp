@@ -63,8 +63,6 @@ Error checkOutputPath(StringRef path, OutputKind kind) {
   } else if (ec != std::errc::no_such_file_or_directory) {
     return outputError(path, "cannot access: " + ec.message());
   }
-  if (sys::path::filename(path).size() > 255)
-    return outputError(path, "the file name is longer than 255 bytes");
   std::string dir = directoryOf(path);
   if (!sys::fs::is_directory(dir))
     return outputError(path, "its directory " + dir + " does not exist");

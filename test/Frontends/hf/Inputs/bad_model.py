@@ -125,6 +125,14 @@ def main(case, out):
         text = json.dumps(header)[:-1] + ', "__metadata__": ' + '{"a": ' * 50000 + '"x"' + "}" * 50000 + "}"
         text = text.encode() + b" " * (-len(text) % 8)
         write_bytes(st, struct.pack("<Q", len(text)) + text + data)
+    elif case == "unaligned":
+        # A valid file whose header length leaves the data at an offset that
+        # is not a multiple of 4: every f32 tensor is misaligned.
+        header, data = read_header(st)
+        text = json.dumps(header).encode()
+        if (8 + len(text)) % 4 == 0:
+            text += b" "
+        write_bytes(st, struct.pack("<Q", len(text)) + text + data)
     elif case == "duplicate-tensor":
         # A second entry for model.norm.weight, with another shape: which
         # one a reader keeps is up to it, so the header is refused.
