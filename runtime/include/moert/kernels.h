@@ -244,12 +244,14 @@ void add(const float *a, const float *b, int64_t T, float *out) {
 template <int64_t D, int64_t Cap>
 inline void attendRow(const float *qh, const float *kc, const float *vc,
                       int64_t first, int64_t last, float scale, float *o) {
-  constexpr int64_t kBlock = 64;
+  constexpr int64_t kBlock = 256;
   float s[kBlock];
   float best = -INFINITY, total = 0;
   std::fill(o, o + D, 0.0f);
   for (int64_t j0 = first; j0 <= last; j0 += kBlock) {
     int64_t n = std::min<int64_t>(kBlock, last - j0 + 1);
+    // Three passes over the block, as over a whole row: scores, their
+    // exponentials (and sum), the weighted values.
     float blockBest = -INFINITY;
     for (int64_t j = 0; j < n; ++j) {
       s[j] = dot(qh, kc + ((j0 + j) % Cap) * D, D) * scale;
@@ -264,12 +266,12 @@ inline void attendRow(const float *qh, const float *kc, const float *vc,
       }
       best = blockBest;
     }
+    for (int64_t j = 0; j < n; ++j)
+      total += s[j] = std::exp(s[j] - best);
     for (int64_t j = 0; j < n; ++j) {
-      float w = std::exp(s[j] - best);
-      total += w;
       const float *vj = vc + ((j0 + j) % Cap) * D;
       for (int64_t i = 0; i < D; ++i)
-        o[i] += w * vj[i];
+        o[i] += s[j] * vj[i];
     }
   }
   float inv = 1.0f / total;
