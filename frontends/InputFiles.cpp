@@ -58,8 +58,7 @@ Expected<InputFile> InputFile::open(StringRef path) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    return fileError(path, "is " + kindOf(st.st_mode) +
-                               ", not a regular file");
+    return fileError(path, "is " + kindOf(st.st_mode) + ", not a regular file");
   }
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   return InputFile(std::move(p), fd, uint64_t(st.st_size));

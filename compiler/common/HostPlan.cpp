@@ -217,11 +217,9 @@ LogicalResult checkPermutation(Operation *user, Value perm, Value offsets,
   if (!permute || perm != permute.getPerm() ||
       (offsets && offsets != permute.getOffsets()))
     return user->emitOpError("the targets need the permutation")
-           << (offsets ? " and offsets" : "")
-           << " of one moe.expert_permute";
+           << (offsets ? " and offsets" : "") << " of one moe.expert_permute";
   int64_t permuted = permute.getIndices().getType().getDimSize(1);
-  if ((experts && int64_t(permute.getNumExperts()) != experts) ||
-      permuted != k)
+  if ((experts && int64_t(permute.getNumExperts()) != experts) || permuted != k)
     return user->emitOpError("takes top ")
            << k << (experts ? " of " + std::to_string(experts) : "")
            << " experts, but its permutation is of top " << permuted << " of "
@@ -247,9 +245,8 @@ LogicalResult HostPlanEmitter::verifyContract(func::FuncOp func) {
   auto logits = type.getNumResults()
                     ? dyn_cast<RankedTensorType>(type.getResult(0))
                     : RankedTensorType();
-  if (auto layersAttr =
-          module->getAttrOfType<DictionaryAttr>("moe.model")
-              .getAs<IntegerAttr>("num_layers");
+  if (auto layersAttr = module->getAttrOfType<DictionaryAttr>("moe.model")
+                            .getAs<IntegerAttr>("num_layers");
       layersAttr && layersAttr.getInt() != int64_t(type.getNumInputs()) - 2)
     return func.emitOpError("has ")
            << int64_t(type.getNumInputs()) - 2
@@ -415,8 +412,8 @@ LogicalResult HostPlanEmitter::run() {
   // most 2^58 bytes (kv_cache bounds), but their number is the IR's.
   cacheBytes = 0;
   for (const Cache &c : caches) {
-    std::optional<int64_t> bytes = llvm::checkedMul<int64_t>(
-        8 * c.kvHeads * c.headDim, c.capacity);
+    std::optional<int64_t> bytes =
+        llvm::checkedMul<int64_t>(8 * c.kvHeads * c.headDim, c.capacity);
     if (bytes)
       bytes = llvm::checkedAdd(cacheBytes, *bytes);
     if (!bytes)

@@ -123,14 +123,14 @@ static LogicalResult verifyModelAttr(Operation *op, Attribute attr) {
       continue;
     }
     auto value = dyn_cast<IntegerAttr>(entry.getValue());
-    int64_t bound = entry.getName() == "max_positions" ? kMaxCacheCapacity
-                                                       : kMaxWeightDim;
+    int64_t bound =
+        entry.getName() == "max_positions" ? kMaxCacheCapacity : kMaxWeightDim;
     if (!value || value.getType().isIndex() ||
         value.getValue().getSignificantBits() > 64 || value.getInt() < 1 ||
         value.getInt() > bound)
       return op->emitError("'moe.model' ")
-             << entry.getName().getValue() << " must be an integer in [1, " << bound
-             << "], got " << entry.getValue();
+             << entry.getName().getValue() << " must be an integer in [1, "
+             << bound << "], got " << entry.getValue();
   }
   return success();
 }

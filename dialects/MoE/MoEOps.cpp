@@ -91,9 +91,8 @@ static LogicalResult verifyWeight(Operation *op, StringRef name,
       return op->emitOpError("weight '")
              << name << "' has an empty dimension in " << type;
     if (d > kMaxWeightDim)
-      return op->emitOpError("weight '")
-             << name << "' has a dimension above " << kMaxWeightDim << " in "
-             << type;
+      return op->emitOpError("weight '") << name << "' has a dimension above "
+                                         << kMaxWeightDim << " in " << type;
   }
   return success();
 }
@@ -128,10 +127,9 @@ LogicalResult WeightSourceOp::verify() {
   int64_t elementBytes = type.getElementTypeBitWidth() / 8;
   int64_t offset = int64_t(getOffset());
   if (offset % elementBytes != 0)
-    return emitOpError("offset ")
-           << offset << " of weight '" << getName()
-           << "' is not a multiple of its element size (" << elementBytes
-           << " bytes)";
+    return emitOpError("offset ") << offset << " of weight '" << getName()
+                                  << "' is not a multiple of its element size ("
+                                  << elementBytes << " bytes)";
   if (offset > std::numeric_limits<int64_t>::max() - getSizeInBytes())
     return emitOpError("weight '") << getName() << "' ends beyond 2^63 bytes";
   return success();

@@ -213,8 +213,7 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
 
   if (index)
     for (const auto &kv : *index)
-      if (!found.count(kv.first()) &&
-          llvm::is_contained(shards, kv.second))
+      if (!found.count(kv.first()) && llvm::is_contained(shards, kv.second))
         problems.add(indexPath + ": maps tensor '" + kv.first().str() +
                      "' to " + kv.second + ", which does not contain it");
 

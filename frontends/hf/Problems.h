@@ -26,21 +26,24 @@ public:
     ++count;
   }
   void add(llvm::Error error) {
-    llvm::handleAllErrors(std::move(error),
-                    [&](const llvm::ErrorInfoBase &e) { add(e.message()); });
+    llvm::handleAllErrors(std::move(error), [&](const llvm::ErrorInfoBase &e) {
+      add(e.message());
+    });
   }
   bool empty() const { return count == 0; }
 
   llvm::Error takeError() {
     llvm::Error all = llvm::Error::success();
     for (const std::string &m : messages)
-      all = llvm::joinErrors(std::move(all),
-                       llvm::createStringError(llvm::inconvertibleErrorCode(), m));
+      all = llvm::joinErrors(
+          std::move(all),
+          llvm::createStringError(llvm::inconvertibleErrorCode(), m));
     if (count > messages.size())
-      all = llvm::joinErrors(std::move(all),
-                       llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                         llvm::formatv("... and {0} more problems",
-                                                 count - messages.size())));
+      all = llvm::joinErrors(
+          std::move(all),
+          llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                  llvm::formatv("... and {0} more problems",
+                                                count - messages.size())));
     return all;
   }
 

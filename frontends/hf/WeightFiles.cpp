@@ -71,8 +71,7 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
       Expected<SafeTensorsHeader> header = readSafeTensorsHeader(path);
       if (!header)
         return source.emitOpError("weight '")
-               << source.getName()
-               << "': " << toString(header.takeError());
+               << source.getName() << "': " << toString(header.takeError());
       it = headers.try_emplace(path, std::move(*header)).first;
     }
     const SafeTensorsHeader &header = it->second;
@@ -85,9 +84,8 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
     std::optional<STDType> dtype = storageType(type.getElementType());
     if (!dtype || *dtype != t.dtype || ArrayRef(t.shape) != type.getShape())
       return source.emitOpError("weight '")
-             << source.getName() << "' is " << stringifySTDType(t.dtype)
-             << " " << formatShape(t.shape) << " in " << path << ", not "
-             << type;
+             << source.getName() << "' is " << stringifySTDType(t.dtype) << " "
+             << formatShape(t.shape) << " in " << path << ", not " << type;
     uint64_t offset = header.dataOffset + t.begin;
     if (offset != uint64_t(source.getOffset()) ||
         t.end - t.begin != uint64_t(source.getSizeInBytes()))

@@ -121,8 +121,7 @@ Error writeOutputFile(StringRef path, function_ref<void(raw_ostream &)> write,
                                ".tmp-%%%%%%%%");
   if (std::error_code ec =
           sys::fs::createUniqueFile(model, fd, tmp, sys::fs::OF_None, mode))
-    return outputError(path,
-                       "cannot create a temporary file: " + ec.message());
+    return outputError(path, "cannot create a temporary file: " + ec.message());
   sys::RemoveFileOnSignal(tmp);
   auto discard = [&](Error e) {
     sys::fs::remove(tmp);

@@ -47,8 +47,8 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
-#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/Signals.h"
+#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/WithColor.h"
 
 #include <atomic>
@@ -77,15 +77,15 @@ static cl::opt<Target> target(
                           "CUDA kernels built with nvcc; runs on GPU 0")),
     cl::cat(category));
 enum class Emit { Binary, MLIR, Cpp, Cu };
-static cl::opt<Emit> emit(
-    "emit", cl::desc("What to produce"), cl::init(Emit::Binary),
-    cl::values(clEnumValN(Emit::Binary, "bin", "the executable (default)"),
-               clEnumValN(Emit::MLIR, "mlir", "moe IR after the pipeline"),
-               clEnumValN(Emit::Cpp, "cpp",
-                          "the generated C++ (for cuda: the host plan)"),
-               clEnumValN(Emit::Cu, "cu",
-                          "the generated CUDA kernels (--target cuda)")),
-    cl::cat(category));
+static cl::opt<Emit>
+    emit("emit", cl::desc("What to produce"), cl::init(Emit::Binary),
+         cl::values(clEnumValN(Emit::Binary, "bin", "the executable (default)"),
+                    clEnumValN(Emit::MLIR, "mlir", "moe IR after the pipeline"),
+                    clEnumValN(Emit::Cpp, "cpp",
+                               "the generated C++ (for cuda: the host plan)"),
+                    clEnumValN(Emit::Cu, "cu",
+                               "the generated CUDA kernels (--target cuda)")),
+         cl::cat(category));
 static cl::list<std::string> cudaArch(
     "cuda-arch",
     cl::desc("GPU architectures the CUDA kernels are built for, "
@@ -265,8 +265,8 @@ bool run(ArrayRef<std::string> args, StringRef log, const Twine &what) {
   std::optional<StringRef> redirects[] = {std::nullopt, log, log};
   std::string error;
   bool notRun = false;
-  sys::ProcessInfo child = sys::ExecuteNoWait(
-      args.front(), argv, std::nullopt, redirects, 0, &error, &notRun);
+  sys::ProcessInfo child = sys::ExecuteNoWait(args.front(), argv, std::nullopt,
+                                              redirects, 0, &error, &notRun);
   if (notRun || child.Pid == sys::ProcessInfo::InvalidPid) {
     fail(what + " failed: cannot run " + args.front() + ": " + error);
     return false;
@@ -339,15 +339,16 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
   // Interrupted, the build leaves nothing behind either.
   if (dir.size() < sizeof(interrupted.dir)) {
     memcpy(interrupted.dir, dir.data(), dir.size());
-    for (StringRef file : {cpp.str(), log.str(), built.str(), cu.str(),
-                           fatbin.str()})
+    for (StringRef file :
+         {cpp.str(), log.str(), built.str(), cu.str(), fatbin.str()})
       interrupted.add(file);
     sys::SetInterruptFunction(onInterrupt);
   }
   if (!writeFile(cpp, source))
     return 1;
-  std::vector<std::string> args = {cxx, "-std=c++17", "-O2", "-march=" + march,
-                                   "-w", "-I" MOE_RUNTIME_INCLUDE_DIR};
+  std::vector<std::string> args = {cxx,   "-std=c++17",
+                                   "-O2", "-march=" + march,
+                                   "-w",  "-I" MOE_RUNTIME_INCLUDE_DIR};
   if (cuda) {
     if (!writeFile(cu, cuda->deviceCode))
       return 1;
@@ -366,9 +367,9 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
       return 1;
     args.push_back("-DMOERT_FATBIN=\"" + std::string(fatbin) + "\"");
   }
-  args.insert(args.end(), {std::string(cpp), MOE_RUNTIME_MAIN_LIB,
-                           MOE_RUNTIME_LIB, "-lpthread", "-ldl", "-o",
-                           std::string(built)});
+  args.insert(args.end(),
+              {std::string(cpp), MOE_RUNTIME_MAIN_LIB, MOE_RUNTIME_LIB,
+               "-lpthread", "-ldl", "-o", std::string(built)});
   progress(step, steps, "building " + path + " with " + cxx);
   if (!run(args, log, "building the executable"))
     return 1;
@@ -515,8 +516,8 @@ int main(int argc, char **argv) {
       if (quiet || (done < total && done - shown < total / 20))
         return;
       shown = done;
-      errs() << format("      checking weights: %.1f of %.1f MB\n",
-                       done / 1e6, total / 1e6);
+      errs() << format("      checking weights: %.1f of %.1f MB\n", done / 1e6,
+                       total / 1e6);
     };
     if (failed(mlir::moe::hf::checkWeightValues(*module, report)))
       return fail("the weights hold NaN or infinity (see above); fix the "

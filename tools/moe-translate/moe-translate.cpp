@@ -63,8 +63,8 @@ int main(int argc, char **argv) {
 
   if (importHF.empty())
     return fail("nothing to do: give --import-hf MODEL_DIR (see --help)");
-  if (Error e = mlir::moe::checkOutputPath(outputFile,
-                                           mlir::moe::OutputKind::Text))
+  if (Error e =
+          mlir::moe::checkOutputPath(outputFile, mlir::moe::OutputKind::Text))
     return fail(toString(std::move(e)));
 
   mlir::MLIRContext context;

@@ -32,9 +32,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   check(!spec->validate("fuzz"));
   constexpr int64_t kMaxDim = int64_t(1) << 24;
-  for (int64_t v : {spec->vocabSize, spec->hiddenSize, spec->intermediateSize,
-                    spec->numHeads, spec->numKvHeads, spec->headDim,
-                    spec->maxPositions})
+  for (int64_t v :
+       {spec->vocabSize, spec->hiddenSize, spec->intermediateSize,
+        spec->numHeads, spec->numKvHeads, spec->headDim, spec->maxPositions})
     check(v >= 1 && v <= kMaxDim);
   check(spec->numLayers >= 1 && spec->numLayers <= 1024);
   check(spec->numExperts >= 1 && spec->numExperts <= 1024);

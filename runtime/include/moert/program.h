@@ -74,8 +74,8 @@ typedef struct moert_exec {
   /* CUDA target: enqueues kernel `kernel` (index into kernel_names) on the
    * session's stream; errors are recorded by the runtime, not returned. */
   void *device;
-  void (*launch)(void *device, int64_t kernel, unsigned grid_x,
-                 unsigned grid_y, unsigned block, void **args);
+  void (*launch)(void *device, int64_t kernel, unsigned grid_x, unsigned grid_y,
+                 unsigned block, void **args);
 } moert_exec;
 
 typedef struct moert_program {
