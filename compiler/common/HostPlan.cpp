@@ -287,13 +287,14 @@ LogicalResult HostPlanEmitter::verifyContract(func::FuncOp func) {
       if (o.getInt() < 0 || o.getInt() > kMaxArenaFloatsPerToken)
         return op->emitOpError("moe.scratch_offset must be in [0, ")
                << kMaxArenaFloatsPerToken << "]";
-    for (Value result : op->getResults())
-      if (isa<RankedTensorType>(result.getType()) && !isa<WeightOp>(op) &&
-          (getFloatsPerToken(result) < 0 ||
-           getFloatsPerToken(result) > kMaxArenaFloatsPerToken))
+    for (Value result : op->getResults()) {
+      if (!isa<RankedTensorType>(result.getType()) || isa<WeightOp>(op))
+        continue;
+      int64_t floats = getFloatsPerToken(result);
+      if (floats < 0 || floats > kMaxArenaFloatsPerToken)
         return op->emitOpError("a result of ")
-               << getFloatsPerToken(result)
-               << " floats per token does not fit the arena";
+               << floats << " floats per token does not fit the arena";
+    }
     if (auto e = dyn_cast<EmbeddingOp>(op)) {
       // The runtime checks token ids against vocab_size only.
       if (e.getIds() != tokens)

@@ -44,7 +44,7 @@ std::optional<STDType> storageType(Type t) {
 
 } // namespace
 
-std::vector<std::string> weightFilePaths(ModuleOp module) {
+std::vector<std::string> modelFilePaths(ModuleOp module) {
   std::vector<std::string> paths;
   StringRef dir = weightDirOf(module);
   for (auto source : module.getOps<WeightSourceOp>()) {
@@ -52,6 +52,9 @@ std::vector<std::string> weightFilePaths(ModuleOp module) {
     if (!llvm::is_contained(paths, path))
       paths.push_back(path);
   }
+  if (!dir.empty())
+    for (StringRef name : {"config.json", "model.safetensors.index.json"})
+      paths.push_back(pathOf(dir, name));
   return paths;
 }
 

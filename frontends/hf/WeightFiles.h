@@ -22,9 +22,11 @@
 
 namespace mlir::moe::hf {
 
-/// The distinct files the module's moe.weight_source ops name, as paths
-/// (moe.weight_dir joined with each file), in first-use order.
-std::vector<std::string> weightFilePaths(ModuleOp module);
+/// The files a module's model is read from, as paths in moe.weight_dir:
+/// each distinct file its moe.weight_source ops name (in first-use order),
+/// then config.json and model.safetensors.index.json. An output must never
+/// replace one of them.
+std::vector<std::string> modelFilePaths(ModuleOp module);
 
 /// Checks every moe.weight_source against the safetensors file it names: a
 /// regular file whose header holds the tensor with the same dtype, shape

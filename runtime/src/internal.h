@@ -23,6 +23,10 @@ moert_status moert_cache_floats(const moert_program *program, uint64_t *total);
 moert_status moert_scratch_floats(const moert_program *program, int64_t tokens,
                                   uint64_t *floats);
 
+/// What a file that is not regular is, for messages: "a FIFO", "a
+/// directory", ... (`mode` is struct stat's st_mode).
+const char *moert_file_kind(unsigned mode);
+
 // The CUDA backend (cuda.cpp).
 struct moert_cuda_model;
 struct moert_cuda_session;

@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "internal.h"
 #include "moert/moert.h"
 
 #include <fcntl.h>
@@ -358,16 +359,9 @@ private:
                   : ("the weight file " + p.path + ", which it reads").c_str());
       return;
     }
-    const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
-                       : S_ISLNK(st.st_mode)  ? "a symbolic link"
-                       : S_ISFIFO(st.st_mode) ? "a FIFO"
-                       : S_ISCHR(st.st_mode)  ? "a character device"
-                       : S_ISBLK(st.st_mode)  ? "a block device"
-                       : S_ISSOCK(st.st_mode) ? "a socket"
-                                              : "not a regular file";
     die("--dump-logits %s: is %s; give the name of a regular file or of a "
         "new one",
-        path.c_str(), kind);
+        path.c_str(), moert_file_kind(st.st_mode));
   }
 };
 

@@ -80,20 +80,6 @@ struct Fd {
   }
 };
 
-const char *fileKind(mode_t mode) {
-  if (S_ISDIR(mode))
-    return "a directory";
-  if (S_ISFIFO(mode))
-    return "a FIFO";
-  if (S_ISCHR(mode))
-    return "a character device";
-  if (S_ISBLK(mode))
-    return "a block device";
-  if (S_ISSOCK(mode))
-    return "a socket";
-  return "a special file";
-}
-
 /// Reads exactly `n` bytes at `offset`; false with errno set (0 when the
 /// file ended first).
 bool readAt(int fd, void *buffer, size_t n, uint64_t offset) {
@@ -134,7 +120,7 @@ mapWeightFile(const std::string &path,
   if (!S_ISREG(st.st_mode))
     return moert_fail(MOERT_ERROR_IO,
                       "%s: is %s, not a regular file (weight '%s')",
-                      path.c_str(), fileKind(st.st_mode), name);
+                      path.c_str(), moert_file_kind(st.st_mode), name);
   uint64_t size = uint64_t(st.st_size);
 
   // The length prefix, then as much of the file as the check needs.
@@ -265,6 +251,22 @@ moert_status moert_scratch_floats(const moert_program *p, int64_t tokens,
                       (unsigned long long)perToken, (long long)workspace);
   *out = floats;
   return MOERT_OK;
+}
+
+const char *moert_file_kind(unsigned mode) {
+  if (S_ISDIR(mode))
+    return "a directory";
+  if (S_ISLNK(mode))
+    return "a symbolic link";
+  if (S_ISFIFO(mode))
+    return "a FIFO";
+  if (S_ISCHR(mode))
+    return "a character device";
+  if (S_ISBLK(mode))
+    return "a block device";
+  if (S_ISSOCK(mode))
+    return "a socket";
+  return "a special file";
 }
 
 extern "C" const char *moert_last_error(void) { return lastError; }

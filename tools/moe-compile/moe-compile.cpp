@@ -158,7 +158,7 @@ void progress(int step, int steps, const Twine &message) {
 constexpr uint64_t kMaxMLIRBytes = uint64_t(1) << 30;
 
 /// Imports the model directory or parses the .mlir file `input` (into
-/// `sourceMgr`, which the diagnostics quote).
+/// `sourceMgr`, which the diagnostics quote); the module returned verifies.
 mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context,
                                        SourceMgr &sourceMgr) {
   sys::fs::file_status status;
@@ -175,6 +175,8 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context,
                       [](const ErrorInfoBase &e) { fail(e.message()); });
       return nullptr;
     }
+    if (failed(mlir::verify(**module)))
+      return nullptr;
     return std::move(*module);
   }
   auto file = mlir::moe::readInputFile(input, kMaxMLIRBytes);
@@ -194,19 +196,6 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context,
                  failed(mlir::moe::hf::verifyWeightFiles(*module))))
     return nullptr;
   return module;
-}
-
-/// The files this compilation reads, which -o must never replace.
-std::vector<std::string> inputFiles(mlir::ModuleOp module) {
-  std::vector<std::string> files = mlir::moe::hf::weightFilePaths(module);
-  if (auto dir = module->getAttrOfType<mlir::StringAttr>("moe.weight_dir"))
-    for (StringRef name : {"config.json", "model.safetensors.index.json"}) {
-      SmallString<256> path(dir.getValue());
-      sys::path::append(path, name);
-      files.push_back(std::string(path));
-    }
-  files.push_back(input);
-  return files;
 }
 
 /// The model's name as the binary shows it: the input's own name, with
@@ -504,11 +493,15 @@ int main(int argc, char **argv) {
   progress(1, steps, "importing " + input);
   mlir::TimingScope importTimer = timing.nest("import");
   mlir::OwningOpRef<mlir::ModuleOp> module = load(context, sourceMgr);
-  if (!module || failed(mlir::verify(*module)))
+  if (!module)
     return 1;
-  if (!outputPath.empty())
-    if (Error e = mlir::moe::checkNotAnInput(outputPath, inputFiles(*module)))
+  if (!outputPath.empty()) {
+    // Never one of the files this compilation reads.
+    std::vector<std::string> inputs = mlir::moe::hf::modelFilePaths(*module);
+    inputs.push_back(input);
+    if (Error e = mlir::moe::checkNotAnInput(outputPath, inputs))
       return fail(toString(std::move(e)));
+  }
   if (checkWeights) {
     uint64_t shown = 0;
     auto report = [&](uint64_t done, uint64_t total) {

@@ -81,10 +81,8 @@ int main(int argc, char **argv) {
   if (failed(mlir::verify(**module)))
     return fail("internal error: the imported IR does not verify");
 
-  std::vector<std::string> inputs = mlir::moe::hf::weightFilePaths(**module);
-  for (StringRef name : {"config.json", "model.safetensors.index.json"})
-    inputs.push_back((importHF + "/" + name).str());
-  if (Error e = mlir::moe::checkNotAnInput(outputFile, inputs))
+  if (Error e = mlir::moe::checkNotAnInput(
+          outputFile, mlir::moe::hf::modelFilePaths(**module)))
     return fail(toString(std::move(e)));
   if (Error e = mlir::moe::writeOutputFile(
           outputFile, [&](raw_ostream &os) { os << **module << "\n"; }))
