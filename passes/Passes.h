@@ -39,6 +39,11 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
       *this, "max-batch-tokens",
       llvm::cl::desc("Most tokens per forward call, for the memory plan"),
       llvm::cl::init(512)};
+  Option<std::string> target{
+      *this, "target",
+      llvm::cl::desc("The target whose kernels' scratch moe-plan-memory "
+                     "plans: cpu (default) or cuda"),
+      llvm::cl::init("cpu")};
   Option<bool> fuseEpilogues{
       *this, "fuse-epilogues",
       llvm::cl::desc("At opt-level 2, run moe-fuse-epilogues (default "

@@ -290,8 +290,12 @@ def PlanMemory : Pass<"moe-plan-memory", "::mlir::func::FuncOp"> {
   let description = [{
     Treats the function as the program the targets run (one kernel per op,
     in order) and computes each activation's live range: from the op that
-    defines it to its last user. Ops that need working memory (the expert
-    bank) get a scratch buffer live during the op. Buffers are placed in one
+    defines it to its last user. Ops whose kernels need working memory on
+    the `target` get a scratch buffer live during the op: the target's
+    attribute (`#moert.cpu`, `#moert.cuda`) says how much through
+    `moert::TargetBufferAttrInterface`, whose model each target registers.
+    The CPU kernels stage the expert bank's rows and the gathered rows of a
+    grouped matmul; the CUDA kernels need none. Buffers are placed in one
     arena, largest first, at the lowest offset that does not overlap a
     buffer live at the same time (with `reuse=false`, each buffer gets its
     own range: the naive layout `-O0` uses). Every size is per token of the batch, so
@@ -303,7 +307,8 @@ def PlanMemory : Pass<"moe-plan-memory", "::mlir::func::FuncOp"> {
     one, `moe.scratch_offset`. The function gets `moe.memory_plan`:
     `arena_bytes` (the plan's peak), `naive_bytes` (every buffer separate),
     `lower_bound_bytes` (the largest set of buffers live at once), all for
-    `max-batch-tokens` tokens.
+    `max-batch-tokens` tokens, and the `target` it was made for, which the
+    lowering checks.
 
     After `--moe-plan-memory`:
 
@@ -311,7 +316,7 @@ def PlanMemory : Pass<"moe-plan-memory", "::mlir::func::FuncOp"> {
     %a = moe.rms_norm %h, %w eps 1.0e-05 {moe.arena_offsets = array<i64: 64>} : ...
     func.func @forward(...) attributes {moe.memory_plan = {arena_bytes = ...,
         floats_per_token = ..., lower_bound_bytes = ..., max_batch_tokens = 512 : i64,
-        naive_bytes = ...}}
+        naive_bytes = ..., target = #moert.cpu}}
     ```
   }];
   let options = [
@@ -320,7 +325,10 @@ def PlanMemory : Pass<"moe-plan-memory", "::mlir::func::FuncOp"> {
     Option<"reuse", "reuse", "bool", /*default=*/"true",
            "Share memory between buffers whose live ranges do not overlap "
            "(false: every buffer gets its own range, the -O0 layout)">,
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "The target whose kernels' scratch to plan: cpu or cuda">,
   ];
+  let dependentDialects = ["::mlir::moert::MoERTDialect"];
   let statistics = [
     Statistic<"numBuffers", "num-buffers", "Activation buffers placed">,
   ];

@@ -19,6 +19,7 @@ void mlir::moe::buildDefaultPipeline(OpPassManager &pm,
   kv.maxSeq = options.maxSeq;
   PlanMemoryOptions memory;
   memory.maxBatchTokens = options.maxBatchTokens;
+  memory.target = options.target;
   if (options.optLevel == 0) {
     // -O0: no fusion, and every buffer stands alone in the arena.
     memory.reuse = false;
@@ -44,6 +45,9 @@ llvm::Error mlir::moe::checkPipelineOptions(const PipelineOptions &options,
                 llvm::Twine(options.optLevel.getValue()) +
                 " is not a level: use " +
                 (prefix == "--" ? "-O0 or -O2" : "opt-level=0 or 2"));
+  if (options.target != "cpu" && options.target != "cuda")
+    return fail(prefix + "target must be cpu or cuda, got '" +
+                options.target.getValue() + "'");
   if (options.maxSeq < 0 || options.maxSeq > kMaxSeqLimit)
     return fail(prefix + "max-seq must be in [0, " + llvm::Twine(kMaxSeqLimit) +
                 "] (0: the model's max_position_embeddings), got " +

@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/MoE/MoEOps.h"
+#include "dialects/MoERT/MoERT.h"
 #include "passes/Passes.h"
 
 #include "llvm/Support/CheckedArithmetic.h"
@@ -44,6 +45,21 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
           << kMaxBatchTokensLimit << "], got " << int64_t(maxBatchTokens);
       return signalPassFailure();
     }
+    Attribute targetAttr = moert::getTargetAttr(&getContext(), target);
+    auto buffers_ =
+        dyn_cast_or_null<moert::TargetBufferAttrInterface>(targetAttr);
+    if (!targetAttr) {
+      func.emitError("moe-plan-memory: target must be cpu or cuda, got '")
+          << target << "'";
+      return signalPassFailure();
+    }
+    if (!buffers_) {
+      func.emitError("moe-plan-memory: the ")
+          << target
+          << " target registered no buffer model "
+             "(moert::TargetBufferAttrInterface) in this tool";
+      return signalPassFailure();
+    }
     Block &entry = func.getBody().front();
     Operation *terminator = entry.getTerminator();
     // The first result (the logits) goes straight to the caller's buffer.
@@ -75,7 +91,7 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
         bufferOf[result] = buffers.size();
         buffers.push_back(buffer);
       }
-      if (int64_t scratch = getScratchFloatsPerToken(&op)) {
+      if (int64_t scratch = buffers_.getScratchFloatsPerToken(&op)) {
         scratchOf[&op] = buffers.size();
         buffers.push_back(Buffer{scratch, at, at});
       }
@@ -159,6 +175,7 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
                            b.getI64IntegerAttr(maxBatchTokens)),
             b.getNamedAttr("naive_bytes",
                            b.getI64IntegerAttr(naive * bytesPerFloatToken)),
+            b.getNamedAttr("target", targetAttr),
         }));
   }
 };

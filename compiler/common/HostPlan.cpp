@@ -1,13 +1,20 @@
-//===- HostPlan.cpp - what every target's host plan shares -----*- C++ -*-===//
+//===- HostPlan.cpp - printing a target's launch plan -----------*- C++ -*-===//
 //
 // Part of moe-compile.
 //
 //===----------------------------------------------------------------------===//
 
 #include "compiler/common/HostPlan.h"
+#include "compiler/common/Lowering.h"
 
+#include "dialects/MoE/MoEOps.h"
+#include "dialects/MoERT/MoERT.h"
 #include "frontends/InputFiles.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/AffineExpr.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/Format.h"
 
@@ -61,6 +68,8 @@ std::string mlir::moe::cppDouble(double v) {
 
 namespace {
 
+enum class Target { Cpu, Cuda };
+
 StringRef dtypeEnum(Type t) {
   if (t.isF16())
     return "MOERT_F16";
@@ -69,329 +78,429 @@ StringRef dtypeEnum(Type t) {
   return "MOERT_F32";
 }
 
-int64_t layerOfCache(Value cache) {
-  auto arg = dyn_cast<BlockArgument>(cache);
-  return arg ? int64_t(arg.getArgNumber()) - 2 : -1;
+/// The kernel templates each target's library has: a callee outside these
+/// is refused, so the IR names code but never writes it.
+const llvm::StringSet<> &knownCallees(Target target) {
+  static const llvm::StringSet<> cpu = {
+      "moert::embedding",     "moert::rmsNorm",      "moert::linear",
+      "moert::rope",          "moert::attention",    "moert::add",
+      "moert::router",        "moert::fusedRouter",  "moert::experts",
+      "moert::expertPermute", "moert::groupedMatmul", "moert::siluMul",
+      "moert::expertCombine"};
+  static const llvm::StringSet<> cuda = {
+      "moert::cuda::embedding",
+      "moert::cuda::rmsNorm",
+      "moert::cuda::gemv",
+      "moert::cuda::gemmMma",
+      "moert::cuda::gemvMulti",
+      "moert::cuda::rope",
+      "moert::cuda::attentionDecode",
+      "moert::cuda::attentionDecodeFinish",
+      "moert::cuda::attentionPrefill",
+      "moert::cuda::kvAppend",
+      "moert::cuda::add",
+      "moert::cuda::fusedRouter",
+      "moert::cuda::expertPermute",
+      "moert::cuda::siluMul",
+      "moert::cuda::expertCombine"};
+  return target == Target::Cpu ? cpu : cuda;
 }
 
-} // namespace
+bool isIdentifier(StringRef s) {
+  return !s.empty() && s.size() <= 200 && !llvm::isDigit(s.front()) &&
+         llvm::all_of(s, [](char c) { return llvm::isAlnum(c) || c == '_'; });
+}
 
-LogicalResult HostPlanEmitter::collectManifest() {
-  for (auto source : module.getOps<WeightSourceOp>()) {
-    manifestIndex[source.getName()] = manifest.size();
-    manifest.push_back(source);
+struct Cache {
+  int64_t kvHeads = 0, headDim = 0, capacity = 0, window = 0;
+  bool seen = false;
+};
+
+class PlanPrinter {
+public:
+  PlanPrinter(ModuleOp module, const EmitOptions &options, Target target)
+      : module(module), options(options), target(target) {}
+
+  LogicalResult run();
+  void writeTables(raw_ostream &os) const;
+  void writeDescriptor(raw_ostream &os, StringRef targetFields) const;
+  /// The `__global__` kernels (CUDA).
+  LogicalResult writeKernels(raw_ostream &os) const;
+
+  StringRef targetName() const {
+    return target == Target::Cpu ? "CPU" : "CUDA";
   }
-  WalkResult r = module.walk([&](WeightOp w) {
-    if (!manifestIndex.count(w.getName())) {
-      w.emitOpError("the ")
-          << targetName << " target needs a moe.weight_source for '"
-          << w.getName() << "' (import the model with moe-translate)";
-      return WalkResult::interrupt();
-    }
-    return WalkResult::advance();
-  });
-  return failure(r.wasInterrupted());
+
+  ModuleOp module;
+  const EmitOptions &options;
+  Target target;
+  std::string body;
+  llvm::raw_string_ostream out{body};
+  std::vector<WeightSourceOp> manifest;
+  llvm::StringMap<size_t> manifestIndex;
+  std::vector<moert::KernelOp> kernels;
+  llvm::StringMap<size_t> kernelIndex;
+  std::vector<Cache> caches;
+  int64_t maxPositions = 0, vocab = 0, hidden = 0;
+  int64_t arenaPerToken = 0, workspaceFloats = 0, cacheBytes = 0;
+  StringRef weightDir;
+
+private:
+  LogicalResult collectArguments(func::FuncOp func);
+  LogicalResult printBlock(Block &block, int indent);
+  LogicalResult printOp(Operation *op, int indent);
+  /// The C++ spelling of a template argument.
+  FailureOr<std::string> templateArg(Operation *op, Attribute a) const;
+  FailureOr<std::string> elementName(Operation *op, Type t) const;
+  /// The C++ expression of an operand.
+  FailureOr<std::string> expr(Operation *user, Value v) const;
+  llvm::DenseMap<Value, std::string> names;
+  int64_t nextName = 0;
+};
+
+FailureOr<std::string> PlanPrinter::elementName(Operation *op, Type t) const {
+  bool cpu = target == Target::Cpu;
+  if (t.isF32())
+    return std::string("float");
+  if (t.isF16())
+    return std::string(cpu ? "moert::f16" : "__half");
+  if (t.isBF16())
+    return std::string(cpu ? "moert::bf16" : "__nv_bfloat16");
+  if (isa<NoneType>(t))
+    return std::string("void");
+  return op->emitOpError("the ") << targetName() << " target has no " << t;
 }
 
-std::string HostPlanEmitter::allocate(Value v, bool ints) {
-  int64_t perToken = getFloatsPerToken(v);
-  if (v == logitsValue) {
-    names[v] = "logits";
-    return "logits";
+FailureOr<std::string> PlanPrinter::templateArg(Operation *op,
+                                                Attribute a) const {
+  if (auto b = dyn_cast<BoolAttr>(a))
+    return std::string(b.getValue() ? "true" : "false");
+  if (auto i = dyn_cast<IntegerAttr>(a))
+    return std::to_string(i.getInt());
+  if (auto t = dyn_cast<TypeAttr>(a))
+    return elementName(op, t.getValue());
+  return op->emitOpError("cannot print the template argument ") << a;
+}
+
+FailureOr<std::string> PlanPrinter::expr(Operation *user, Value v) const {
+  if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
+    if (auto f = dyn_cast<FloatAttr>(c.getValue()))
+      return f.getType().isF32() ? cppFloat(f.getValueAsDouble())
+                                 : cppDouble(f.getValueAsDouble());
+    if (auto i = dyn_cast<IntegerAttr>(c.getValue()))
+      return std::to_string(i.getInt());
   }
-  // moe-plan-memory's offset when there is one, else a range of its own.
-  // (verifyContract bounded both, so the sum cannot overflow.)
-  int64_t offset = arenaPerToken;
-  auto result = cast<OpResult>(v);
-  if (auto planned = result.getOwner()->getAttrOfType<DenseI64ArrayAttr>(
-          "moe.arena_offsets");
-      planned && int64_t(planned.size()) > result.getResultNumber() &&
-      planned[result.getResultNumber()] >= 0)
-    offset = planned[result.getResultNumber()];
-  arenaPerToken = std::max(arenaPerToken, offset + perToken);
-  if (arenaPerToken > kMaxArenaFloatsPerToken && !arenaTooLarge)
-    arenaTooLarge = result.getOwner();
-  std::string name = "b" + std::to_string(names.size());
-  out << "  " << (ints ? "int32_t" : "float") << " *" << name << " = ";
-  if (ints)
-    out << "reinterpret_cast<int32_t *>(";
-  out << "arena + n_max * " << offset << (ints ? ")" : "") << ";\n";
-  names[v] = name;
-  return name;
-}
-
-int64_t HostPlanEmitter::scratch(Operation *op) {
-  int64_t perToken = getScratchFloatsPerToken(op);
-  int64_t offset = arenaPerToken;
-  if (auto planned = op->getAttrOfType<IntegerAttr>("moe.scratch_offset"))
-    offset = planned.getInt();
-  arenaPerToken = std::max(arenaPerToken, offset + perToken);
-  if (arenaPerToken > kMaxArenaFloatsPerToken && !arenaTooLarge)
-    arenaTooLarge = op;
-  return offset;
-}
-
-std::string HostPlanEmitter::name(Value v) {
   auto it = names.find(v);
-  if (it != names.end())
-    return it->second;
-  if (!unnamed)
-    unnamed = v;
-  return "";
+  if (it == names.end())
+    return user->emitOpError("uses a value the ")
+           << targetName() << " printer cannot name: " << v.getType();
+  return it->second;
 }
 
-std::string HostPlanEmitter::weight(Value v) {
-  if (auto w = v.getDefiningOp<WeightOp>())
-    return "W" + std::to_string(manifestIndex.lookup(w.getName()));
-  if (!notAWeight)
-    notAWeight = v;
-  return "nullptr";
-}
-
-const HostPlanEmitter::Cache *HostPlanEmitter::planCache(AttentionOp a) {
-  int64_t layer = layerOfCache(a.getCache());
-  if (layer < 0 || layer >= int64_t(caches.size()) || caches[layer].seen) {
-    a.emitOpError("the ") << targetName
-                          << " target needs each attention to read its own "
-                             "cache argument of @forward";
-    return nullptr;
-  }
-  auto type = cast<KVCacheType>(a.getCache().getType());
-  if (!type.getElementType().isF32()) {
-    a.emitOpError("the ") << targetName
-                          << " target keeps KV caches in f32, not "
-                          << type.getElementType();
-    return nullptr;
-  }
-  Cache &c = caches[layer];
-  c.seen = true;
-  c.kvHeads = type.getNumKvHeads();
-  c.headDim = type.getHeadDim();
-  c.window = a.getSlidingWindow().value_or(0);
-  if (type.hasStaticCapacity())
-    c.capacity = type.getCapacity();
-  else
-    c.capacity = c.window ? std::min(c.window, maxPositions) : maxPositions;
-  if (c.window && c.capacity < std::min(c.window, maxPositions)) {
-    a.emitOpError("cache capacity ")
-        << c.capacity << " is smaller than the window it must hold";
-    return nullptr;
-  }
-  if (!c.window && c.capacity < maxPositions) {
-    a.emitOpError("cache capacity ")
-        << c.capacity << " cannot hold " << maxPositions << " positions";
-    return nullptr;
-  }
-  names[a.getCacheOut()] = name(a.getCache());
-  return &c;
-}
-
-namespace {
-/// Fails with a message on `user` unless `indices` are the expert indices of
-/// a router over at most `experts` experts choosing `k` each: what the
-/// kernels index weight tables and offsets with.
-LogicalResult checkExpertIndices(Operation *user, Value indices,
-                                 int64_t experts, int64_t k) {
-  int64_t routed = 0, chosen = 0;
-  if (auto r = indices.getDefiningOp<RouterOp>();
-      r && indices == r.getIndices())
-    routed = r.getNumExperts(), chosen = r.getK();
-  else if (auto f = indices.getDefiningOp<FusedRouterOp>();
-           f && indices == f.getIndices())
-    routed = f.getNumExperts(), chosen = f.getK();
-  else
-    return user->emitOpError("the targets need expert indices computed by "
-                             "a moe.router or moe.fused_router");
-  if (routed > experts || chosen != k)
-    return user->emitOpError("routes top ")
-           << k << " of " << experts << " experts, but its indices choose "
-           << chosen << " of " << routed;
-  return success();
-}
-
-/// Fails unless `perm` (and `offsets`, when given) are the results of one
-/// moe.expert_permute over `experts` experts (any, when 0) with `k` choices.
-LogicalResult checkPermutation(Operation *user, Value perm, Value offsets,
-                               int64_t experts, int64_t k) {
-  auto permute = perm.getDefiningOp<ExpertPermuteOp>();
-  if (!permute || perm != permute.getPerm() ||
-      (offsets && offsets != permute.getOffsets()))
-    return user->emitOpError("the targets need the permutation")
-           << (offsets ? " and offsets" : "") << " of one moe.expert_permute";
-  int64_t permuted = permute.getIndices().getType().getDimSize(1);
-  if ((experts && int64_t(permute.getNumExperts()) != experts) || permuted != k)
-    return user->emitOpError("takes top ")
-           << k << (experts ? " of " + std::to_string(experts) : "")
-           << " experts, but its permutation is of top " << permuted << " of "
-           << permute.getNumExperts();
-  return success();
-}
-
-/// Rows per batch token of an activation's buffer.
-int64_t rowsPerToken(Value v) {
-  auto type = cast<RankedTensorType>(v.getType());
-  return getFloatsPerToken(v) / std::max<int64_t>(1, type.getDimSize(1));
-}
-} // namespace
-
-LogicalResult HostPlanEmitter::verifyContract(func::FuncOp func) {
-  // The signature forward's C++ has: (tokens, positions, caches...) ->
-  // (logits [?, vocab] f32, caches...).
-  FunctionType type = func.getFunctionType();
-  auto isIds = [](Type t) {
-    auto r = dyn_cast<RankedTensorType>(t);
-    return r && r.getRank() == 1 && r.getElementType().isInteger(32);
+LogicalResult PlanPrinter::collectArguments(func::FuncOp func) {
+  using moert::MoERTDialect;
+  auto bad = [&](const Twine &why) {
+    return func.emitOpError("is not a lowered @forward: ") << why;
   };
-  auto logits = type.getNumResults()
-                    ? dyn_cast<RankedTensorType>(type.getResult(0))
-                    : RankedTensorType();
-  if (auto layersAttr = module->getAttrOfType<DictionaryAttr>("moe.model")
-                            .getAs<IntegerAttr>("num_layers");
-      layersAttr && layersAttr.getInt() != int64_t(type.getNumInputs()) - 2)
-    return func.emitOpError("has ")
-           << int64_t(type.getNumInputs()) - 2
-           << " cache arguments, but moe.model's num_layers is "
-           << layersAttr.getInt();
-  if (type.getNumInputs() < 3 || !isIds(type.getInput(0)) ||
-      !isIds(type.getInput(1)) || !logits || logits.getRank() != 2 ||
-      !logits.getElementType().isF32() ||
-      llvm::any_of(type.getInputs().drop_front(2),
-                   [](Type t) { return !isa<KVCacheType>(t); }) ||
-      llvm::any_of(type.getResults().drop_front(1),
-                   [](Type t) { return !isa<KVCacheType>(t); }))
-    return func.emitOpError("@forward must take (tensor<?xi32> tokens, "
-                            "tensor<?xi32> positions, !moe.kv_cache...) and "
-                            "return (tensor<?xVOCABxf32> logits, "
-                            "!moe.kv_cache...)");
-  if (logits.getDimSize(1) != vocab)
-    return func.emitOpError("returns logits of width ")
-           << logits.getDimSize(1) << ", but moe.model's vocab_size is "
-           << vocab;
-  // The caller's logits buffer holds one row per token: a value of the
-  // permuted domain (k rows a token) would overflow it.
-  Value returned = func.getBody().front().getTerminator()->getOperand(0);
-  if (rowsPerToken(returned) != 1)
-    return func.emitOpError("returns logits of ")
-           << rowsPerToken(returned)
-           << " rows per token; the caller's buffer holds one";
-  Value tokens = func.getArgument(0);
-  WalkResult r = func.walk([&](Operation *op) -> WalkResult {
-    if (auto o = op->getAttrOfType<DenseI64ArrayAttr>("moe.arena_offsets"))
-      if (llvm::any_of(o.asArrayRef(), [](int64_t x) {
-            return x < -1 || x > kMaxArenaFloatsPerToken;
-          }))
-        return op->emitOpError("moe.arena_offsets entries must be -1 or in "
-                               "[0, ")
-               << kMaxArenaFloatsPerToken << "]";
-    if (auto o = op->getAttrOfType<IntegerAttr>("moe.scratch_offset"))
-      if (o.getInt() < 0 || o.getInt() > kMaxArenaFloatsPerToken)
-        return op->emitOpError("moe.scratch_offset must be in [0, ")
-               << kMaxArenaFloatsPerToken << "]";
-    for (Value result : op->getResults()) {
-      if (!isa<RankedTensorType>(result.getType()) || isa<WeightOp>(op))
-        continue;
-      int64_t floats = getFloatsPerToken(result);
-      if (floats < 0 || floats > kMaxArenaFloatsPerToken)
-        return op->emitOpError("a result of ")
-               << floats << " floats per token does not fit the arena";
-    }
-    if (auto e = dyn_cast<EmbeddingOp>(op)) {
-      // The runtime checks token ids against vocab_size only.
-      if (e.getIds() != tokens)
-        return op->emitOpError("the targets look up the token ids of "
-                               "@forward's first argument only");
-      if (e.getTable().getType().getDimSize(0) != vocab)
-        return op->emitOpError("has ")
-               << e.getTable().getType().getDimSize(0)
-               << " table rows, but moe.model's vocab_size is " << vocab;
-      if (hidden && e.getTable().getType().getDimSize(1) != hidden)
-        return op->emitOpError("has ")
-               << e.getTable().getType().getDimSize(1)
-               << " table columns, but moe.model's hidden_size is " << hidden;
-    } else if (auto e = dyn_cast<ExpertsOp>(op)) {
-      return checkExpertIndices(op, e.getIndices(), e.getNumExperts(),
-                                width(e.getWeights()));
-    } else if (auto p = dyn_cast<ExpertPermuteOp>(op)) {
-      return checkExpertIndices(op, p.getIndices(), p.getNumExperts(),
-                                width(p.getIndices()));
-    } else if (auto g = dyn_cast<GroupedMatmulOp>(op)) {
-      if (failed(checkPermutation(op, g.getPerm(), g.getOffsets(),
-                                  g.getNumExperts(), g.getK())))
-        return failure();
-      // Without gather the input is the permuted batch: k rows a token.
-      int64_t rows = g.getGather() ? 1 : int64_t(g.getK());
-      if (rowsPerToken(g.getInput()) != rows)
-        return op->emitOpError("needs an input of ")
-               << rows << " row(s) per token, got one of "
-               << rowsPerToken(g.getInput());
-    } else if (auto c = dyn_cast<ExpertCombineOp>(op)) {
-      int64_t k = width(c.getWeights());
-      if (failed(checkPermutation(op, c.getPerm(), Value(), 0, k)))
-        return failure();
-      if (rowsPerToken(c.getInput()) != k)
-        return op->emitOpError("needs the permuted batch (")
-               << k << " rows per token) as input, got "
-               << rowsPerToken(c.getInput()) << " row(s) per token";
-    }
-    return WalkResult::advance();
-  });
-  return failure(r.wasInterrupted());
-}
-
-LogicalResult HostPlanEmitter::emitForward(func::FuncOp func) {
-  Block &entry = func.getBody().front();
-  FunctionType type = func.getFunctionType();
-  int64_t layers = int64_t(type.getNumInputs()) - 2;
-  if (layers < 1 || type.getNumResults() != size_t(layers) + 1)
-    return func.emitOpError("@forward must take (tokens, positions, caches...) "
-                            "and return (logits, caches...)");
-  caches.resize(size_t(layers));
-  names[entry.getArgument(0)] = "tokens";
-  names[entry.getArgument(1)] = "positions";
-  for (int64_t l = 0; l < layers; ++l)
-    names[entry.getArgument(2 + l)] = "ex->caches[" + std::to_string(l) + "]";
-  auto ret = cast<func::ReturnOp>(entry.getTerminator());
-  logitsValue = ret.getOperand(0);
-
-  for (Operation &op : entry) {
-    if (isa<WeightOp, func::ReturnOp>(op))
+  if (func.getNumResults())
+    return bad("it returns values (the lowering writes the logits to an "
+               "argument)");
+  for (BlockArgument arg : func.getArguments()) {
+    unsigned i = arg.getArgNumber();
+    if (auto role = func.getArgAttrOfType<StringAttr>(
+            i, MoERTDialect::kArgAttrName)) {
+      auto memref = dyn_cast<MemRefType>(arg.getType());
+      if (!memref || !moert::isBatchBuffer(memref))
+        return bad("argument " + Twine(i) + " is not a buffer");
+      if (names.count(arg))
+        return bad("argument " + Twine(i) + " has two roles");
+      for (Value other : func.getArguments())
+        if (other != arg && names.lookup(other) == role.getValue())
+          return bad("two arguments are the " + role.getValue());
+      names[arg] = role.getValue().str();
       continue;
-    if (failed(emitOp(&op)))
-      return failure();
-    if (notAWeight)
-      return op.emitOpError("the ")
-             << targetName << " target needs its weights to come from "
-             << "moe.weight ops";
-    if (unnamed)
-      return op.emitOpError("the ")
-             << targetName << " target cannot use " << unnamed.getType()
-             << " (a weight or a value it does not compute) as an activation";
-    if (arenaTooLarge)
-      return arenaTooLarge->emitOpError("the activation arena would need "
-                                        "more than ")
-             << kMaxArenaFloatsPerToken << " floats per token";
+    }
+    auto layer = func.getArgAttrOfType<IntegerAttr>(
+        i, MoERTDialect::kKvLayerAttrName);
+    auto type = dyn_cast<KVCacheType>(arg.getType());
+    if (!layer || !type)
+      return bad("argument " + Twine(i) + " has no moert.arg or " +
+                 "moert.kv_layer");
+    int64_t l = layer.getInt();
+    if (l >= int64_t(func.getNumArguments()) || !type.hasStaticCapacity() ||
+        !type.getElementType().isF32())
+      return bad("argument " + Twine(i) +
+                 " is not an f32 cache of planned capacity of a layer");
+    if (caches.size() <= size_t(l))
+      caches.resize(l + 1);
+    Cache &c = caches[l];
+    if (c.seen)
+      return bad("two caches of layer " + Twine(l));
+    auto window = func.getArgAttrOfType<IntegerAttr>(i, moert::MoERTDialect::kKvWindowAttrName);
+    c = Cache{type.getNumKvHeads(), type.getHeadDim(), type.getCapacity(),
+              window ? window.getInt() : 0, true};
+    if (c.window < 0 ||
+        (c.window ? c.capacity < std::min(c.window, maxPositions)
+                  : c.capacity < maxPositions))
+      return bad("the cache of layer " + Twine(l) + " cannot hold " +
+                 Twine(c.window ? std::min(c.window, maxPositions)
+                                : maxPositions) +
+                 " positions");
+    names[arg] = "ex->caches[" + std::to_string(l) + "]";
   }
-  for (int64_t l = 0; l < layers; ++l) {
-    if (names.lookup(ret.getOperand(1 + l)) !=
-        names.lookup(entry.getArgument(2 + l)))
-      return func.emitOpError("result ")
-             << (1 + l) << " must be the cache of layer " << l;
-    if (!caches[l].seen)
-      return func.emitOpError("cache argument ") << (2 + l) << " is never used";
-  }
-  if (names.lookup(logitsValue) != "logits")
-    return func.emitOpError("the logits must be computed by an op of @forward");
+  for (StringRef role : {"tokens", "positions", "logits"})
+    if (llvm::none_of(func.getArguments(),
+                      [&](Value a) { return names.lookup(a) == role; }))
+      return bad(("no argument is the " + role).str());
+  for (auto [l, c] : llvm::enumerate(caches))
+    if (!c.seen)
+      return bad("no cache of layer " + Twine(l));
+  if (caches.empty())
+    return bad("it has no KV caches");
+  // The logits: [?, vocab] f32.
+  for (Value a : func.getArguments())
+    if (names.lookup(a) == "logits") {
+      auto t = cast<MemRefType>(a.getType());
+      if (t.getRank() != 2 || t.getDimSize(1) != vocab ||
+          !t.getElementType().isF32())
+        return bad("the logits are not memref<?x" + Twine(vocab) + "xf32>");
+    }
   return success();
 }
 
-LogicalResult HostPlanEmitter::run() {
+LogicalResult PlanPrinter::printBlock(Block &block, int indent) {
+  for (Operation &op : block)
+    if (failed(printOp(&op, indent)))
+      return failure();
+  return success();
+}
+
+LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
+  std::string pad(indent, ' ');
+  bool cpu = target == Target::Cpu;
+  auto declare = [&](Value v, StringRef prefix) {
+    std::string name = (prefix + Twine(nextName++)).str();
+    names[v] = name;
+    return name;
+  };
+  if (auto v = dyn_cast<moert::ViewOp>(op)) {
+    int64_t offset = v.getOffset(), size = v.getSize();
+    if (offset > kMaxArenaFloatsPerToken || size > kMaxArenaFloatsPerToken)
+      return op->emitOpError("the activation arena would need more than ")
+             << kMaxArenaFloatsPerToken << " floats per token";
+    arenaPerToken = std::max(arenaPerToken, offset + size);
+    auto type = cast<MemRefType>(v.getType());
+    int64_t width = type.getRank() == 2 ? type.getDimSize(1) : 1;
+    if (size % width)
+      return op->emitOpError("size ") << size << " is not whole rows";
+    bool ints = type.getElementType().isInteger(32);
+    std::string name = declare(v, "b");
+    out << pad << (ints ? "int32_t" : "float") << " *" << name << " = ";
+    if (ints)
+      out << "reinterpret_cast<int32_t *>(";
+    out << "arena + n_max * " << offset << (ints ? ")" : "") << ";\n";
+    return success();
+  }
+  if (auto w = dyn_cast<moert::WorkspaceOp>(op)) {
+    if (cpu)
+      return op->emitOpError("the CPU target has no workspace");
+    if (int64_t(w.getSize()) > kMaxArenaFloatsPerToken)
+      return op->emitOpError("a workspace of at most ")
+             << kMaxArenaFloatsPerToken << " floats";
+    workspaceFloats = std::max<int64_t>(workspaceFloats, w.getSize());
+    names[w] = "workspace";
+    return success();
+  }
+  if (auto w = dyn_cast<moert::WeightOp>(op)) {
+    auto it = manifestIndex.find(w.getName());
+    if (it == manifestIndex.end())
+      return op->emitOpError("the ")
+             << targetName() << " target needs a moe.weight_source for '"
+             << w.getName() << "' (import the model with moe-translate)";
+    auto source = cast<RankedTensorType>(manifest[it->second].getType());
+    auto type = cast<MemRefType>(w.getType());
+    if (source.getShape() != type.getShape() ||
+        source.getElementType() != type.getElementType())
+      return op->emitOpError("has type ")
+             << type << ", but its source is " << source;
+    names[w] = "W" + std::to_string(it->second);
+    return success();
+  }
+  if (auto n = dyn_cast<moert::NullOp>(op)) {
+    names[n] = cpu ? "nullptr" : "null";
+    return success();
+  }
+  if (auto c = dyn_cast<moert::CachePlaneOp>(op)) {
+    FailureOr<std::string> cache = expr(op, c.getCache());
+    if (failed(cache) || !isa<KVCacheType>(c.getCache().getType()))
+      return op->emitOpError("reads a cache argument of @forward");
+    names[c] = *cache + (c.getValues() ? ".v" : ".k");
+    return success();
+  }
+  if (auto t = dyn_cast<moert::TokensOp>(op)) {
+    names[t] = t.getTimes() == 1 ? std::string("n")
+                                 : "n * " + std::to_string(t.getTimes());
+    return success();
+  }
+  if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+    if (!isa<FloatAttr, IntegerAttr>(c.getValue()))
+      return op->emitOpError("the printer takes scalar constants only");
+    return success();
+  }
+  if (auto t = dyn_cast<moert::TableOp>(op)) {
+    moert::TableType type = t.getType();
+    SmallVector<std::string> entries;
+    for (Value e : t.getEntries()) {
+      if (e.getDefiningOp<moert::NullOp>()) {
+        entries.push_back("nullptr");
+        continue;
+      }
+      FailureOr<std::string> s = expr(op, e);
+      if (failed(s))
+        return failure();
+      entries.push_back(*s);
+    }
+    FailureOr<std::string> element = elementName(op, type.getElementType());
+    if (failed(element))
+      return failure();
+    std::string name = declare(t, "t");
+    if (cpu)
+      out << pad << "const " << *element << " *const " << name << "[] = {"
+          << llvm::join(entries, ", ") << "};\n";
+    else
+      out << pad << "const struct { "
+          << (type.getOutput() ? "float" : "const void") << " *p["
+          << type.getSize() << "]; } " << name << " = {{"
+          << llvm::join(entries, ", ") << "}};\n";
+    return success();
+  }
+  if (auto c = dyn_cast<moert::CallOp>(op)) {
+    if (!cpu)
+      return op->emitOpError("is a CPU call in a CUDA launch plan");
+    if (!knownCallees(target).contains(c.getCallee()))
+      return op->emitOpError("calls '")
+             << c.getCallee() << "', which is not a kernel of the CPU library";
+    SmallVector<std::string> targs, args;
+    for (Attribute a : c.getTemplateArgs()) {
+      FailureOr<std::string> s = templateArg(op, a);
+      if (failed(s))
+        return failure();
+      targs.push_back(*s);
+    }
+    if (c.getThreaded())
+      args.push_back("pool");
+    for (Value a : c.getArgs()) {
+      FailureOr<std::string> s = expr(op, a);
+      if (failed(s))
+        return failure();
+      args.push_back(*s);
+    }
+    out << pad << c.getCallee() << "<" << llvm::join(targs, ", ") << ">("
+        << llvm::join(args, ", ") << ");\n";
+    return success();
+  }
+  if (auto l = dyn_cast<moert::LaunchOp>(op)) {
+    if (cpu)
+      return op->emitOpError("is a CUDA launch in a CPU launch plan");
+    auto it = kernelIndex.find(l.getKernel());
+    if (it == kernelIndex.end())
+      return op->emitOpError("launches an undeclared kernel");
+    moert::KernelOp kernel = kernels[it->second];
+    // Each argument by address: values that are not lvalues become locals.
+    std::string locals, list;
+    for (auto [i, a] : llvm::enumerate(l.getArgs())) {
+      FailureOr<std::string> s = expr(op, a);
+      if (failed(s))
+        return failure();
+      std::string arg = *s;
+      bool lvalue = names.count(a) && !a.getDefiningOp<moert::TokensOp>();
+      if (!lvalue) {
+        Type t = a.getType();
+        StringRef ctype = t.isF32()   ? "float"
+                          : t.isF64() ? "double"
+                          : t.isInteger(32) ? "int"
+                                            : "int64_t";
+        std::string local = "c" + std::to_string(i);
+        locals += pad + "  const " + ctype.str() + " " + local + " = " + arg +
+                  ";\n";
+        arg = local;
+      }
+      list += (i ? ", " : "") + ("(void *)&" + arg);
+    }
+    auto dim = [&](Attribute a) -> std::string {
+      AffineMap map = cast<AffineMapAttr>(a).getValue();
+      std::function<std::string(AffineExpr)> print =
+          [&](AffineExpr e) -> std::string {
+        if (auto c = dyn_cast<AffineConstantExpr>(e))
+          return std::to_string(c.getValue());
+        if (isa<AffineDimExpr>(e))
+          return "n";
+        auto b = cast<AffineBinaryOpExpr>(e);
+        std::string lhs = print(b.getLHS()), rhs = print(b.getRHS());
+        switch (e.getKind()) {
+        case AffineExprKind::Add:
+          return "(" + lhs + " + " + rhs + ")";
+        case AffineExprKind::Mul:
+          return lhs + " * " + rhs;
+        case AffineExprKind::CeilDiv:
+          return "cdiv(" + lhs + ", " + rhs + ")";
+        case AffineExprKind::FloorDiv:
+          return "(" + lhs + " / " + rhs + ")";
+        default:
+          return "(" + lhs + " % " + rhs + ")";
+        }
+      };
+      std::string s = print(map.getResult(0));
+      for (AffineExpr r : map.getResults().drop_front())
+        s = "cmin(" + s + ", " + print(r) + ")";
+      return s;
+    };
+    out << pad << "{\n"
+        << locals << pad << "  void *args[] = {" << list << "};\n"
+        << pad << "  ex->launch(ex->device, " << it->second << ", "
+        << dim(l.getGrid()[0]) << ", " << dim(l.getGrid()[1]) << ", "
+        << kernel.getThreads() << ", args); // " << kernel.getSymName()
+        << "\n"
+        << pad << "}\n";
+    return success();
+  }
+  if (auto d = dyn_cast<moert::IfDecodeOp>(op)) {
+    if (cpu)
+      return op->emitOpError("the CPU target runs one variant of each "
+                             "kernel");
+    if (d.getDecode().empty() || d.getPrefill().empty())
+      return op->emitOpError("needs both regions");
+    out << pad << "if (n <= " << d.getMaxTokens() << ") {\n";
+    if (failed(printBlock(d.getDecode().front(), indent + 2)))
+      return failure();
+    out << pad << "} else {\n";
+    if (failed(printBlock(d.getPrefill().front(), indent + 2)))
+      return failure();
+    out << pad << "}\n";
+    return success();
+  }
+  if (isa<func::ReturnOp>(op))
+    return success();
+  return op->emitOpError("is not part of a ")
+         << targetName() << " launch plan (run --moe-lower-to-"
+         << (cpu ? "cpu" : "cuda") << ")";
+}
+
+LogicalResult PlanPrinter::run() {
   auto dir = module->getAttrOfType<StringAttr>("moe.weight_dir");
   auto model = module->getAttrOfType<DictionaryAttr>("moe.model");
   if (!dir || !model)
     return module.emitError("the ")
-           << targetName
+           << targetName()
            << " target needs a model imported by moe-translate "
               "(moe.weight_dir and moe.model)";
+  Attribute lowered = module->getAttr("moert.target");
+  bool cpu = target == Target::Cpu;
+  if (!lowered || (cpu ? !isa<moert::CpuTargetAttr>(lowered)
+                       : !isa<moert::CudaTargetAttr>(lowered)))
+    return module.emitError("the module is not lowered for the ")
+           << targetName() << " target: run --moe-lower-to-"
+           << (cpu ? "cpu" : "cuda") << " first";
   weightDir = dir.getValue();
   auto intField = [&](StringRef key) -> int64_t {
     auto a = dyn_cast_or_null<IntegerAttr>(model.get(key));
@@ -399,19 +508,40 @@ LogicalResult HostPlanEmitter::run() {
   };
   vocab = intField("vocab_size");
   hidden = intField("hidden_size");
-  maxPositions = options.maxPositions > 0 ? options.maxPositions
-                                          : intField("max_positions");
-  if (maxPositions <= 0 || vocab <= 0)
-    return module.emitError("moe.model lacks vocab_size or max_positions");
+  if (vocab <= 0)
+    return module.emitError("moe.model lacks vocab_size");
   auto func = module.lookupSymbol<func::FuncOp>("forward");
-  if (!func || func.isExternal())
-    return module.emitError("no func.func @forward to compile");
-  if (failed(collectManifest()) || failed(verifyContract(func)) ||
-      failed(emitForward(func)))
+  if (!func || func.isExternal() || !func.getBody().hasOneBlock())
+    return module.emitError("no func.func @forward to print");
+  auto positions = func->getAttrOfType<IntegerAttr>("moert.max_positions");
+  if (!positions || positions.getInt() < 1 ||
+      positions.getInt() > 2147483647)
+    return func.emitOpError("needs moert.max_positions in [1, 2^31 - 1]");
+  maxPositions = positions.getInt();
+  for (auto source : module.getOps<WeightSourceOp>()) {
+    manifestIndex[source.getName()] = manifest.size();
+    manifest.push_back(source);
+  }
+  for (auto kernel : module.getOps<moert::KernelOp>()) {
+    if (cpu)
+      return kernel.emitOpError("the CPU target has no device kernels");
+    if (!isIdentifier(kernel.getSymName()))
+      return kernel.emitOpError("a kernel's name is a C identifier");
+    if (!knownCallees(target).contains(kernel.getCallee()))
+      return kernel.emitOpError("calls '")
+             << kernel.getCallee()
+             << "', which is not a kernel of the CUDA library";
+    kernelIndex[kernel.getSymName()] = kernels.size();
+    kernels.push_back(kernel);
+  }
+  if (failed(collectArguments(func)) ||
+      failed(printBlock(func.getBody().front(), 2)))
     return failure();
+  if (arenaPerToken > kMaxArenaFloatsPerToken)
+    return func.emitOpError("the activation arena would need more than ")
+           << kMaxArenaFloatsPerToken << " floats per token";
   // The KV caches, in bytes, as the descriptor reports them: each is at
   // most 2^58 bytes (kv_cache bounds), but their number is the IR's.
-  cacheBytes = 0;
   for (const Cache &c : caches) {
     std::optional<int64_t> bytes =
         llvm::checkedMul<int64_t>(8 * c.kvHeads * c.headDim, c.capacity);
@@ -424,7 +554,7 @@ LogicalResult HostPlanEmitter::run() {
   return success();
 }
 
-void HostPlanEmitter::writeTables(raw_ostream &os) const {
+void PlanPrinter::writeTables(raw_ostream &os) const {
   os << "const moert_weight_desc kWeights[] = {\n";
   for (WeightSourceOp s : manifest) {
     auto t = cast<RankedTensorType>(s.getType());
@@ -446,13 +576,13 @@ void HostPlanEmitter::writeTables(raw_ostream &os) const {
   os << "; }\n\n";
 }
 
-void HostPlanEmitter::writeDescriptor(raw_ostream &os,
-                                      StringRef targetFields) const {
+void PlanPrinter::writeDescriptor(raw_ostream &os,
+                                  StringRef targetFields) const {
   int64_t layers = int64_t(caches.size());
   std::string plan;
   llvm::raw_string_ostream p(plan);
   p << "model: " << options.modelName << " (" << layers << " layers, hidden "
-    << hidden << ", vocab " << vocab << "), " << targetName << " target\n"
+    << hidden << ", vocab " << vocab << "), " << targetName() << " target\n"
     << "weights: " << manifest.size() << " tensors in "
     << printableText(weightDir) << "\n"
     << "activation arena: " << arenaPerToken
@@ -478,4 +608,149 @@ void HostPlanEmitter::writeDescriptor(raw_ostream &os,
      << "forward,\n"
      << "  " << cppQuoted(plan) << ",\n"
      << "  " << targetFields << "};\n";
+}
+
+LogicalResult PlanPrinter::writeKernels(raw_ostream &os) const {
+  for (moert::KernelOp k : kernels) {
+    SmallVector<std::string> targs, params, names;
+    for (Attribute a : k.getTemplateArgs()) {
+      FailureOr<std::string> s = templateArg(k, a);
+      if (failed(s))
+        return failure();
+      targs.push_back(*s);
+    }
+    for (auto [i, t] : llvm::enumerate(k.getFunctionType().getInputs())) {
+      std::string name = "p" + std::to_string(i), type;
+      if (auto memref = dyn_cast<MemRefType>(t)) {
+        FailureOr<std::string> e = elementName(k, memref.getElementType());
+        if (memref.getElementType().isInteger(32))
+          e = std::string("int32_t");
+        if (failed(e))
+          return failure();
+        type = moert::isBatchBuffer(memref) ? *e + " *" : "const " + *e + " *";
+      } else if (auto table = dyn_cast<moert::TableType>(t)) {
+        type = "const __grid_constant__ moert::cuda::" +
+               std::string(table.getOutput() ? "Outs<" : "Ptrs<") +
+               std::to_string(table.getSize()) + "> ";
+      } else if (t.isF32()) {
+        type = "float ";
+      } else if (t.isF64()) {
+        type = "double ";
+      } else if (t.isInteger(32)) {
+        type = "int ";
+      } else {
+        return k.emitOpError("a kernel parameter of ") << t;
+      }
+      params.push_back(type + name);
+      names.push_back(name);
+    }
+    os << "__global__ void __launch_bounds__(" << k.getThreads() << ") "
+       << k.getSymName() << "(" << llvm::join(params, ", ") << ") {\n  "
+       << k.getCallee() << "<" << llvm::join(targs, ", ") << ">("
+       << llvm::join(names, ", ") << ");\n}\n\n";
+  }
+  return success();
+}
+
+} // namespace
+
+LogicalResult mlir::moe::printCpuProgram(ModuleOp module,
+                                         const EmitOptions &options,
+                                         raw_ostream &os) {
+  PlanPrinter printer(module, options, Target::Cpu);
+  if (failed(printer.run()))
+    return failure();
+  os << "// Generated by moe-compile (CPU target) for model '"
+     << cppComment(options.modelName) << "'. Do not edit.\n"
+     << "#include \"moert/kernels.h\"\n\n"
+     << "namespace {\n\n";
+  printer.writeTables(os);
+  os << "void forward(const moert_exec *ex, int64_t n, const int32_t *tokens,\n"
+     << "             const int32_t *positions, float *logits) {\n"
+     << "  moert_pool *pool = ex->pool;\n"
+     << "  float *arena = ex->scratch;\n"
+     << "  const int64_t n_max = ex->max_tokens;\n";
+  // Weight pointers, typed.
+  for (auto [i, source] : llvm::enumerate(printer.manifest)) {
+    Type element = cast<RankedTensorType>(source.getType()).getElementType();
+    StringRef t = element.isF16()    ? "moert::f16"
+                  : element.isBF16() ? "moert::bf16"
+                                     : "float";
+    os << "  const " << t << " *W" << i << " = static_cast<const " << t
+       << " *>(ex->weights[" << i << "]);\n";
+  }
+  os << printer.body << "}\n\n";
+  printer.writeDescriptor(os,
+                          "MOERT_TARGET_CPU, nullptr, nullptr, 0, nullptr");
+  return success();
+}
+
+FailureOr<CudaProgram> mlir::moe::printCudaProgram(ModuleOp module,
+                                                   const EmitOptions &options) {
+  PlanPrinter printer(module, options, Target::Cuda);
+  if (failed(printer.run()))
+    return failure();
+  CudaProgram program;
+  for (moert::KernelOp k : printer.kernels)
+    program.kernelNames.push_back(k.getSymName().str());
+
+  llvm::raw_string_ostream dev(program.deviceCode);
+  dev << "// Generated by moe-compile (CUDA target) for model '"
+      << cppComment(options.modelName) << "'. Do not edit.\n"
+      << "// " << program.kernelNames.size()
+      << " kernels, specialised to the model's shapes.\n"
+      << "#include \"moert/cuda/kernels.cuh\"\n\n"
+      << "extern \"C\" {\n\n";
+  if (failed(printer.writeKernels(dev)))
+    return failure();
+  dev << "} // extern \"C\"\n\n"
+      << "#ifdef MOERT_CUDA_EMULATOR\n"
+      << "// The kernel table of the CPU emulator the tests run this file on\n"
+      << "// (test/cuda-emu), in place of the fatbin.\n"
+      << "static const moert_emu::Kernel kEmulatorKernels[] = {\n";
+  for (const std::string &k : program.kernelNames)
+    dev << "  moert_emu::Entry<" << k << ">::kernel(" << cppQuoted(k) << "),\n";
+  dev << "};\nMOERT_EMU_IMAGE(kEmulatorKernels)\n#endif\n";
+
+  llvm::raw_string_ostream os(program.hostPlan);
+  os << "// Generated by moe-compile (CUDA target) for model '"
+     << cppComment(options.modelName) << "'. Do not edit.\n"
+     << "#include \"moert/program.h\"\n\n"
+     << "// The fatbin nvcc built from the device code, embedded here.\n"
+     << "extern \"C\" const unsigned char moert_device_image[];\n"
+     << "extern \"C\" const unsigned char moert_device_image_end[];\n"
+     << "#ifdef MOERT_FATBIN\n"
+     << "asm(\".section .rodata\\n.balign 64\\n.globl moert_device_image\\n\"\n"
+     << "    \"moert_device_image:\\n.incbin \\\"\" MOERT_FATBIN \"\\\"\\n\"\n"
+     << "    \".globl moert_device_image_end\\nmoert_device_image_end:\\n\"\n"
+     << "    \".previous\\n\");\n"
+     << "#endif\n\n"
+     << "namespace {\n\n";
+  printer.writeTables(os);
+  os << "const char *const kKernels[] = {\n";
+  for (const std::string &k : program.kernelNames)
+    os << "  " << cppQuoted(k) << ",\n";
+  os << "};\n\n"
+     << "inline unsigned cdiv(int64_t a, int64_t b) {\n"
+     << "  return unsigned((a + b - 1) / b);\n}\n"
+     << "inline unsigned cmin(int64_t a, int64_t b) {\n"
+     << "  return unsigned(a < b ? a : b);\n}\n\n"
+     << "void forward(const moert_exec *ex, int64_t n64, const int32_t "
+        "*tokens,\n"
+     << "             const int32_t *positions, float *logits) {\n"
+     << "  const int n = int(n64);\n"
+     << "  float *arena = ex->scratch;\n"
+     << "  const int64_t n_max = ex->max_tokens;\n"
+     << "  const void *null = nullptr;\n";
+  if (printer.workspaceFloats)
+    os << "  float *const workspace = arena + n_max * "
+       << printer.arenaPerToken << ";\n";
+  for (auto [i, source] : llvm::enumerate(printer.manifest))
+    os << "  const void *W" << i << " = ex->weights[" << i << "]; // "
+       << cppComment(WeightSourceOp(source).getName()) << "\n";
+  os << printer.body << "}\n\n";
+  printer.writeDescriptor(
+      os, "MOERT_TARGET_CUDA, moert_device_image, moert_device_image_end, " +
+              std::to_string(program.kernelNames.size()) + ", kKernels");
+  return program;
 }

@@ -16,8 +16,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/cpu/EmitCpp.h"
-#include "compiler/cuda/EmitCuda.h"
+#include "compiler/Passes.h"
+#include "compiler/common/HostPlan.h"
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/InputFiles.h"
 #include "frontends/hf/HFImporter.h"
@@ -429,6 +429,7 @@ int main(int argc, char **argv) {
   mlir::registerMLIRContextCLOptions();
   mlir::registerPassManagerCLOptions();
   mlir::moe::registerMoEPasses();
+  mlir::moe::registerMoETargetPasses();
   mlir::registerDefaultTimingManagerCLOptions();
   mlir::moe::hideForeignOptions(category);
   cl::ParseCommandLineOptions(
@@ -464,6 +465,7 @@ int main(int argc, char **argv) {
   pipeline.maxSeq = maxSeq;
   pipeline.maxBatchTokens = maxBatchTokens;
   pipeline.fuseEpilogues = fuseEpilogues;
+  pipeline.target = isCuda ? "cuda" : "cpu";
   if (Error e = mlir::moe::checkPipelineOptions(pipeline, "--"))
     return fail(toString(std::move(e)));
   // Where the output goes is checked before any work is done.
@@ -476,8 +478,9 @@ int main(int argc, char **argv) {
   const int steps = emit == Emit::Binary ? (isCuda ? 5 : 4) : 3;
 
   mlir::DialectRegistry registry;
-  registry.insert<mlir::moe::MoEDialect, mlir::func::FuncDialect,
-                  mlir::arith::ArithDialect>();
+  registry.insert<mlir::moe::MoEDialect, mlir::moert::MoERTDialect,
+                  mlir::func::FuncDialect, mlir::arith::ArithDialect>();
+  mlir::moe::registerTargetModels(registry);
   mlir::MLIRContext context(registry);
   context.loadAllAvailableDialects();
   // Diagnostics quote names from the user's files: shown printable.
@@ -525,6 +528,12 @@ int main(int argc, char **argv) {
   mlir::TimingScope pipelineTimer = timing.nest("pipeline");
   pm.enableTiming(pipelineTimer);
   mlir::moe::buildDefaultPipeline(pm, pipeline);
+  // Below the memory plan: the target's launch plan, which the printers
+  // only print.
+  if (isCuda)
+    pm.addPass(mlir::moe::createLowerToCuda());
+  else
+    pm.addPass(mlir::moe::createLowerToCpu());
   if (failed(pm.run(*module)))
     return 1;
 
@@ -551,19 +560,18 @@ int main(int argc, char **argv) {
                   : "emitting C++ for the CPU target");
   mlir::TimingScope emitTimer = timing.nest(isCuda ? "emit CUDA" : "emit C++");
   mlir::moe::EmitOptions options;
-  options.maxPositions = maxSeq;
   options.modelName = displayName();
   std::string source;
   std::optional<mlir::moe::CudaProgram> cuda;
   if (isCuda) {
-    auto program = mlir::moe::emitCudaProgram(*module, options);
+    auto program = mlir::moe::printCudaProgram(*module, options);
     if (failed(program))
       return 1;
     cuda = std::move(*program);
     source = cuda->hostPlan;
   } else {
     raw_string_ostream os(source);
-    if (failed(mlir::moe::emitCpuProgram(*module, options, os)))
+    if (failed(mlir::moe::printCpuProgram(*module, options, os)))
       return 1;
   }
 

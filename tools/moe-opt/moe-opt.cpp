@@ -12,6 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/Passes.h"
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/InputFiles.h"
 #include "passes/Passes.h"
@@ -39,10 +40,13 @@ int main(int argc, char **argv) {
   mlir::registerTransformsPasses();
   mlir::moe::registerMoEPasses();
   mlir::moe::registerPipelines();
+  mlir::moe::registerMoETargetPasses();
 
   mlir::DialectRegistry registry;
-  registry.insert<mlir::moe::MoEDialect, mlir::arith::ArithDialect,
-                  mlir::func::FuncDialect, mlir::tensor::TensorDialect>();
+  registry.insert<mlir::moe::MoEDialect, mlir::moert::MoERTDialect,
+                  mlir::arith::ArithDialect, mlir::func::FuncDialect,
+                  mlir::tensor::TensorDialect>();
+  mlir::moe::registerTargetModels(registry);
   auto [inputFilename, outputFilename] = mlir::registerAndParseCLIOptions(
       argc, argv, "moe-compile optimizer driver\n", registry);
   mlir::MlirOptMainConfig config =

@@ -5,12 +5,15 @@
 //===----------------------------------------------------------------------===//
 //
 //   moe-translate --import-hf MODEL_DIR [-o FILE]
+//   moe-translate --moe-to-cpp|--moe-to-cuda|--moe-to-cuda-host FILE.mlir
 //
-// Imports a Hugging Face model directory and prints the verified moe IR. The
-// output file is written only when the import succeeds.
+// Imports a Hugging Face model directory and prints the verified moe IR; or
+// prints a lowered module (moert launch plan) as the target's C++ or CUDA.
+// The output file is written only when the whole translation succeeds.
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/Passes.h"
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/InputFiles.h"
 #include "frontends/hf/HFImporter.h"
@@ -23,6 +26,9 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Tools/mlir-translate/Translation.h"
+#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/WithColor.h"
@@ -55,17 +61,57 @@ int main(int argc, char **argv) {
   mlir::moe::exitCleanlyOnStdoutErrors("moe-translate");
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
+  // The printers of the targets' launch plans, as registered translations.
+  mlir::moe::registerTargetTranslations();
+  static cl::opt<const mlir::Translation *, false, mlir::TranslationParser>
+      translation("", cl::desc("Print a lowered module:"), cl::cat(category));
+  static cl::opt<std::string> inputFile(
+      cl::Positional, cl::desc("[input.mlir for a --moe-to-* translation]"),
+      cl::init(""), cl::cat(category));
   mlir::moe::hideForeignOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,
-      "moe-translate: import models into the moe dialect\n\n"
-      "  moe-translate --import-hf MODEL_DIR [-o out.mlir]\n");
+      "moe-translate: import models into the moe dialect, print launch "
+      "plans\n\n"
+      "  moe-translate --import-hf MODEL_DIR [-o out.mlir]\n"
+      "  moe-translate --moe-to-cpp lowered.mlir [-o out.cpp]\n"
+      "  moe-translate --moe-to-cuda lowered.mlir [-o out.cu]\n"
+      "  moe-translate --moe-to-cuda-host lowered.mlir [-o out.cpp]\n");
 
-  if (importHF.empty())
-    return fail("nothing to do: give --import-hf MODEL_DIR (see --help)");
+  if (importHF.empty() == !translation)
+    return fail(importHF.empty()
+                    ? "nothing to do: give --import-hf MODEL_DIR or a "
+                      "--moe-to-* translation (see --help)"
+                    : "give either --import-hf or a --moe-to-* translation");
   if (Error e =
           mlir::moe::checkOutputPath(outputFile, mlir::moe::OutputKind::Text))
     return fail(toString(std::move(e)));
+  if (translation) {
+    StringRef in = inputFile.empty() ? StringRef("-") : StringRef(inputFile);
+    std::string error;
+    std::unique_ptr<MemoryBuffer> buffer = mlir::openInputFile(in, &error);
+    if (!buffer)
+      return fail(error);
+    if (Error e = mlir::moe::checkIRNesting(
+            in == "-" ? std::string("<stdin>") : in.str(),
+            buffer->getBuffer()))
+      return fail(toString(std::move(e)));
+    if (Error e = mlir::moe::checkNotAnInput(outputFile, {in.str()}))
+      return fail(toString(std::move(e)));
+    mlir::MLIRContext context;
+    mlir::moe::PrintableDiagnostics diagnostics(&context);
+    context.printOpOnDiagnostic(false);
+    auto sourceMgr = std::make_shared<SourceMgr>();
+    sourceMgr->AddNewSourceBuffer(std::move(buffer), SMLoc());
+    std::string text;
+    raw_string_ostream os(text);
+    if (failed((*translation)(sourceMgr, os, &context)))
+      return 1;
+    if (Error e = mlir::moe::writeOutputFile(
+            outputFile, [&](raw_ostream &out) { out << text; }))
+      return fail(toString(std::move(e)));
+    return 0;
+  }
 
   mlir::MLIRContext context;
   context.loadDialect<mlir::moe::MoEDialect, mlir::func::FuncDialect>();

@@ -1,0 +1,426 @@
+//===- Lowering.cpp - what the targets' lowerings share ---------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/common/Lowering.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+MemRefType mlir::moe::bufferType(RankedTensorType t) {
+  SmallVector<int64_t> shape(t.getShape());
+  if (!shape.empty())
+    shape[0] = ShapedType::kDynamic;
+  return MemRefType::get(shape, t.getElementType());
+}
+
+LoweringTypeConverter::LoweringTypeConverter() {
+  addConversion([](Type t) { return t; });
+  // A weight (static, float) keeps its shape; an activation (f32 or i32) is
+  // a batch of rows, whatever its static size (expert offsets have one).
+  addConversion([](RankedTensorType t) -> Type {
+    if (t.hasStaticShape() && isa<FloatType>(t.getElementType()))
+      return MemRefType::get(t.getShape(), t.getElementType());
+    return bufferType(t);
+  });
+}
+
+int64_t mlir::moe::width(Value v) {
+  auto type = cast<ShapedType>(v.getType());
+  return type.getRank() > 1 ? type.getDimSize(1) : 1;
+}
+
+Type mlir::moe::elementType(Value v) {
+  return cast<ShapedType>(v.getType()).getElementType();
+}
+
+FailureOr<Value> mlir::moe::resultBuffer(ConversionPatternRewriter &rewriter,
+                                         LoweringState &state,
+                                         OpResult result) {
+  if (result == state.logitsTensor)
+    return state.logitsBuffer;
+  Operation *op = result.getOwner();
+  auto planned = op->getAttrOfType<DenseI64ArrayAttr>("moe.arena_offsets");
+  unsigned i = result.getResultNumber();
+  if (!planned || planned.size() != op->getNumResults() || planned[i] < 0)
+    return op->emitOpError("has no buffer in the memory plan: run "
+                           "moe-plan-memory before lowering");
+  return moert::ViewOp::create(
+             rewriter, op->getLoc(),
+             bufferType(cast<RankedTensorType>(result.getType())), planned[i],
+             getFloatsPerToken(result))
+      .getResult();
+}
+
+FailureOr<SmallVector<Value>>
+mlir::moe::resultBuffers(ConversionPatternRewriter &rewriter,
+                         LoweringState &state, Operation *op) {
+  SmallVector<Value> buffers;
+  for (OpResult r : op->getResults()) {
+    if (!isa<RankedTensorType>(r.getType()))
+      continue;
+    FailureOr<Value> b = resultBuffer(rewriter, state, r);
+    if (failed(b))
+      return failure();
+    buffers.push_back(*b);
+  }
+  return buffers;
+}
+
+FailureOr<Value> mlir::moe::scratchBuffer(ConversionPatternRewriter &rewriter,
+                                          Operation *op, int64_t floats) {
+  auto planned = op->getAttrOfType<IntegerAttr>("moe.scratch_offset");
+  if (!planned)
+    return op->emitOpError("needs ")
+           << floats
+           << " floats of scratch per token that the memory plan does not "
+              "hold: run moe-plan-memory for this target before lowering";
+  return moert::ViewOp::create(
+             rewriter, op->getLoc(),
+             MemRefType::get({ShapedType::kDynamic}, rewriter.getF32Type()),
+             planned.getInt(), floats)
+      .getResult();
+}
+
+Value mlir::moe::tokens(OpBuilder &b, Location loc, Type type, int64_t times) {
+  return moert::TokensOp::create(b, loc, type, times);
+}
+
+Value mlir::moe::constantF32(OpBuilder &b, Location loc, double v) {
+  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+}
+
+Value mlir::moe::constantF64(OpBuilder &b, Location loc, double v) {
+  return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(v));
+}
+
+Value mlir::moe::constantI64(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+}
+
+Value mlir::moe::nullBuffer(OpBuilder &b, Location loc, Type element) {
+  return moert::NullOp::create(
+      b, loc, MemRefType::get({ShapedType::kDynamic}, element));
+}
+
+namespace {
+
+int64_t modelField(ModuleOp module, StringRef key) {
+  auto model = module->getAttrOfType<DictionaryAttr>("moe.model");
+  auto a = model ? dyn_cast_or_null<IntegerAttr>(model.get(key)) : nullptr;
+  return a ? a.getInt() : 0;
+}
+
+/// Fails with a message on `user` unless `indices` are the expert indices of
+/// a router over at most `experts` experts choosing `k` each: what the
+/// kernels index weight tables and offsets with.
+LogicalResult checkExpertIndices(Operation *user, Value indices,
+                                 int64_t experts, int64_t k) {
+  int64_t routed = 0, chosen = 0;
+  if (auto r = indices.getDefiningOp<RouterOp>();
+      r && indices == r.getIndices())
+    routed = r.getNumExperts(), chosen = r.getK();
+  else if (auto f = indices.getDefiningOp<FusedRouterOp>();
+           f && indices == f.getIndices())
+    routed = f.getNumExperts(), chosen = f.getK();
+  else
+    return user->emitOpError("the targets need expert indices computed by "
+                             "a moe.router or moe.fused_router");
+  if (routed > experts || chosen != k)
+    return user->emitOpError("routes top ")
+           << k << " of " << experts << " experts, but its indices choose "
+           << chosen << " of " << routed;
+  return success();
+}
+
+/// Fails unless `perm` (and `offsets`, when given) are the results of one
+/// moe.expert_permute over `experts` experts (any, when 0) with `k` choices.
+LogicalResult checkPermutation(Operation *user, Value perm, Value offsets,
+                               int64_t experts, int64_t k) {
+  auto permute = perm.getDefiningOp<ExpertPermuteOp>();
+  if (!permute || perm != permute.getPerm() ||
+      (offsets && offsets != permute.getOffsets()))
+    return user->emitOpError("the targets need the permutation")
+           << (offsets ? " and offsets" : "") << " of one moe.expert_permute";
+  int64_t permuted = permute.getIndices().getType().getDimSize(1);
+  if ((experts && int64_t(permute.getNumExperts()) != experts) || permuted != k)
+    return user->emitOpError("takes top ")
+           << k << (experts ? " of " + std::to_string(experts) : "")
+           << " experts, but its permutation is of top " << permuted << " of "
+           << permute.getNumExperts();
+  return success();
+}
+
+/// Rows per batch token of an activation's buffer.
+int64_t rowsPerToken(Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  return getFloatsPerToken(v) / std::max<int64_t>(1, type.getDimSize(1));
+}
+
+/// Checks what the kernels rely on beyond the op verifiers, so that
+/// whatever lowers compiles into a memory-safe binary: forward's signature,
+/// logits of vocab_size, embeddings of the token ids, expert indices and
+/// permutations from the ops that make them in range, the caches planned
+/// and each read by one attention, and arena offsets that fit.
+LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
+                             int64_t maxPositions) {
+  int64_t vocab = modelField(module, "vocab_size");
+  int64_t hidden = modelField(module, "hidden_size");
+  FunctionType type = func.getFunctionType();
+  auto isIds = [](Type t) {
+    auto r = dyn_cast<RankedTensorType>(t);
+    return r && r.getRank() == 1 && r.getElementType().isInteger(32);
+  };
+  auto logits = type.getNumResults()
+                    ? dyn_cast<RankedTensorType>(type.getResult(0))
+                    : RankedTensorType();
+  int64_t layers = int64_t(type.getNumInputs()) - 2;
+  if (int64_t n = modelField(module, "num_layers"); n && n != layers)
+    return func.emitOpError("has ")
+           << layers << " cache arguments, but moe.model's num_layers is "
+           << n;
+  if (layers < 1 || type.getNumResults() != size_t(layers) + 1 ||
+      !isIds(type.getInput(0)) || !isIds(type.getInput(1)) || !logits ||
+      logits.getRank() != 2 || !logits.getElementType().isF32() ||
+      llvm::any_of(type.getInputs().drop_front(2),
+                   [](Type t) { return !isa<KVCacheType>(t); }) ||
+      llvm::any_of(type.getResults().drop_front(1),
+                   [](Type t) { return !isa<KVCacheType>(t); }))
+    return func.emitOpError("@forward must take (tensor<?xi32> tokens, "
+                            "tensor<?xi32> positions, !moe.kv_cache...) and "
+                            "return (tensor<?xVOCABxf32> logits, "
+                            "!moe.kv_cache...)");
+  if (logits.getDimSize(1) != vocab)
+    return func.emitOpError("returns logits of width ")
+           << logits.getDimSize(1) << ", but moe.model's vocab_size is "
+           << vocab;
+  Block &entry = func.getBody().front();
+  auto ret = cast<func::ReturnOp>(entry.getTerminator());
+  Value returned = ret.getOperand(0);
+  if (!returned.getDefiningOp() || isa<WeightOp>(returned.getDefiningOp()))
+    return func.emitOpError("the logits must be computed by an op of "
+                            "@forward");
+  // The caller's logits buffer holds one row per token: a value of the
+  // permuted domain (k rows a token) would overflow it.
+  if (rowsPerToken(returned) != 1)
+    return func.emitOpError("returns logits of ")
+           << rowsPerToken(returned)
+           << " rows per token; the caller's buffer holds one";
+  SmallVector<AttentionOp> readers(layers);
+  Value tokens = func.getArgument(0);
+  WalkResult r = func.walk([&](Operation *op) -> WalkResult {
+    if (op != func && !isa<func::ReturnOp>(op) &&
+        !isa<MoEDialect>(op->getDialect()))
+      return op->emitOpError("cannot be lowered: @forward holds moe ops "
+                             "only");
+    if (auto o = op->getAttrOfType<DenseI64ArrayAttr>("moe.arena_offsets"))
+      if (llvm::any_of(o.asArrayRef(), [](int64_t x) {
+            return x < -1 || x > kMaxArenaFloatsPerToken;
+          }))
+        return op->emitOpError("moe.arena_offsets entries must be -1 or in "
+                               "[0, ")
+               << kMaxArenaFloatsPerToken << "]";
+    if (auto o = op->getAttrOfType<IntegerAttr>("moe.scratch_offset"))
+      if (o.getInt() < 0 || o.getInt() > kMaxArenaFloatsPerToken)
+        return op->emitOpError("moe.scratch_offset must be in [0, ")
+               << kMaxArenaFloatsPerToken << "]";
+    for (Value result : op->getResults()) {
+      if (!isa<RankedTensorType>(result.getType()) || isa<WeightOp>(op))
+        continue;
+      int64_t floats = getFloatsPerToken(result);
+      if (floats < 0 || floats > kMaxArenaFloatsPerToken)
+        return op->emitOpError("a result of ")
+               << floats << " floats per token does not fit the arena";
+    }
+    for (Value operand : op->getOperands())
+      if (isa<RankedTensorType>(operand.getType()) &&
+          !isa<func::ReturnOp>(op) && isa<BlockArgument>(operand) &&
+          operand != func.getArgument(0) && operand != func.getArgument(1))
+        return op->emitOpError("uses an argument of @forward that is not the "
+                               "tokens or the positions");
+    if (auto a = dyn_cast<AttentionOp>(op)) {
+      auto arg = dyn_cast<BlockArgument>(a.getCache());
+      int64_t layer = arg ? int64_t(arg.getArgNumber()) - 2 : -1;
+      if (layer < 0 || layer >= layers || readers[layer])
+        return a.emitOpError("the targets need each attention to read its "
+                             "own cache argument of @forward");
+      readers[layer] = a;
+      auto cache = cast<KVCacheType>(a.getCache().getType());
+      if (!cache.getElementType().isF32())
+        return a.emitOpError("the targets keep KV caches in f32, not ")
+               << cache.getElementType();
+      if (!cache.hasStaticCapacity())
+        return a.emitOpError("reads a cache of unplanned capacity: run "
+                             "moe-plan-kv-cache before lowering");
+      int64_t window = a.getSlidingWindow().value_or(0);
+      int64_t capacity = cache.getCapacity();
+      if (window && capacity < std::min(window, maxPositions))
+        return a.emitOpError("cache capacity ")
+               << capacity << " is smaller than the window it must hold";
+      if (!window && capacity < maxPositions)
+        return a.emitOpError("cache capacity ")
+               << capacity << " cannot hold " << maxPositions << " positions";
+    } else if (auto e = dyn_cast<EmbeddingOp>(op)) {
+      // The runtime checks token ids against vocab_size only.
+      if (e.getIds() != tokens)
+        return op->emitOpError("the targets look up the token ids of "
+                               "@forward's first argument only");
+      if (e.getTable().getType().getDimSize(0) != vocab)
+        return op->emitOpError("has ")
+               << e.getTable().getType().getDimSize(0)
+               << " table rows, but moe.model's vocab_size is " << vocab;
+      if (hidden && e.getTable().getType().getDimSize(1) != hidden)
+        return op->emitOpError("has ")
+               << e.getTable().getType().getDimSize(1)
+               << " table columns, but moe.model's hidden_size is " << hidden;
+    } else if (auto e = dyn_cast<ExpertsOp>(op)) {
+      return checkExpertIndices(op, e.getIndices(), e.getNumExperts(),
+                                width(e.getWeights()));
+    } else if (auto p = dyn_cast<ExpertPermuteOp>(op)) {
+      return checkExpertIndices(op, p.getIndices(), p.getNumExperts(),
+                                width(p.getIndices()));
+    } else if (auto g = dyn_cast<GroupedMatmulOp>(op)) {
+      if (failed(checkPermutation(op, g.getPerm(), g.getOffsets(),
+                                  g.getNumExperts(), g.getK())))
+        return failure();
+      // Without gather the input is the permuted batch: k rows a token.
+      int64_t rows = g.getGather() ? 1 : int64_t(g.getK());
+      if (rowsPerToken(g.getInput()) != rows)
+        return op->emitOpError("needs an input of ")
+               << rows << " row(s) per token, got one of "
+               << rowsPerToken(g.getInput());
+    } else if (auto c = dyn_cast<ExpertCombineOp>(op)) {
+      int64_t k = width(c.getWeights());
+      if (failed(checkPermutation(op, c.getPerm(), Value(), 0, k)))
+        return failure();
+      if (rowsPerToken(c.getInput()) != k)
+        return op->emitOpError("needs the permuted batch (")
+               << k << " rows per token) as input, got "
+               << rowsPerToken(c.getInput()) << " row(s) per token";
+    }
+    return WalkResult::advance();
+  });
+  if (r.wasInterrupted())
+    return failure();
+  for (int64_t l = 0; l < layers; ++l) {
+    if (!readers[l])
+      return func.emitOpError("cache argument ") << (2 + l) << " is never used";
+    if (ret.getOperand(1 + l) != readers[l].getCacheOut())
+      return func.emitOpError("result ")
+             << (1 + l) << " must be the cache of layer " << l;
+  }
+  return success();
+}
+
+/// func.return (logits, caches...) -> func.return: the logits were written
+/// to their argument, the caches in place.
+struct ReturnLowering : public OpConversionPattern<func::ReturnOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(func::ReturnOp op, OpAdaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    rewriter.replaceOpWithNewOp<func::ReturnOp>(op);
+    return success();
+  }
+};
+
+/// moe.weight -> moert.weight.
+struct WeightLowering : public OpConversionPattern<WeightOp> {
+  using OpConversionPattern::OpConversionPattern;
+  LogicalResult
+  matchAndRewrite(WeightOp op, OpAdaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    RankedTensorType t = op.getType();
+    rewriter.replaceOpWithNewOp<moert::WeightOp>(
+        op, MemRefType::get(t.getShape(), t.getElementType()), op.getName());
+    return success();
+  }
+};
+
+} // namespace
+
+LogicalResult mlir::moe::lowerModule(
+    ModuleOp module, Attribute target,
+    function_ref<void(RewritePatternSet &, const TypeConverter &,
+                      LoweringState &)>
+        populate) {
+  MLIRContext *context = module.getContext();
+  if (module->hasAttr("moert.target"))
+    return module.emitError("the module is lowered already (moert.target)");
+  auto func = module.lookupSymbol<func::FuncOp>("forward");
+  if (!func || func.isExternal())
+    return module.emitError("no func.func @forward to lower");
+  if (!module->getAttrOfType<DictionaryAttr>("moe.model") ||
+      modelField(module, "vocab_size") <= 0)
+    return module.emitError("lowering needs a model imported by "
+                            "moe-translate (moe.model with vocab_size)");
+  // The plans this lowering relies on, made for this target.
+  auto memory = func->getAttrOfType<DictionaryAttr>("moe.memory_plan");
+  if (!memory)
+    return func.emitOpError("has no memory plan: run moe-plan-memory before "
+                            "lowering");
+  if (memory.get("target") != target)
+    return func.emitOpError("has a memory plan for ")
+           << memory.get("target") << ", not " << target
+           << ": run moe-plan-memory{target=...} for this target";
+  auto kv = func->getAttrOfType<DictionaryAttr>("moe.kv_cache_plan");
+  auto maxSeq = kv ? kv.getAs<IntegerAttr>("max_seq") : IntegerAttr();
+  if (!maxSeq || maxSeq.getInt() < 1)
+    return func.emitOpError("has no KV-cache plan: run moe-plan-kv-cache "
+                            "before lowering");
+  if (failed(verifyContract(module, func, maxSeq.getInt())))
+    return failure();
+
+  // Destination-passing style: (tokens, positions, logits, caches...) -> ().
+  LoweringState state;
+  state.module = module;
+  Block &entry = func.getBody().front();
+  auto ret = cast<func::ReturnOp>(entry.getTerminator());
+  state.logitsTensor = ret.getOperand(0);
+  auto logitsType = cast<RankedTensorType>(state.logitsTensor.getType());
+  Builder b(context);
+  auto ids = MemRefType::get({ShapedType::kDynamic}, b.getI32Type());
+  entry.getArgument(0).setType(ids);
+  entry.getArgument(1).setType(ids);
+  func.setArgAttr(0, moert::MoERTDialect::kArgAttrName,
+                  b.getStringAttr("tokens"));
+  func.setArgAttr(1, moert::MoERTDialect::kArgAttrName,
+                  b.getStringAttr("positions"));
+  for (unsigned l = 0; l + 3 <= entry.getNumArguments(); ++l) {
+    func.setArgAttr(2 + l, moert::MoERTDialect::kKvLayerAttrName,
+                    b.getI64IntegerAttr(l));
+    AttentionOp reader;
+    for (Operation *user : entry.getArgument(2 + l).getUsers())
+      reader = cast<AttentionOp>(user);
+    func.setArgAttr(2 + l, moert::MoERTDialect::kKvWindowAttrName,
+                    b.getI64IntegerAttr(reader.getSlidingWindow().value_or(0)));
+  }
+  if (failed(func.insertArgument(
+          2, MemRefType::get(logitsType.getShape(), logitsType.getElementType()),
+          b.getDictionaryAttr(b.getNamedAttr(moert::MoERTDialect::kArgAttrName,
+                                             b.getStringAttr("logits"))),
+          func.getLoc())))
+    return failure();
+  state.positions = entry.getArgument(1);
+  state.logitsBuffer = entry.getArgument(2);
+  func.setFunctionType(FunctionType::get(context, entry.getArgumentTypes(), {}));
+  func->setAttr("moert.max_positions", b.getI64IntegerAttr(maxSeq.getInt()));
+
+  LoweringTypeConverter converter;
+  RewritePatternSet patterns(context);
+  patterns.add<ReturnLowering, WeightLowering>(converter, context);
+  populate(patterns, converter, state);
+  ConversionTarget legal(*context);
+  legal.addLegalDialect<moert::MoERTDialect, arith::ArithDialect>();
+  legal.addLegalOp<func::FuncOp>();
+  legal.addDynamicallyLegalOp<func::ReturnOp>(
+      [](func::ReturnOp r) { return r.getNumOperands() == 0; });
+  if (failed(applyFullConversion(func, legal, std::move(patterns))))
+    return failure();
+  module->setAttr("moert.target", target);
+  return success();
+}

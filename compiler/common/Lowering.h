@@ -1,0 +1,105 @@
+//===- Lowering.h - what the targets' lowerings share -----------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// `--moe-lower-to-cpu` and `--moe-lower-to-cuda` turn a planned @forward of
+// the moe dialect into the moert launch plan, one conversion pattern per moe
+// op. This header holds what both share: the checks of the stage contract
+// (the plan exists, for this target, and the IR is one the kernels run
+// safely), the destination-passing signature, and the builders of buffers,
+// constants and token counts the patterns use.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_COMPILER_COMMON_LOWERING_H
+#define MOE_COMPILER_COMMON_LOWERING_H
+
+#include "dialects/MoE/MoEOps.h"
+#include "dialects/MoERT/MoERT.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+#include <map>
+#include <string>
+
+namespace mlir::moe {
+
+/// Largest arena the targets plan, in floats per batch token: times the
+/// 2^20 tokens a forward call may take, it still fits in int64.
+constexpr int64_t kMaxArenaFloatsPerToken = int64_t(1) << 36;
+
+/// What the patterns of one lowering share.
+struct LoweringState {
+  ModuleOp module;
+  /// The logits @forward returned, and the argument they now go to.
+  Value logitsTensor, logitsBuffer;
+  /// @forward's positions argument.
+  Value positions;
+  /// moert.kernel symbols by specialisation (CUDA), in creation order.
+  std::map<std::string, std::string> kernels;
+  int64_t numKernels = 0;
+};
+
+/// The buffer of an activation of type `t`: a memref of its shape whose
+/// first dimension (the batch's rows) is dynamic.
+MemRefType bufferType(RankedTensorType t);
+
+/// Weights (static float tensors) to memrefs of their shape, activations
+/// to bufferType; everything else unchanged.
+class LoweringTypeConverter : public TypeConverter {
+public:
+  LoweringTypeConverter();
+};
+
+/// Base of a target's conversion patterns for `OpTy`.
+template <typename OpTy>
+class TargetPattern : public OpConversionPattern<OpTy> {
+public:
+  TargetPattern(const TypeConverter &converter, MLIRContext *context,
+                LoweringState &state)
+      : OpConversionPattern<OpTy>(converter, context), state(state) {}
+
+protected:
+  LoweringState &state;
+};
+
+/// The buffer of `result`: a moert.view at moe-plan-memory's offset, or the
+/// logits argument. Fails (with the diagnostic) on unplanned IR.
+FailureOr<Value> resultBuffer(ConversionPatternRewriter &rewriter,
+                              LoweringState &state, OpResult result);
+/// The buffers of all of `op`'s results.
+FailureOr<SmallVector<Value>> resultBuffers(ConversionPatternRewriter &rewriter,
+                                            LoweringState &state,
+                                            Operation *op);
+/// The `floats` per batch token of scratch moe-plan-memory placed for `op`.
+FailureOr<Value> scratchBuffer(ConversionPatternRewriter &rewriter,
+                               Operation *op, int64_t floats);
+/// `n * times` (the forward call's token count) of type `type`.
+Value tokens(OpBuilder &b, Location loc, Type type, int64_t times = 1);
+Value constantF32(OpBuilder &b, Location loc, double v);
+Value constantF64(OpBuilder &b, Location loc, double v);
+Value constantI64(OpBuilder &b, Location loc, int64_t v);
+/// An absent buffer of element type `element`.
+Value nullBuffer(OpBuilder &b, Location loc, Type element);
+/// The feature width of a [tokens, features] value.
+int64_t width(Value v);
+/// The element type of a tensor or memref.
+Type elementType(Value v);
+
+/// Lowers every @forward in `module` for `target` with the patterns
+/// `populate` adds: checks the contract, rewrites the signature to
+/// destination-passing style with argument attributes, converts, and marks
+/// the module with `moert.target`.
+LogicalResult lowerModule(
+    ModuleOp module, Attribute target,
+    function_ref<void(RewritePatternSet &, const TypeConverter &,
+                      LoweringState &)>
+        populate);
+
+} // namespace mlir::moe
+
+#endif // MOE_COMPILER_COMMON_LOWERING_H

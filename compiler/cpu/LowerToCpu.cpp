@@ -1,0 +1,355 @@
+//===- LowerToCpu.cpp - moe to the CPU target's launch plan -----*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// One conversion pattern per moe op: each becomes a moert.call of a kernel
+// template in runtime/include/moert/kernels.h, over views of the arena.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Passes.h"
+#include "compiler/common/Lowering.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_LOWERTOCPU
+#include "compiler/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// Scratch floats per batch token the CPU kernels stage rows in.
+int64_t cpuScratch(Operation *op) {
+  if (auto experts = dyn_cast<ExpertsOp>(op)) {
+    auto gate = cast<RankedTensorType>(experts.getGateWeights().front().getType());
+    return 2 * (gate.getDimSize(0) + gate.getDimSize(1));
+  }
+  if (auto gemm = dyn_cast<GroupedMatmulOp>(op)) {
+    // The gathered rows, then (silu_mul) the up part's rows.
+    int64_t gathered =
+        gemm.getGather() ? gemm.getInput().getType().getDimSize(1) : 0;
+    int64_t up =
+        gemm.getSiluMul() ? gemm.getResult().getType().getDimSize(1) : 0;
+    return gemm.getK() * (gathered + up);
+  }
+  return 0;
+}
+
+struct CpuBufferModel
+    : public moert::TargetBufferAttrInterface::ExternalModel<
+          CpuBufferModel, moert::CpuTargetAttr> {
+  int64_t getScratchFloatsPerToken(Attribute, Operation *op) const {
+    return cpuScratch(op);
+  }
+};
+
+/// Template arguments.
+struct TArgs {
+  explicit TArgs(Builder &b) : b(b) {}
+  TArgs &type(Type t) {
+    args.push_back(TypeAttr::get(t));
+    return *this;
+  }
+  TArgs &type(Value v) { return type(elementType(v)); }
+  TArgs &i(int64_t v) {
+    args.push_back(b.getI64IntegerAttr(v));
+    return *this;
+  }
+  TArgs &flag(bool v) {
+    args.push_back(b.getBoolAttr(v));
+    return *this;
+  }
+  Builder &b;
+  SmallVector<Attribute> args;
+};
+
+void call(ConversionPatternRewriter &rw, Location loc, StringRef callee,
+          const TArgs &targs, bool threaded, ValueRange args) {
+  moert::CallOp::create(rw, loc, rw.getStringAttr(callee),
+                        rw.getArrayAttr(targs.args),
+                        threaded ? rw.getUnitAttr() : UnitAttr(), args);
+}
+
+template <typename OpTy>
+struct CpuPattern : public TargetPattern<OpTy> {
+  using TargetPattern<OpTy>::TargetPattern;
+  using OpAdaptor = typename TargetPattern<OpTy>::OpAdaptor;
+
+  LogicalResult
+  matchAndRewrite(OpTy op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rw) const override {
+    FailureOr<SmallVector<Value>> outs = resultBuffers(rw, this->state, op);
+    if (failed(outs))
+      return failure();
+    Value n = tokens(rw, op.getLoc(), rw.getIndexType());
+    if (failed(lower(op, adaptor, rw, *outs, n)))
+      return failure();
+    SmallVector<Value> replacements(*outs);
+    // moe.attention's second result is the cache, updated in place.
+    if constexpr (std::is_same_v<OpTy, AttentionOp>)
+      replacements.push_back(adaptor.getCache());
+    rw.replaceOp(op, replacements);
+    return success();
+  }
+  virtual LogicalResult lower(OpTy op, OpAdaptor a,
+                              ConversionPatternRewriter &rw,
+                              ArrayRef<Value> outs, Value n) const = 0;
+};
+
+#define CPU_PATTERN(Name, OpTy)                                                \
+  struct Name : public CpuPattern<OpTy> {                                      \
+    using CpuPattern::CpuPattern;                                              \
+    LogicalResult lower(OpTy op, OpAdaptor a, ConversionPatternRewriter &rw,   \
+                        ArrayRef<Value> outs, Value n) const override;         \
+  };                                                                           \
+  LogicalResult Name::lower(OpTy op, OpAdaptor a,                              \
+                            ConversionPatternRewriter &rw,                     \
+                            ArrayRef<Value> outs, Value n) const
+
+CPU_PATTERN(EmbeddingToCpu, EmbeddingOp) {
+  call(rw, op.getLoc(), "moert::embedding",
+       TArgs(rw).type(op.getTable()).i(width(op.getResult())), false,
+       {a.getTable(), a.getIds(), n, outs[0]});
+  return success();
+}
+
+CPU_PATTERN(RMSNormToCpu, RMSNormOp) {
+  Value eps =
+      constantF32(rw, op.getLoc(), op.getEpsilon().convertToDouble());
+  call(rw, op.getLoc(), "moert::rmsNorm",
+       TArgs(rw).type(op.getWeight()).i(width(op.getResult())), false,
+       {a.getInput(), a.getWeight(), eps, n, outs[0]});
+  return success();
+}
+
+/// result = input @ weightᵀ (+ residual).
+void linear(ConversionPatternRewriter &rw, Location loc, Value input,
+            Value weight, Value n, Value out, Value residual = {}) {
+  ArrayRef<int64_t> shape = cast<MemRefType>(weight.getType()).getShape();
+  SmallVector<Value> args = {input, weight, n, out};
+  if (residual) {
+    args.push_back(constantI64(rw, loc, shape[0]));
+    args.push_back(residual);
+  }
+  call(rw, loc, "moert::linear",
+       TArgs(rw).type(weight).i(shape[0]).i(shape[1]), true, args);
+}
+
+CPU_PATTERN(LinearToCpu, LinearOp) {
+  linear(rw, op.getLoc(), a.getInput(), a.getWeight(), n, outs[0],
+         a.getResidual());
+  return success();
+}
+
+void rope(ConversionPatternRewriter &rw, Location loc, Value in, Value pos,
+          double theta, int64_t headDim, Value n, Value out) {
+  call(rw, loc, "moert::rope", TArgs(rw).i(width(out)).i(headDim), false,
+       {in, pos, constantF64(rw, loc, theta), n, out});
+}
+
+CPU_PATTERN(FusedLinearToCpu, FusedLinearOp) {
+  // One call per weight: on the CPU each is a GEMV/GEMM parallel over its
+  // own weight rows already; RoPE in place (each pair is read before it is
+  // written).
+  for (auto [i, w] : llvm::enumerate(a.getWeights())) {
+    linear(rw, op.getLoc(), a.getInput(), w, n, outs[i]);
+    if (op.hasRope(int64_t(i)))
+      rope(rw, op.getLoc(), outs[i], a.getPositions(),
+           op.getThetaAttr().getValueAsDouble(), *op.getHeadDim(), n, outs[i]);
+  }
+  return success();
+}
+
+CPU_PATTERN(RoPEToCpu, RoPEOp) {
+  rope(rw, op.getLoc(), a.getInput(), a.getPositions(),
+       op.getTheta().convertToDouble(), op.getHeadDim(), n, outs[0]);
+  return success();
+}
+
+CPU_PATTERN(AttentionToCpu, AttentionOp) {
+  auto cache = cast<KVCacheType>(op.getCache().getType());
+  call(rw, op.getLoc(), "moert::attention",
+       TArgs(rw)
+           .i(op.getNumHeads())
+           .i(cache.getNumKvHeads())
+           .i(cache.getHeadDim())
+           .i(cache.getCapacity())
+           .i(op.getSlidingWindow().value_or(0)),
+       true,
+       {a.getQuery(), a.getKey(), a.getValue(), a.getCache(),
+        this->state.positions,
+        constantF32(rw, op.getLoc(), op.getEffectiveScale()), n, outs[0]});
+  return success();
+}
+
+CPU_PATTERN(AddToCpu, AddOp) {
+  call(rw, op.getLoc(), "moert::add", TArgs(rw).i(width(op.getResult())),
+       false, {a.getLhs(), a.getRhs(), n, outs[0]});
+  return success();
+}
+
+CPU_PATTERN(RouterToCpu, RouterOp) {
+  call(rw, op.getLoc(), "moert::router",
+       TArgs(rw)
+           .i(op.getNumExperts())
+           .i(op.getK())
+           .flag(op.getScoring() == ScoringFunc::Softmax)
+           .flag(op.getRenormalize()),
+       false, {a.getLogits(), n, outs[0], outs[1]});
+  return success();
+}
+
+CPU_PATTERN(FusedRouterToCpu, FusedRouterOp) {
+  call(rw, op.getLoc(), "moert::fusedRouter",
+       TArgs(rw)
+           .type(op.getGate())
+           .i(width(op.getInput()))
+           .i(op.getNumExperts())
+           .i(op.getK())
+           .flag(op.getScoring() == ScoringFunc::Softmax)
+           .flag(op.getRenormalize()),
+       false, {a.getInput(), a.getGate(), n, outs[0], outs[1]});
+  return success();
+}
+
+/// A table of weight pointers, typed by the first entry's element type when
+/// `typed`.
+Value table(ConversionPatternRewriter &rw, Location loc, ValueRange weights,
+            bool typed) {
+  Type element = typed ? elementType(weights.front()) : rw.getNoneType();
+  return moert::TableOp::create(
+      rw, loc,
+      moert::TableType::get(rw.getContext(), int64_t(weights.size()), element,
+                            false),
+      weights);
+}
+
+CPU_PATTERN(ExpertsToCpu, ExpertsOp) {
+  FailureOr<Value> scratch = scratchBuffer(rw, op, cpuScratch(op));
+  if (failed(scratch))
+    return failure();
+  ArrayRef<int64_t> gate =
+      cast<RankedTensorType>(op.getGateWeights().front().getType()).getShape();
+  Location loc = op.getLoc();
+  Value g = table(rw, loc, a.getGateWeights(), true);
+  Value u = table(rw, loc, a.getUpWeights(), true);
+  Value d = table(rw, loc, a.getDownWeights(), true);
+  call(rw, loc, "moert::experts",
+       TArgs(rw)
+           .type(op.getGateWeights().front())
+           .type(op.getUpWeights().front())
+           .type(op.getDownWeights().front())
+           .i(width(op.getResult()))
+           .i(gate[0])
+           .i(op.getNumExperts())
+           .i(width(op.getWeights())),
+       true,
+       {a.getInput(), a.getWeights(), a.getIndices(), g, u, d, n, *scratch,
+        outs[0]});
+  return success();
+}
+
+CPU_PATTERN(ExpertPermuteToCpu, ExpertPermuteOp) {
+  call(rw, op.getLoc(), "moert::expertPermute",
+       TArgs(rw).i(op.getNumExperts()).i(width(op.getIndices())), false,
+       {a.getIndices(), n, outs[0], outs[1]});
+  return success();
+}
+
+CPU_PATTERN(GroupedMatmulToCpu, GroupedMatmulOp) {
+  int64_t parts = op.getParts();
+  if (parts > 2)
+    return op.emitOpError("the CPU target handles at most 2 parts");
+  Location loc = op.getLoc();
+  auto part = [&](int64_t i) {
+    return cast<RankedTensorType>(op.getExpertWeights()[i].getType());
+  };
+  // Scratch: the gathered rows, then the up rows of a silu_mul GEMM.
+  int64_t gathered = op.getGather() ? op.getK() * width(op.getInput()) : 0;
+  int64_t up = op.getSiluMul() ? op.getK() * width(op.getResult()) : 0;
+  Value gatherBuf = nullBuffer(rw, loc, rw.getF32Type());
+  Value upBuf;
+  if (gathered + up) {
+    FailureOr<Value> scratch = scratchBuffer(rw, op, gathered + up);
+    if (failed(scratch))
+      return failure();
+    if (gathered)
+      gatherBuf = *scratch;
+    if (up)
+      upBuf = gathered ? moert::ViewOp::create(
+                             rw, loc, cast<MemRefType>(scratch->getType()),
+                             scratch->getDefiningOp<moert::ViewOp>().getOffset() +
+                                 gathered,
+                             up)
+                             .getResult()
+                       : *scratch;
+  }
+  SmallVector<Value> args = {a.getInput(), a.getPerm(), a.getOffsets(),
+                             table(rw, loc, a.getExpertWeights(), false),
+                             gatherBuf, outs[0]};
+  if (upBuf)
+    args.push_back(upBuf);
+  call(rw, loc, "moert::groupedMatmul",
+       TArgs(rw)
+           .type(part(0).getElementType())
+           .type(part(parts - 1).getElementType())
+           .i(part(0).getDimSize(0))
+           .i(parts == 2 ? part(1).getDimSize(0) : 0)
+           .i(width(op.getInput()))
+           .i(op.getNumExperts())
+           .i(op.getK())
+           .flag(op.getGather())
+           .flag(op.getSiluMul()),
+       true, args);
+  return success();
+}
+
+CPU_PATTERN(SiluMulToCpu, SiluMulOp) {
+  int64_t rows = getFloatsPerToken(op.getResult()) / width(op.getResult());
+  call(rw, op.getLoc(), "moert::siluMul", TArgs(rw).i(width(op.getResult())),
+       false,
+       {a.getInput(), tokens(rw, op.getLoc(), rw.getIndexType(), rows),
+        outs[0]});
+  return success();
+}
+
+CPU_PATTERN(ExpertCombineToCpu, ExpertCombineOp) {
+  SmallVector<Value> args = {a.getInput(), a.getPerm(), a.getWeights(), n,
+                             outs[0]};
+  if (a.getResidual())
+    args.push_back(a.getResidual());
+  call(rw, op.getLoc(), "moert::expertCombine",
+       TArgs(rw).i(width(op.getResult())).i(width(op.getWeights())), false,
+       args);
+  return success();
+}
+
+struct LowerToCpuPass
+    : public mlir::moe::impl::LowerToCpuBase<LowerToCpuPass> {
+  void runOnOperation() override {
+    auto populate = [this](RewritePatternSet &patterns,
+                       const TypeConverter &converter, LoweringState &state) {
+      patterns.add<EmbeddingToCpu, RMSNormToCpu, LinearToCpu, FusedLinearToCpu,
+                   RoPEToCpu, AttentionToCpu, AddToCpu, RouterToCpu,
+                   FusedRouterToCpu, ExpertsToCpu, ExpertPermuteToCpu,
+                   GroupedMatmulToCpu, SiluMulToCpu, ExpertCombineToCpu>(
+          converter, &getContext(), state);
+    };
+    if (failed(lowerModule(getOperation(),
+                           moert::CpuTargetAttr::get(&getContext()),
+                           populate)))
+      signalPassFailure();
+  }
+};
+
+} // namespace
+
+void mlir::moe::registerCpuTargetModels(DialectRegistry &registry) {
+  registry.addExtension(+[](MLIRContext *context, moert::MoERTDialect *) {
+    moert::CpuTargetAttr::attachInterface<CpuBufferModel>(*context);
+  });
+}
