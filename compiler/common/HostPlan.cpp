@@ -18,6 +18,8 @@
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/Format.h"
 
+#include <cstdlib>
+
 using namespace mlir;
 using namespace mlir::moe;
 
@@ -55,9 +57,16 @@ std::string mlir::moe::cppComment(StringRef s) {
 }
 
 std::string mlir::moe::cppFloat(double v) {
+  // The shortest decimal that reads back to the same float.
+  float f = float(v);
   std::string s;
-  llvm::raw_string_ostream(s) << llvm::format("%.9gf", v);
-  return s;
+  for (int digits = 6; digits <= 9; ++digits) {
+    s.clear();
+    llvm::raw_string_ostream(s) << llvm::format("%.*g", digits, double(f));
+    if (std::strtof(s.c_str(), nullptr) == f)
+      break;
+  }
+  return s + "f";
 }
 
 std::string mlir::moe::cppDouble(double v) {
@@ -622,9 +631,10 @@ LogicalResult PlanPrinter::writeKernels(raw_ostream &os) const {
     for (auto [i, t] : llvm::enumerate(k.getFunctionType().getInputs())) {
       std::string name = "p" + std::to_string(i), type;
       if (auto memref = dyn_cast<MemRefType>(t)) {
-        FailureOr<std::string> e = elementName(k, memref.getElementType());
-        if (memref.getElementType().isInteger(32))
-          e = std::string("int32_t");
+        FailureOr<std::string> e =
+            memref.getElementType().isInteger(32)
+                ? FailureOr<std::string>(std::string("int32_t"))
+                : elementName(k, memref.getElementType());
         if (failed(e))
           return failure();
         type = moert::isBatchBuffer(memref) ? *e + " *" : "const " + *e + " *";

@@ -65,15 +65,6 @@ struct TArgs {
   SmallVector<Attribute> args;
 };
 
-/// The type of a kernel parameter that takes `t`: an activation is any
-/// batch of its element type.
-Type paramType(Type t) {
-  if (moert::isBatchBuffer(t))
-    return MemRefType::get({ShapedType::kDynamic},
-                           cast<MemRefType>(t).getElementType());
-  return t;
-}
-
 /// Grid dimensions: affine maps of the token count n.
 AffineExpr nExpr(MLIRContext *c) { return getAffineDimExpr(0, c); }
 AffineMap grid(AffineExpr e) { return AffineMap::get(1, 0, e); }
@@ -94,7 +85,7 @@ public:
                            ValueRange args) const {
     SmallVector<Type> params;
     for (Value a : args)
-      params.push_back(paramType(a.getType()));
+      params.push_back(moert::kernelParamType(a.getType()));
     auto type = FunctionType::get(b.getContext(), params, {});
     ArrayAttr targsAttr = b.getArrayAttr(targs.args);
     std::string key;
@@ -176,10 +167,12 @@ public:
           .i(numPtrs);
     };
     std::string kind = m.grouped ? "grouped_matmul" : "linear";
-    TArgs gemvArgs(b);
-    gemvArgs.type(typeA).type(typeB);
-    FlatSymbolRefAttr gemv = kernel(b, kind + "_gemv", "moert::cuda::gemv",
-                                    common(gemvArgs), 256, args);
+    auto gemv = [&] {
+      TArgs gemvArgs(b);
+      gemvArgs.type(typeA).type(typeB);
+      return kernel(b, kind + "_gemv", "moert::cuda::gemv", common(gemvArgs),
+                    256, args);
+    };
     // Grouped gemv: a block row per expert that has rows, at most n * k.
     AffineExpr nx = nExpr(c);
     AffineMap groups =
@@ -192,7 +185,7 @@ public:
     bool tensorCores = options.tensorCores && typeA == typeB &&
                        !typeA.isF32() && m.in % 64 == 0 && width % 4 == 0;
     if (!tensorCores) {
-      launch(b, loc, gemv, gemvX, groups, args);
+      launch(b, loc, gemv(), gemvX, groups, args);
       return success();
     }
     TArgs mmaArgs(b);
@@ -210,7 +203,7 @@ public:
       prefill();
     else
       ifDecode(
-          b, loc, [&] { launch(b, loc, gemv, gemvX, groups, args); }, prefill);
+          b, loc, [&] { launch(b, loc, gemv(), gemvX, groups, args); }, prefill);
     return success();
   }
 

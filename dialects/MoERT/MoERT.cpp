@@ -46,6 +46,13 @@ Attribute mlir::moert::getTargetAttr(MLIRContext *context, StringRef name) {
   return {};
 }
 
+Type mlir::moert::kernelParamType(Type t) {
+  if (isBatchBuffer(t))
+    return MemRefType::get({ShapedType::kDynamic},
+                           cast<MemRefType>(t).getElementType());
+  return t;
+}
+
 LogicalResult MoERTDialect::verifyRegionArgAttribute(Operation *op,
                                                      unsigned region,
                                                      unsigned index,
@@ -173,7 +180,8 @@ LaunchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   if (!kernel)
     return emitOpError("launches '")
            << getKernel() << "', which is not a moert.kernel";
-  if (!llvm::equal(kernel.getFunctionType().getInputs(), getArgs().getTypes()))
+  if (!llvm::equal(kernel.getFunctionType().getInputs(),
+                   llvm::map_range(getArgs().getTypes(), kernelParamType)))
     return emitOpError("passes (")
            << getArgs().getTypes() << ") to a kernel of "
            << kernel.getFunctionType();

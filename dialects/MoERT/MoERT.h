@@ -48,6 +48,11 @@ inline bool isBatchBuffer(Type type) {
   return memref && memref.getRank() >= 1 && memref.isDynamicDim(0);
 }
 
+/// The type of the kernel parameter that takes a value of type `t`: an
+/// activation (batch buffer) is any batch of its element type, memref<?xT>;
+/// everything else is itself.
+Type kernelParamType(Type t);
+
 } // namespace mlir::moert
 
 #endif // MOE_DIALECTS_MOERT_MOERT_H

@@ -103,7 +103,7 @@ def MoERT_TableType : TypeDef<MoERT_Dialect, "Table"> {
   let description = [{
     `!moert.table<N, T>`: `N` pointers to weights of element type `T`
     (`none`: untyped, `const void *`), as the expert kernels take their
-    banks. `!moert.table<N, f32, out>`: `N` output buffers.
+    banks. `!moert.table<N, f32, output = true>`: `N` output buffers.
 
     ```mlir
     %t = moert.table %w0, %w1 : (memref<128x64xf16>, memref<128x64xf16>) -> !moert.table<2, none>
@@ -111,7 +111,7 @@ def MoERT_TableType : TypeDef<MoERT_Dialect, "Table"> {
   }];
   let parameters = (ins "int64_t":$size, "::mlir::Type":$elementType,
                         DefaultValuedParameter<"bool", "false">:$output);
-  let assemblyFormat = "`<` $size `,` $elementType (`,` `out` $output^)? `>`";
+  let assemblyFormat = "`<` $size `,` $elementType (`,` `output` `=` $output^)? `>`";
   let genVerifyDecl = 1;
 }
 

@@ -13,7 +13,7 @@
 // they would take 320. At 2 tokens x 4 bytes: 2048, 2048 and 2560 bytes.
 
 // CHECK-LABEL: func.func @chain
-// CHECK-SAME: moe.memory_plan = {arena_bytes = 2048 : i64, floats_per_token = 256 : i64, lower_bound_bytes = 2048 : i64, max_batch_tokens = 2 : i64, naive_bytes = 2560 : i64}
+// CHECK-SAME: moe.memory_plan = {arena_bytes = 2048 : i64, floats_per_token = 256 : i64, lower_bound_bytes = 2048 : i64, max_batch_tokens = 2 : i64, naive_bytes = 2560 : i64, target = #moert.cpu}
 // CHECK: moe.rms_norm {{.*}} {moe.arena_offsets = array<i64: 128>}
 // CHECK: moe.linear {{.*}} {moe.arena_offsets = array<i64: 0>} : tensor<?x64xf32>, tensor<128x64xf32>
 // CHECK: moe.linear {{.*}} {moe.arena_offsets = array<i64: 192>} : tensor<?x128xf32>, tensor<64x128xf32>
@@ -22,7 +22,7 @@
 
 // Without reuse every buffer has its own range: arena = naive.
 // NAIVE-LABEL: func.func @chain
-// NAIVE-SAME: moe.memory_plan = {arena_bytes = 2560 : i64, floats_per_token = 320 : i64, lower_bound_bytes = 2048 : i64, max_batch_tokens = 2 : i64, naive_bytes = 2560 : i64}
+// NAIVE-SAME: moe.memory_plan = {arena_bytes = 2560 : i64, floats_per_token = 320 : i64, lower_bound_bytes = 2048 : i64, max_batch_tokens = 2 : i64, naive_bytes = 2560 : i64, target = #moert.cpu}
 // NAIVE: moe.rms_norm {{.*}} {moe.arena_offsets = array<i64: 128>}
 // NAIVE: moe.linear {{.*}} {moe.arena_offsets = array<i64: 0>}
 // NAIVE: moe.linear {{.*}} {moe.arena_offsets = array<i64: 192>}

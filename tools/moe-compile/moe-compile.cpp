@@ -76,11 +76,17 @@ static cl::opt<Target> target(
                clEnumValN(Target::Cuda, "cuda",
                           "CUDA kernels built with nvcc; runs on GPU 0")),
     cl::cat(category));
-enum class Emit { Binary, MLIR, Cpp, Cu };
+enum class Emit { Binary, MLIR, LaunchPlan, Cpp, Cu };
 static cl::opt<Emit>
     emit("emit", cl::desc("What to produce"), cl::init(Emit::Binary),
          cl::values(clEnumValN(Emit::Binary, "bin", "the executable (default)"),
-                    clEnumValN(Emit::MLIR, "mlir", "moe IR after the pipeline"),
+                    clEnumValN(Emit::MLIR, "mlir",
+                               "moe IR after the pipeline (planned; "
+                               "moe-compile takes it back as input)"),
+                    clEnumValN(Emit::LaunchPlan, "moert",
+                               "the target's launch plan: moert IR after "
+                               "--moe-lower-to-cpu/cuda, every target "
+                               "decision in it"),
                     clEnumValN(Emit::Cpp, "cpp",
                                "the generated C++ (for cuda: the host plan)"),
                     clEnumValN(Emit::Cu, "cu",
@@ -437,7 +443,7 @@ int main(int argc, char **argv) {
       "moe-compile: compile a Mixture-of-Experts model into an executable\n\n"
       "  moe-compile MODEL_DIR -o PATH [--target cpu|cuda] "
       "[--cuda-arch sm_80,sm_90]\n"
-      "  moe-compile MODEL_DIR --emit=mlir|cpp|cu [-o FILE]\n"
+      "  moe-compile MODEL_DIR --emit=mlir|moert|cpp|cu [-o FILE]\n"
       "  moe-compile MODEL_DIR --print-memory-plan\n"
       "  moe-compile MODEL.mlir -o PATH      (IR from moe-translate)\n\n"
       "The executable runs the model on token ids (see PATH --help); it\n"
@@ -528,12 +534,6 @@ int main(int argc, char **argv) {
   mlir::TimingScope pipelineTimer = timing.nest("pipeline");
   pm.enableTiming(pipelineTimer);
   mlir::moe::buildDefaultPipeline(pm, pipeline);
-  // Below the memory plan: the target's launch plan, which the printers
-  // only print.
-  if (isCuda)
-    pm.addPass(mlir::moe::createLowerToCuda());
-  else
-    pm.addPass(mlir::moe::createLowerToCpu());
   if (failed(pm.run(*module)))
     return 1;
 
@@ -551,6 +551,20 @@ int main(int argc, char **argv) {
     return 0;
   };
   if (emit == Emit::MLIR)
+    return writeText([&](raw_ostream &os) { os << **module << "\n"; });
+  // Below the memory plan: the target's launch plan, which the printers
+  // only print.
+  mlir::PassManager lower(&context);
+  if (failed(mlir::applyPassManagerCLOptions(lower)))
+    return 1;
+  lower.enableTiming(pipelineTimer);
+  if (isCuda)
+    lower.addPass(mlir::moe::createLowerToCuda());
+  else
+    lower.addPass(mlir::moe::createLowerToCpu());
+  if (failed(lower.run(*module)))
+    return 1;
+  if (emit == Emit::LaunchPlan)
     return writeText([&](raw_ostream &os) { os << **module << "\n"; });
 
   pipelineTimer.stop();

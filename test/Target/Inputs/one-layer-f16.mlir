@@ -1,0 +1,21 @@
+// One layer, f16 weights, hidden 64, 4 heads of 16, 2 kv heads, vocab 256:
+// the smallest @forward the lowerings take (shared by the lit tests here).
+module attributes {moe.weight_dir = "/models/one-layer", moe.model = {vocab_size = 256 : i64, hidden_size = 64 : i64, num_layers = 1 : i64, max_positions = 1024 : i64}} {
+  moe.weight_source "emb" in "m.safetensors" at 0 : tensor<256x64xf16>
+  moe.weight_source "wq" in "m.safetensors" at 32768 : tensor<64x64xf16>
+  moe.weight_source "wk" in "m.safetensors" at 40960 : tensor<32x64xf16>
+  moe.weight_source "wv" in "m.safetensors" at 45056 : tensor<32x64xf16>
+  moe.weight_source "head" in "m.safetensors" at 49152 : tensor<256x64xf16>
+  func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>, %c0: !moe.kv_cache<2x?x16xf32>) -> (tensor<?x256xf32>, !moe.kv_cache<2x?x16xf32>) {
+    %emb = moe.weight "emb" : tensor<256x64xf16>
+    %h = moe.embedding %emb[%tokens] : tensor<256x64xf16>, tensor<?xi32>
+    %wq = moe.weight "wq" : tensor<64x64xf16>
+    %wk = moe.weight "wk" : tensor<32x64xf16>
+    %wv = moe.weight "wv" : tensor<32x64xf16>
+    %qkv:3 = moe.fused_linear %h weights [%wq, %wk, %wv] : (tensor<64x64xf16>, tensor<32x64xf16>, tensor<32x64xf16>) rope [0, 1] at %pos head_dim 16 theta 1.000000e+04 : tensor<?x64xf32>, tensor<?xi32>
+    %o, %c = moe.attention %qkv#0, %qkv#1, %qkv#2, %c0 heads 4 : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>
+    %head = moe.weight "head" : tensor<256x64xf16>
+    %logits = moe.linear %o, %head : tensor<?x64xf32>, tensor<256x64xf16>
+    return %logits, %c : tensor<?x256xf32>, !moe.kv_cache<2x?x16xf32>
+  }
+}
