@@ -245,13 +245,11 @@ LogicalResult HostPlanEmitter::verifyContract(func::FuncOp func) {
   auto logits = type.getNumResults()
                     ? dyn_cast<RankedTensorType>(type.getResult(0))
                     : RankedTensorType();
-  if (auto layersAttr = module->getAttrOfType<DictionaryAttr>("moe.model")
-                            .getAs<IntegerAttr>("num_layers");
-      layersAttr && layersAttr.getInt() != int64_t(type.getNumInputs()) - 2)
+  if (int64_t layers = getModel(module).getNumLayers();
+      layers != int64_t(type.getNumInputs()) - 2)
     return func.emitOpError("has ")
            << int64_t(type.getNumInputs()) - 2
-           << " cache arguments, but moe.model's num_layers is "
-           << layersAttr.getInt();
+           << " cache arguments, but moe.model's num_layers is " << layers;
   if (type.getNumInputs() < 3 || !isIds(type.getInput(0)) ||
       !isIds(type.getInput(1)) || !logits || logits.getRank() != 2 ||
       !logits.getElementType().isF32() ||
@@ -386,23 +384,18 @@ LogicalResult HostPlanEmitter::emitForward(func::FuncOp func) {
 
 LogicalResult HostPlanEmitter::run() {
   auto dir = module->getAttrOfType<StringAttr>("moe.weight_dir");
-  auto model = module->getAttrOfType<DictionaryAttr>("moe.model");
+  ModelAttr model = getModel(module);
   if (!dir || !model)
     return module.emitError("the ")
            << targetName
            << " target needs a model imported by moe-translate "
               "(moe.weight_dir and moe.model)";
   weightDir = dir.getValue();
-  auto intField = [&](StringRef key) -> int64_t {
-    auto a = dyn_cast_or_null<IntegerAttr>(model.get(key));
-    return a ? a.getInt() : 0;
-  };
-  vocab = intField("vocab_size");
-  hidden = intField("hidden_size");
-  maxPositions = options.maxPositions > 0 ? options.maxPositions
-                                          : intField("max_positions");
-  if (maxPositions <= 0 || vocab <= 0)
-    return module.emitError("moe.model lacks vocab_size or max_positions");
+  // The verifier has bounded every field of #moe.model to [1, ...].
+  vocab = model.getVocabSize();
+  hidden = model.getHiddenSize();
+  maxPositions =
+      options.maxPositions > 0 ? options.maxPositions : model.getMaxPositions();
   auto func = module.lookupSymbol<func::FuncOp>("forward");
   if (!func || func.isExternal())
     return module.emitError("no func.func @forward to compile");
