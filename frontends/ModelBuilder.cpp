@@ -60,7 +60,7 @@ private:
 
   Value layer(int64_t l, Value h, Value positions, Value cache,
               Value &cacheOut);
-  DictionaryAttr modelAttr();
+  ModelAttr modelAttr();
   void emitManifest(ModuleOp module);
 
   OpBuilder b;
@@ -112,22 +112,12 @@ Value ModelIRBuilder::layer(int64_t l, Value h, Value positions, Value cache,
   return AddOp::create(b, loc, h, y);
 }
 
-DictionaryAttr ModelIRBuilder::modelAttr() {
-  auto i64 = [&](int64_t v) { return b.getI64IntegerAttr(v); };
-  SmallVector<NamedAttribute> attrs = {
-      b.getNamedAttr("architecture", b.getStringAttr(spec.architecture)),
-      b.getNamedAttr("vocab_size", i64(spec.vocabSize)),
-      b.getNamedAttr("hidden_size", i64(spec.hiddenSize)),
-      b.getNamedAttr("intermediate_size", i64(spec.intermediateSize)),
-      b.getNamedAttr("num_layers", i64(spec.numLayers)),
-      b.getNamedAttr("num_heads", i64(spec.numHeads)),
-      b.getNamedAttr("num_kv_heads", i64(spec.numKvHeads)),
-      b.getNamedAttr("head_dim", i64(spec.headDim)),
-      b.getNamedAttr("num_experts", i64(spec.numExperts)),
-      b.getNamedAttr("top_k", i64(spec.topK)),
-      b.getNamedAttr("max_positions", i64(spec.maxPositions)),
-  };
-  return b.getDictionaryAttr(attrs);
+ModelAttr ModelIRBuilder::modelAttr() {
+  // buildModel has validated the spec: ModelAttr::verify checks no more.
+  return ModelAttr::get(b.getContext(), spec.architecture, spec.vocabSize,
+                        spec.hiddenSize, spec.intermediateSize, spec.numLayers,
+                        spec.numHeads, spec.numKvHeads, spec.headDim,
+                        spec.numExperts, spec.topK, spec.maxPositions);
 }
 
 void ModelIRBuilder::emitManifest(ModuleOp module) {
@@ -191,7 +181,7 @@ ModelIRBuilder::build(StringRef weightDir) {
   if (!missing.empty())
     return llvm::createStringError("model builder: weight '" + missing +
                                    "' is missing or has the wrong shape");
-  (*module)->setAttr("moe.model", modelAttr());
+  (*module)->setAttr(kModelAttrName, modelAttr());
   (*module)->setAttr("moe.weight_dir", b.getStringAttr(weightDir));
   emitManifest(*module);
   return module;
@@ -202,6 +192,9 @@ ModelIRBuilder::build(StringRef weightDir) {
 llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::buildModel(
     MLIRContext &context, const ModelSpec &spec, WeightNamer names,
     const llvm::StringMap<WeightSource> &weights, StringRef weightDir) {
+  // The module's #moe.model is built from the spec: it must verify.
+  if (llvm::Error e = spec.validate("model builder"))
+    return std::move(e);
   context.loadDialect<MoEDialect, func::FuncDialect>();
   return ModelIRBuilder(context, spec, names, weights).build(weightDir);
 }

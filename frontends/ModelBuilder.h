@@ -7,7 +7,8 @@
 // The one builder every frontend goes through: given the hyper-parameters,
 // the frontend's tensor names and where each tensor lives, it emits
 //
-//   module attributes {moe.model = {...}, moe.weight_dir = "/abs/dir"} {
+//   module attributes {moe.model = #moe.model<...>,
+//                      moe.weight_dir = "/abs/dir"} {
 //     moe.weight_source "<name>" in "<file>" at <offset> : tensor<...>
 //     ...                                    (the weight manifest)
 //     func.func @forward(%tokens: tensor<?xi32>, %positions: tensor<?xi32>,
@@ -38,9 +39,9 @@ namespace mlir::moe {
 using WeightNamer =
     llvm::function_ref<std::string(WeightRole, int64_t layer, int64_t expert)>;
 
-/// Builds the module described above. Every name the namer produces must be
-/// in `weights` with the shape weightShape() gives; a missing one is an error
-/// naming it.
+/// Builds the module described above. `spec` must pass ModelSpec::validate
+/// (an error otherwise). Every name the namer produces must be in `weights`
+/// with the shape weightShape() gives; a missing one is an error naming it.
 llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
 buildModel(mlir::MLIRContext &context, const ModelSpec &spec, WeightNamer names,
            const llvm::StringMap<WeightSource> &weights,

@@ -3,6 +3,12 @@
 // Part of moe-compile.
 //
 //===----------------------------------------------------------------------===//
+//
+// Sums what the ops of a function report through WeightCostOpInterface. The
+// pass knows no op: an op that consumes a moe.weight and cannot say what it
+// costs is an error, never a silent zero.
+//
+//===----------------------------------------------------------------------===//
 
 #include "dialects/MoE/MoEOps.h"
 #include "passes/Passes.h"
@@ -22,13 +28,6 @@ using namespace mlir::moe;
 
 namespace {
 
-/// Experts chosen per token by an expert bank; the whole bank when the
-/// routing width is not static.
-int64_t expertsPerToken(ExpertsOp op) {
-  int64_t k = op.getWeights().getType().getDimSize(1);
-  return ShapedType::isDynamic(k) ? op.getNumExperts() : k;
-}
-
 struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
   using Base::Base;
 
@@ -41,39 +40,45 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
       return signalPassFailure();
     }
     double tokens = static_cast<double>(stepTokens);
-    int64_t weightBytes = 0;
-    double bytesPerStep = 0;
+    double weightBytes = 0;
+    // Bytes each weight reads, summed in sorted order at the end so that
+    // the total does not depend on the order of the ops.
+    SmallVector<double> reads;
     double flopsPerStep = 0;
 
-    getOperation().walk([&](Operation *op) {
-      if (auto weight = dyn_cast<WeightOp>(op)) {
-        ++numWeights;
-        RankedTensorType type = weight.getResult().getType();
-        int64_t bytes =
-            type.getNumElements() * type.getElementTypeBitWidth() / 8;
-        weightBytes += bytes;
-        double read = 0;
-        for (Operation *user : weight->getUsers())
-          read = std::max(read, bytesReadPerStep(user, type, bytes, tokens));
-        bytesPerStep += read;
-      } else if (auto linear = dyn_cast<LinearOp>(op)) {
-        ArrayRef<int64_t> w = linear.getWeight().getType().getShape();
-        flopsPerStep += 2.0 * w[0] * w[1] * tokens;
-      } else if (auto fused = dyn_cast<FusedLinearOp>(op)) {
-        for (Value weight : fused.getWeights()) {
-          ArrayRef<int64_t> w =
-              cast<RankedTensorType>(weight.getType()).getShape();
-          flopsPerStep += 2.0 * w[0] * w[1] * tokens;
-        }
-      } else if (auto experts = dyn_cast<ExpertsOp>(op)) {
-        ++numExpertBanks;
-        ArrayRef<int64_t> gate =
-            cast<RankedTensorType>(experts.getGateWeights().front().getType())
-                .getShape();
-        flopsPerStep +=
-            6.0 * expertsPerToken(experts) * gate[0] * gate[1] * tokens;
+    WalkResult result = getOperation().walk([&](Operation *op) {
+      if (auto cost = dyn_cast<WeightCostOpInterface>(op)) {
+        ++numCostedOps;
+        flopsPerStep += cost.getFlops(tokens);
       }
+      auto weight = dyn_cast<WeightOp>(op);
+      if (!weight)
+        return WalkResult::advance();
+      ++numWeights;
+      weightBytes += getWeightStorageBytes(weight.getResult());
+      // A weight with several uses is read once, at its largest read.
+      double read = 0;
+      for (OpOperand &use : weight->getUses()) {
+        auto cost = dyn_cast<WeightCostOpInterface>(use.getOwner());
+        if (!cost) {
+          use.getOwner()->emitOpError("uses moe.weight '")
+              << weight.getName()
+              << "' but does not implement WeightCostOpInterface, so "
+                 "moe-estimate-cost cannot cost it";
+          return WalkResult::interrupt();
+        }
+        read = std::max(read, cost.getWeightBytesRead(use, tokens));
+      }
+      reads.push_back(read);
+      return WalkResult::advance();
     });
+    if (result.wasInterrupted())
+      return signalPassFailure();
+
+    llvm::sort(reads);
+    double bytesPerStep = 0;
+    for (double read : reads)
+      bytesPerStep += read;
 
     Builder b(&getContext());
     auto i64 = [&](double v) { return b.getI64IntegerAttr(std::llround(v)); };
@@ -84,22 +89,6 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
                         b.getNamedAttr("step_tokens", i64(tokens)),
                         b.getNamedAttr("weight_bytes", i64(weightBytes)),
                     }));
-  }
-
-  /// Bytes of a weight of `type` (`bytes` in all) that `user` reads in one
-  /// step of `tokens` tokens.
-  static double bytesReadPerStep(Operation *user, RankedTensorType type,
-                                 int64_t bytes, double tokens) {
-    if (isa<EmbeddingOp>(user)) {
-      double rows = static_cast<double>(type.getDimSize(0));
-      return bytes / rows * std::min(tokens, rows);
-    }
-    if (auto experts = dyn_cast<ExpertsOp>(user)) {
-      double share = static_cast<double>(expertsPerToken(experts)) /
-                     static_cast<double>(experts.getNumExperts());
-      return bytes * (1.0 - std::pow(1.0 - share, tokens));
-    }
-    return static_cast<double>(bytes);
   }
 };
 

@@ -18,17 +18,33 @@ def EstimateCost : Pass<"moe-estimate-cost", "::mlir::func::FuncOp"> {
     memory bandwidth, so `bytes_per_step / bandwidth` is the speed limit
     that benchmarks compare against.
 
+    The pass knows no op: it sums what the ops report through
+    `WeightCostOpInterface` (docs/interfaces.md), which every op that
+    consumes a `moe.weight` implements. The figures describe the
+    computation, not its partition into ops, so they are the same before
+    and after any pipeline (the fusions of `--moe-default-pipeline`
+    included).
+
     * `weight_bytes`: the storage of every `moe.weight` in the function.
     * `bytes_per_step`: weight bytes one step reads. A weight feeding
-      `moe.linear` or `moe.rms_norm` is read whole; an embedding table
-      contributes `min(step-tokens, vocab)` rows; an expert weight
-      contributes the expected fraction of experts a step touches under
-      uniform routing, `1 - (1 - k/E)^step-tokens` (exactly `k/E` for one
-      token). A weight with several users counts once, at its largest read.
-    * `flops_per_step`: multiply-adds ×2 of the weight GEMMs: `2·N·K` per
-      token for each `moe.linear`, `6·k·I·H` per token for `moe.experts`.
-      Attention's score and value products depend on the context length and
-      are not included.
+      `moe.linear`, `moe.fused_linear`, `moe.fused_router` or
+      `moe.rms_norm` is read whole; an embedding table contributes
+      `min(step-tokens, vocab)` rows; an expert weight (of `moe.experts` or
+      `moe.grouped_matmul`) contributes the expected fraction of experts a
+      step touches under uniform routing, `1 - (1 - k/E)^step-tokens`
+      (exactly `k/E` for one token). A weight with several users counts
+      once, at its largest read.
+    * `flops_per_step`: multiply-adds ×2 of the products with weights:
+      `2·N·K` per token for each `[N, K]` weight of a linear, fused linear
+      or fused router, `6·k·I·H` per token for an expert bank, whether it is
+      one `moe.experts` or the gate_up and down `moe.grouped_matmul`s.
+      Elementwise work (norms, activations, RoPE, residual adds) and
+      attention's score and value products, which depend on the context
+      length, are not included.
+
+    A `moe.weight` used by an op that does not implement the interface is
+    an error naming that op: the pass never reports a figure it cannot
+    stand behind.
 
     Before:
 
@@ -58,8 +74,8 @@ def EstimateCost : Pass<"moe-estimate-cost", "::mlir::func::FuncOp"> {
   ];
   let statistics = [
     Statistic<"numWeights", "num-weights", "Number of moe.weight ops">,
-    Statistic<"numExpertBanks", "num-expert-banks",
-              "Number of moe.experts ops">,
+    Statistic<"numCostedOps", "num-costed-ops",
+              "Number of ops costed through WeightCostOpInterface">,
   ];
 }
 

@@ -29,10 +29,8 @@ struct PlanKVCachePass : mlir::moe::impl::PlanKVCacheBase<PlanKVCachePass> {
     int64_t seq = maxSeq;
     if (seq == 0)
       if (auto module = func->getParentOfType<ModuleOp>())
-        if (auto model = module->getAttrOfType<DictionaryAttr>("moe.model"))
-          if (auto max =
-                  dyn_cast_or_null<IntegerAttr>(model.get("max_positions")))
-            seq = max.getInt();
+        if (ModelAttr model = getModel(module))
+          seq = model.getMaxPositions();
     if (seq <= 0) {
       func.emitError("moe-plan-kv-cache: the longest sequence is unknown; "
                      "pass max-seq=N or plan a model imported by "

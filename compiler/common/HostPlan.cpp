@@ -497,7 +497,7 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
 
 LogicalResult PlanPrinter::run() {
   auto dir = module->getAttrOfType<StringAttr>("moe.weight_dir");
-  auto model = module->getAttrOfType<DictionaryAttr>("moe.model");
+  ModelAttr model = getModel(module);
   if (!dir || !model)
     return module.emitError("the ")
            << targetName()
@@ -511,14 +511,9 @@ LogicalResult PlanPrinter::run() {
            << targetName() << " target: run --moe-lower-to-"
            << (cpu ? "cpu" : "cuda") << " first";
   weightDir = dir.getValue();
-  auto intField = [&](StringRef key) -> int64_t {
-    auto a = dyn_cast_or_null<IntegerAttr>(model.get(key));
-    return a ? a.getInt() : 0;
-  };
-  vocab = intField("vocab_size");
-  hidden = intField("hidden_size");
-  if (vocab <= 0)
-    return module.emitError("moe.model lacks vocab_size");
+  // The verifier has bounded every field of #moe.model to [1, ...].
+  vocab = model.getVocabSize();
+  hidden = model.getHiddenSize();
   auto func = module.lookupSymbol<func::FuncOp>("forward");
   if (!func || func.isExternal() || !func.getBody().hasOneBlock())
     return module.emitError("no func.func @forward to print");

@@ -109,12 +109,6 @@ Value mlir::moe::nullBuffer(OpBuilder &b, Location loc, Type element) {
 
 namespace {
 
-int64_t modelField(ModuleOp module, StringRef key) {
-  auto model = module->getAttrOfType<DictionaryAttr>("moe.model");
-  auto a = model ? dyn_cast_or_null<IntegerAttr>(model.get(key)) : nullptr;
-  return a ? a.getInt() : 0;
-}
-
 /// Fails with a message on `user` unless `indices` are the expert indices of
 /// a router over at most `experts` experts choosing `k` each: what the
 /// kernels index weight tables and offsets with.
@@ -168,8 +162,9 @@ int64_t rowsPerToken(Value v) {
 /// and each read by one attention, and arena offsets that fit.
 LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
                              int64_t maxPositions) {
-  int64_t vocab = modelField(module, "vocab_size");
-  int64_t hidden = modelField(module, "hidden_size");
+  // The verifier has bounded every field of #moe.model to [1, ...].
+  ModelAttr model = getModel(module);
+  int64_t vocab = model.getVocabSize(), hidden = model.getHiddenSize();
   FunctionType type = func.getFunctionType();
   auto isIds = [](Type t) {
     auto r = dyn_cast<RankedTensorType>(t);
@@ -179,7 +174,7 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
                     ? dyn_cast<RankedTensorType>(type.getResult(0))
                     : RankedTensorType();
   int64_t layers = int64_t(type.getNumInputs()) - 2;
-  if (int64_t n = modelField(module, "num_layers"); n && n != layers)
+  if (int64_t n = model.getNumLayers(); n != layers)
     return func.emitOpError("has ")
            << layers << " cache arguments, but moe.model's num_layers is "
            << n;
@@ -273,7 +268,7 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
         return op->emitOpError("has ")
                << e.getTable().getType().getDimSize(0)
                << " table rows, but moe.model's vocab_size is " << vocab;
-      if (hidden && e.getTable().getType().getDimSize(1) != hidden)
+      if (e.getTable().getType().getDimSize(1) != hidden)
         return op->emitOpError("has ")
                << e.getTable().getType().getDimSize(1)
                << " table columns, but moe.model's hidden_size is " << hidden;
@@ -354,8 +349,7 @@ LogicalResult mlir::moe::lowerModule(
   auto func = module.lookupSymbol<func::FuncOp>("forward");
   if (!func || func.isExternal())
     return module.emitError("no func.func @forward to lower");
-  if (!module->getAttrOfType<DictionaryAttr>("moe.model") ||
-      modelField(module, "vocab_size") <= 0)
+  if (!getModel(module))
     return module.emitError("lowering needs a model imported by "
                             "moe-translate (moe.model with vocab_size)");
   // The plans this lowering relies on, made for this target.

@@ -1,4 +1,4 @@
-//===- MoEDialect.cpp - moe dialect and types -------------------*- C++ -*-===//
+//===- MoEDialect.cpp - moe dialect, attributes and types -------*- C++ -*-===//
 //
 // Part of moe-compile.
 //
@@ -19,14 +19,25 @@ using namespace mlir::moe;
 #include "dialects/MoE/MoEDialect.cpp.inc"
 #include "dialects/MoE/MoEEnums.cpp.inc"
 
+#define GET_ATTRDEF_CLASSES
+#include "dialects/MoE/MoEAttrs.cpp.inc"
+
 #define GET_TYPEDEF_CLASSES
 #include "dialects/MoE/MoETypes.cpp.inc"
 
 void MoEDialect::initialize() {
+  registerAttributes();
   registerTypes();
   addOperations<
 #define GET_OP_LIST
 #include "dialects/MoE/MoEOps.cpp.inc"
+      >();
+}
+
+void MoEDialect::registerAttributes() {
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "dialects/MoE/MoEAttrs.cpp.inc"
       >();
 }
 
@@ -104,34 +115,64 @@ std::optional<int64_t> KVCacheType::getSizeInBytes() const {
 }
 
 //===----------------------------------------------------------------------===//
-// Weight manifest
+// ModelAttr
 //===----------------------------------------------------------------------===//
 
-/// `moe.model` describes the model on a module: every entry but the
-/// architecture's name is a positive integer, within the bounds the
-/// verifiers put on shapes (the targets size buffers from it).
+LogicalResult ModelAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                StringRef architecture, int64_t vocabSize,
+                                int64_t hiddenSize, int64_t intermediateSize,
+                                int64_t numLayers, int64_t numHeads,
+                                int64_t numKvHeads, int64_t headDim,
+                                int64_t numExperts, int64_t topK,
+                                int64_t maxPositions) {
+  if (architecture.empty())
+    return emitError() << "#moe.model architecture must not be empty";
+  // The targets size buffers from these: bound them as the op verifiers
+  // bound shapes (positions are int32 at run time).
+  struct Field {
+    const char *name;
+    int64_t value, bound;
+  };
+  for (Field f : {Field{"vocab_size", vocabSize, kMaxWeightDim},
+                  {"hidden_size", hiddenSize, kMaxWeightDim},
+                  {"intermediate_size", intermediateSize, kMaxWeightDim},
+                  {"num_layers", numLayers, kMaxWeightDim},
+                  {"num_heads", numHeads, kMaxWeightDim},
+                  {"num_kv_heads", numKvHeads, kMaxWeightDim},
+                  {"head_dim", headDim, kMaxWeightDim},
+                  {"num_experts", numExperts, kMaxWeightDim},
+                  {"top_k", topK, kMaxWeightDim},
+                  {"max_positions", maxPositions, kMaxCacheCapacity}})
+    if (f.value < 1 || f.value > f.bound)
+      return emitError() << "#moe.model " << f.name
+                         << " must be an integer in [1, " << f.bound
+                         << "], got " << f.value;
+  if (numHeads % numKvHeads != 0)
+    return emitError() << "#moe.model num_heads (" << numHeads
+                       << ") must be a multiple of num_kv_heads (" << numKvHeads
+                       << ")";
+  if (topK > numExperts)
+    return emitError() << "#moe.model top_k (" << topK
+                       << ") exceeds num_experts (" << numExperts << ")";
+  return success();
+}
+
+ModelAttr mlir::moe::getModel(ModuleOp module) {
+  return module->getAttrOfType<ModelAttr>(kModelAttrName);
+}
+
+//===----------------------------------------------------------------------===//
+// Module attributes: the model and the weight manifest
+//===----------------------------------------------------------------------===//
+
+/// `moe.model` describes the model on a module; its fields are checked by
+/// ModelAttr::verify when it is built or parsed.
 static LogicalResult verifyModelAttr(Operation *op, Attribute attr) {
   if (!isa<ModuleOp>(op))
     return op->emitError("'moe.model' belongs on a builtin.module");
-  auto dict = dyn_cast<DictionaryAttr>(attr);
-  if (!dict)
-    return op->emitError("'moe.model' must be a dictionary, got ") << attr;
-  for (NamedAttribute entry : dict) {
-    if (entry.getName() == "architecture") {
-      if (!isa<StringAttr>(entry.getValue()))
-        return op->emitError("'moe.model' architecture must be a string");
-      continue;
-    }
-    auto value = dyn_cast<IntegerAttr>(entry.getValue());
-    int64_t bound =
-        entry.getName() == "max_positions" ? kMaxCacheCapacity : kMaxWeightDim;
-    if (!value || value.getType().isIndex() ||
-        value.getValue().getSignificantBits() > 64 || value.getInt() < 1 ||
-        value.getInt() > bound)
-      return op->emitError("'moe.model' ")
-             << entry.getName().getValue() << " must be an integer in [1, "
-             << bound << "], got " << entry.getValue();
-  }
+  if (!isa<ModelAttr>(attr))
+    return op->emitError("'moe.model' must be a #moe.model attribute, got ")
+           << attr;
   return success();
 }
 
@@ -141,7 +182,7 @@ static LogicalResult verifyModelAttr(Operation *op, Attribute attr) {
 /// must have a source of its type.
 LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                                    NamedAttribute attr) {
-  if (attr.getName() == "moe.model")
+  if (attr.getName() == kModelAttrName)
     return verifyModelAttr(op, attr.getValue());
   if (attr.getName() != "moe.weight_dir")
     return success();

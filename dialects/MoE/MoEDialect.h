@@ -5,14 +5,15 @@
 //===----------------------------------------------------------------------===//
 //
 // The `moe` dialect: Mixture-of-Experts models with first-class router and
-// expert ops. Include this header for the dialect, its types and enums;
-// include MoEOps.h for the operations.
+// expert ops. Include this header for the dialect, its attributes, types and
+// enums; include MoEOps.h for the operations.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef MOE_DIALECTS_MOE_MOEDIALECT_H
 #define MOE_DIALECTS_MOE_MOEDIALECT_H
 
+#include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Dialect.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -33,7 +34,24 @@ constexpr int64_t kMaxCacheWidth = int64_t(1) << 24;
 constexpr int64_t kMaxCacheCapacity = 2147483647;
 } // namespace mlir::moe
 
+#define GET_ATTRDEF_CLASSES
+#include "dialects/MoE/MoEAttrs.h.inc"
+
 #define GET_TYPEDEF_CLASSES
 #include "dialects/MoE/MoETypes.h.inc"
+
+namespace mlir {
+class ModuleOp;
+} // namespace mlir
+
+namespace mlir::moe {
+/// The module attribute that holds a `#moe.model`.
+constexpr llvm::StringLiteral kModelAttrName = "moe.model";
+
+/// The `#moe.model` of `module`, or null when it has none (a module not
+/// imported from a model file). The dialect verifier guarantees that a
+/// verified module's `moe.model` is a ModelAttr.
+ModelAttr getModel(ModuleOp module);
+} // namespace mlir::moe
 
 #endif // MOE_DIALECTS_MOE_MOEDIALECT_H

@@ -28,20 +28,24 @@ def MoE_Dialect : Dialect {
       `f32`, `f16` or `bf16`, and every op accumulates in `f32`.
     * Every linear map is `x @ Wᵀ` with `W` in the Hugging Face `[out, in]`
       layout.
-    * A module imported from a model file carries `moe.weight_dir` (the
-      directory the weights live in) and one `moe.weight_source` per weight:
-      together they are the weight manifest. In such a module every
+    * A module imported from a model file carries the model's
+      hyper-parameters as `moe.model = #moe.model<...>`, and
+      `moe.weight_dir` (the directory the weights live in) and one
+      `moe.weight_source` per weight: together these two are the weight
+      manifest. In such a module every
       `moe.weight` must have a source of the same type.
     * The key/value cache of one attention layer is an SSA value of type
       `!moe.kv_cache`; `moe.attention` consumes the cache holding the earlier
       positions and returns it with the new tokens appended.
   }];
   let useDefaultTypePrinterParser = 1;
-  // Checks `moe.weight_dir` on a module: see MoEDialect::
+  let useDefaultAttributePrinterParser = 1;
+  // Checks `moe.model` and `moe.weight_dir` on a module: see MoEDialect::
   // verifyOperationAttribute.
   let hasOperationAttrVerify = 1;
   let extraClassDeclaration = [{
   private:
+    void registerAttributes();
     void registerTypes();
   public:
   }];

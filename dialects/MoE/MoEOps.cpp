@@ -21,6 +21,7 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CheckedArithmetic.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -700,6 +701,105 @@ ExpertCombineOp::inferReturnTypes(MLIRContext *ctx, std::optional<Location> loc,
 
 LogicalResult ExpertCombineOp::verify() {
   return verifyResidual(*this, getResidual(), getResult());
+}
+
+//===----------------------------------------------------------------------===//
+// WeightCostOpInterface
+//===----------------------------------------------------------------------===//
+//
+// Only products with weights count as FLOPs, and expert weights are read
+// with the expected share of getExpectedExpertShare, so that moe.experts and
+// the grouped GEMMs moe-fuse-expert-gemms makes of it cost the same.
+//
+
+/// FLOPs of one row multiplied by the weight `w`: 2·N·K for [N, K].
+static double flopsPerRow(Value w) {
+  return 2.0 * static_cast<double>(tensorType(w).getNumElements());
+}
+
+double EmbeddingOp::getWeightBytesRead(OpOperand &weight, double stepTokens) {
+  double bytes = getWeightStorageBytes(weight.get());
+  if (&weight != &getTableMutable())
+    return bytes;
+  // One row a token, and no row twice.
+  double rows = static_cast<double>(tensorType(getTable()).getDimSize(0));
+  return bytes / rows * std::min(stepTokens, rows);
+}
+
+double EmbeddingOp::getFlops(double) { return 0; }
+
+double RMSNormOp::getWeightBytesRead(OpOperand &weight, double) {
+  return getWeightStorageBytes(weight.get());
+}
+
+double RMSNormOp::getFlops(double) { return 0; }
+
+double LinearOp::getWeightBytesRead(OpOperand &weight, double) {
+  return getWeightStorageBytes(weight.get());
+}
+
+double LinearOp::getFlops(double stepTokens) {
+  return flopsPerRow(getWeight()) * stepTokens;
+}
+
+double FusedLinearOp::getWeightBytesRead(OpOperand &weight, double) {
+  return getWeightStorageBytes(weight.get());
+}
+
+double FusedLinearOp::getFlops(double stepTokens) {
+  double flops = 0;
+  for (Value w : getWeights())
+    flops += flopsPerRow(w);
+  return flops * stepTokens;
+}
+
+double FusedRouterOp::getWeightBytesRead(OpOperand &weight, double) {
+  return getWeightStorageBytes(weight.get());
+}
+
+double FusedRouterOp::getFlops(double stepTokens) {
+  return flopsPerRow(getGate()) * stepTokens;
+}
+
+/// Experts chosen per token by an expert bank; the whole bank when the
+/// routing width is not static.
+static int64_t expertsPerToken(ExpertsOp op) {
+  int64_t k = op.getWeights().getType().getDimSize(1);
+  return ShapedType::isDynamic(k) ? op.getNumExperts() : k;
+}
+
+double ExpertsOp::getWeightBytesRead(OpOperand &weight, double stepTokens) {
+  double bytes = getWeightStorageBytes(weight.get());
+  // The expert weights are the operands from the first gate weight on.
+  if (weight.getOperandNumber() < getGateWeights().getBeginOperandIndex())
+    return bytes;
+  return bytes * getExpectedExpertShare(expertsPerToken(*this), getNumExperts(),
+                                        stepTokens);
+}
+
+double ExpertsOp::getFlops(double stepTokens) {
+  // gate, up and down of one expert (6·I·H), for k experts a token.
+  double perExpert = flopsPerRow(getGateWeights().front()) +
+                     flopsPerRow(getUpWeights().front()) +
+                     flopsPerRow(getDownWeights().front());
+  return perExpert * static_cast<double>(expertsPerToken(*this)) * stepTokens;
+}
+
+double GroupedMatmulOp::getWeightBytesRead(OpOperand &weight,
+                                           double stepTokens) {
+  double bytes = getWeightStorageBytes(weight.get());
+  if (weight.getOperandNumber() < getExpertWeights().getBeginOperandIndex())
+    return bytes;
+  return bytes * getExpectedExpertShare(getK(), getNumExperts(), stepTokens);
+}
+
+double GroupedMatmulOp::getFlops(double stepTokens) {
+  // Each of the k rows a token is multiplied by its expert's parts, which
+  // all experts have in the same shapes.
+  double perRow = 0;
+  for (Value w : getExpertWeights().take_front(getParts()))
+    perRow += flopsPerRow(w);
+  return perRow * static_cast<double>(getK()) * stepTokens;
 }
 
 //===----------------------------------------------------------------------===//

@@ -8,6 +8,7 @@
 #define MOE_DIALECTS_MOE_MOEOPS_H
 
 #include "dialects/MoE/MoEDialect.h"
+#include "dialects/MoE/MoEInterfaces.h"
 #include "mlir/Bytecode/BytecodeOpInterface.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/BuiltinTypes.h"

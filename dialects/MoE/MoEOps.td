@@ -9,6 +9,7 @@
 
 include "dialects/MoE/MoEDialect.td"
 include "dialects/MoE/MoEAttrs.td"
+include "dialects/MoE/MoEInterfaces.td"
 include "dialects/MoE/MoETypes.td"
 include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/IR/CommonTypeConstraints.td"
@@ -87,7 +88,8 @@ def MoE_WeightSourceOp : MoE_Op<"weight_source",
 //===----------------------------------------------------------------------===//
 
 def MoE_EmbeddingOp : MoE_Op<"embedding",
-    [Pure, InferTypeOpAdaptor]> {
+    [Pure, InferTypeOpAdaptor,
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
   let summary = "token-embedding lookup";
   let description = [{
     Gathers one row of the `[vocab, hidden]` table per token id. Rows are
@@ -111,7 +113,8 @@ def MoE_EmbeddingOp : MoE_Op<"embedding",
 //===----------------------------------------------------------------------===//
 
 def MoE_RMSNormOp : MoE_Op<"rms_norm",
-    [Pure, InferTypeOpAdaptor]> {
+    [Pure, InferTypeOpAdaptor,
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
   let summary = "RMS normalisation with a learned scale";
   let description = [{
     For each token row `x` of width `H`:
@@ -135,7 +138,8 @@ def MoE_RMSNormOp : MoE_Op<"rms_norm",
 //===----------------------------------------------------------------------===//
 
 def MoE_LinearOp : MoE_Op<"linear",
-    [Pure, InferTypeOpAdaptor]> {
+    [Pure, InferTypeOpAdaptor,
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
   let summary = "linear map x @ Wᵀ without bias";
   let description = [{
     `input` is `[T, K]` and `weight` is `[N, K]` (the Hugging Face
@@ -177,7 +181,8 @@ def MoE_LinearOp : MoE_Op<"linear",
 //===----------------------------------------------------------------------===//
 
 def MoE_FusedLinearOp : MoE_Op<"fused_linear",
-    [Pure, AttrSizedOperandSegments, InferTypeOpAdaptor]> {
+    [Pure, AttrSizedOperandSegments, InferTypeOpAdaptor,
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
   let summary = "several linear maps of one input in one op";
   let description = [{
     `moe.linear` of one input by each of two or more weights, as one op:
@@ -381,7 +386,8 @@ def MoE_RouterOp : MoE_Op<"router",
 //===----------------------------------------------------------------------===//
 
 def MoE_FusedRouterOp : MoE_Op<"fused_router",
-    [Pure, InferTypeOpAdaptor]> {
+    [Pure, InferTypeOpAdaptor,
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
   let summary = "gate GEMM, scoring, top-k and renormalisation in one op";
   let description = [{
     `moe.linear` with the router's gate weight followed by `moe.router`, as
@@ -419,7 +425,7 @@ def MoE_FusedRouterOp : MoE_Op<"fused_router",
 
 def MoE_ExpertsOp : MoE_Op<"experts",
     [Pure, AttrSizedOperandSegments,
-     InferTypeOpAdaptor]> {
+     InferTypeOpAdaptor, DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
   let summary = "bank of SwiGLU experts mixed by router weights";
   let description = [{
     The feed-forward block of an MoE layer. Expert `e` computes
@@ -487,7 +493,8 @@ def MoE_ExpertPermuteOp : MoE_Op<"expert_permute",
 }
 
 def MoE_GroupedMatmulOp : MoE_Op<"grouped_matmul",
-    [Pure, InferTypeOpAdaptor]> {
+    [Pure, InferTypeOpAdaptor,
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
   let summary = "one GEMM per expert over its rows of the permuted batch";
   let description = [{
     For each expert e, the rows `offsets[e] .. offsets[e + 1]` of the

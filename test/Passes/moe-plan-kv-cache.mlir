@@ -19,7 +19,7 @@
 // SEQ4-LABEL: func.func @forward
 // SEQ4-SAME: !moe.kv_cache<2x4x16xf32>, %{{[^:]+}}: !moe.kv_cache<2x4x16xbf16>)
 // SEQ4-SAME: moe.kv_cache_plan = {layers = [{bytes = 1024 : i64, capacity = 4 : i64, window = 8 : i64}, {bytes = 512 : i64, capacity = 4 : i64, window = 0 : i64}], max_seq = 4 : i64, total_bytes = 1536 : i64}
-module attributes {moe.model = {max_positions = 64 : i64}} {
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 64>} {
   func.func @forward(%q: tensor<?x64xf32>, %kv: tensor<?x32xf32>,
                      %c0: !moe.kv_cache<2x?x16xf32>, %c1: !moe.kv_cache<2x?x16xbf16>)
       -> (tensor<?x64xf32>, !moe.kv_cache<2x?x16xf32>, !moe.kv_cache<2x?x16xbf16>) {
@@ -36,7 +36,7 @@ module attributes {moe.model = {max_positions = 64 : i64}} {
 // Negative: a function without caches is left alone.
 // CHECK-LABEL: func.func @no_cache
 // CHECK-NOT: moe.kv_cache_plan
-module attributes {moe.model = {max_positions = 64 : i64}} {
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 64>} {
   func.func @no_cache(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
     return %x : tensor<?x64xf32>
   }
@@ -45,7 +45,7 @@ module attributes {moe.model = {max_positions = 64 : i64}} {
 // -----
 
 // A cache read by two attention ops cannot be planned as one layer's.
-module attributes {moe.model = {max_positions = 64 : i64}} {
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 64>} {
   // expected-error @below {{moe-plan-kv-cache: cache argument #2 must be read by exactly one moe.attention}}
   func.func @shared(%q: tensor<?x64xf32>, %kv: tensor<?x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) {
     %o0, %n0 = moe.attention %q, %kv, %kv, %c heads 4

@@ -18,7 +18,7 @@
 // RUN: moe-opt %s --moe-default-pipeline=opt-level=0 | FileCheck %s --check-prefix=OK
 // OK: moe.kv_cache<2x64x16xf32>
 
-module attributes {moe.model = {max_positions = 64 : i64}} {
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 64>} {
   func.func @forward(%q: tensor<?x64xf32>, %kv: tensor<?x32xf32>, %c: !moe.kv_cache<2x?x16xf32>) -> tensor<?x64xf32> {
     %o, %n = moe.attention %q, %kv, %kv, %c heads 4
         : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, !moe.kv_cache<2x?x16xf32>

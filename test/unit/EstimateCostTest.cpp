@@ -5,7 +5,8 @@
 //===----------------------------------------------------------------------===//
 //
 // Runs moe-estimate-cost on one MoE block with awkward sizes and checks its
-// figures against the formulas written out independently here.
+// figures against the formulas written out independently here, before and
+// after the fusions (which turn the expert bank into grouped GEMMs).
 //
 //===----------------------------------------------------------------------===//
 
@@ -69,11 +70,19 @@ int64_t costField(ModuleOp module, StringRef field) {
   return cast<IntegerAttr>(cost.get(field)).getInt();
 }
 
-OwningOpRef<ModuleOp> runPass(MLIRContext &context, int64_t stepTokens) {
+OwningOpRef<ModuleOp> runPass(MLIRContext &context, int64_t stepTokens,
+                              bool fuse = false) {
   OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(kBlock, &context);
   if (!module)
     return nullptr;
   PassManager pm(&context);
+  if (fuse) {
+    OpPassManager &func = pm.nest<func::FuncOp>();
+    func.addPass(moe::createFuseRouter());
+    func.addPass(moe::createFuseExpertGemms());
+    func.addPass(moe::createFuseProjections());
+    func.addPass(moe::createFuseEpilogues());
+  }
   moe::EstimateCostOptions options;
   options.stepTokens = stepTokens;
   pm.addNestedPass<func::FuncOp>(moe::createEstimateCost(options));
@@ -113,6 +122,40 @@ TEST(EstimateCost, StepOfSeveralTokensTouchesMoreExperts) {
   EXPECT_EQ(costField(*module, "bytes_per_step"), std::llround(bytes));
   double flops = 3 * (2 * E * H + 6 * K * I * H + 2 * V * H);
   EXPECT_EQ(costField(*module, "flops_per_step"), std::llround(flops));
+}
+
+TEST(EstimateCost, FusedExpertPathCostsTheSame) {
+  MLIRContext context;
+  context.loadDialect<moe::MoEDialect, func::FuncDialect>();
+  // Shares like 1 - (2/3)^7 are not exact in binary: the totals must still
+  // agree to the byte.
+  for (int64_t tokens : {1, 3, 7, 512}) {
+    OwningOpRef<ModuleOp> unfused = runPass(context, tokens);
+    OwningOpRef<ModuleOp> fused = runPass(context, tokens, /*fuse=*/true);
+    ASSERT_TRUE(unfused && fused);
+    // The fusions did run: grouped GEMMs, no moe.experts.
+    EXPECT_FALSE(
+        fused->walk([](moe::ExpertsOp) { return WalkResult::interrupt(); })
+            .wasInterrupted());
+    EXPECT_TRUE(
+        fused
+            ->walk([](moe::GroupedMatmulOp) { return WalkResult::interrupt(); })
+            .wasInterrupted());
+    // (weight_bytes differs: the fusions' rewriters drop the unused weight.)
+    for (const char *field : {"bytes_per_step", "flops_per_step"})
+      EXPECT_EQ(costField(*unfused, field), costField(*fused, field))
+          << field << " at " << tokens << " tokens";
+  }
+}
+
+TEST(EstimateCost, ExpectedExpertShare) {
+  EXPECT_EQ(moe::getExpectedExpertShare(2, 8, 1), 0.25);
+  EXPECT_EQ(moe::getExpectedExpertShare(2, 8, 2), 1 - 0.75 * 0.75);
+  EXPECT_DOUBLE_EQ(moe::getExpectedExpertShare(2, 6, 3),
+                   1 - std::pow(2.0 / 3.0, 3));
+  // Every expert chosen, or more than there are: the whole bank.
+  EXPECT_EQ(moe::getExpectedExpertShare(4, 4, 1), 1.0);
+  EXPECT_EQ(moe::getExpectedExpertShare(5, 4, 3), 1.0);
 }
 
 } // namespace

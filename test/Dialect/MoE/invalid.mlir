@@ -724,25 +724,72 @@ module attributes {moe.weight_dir = "/m"} {
 
 // -----
 
-// expected-error @below {{'moe.model' vocab_size must be an integer in [1, 16777216], got 0 : i64}}
-module attributes {moe.model = {vocab_size = 0 : i64}} {
+// #moe.model: every size is bounded as the op verifiers bound shapes.
+// expected-error @below {{#moe.model vocab_size must be an integer in [1, 16777216], got 0}}
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 0, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 512>} {
 }
 
 // -----
 
-// expected-error @below {{'moe.model' max_positions must be an integer in [1, 2147483647], got 4294967296 : i64}}
-module attributes {moe.model = {max_positions = 4294967296 : i64}} {
+// expected-error @below {{#moe.model num_layers must be an integer in [1, 16777216], got -1}}
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = -1, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 512>} {
 }
 
 // -----
 
-// expected-error @below {{'moe.model' hidden_size must be an integer in [1, 16777216], got "64"}}
-module attributes {moe.model = {hidden_size = "64"}} {
+// expected-error @below {{#moe.model hidden_size must be an integer in [1, 16777216], got 16777217}}
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 16777217, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 512>} {
 }
 
 // -----
 
-func.func @model_attr_on_func() attributes {moe.model = {vocab_size = 4 : i64}} {
+// Positions are int32 at run time.
+// expected-error @below {{#moe.model max_positions must be an integer in [1, 2147483647], got 4294967296}}
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 4294967296>} {
+}
+
+// -----
+
+// expected-error @below {{#moe.model architecture must not be empty}}
+module attributes {moe.model = #moe.model<architecture = "", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 512>} {
+}
+
+// -----
+
+// expected-error @below {{#moe.model num_heads (4) must be a multiple of num_kv_heads (3)}}
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 3, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 512>} {
+}
+
+// -----
+
+// expected-error @below {{#moe.model top_k (5) exceeds num_experts (4)}}
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 5, max_positions = 512>} {
+}
+
+// -----
+
+// Every field is required; the upstream struct parser reports a missing one
+// as a missing comma, an unknown or repeated one by name.
+// expected-error @below {{expected ','}}
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2>} {
+}
+
+// -----
+
+// expected-error @below {{duplicate or unknown struct parameter name: num_layer}}
+module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layer = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 512>} {
+}
+
+// -----
+
+// The untyped dictionary moe.model once was is no longer accepted.
+// expected-error @below {{'moe.model' must be a #moe.model attribute, got {vocab_size = 256 : i64}}}
+module attributes {moe.model = {vocab_size = 256 : i64}} {
+}
+
+// -----
+
+func.func @model_attr_on_func() attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 512>} {
   // expected-error @above {{'moe.model' belongs on a builtin.module}}
   return
 }

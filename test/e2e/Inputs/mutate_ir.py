@@ -6,7 +6,11 @@ import sys
 
 CASES = {
     # moe.model says 128 tokens of vocabulary; the logits are 256 wide.
-    "vocab": (r"vocab_size = 256 : i64", "vocab_size = 128 : i64"),
+    "vocab": (r"vocab_size = 256,", "vocab_size = 128,"),
+    # moe.model says 3 layers; @forward has 2 caches.
+    "layers": (r"num_layers = 2,", "num_layers = 3,"),
+    # moe.model says hidden 32; the embedding table is 64 wide.
+    "hidden": (r"hidden_size = 64,", "hidden_size = 32,"),
     # The embedding looks up the positions instead of the token ids.
     "embedding-positions": (r"(moe\.embedding %\w+)\[%arg0\]", r"\1[%arg1]"),
     # The combine reads rows through the token ids instead of a permutation.
@@ -44,7 +48,7 @@ def logits_rows(text):
     the logits, with a vocabulary of 64 and the layer-0 q_proj (64 x 64) as
     the embedding table, so that every type and count agrees."""
     down = re.search(r"(%\w+) = moe\.grouped_matmul [^\n]* parts 1 ", text).group(1)
-    text = text.replace("vocab_size = 256 : i64", "vocab_size = 64 : i64")
+    text = text.replace("vocab_size = 256,", "vocab_size = 64,")
     text = re.sub(r'moe\.weight "model\.embed_tokens\.weight" : tensor<256x64xf32>',
                   'moe.weight "model.layers.0.self_attn.q_proj.weight" : tensor<64x64xf32>', text)
     text = re.sub(r"(moe\.embedding [^\n]*: )tensor<256x64xf32>", r"\1tensor<64x64xf32>", text)
