@@ -1,4 +1,4 @@
-//===- kernels.cuh - CUDA kernels called by generated host plans -*- CUDA -*-===//
+//===- kernels.cuh - CUDA kernels called by generated plans ----*- CUDA -*-===//
 //
 // Part of moe-compile.
 //
@@ -34,6 +34,8 @@
 #include <mma.h>
 #endif
 #include <stdint.h>
+
+#include "moert/kernel_math.h"
 
 namespace moert {
 namespace cuda {
@@ -138,22 +140,19 @@ __device__ void rmsNorm(const float *x, const W *w, float eps, float *out) {
   for (int i = threadIdx.x; i < H; i += 256)
     ss += r[i] * r[i];
   ss = blockReduce<256, false>(ss, red);
-  float scale = 1.0f / sqrtf(ss / H + eps);
+  float scale = rmsNormScale(ss, H, eps);
   for (int i = threadIdx.x; i < H; i += 256)
     out[int64_t(t) * H + i] = r[i] * scale * toF(w[i]);
 }
 
 /// Element i of a head and its partner i + D/2 (x1, x2) rotated for
-/// position p: the angle in double as on the CPU.
+/// position p, as on the CPU (kernel_math.h).
 template <int D>
 __device__ __forceinline__ void ropePair(float x1, float x2, int p, int i,
                                          double theta, float &o1, float &o2) {
-  double a = double(p) * pow(theta, -2.0 * double(i) / double(D));
-  double s, c;
-  sincos(a, &s, &c);
-  float cf = float(c), sf = float(s);
-  o1 = x1 * cf - x2 * sf;
-  o2 = x2 * cf + x1 * sf;
+  float c, s;
+  ropeCosSin(p, ropeInvFreq(theta, i, D), c, s);
+  ropeRotate(x1, x2, c, s, o1, o2);
 }
 
 /// RoPE (rotate-half) on [T][Width] with heads of D; angles in double as on
@@ -177,11 +176,6 @@ __device__ void add(const float *a, const float *b, int n, float *out) {
   int64_t i = int64_t(blockIdx.x) * 256 + threadIdx.x;
   if (i < int64_t(n) * Size)
     out[i] = a[i] + b[i];
-}
-
-/// silu(gate) * up, as the CPU target computes it.
-__device__ __forceinline__ float siluTimes(float g, float u) {
-  return g / (1.0f + expf(-g)) * u;
 }
 
 /// [rows][2I] gate|up -> [rows][I] silu(gate) * up.
@@ -225,36 +219,9 @@ __device__ void fusedRouter(const float *x, const W *gate, float *weights,
       logits[e] = acc;
   }
   __syncthreads();
-  if (threadIdx.x != 0)
-    return;
-  float p[E];
-  if (Softmax) {
-    float m = logits[0], total = 0;
-    for (int e = 1; e < E; ++e)
-      m = fmaxf(m, logits[e]);
-    for (int e = 0; e < E; ++e)
-      total += p[e] = expf(logits[e] - m);
-    for (int e = 0; e < E; ++e)
-      p[e] /= total;
-  } else {
-    for (int e = 0; e < E; ++e)
-      p[e] = 1.0f / (1.0f + expf(-logits[e]));
-  }
-  bool taken[E];
-  for (int e = 0; e < E; ++e)
-    taken[e] = false;
-  float w[K], sum = 0;
-  for (int j = 0; j < K; ++j) {
-    int best = -1;
-    for (int e = 0; e < E; ++e)
-      if (!taken[e] && (best < 0 || p[e] > p[best]))
-        best = e;
-    taken[best] = true;
-    indices[t * K + j] = best;
-    sum += w[j] = p[best];
-  }
-  for (int j = 0; j < K; ++j)
-    weights[t * K + j] = Renormalize ? w[j] / sum : w[j];
+  if (threadIdx.x == 0)
+    routeToken<E, K, Softmax, Renormalize>(logits, weights + t * K,
+                                           indices + t * K);
 }
 
 /// Stable counting sort of the T*K (token, choice) pairs by expert, as on the
@@ -276,8 +243,7 @@ __device__ void expertPermute(const int32_t *indices, int n, int32_t *perm,
     count[0] = 0;
   __syncthreads();
   if (e == 0)
-    for (int g = 0; g < E; ++g)
-      count[g + 1] += count[g];
+    countsToOffsets(count, E);
   __syncthreads();
   if (e <= E)
     offsets[e] = count[e];
@@ -300,8 +266,8 @@ __device__ void expertCombine(const float *y, const int32_t *perm,
   int t = blockIdx.x;
   for (int r = threadIdx.x; r < n * K; r += 256) {
     int pair = perm[r];
-    if (pair / K == t)
-      rows[pair % K] = r;
+    if (pairToken<K>(pair) == t)
+      rows[pairChoice<K>(pair)] = r;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < H; i += 256) {
@@ -321,7 +287,7 @@ __device__ void expertCombine(const float *y, const int32_t *perm,
 /// The input row of output row `r`: the token perm[r] / K when gathering.
 template <int K, bool Gather>
 __device__ __forceinline__ int inputRow(const int32_t *perm, int r) {
-  return Gather ? perm[r] / K : r;
+  return Gather ? pairToken<K>(perm[r]) : r;
 }
 
 /// x[0..8) . w[0..8) for 8 activations (as two float4) and 8 weights.
@@ -344,7 +310,8 @@ __device__ __forceinline__ void gemvRows(const W *wrow, const W2 *wrow2,
     const float *xr[kGemvRows];
 #pragma unroll
     for (int i = 0; i < kGemvRows; ++i)
-      xr[i] = x + int64_t(inputRow<K, Gather>(perm, i < cnt ? rb + i : rb)) * In;
+      xr[i] =
+          x + int64_t(inputRow<K, Gather>(perm, i < cnt ? rb + i : rb)) * In;
     float acc[kGemvRows] = {}, acc2[kGemvRows] = {};
 #pragma unroll 4
     for (int k = lane * 8; k < In; k += 256) {
@@ -378,17 +345,16 @@ __device__ __forceinline__ void gemvRows(const W *wrow, const W2 *wrow2,
 /// Silu, `wrow2` is the up row of the same column: both are streamed in the
 /// same pass and the warp stores silu(gate) * up.
 template <typename W, typename W2, int In, int K, bool Gather, bool Silu>
-__device__ __forceinline__ void gemvRow(const W *wrow, const W2 *wrow2,
-                                        const float *x, const int32_t *perm,
-                                        int r0, int r1, int col, float *out,
-                                        int ldo, const float *res) {
-  gemvRows<W, W2, In, K, Gather, Silu>(
-      wrow, wrow2, x, perm, r0, r1, [&](int r, float s, float s2) {
-        if constexpr (Silu)
-          s = siluTimes(s, s2);
-        int64_t o = int64_t(r) * ldo + col;
-        out[o] = res ? s + res[o] : s;
-      });
+__device__ __forceinline__ void
+gemvRow(const W *wrow, const W2 *wrow2, const float *x, const int32_t *perm,
+        int r0, int r1, int col, float *out, int ldo, const float *res) {
+  gemvRows<W, W2, In, K, Gather, Silu>(wrow, wrow2, x, perm, r0, r1,
+                                       [&](int r, float s, float s2) {
+                                         if constexpr (Silu)
+                                           s = siluTimes(s, s2);
+                                         int64_t o = int64_t(r) * ldo + col;
+                                         out[o] = res ? s + res[o] : s;
+                                       });
 }
 
 /// Decode variant. One warp per output feature; block 256 (8 features).
@@ -423,15 +389,15 @@ __device__ void gemv(const float *x, const int32_t *perm,
   const WB *b = static_cast<const WB *>(w.p[e * Parts + Parts - 1]);
   if constexpr (Silu)
     gemvRow<WA, WB, In, K, Gather, true>(a + int64_t(col) * In,
-                                         b + int64_t(col) * In, x, perm, r0,
-                                         r1, col, out, N, res);
+                                         b + int64_t(col) * In, x, perm, r0, r1,
+                                         col, out, N, res);
   else if (RowsB == 0 || col < RowsA)
     gemvRow<WA, WA, In, K, Gather, false>(a + int64_t(col) * In, nullptr, x,
                                           perm, r0, r1, col, out, N, res);
   else
     gemvRow<WB, WB, In, K, Gather, false>(b + int64_t(col - RowsA) * In,
-                                          nullptr, x, perm, r0, r1, col, out,
-                                          N, res);
+                                          nullptr, x, perm, r0, r1, col, out, N,
+                                          res);
 }
 
 /// One part of gemvMulti: warp `item` of the part's items. A part with
@@ -462,8 +428,8 @@ __device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
 /// feature of their concatenated width, or per rotated pair of features for
 /// a part with RoPE (R0, R1, R2; head_dim D, `pos`, `theta`). grid
 /// (ceil(items / 8)), block 256.
-template <typename W0, typename W1, typename W2, int In, int N0, int N1,
-          int N2, bool R0, bool R1, bool R2, int D>
+template <typename W0, typename W1, typename W2, int In, int N0, int N1, int N2,
+          bool R0, bool R1, bool R2, int D>
 __device__ void gemvMulti(const float *x, const Ptrs<3> &w, int n,
                           const Outs<3> &out, const int32_t *pos,
                           double theta) {
@@ -474,8 +440,7 @@ __device__ void gemvMulti(const float *x, const Ptrs<3> &w, int n,
   if (item < I0)
     gemvPart<W0, In, N0, R0, D>(w.p[0], x, n, item, out.p[0], pos, theta);
   else if (item < I0 + I1)
-    gemvPart<W1, In, N1, R1, D>(w.p[1], x, n, item - I0, out.p[1], pos,
-                                theta);
+    gemvPart<W1, In, N1, R1, D>(w.p[1], x, n, item - I0, out.p[1], pos, theta);
   else if (item < I0 + I1 + I2)
     gemvPart<W2, In, N2, R2, D>(w.p[2], x, n, item - I0 - I1, out.p[2], pos,
                                 theta);
@@ -556,9 +521,8 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
   // A: thread -> row tid / 4, 16 consecutive k at (tid % 4) * 16.
   int ar = tid / 4, ak = (tid % 4) * 16;
   const float *aRow =
-      r0 + ar < r1
-          ? x + int64_t(inputRow<K, Gather>(perm, r0 + ar)) * In + ak
-          : nullptr;
+      r0 + ar < r1 ? x + int64_t(inputRow<K, Gather>(perm, r0 + ar)) * In + ak
+                   : nullptr;
   // B: thread -> tile feature tid / 2, 32 consecutive k at (tid % 2) * 32.
   // The feature's weight row: stacked [w_a; w_b] row n0 + tid / 2, or with
   // Silu gate (tile features < 64) or up row n0 + tid / 2 % 64.
@@ -679,12 +643,6 @@ kvRow(int j, int g, int p0, const float *chunk, const float *cache) {
                  : cache + (int64_t(g) * Cap + j % Cap) * D;
 }
 
-template <int Cap, int Window>
-__device__ __forceinline__ int firstKey(int p) {
-  int first = Window > 0 ? max(0, p - Window + 1) : 0;
-  return max(first, p - Cap + 1);
-}
-
 /// Keys of the split `s` of `Splits` of a query at position `p`: [lo, hi]
 /// (empty when lo > hi). Splits take whole warps of keys, so a short
 /// context leaves the last splits empty.
@@ -774,8 +732,8 @@ __device__ void attentionDecode(const float *q, const float *k, const float *v,
 /// Stores key and value row (token t, kv head g) of the chunk in its slot.
 template <int KvHeads, int D, int Cap>
 __device__ __forceinline__ void storeKv(const float *k, const float *v,
-                                        const int32_t *pos, int t, int g,
-                                        int c, float *kc, float *vc) {
+                                        const int32_t *pos, int t, int g, int c,
+                                        float *kc, float *vc) {
   int64_t src = (int64_t(t) * KvHeads + g) * D + c;
   int64_t slot = (int64_t(g) * Cap + pos[t] % Cap) * D + c;
   kc[slot] = k[src];
@@ -787,9 +745,8 @@ __device__ __forceinline__ void storeKv(const float *k, const float *v,
 /// only the last Cap tokens, as kvAppend). grid (Heads, T), block 128.
 template <int Heads, int KvHeads, int D, int Cap, int Splits>
 __device__ void attentionDecodeFinish(const float *ws, const float *k,
-                                      const float *v, const int32_t *pos,
-                                      int n, float *out, float *kc,
-                                      float *vc) {
+                                      const float *v, const int32_t *pos, int n,
+                                      float *out, float *kc, float *vc) {
   int h = blockIdx.x, t = blockIdx.y;
   const float *partial = ws + (int64_t(t) * Heads + h) * Splits * (D + 2);
   float mMax = -INFINITY;
@@ -821,10 +778,10 @@ __device__ void attentionDecodeFinish(const float *ws, const float *k,
 /// the 16 queries; 8 threads per query split the keys of a tile for the
 /// scores and the head dims for the output. grid (Heads, ceil(T / 16)).
 template <int Heads, int KvHeads, int D, int Cap, int Window>
-__device__ void attentionPrefill(const float *q, const float *k,
-                                 const float *v, const float *kc,
-                                 const float *vc, const int32_t *pos, int n,
-                                 float scale, float *out) {
+__device__ void attentionPrefill(const float *q, const float *k, const float *v,
+                                 const float *kc, const float *vc,
+                                 const int32_t *pos, int n, float scale,
+                                 float *out) {
   constexpr int QT = 16, KT = D > 128 ? 8 : 32, Group = Heads / KvHeads,
                 Dims = D / 8;
   static_assert(D % 8 == 0, "head_dim must be a multiple of 8");
