@@ -5,7 +5,8 @@
         [--compare-cpu]
 
 Runs check_e2e.py once per configuration below (the CPU suite's sixteen, in
-test/e2e/cpu-tiny-*.test, plus prompts long enough for the prefill kernels)
+test/e2e/cpu-tiny-*.test, plus prompts long enough for the prefill kernels,
+and shapes off the kernels' fast paths: head dims, widths, expert counts)
 with the given target options, and prints one line per configuration and a
 summary `N/N configurations OK`. Exits non-zero if any failed.
 
@@ -74,6 +75,36 @@ CONFIGS = [
     ("prefill-mixed", ["--dtype", "f16", "--tensor-dtype", "w2.weight=bf16",
                        "--tensor-dtype", "lm_head.weight=f32", "--tokens", PROMPT40,
                        "-n", "4"]),
+    # Head dims other than 8, 16, 32, 64, 128 and 256, decode and prefill:
+    # 24 (5 key groups of 24 threads in the decode attention, 8 threads
+    # idle), 6 (pairs of floats, not float4; output dims past D idle in the
+    # prefill), 80 and 160 (a partial share of the decode threads' dims), 264
+    # (past the tiled kernels: attendRows, two key splits).
+    ("hd24", ["--set", "head_dim=24"]),
+    ("prefill-hd24", ["--set", "head_dim=24", "--tokens", PROMPT40, "-n", "4",
+                      "--compare-chunked", "5"]),
+    ("hd6-window", ["--set", "head_dim=6", "--set", "sliding_window=8",
+                    "--tokens", PROMPT40, "-n", "6", "--max-batch-tokens", "16",
+                    "--compare-chunked", "3"]),
+    ("prefill-hd80-bf16", ["--dtype", "bf16", "--set", "head_dim=80",
+                           "--tokens", PROMPT40, "-n", "4"]),
+    ("prefill-hd160-f16", ["--dtype", "f16", "--set", "head_dim=160",
+                           "--tokens", PROMPT40, "-n", "4", "--compare-chunked", "6"]),
+    ("hd264", ["--set", "head_dim=264", "--tokens", PROMPT40, "-n", "4",
+               "--compare-chunked", "5"]),
+    # Widths that are not multiples of 8 (the gemv and router read one
+    # element per lane): hidden 60 in f32; hidden 30, intermediate 50 and
+    # head_dim 10 in f16 (rows of 16-bit weights not 16-byte aligned).
+    ("hidden60", ["--set", "hidden_size=60", "--set", "head_dim=16",
+                  "--tokens", PROMPT40, "-n", "4", "--compare-chunked", "5"]),
+    ("odd-widths-f16", ["--dtype", "f16", "--set", "hidden_size=30",
+                        "--set", "intermediate_size=50", "--set", "head_dim=10",
+                        "--tokens", PROMPT40, "-n", "6", "--compare-chunked", "4"]),
+    # The most experts a config may have: expert_permute's 1024 threads own
+    # one expert each, and offsets[E] is thread 0's second.
+    ("experts1024", ["--set", "num_local_experts=1024",
+                     "--set", "num_experts_per_tok=3", "--set", "intermediate_size=16",
+                     "--tokens", PROMPT40, "-n", "4"]),
 ]
 
 

@@ -16,6 +16,7 @@
 #ifndef MOERT_KERNELS_H
 #define MOERT_KERNELS_H
 
+#include "moert/kernel_math.h"
 #include "moert/pool.h"
 #include "moert/program.h"
 
@@ -196,7 +197,7 @@ void rmsNorm(const float *x, const W *w, float eps, int64_t T, float *out) {
     float ss = 0;
     for (int64_t i = 0; i < H; ++i)
       ss += r[i] * r[i];
-    float scale = 1.0f / std::sqrt(ss / H + eps);
+    float scale = rmsNormScale(ss, H, eps);
     for (int64_t i = 0; i < H; ++i)
       out[t * H + i] = r[i] * scale * toFloat(w[i]);
   }
@@ -209,22 +210,16 @@ void rope(const float *x, const int32_t *pos, double theta, int64_t T,
   constexpr int64_t Half = D / 2;
   double invFreq[Half];
   for (int64_t i = 0; i < Half; ++i)
-    invFreq[i] = std::pow(theta, -2.0 * double(i) / double(D));
+    invFreq[i] = ropeInvFreq(theta, i, D);
   for (int64_t t = 0; t < T; ++t) {
     float c[Half], s[Half];
-    for (int64_t i = 0; i < Half; ++i) {
-      double a = double(pos[t]) * invFreq[i];
-      c[i] = float(std::cos(a));
-      s[i] = float(std::sin(a));
-    }
+    for (int64_t i = 0; i < Half; ++i)
+      ropeCosSin(pos[t], invFreq[i], c[i], s[i]);
     for (int64_t h = 0; h < Width / D; ++h) {
       const float *r = x + t * Width + h * D;
       float *o = out + t * Width + h * D;
-      for (int64_t i = 0; i < Half; ++i) {
-        float x1 = r[i], x2 = r[i + Half];
-        o[i] = x1 * c[i] - x2 * s[i];
-        o[i + Half] = x2 * c[i] + x1 * s[i];
-      }
+      for (int64_t i = 0; i < Half; ++i)
+        ropeHeadPair<D>(r, o, i, c[i], s[i]);
     }
   }
 }
@@ -306,47 +301,13 @@ void attention(moert_pool *pool, const float *q, const float *k, const float *v,
                         D * sizeof(float));
             std::memcpy(vc + (p % Cap) * D, v + t * KvHeads * D + g * D,
                         D * sizeof(float));
-            int64_t first =
-                Window > 0 ? std::max<int64_t>(0, p - Window + 1) : 0;
-            first = std::max<int64_t>(first, p - Cap + 1);
+            int64_t first = firstKey<Cap, Window>(p);
             for (int64_t h = g * Group; h < (g + 1) * Group; ++h)
               attendRow<D, Cap>(q + t * Heads * D + h * D, kc, vc, first, p,
                                 scale, out + t * Heads * D + h * D);
           }
         }
       });
-}
-
-/// One token's routing from its E logits: scores (softmax over all E, or
-/// sigmoid), the top K (ties to the lower index, descending), optionally
-/// renormalised to sum to one.
-template <int64_t E, int64_t K, bool Softmax, bool Renormalize>
-inline void routeToken(const float *l, float *weights, int32_t *indices) {
-  float p[E];
-  if (Softmax) {
-    float m = *std::max_element(l, l + E), total = 0;
-    for (int64_t e = 0; e < E; ++e)
-      total += p[e] = std::exp(l[e] - m);
-    for (int64_t e = 0; e < E; ++e)
-      p[e] /= total;
-  } else {
-    for (int64_t e = 0; e < E; ++e)
-      p[e] = 1.0f / (1.0f + std::exp(-l[e]));
-  }
-  bool taken[E] = {};
-  float sum = 0;
-  for (int64_t j = 0; j < K; ++j) {
-    int64_t best = -1;
-    for (int64_t e = 0; e < E; ++e)
-      if (!taken[e] && (best < 0 || p[e] > p[best]))
-        best = e;
-    taken[best] = true;
-    indices[j] = int32_t(best);
-    sum += weights[j] = p[best];
-  }
-  if (Renormalize)
-    for (int64_t j = 0; j < K; ++j)
-      weights[j] /= sum;
 }
 
 template <int64_t E, int64_t K, bool Softmax, bool Renormalize>
@@ -389,7 +350,7 @@ void experts(moert_pool *pool, const float *x, const float *weights,
       linear<WG, I, H>(pool, x + t * H, gate[e], 1, g);
       linear<WU, I, H>(pool, x + t * H, up[e], 1, u);
       for (int64_t i = 0; i < I; ++i)
-        g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        g[i] = siluTimes(g[i], u[i]);
       linear<WD, H, I>(pool, g, down[e], 1, y);
       float mix = weights[t * K + j];
       for (int64_t i = 0; i < H; ++i)
@@ -409,17 +370,11 @@ void expertPermute(const int32_t *indices, int64_t T, int32_t *perm,
   int64_t count[E + 1] = {};
   for (int64_t i = 0; i < T * K; ++i)
     ++count[indices[i] + 1];
-  for (int64_t e = 0; e < E; ++e)
-    count[e + 1] += count[e];
+  countsToOffsets(count, E);
   for (int64_t e = 0; e <= E; ++e)
     offsets[e] = int32_t(count[e]);
   for (int64_t i = 0; i < T * K; ++i)
     perm[count[indices[i]]++] = int32_t(i);
-}
-
-/// silu(gate) * up.
-inline float siluTimes(float g, float u) {
-  return g / (1.0f + std::exp(-g)) * u;
 }
 
 /// One GEMM per expert over its rows of the permuted batch, with up to two
@@ -443,7 +398,7 @@ void groupedMatmul(moert_pool *pool, const float *x, const int32_t *perm,
     const float *src = x + r0 * In;
     if (Gather) {
       for (int64_t r = 0; r < rows; ++r)
-        std::memcpy(gathered + r * In, x + (perm[r0 + r] / K) * In,
+        std::memcpy(gathered + r * In, x + pairToken<K>(perm[r0 + r]) * In,
                     In * sizeof(float));
       src = gathered;
     }
@@ -483,7 +438,7 @@ void expertCombine(const float *y, const int32_t *perm, const float *weights,
   for (int64_t r = 0; r < T * K; ++r) {
     int64_t pair = perm[r];
     float w = weights[pair];
-    float *o = out + (pair / K) * H;
+    float *o = out + pairToken<K>(pair) * H;
     for (int64_t i = 0; i < H; ++i)
       o[i] += w * y[r * H + i];
   }

@@ -1,4 +1,4 @@
-//===- kernels.cuh - CUDA kernels called by generated host plans -*- CUDA -*-===//
+//===- kernels.cuh - CUDA kernels called by generated plans ----*- CUDA -*-===//
 //
 // Part of moe-compile.
 //
@@ -34,6 +34,8 @@
 #include <mma.h>
 #endif
 #include <stdint.h>
+
+#include "moert/kernel_math.h"
 
 namespace moert {
 namespace cuda {
@@ -138,22 +140,19 @@ __device__ void rmsNorm(const float *x, const W *w, float eps, float *out) {
   for (int i = threadIdx.x; i < H; i += 256)
     ss += r[i] * r[i];
   ss = blockReduce<256, false>(ss, red);
-  float scale = 1.0f / sqrtf(ss / H + eps);
+  float scale = rmsNormScale(ss, H, eps);
   for (int i = threadIdx.x; i < H; i += 256)
     out[int64_t(t) * H + i] = r[i] * scale * toF(w[i]);
 }
 
 /// Element i of a head and its partner i + D/2 (x1, x2) rotated for
-/// position p: the angle in double as on the CPU.
+/// position p, as on the CPU (kernel_math.h).
 template <int D>
 __device__ __forceinline__ void ropePair(float x1, float x2, int p, int i,
                                          double theta, float &o1, float &o2) {
-  double a = double(p) * pow(theta, -2.0 * double(i) / double(D));
-  double s, c;
-  sincos(a, &s, &c);
-  float cf = float(c), sf = float(s);
-  o1 = x1 * cf - x2 * sf;
-  o2 = x2 * cf + x1 * sf;
+  float c, s;
+  ropeCosSin(p, ropeInvFreq(theta, i, D), c, s);
+  ropeRotate(x1, x2, c, s, o1, o2);
 }
 
 /// RoPE (rotate-half) on [T][Width] with heads of D; angles in double as on
@@ -179,11 +178,6 @@ __device__ void add(const float *a, const float *b, int n, float *out) {
     out[i] = a[i] + b[i];
 }
 
-/// silu(gate) * up, as the CPU target computes it.
-__device__ __forceinline__ float siluTimes(float g, float u) {
-  return g / (1.0f + expf(-g)) * u;
-}
-
 /// [rows][2I] gate|up -> [rows][I] silu(gate) * up.
 /// grid (ceil(rows * I / 256)), block 256.
 template <int I>
@@ -201,87 +195,66 @@ __device__ void siluMul(const float *in, int rows, float *out) {
 //===----------------------------------------------------------------------===//
 
 /// One block (256 threads) per token: warp w computes the logits of experts
-/// w, w + 8, ...; thread 0 routes exactly as the CPU target does (ties to the
-/// lower index, descending). grid (T).
+/// w, w + 8, ... (8 weights per lane and step when H is a multiple of 8, else
+/// one); thread 0 routes exactly as the CPU target does (routeToken). grid
+/// (T).
 template <typename W, int H, int E, int K, bool Softmax, bool Renormalize>
 __device__ void fusedRouter(const float *x, const W *gate, float *weights,
                             int32_t *indices) {
-  static_assert(H % 8 == 0, "router width must be a multiple of 8");
   __shared__ float logits[E];
   int t = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float *xr = x + int64_t(t) * H;
   for (int e = warp; e < E; e += 8) {
     const W *wr = gate + int64_t(e) * H;
     float acc = 0;
-    for (int k = lane * 8; k < H; k += 256) {
-      float wv[8];
-      load8(wr + k, wv);
+    if constexpr (H % 8 == 0) {
+      for (int k = lane * 8; k < H; k += 256) {
+        float wv[8];
+        load8(wr + k, wv);
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
-        acc += xr[k + j] * wv[j];
+        for (int j = 0; j < 8; ++j)
+          acc += xr[k + j] * wv[j];
+      }
+    } else {
+      // Any width: rows are not 16-byte aligned, so one element per lane.
+      for (int k = lane; k < H; k += 32)
+        acc += xr[k] * toF(wr[k]);
     }
     acc = warpSum(acc);
     if (lane == 0)
       logits[e] = acc;
   }
   __syncthreads();
-  if (threadIdx.x != 0)
-    return;
-  float p[E];
-  if (Softmax) {
-    float m = logits[0], total = 0;
-    for (int e = 1; e < E; ++e)
-      m = fmaxf(m, logits[e]);
-    for (int e = 0; e < E; ++e)
-      total += p[e] = expf(logits[e] - m);
-    for (int e = 0; e < E; ++e)
-      p[e] /= total;
-  } else {
-    for (int e = 0; e < E; ++e)
-      p[e] = 1.0f / (1.0f + expf(-logits[e]));
-  }
-  bool taken[E];
-  for (int e = 0; e < E; ++e)
-    taken[e] = false;
-  float w[K], sum = 0;
-  for (int j = 0; j < K; ++j) {
-    int best = -1;
-    for (int e = 0; e < E; ++e)
-      if (!taken[e] && (best < 0 || p[e] > p[best]))
-        best = e;
-    taken[best] = true;
-    indices[t * K + j] = best;
-    sum += w[j] = p[best];
-  }
-  for (int j = 0; j < K; ++j)
-    weights[t * K + j] = Renormalize ? w[j] / sum : w[j];
+  if (threadIdx.x == 0)
+    routeToken<E, K, Softmax, Renormalize>(logits, weights + t * K,
+                                           indices + t * K);
 }
 
 /// Stable counting sort of the T*K (token, choice) pairs by expert, as on the
 /// CPU: perm lists pair indices grouped by expert in token order, offsets has
-/// E + 1 entries. One block; thread e owns expert e. grid (1), block Threads
-/// (>= E, a multiple of 32).
+/// E + 1 entries. One block; thread e owns experts e, e + Threads, ... grid
+/// (1), block Threads (a multiple of 32, at most 1024; E + 1 rounded up to
+/// 32 gives each thread one expert).
 template <int E, int K>
 __device__ void expertPermute(const int32_t *indices, int n, int32_t *perm,
                               int32_t *offsets) {
   __shared__ int count[E + 1];
-  int e = threadIdx.x, pairs = n * K;
-  int mine = 0;
-  if (e < E)
+  int pairs = n * K;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    int mine = 0;
     for (int i = 0; i < pairs; ++i)
       mine += indices[i] == e;
-  if (e < E)
     count[e + 1] = mine;
-  if (e == 0)
+  }
+  if (threadIdx.x == 0)
     count[0] = 0;
   __syncthreads();
-  if (e == 0)
-    for (int g = 0; g < E; ++g)
-      count[g + 1] += count[g];
+  if (threadIdx.x == 0)
+    countsToOffsets(count, E);
   __syncthreads();
-  if (e <= E)
+  for (int e = threadIdx.x; e <= E; e += blockDim.x)
     offsets[e] = count[e];
-  if (e < E) {
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
     int next = count[e];
     for (int i = 0; i < pairs; ++i)
       if (indices[i] == e)
@@ -300,8 +273,8 @@ __device__ void expertCombine(const float *y, const int32_t *perm,
   int t = blockIdx.x;
   for (int r = threadIdx.x; r < n * K; r += 256) {
     int pair = perm[r];
-    if (pair / K == t)
-      rows[pair % K] = r;
+    if (pairToken<K>(pair) == t)
+      rows[pairChoice<K>(pair)] = r;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < H; i += 256) {
@@ -321,7 +294,7 @@ __device__ void expertCombine(const float *y, const int32_t *perm,
 /// The input row of output row `r`: the token perm[r] / K when gathering.
 template <int K, bool Gather>
 __device__ __forceinline__ int inputRow(const int32_t *perm, int r) {
-  return Gather ? perm[r] / K : r;
+  return Gather ? pairToken<K>(perm[r]) : r;
 }
 
 /// x[0..8) . w[0..8) for 8 activations (as two float4) and 8 weights.
@@ -344,22 +317,43 @@ __device__ __forceinline__ void gemvRows(const W *wrow, const W2 *wrow2,
     const float *xr[kGemvRows];
 #pragma unroll
     for (int i = 0; i < kGemvRows; ++i)
-      xr[i] = x + int64_t(inputRow<K, Gather>(perm, i < cnt ? rb + i : rb)) * In;
+      xr[i] =
+          x + int64_t(inputRow<K, Gather>(perm, i < cnt ? rb + i : rb)) * In;
     float acc[kGemvRows] = {}, acc2[kGemvRows] = {};
+    if constexpr (In % 8 == 0) {
 #pragma unroll 4
-    for (int k = lane * 8; k < In; k += 256) {
-      float wv[8], wv2[8];
-      load8(wrow + k, wv);
-      if constexpr (Pair)
-        load8(wrow2 + k, wv2);
+      for (int k = lane * 8; k < In; k += 256) {
+        float wv[8], wv2[8];
+        load8(wrow + k, wv);
+        if constexpr (Pair)
+          load8(wrow2 + k, wv2);
 #pragma unroll
-      for (int i = 0; i < kGemvRows; ++i) {
-        if (i < cnt) {
-          float4 a = __ldg(reinterpret_cast<const float4 *>(xr[i] + k));
-          float4 b = __ldg(reinterpret_cast<const float4 *>(xr[i] + k) + 1);
-          acc[i] += dot8(a, b, wv);
-          if constexpr (Pair)
-            acc2[i] += dot8(a, b, wv2);
+        for (int i = 0; i < kGemvRows; ++i) {
+          if (i < cnt) {
+            float4 a = __ldg(reinterpret_cast<const float4 *>(xr[i] + k));
+            float4 b = __ldg(reinterpret_cast<const float4 *>(xr[i] + k) + 1);
+            acc[i] += dot8(a, b, wv);
+            if constexpr (Pair)
+              acc2[i] += dot8(a, b, wv2);
+          }
+        }
+      }
+    } else {
+      // Any width: rows are not 16-byte aligned, so one element per lane
+      // and step (still coalesced across the warp).
+#pragma unroll 4
+      for (int k = lane; k < In; k += 32) {
+        float w = toF(wrow[k]), w2 = 0;
+        if constexpr (Pair)
+          w2 = toF(wrow2[k]);
+#pragma unroll
+        for (int i = 0; i < kGemvRows; ++i) {
+          if (i < cnt) {
+            float a = xr[i][k];
+            acc[i] += a * w;
+            if constexpr (Pair)
+              acc2[i] += a * w2;
+          }
         }
       }
     }
@@ -378,17 +372,16 @@ __device__ __forceinline__ void gemvRows(const W *wrow, const W2 *wrow2,
 /// Silu, `wrow2` is the up row of the same column: both are streamed in the
 /// same pass and the warp stores silu(gate) * up.
 template <typename W, typename W2, int In, int K, bool Gather, bool Silu>
-__device__ __forceinline__ void gemvRow(const W *wrow, const W2 *wrow2,
-                                        const float *x, const int32_t *perm,
-                                        int r0, int r1, int col, float *out,
-                                        int ldo, const float *res) {
-  gemvRows<W, W2, In, K, Gather, Silu>(
-      wrow, wrow2, x, perm, r0, r1, [&](int r, float s, float s2) {
-        if constexpr (Silu)
-          s = siluTimes(s, s2);
-        int64_t o = int64_t(r) * ldo + col;
-        out[o] = res ? s + res[o] : s;
-      });
+__device__ __forceinline__ void
+gemvRow(const W *wrow, const W2 *wrow2, const float *x, const int32_t *perm,
+        int r0, int r1, int col, float *out, int ldo, const float *res) {
+  gemvRows<W, W2, In, K, Gather, Silu>(wrow, wrow2, x, perm, r0, r1,
+                                       [&](int r, float s, float s2) {
+                                         if constexpr (Silu)
+                                           s = siluTimes(s, s2);
+                                         int64_t o = int64_t(r) * ldo + col;
+                                         out[o] = res ? s + res[o] : s;
+                                       });
 }
 
 /// Decode variant. One warp per output feature; block 256 (8 features).
@@ -402,7 +395,6 @@ template <typename WA, typename WB, int RowsA, int RowsB, int In, int E, int K,
 __device__ void gemv(const float *x, const int32_t *perm,
                      const int32_t *offsets, const Ptrs<NumPtrs> &w, int n,
                      float *out, const float *res) {
-  static_assert(In % 8 == 0, "the input width must be a multiple of 8");
   static_assert(!Silu || RowsA == RowsB, "silu_mul takes two equal parts");
   constexpr int Parts = RowsB > 0 ? 2 : 1;
   constexpr int N = Silu ? RowsA : RowsA + RowsB;
@@ -423,15 +415,15 @@ __device__ void gemv(const float *x, const int32_t *perm,
   const WB *b = static_cast<const WB *>(w.p[e * Parts + Parts - 1]);
   if constexpr (Silu)
     gemvRow<WA, WB, In, K, Gather, true>(a + int64_t(col) * In,
-                                         b + int64_t(col) * In, x, perm, r0,
-                                         r1, col, out, N, res);
+                                         b + int64_t(col) * In, x, perm, r0, r1,
+                                         col, out, N, res);
   else if (RowsB == 0 || col < RowsA)
     gemvRow<WA, WA, In, K, Gather, false>(a + int64_t(col) * In, nullptr, x,
                                           perm, r0, r1, col, out, N, res);
   else
     gemvRow<WB, WB, In, K, Gather, false>(b + int64_t(col - RowsA) * In,
-                                          nullptr, x, perm, r0, r1, col, out,
-                                          N, res);
+                                          nullptr, x, perm, r0, r1, col, out, N,
+                                          res);
 }
 
 /// One part of gemvMulti: warp `item` of the part's items. A part with
@@ -462,20 +454,18 @@ __device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
 /// feature of their concatenated width, or per rotated pair of features for
 /// a part with RoPE (R0, R1, R2; head_dim D, `pos`, `theta`). grid
 /// (ceil(items / 8)), block 256.
-template <typename W0, typename W1, typename W2, int In, int N0, int N1,
-          int N2, bool R0, bool R1, bool R2, int D>
+template <typename W0, typename W1, typename W2, int In, int N0, int N1, int N2,
+          bool R0, bool R1, bool R2, int D>
 __device__ void gemvMulti(const float *x, const Ptrs<3> &w, int n,
                           const Outs<3> &out, const int32_t *pos,
                           double theta) {
-  static_assert(In % 8 == 0, "the input width must be a multiple of 8");
   constexpr int I0 = R0 ? N0 / 2 : N0, I1 = R1 ? N1 / 2 : N1,
                 I2 = R2 ? N2 / 2 : N2;
   int item = blockIdx.x * 8 + threadIdx.x / 32;
   if (item < I0)
     gemvPart<W0, In, N0, R0, D>(w.p[0], x, n, item, out.p[0], pos, theta);
   else if (item < I0 + I1)
-    gemvPart<W1, In, N1, R1, D>(w.p[1], x, n, item - I0, out.p[1], pos,
-                                theta);
+    gemvPart<W1, In, N1, R1, D>(w.p[1], x, n, item - I0, out.p[1], pos, theta);
   else if (item < I0 + I1 + I2)
     gemvPart<W2, In, N2, R2, D>(w.p[2], x, n, item - I0 - I1, out.p[2], pos,
                                 theta);
@@ -556,9 +546,8 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
   // A: thread -> row tid / 4, 16 consecutive k at (tid % 4) * 16.
   int ar = tid / 4, ak = (tid % 4) * 16;
   const float *aRow =
-      r0 + ar < r1
-          ? x + int64_t(inputRow<K, Gather>(perm, r0 + ar)) * In + ak
-          : nullptr;
+      r0 + ar < r1 ? x + int64_t(inputRow<K, Gather>(perm, r0 + ar)) * In + ak
+                   : nullptr;
   // B: thread -> tile feature tid / 2, 32 consecutive k at (tid % 2) * 32.
   // The feature's weight row: stacked [w_a; w_b] row n0 + tid / 2, or with
   // Silu gate (tile features < 64) or up row n0 + tid / 2 % 64.
@@ -679,12 +668,6 @@ kvRow(int j, int g, int p0, const float *chunk, const float *cache) {
                  : cache + (int64_t(g) * Cap + j % Cap) * D;
 }
 
-template <int Cap, int Window>
-__device__ __forceinline__ int firstKey(int p) {
-  int first = Window > 0 ? max(0, p - Window + 1) : 0;
-  return max(first, p - Cap + 1);
-}
-
 /// Keys of the split `s` of `Splits` of a query at position `p`: [lo, hi]
 /// (empty when lo > hi). Splits take whole warps of keys, so a short
 /// context leaves the last splits empty.
@@ -696,43 +679,40 @@ __device__ __forceinline__ void splitKeys(int p, int s, int &lo, int &hi) {
   hi = min(p, lo + chunk - 1);
 }
 
-/// Decode variant, split over the keys (flash-decoding): one block (128
-/// threads) per (query head, split, token) runs an online softmax over its
-/// keys in tiles of 128 (one key per thread) and writes the unnormalised
-/// partial [acc[D], max, sum] to `ws`; `attentionDecodeFinish` merges the
-/// splits. A decode step has only Heads x tokens queries; the splits are what
-/// spread the cache reads over the SMs. grid (Heads * Splits, T).
-template <int Heads, int KvHeads, int D, int Cap, int Window, int Splits>
-__device__ void attentionDecode(const float *q, const float *k, const float *v,
-                                const float *kc, const float *vc,
-                                const int32_t *pos, float scale, float *ws) {
-  constexpr int Threads = 128, Tile = 128, Group = Heads / KvHeads;
-  static_assert(Threads % D == 0 || D % Threads == 0, "head_dim");
-  constexpr int Parts = D <= Threads ? Threads / D : 1;
-  constexpr int Dims = D <= Threads ? 1 : D / Threads;
-  __shared__ float qs[D], ps[Tile], red[Threads / 32];
-  __shared__ float part[Threads][Dims];
-  int h = blockIdx.x / Splits, split = blockIdx.x % Splits, t = blockIdx.y;
-  int g = h / Group, tid = threadIdx.x;
-  int p = pos[t], p0 = pos[0], lo, hi;
-  splitKeys<Cap, Window, Splits>(p, split, lo, hi);
-  float *partial = ws + ((int64_t(t) * Heads + h) * Splits + split) * (D + 2);
-  for (int i = tid; i < D; i += Threads)
-    qs[i] = q[int64_t(t) * Heads * D + h * D + i] * scale;
-  __syncthreads();
-  int d = tid % (D <= Threads ? D : Threads), which = tid / D;
-  float m = -INFINITY, l = 0, acc[Dims] = {};
+/// The head_dims the tiled attention kernels take; larger ones (whose tiles
+/// would not fit in static shared memory) go through attendRows.
+constexpr int kMaxTiledHeadDim = 256;
+
+/// Any head_dim: one block of 128 threads runs an online softmax for one
+/// query (head row `qh`, unscaled) over keys lo..hi in tiles of 128 (one key
+/// per thread, its score read from global memory), accumulating the output
+/// in place at `dst` (thread i owns dims i, i + 128, ...), rescaled when the
+/// running maximum rises. Nothing in shared memory grows with D. With
+/// Partial, dst gets the unnormalised [acc[D], max, sum] of
+/// attentionDecode's workspace; else the normalised output row. Contains
+/// barriers: call from every thread.
+template <int KvHeads, int D, int Cap, bool Partial>
+__device__ __forceinline__ void
+attendRows(const float *qh, const float *k, const float *v, const float *kc,
+           const float *vc, int g, int p0, int lo, int hi, float scale,
+           float *dst) {
+  constexpr int Threads = 128, Tile = 128;
+  static_assert(D % 2 == 0, "head_dim must be even");
+  __shared__ float ps[Tile], red[Threads / 32];
+  int tid = threadIdx.x;
+  for (int c = tid; c < D; c += Threads)
+    dst[c] = 0.0f;
+  float m = -INFINITY, l = 0;
   for (int s = lo; s <= hi; s += Tile) {
     int cnt = min(Tile, hi - s + 1);
     float sc = -INFINITY;
     if (tid < cnt) {
       const float *kr = kvRow<KvHeads, D, Cap>(s + tid, g, p0, k, kc);
       float dot = 0;
-#pragma unroll 8
-      for (int i = 0; i < D; i += 4) {
-        float4 kv = *reinterpret_cast<const float4 *>(kr + i);
-        dot += qs[i] * kv.x + qs[i + 1] * kv.y + qs[i + 2] * kv.z +
-               qs[i + 3] * kv.w;
+#pragma unroll 4
+      for (int i = 0; i < D; i += 2) {
+        float2 kv = *reinterpret_cast<const float2 *>(kr + i);
+        dot += qh[i] * scale * kv.x + qh[i + 1] * scale * kv.y;
       }
       sc = dot;
     }
@@ -742,40 +722,133 @@ __device__ void attentionDecode(const float *q, const float *k, const float *v,
     float tileSum = blockReduce<Threads, false>(pv, red); // also publishes ps
     float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
     l = l * corr + tileSum;
-#pragma unroll
-    for (int c = 0; c < Dims; ++c)
-      acc[c] *= corr;
-    for (int i = which; i < cnt; i += Parts) {
-      const float *vr = kvRow<KvHeads, D, Cap>(s + i, g, p0, v, vc);
-#pragma unroll
-      for (int c = 0; c < Dims; ++c)
-        acc[c] += ps[i] * vr[d + c * Threads];
+    for (int c = tid; c < D; c += Threads) {
+      float acc = dst[c] * corr;
+      // Unrolled by two only: by more, ptxas spills (head_dim 264, sm_90).
+#pragma unroll 2
+      for (int i = 0; i < cnt; ++i)
+        acc += ps[i] * kvRow<KvHeads, D, Cap>(s + i, g, p0, v, vc)[c];
+      dst[c] = acc;
     }
     m = mNew;
     __syncthreads();
   }
-#pragma unroll
-  for (int c = 0; c < Dims; ++c)
-    part[tid][c] = acc[c];
-  __syncthreads();
-  if (which == 0 || Parts == 1) {
-#pragma unroll
-    for (int c = 0; c < Dims; ++c) {
-      float total = 0;
-      for (int j = 0; j < Parts; ++j)
-        total += part[d + j * D][c];
-      partial[d + c * Threads] = total;
-    }
+  if constexpr (Partial) {
+    if (tid == 0)
+      dst[D] = m, dst[D + 1] = l;
+  } else {
+    for (int c = tid; c < D; c += Threads)
+      dst[c] /= l;
   }
-  if (tid == 0)
-    partial[D] = m, partial[D + 1] = l;
+}
+
+/// Decode variant, split over the keys (flash-decoding): one block (128
+/// threads) per (query head, split, token) runs an online softmax over its
+/// keys in tiles of 128 (one key per thread) and writes the unnormalised
+/// partial [acc[D], max, sum] to `ws`; `attentionDecodeFinish` merges the
+/// splits. A decode step has only Heads x tokens queries; the splits are what
+/// spread the cache reads over the SMs. Any even D: a head_dim that divides
+/// or is a multiple of 128 gives every thread the same share of the output
+/// dims (the fast path), others leave some threads (or some of their dims)
+/// idle; past kMaxTiledHeadDim, attendRows. grid (Heads * Splits, T).
+template <int Heads, int KvHeads, int D, int Cap, int Window, int Splits>
+__device__ void attentionDecode(const float *q, const float *k, const float *v,
+                                const float *kc, const float *vc,
+                                const int32_t *pos, float scale, float *ws) {
+  constexpr int Threads = 128, Tile = 128, Group = Heads / KvHeads;
+  static_assert(D % 2 == 0, "head_dim must be even");
+  int h = blockIdx.x / Splits, split = blockIdx.x % Splits, t = blockIdx.y;
+  int g = h / Group, tid = threadIdx.x;
+  int p = pos[t], p0 = pos[0], lo, hi;
+  splitKeys<Cap, Window, Splits>(p, split, lo, hi);
+  float *partial = ws + ((int64_t(t) * Heads + h) * Splits + split) * (D + 2);
+  if constexpr (D > kMaxTiledHeadDim) {
+    attendRows<KvHeads, D, Cap, true>(q + (int64_t(t) * Heads + h) * D, k, v,
+                                      kc, vc, g, p0, lo, hi, scale, partial);
+  } else {
+    // Parts groups of D threads split the keys (D <= Threads), or each
+    // thread owns Dims of the dims (d, d + Threads, ...).
+    constexpr int Parts = D <= Threads ? Threads / D : 1;
+    constexpr int Dims = D <= Threads ? 1 : (D + Threads - 1) / Threads;
+    // Whether every thread has a part (D divides Threads) and all its Dims
+    // dims (Threads divides D): true for the powers of two.
+    constexpr bool AllParts = D > Threads || Threads % D == 0;
+    constexpr bool AllDims = D <= Threads || D % Threads == 0;
+    __shared__ float qs[D], ps[Tile], red[Threads / 32];
+    __shared__ float part[Threads][Dims];
+    for (int i = tid; i < D; i += Threads)
+      qs[i] = q[int64_t(t) * Heads * D + h * D + i] * scale;
+    __syncthreads();
+    int d = tid % (D <= Threads ? D : Threads), which = tid / D;
+    bool busy = AllParts || which < Parts;
+    float m = -INFINITY, l = 0, acc[Dims] = {};
+    for (int s = lo; s <= hi; s += Tile) {
+      int cnt = min(Tile, hi - s + 1);
+      float sc = -INFINITY;
+      if (tid < cnt) {
+        const float *kr = kvRow<KvHeads, D, Cap>(s + tid, g, p0, k, kc);
+        float dot = 0;
+        if constexpr (D % 4 == 0) {
+#pragma unroll 8
+          for (int i = 0; i < D; i += 4) {
+            float4 kv = *reinterpret_cast<const float4 *>(kr + i);
+            dot += qs[i] * kv.x + qs[i + 1] * kv.y + qs[i + 2] * kv.z +
+                   qs[i + 3] * kv.w;
+          }
+        } else {
+#pragma unroll 8
+          for (int i = 0; i < D; i += 2) {
+            float2 kv = *reinterpret_cast<const float2 *>(kr + i);
+            dot += qs[i] * kv.x + qs[i + 1] * kv.y;
+          }
+        }
+        sc = dot;
+      }
+      float mNew = fmaxf(m, blockReduce<Threads, true>(sc, red));
+      float pv = tid < cnt ? expf(sc - mNew) : 0.0f;
+      ps[tid] = pv;
+      float tileSum = blockReduce<Threads, false>(pv, red); // also publishes ps
+      float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
+      l = l * corr + tileSum;
+#pragma unroll
+      for (int c = 0; c < Dims; ++c)
+        acc[c] *= corr;
+      if (busy)
+        for (int i = which; i < cnt; i += Parts) {
+          const float *vr = kvRow<KvHeads, D, Cap>(s + i, g, p0, v, vc);
+#pragma unroll
+          for (int c = 0; c < Dims; ++c)
+            if (AllDims || d + c * Threads < D)
+              acc[c] += ps[i] * vr[d + c * Threads];
+        }
+      m = mNew;
+      __syncthreads();
+    }
+#pragma unroll
+    for (int c = 0; c < Dims; ++c)
+      part[tid][c] = acc[c];
+    __syncthreads();
+    if (which == 0 || Parts == 1) {
+#pragma unroll
+      for (int c = 0; c < Dims; ++c) {
+        if (!AllDims && d + c * Threads >= D)
+          continue;
+        float total = 0;
+        for (int j = 0; j < Parts; ++j)
+          total += part[d + j * D][c];
+        partial[d + c * Threads] = total;
+      }
+    }
+    if (tid == 0)
+      partial[D] = m, partial[D + 1] = l;
+  }
 }
 
 /// Stores key and value row (token t, kv head g) of the chunk in its slot.
 template <int KvHeads, int D, int Cap>
 __device__ __forceinline__ void storeKv(const float *k, const float *v,
-                                        const int32_t *pos, int t, int g,
-                                        int c, float *kc, float *vc) {
+                                        const int32_t *pos, int t, int g, int c,
+                                        float *kc, float *vc) {
   int64_t src = (int64_t(t) * KvHeads + g) * D + c;
   int64_t slot = (int64_t(g) * Cap + pos[t] % Cap) * D + c;
   kc[slot] = k[src];
@@ -787,9 +860,8 @@ __device__ __forceinline__ void storeKv(const float *k, const float *v,
 /// only the last Cap tokens, as kvAppend). grid (Heads, T), block 128.
 template <int Heads, int KvHeads, int D, int Cap, int Splits>
 __device__ void attentionDecodeFinish(const float *ws, const float *k,
-                                      const float *v, const int32_t *pos,
-                                      int n, float *out, float *kc,
-                                      float *vc) {
+                                      const float *v, const int32_t *pos, int n,
+                                      float *out, float *kc, float *vc) {
   int h = blockIdx.x, t = blockIdx.y;
   const float *partial = ws + (int64_t(t) * Heads + h) * Splits * (D + 2);
   float mMax = -INFINITY;
@@ -819,93 +891,126 @@ __device__ void attentionDecodeFinish(const float *ws, const float *k,
 /// tiles of 32 keys and values (8 for head_dim > 128, to stay within the
 /// 48 KB of static shared memory) are staged in shared memory and shared by
 /// the 16 queries; 8 threads per query split the keys of a tile for the
-/// scores and the head dims for the output. grid (Heads, ceil(T / 16)).
+/// scores and the head dims for the output (a head_dim that is not a
+/// multiple of 8 leaves some of them idle on its last dims). Past
+/// kMaxTiledHeadDim, each of the 16 queries in turn goes through attendRows.
+/// grid (Heads, ceil(T / 16)).
 template <int Heads, int KvHeads, int D, int Cap, int Window>
-__device__ void attentionPrefill(const float *q, const float *k,
-                                 const float *v, const float *kc,
-                                 const float *vc, const int32_t *pos, int n,
-                                 float scale, float *out) {
-  constexpr int QT = 16, KT = D > 128 ? 8 : 32, Group = Heads / KvHeads,
-                Dims = D / 8;
-  static_assert(D % 8 == 0, "head_dim must be a multiple of 8");
-  static_assert((QT * (D + 1) + KT * (2 * D + 1) + QT * (KT + 1)) * 4 <=
-                    48 * 1024,
-                "head_dim too large for the prefill attention's shared memory");
-  __shared__ float qs[QT][D + 1], ks[KT][D + 1], vs[KT][D], ss[QT][KT + 1];
+__device__ void attentionPrefill(const float *q, const float *k, const float *v,
+                                 const float *kc, const float *vc,
+                                 const int32_t *pos, int n, float scale,
+                                 float *out) {
+  constexpr int QT = 16, Group = Heads / KvHeads;
+  static_assert(D % 2 == 0, "head_dim must be even");
   int h = blockIdx.x, t0 = blockIdx.y * QT, g = h / Group, tid = threadIdx.x;
-  int qi = tid / 8, lane8 = tid % 8;
-  int last = min(t0 + QT, n) - 1, p0 = pos[0];
-  int lo = firstKey<Cap, Window>(pos[t0]), hi = pos[last];
-  bool valid = t0 + qi <= last;
-  int pq = valid ? pos[t0 + qi] : -1, fq = firstKey<Cap, Window>(pq);
-  for (int i = tid; i < QT * D; i += 128) {
-    int r = i / D, c = i % D;
-    qs[r][c] = t0 + r <= last
-                   ? q[int64_t(t0 + r) * Heads * D + h * D + c] * scale
-                   : 0.0f;
-  }
-  float m = -INFINITY, l = 0, acc[Dims] = {};
-  for (int s = lo; s <= hi; s += KT) {
-    __syncthreads(); // the previous tile is consumed (and qs is written)
-    for (int i = tid; i < KT * D / 4; i += 128) {
-      int kk = i / (D / 4), c = (i % (D / 4)) * 4, j = s + kk;
-      float4 kv = make_float4(0, 0, 0, 0), vv = kv;
-      if (j <= hi) {
-        kv = *reinterpret_cast<const float4 *>(
-            kvRow<KvHeads, D, Cap>(j, g, p0, k, kc) + c);
-        vv = *reinterpret_cast<const float4 *>(
-            kvRow<KvHeads, D, Cap>(j, g, p0, v, vc) + c);
-      }
-      ks[kk][c] = kv.x, ks[kk][c + 1] = kv.y, ks[kk][c + 2] = kv.z,
-      ks[kk][c + 3] = kv.w;
-      *reinterpret_cast<float4 *>(&vs[kk][c]) = vv;
+  if constexpr (D > kMaxTiledHeadDim) {
+    int last = min(t0 + QT, n) - 1, p0 = pos[0];
+    for (int t = t0; t <= last; ++t) {
+      int64_t row = (int64_t(t) * Heads + h) * D;
+      attendRows<KvHeads, D, Cap, false>(q + row, k, v, kc, vc, g, p0,
+                                         firstKey<Cap, Window>(pos[t]), pos[t],
+                                         scale, out + row);
     }
-    __syncthreads();
-    float sc[KT / 8], rowMax = -INFINITY;
+  } else {
+    constexpr int KT = D > 128 ? 8 : 32, Dims = (D + 7) / 8;
+    static_assert((QT * (D + 1) + KT * (2 * D + 1) + QT * (KT + 1)) * 4 <=
+                      48 * 1024,
+                  "head_dim too large for the prefill attention's shared "
+                  "memory");
+    __shared__ float qs[QT][D + 1], ks[KT][D + 1], vs[KT][D], ss[QT][KT + 1];
+    int qi = tid / 8, lane8 = tid % 8;
+    int last = min(t0 + QT, n) - 1, p0 = pos[0];
+    int lo = firstKey<Cap, Window>(pos[t0]), hi = pos[last];
+    bool valid = t0 + qi <= last;
+    int pq = valid ? pos[t0 + qi] : -1, fq = firstKey<Cap, Window>(pq);
+    for (int i = tid; i < QT * D; i += 128) {
+      int r = i / D, c = i % D;
+      qs[r][c] = t0 + r <= last
+                     ? q[int64_t(t0 + r) * Heads * D + h * D + c] * scale
+                     : 0.0f;
+    }
+    float m = -INFINITY, l = 0, acc[Dims] = {};
+    for (int s = lo; s <= hi; s += KT) {
+      __syncthreads(); // the previous tile is consumed (and qs is written)
+      if constexpr (D % 4 == 0) {
+        for (int i = tid; i < KT * D / 4; i += 128) {
+          int kk = i / (D / 4), c = (i % (D / 4)) * 4, j = s + kk;
+          float4 kv = make_float4(0, 0, 0, 0), vv = kv;
+          if (j <= hi) {
+            kv = *reinterpret_cast<const float4 *>(
+                kvRow<KvHeads, D, Cap>(j, g, p0, k, kc) + c);
+            vv = *reinterpret_cast<const float4 *>(
+                kvRow<KvHeads, D, Cap>(j, g, p0, v, vc) + c);
+          }
+          ks[kk][c] = kv.x, ks[kk][c + 1] = kv.y, ks[kk][c + 2] = kv.z,
+          ks[kk][c + 3] = kv.w;
+          *reinterpret_cast<float4 *>(&vs[kk][c]) = vv;
+        }
+      } else {
+        // Rows of an even D are 8-byte aligned: pairs of floats.
+        for (int i = tid; i < KT * D / 2; i += 128) {
+          int kk = i / (D / 2), c = (i % (D / 2)) * 2, j = s + kk;
+          float2 kv = {0.0f, 0.0f}, vv = kv;
+          if (j <= hi) {
+            kv = *reinterpret_cast<const float2 *>(
+                kvRow<KvHeads, D, Cap>(j, g, p0, k, kc) + c);
+            vv = *reinterpret_cast<const float2 *>(
+                kvRow<KvHeads, D, Cap>(j, g, p0, v, vc) + c);
+          }
+          ks[kk][c] = kv.x, ks[kk][c + 1] = kv.y;
+          vs[kk][c] = vv.x, vs[kk][c + 1] = vv.y;
+        }
+      }
+      __syncthreads();
+      float sc[KT / 8], rowMax = -INFINITY;
 #pragma unroll
-    for (int mi = 0; mi < KT / 8; ++mi) {
-      int kk = lane8 + 8 * mi, j = s + kk;
-      sc[mi] = -INFINITY;
-      if (valid && j <= pq && j >= fq) {
-        float dot = 0;
+      for (int mi = 0; mi < KT / 8; ++mi) {
+        int kk = lane8 + 8 * mi, j = s + kk;
+        sc[mi] = -INFINITY;
+        if (valid && j <= pq && j >= fq) {
+          float dot = 0;
 #pragma unroll 16
-        for (int c = 0; c < D; ++c)
-          dot += qs[qi][c] * ks[kk][c];
-        sc[mi] = dot;
+          for (int c = 0; c < D; ++c)
+            dot += qs[qi][c] * ks[kk][c];
+          sc[mi] = dot;
+        }
+        rowMax = fmaxf(rowMax, sc[mi]);
       }
-      rowMax = fmaxf(rowMax, sc[mi]);
-    }
 #pragma unroll
-    for (int o = 4; o > 0; o >>= 1)
-      rowMax = fmaxf(rowMax, __shfl_xor_sync(0xffffffffu, rowMax, o));
-    float mNew = fmaxf(m, rowMax), rowSum = 0;
+      for (int o = 4; o > 0; o >>= 1)
+        rowMax = fmaxf(rowMax, __shfl_xor_sync(0xffffffffu, rowMax, o));
+      float mNew = fmaxf(m, rowMax), rowSum = 0;
 #pragma unroll
-    for (int mi = 0; mi < KT / 8; ++mi) {
-      float pv = sc[mi] == -INFINITY ? 0.0f : expf(sc[mi] - mNew);
-      ss[qi][lane8 + 8 * mi] = pv;
-      rowSum += pv;
-    }
+      for (int mi = 0; mi < KT / 8; ++mi) {
+        float pv = sc[mi] == -INFINITY ? 0.0f : expf(sc[mi] - mNew);
+        ss[qi][lane8 + 8 * mi] = pv;
+        rowSum += pv;
+      }
 #pragma unroll
-    for (int o = 4; o > 0; o >>= 1)
-      rowSum += __shfl_xor_sync(0xffffffffu, rowSum, o);
-    float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
-    l = l * corr + rowSum;
-    m = mNew;
-    __syncwarp();
-#pragma unroll
-    for (int c = 0; c < Dims; ++c)
-      acc[c] *= corr;
-    for (int kk = 0; kk < KT; ++kk) {
-      float pk = ss[qi][kk];
+      for (int o = 4; o > 0; o >>= 1)
+        rowSum += __shfl_xor_sync(0xffffffffu, rowSum, o);
+      float corr = m == -INFINITY ? 0.0f : expf(m - mNew);
+      l = l * corr + rowSum;
+      m = mNew;
+      __syncwarp();
 #pragma unroll
       for (int c = 0; c < Dims; ++c)
-        acc[c] += pk * vs[kk][lane8 + 8 * c];
-    }
-  }
-  if (valid)
+        acc[c] *= corr;
+      for (int kk = 0; kk < KT; ++kk) {
+        float pk = ss[qi][kk];
 #pragma unroll
-    for (int c = 0; c < Dims; ++c)
-      out[int64_t(t0 + qi) * Heads * D + h * D + lane8 + 8 * c] = acc[c] / l;
+        for (int c = 0; c < Dims; ++c)
+          if (D % 8 == 0 || lane8 + 8 * c < D)
+            acc[c] += pk * vs[kk][lane8 + 8 * c];
+      }
+    }
+    if (valid)
+#pragma unroll
+      for (int c = 0; c < Dims; ++c)
+        if (D % 8 == 0 || lane8 + 8 * c < D)
+          out[int64_t(t0 + qi) * Heads * D + h * D + lane8 + 8 * c] =
+              acc[c] / l;
+  }
 }
 
 /// Writes the chunk's keys and values into their slots; only the last Cap
