@@ -1,11 +1,11 @@
-"""The CUDA host plan places every buffer where moe-plan-memory said.
+"""The CUDA host plan places every buffer where the launch plan says.
 
     check_cuda_plan.py MODEL.mlir HOST_PLAN.cpp
 
-MODEL.mlir is `moe-compile --emit=mlir` (the planned IR), HOST_PLAN.cpp is
-`moe-compile --target cuda --emit=cpp` for the same model. Every result with
-a planned offset (moe.arena_offsets, in op order) must be declared in the
-plan as `arena + n_max * OFFSET`, in the same order, and every launch must
+MODEL.mlir is `moe-compile --target cuda --emit=moert` (the launch plan),
+HOST_PLAN.cpp is `moe-compile --target cuda --emit=cpp` for the same model.
+Every arena view (moert.view, in op order, at moe-plan-memory's offsets)
+must be declared in the plan as `arena + n_max * OFFSET`, in the same order, and every launch must
 pass only declared buffers, weights and constants. The decode attention's
 workspace, where there is one, must lie past the arena and be what
 scratchFloats adds to it. Prints a summary line.
@@ -18,9 +18,9 @@ import sys
 def planned_offsets(mlir):
     offsets = []
     for line in open(mlir):
-        m = re.search(r"moe\.arena_offsets = array<i64: ([-\d, ]+)>", line)
+        m = re.search(r"moert\.view offset (\d+) ", line)
         if m:
-            offsets += [int(v) for v in m.group(1).split(",") if int(v) >= 0]
+            offsets.append(int(m.group(1)))
     return offsets
 
 
