@@ -1,6 +1,6 @@
 // One layer, f16 weights, hidden 64, 4 heads of 16, 2 kv heads, vocab 256:
 // the smallest @forward the lowerings take (shared by the lit tests here).
-module attributes {moe.weight_dir = "/models/one-layer", moe.model = {vocab_size = 256 : i64, hidden_size = 64 : i64, num_layers = 1 : i64, max_positions = 1024 : i64}} {
+module attributes {moe.weight_dir = "/models/one-layer", moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 1, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 1024>} {
   moe.weight_source "emb" in "m.safetensors" at 0 : tensor<256x64xf16>
   moe.weight_source "wq" in "m.safetensors" at 32768 : tensor<64x64xf16>
   moe.weight_source "wk" in "m.safetensors" at 40960 : tensor<32x64xf16>

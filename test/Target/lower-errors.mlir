@@ -1,0 +1,18 @@
+// The lowerings refuse IR whose plans are missing or made for another
+// target, and what a target does not run; a module is lowered once.
+//
+// RUN: not moe-opt %S/Inputs/one-layer-f16.mlir --moe-lower-to-cpu 2>&1 | FileCheck %s --check-prefix=UNPLANNED
+// RUN: not moe-opt %S/Inputs/one-layer-f16.mlir --pass-pipeline='builtin.module(func.func(moe-plan-memory),moe-lower-to-cpu)' 2>&1 | FileCheck %s --check-prefix=NOKV
+// RUN: not moe-opt %S/Inputs/one-layer-f16.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory{target=cuda}),moe-lower-to-cpu)' 2>&1 | FileCheck %s --check-prefix=OTHER
+// RUN: not moe-opt %S/Inputs/one-layer-f16.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory),moe-lower-to-cpu,moe-lower-to-cpu)' 2>&1 | FileCheck %s --check-prefix=TWICE
+// RUN: not moe-opt %S/Inputs/one-layer-f32-unfused.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory{target=cuda}),moe-lower-to-cuda)' 2>&1 | FileCheck %s --check-prefix=UNFUSED
+// RUN: not moe-opt %S/Inputs/one-layer-f16.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory{target=cuda}),moe-lower-to-cuda{decode-max-tokens=0})' 2>&1 | FileCheck %s --check-prefix=OPTION
+// RUN: not moe-opt %S/Inputs/one-layer-f16.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory{target=cuda}),moe-lower-to-cuda{attention-splits=-1})' 2>&1 | FileCheck %s --check-prefix=SPLITS
+
+// UNPLANNED: error: 'func.func' op has no memory plan: run moe-plan-memory before lowering
+// NOKV: error: 'func.func' op has no KV-cache plan: run moe-plan-kv-cache before lowering
+// OTHER: error: 'func.func' op has a memory plan for #moert.cuda, not #moert.cpu: run moe-plan-memory{target=...} for this target
+// TWICE: error: the module is lowered already (moert.target)
+// UNFUSED: error: 'moe.router' op is not supported by the CUDA target, which runs the fused expert path: compile with -O2
+// OPTION: error: moe-lower-to-cuda: decode-max-tokens must be in [1, 4096], got 0
+// SPLITS: error: moe-lower-to-cuda: attention-splits must be in [0, 256] (0: automatic), got -1
