@@ -477,13 +477,13 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
     if (cpu)
       return op->emitOpError("the CPU target runs one variant of each "
                              "kernel");
-    if (d.getDecode().empty() || d.getPrefill().empty())
-      return op->emitOpError("needs both regions");
     out << pad << "if (n <= " << d.getMaxTokens() << ") {\n";
-    if (failed(printBlock(d.getDecode().front(), indent + 2)))
+    if (!d.getDecode().empty() &&
+        failed(printBlock(d.getDecode().front(), indent + 2)))
       return failure();
     out << pad << "} else {\n";
-    if (failed(printBlock(d.getPrefill().front(), indent + 2)))
+    if (!d.getPrefill().empty() &&
+        failed(printBlock(d.getPrefill().front(), indent + 2)))
       return failure();
     out << pad << "}\n";
     return success();

@@ -71,7 +71,7 @@ LogicalResult MoERTDialect::verifyRegionArgAttribute(Operation *op,
     auto layer = dyn_cast<IntegerAttr>(attr.getValue());
     if (!layer || layer.getInt() < 0)
       return op->emitError() << "argument " << index << ": "
-                             << attr.getName()
+                             << attr.getName().getValue()
                              << " must be a non-negative integer";
     return success();
   }

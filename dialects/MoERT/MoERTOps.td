@@ -311,7 +311,7 @@ def MoERT_IfDecodeOp : MoERT_Op<"if_decode", [NoTerminator, NoRegionArguments]> 
     ```
   }];
   let arguments = (ins ConfinedAttr<I64Attr, [IntPositive]>:$max_tokens);
-  let regions = (region SizedRegion<1>:$decode, SizedRegion<1>:$prefill);
+  let regions = (region MaxSizedRegion<1>:$decode, MaxSizedRegion<1>:$prefill);
   let assemblyFormat = "`max_tokens` $max_tokens $decode `else` $prefill attr-dict";
 }
 
