@@ -18,6 +18,7 @@
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/Format.h"
 
+#include <cmath>
 #include <cstdlib>
 
 using namespace mlir;
@@ -115,9 +116,15 @@ const llvm::StringSet<> &knownCallees(Target target) {
   return target == Target::Cpu ? cpu : cuda;
 }
 
-bool isIdentifier(StringRef s) {
-  return !s.empty() && s.size() <= 200 && !llvm::isDigit(s.front()) &&
-         llvm::all_of(s, [](char c) { return llvm::isAlnum(c) || c == '_'; });
+/// A kernel's name as the lowering makes them, `kind_<number>`: a C
+/// identifier that is no keyword and no reserved name.
+bool isKernelName(StringRef s) {
+  StringRef kind = s.rsplit('_').first, number = s.rsplit('_').second;
+  return s.size() <= 200 && !kind.empty() && llvm::isLower(kind.front()) &&
+         !number.empty() && llvm::all_of(number, llvm::isDigit) &&
+         llvm::all_of(kind, [](char c) {
+           return llvm::isLower(c) || llvm::isDigit(c) || c == '_';
+         });
 }
 
 struct Cache {
@@ -193,11 +200,20 @@ FailureOr<std::string> PlanPrinter::templateArg(Operation *op,
 
 FailureOr<std::string> PlanPrinter::expr(Operation *user, Value v) const {
   if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
-    if (auto f = dyn_cast<FloatAttr>(c.getValue()))
+    if (auto f = dyn_cast<FloatAttr>(c.getValue())) {
+      if (!std::isfinite(f.getValueAsDouble()) ||
+          !(f.getType().isF32() || f.getType().isF64()))
+        return c.emitOpError("the printers take finite f32 and f64 "
+                             "constants only");
       return f.getType().isF32() ? cppFloat(f.getValueAsDouble())
                                  : cppDouble(f.getValueAsDouble());
-    if (auto i = dyn_cast<IntegerAttr>(c.getValue()))
+    }
+    if (auto i = dyn_cast<IntegerAttr>(c.getValue())) {
+      if (!i.getType().isSignlessInteger(64) &&
+          !i.getType().isSignlessInteger(32))
+        return c.emitOpError("the printers take i32 and i64 constants only");
       return std::to_string(i.getInt());
+    }
   }
   auto it = names.find(v);
   if (it == names.end())
@@ -245,7 +261,8 @@ LogicalResult PlanPrinter::collectArguments(func::FuncOp func) {
     Cache &c = caches[l];
     if (c.seen)
       return bad("two caches of layer " + Twine(l));
-    auto window = func.getArgAttrOfType<IntegerAttr>(i, moert::MoERTDialect::kKvWindowAttrName);
+    auto window = func.getArgAttrOfType<IntegerAttr>(
+        i, moert::MoERTDialect::kKvWindowAttrName);
     c = Cache{type.getNumKvHeads(), type.getHeadDim(), type.getCapacity(),
               window ? window.getInt() : 0, true};
     if (c.window < 0 ||
@@ -299,9 +316,6 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
              << kMaxArenaFloatsPerToken << " floats per token";
     arenaPerToken = std::max(arenaPerToken, offset + size);
     auto type = cast<MemRefType>(v.getType());
-    int64_t width = type.getRank() == 2 ? type.getDimSize(1) : 1;
-    if (size % width)
-      return op->emitOpError("size ") << size << " is not whole rows";
     bool ints = type.getElementType().isInteger(32);
     std::string name = declare(v, "b");
     out << pad << (ints ? "int32_t" : "float") << " *" << name << " = ";
@@ -464,6 +478,8 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
         s = "cmin(" + s + ", " + print(r) + ")";
       return s;
     };
+    if (list.empty())
+      list = "nullptr";
     out << pad << "{\n"
         << locals << pad << "  void *args[] = {" << list << "};\n"
         << pad << "  ex->launch(ex->device, " << it->second << ", "
@@ -518,7 +534,8 @@ LogicalResult PlanPrinter::run() {
   if (!func || func.isExternal() || !func.getBody().hasOneBlock())
     return module.emitError("no func.func @forward to print");
   auto positions = func->getAttrOfType<IntegerAttr>("moert.max_positions");
-  if (!positions || positions.getInt() < 1 ||
+  if (!positions || !positions.getType().isSignlessInteger(64) ||
+      positions.getInt() < 1 ||
       positions.getInt() > 2147483647)
     return func.emitOpError("needs moert.max_positions in [1, 2^31 - 1]");
   maxPositions = positions.getInt();
@@ -529,8 +546,9 @@ LogicalResult PlanPrinter::run() {
   for (auto kernel : module.getOps<moert::KernelOp>()) {
     if (cpu)
       return kernel.emitOpError("the CPU target has no device kernels");
-    if (!isIdentifier(kernel.getSymName()))
-      return kernel.emitOpError("a kernel's name is a C identifier");
+    if (!isKernelName(kernel.getSymName()))
+      return kernel.emitOpError("a kernel's name is kind_<number>, in "
+                                "lowercase letters, digits and '_'");
     if (!knownCallees(target).contains(kernel.getCallee()))
       return kernel.emitOpError("calls '")
              << kernel.getCallee()

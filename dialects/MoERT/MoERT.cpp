@@ -8,6 +8,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/AffineExpr.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -69,10 +70,10 @@ LogicalResult MoERTDialect::verifyRegionArgAttribute(Operation *op,
   if (attr.getName() == kKvLayerAttrName ||
       attr.getName() == kKvWindowAttrName) {
     auto layer = dyn_cast<IntegerAttr>(attr.getValue());
-    if (!layer || layer.getInt() < 0)
+    if (!layer || !layer.getType().isSignlessInteger(64) || layer.getInt() < 0)
       return op->emitError() << "argument " << index << ": "
                              << attr.getName().getValue()
-                             << " must be a non-negative integer";
+                             << " must be a non-negative i64";
     return success();
   }
   return op->emitError() << "unknown argument attribute " << attr.getName();
@@ -106,9 +107,11 @@ LogicalResult ViewOp::verify() {
   if (!element.isF32() && !element.isSignlessInteger(32))
     return emitOpError("views f32 or i32 elements, not ") << element;
   int64_t width = type.getRank() == 2 ? type.getDimSize(1) : 1;
-  if (ShapedType::isDynamic(width) || int64_t(getSize()) < width)
+  if (ShapedType::isDynamic(width) || width < 1)
+    return emitOpError("rows of a static, positive width");
+  if (int64_t(getSize()) < width || int64_t(getSize()) % width)
     return emitOpError("size ")
-           << getSize() << " cannot hold a row of " << width << " elements";
+           << getSize() << " is not whole rows of " << width << " elements";
   return success();
 }
 
@@ -128,7 +131,8 @@ LogicalResult TableOp::verify() {
   for (Value entry : getEntries()) {
     auto memref = cast<MemRefType>(entry.getType());
     bool isNull = entry.getDefiningOp<NullOp>() != nullptr;
-    if (type.getOutput() ? !isBatchBuffer(memref) : isBatchBuffer(memref))
+    if (!isNull &&
+        (type.getOutput() ? !isBatchBuffer(memref) : isBatchBuffer(memref)))
       return emitOpError("entries of ")
              << (type.getOutput() ? "an output table are activations"
                                   : "a weight table are weights");
@@ -142,11 +146,20 @@ LogicalResult TableOp::verify() {
 }
 
 static LogicalResult verifyTemplateArgs(Operation *op, ArrayAttr args) {
-  for (Attribute a : args)
-    if (!isa<TypeAttr, IntegerAttr, BoolAttr>(a))
+  for (Attribute a : args) {
+    if (isa<TypeAttr, BoolAttr>(a))
+      continue;
+    auto i = dyn_cast<IntegerAttr>(a);
+    if (!i)
       return op->emitOpError("template arguments are types, integers or "
                              "booleans, not ")
              << a;
+    // Sizes and counts: non-negative, and what an int64 holds.
+    if (!i.getType().isSignlessInteger(64) || i.getInt() < 0)
+      return op->emitOpError("integer template arguments are non-negative "
+                             "i64, not ")
+             << a;
+  }
   return success();
 }
 
@@ -168,6 +181,29 @@ LogicalResult LaunchOp::verify() {
     if (map.getNumDims() != 1 || map.getNumSymbols() || !map.getNumResults())
       return emitOpError("grid dimensions are maps of the token count: (n) "
                          "-> (...), not ")
+             << a;
+    // Small expressions of the token count whose divisors are positive and
+    // constants in [0, 2^31): every grid the printer prints evaluates
+    // without dividing by zero, and the printer's recursion is bounded.
+    int64_t nodes = 0;
+    bool bad = false;
+    for (AffineExpr r : map.getResults())
+      r.walk([&](AffineExpr e) {
+        ++nodes;
+        if (auto c = dyn_cast<AffineConstantExpr>(e))
+          bad |= c.getValue() < 0 || c.getValue() >= (int64_t(1) << 31);
+        if (e.getKind() == AffineExprKind::FloorDiv ||
+            e.getKind() == AffineExprKind::CeilDiv ||
+            e.getKind() == AffineExprKind::Mod) {
+          auto rhs = dyn_cast<AffineConstantExpr>(
+              cast<AffineBinaryOpExpr>(e).getRHS());
+          bad |= !rhs || rhs.getValue() < 1;
+        }
+      });
+    if (nodes > 64 || map.getNumResults() > 4 || bad)
+      return emitOpError("grid dimensions are at most 4 expressions of at "
+                         "most 64 terms, constants in [0, 2^31) and positive "
+                         "divisors, not ")
              << a;
   }
   return success();

@@ -132,8 +132,8 @@ def MoERT_ViewOp : MoERT_Op<"view", [Pure]> {
     %i = moert.view offset 192 size 2 : memref<?x2xi32>
     ```
   }];
-  let arguments = (ins ConfinedAttr<I64Attr, [IntNonNegative]>:$offset,
-                       ConfinedAttr<I64Attr, [IntNonNegative]>:$size);
+  let arguments = (ins ConfinedAttr<I64Attr, [IntNonNegative, IntMaxValue<68719476736>]>:$offset,
+                       ConfinedAttr<I64Attr, [IntPositive, IntMaxValue<68719476736>]>:$size);
   let results = (outs AnyMemRef:$result);
   let assemblyFormat = "`offset` $offset `size` $size attr-dict `:` type($result)";
   let hasVerifier = 1;
@@ -150,7 +150,7 @@ def MoERT_WorkspaceOp : MoERT_Op<"workspace", [Pure]> {
     %ws = moert.workspace 4352 : memref<?xf32>
     ```
   }];
-  let arguments = (ins ConfinedAttr<I64Attr, [IntPositive]>:$size);
+  let arguments = (ins ConfinedAttr<I64Attr, [IntPositive, IntMaxValue<68719476736>]>:$size);
   let results = (outs MemRefRankOf<[F32], [1]>:$result);
   let assemblyFormat = "$size attr-dict `:` type($result)";
 }
@@ -218,7 +218,7 @@ def MoERT_TokensOp : MoERT_Op<"tokens", [Pure]> {
     %rows = moert.tokens times 2 : i32
     ```
   }];
-  let arguments = (ins DefaultValuedAttr<ConfinedAttr<I64Attr, [IntPositive]>, "1">:$times);
+  let arguments = (ins DefaultValuedAttr<ConfinedAttr<I64Attr, [IntPositive, IntMaxValue<1048576>]>, "1">:$times);
   let results = (outs AnySignlessIntegerOrIndex:$result);
   let assemblyFormat = "(`times` $times^)? attr-dict `:` type($result)";
 }
@@ -310,7 +310,7 @@ def MoERT_IfDecodeOp : MoERT_Op<"if_decode", [NoTerminator, NoRegionArguments]> 
     }
     ```
   }];
-  let arguments = (ins ConfinedAttr<I64Attr, [IntPositive]>:$max_tokens);
+  let arguments = (ins ConfinedAttr<I64Attr, [IntPositive, IntMaxValue<1048576>]>:$max_tokens);
   let regions = (region MaxSizedRegion<1>:$decode, MaxSizedRegion<1>:$prefill);
   let assemblyFormat = "`max_tokens` $max_tokens $decode `else` $prefill attr-dict";
 }

@@ -8,6 +8,7 @@
 // RUN: moe-opt %S/Inputs/one-layer-f16.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory{target=cuda}),moe-lower-to-cuda{attention-splits=2})' | FileCheck %s --check-prefix=SPLIT2
 // RUN: moe-opt %S/Inputs/one-layer-f16.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache{max-seq=200},moe-plan-memory{target=cuda}),moe-lower-to-cuda)' | FileCheck %s --check-prefix=SEQ200
 // RUN: moe-opt %S/Inputs/one-layer-f16.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory{target=cuda}),moe-lower-to-cuda{fuse-qkv-decode=false})' | FileCheck %s --check-prefix=NOFUSE
+// RUN: moe-opt %S/Inputs/one-layer-f16-qk.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory{target=cuda}),moe-lower-to-cuda)' | FileCheck %s --check-prefix=TWO
 
 // Defaults. The q/k/v projections: one gemvMulti launch for a decode step
 // (RoPE on q and k as they are stored: 64 / 2 + 32 / 2 + 32 = 80 warps,
@@ -77,3 +78,9 @@
 // NOFUSE: moert.if_decode max_tokens 8 {
 // NOFUSE-NEXT: moert.launch @linear_gemv_
 // NOFUSE-NOT: gemvMulti
+
+// Two fused projections: gemvMulti's third part is absent (width 0, a null
+// weight and output).
+// TWO: %[[NONE:.+]] = moert.null : memref<?xf32>
+// TWO: moert.table %{{.+}}, %{{.+}}, %[[NONE]] : (memref<64x64xf16>, memref<32x64xf16>, memref<?xf32>) -> !moert.table<3, none>
+// TWO: "moert::cuda::gemvMulti" [f16, f16, f16, 64, 64, 32, 0, true, true, false, 16]

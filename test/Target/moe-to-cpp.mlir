@@ -10,8 +10,12 @@
 // RUN: sed -e 's/"moert::add"/"system"/' %t.mlir | not moe-translate --moe-to-cpp 2>&1 | FileCheck %s --check-prefix=CALLEE
 // RUN: not moe-translate --moe-to-cpp %S/Inputs/one-layer-f16.mlir 2>&1 | FileCheck %s --check-prefix=NOTLOWERED
 // RUN: not moe-translate --moe-to-cuda %t.mlir 2>&1 | FileCheck %s --check-prefix=OTHER
-// RUN: sed -e 's/moert.view offset 0 size 2 /moert.view offset 68719476737 size 2 /' %t.mlir | not moe-translate --moe-to-cpp 2>&1 | FileCheck %s --check-prefix=ARENA
+// RUN: sed -e 's/moert.view offset 0 size 2 /moert.view offset 68719476736 size 2 /' %t.mlir | not moe-translate --moe-to-cpp 2>&1 | FileCheck %s --check-prefix=ARENA
 // RUN: sed -e 's/moert.weight "gate"/moert.weight "nowhere"/' %t.mlir | not moe-translate --moe-to-cpp 2>&1 | FileCheck %s --check-prefix=WEIGHT
+// RUN: sed -e 's/arith.constant 9.99999974E-6 : f32/arith.constant 0x7FC00000 : f32/' %t.mlir | not moe-translate --moe-to-cpp 2>&1 | FileCheck %s --check-prefix=NAN
+// RUN: sed -e 's/moert.max_positions = 64 : i64/moert.max_positions = 18446744073709551617 : i128/' %t.mlir | not moe-translate --moe-to-cpp 2>&1 | FileCheck %s --check-prefix=WIDE
+// moe-compile takes moe IR, not a launch plan.
+// RUN: not moe-compile %t.mlir -o %t.bin 2>&1 | FileCheck %s --check-prefix=PLAN
 
 // CHECK: #include "moert/kernels.h"
 // CHECK: const moert_weight_desc kWeights[] = {
@@ -38,5 +42,8 @@
 // CALLEE: error: 'moert.call' op calls 'system', which is not a kernel of the CPU library
 // NOTLOWERED: error: the module is not lowered for the CPU target: run --moe-lower-to-cpu first
 // OTHER: error: the module is not lowered for the CUDA target: run --moe-lower-to-cuda first
-// ARENA: error: 'moert.view' op the activation arena would need more than 68719476736 floats per token
+// ARENA: error: 'func.func' op the activation arena would need more than 68719476736 floats per token
+// NAN: error: 'arith.constant' op the printers take finite f32 and f64 constants only
+// WIDE: error: 'func.func' op needs moert.max_positions in [1, 2^31 - 1]
+// PLAN: error: {{.*}}.mlir is a launch plan (moert IR, after --moe-lower-to-cpu/cuda); moe-compile takes moe IR (moe-translate's output or --emit=mlir), and moe-translate --moe-to-cpp prints a plan
 // WEIGHT: error: 'moert.weight' op the CPU target needs a moe.weight_source for 'nowhere' (import the model with moe-translate)

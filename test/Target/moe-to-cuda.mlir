@@ -9,6 +9,7 @@
 //
 // A kernel name is a C identifier and its callee a template of the library.
 // RUN: sed -e 's/@embedding_0/@"bad name"/g' %t.mlir | not moe-translate --moe-to-cuda 2>&1 | FileCheck %s --check-prefix=NAME
+// RUN: sed -e 's/@embedding_0/@system/g' %t.mlir | not moe-translate --moe-to-cuda 2>&1 | FileCheck %s --check-prefix=NAME
 // RUN: sed -e 's/"moert::cuda::embedding"/"moert::cuda::embedding<float>(0);abort"/' %t.mlir | not moe-translate --moe-to-cuda 2>&1 | FileCheck %s --check-prefix=CALLEE
 
 // CU: #include "moert/cuda/kernels.cuh"
@@ -48,5 +49,5 @@
 // HOST-NEXT: ex->launch(ex->device, {{[0-9]+}}, cdiv(n, 64), 2, 256, args); // linear_mma_
 // HOST: MOERT_TARGET_CUDA, moert_device_image, moert_device_image_end, 12, kKernels};
 
-// NAME: error: 'moert.kernel' op a kernel's name is a C identifier
+// NAME: error: 'moert.kernel' op a kernel's name is kind_<number>, in lowercase letters, digits and '_'
 // CALLEE: error: 'moert.kernel' op calls 'moert::cuda::embedding<float>(0);abort', which is not a kernel of the CUDA library

@@ -196,6 +196,12 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context,
   }
   sourceMgr.AddNewSourceBuffer(std::move(*file), SMLoc());
   auto module = mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr, &context);
+  if (module && (*module)->hasAttr("moert.target")) {
+    fail(input + " is a launch plan (moert IR, after --moe-lower-to-" +
+         "cpu/cuda); moe-compile takes moe IR (moe-translate's output or "
+         "--emit=mlir), and moe-translate --moe-to-cpp prints a plan");
+    return nullptr;
+  }
   // IR from a file is untrusted: its manifest must match the weight files
   // it names before anything is built from it.
   if (module && (failed(mlir::verify(*module)) ||

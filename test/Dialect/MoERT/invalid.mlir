@@ -17,8 +17,24 @@ func.func @view_type() {
 // -----
 
 func.func @view_size() {
-  // expected-error @below {{size 32 cannot hold a row of 64 elements}}
+  // expected-error @below {{size 32 is not whole rows of 64 elements}}
   %v = moert.view offset 0 size 32 : memref<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @view_rows() {
+  // expected-error @below {{size 96 is not whole rows of 64 elements}}
+  %v = moert.view offset 0 size 96 : memref<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @view_width() {
+  // expected-error @below {{rows of a static, positive width}}
+  %v = moert.view offset 0 size 1 : memref<?x0xf32>
   return
 }
 
@@ -79,6 +95,22 @@ func.func @call_targs() {
 
 // -----
 
+func.func @call_negative() {
+  // expected-error @below {{integer template arguments are non-negative i64, not -64}}
+  moert.call "moert::add" [-64] () : () -> ()
+  return
+}
+
+// -----
+
+func.func @call_wide() {
+  // expected-error @below {{integer template arguments are non-negative i64, not 18446744073709551680 : i128}}
+  moert.call "moert::add" [18446744073709551680 : i128] () : () -> ()
+  return
+}
+
+// -----
+
 // expected-error @below {{a kernel returns nothing}}
 moert.kernel @k "moert::cuda::add" [64] threads 256 : (f32) -> f32
 
@@ -111,6 +143,33 @@ func.func @launch_grid() {
 // -----
 
 moert.kernel @k "moert::cuda::add" [64] threads 256 : () -> ()
+func.func @launch_divisor() {
+  // expected-error @below {{grid dimensions are at most 4 expressions of at most 64 terms, constants in [0, 2^31) and positive divisors}}
+  moert.launch @k [affine_map<(n) -> (n floordiv 0)>, affine_map<(n) -> (1)>] () : () -> ()
+  return
+}
+
+// -----
+
+moert.kernel @k "moert::cuda::add" [64] threads 256 : () -> ()
+func.func @launch_negative() {
+  // expected-error @below {{grid dimensions are at most 4 expressions}}
+  moert.launch @k [affine_map<(n) -> (-5)>, affine_map<(n) -> (1)>] () : () -> ()
+  return
+}
+
+// -----
+
+moert.kernel @k "moert::cuda::add" [64] threads 256 : () -> ()
+func.func @launch_long() {
+  // expected-error @below {{grid dimensions are at most 4 expressions}}
+  moert.launch @k [affine_map<(n) -> (n ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2 ceildiv 2)>, affine_map<(n) -> (1)>] () : () -> ()
+  return
+}
+
+// -----
+
+moert.kernel @k "moert::cuda::add" [64] threads 256 : () -> ()
 func.func @launch_dims() {
   // expected-error @below {{has a grid of two dimensions (x, y)}}
   moert.launch @k [affine_map<(n) -> (n)>] () : () -> ()
@@ -126,8 +185,15 @@ func.func @arg_role(%x: memref<?xi32> {moert.arg = "weights"}) {
 
 // -----
 
-// expected-error @below {{argument 0: moert.kv_layer must be a non-negative integer}}
+// expected-error @below {{argument 0: moert.kv_layer must be a non-negative i64}}
 func.func @arg_layer(%c: !moe.kv_cache<2x16x16xf32> {moert.kv_layer = -1 : i64}) {
+  return
+}
+
+// -----
+
+// expected-error @below {{argument 0: moert.kv_layer must be a non-negative i64}}
+func.func @arg_layer_wide(%c: !moe.kv_cache<2x16x16xf32> {moert.kv_layer = 18446744073709551617 : i128}) {
   return
 }
 
