@@ -55,18 +55,6 @@ public:
   LoweringTypeConverter();
 };
 
-/// Base of a target's conversion patterns for `OpTy`.
-template <typename OpTy>
-class TargetPattern : public OpConversionPattern<OpTy> {
-public:
-  TargetPattern(const TypeConverter &converter, MLIRContext *context,
-                LoweringState &state)
-      : OpConversionPattern<OpTy>(converter, context), state(state) {}
-
-protected:
-  LoweringState &state;
-};
-
 /// The buffer of `result`: a moert.view at moe-plan-memory's offset, or the
 /// logits argument. Fails (with the diagnostic) on unplanned IR.
 FailureOr<Value> resultBuffer(ConversionPatternRewriter &rewriter,
@@ -78,6 +66,41 @@ FailureOr<SmallVector<Value>> resultBuffers(ConversionPatternRewriter &rewriter,
 /// The `floats` per batch token of scratch moe-plan-memory placed for `op`.
 FailureOr<Value> scratchBuffer(ConversionPatternRewriter &rewriter,
                                Operation *op, int64_t floats);
+/// Base of a target's conversion patterns for `OpTy`: gives the op's results
+/// their buffers, lets the target emit its ops (`lower`), and replaces the
+/// op's results with the buffers (and moe.attention's cache with the cache
+/// argument, updated in place).
+template <typename OpTy>
+class TargetPattern : public OpConversionPattern<OpTy> {
+public:
+  using OpAdaptor = typename OpConversionPattern<OpTy>::OpAdaptor;
+  TargetPattern(const TypeConverter &converter, MLIRContext *context,
+                LoweringState &state)
+      : OpConversionPattern<OpTy>(converter, context), state(state) {}
+
+  LogicalResult
+  matchAndRewrite(OpTy op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rw) const final {
+    FailureOr<SmallVector<Value>> outs =
+        resultBuffers(rw, state, op.getOperation());
+    if (failed(outs) || failed(lower(op, adaptor, rw, *outs)))
+      return failure();
+    SmallVector<Value> replacements(*outs);
+    if constexpr (std::is_same_v<OpTy, AttentionOp>)
+      replacements.push_back(adaptor.getCache());
+    rw.replaceOp(op, replacements);
+    return success();
+  }
+
+protected:
+  /// Emits the target's ops for `op`, whose results have the buffers
+  /// `outs`.
+  virtual LogicalResult lower(OpTy op, OpAdaptor a,
+                              ConversionPatternRewriter &rw,
+                              ArrayRef<Value> outs) const = 0;
+  LoweringState &state;
+};
+
 /// `n * times` (the forward call's token count) of type `type`.
 Value tokens(OpBuilder &b, Location loc, Type type, int64_t times = 1);
 Value constantF32(OpBuilder &b, Location loc, double v);
@@ -89,6 +112,26 @@ Value nullBuffer(OpBuilder &b, Location loc, Type element);
 int64_t width(Value v);
 /// The element type of a tensor or memref.
 Type elementType(Value v);
+
+/// The template arguments of a kernel call, built in order.
+struct TemplateArgs {
+  explicit TemplateArgs(Builder &b) : b(b) {}
+  TemplateArgs &type(Type t) {
+    args.push_back(TypeAttr::get(t));
+    return *this;
+  }
+  TemplateArgs &type(Value v) { return type(elementType(v)); }
+  TemplateArgs &i(int64_t v) {
+    args.push_back(b.getI64IntegerAttr(v));
+    return *this;
+  }
+  TemplateArgs &flag(bool v) {
+    args.push_back(b.getBoolAttr(v));
+    return *this;
+  }
+  Builder &b;
+  SmallVector<Attribute> args;
+};
 
 /// Lowers every @forward in `module` for `target` with the patterns
 /// `populate` adds: checks the contract, rewrites the signature to

@@ -31,28 +31,22 @@ void mlir::moe::registerTargetTranslations() {
         return printCpuProgram(module, EmitOptions(), os);
       },
       registerDialects);
+  // The two files of a CUDA program, each its own translation.
+  auto cudaFile = [](std::string CudaProgram::*file) {
+    return [file](ModuleOp module, raw_ostream &os) -> LogicalResult {
+      FailureOr<CudaProgram> program = printCudaProgram(module, EmitOptions());
+      if (failed(program))
+        return failure();
+      os << (*program).*file;
+      return success();
+    };
+  };
   static TranslateFromMLIRRegistration cuda(
       "moe-to-cuda",
       "Print the kernels (.cu) of a module lowered by --moe-lower-to-cuda",
-      [](ModuleOp module, raw_ostream &os) -> LogicalResult {
-        FailureOr<CudaProgram> program =
-            printCudaProgram(module, EmitOptions());
-        if (failed(program))
-          return failure();
-        os << program->deviceCode;
-        return success();
-      },
-      registerDialects);
+      cudaFile(&CudaProgram::deviceCode), registerDialects);
   static TranslateFromMLIRRegistration cudaHost(
       "moe-to-cuda-host",
       "Print the host plan (.cpp) of a module lowered by --moe-lower-to-cuda",
-      [](ModuleOp module, raw_ostream &os) -> LogicalResult {
-        FailureOr<CudaProgram> program =
-            printCudaProgram(module, EmitOptions());
-        if (failed(program))
-          return failure();
-        os << program->hostPlan;
-        return success();
-      },
-      registerDialects);
+      cudaFile(&CudaProgram::hostPlan), registerDialects);
 }

@@ -47,72 +47,44 @@ struct CpuBufferModel
   }
 };
 
-/// Template arguments.
-struct TArgs {
-  explicit TArgs(Builder &b) : b(b) {}
-  TArgs &type(Type t) {
-    args.push_back(TypeAttr::get(t));
-    return *this;
-  }
-  TArgs &type(Value v) { return type(elementType(v)); }
-  TArgs &i(int64_t v) {
-    args.push_back(b.getI64IntegerAttr(v));
-    return *this;
-  }
-  TArgs &flag(bool v) {
-    args.push_back(b.getBoolAttr(v));
-    return *this;
-  }
-  Builder &b;
-  SmallVector<Attribute> args;
-};
 
 void call(ConversionPatternRewriter &rw, Location loc, StringRef callee,
-          const TArgs &targs, bool threaded, ValueRange args) {
+          const TemplateArgs &targs, bool threaded, ValueRange args) {
   moert::CallOp::create(rw, loc, rw.getStringAttr(callee),
                         rw.getArrayAttr(targs.args),
                         threaded ? rw.getUnitAttr() : UnitAttr(), args);
 }
 
+/// A CPU pattern: the kernels take the token count `n` as an index.
 template <typename OpTy>
 struct CpuPattern : public TargetPattern<OpTy> {
   using TargetPattern<OpTy>::TargetPattern;
   using OpAdaptor = typename TargetPattern<OpTy>::OpAdaptor;
 
-  LogicalResult
-  matchAndRewrite(OpTy op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &rw) const override {
-    FailureOr<SmallVector<Value>> outs = resultBuffers(rw, this->state, op);
-    if (failed(outs))
-      return failure();
-    Value n = tokens(rw, op.getLoc(), rw.getIndexType());
-    if (failed(lower(op, adaptor, rw, *outs, n)))
-      return failure();
-    SmallVector<Value> replacements(*outs);
-    // moe.attention's second result is the cache, updated in place.
-    if constexpr (std::is_same_v<OpTy, AttentionOp>)
-      replacements.push_back(adaptor.getCache());
-    rw.replaceOp(op, replacements);
-    return success();
+  LogicalResult lower(OpTy op, OpAdaptor a, ConversionPatternRewriter &rw,
+                      ArrayRef<Value> outs) const final {
+    return lowerCpu(op, a, rw, outs,
+                    tokens(rw, op.getLoc(), rw.getIndexType()));
   }
-  virtual LogicalResult lower(OpTy op, OpAdaptor a,
-                              ConversionPatternRewriter &rw,
-                              ArrayRef<Value> outs, Value n) const = 0;
+  virtual LogicalResult lowerCpu(OpTy op, OpAdaptor a,
+                                 ConversionPatternRewriter &rw,
+                                 ArrayRef<Value> outs, Value n) const = 0;
 };
 
 #define CPU_PATTERN(Name, OpTy)                                                \
   struct Name : public CpuPattern<OpTy> {                                      \
     using CpuPattern::CpuPattern;                                              \
-    LogicalResult lower(OpTy op, OpAdaptor a, ConversionPatternRewriter &rw,   \
-                        ArrayRef<Value> outs, Value n) const override;         \
+    LogicalResult lowerCpu(OpTy op, OpAdaptor a,                               \
+                           ConversionPatternRewriter &rw,                      \
+                           ArrayRef<Value> outs, Value n) const override;      \
   };                                                                           \
-  LogicalResult Name::lower(OpTy op, OpAdaptor a,                              \
-                            ConversionPatternRewriter &rw,                     \
-                            ArrayRef<Value> outs, Value n) const
+  LogicalResult Name::lowerCpu(OpTy op, OpAdaptor a,                           \
+                               ConversionPatternRewriter &rw,                  \
+                               ArrayRef<Value> outs, Value n) const
 
 CPU_PATTERN(EmbeddingToCpu, EmbeddingOp) {
   call(rw, op.getLoc(), "moert::embedding",
-       TArgs(rw).type(op.getTable()).i(width(op.getResult())), false,
+       TemplateArgs(rw).type(op.getTable()).i(width(op.getResult())), false,
        {a.getTable(), a.getIds(), n, outs[0]});
   return success();
 }
@@ -121,7 +93,7 @@ CPU_PATTERN(RMSNormToCpu, RMSNormOp) {
   Value eps =
       constantF32(rw, op.getLoc(), op.getEpsilon().convertToDouble());
   call(rw, op.getLoc(), "moert::rmsNorm",
-       TArgs(rw).type(op.getWeight()).i(width(op.getResult())), false,
+       TemplateArgs(rw).type(op.getWeight()).i(width(op.getResult())), false,
        {a.getInput(), a.getWeight(), eps, n, outs[0]});
   return success();
 }
@@ -136,7 +108,7 @@ void linear(ConversionPatternRewriter &rw, Location loc, Value input,
     args.push_back(residual);
   }
   call(rw, loc, "moert::linear",
-       TArgs(rw).type(weight).i(shape[0]).i(shape[1]), true, args);
+       TemplateArgs(rw).type(weight).i(shape[0]).i(shape[1]), true, args);
 }
 
 CPU_PATTERN(LinearToCpu, LinearOp) {
@@ -147,7 +119,7 @@ CPU_PATTERN(LinearToCpu, LinearOp) {
 
 void rope(ConversionPatternRewriter &rw, Location loc, Value in, Value pos,
           double theta, int64_t headDim, Value n, Value out) {
-  call(rw, loc, "moert::rope", TArgs(rw).i(width(out)).i(headDim), false,
+  call(rw, loc, "moert::rope", TemplateArgs(rw).i(width(out)).i(headDim), false,
        {in, pos, constantF64(rw, loc, theta), n, out});
 }
 
@@ -173,7 +145,7 @@ CPU_PATTERN(RoPEToCpu, RoPEOp) {
 CPU_PATTERN(AttentionToCpu, AttentionOp) {
   auto cache = cast<KVCacheType>(op.getCache().getType());
   call(rw, op.getLoc(), "moert::attention",
-       TArgs(rw)
+       TemplateArgs(rw)
            .i(op.getNumHeads())
            .i(cache.getNumKvHeads())
            .i(cache.getHeadDim())
@@ -187,14 +159,14 @@ CPU_PATTERN(AttentionToCpu, AttentionOp) {
 }
 
 CPU_PATTERN(AddToCpu, AddOp) {
-  call(rw, op.getLoc(), "moert::add", TArgs(rw).i(width(op.getResult())),
+  call(rw, op.getLoc(), "moert::add", TemplateArgs(rw).i(width(op.getResult())),
        false, {a.getLhs(), a.getRhs(), n, outs[0]});
   return success();
 }
 
 CPU_PATTERN(RouterToCpu, RouterOp) {
   call(rw, op.getLoc(), "moert::router",
-       TArgs(rw)
+       TemplateArgs(rw)
            .i(op.getNumExperts())
            .i(op.getK())
            .flag(op.getScoring() == ScoringFunc::Softmax)
@@ -205,7 +177,7 @@ CPU_PATTERN(RouterToCpu, RouterOp) {
 
 CPU_PATTERN(FusedRouterToCpu, FusedRouterOp) {
   call(rw, op.getLoc(), "moert::fusedRouter",
-       TArgs(rw)
+       TemplateArgs(rw)
            .type(op.getGate())
            .i(width(op.getInput()))
            .i(op.getNumExperts())
@@ -239,7 +211,7 @@ CPU_PATTERN(ExpertsToCpu, ExpertsOp) {
   Value u = table(rw, loc, a.getUpWeights(), true);
   Value d = table(rw, loc, a.getDownWeights(), true);
   call(rw, loc, "moert::experts",
-       TArgs(rw)
+       TemplateArgs(rw)
            .type(op.getGateWeights().front())
            .type(op.getUpWeights().front())
            .type(op.getDownWeights().front())
@@ -255,7 +227,7 @@ CPU_PATTERN(ExpertsToCpu, ExpertsOp) {
 
 CPU_PATTERN(ExpertPermuteToCpu, ExpertPermuteOp) {
   call(rw, op.getLoc(), "moert::expertPermute",
-       TArgs(rw).i(op.getNumExperts()).i(width(op.getIndices())), false,
+       TemplateArgs(rw).i(op.getNumExperts()).i(width(op.getIndices())), false,
        {a.getIndices(), n, outs[0], outs[1]});
   return success();
 }
@@ -294,7 +266,7 @@ CPU_PATTERN(GroupedMatmulToCpu, GroupedMatmulOp) {
   if (upBuf)
     args.push_back(upBuf);
   call(rw, loc, "moert::groupedMatmul",
-       TArgs(rw)
+       TemplateArgs(rw)
            .type(part(0).getElementType())
            .type(part(parts - 1).getElementType())
            .i(part(0).getDimSize(0))
@@ -310,7 +282,7 @@ CPU_PATTERN(GroupedMatmulToCpu, GroupedMatmulOp) {
 
 CPU_PATTERN(SiluMulToCpu, SiluMulOp) {
   int64_t rows = getFloatsPerToken(op.getResult()) / width(op.getResult());
-  call(rw, op.getLoc(), "moert::siluMul", TArgs(rw).i(width(op.getResult())),
+  call(rw, op.getLoc(), "moert::siluMul", TemplateArgs(rw).i(width(op.getResult())),
        false,
        {a.getInput(), tokens(rw, op.getLoc(), rw.getIndexType(), rows),
         outs[0]});
@@ -323,7 +295,7 @@ CPU_PATTERN(ExpertCombineToCpu, ExpertCombineOp) {
   if (a.getResidual())
     args.push_back(a.getResidual());
   call(rw, op.getLoc(), "moert::expertCombine",
-       TArgs(rw).i(width(op.getResult())).i(width(op.getWeights())), false,
+       TemplateArgs(rw).i(width(op.getResult())).i(width(op.getWeights())), false,
        args);
   return success();
 }

@@ -46,24 +46,6 @@ struct CudaOptions {
   bool fuseQkvDecode = true;
 };
 
-/// Template arguments.
-struct TArgs {
-  explicit TArgs(Builder &b) : b(b) {}
-  TArgs &type(Type t) {
-    args.push_back(TypeAttr::get(t));
-    return *this;
-  }
-  TArgs &i(int64_t v) {
-    args.push_back(b.getI64IntegerAttr(v));
-    return *this;
-  }
-  TArgs &flag(bool v) {
-    args.push_back(b.getBoolAttr(v));
-    return *this;
-  }
-  Builder &b;
-  SmallVector<Attribute> args;
-};
 
 /// Grid dimensions: affine maps of the token count n.
 AffineExpr nExpr(MLIRContext *c) { return getAffineDimExpr(0, c); }
@@ -81,7 +63,7 @@ public:
   /// The kernel `kind_<i>` calling `callee<targs>` with parameters of the
   /// types of `args`, declared once per distinct specialisation.
   FlatSymbolRefAttr kernel(OpBuilder &b, StringRef kind, StringRef callee,
-                           const TArgs &targs, int64_t threads,
+                           const TemplateArgs &targs, int64_t threads,
                            ValueRange args) const {
     SmallVector<Type> params;
     for (Value a : args)
@@ -151,7 +133,7 @@ public:
         m.residual ? m.residual : nullBuffer(b, loc, b.getF32Type());
     SmallVector<Value> args = {m.input, perm, offsets, table,
                                n,       m.output, residual};
-    auto common = [&](TArgs &t) -> TArgs & {
+    auto common = [&](TemplateArgs &t) -> TemplateArgs & {
       return t.i(m.rowsA)
           .i(m.rowsB)
           .i(m.in)
@@ -164,7 +146,7 @@ public:
     };
     std::string kind = m.grouped ? "grouped_matmul" : "linear";
     auto gemv = [&] {
-      TArgs gemvArgs(b);
+      TemplateArgs gemvArgs(b);
       gemvArgs.type(typeA).type(typeB);
       return kernel(b, kind + "_gemv", "moert::cuda::gemv", common(gemvArgs),
                     256, args);
@@ -184,7 +166,7 @@ public:
       launch(b, loc, gemv(), gemvX, groups, args);
       return success();
     }
-    TArgs mmaArgs(b);
+    TemplateArgs mmaArgs(b);
     mmaArgs.type(typeA);
     FlatSymbolRefAttr mma = kernel(b, kind + "_mma", "moert::cuda::gemmMma",
                                    common(mmaArgs), 256, args);
@@ -210,7 +192,7 @@ public:
     SmallVector<Value> args = {in, pos, constantF64(b, loc, theta),
                                tokens(b, loc, b.getI32Type()), out};
     launch(b, loc,
-           kernel(b, "rope", "moert::cuda::rope", TArgs(b).i(w).i(headDim),
+           kernel(b, "rope", "moert::cuda::rope", TemplateArgs(b).i(w).i(headDim),
                   256, args),
            grid((nExpr(c) * (w / 2)).ceilDiv(256)), grid(c, 1), args);
   }
@@ -219,28 +201,13 @@ public:
   const CudaOptions &options;
 };
 
+/// A CUDA pattern: the lowering's shared machinery and options at hand.
 template <typename OpTy>
 struct CudaPattern : public TargetPattern<OpTy> {
   CudaPattern(const TypeConverter &converter, MLIRContext *context,
               LoweringState &state, const CudaLowering &lowering)
       : TargetPattern<OpTy>(converter, context, state), cuda(lowering) {}
   using OpAdaptor = typename TargetPattern<OpTy>::OpAdaptor;
-
-  LogicalResult
-  matchAndRewrite(OpTy op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &rw) const override {
-    FailureOr<SmallVector<Value>> outs = resultBuffers(rw, this->state, op);
-    if (failed(outs) || failed(lower(op, adaptor, rw, *outs)))
-      return failure();
-    SmallVector<Value> replacements(*outs);
-    if constexpr (std::is_same_v<OpTy, AttentionOp>)
-      replacements.push_back(adaptor.getCache());
-    rw.replaceOp(op, replacements);
-    return success();
-  }
-  virtual LogicalResult lower(OpTy op, OpAdaptor a,
-                              ConversionPatternRewriter &rw,
-                              ArrayRef<Value> outs) const = 0;
   const CudaLowering &cuda;
 };
 
@@ -258,7 +225,7 @@ CUDA_PATTERN(EmbeddingToCuda, EmbeddingOp) {
   SmallVector<Value> args = {a.getTable(), a.getIds(), outs[0]};
   cuda.launch(rw, op.getLoc(),
               cuda.kernel(rw, "embedding", "moert::cuda::embedding",
-                          TArgs(rw)
+                          TemplateArgs(rw)
                               .type(elementType(op.getTable()))
                               .i(width(op.getResult())),
                           256, args),
@@ -273,7 +240,7 @@ CUDA_PATTERN(RMSNormToCuda, RMSNormOp) {
       outs[0]};
   cuda.launch(rw, op.getLoc(),
               cuda.kernel(rw, "rms_norm", "moert::cuda::rmsNorm",
-                          TArgs(rw)
+                          TemplateArgs(rw)
                               .type(elementType(op.getWeight()))
                               .i(width(op.getResult())),
                           256, args),
@@ -318,7 +285,7 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
   if (!multi)
     return separate();
   // Widths, types and RoPE of three parts (a missing third: width 0).
-  TArgs targs(rw);
+  TemplateArgs targs(rw);
   SmallVector<int64_t> widths;
   SmallVector<bool> ropes;
   SmallVector<Value> table, dests;
@@ -394,7 +361,7 @@ CUDA_PATTERN(AttentionToCuda, AttentionOp) {
   Value q = a.getQuery(), k = a.getKey(), v = a.getValue(),
         pos = this->state.positions;
   Value scale = constantF32(rw, loc, op.getEffectiveScale());
-  auto shape = [&](TArgs t, bool withWindow) {
+  auto shape = [&](TemplateArgs t, bool withWindow) {
     t.i(heads).i(kvHeads).i(headDim).i(capacity);
     if (withWindow)
       t.i(window);
@@ -408,14 +375,14 @@ CUDA_PATTERN(AttentionToCuda, AttentionOp) {
         cuda.launch(rw, loc,
                     cuda.kernel(rw, "attention_decode",
                                 "moert::cuda::attentionDecode",
-                                shape(TArgs(rw), true).i(splits), 128, decode),
+                                shape(TemplateArgs(rw), true).i(splits), 128, decode),
                     grid(c, heads * splits), grid(n), decode);
         SmallVector<Value> finish = {
             ws, k, v, pos, tokens(rw, loc, rw.getI32Type()), outs[0], kc, vc};
         cuda.launch(rw, loc,
                     cuda.kernel(rw, "attention_decode_finish",
                                 "moert::cuda::attentionDecodeFinish",
-                                shape(TArgs(rw), false).i(splits), 128, finish),
+                                shape(TemplateArgs(rw), false).i(splits), 128, finish),
                     grid(c, heads), grid(n), finish);
       },
       [&] {
@@ -425,7 +392,7 @@ CUDA_PATTERN(AttentionToCuda, AttentionOp) {
         cuda.launch(rw, loc,
                     cuda.kernel(rw, "attention_prefill",
                                 "moert::cuda::attentionPrefill",
-                                shape(TArgs(rw), true), 128, prefill),
+                                shape(TemplateArgs(rw), true), 128, prefill),
                     grid(c, heads), grid(n.ceilDiv(16)), prefill);
         // Both variants append the chunk to the cache only after every
         // query read the old slots.
@@ -434,7 +401,7 @@ CUDA_PATTERN(AttentionToCuda, AttentionOp) {
         cuda.launch(
             rw, loc,
             cuda.kernel(rw, "kv_append", "moert::cuda::kvAppend",
-                        TArgs(rw).i(kvHeads).i(headDim).i(capacity), 256,
+                        TemplateArgs(rw).i(kvHeads).i(headDim).i(capacity), 256,
                         append),
             grid((n * (kvHeads * headDim)).ceilDiv(256)), grid(c, 1), append);
       });
@@ -447,7 +414,7 @@ CUDA_PATTERN(AddToCuda, AddOp) {
                              tokens(rw, op.getLoc(), rw.getI32Type()),
                              outs[0]};
   cuda.launch(rw, op.getLoc(),
-              cuda.kernel(rw, "add", "moert::cuda::add", TArgs(rw).i(w), 256,
+              cuda.kernel(rw, "add", "moert::cuda::add", TemplateArgs(rw).i(w), 256,
                           args),
               grid((nExpr(getContext()) * w).ceilDiv(256)),
               grid(getContext(), 1), args);
@@ -459,7 +426,7 @@ CUDA_PATTERN(FusedRouterToCuda, FusedRouterOp) {
   SmallVector<Value> args = {a.getInput(), a.getGate(), outs[0], outs[1]};
   cuda.launch(rw, op.getLoc(),
               cuda.kernel(rw, "fused_router", "moert::cuda::fusedRouter",
-                          TArgs(rw)
+                          TemplateArgs(rw)
                               .type(elementType(op.getGate()))
                               .i(h)
                               .i(op.getNumExperts())
@@ -480,7 +447,7 @@ CUDA_PATTERN(ExpertPermuteToCuda, ExpertPermuteOp) {
   int64_t threads = std::min<int64_t>((experts + 32) / 32 * 32, 1024);
   cuda.launch(rw, op.getLoc(),
               cuda.kernel(rw, "expert_permute", "moert::cuda::expertPermute",
-                          TArgs(rw).i(experts).i(width(op.getIndices())),
+                          TemplateArgs(rw).i(experts).i(width(op.getIndices())),
                           threads, args),
               grid(getContext(), 1), grid(getContext(), 1), args);
   return success();
@@ -512,7 +479,7 @@ CUDA_PATTERN(SiluMulToCuda, SiluMulOp) {
   SmallVector<Value> args = {
       a.getInput(), tokens(rw, op.getLoc(), rw.getI32Type(), rows), outs[0]};
   cuda.launch(rw, op.getLoc(),
-              cuda.kernel(rw, "silu_mul", "moert::cuda::siluMul", TArgs(rw).i(i),
+              cuda.kernel(rw, "silu_mul", "moert::cuda::siluMul", TemplateArgs(rw).i(i),
                           256, args),
               grid((nExpr(getContext()) * (rows * i)).ceilDiv(256)),
               grid(getContext(), 1), args);
@@ -530,7 +497,7 @@ CUDA_PATTERN(ExpertCombineToCuda, ExpertCombineOp) {
       a.getResidual() ? a.getResidual() : nullBuffer(rw, loc, rw.getF32Type())};
   cuda.launch(rw, loc,
               cuda.kernel(rw, "expert_combine", "moert::cuda::expertCombine",
-                          TArgs(rw)
+                          TemplateArgs(rw)
                               .i(width(op.getResult()))
                               .i(width(op.getWeights())),
                           256, args),

@@ -830,22 +830,5 @@ int64_t mlir::moe::getFloatsPerToken(Value value) {
       .value_or(std::numeric_limits<int64_t>::max());
 }
 
-int64_t mlir::moe::getScratchFloatsPerToken(Operation *op) {
-  if (auto experts = dyn_cast<ExpertsOp>(op)) {
-    auto gate = tensorType(experts.getGateWeights().front());
-    return 2 * (gate.getDimSize(0) + gate.getDimSize(1));
-  }
-  if (auto gemm = dyn_cast<GroupedMatmulOp>(op)) {
-    // The gathered rows, then (silu_mul) the up part's rows: the CPU
-    // kernels stage them here.
-    int64_t gathered =
-        gemm.getGather() ? gemm.getInput().getType().getDimSize(1) : 0;
-    int64_t up =
-        gemm.getSiluMul() ? gemm.getResult().getType().getDimSize(1) : 0;
-    return gemm.getK() * (gathered + up);
-  }
-  return 0;
-}
-
 #define GET_OP_CLASSES
 #include "dialects/MoE/MoEOps.cpp.inc"

@@ -29,11 +29,6 @@ namespace mlir::moe {
 /// covers them for any batch.
 int64_t getFloatsPerToken(Value value);
 
-/// Floats per batch token of working memory `op` needs while it runs (the
-/// unfused expert bank's gather and intermediates; a gathering grouped GEMM's
-/// gathered rows).
-int64_t getScratchFloatsPerToken(Operation *op);
-
 } // namespace mlir::moe
 
 #endif // MOE_DIALECTS_MOE_MOEOPS_H
