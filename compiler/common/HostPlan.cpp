@@ -92,27 +92,26 @@ StringRef dtypeEnum(Type t) {
 /// is refused, so the IR names code but never writes it.
 const llvm::StringSet<> &knownCallees(Target target) {
   static const llvm::StringSet<> cpu = {
-      "moert::embedding",     "moert::rmsNorm",      "moert::linear",
-      "moert::rope",          "moert::attention",    "moert::add",
-      "moert::router",        "moert::fusedRouter",  "moert::experts",
+      "moert::embedding",     "moert::rmsNorm",       "moert::linear",
+      "moert::rope",          "moert::attention",     "moert::add",
+      "moert::router",        "moert::fusedRouter",   "moert::experts",
       "moert::expertPermute", "moert::groupedMatmul", "moert::siluMul",
       "moert::expertCombine"};
-  static const llvm::StringSet<> cuda = {
-      "moert::cuda::embedding",
-      "moert::cuda::rmsNorm",
-      "moert::cuda::gemv",
-      "moert::cuda::gemmMma",
-      "moert::cuda::gemvMulti",
-      "moert::cuda::rope",
-      "moert::cuda::attentionDecode",
-      "moert::cuda::attentionDecodeFinish",
-      "moert::cuda::attentionPrefill",
-      "moert::cuda::kvAppend",
-      "moert::cuda::add",
-      "moert::cuda::fusedRouter",
-      "moert::cuda::expertPermute",
-      "moert::cuda::siluMul",
-      "moert::cuda::expertCombine"};
+  static const llvm::StringSet<> cuda = {"moert::cuda::embedding",
+                                         "moert::cuda::rmsNorm",
+                                         "moert::cuda::gemv",
+                                         "moert::cuda::gemmMma",
+                                         "moert::cuda::gemvMulti",
+                                         "moert::cuda::rope",
+                                         "moert::cuda::attentionDecode",
+                                         "moert::cuda::attentionDecodeFinish",
+                                         "moert::cuda::attentionPrefill",
+                                         "moert::cuda::kvAppend",
+                                         "moert::cuda::add",
+                                         "moert::cuda::fusedRouter",
+                                         "moert::cuda::expertPermute",
+                                         "moert::cuda::siluMul",
+                                         "moert::cuda::expertCombine"};
   return target == Target::Cpu ? cpu : cuda;
 }
 
@@ -232,8 +231,8 @@ LogicalResult PlanPrinter::collectArguments(func::FuncOp func) {
                "argument)");
   for (BlockArgument arg : func.getArguments()) {
     unsigned i = arg.getArgNumber();
-    if (auto role = func.getArgAttrOfType<StringAttr>(
-            i, MoERTDialect::kArgAttrName)) {
+    if (auto role =
+            func.getArgAttrOfType<StringAttr>(i, MoERTDialect::kArgAttrName)) {
       auto memref = dyn_cast<MemRefType>(arg.getType());
       if (!memref || !moert::isBatchBuffer(memref))
         return bad("argument " + Twine(i) + " is not a buffer");
@@ -245,8 +244,8 @@ LogicalResult PlanPrinter::collectArguments(func::FuncOp func) {
       names[arg] = role.getValue().str();
       continue;
     }
-    auto layer = func.getArgAttrOfType<IntegerAttr>(
-        i, MoERTDialect::kKvLayerAttrName);
+    auto layer =
+        func.getArgAttrOfType<IntegerAttr>(i, MoERTDialect::kKvLayerAttrName);
     auto type = dyn_cast<KVCacheType>(arg.getType());
     if (!layer || !type)
       return bad("argument " + Twine(i) + " has no moert.arg or " +
@@ -268,10 +267,10 @@ LogicalResult PlanPrinter::collectArguments(func::FuncOp func) {
     if (c.window < 0 ||
         (c.window ? c.capacity < std::min(c.window, maxPositions)
                   : c.capacity < maxPositions))
-      return bad("the cache of layer " + Twine(l) + " cannot hold " +
-                 Twine(c.window ? std::min(c.window, maxPositions)
-                                : maxPositions) +
-                 " positions");
+      return bad(
+          "the cache of layer " + Twine(l) + " cannot hold " +
+          Twine(c.window ? std::min(c.window, maxPositions) : maxPositions) +
+          " positions");
     names[arg] = "ex->caches[" + std::to_string(l) + "]";
   }
   for (StringRef role : {"tokens", "positions", "logits"})
@@ -439,13 +438,13 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
       bool lvalue = names.count(a) && !a.getDefiningOp<moert::TokensOp>();
       if (!lvalue) {
         Type t = a.getType();
-        StringRef ctype = t.isF32()   ? "float"
-                          : t.isF64() ? "double"
+        StringRef ctype = t.isF32()         ? "float"
+                          : t.isF64()       ? "double"
                           : t.isInteger(32) ? "int"
                                             : "int64_t";
         std::string local = "c" + std::to_string(i);
-        locals += pad + "  const " + ctype.str() + " " + local + " = " + arg +
-                  ";\n";
+        locals +=
+            pad + "  const " + ctype.str() + " " + local + " = " + arg + ";\n";
         arg = local;
       }
       list += (i ? ", " : "") + ("(void *)&" + arg);
@@ -484,8 +483,7 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
         << locals << pad << "  void *args[] = {" << list << "};\n"
         << pad << "  ex->launch(ex->device, " << it->second << ", "
         << dim(l.getGrid()[0]) << ", " << dim(l.getGrid()[1]) << ", "
-        << kernel.getThreads() << ", args); // " << kernel.getSymName()
-        << "\n"
+        << kernel.getThreads() << ", args); // " << kernel.getSymName() << "\n"
         << pad << "}\n";
     return success();
   }
@@ -535,8 +533,7 @@ LogicalResult PlanPrinter::run() {
     return module.emitError("no func.func @forward to print");
   auto positions = func->getAttrOfType<IntegerAttr>("moert.max_positions");
   if (!positions || !positions.getType().isSignlessInteger(64) ||
-      positions.getInt() < 1 ||
-      positions.getInt() > 2147483647)
+      positions.getInt() < 1 || positions.getInt() > 2147483647)
     return func.emitOpError("needs moert.max_positions in [1, 2^31 - 1]");
   maxPositions = positions.getInt();
   for (auto source : module.getOps<WeightSourceOp>()) {
@@ -703,8 +700,7 @@ LogicalResult mlir::moe::printCpuProgram(ModuleOp module,
        << " *>(ex->weights[" << i << "]);\n";
   }
   os << printer.body << "}\n\n";
-  printer.writeDescriptor(os,
-                          "MOERT_TARGET_CPU, nullptr, nullptr, 0, nullptr");
+  printer.writeDescriptor(os, "MOERT_TARGET_CPU, nullptr, nullptr, 0, nullptr");
   return success();
 }
 
@@ -766,8 +762,8 @@ FailureOr<CudaProgram> mlir::moe::printCudaProgram(ModuleOp module,
      << "  const int64_t n_max = ex->max_tokens;\n"
      << "  const void *null = nullptr;\n";
   if (printer.workspaceFloats)
-    os << "  float *const workspace = arena + n_max * "
-       << printer.arenaPerToken << ";\n";
+    os << "  float *const workspace = arena + n_max * " << printer.arenaPerToken
+       << ";\n";
   for (auto [i, source] : llvm::enumerate(printer.manifest))
     os << "  const void *W" << i << " = ex->weights[" << i << "]; // "
        << cppComment(WeightSourceOp(source).getName()) << "\n";

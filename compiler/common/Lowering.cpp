@@ -176,15 +176,16 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
   int64_t layers = int64_t(type.getNumInputs()) - 2;
   if (int64_t n = model.getNumLayers(); n != layers)
     return func.emitOpError("has ")
-           << layers << " cache arguments, but moe.model's num_layers is "
-           << n;
+           << layers << " cache arguments, but moe.model's num_layers is " << n;
   if (layers < 1 || type.getNumResults() != size_t(layers) + 1 ||
       !isIds(type.getInput(0)) || !isIds(type.getInput(1)) || !logits ||
       logits.getRank() != 2 || !logits.getElementType().isF32() ||
-      llvm::any_of(type.getInputs().drop_front(2),
-                   [](Type t) { return !isa<KVCacheType>(t); }) ||
-      llvm::any_of(type.getResults().drop_front(1),
-                   [](Type t) { return !isa<KVCacheType>(t); }))
+      llvm::any_of(
+          type.getInputs().drop_front(2),
+          [](Type t) { return !isa<KVCacheType>(t); }) ||
+      llvm::any_of(
+          type.getResults().drop_front(1),
+          [](Type t) { return !isa<KVCacheType>(t); }))
     return func.emitOpError("@forward must take (tensor<?xi32> tokens, "
                             "tensor<?xi32> positions, !moe.kv_cache...) and "
                             "return (tensor<?xVOCABxf32> logits, "
@@ -394,14 +395,16 @@ LogicalResult mlir::moe::lowerModule(
                     b.getI64IntegerAttr(reader.getSlidingWindow().value_or(0)));
   }
   if (failed(func.insertArgument(
-          2, MemRefType::get(logitsType.getShape(), logitsType.getElementType()),
+          2,
+          MemRefType::get(logitsType.getShape(), logitsType.getElementType()),
           b.getDictionaryAttr(b.getNamedAttr(moert::MoERTDialect::kArgAttrName,
                                              b.getStringAttr("logits"))),
           func.getLoc())))
     return failure();
   state.positions = entry.getArgument(1);
   state.logitsBuffer = entry.getArgument(2);
-  func.setFunctionType(FunctionType::get(context, entry.getArgumentTypes(), {}));
+  func.setFunctionType(
+      FunctionType::get(context, entry.getArgumentTypes(), {}));
   func->setAttr("moert.max_positions", b.getI64IntegerAttr(maxSeq.getInt()));
 
   LoweringTypeConverter converter;

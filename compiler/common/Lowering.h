@@ -78,9 +78,8 @@ public:
                 LoweringState &state)
       : OpConversionPattern<OpTy>(converter, context), state(state) {}
 
-  LogicalResult
-  matchAndRewrite(OpTy op, OpAdaptor adaptor,
-                  ConversionPatternRewriter &rw) const final {
+  LogicalResult matchAndRewrite(OpTy op, OpAdaptor adaptor,
+                                ConversionPatternRewriter &rw) const final {
     FailureOr<SmallVector<Value>> outs =
         resultBuffers(rw, state, op.getOperation());
     if (failed(outs) || failed(lower(op, adaptor, rw, *outs)))
@@ -137,11 +136,11 @@ struct TemplateArgs {
 /// `populate` adds: checks the contract, rewrites the signature to
 /// destination-passing style with argument attributes, converts, and marks
 /// the module with `moert.target`.
-LogicalResult lowerModule(
-    ModuleOp module, Attribute target,
-    function_ref<void(RewritePatternSet &, const TypeConverter &,
-                      LoweringState &)>
-        populate);
+LogicalResult
+lowerModule(ModuleOp module, Attribute target,
+            function_ref<void(RewritePatternSet &, const TypeConverter &,
+                              LoweringState &)>
+                populate);
 
 } // namespace mlir::moe
 

@@ -25,7 +25,8 @@ namespace {
 /// Scratch floats per batch token the CPU kernels stage rows in.
 int64_t cpuScratch(Operation *op) {
   if (auto experts = dyn_cast<ExpertsOp>(op)) {
-    auto gate = cast<RankedTensorType>(experts.getGateWeights().front().getType());
+    auto gate =
+        cast<RankedTensorType>(experts.getGateWeights().front().getType());
     return 2 * (gate.getDimSize(0) + gate.getDimSize(1));
   }
   if (auto gemm = dyn_cast<GroupedMatmulOp>(op)) {
@@ -39,14 +40,12 @@ int64_t cpuScratch(Operation *op) {
   return 0;
 }
 
-struct CpuBufferModel
-    : public moert::TargetBufferAttrInterface::ExternalModel<
-          CpuBufferModel, moert::CpuTargetAttr> {
+struct CpuBufferModel : public moert::TargetBufferAttrInterface::ExternalModel<
+                            CpuBufferModel, moert::CpuTargetAttr> {
   int64_t getScratchFloatsPerToken(Attribute, Operation *op) const {
     return cpuScratch(op);
   }
 };
-
 
 void call(ConversionPatternRewriter &rw, Location loc, StringRef callee,
           const TemplateArgs &targs, bool threaded, ValueRange args) {
@@ -56,8 +55,7 @@ void call(ConversionPatternRewriter &rw, Location loc, StringRef callee,
 }
 
 /// A CPU pattern: the kernels take the token count `n` as an index.
-template <typename OpTy>
-struct CpuPattern : public TargetPattern<OpTy> {
+template <typename OpTy> struct CpuPattern : public TargetPattern<OpTy> {
   using TargetPattern<OpTy>::TargetPattern;
   using OpAdaptor = typename TargetPattern<OpTy>::OpAdaptor;
 
@@ -90,8 +88,7 @@ CPU_PATTERN(EmbeddingToCpu, EmbeddingOp) {
 }
 
 CPU_PATTERN(RMSNormToCpu, RMSNormOp) {
-  Value eps =
-      constantF32(rw, op.getLoc(), op.getEpsilon().convertToDouble());
+  Value eps = constantF32(rw, op.getLoc(), op.getEpsilon().convertToDouble());
   call(rw, op.getLoc(), "moert::rmsNorm",
        TemplateArgs(rw).type(op.getWeight()).i(width(op.getResult())), false,
        {a.getInput(), a.getWeight(), eps, n, outs[0]});
@@ -193,11 +190,11 @@ CPU_PATTERN(FusedRouterToCpu, FusedRouterOp) {
 Value table(ConversionPatternRewriter &rw, Location loc, ValueRange weights,
             bool typed) {
   Type element = typed ? elementType(weights.front()) : rw.getNoneType();
-  return moert::TableOp::create(
-      rw, loc,
-      moert::TableType::get(rw.getContext(), int64_t(weights.size()), element,
-                            false),
-      weights);
+  return moert::TableOp::create(rw, loc,
+                                moert::TableType::get(rw.getContext(),
+                                                      int64_t(weights.size()),
+                                                      element, false),
+                                weights);
 }
 
 CPU_PATTERN(ExpertsToCpu, ExpertsOp) {
@@ -252,17 +249,19 @@ CPU_PATTERN(GroupedMatmulToCpu, GroupedMatmulOp) {
     if (gathered)
       gatherBuf = *scratch;
     if (up)
-      upBuf = gathered ? moert::ViewOp::create(
-                             rw, loc, cast<MemRefType>(scratch->getType()),
-                             scratch->getDefiningOp<moert::ViewOp>().getOffset() +
-                                 gathered,
-                             up)
-                             .getResult()
-                       : *scratch;
+      upBuf = gathered
+                  ? moert::ViewOp::create(
+                        rw, loc, cast<MemRefType>(scratch->getType()),
+                        scratch->getDefiningOp<moert::ViewOp>().getOffset() +
+                            gathered,
+                        up)
+                        .getResult()
+                  : *scratch;
   }
-  SmallVector<Value> args = {a.getInput(), a.getPerm(), a.getOffsets(),
-                             table(rw, loc, a.getExpertWeights(), false),
-                             gatherBuf, outs[0]};
+  SmallVector<Value> args = {
+      a.getInput(),   a.getPerm(),
+      a.getOffsets(), table(rw, loc, a.getExpertWeights(), false),
+      gatherBuf,      outs[0]};
   if (upBuf)
     args.push_back(upBuf);
   call(rw, loc, "moert::groupedMatmul",
@@ -282,8 +281,8 @@ CPU_PATTERN(GroupedMatmulToCpu, GroupedMatmulOp) {
 
 CPU_PATTERN(SiluMulToCpu, SiluMulOp) {
   int64_t rows = getFloatsPerToken(op.getResult()) / width(op.getResult());
-  call(rw, op.getLoc(), "moert::siluMul", TemplateArgs(rw).i(width(op.getResult())),
-       false,
+  call(rw, op.getLoc(), "moert::siluMul",
+       TemplateArgs(rw).i(width(op.getResult())), false,
        {a.getInput(), tokens(rw, op.getLoc(), rw.getIndexType(), rows),
         outs[0]});
   return success();
@@ -295,16 +294,16 @@ CPU_PATTERN(ExpertCombineToCpu, ExpertCombineOp) {
   if (a.getResidual())
     args.push_back(a.getResidual());
   call(rw, op.getLoc(), "moert::expertCombine",
-       TemplateArgs(rw).i(width(op.getResult())).i(width(op.getWeights())), false,
-       args);
+       TemplateArgs(rw).i(width(op.getResult())).i(width(op.getWeights())),
+       false, args);
   return success();
 }
 
-struct LowerToCpuPass
-    : public mlir::moe::impl::LowerToCpuBase<LowerToCpuPass> {
+struct LowerToCpuPass : public mlir::moe::impl::LowerToCpuBase<LowerToCpuPass> {
   void runOnOperation() override {
     auto populate = [this](RewritePatternSet &patterns,
-                       const TypeConverter &converter, LoweringState &state) {
+                           const TypeConverter &converter,
+                           LoweringState &state) {
       patterns.add<EmbeddingToCpu, RMSNormToCpu, LinearToCpu, FusedLinearToCpu,
                    RoPEToCpu, AttentionToCpu, AddToCpu, RouterToCpu,
                    FusedRouterToCpu, ExpertsToCpu, ExpertPermuteToCpu,
@@ -312,8 +311,7 @@ struct LowerToCpuPass
           converter, &getContext(), state);
     };
     if (failed(lowerModule(getOperation(),
-                           moert::CpuTargetAttr::get(&getContext()),
-                           populate)))
+                           moert::CpuTargetAttr::get(&getContext()), populate)))
       signalPassFailure();
   }
 };

@@ -31,9 +31,8 @@ using namespace mlir::moe;
 
 namespace {
 
-struct CudaBufferModel
-    : public moert::TargetBufferAttrInterface::ExternalModel<
-          CudaBufferModel, moert::CudaTargetAttr> {
+struct CudaBufferModel : public moert::TargetBufferAttrInterface::ExternalModel<
+                             CudaBufferModel, moert::CudaTargetAttr> {
   /// The CUDA kernels gather in their loads and apply silu in their
   /// stores: no op needs scratch.
   int64_t getScratchFloatsPerToken(Attribute, Operation *) const { return 0; }
@@ -45,7 +44,6 @@ struct CudaOptions {
   int64_t attentionSplits = 0;
   bool fuseQkvDecode = true;
 };
-
 
 /// Grid dimensions: affine maps of the token count n.
 AffineExpr nExpr(MLIRContext *c) { return getAffineDimExpr(0, c); }
@@ -78,16 +76,16 @@ public:
       it->second = (kind + "_" + Twine(state.numKernels++)).str();
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToEnd(state.module.getBody());
-      moert::KernelOp::create(b, state.module.getLoc(), it->second,
-                              callee, targsAttr, threads, type);
+      moert::KernelOp::create(b, state.module.getLoc(), it->second, callee,
+                              targsAttr, threads, type);
     }
     return FlatSymbolRefAttr::get(b.getContext(), it->second);
   }
 
-  void launch(OpBuilder &b, Location loc, FlatSymbolRefAttr kernel,
-              AffineMap x, AffineMap y, ValueRange args) const {
-    moert::LaunchOp::create(b, loc, kernel,
-                            b.getAffineMapArrayAttr({x, y}), args);
+  void launch(OpBuilder &b, Location loc, FlatSymbolRefAttr kernel, AffineMap x,
+              AffineMap y, ValueRange args) const {
+    moert::LaunchOp::create(b, loc, kernel, b.getAffineMapArrayAttr({x, y}),
+                            args);
   }
 
   /// Emits `decode` in the decode region and `prefill` in the prefill
@@ -131,7 +129,7 @@ public:
     Value offsets = m.offsets ? m.offsets : nullBuffer(b, loc, b.getI32Type());
     Value residual =
         m.residual ? m.residual : nullBuffer(b, loc, b.getF32Type());
-    SmallVector<Value> args = {m.input, perm, offsets, table,
+    SmallVector<Value> args = {m.input, perm,     offsets, table,
                                n,       m.output, residual};
     auto common = [&](TemplateArgs &t) -> TemplateArgs & {
       return t.i(m.rowsA)
@@ -154,11 +152,10 @@ public:
     // Grouped gemv: a block row per expert that has rows, at most n * k.
     AffineExpr nx = nExpr(c);
     AffineMap groups =
-        m.grouped ? AffineMap::get(1, 0,
-                                   {getAffineConstantExpr(m.experts, c),
-                                    nx * m.k},
-                                   c)
-                  : grid(c, 1);
+        m.grouped
+            ? AffineMap::get(1, 0,
+                             {getAffineConstantExpr(m.experts, c), nx * m.k}, c)
+            : grid(c, 1);
     AffineMap gemvX = grid(c, (width + 7) / 8);
     bool tensorCores = options.tensorCores && typeA == typeB &&
                        !typeA.isF32() && m.in % 64 == 0 && width % 4 == 0;
@@ -174,14 +171,15 @@ public:
     AffineMap tiles = m.grouped ? grid((nx * m.k).ceilDiv(64) + m.experts)
                                 : grid(nx.ceilDiv(64));
     // Tiles of 128 features, or of 64 gate and 64 up rows with silu.
-    AffineMap columns = grid(c, (width + (m.silu ? 63 : 127)) /
-                                    (m.silu ? 64 : 128));
+    AffineMap columns =
+        grid(c, (width + (m.silu ? 63 : 127)) / (m.silu ? 64 : 128));
     auto prefill = [&] { launch(b, loc, mma, tiles, columns, args); };
     if (m.prefillOnly)
       prefill();
     else
       ifDecode(
-          b, loc, [&] { launch(b, loc, gemv(), gemvX, groups, args); }, prefill);
+          b, loc, [&] { launch(b, loc, gemv(), gemvX, groups, args); },
+          prefill);
     return success();
   }
 
@@ -192,8 +190,8 @@ public:
     SmallVector<Value> args = {in, pos, constantF64(b, loc, theta),
                                tokens(b, loc, b.getI32Type()), out};
     launch(b, loc,
-           kernel(b, "rope", "moert::cuda::rope", TemplateArgs(b).i(w).i(headDim),
-                  256, args),
+           kernel(b, "rope", "moert::cuda::rope",
+                  TemplateArgs(b).i(w).i(headDim), 256, args),
            grid((nExpr(c) * (w / 2)).ceilDiv(256)), grid(c, 1), args);
   }
 
@@ -202,8 +200,7 @@ public:
 };
 
 /// A CUDA pattern: the lowering's shared machinery and options at hand.
-template <typename OpTy>
-struct CudaPattern : public TargetPattern<OpTy> {
+template <typename OpTy> struct CudaPattern : public TargetPattern<OpTy> {
   CudaPattern(const TypeConverter &converter, MLIRContext *context,
               LoweringState &state, const CudaLowering &lowering)
       : TargetPattern<OpTy>(converter, context, state), cuda(lowering) {}
@@ -236,8 +233,7 @@ CUDA_PATTERN(EmbeddingToCuda, EmbeddingOp) {
 CUDA_PATTERN(RMSNormToCuda, RMSNormOp) {
   SmallVector<Value> args = {
       a.getInput(), a.getWeight(),
-      constantF32(rw, op.getLoc(), op.getEpsilon().convertToDouble()),
-      outs[0]};
+      constantF32(rw, op.getLoc(), op.getEpsilon().convertToDouble()), outs[0]};
   cuda.launch(rw, op.getLoc(),
               cuda.kernel(rw, "rms_norm", "moert::cuda::rmsNorm",
                           TemplateArgs(rw)
@@ -317,9 +313,8 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
       anyRope ? a.getPositions() : nullBuffer(rw, loc, rw.getI32Type()),
       constantF64(rw, loc,
                   anyRope ? op.getThetaAttr().getValueAsDouble() : 0.0)};
-  FlatSymbolRefAttr gemv = cuda.kernel(rw, "fused_linear_gemv",
-                                       "moert::cuda::gemvMulti", targs, 256,
-                                       args);
+  FlatSymbolRefAttr gemv = cuda.kernel(
+      rw, "fused_linear_gemv", "moert::cuda::gemvMulti", targs, 256, args);
   LogicalResult result = success();
   cuda.ifDecode(
       rw, loc,
@@ -372,23 +367,24 @@ CUDA_PATTERN(AttentionToCuda, AttentionOp) {
       rw, loc,
       [&] {
         SmallVector<Value> decode = {q, k, v, kc, vc, pos, scale, ws};
-        cuda.launch(rw, loc,
-                    cuda.kernel(rw, "attention_decode",
-                                "moert::cuda::attentionDecode",
-                                shape(TemplateArgs(rw), true).i(splits), 128, decode),
-                    grid(c, heads * splits), grid(n), decode);
+        cuda.launch(
+            rw, loc,
+            cuda.kernel(rw, "attention_decode", "moert::cuda::attentionDecode",
+                        shape(TemplateArgs(rw), true).i(splits), 128, decode),
+            grid(c, heads * splits), grid(n), decode);
         SmallVector<Value> finish = {
             ws, k, v, pos, tokens(rw, loc, rw.getI32Type()), outs[0], kc, vc};
         cuda.launch(rw, loc,
                     cuda.kernel(rw, "attention_decode_finish",
                                 "moert::cuda::attentionDecodeFinish",
-                                shape(TemplateArgs(rw), false).i(splits), 128, finish),
+                                shape(TemplateArgs(rw), false).i(splits), 128,
+                                finish),
                     grid(c, heads), grid(n), finish);
       },
       [&] {
         SmallVector<Value> prefill = {
-            q, k, v, kc, vc, pos, tokens(rw, loc, rw.getI32Type()), scale,
-            outs[0]};
+            q,     k,      v, kc, vc, pos, tokens(rw, loc, rw.getI32Type()),
+            scale, outs[0]};
         cuda.launch(rw, loc,
                     cuda.kernel(rw, "attention_prefill",
                                 "moert::cuda::attentionPrefill",
@@ -411,11 +407,10 @@ CUDA_PATTERN(AttentionToCuda, AttentionOp) {
 CUDA_PATTERN(AddToCuda, AddOp) {
   int64_t w = width(op.getResult());
   SmallVector<Value> args = {a.getLhs(), a.getRhs(),
-                             tokens(rw, op.getLoc(), rw.getI32Type()),
-                             outs[0]};
+                             tokens(rw, op.getLoc(), rw.getI32Type()), outs[0]};
   cuda.launch(rw, op.getLoc(),
-              cuda.kernel(rw, "add", "moert::cuda::add", TemplateArgs(rw).i(w), 256,
-                          args),
+              cuda.kernel(rw, "add", "moert::cuda::add", TemplateArgs(rw).i(w),
+                          256, args),
               grid((nExpr(getContext()) * w).ceilDiv(256)),
               grid(getContext(), 1), args);
   return success();
@@ -479,8 +474,8 @@ CUDA_PATTERN(SiluMulToCuda, SiluMulOp) {
   SmallVector<Value> args = {
       a.getInput(), tokens(rw, op.getLoc(), rw.getI32Type(), rows), outs[0]};
   cuda.launch(rw, op.getLoc(),
-              cuda.kernel(rw, "silu_mul", "moert::cuda::siluMul", TemplateArgs(rw).i(i),
-                          256, args),
+              cuda.kernel(rw, "silu_mul", "moert::cuda::siluMul",
+                          TemplateArgs(rw).i(i), 256, args),
               grid((nExpr(getContext()) * (rows * i)).ceilDiv(256)),
               grid(getContext(), 1), args);
   return success();
@@ -495,13 +490,13 @@ CUDA_PATTERN(ExpertCombineToCuda, ExpertCombineOp) {
       tokens(rw, loc, rw.getI32Type()),
       outs[0],
       a.getResidual() ? a.getResidual() : nullBuffer(rw, loc, rw.getF32Type())};
-  cuda.launch(rw, loc,
-              cuda.kernel(rw, "expert_combine", "moert::cuda::expertCombine",
-                          TemplateArgs(rw)
-                              .i(width(op.getResult()))
-                              .i(width(op.getWeights())),
-                          256, args),
-              grid(nExpr(getContext())), grid(getContext(), 1), args);
+  cuda.launch(
+      rw, loc,
+      cuda.kernel(
+          rw, "expert_combine", "moert::cuda::expertCombine",
+          TemplateArgs(rw).i(width(op.getResult())).i(width(op.getWeights())),
+          256, args),
+      grid(nExpr(getContext())), grid(getContext(), 1), args);
   return success();
 }
 
@@ -543,8 +538,8 @@ struct LowerToCudaPass
       patterns.add<EmbeddingToCuda, RMSNormToCuda, LinearToCuda,
                    FusedLinearToCuda, RoPEToCuda, AttentionToCuda, AddToCuda,
                    FusedRouterToCuda, ExpertPermuteToCuda, GroupedMatmulToCuda,
-                   SiluMulToCuda, ExpertCombineToCuda>(
-          converter, &getContext(), state, *lowering);
+                   SiluMulToCuda, ExpertCombineToCuda>(converter, &getContext(),
+                                                       state, *lowering);
     };
     if (failed(lowerModule(module, moert::CudaTargetAttr::get(&getContext()),
                            populate)))

@@ -6,16 +6,16 @@
 
 #include "dialects/MoERT/MoERT.h"
 
+#include "mlir/IR/AffineExpr.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
-#include "mlir/IR/AffineExpr.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
 using namespace mlir::moert;
 
-#include "dialects/MoERT/MoERTDialect.cpp.inc"
 #include "dialects/MoERT/MoERTAttrInterfaces.cpp.inc"
+#include "dialects/MoERT/MoERTDialect.cpp.inc"
 
 #define GET_ATTRDEF_CLASSES
 #include "dialects/MoERT/MoERTAttrs.cpp.inc"
@@ -60,8 +60,8 @@ LogicalResult MoERTDialect::verifyRegionArgAttribute(Operation *op,
                                                      NamedAttribute attr) {
   if (attr.getName() == kArgAttrName) {
     auto role = dyn_cast<StringAttr>(attr.getValue());
-    if (!role || !llvm::is_contained({"tokens", "positions", "logits"},
-                                     role.getValue()))
+    if (!role ||
+        !llvm::is_contained({"tokens", "positions", "logits"}, role.getValue()))
       return op->emitError() << "argument " << index << ": " << kArgAttrName
                              << " must be \"tokens\", \"positions\" or "
                                 "\"logits\"";
@@ -71,9 +71,9 @@ LogicalResult MoERTDialect::verifyRegionArgAttribute(Operation *op,
       attr.getName() == kKvWindowAttrName) {
     auto layer = dyn_cast<IntegerAttr>(attr.getValue());
     if (!layer || !layer.getType().isSignlessInteger(64) || layer.getInt() < 0)
-      return op->emitError() << "argument " << index << ": "
-                             << attr.getName().getValue()
-                             << " must be a non-negative i64";
+      return op->emitError()
+             << "argument " << index << ": " << attr.getName().getValue()
+             << " must be a non-negative i64";
     return success();
   }
   return op->emitError() << "unknown argument attribute " << attr.getName();
@@ -101,7 +101,8 @@ LogicalResult TableType::verify(function_ref<InFlightDiagnostic()> emitError,
 LogicalResult ViewOp::verify() {
   auto type = cast<MemRefType>(getType());
   Type element = type.getElementType();
-  if (!isBatchBuffer(type) || type.getRank() > 2 || !type.getLayout().isIdentity())
+  if (!isBatchBuffer(type) || type.getRank() > 2 ||
+      !type.getLayout().isIdentity())
     return emitOpError("views a batch: a memref of rank 1 or 2 with a "
                        "dynamic first dimension");
   if (!element.isF32() && !element.isSignlessInteger(32))
@@ -126,8 +127,7 @@ LogicalResult TableOp::verify() {
   TableType type = getType();
   if (int64_t(getEntries().size()) != type.getSize())
     return emitOpError("has ") << getEntries().size()
-                               << " entries for a table of "
-                               << type.getSize();
+                               << " entries for a table of " << type.getSize();
   for (Value entry : getEntries()) {
     auto memref = cast<MemRefType>(entry.getType());
     bool isNull = entry.getDefiningOp<NullOp>() != nullptr;
@@ -209,8 +209,7 @@ LogicalResult LaunchOp::verify() {
   return success();
 }
 
-LogicalResult
-LaunchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+LogicalResult LaunchOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   auto kernel =
       symbolTable.lookupNearestSymbolFrom<KernelOp>(*this, getKernelAttr());
   if (!kernel)

@@ -24,8 +24,8 @@
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
-#include "dialects/MoERT/MoERTDialect.h.inc"
 #include "dialects/MoERT/MoERTAttrInterfaces.h.inc"
+#include "dialects/MoERT/MoERTDialect.h.inc"
 
 #define GET_ATTRDEF_CLASSES
 #include "dialects/MoERT/MoERTAttrs.h.inc"

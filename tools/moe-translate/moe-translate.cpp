@@ -28,9 +28,9 @@
 #include "mlir/IR/Verifier.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Tools/mlir-translate/Translation.h"
-#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/WithColor.h"
 
 using namespace llvm;
@@ -93,8 +93,7 @@ int main(int argc, char **argv) {
     if (!buffer)
       return fail(error);
     if (Error e = mlir::moe::checkIRNesting(
-            in == "-" ? std::string("<stdin>") : in.str(),
-            buffer->getBuffer()))
+            in == "-" ? std::string("<stdin>") : in.str(), buffer->getBuffer()))
       return fail(toString(std::move(e)));
     if (Error e = mlir::moe::checkNotAnInput(outputFile, {in.str()}))
       return fail(toString(std::move(e)));
