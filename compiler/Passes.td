@@ -17,7 +17,7 @@ def LowerToCpu : Pass<"moe-lower-to-cpu", "::mlir::ModuleOp"> {
     `runtime/include/moert/kernels.h`, one conversion pattern per moe op.
     Each result becomes a `moert.view` at its planned offset; the scratch
     the CPU kernels stage rows in (`moe.experts`, gathering or `silu_mul`
-    `moe.grouped_matmul`) becomes a view at the op's `moe.scratch_offset`.
+    `moe.grouped_matmul`) becomes a view at the op's planned `scratch`.
     The function becomes destination-passing: the logits go to a new
     argument, and argument attributes (`moert.arg`, `moert.kv_layer`,
     `moert.kv_window`) replace positional conventions. Unplanned IR is an
@@ -26,7 +26,7 @@ def LowerToCpu : Pass<"moe-lower-to-cpu", "::mlir::ModuleOp"> {
     Before (planned):
 
     ```mlir
-    %n = moe.rms_norm %h, %w eps 1.0e-05 {moe.arena_offsets = array<i64: 64>}
+    %n = moe.rms_norm %h, %w eps 1.0e-05 {moe.placement = #moe.placement<results = [64]>}
         : tensor<?x64xf32>, tensor<64xf32>
     ```
 

@@ -317,22 +317,23 @@ def PlanMemory : Pass<"moe-plan-memory", "::mlir::func::FuncOp"> {
     own range: the naive layout `-O0` uses). Every size is per token of the batch, so
     the plan holds for any batch up to `max-batch-tokens`.
 
-    Each op gets `moe.arena_offsets` (one offset per result, in floats per
-    batch token; -1 for results outside the arena: caches, and the returned
-    logits, which are written to the caller's buffer) and, where it needs
-    one, `moe.scratch_offset`. The function gets `moe.memory_plan`:
-    `arena_bytes` (the plan's peak), `naive_bytes` (every buffer separate),
-    `lower_bound_bytes` (the largest set of buffers live at once), all for
-    `max-batch-tokens` tokens, and the `target` it was made for, which the
-    lowering checks.
+    Each op with a buffer gets a typed `moe.placement` (`#moe.placement`:
+    one offset per tensor result, in floats per batch token, and the
+    `scratch` offset where its kernels need one); the op of the returned
+    logits, which are written to the caller's buffer, gets none, and the
+    caches are not in the arena. The function gets a `#moe.memory_plan`:
+    the `target` it was made for (which the lowering checks),
+    `max_batch_tokens`, `floats_per_token`, and for that batch
+    `arena_bytes` (the plan's peak), `lower_bound_bytes` (the largest set of
+    buffers live at once) and `naive_bytes` (every buffer separate).
 
     After `--moe-plan-memory`:
 
     ```mlir
-    %a = moe.rms_norm %h, %w eps 1.0e-05 {moe.arena_offsets = array<i64: 64>} : ...
-    func.func @forward(...) attributes {moe.memory_plan = {arena_bytes = ...,
-        floats_per_token = ..., lower_bound_bytes = ..., max_batch_tokens = 512 : i64,
-        naive_bytes = ..., target = #moert.cpu}}
+    %a = moe.rms_norm %h, %w eps 1.0e-05 {moe.placement = #moe.placement<results = [64]>} : ...
+    func.func @forward(...) attributes {moe.memory_plan = #moe.memory_plan<
+        target = #moert.cpu, max_batch_tokens = 512, floats_per_token = ...,
+        arena_bytes = ..., lower_bound_bytes = ..., naive_bytes = ...>}
     ```
   }];
   let options = [

@@ -24,10 +24,10 @@ using namespace mlir::moe;
 
 namespace {
 
-/// A buffer of `size` floats per batch token, live over ops [first, last].
 /// Largest buffer planned, in floats per batch token.
-constexpr int64_t kMaxBufferFloats = int64_t(1) << 36;
+constexpr int64_t kMaxBufferFloats = kMaxArenaFloatsPerToken;
 
+/// A buffer of `size` floats per batch token, live over ops [first, last].
 struct Buffer {
   int64_t size = 0, first = 0, last = 0;
   int64_t offset = -1;
@@ -77,8 +77,13 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
       if (isa<WeightOp>(op))
         continue;
       int64_t at = position[&op];
+      int64_t tensors = llvm::count_if(
+          op.getResultTypes(), [](Type t) { return isa<RankedTensorType>(t); });
       for (Value result : op.getResults()) {
-        if (!isa<RankedTensorType>(result.getType()) || result == output)
+        // The logits need no buffer when they are all the op makes (an op
+        // with more results gets one for each, the logits' unused).
+        if (!isa<RankedTensorType>(result.getType()) ||
+            (result == output && tensors == 1))
           continue;
         Buffer buffer{getFloatsPerToken(result), at, at};
         if (buffer.size < 0 || buffer.size > kMaxBufferFloats) {
@@ -138,23 +143,32 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
       lowerBound = std::max(lowerBound, live);
     }
 
-    Builder b(&getContext());
+    if (arena > kMaxArenaFloatsPerToken) {
+      func.emitError("moe-plan-memory: the activation arena would need ")
+          << arena << " floats per token, more than "
+          << kMaxArenaFloatsPerToken;
+      return signalPassFailure();
+    }
+    MLIRContext *context = &getContext();
     for (Operation &op : entry) {
-      if (isa<WeightOp>(op) || op.getNumResults() == 0)
+      if (isa<WeightOp>(op))
         continue;
       SmallVector<int64_t> offsets;
-      for (Value result : op.getResults()) {
-        auto it = bufferOf.find(result);
-        offsets.push_back(it == bufferOf.end() ? -1
-                                               : buffers[it->second].offset);
-      }
-      op.setAttr("moe.arena_offsets", b.getDenseI64ArrayAttr(offsets));
+      for (Value result : op.getResults())
+        if (auto it = bufferOf.find(result); it != bufferOf.end())
+          offsets.push_back(buffers[it->second].offset);
+      std::optional<int64_t> scratch;
       if (auto it = scratchOf.find(&op); it != scratchOf.end())
-        op.setAttr("moe.scratch_offset",
-                   b.getI64IntegerAttr(buffers[it->second].offset));
+        scratch = buffers[it->second].offset;
+      if (offsets.empty() && !scratch)
+        continue;
+      op.setAttr(kPlacementAttrName,
+                 PlacementAttr::get(context,
+                                    DenseI64ArrayAttr::get(context, offsets),
+                                    scratch));
     }
-    // Buffers are at most 2^36 floats and there is one per op, so offsets
-    // fit; the byte counts are checked.
+    // The arena is at most 2^36 floats per token; the byte counts are
+    // checked.
     int64_t bytesPerFloatToken = 4 * maxBatchTokens;
     for (int64_t floats : {arena, naive, lowerBound})
       if (!llvm::checkedMul(floats, bytesPerFloatToken)) {
@@ -162,21 +176,11 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
             << int64_t(maxBatchTokens) << " tokens needs more than 2^63 bytes";
         return signalPassFailure();
       }
-    func->setAttr(
-        "moe.memory_plan",
-        b.getDictionaryAttr({
-            b.getNamedAttr("arena_bytes",
-                           b.getI64IntegerAttr(arena * bytesPerFloatToken)),
-            b.getNamedAttr("floats_per_token", b.getI64IntegerAttr(arena)),
-            b.getNamedAttr(
-                "lower_bound_bytes",
-                b.getI64IntegerAttr(lowerBound * bytesPerFloatToken)),
-            b.getNamedAttr("max_batch_tokens",
-                           b.getI64IntegerAttr(maxBatchTokens)),
-            b.getNamedAttr("naive_bytes",
-                           b.getI64IntegerAttr(naive * bytesPerFloatToken)),
-            b.getNamedAttr("target", targetAttr),
-        }));
+    func->setAttr(kMemoryPlanAttrName,
+                  MemoryPlanAttr::get(context, targetAttr, maxBatchTokens,
+                                      arena, arena * bytesPerFloatToken,
+                                      lowerBound * bytesPerFloatToken,
+                                      naive * bytesPerFloatToken));
   }
 };
 

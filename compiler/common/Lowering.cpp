@@ -44,14 +44,18 @@ FailureOr<Value> mlir::moe::resultBuffer(ConversionPatternRewriter &rewriter,
   if (result == state.logitsTensor)
     return state.logitsBuffer;
   Operation *op = result.getOwner();
-  auto planned = op->getAttrOfType<DenseI64ArrayAttr>("moe.arena_offsets");
-  unsigned i = result.getResultNumber();
-  if (!planned || planned.size() != op->getNumResults() || planned[i] < 0)
+  // The placement has one offset per tensor result, in result order.
+  auto placement = op->getAttrOfType<PlacementAttr>(kPlacementAttrName);
+  int64_t i = llvm::count_if(
+      op->getResults().take_front(result.getResultNumber()),
+      [](Value v) { return isa<RankedTensorType>(v.getType()); });
+  if (!placement || int64_t(placement.getResults().size()) <= i)
     return op->emitOpError("has no buffer in the memory plan: run "
                            "moe-plan-memory before lowering");
+  int64_t offset = placement.getResults()[i];
   return moert::ViewOp::create(
              rewriter, op->getLoc(),
-             bufferType(cast<RankedTensorType>(result.getType())), planned[i],
+             bufferType(cast<RankedTensorType>(result.getType())), offset,
              getFloatsPerToken(result))
       .getResult();
 }
@@ -73,8 +77,8 @@ mlir::moe::resultBuffers(ConversionPatternRewriter &rewriter,
 
 FailureOr<Value> mlir::moe::scratchBuffer(ConversionPatternRewriter &rewriter,
                                           Operation *op, int64_t floats) {
-  auto planned = op->getAttrOfType<IntegerAttr>("moe.scratch_offset");
-  if (!planned)
+  auto placement = op->getAttrOfType<PlacementAttr>(kPlacementAttrName);
+  if (!placement || !placement.getScratch())
     return op->emitOpError("needs ")
            << floats
            << " floats of scratch per token that the memory plan does not "
@@ -82,7 +86,7 @@ FailureOr<Value> mlir::moe::scratchBuffer(ConversionPatternRewriter &rewriter,
   return moert::ViewOp::create(
              rewriter, op->getLoc(),
              MemRefType::get({ShapedType::kDynamic}, rewriter.getF32Type()),
-             planned.getInt(), floats)
+             *placement.getScratch(), floats)
       .getResult();
 }
 
@@ -213,17 +217,6 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
         !isa<MoEDialect>(op->getDialect()))
       return op->emitOpError("cannot be lowered: @forward holds moe ops "
                              "only");
-    if (auto o = op->getAttrOfType<DenseI64ArrayAttr>("moe.arena_offsets"))
-      if (llvm::any_of(o.asArrayRef(), [](int64_t x) {
-            return x < -1 || x > kMaxArenaFloatsPerToken;
-          }))
-        return op->emitOpError("moe.arena_offsets entries must be -1 or in "
-                               "[0, ")
-               << kMaxArenaFloatsPerToken << "]";
-    if (auto o = op->getAttrOfType<IntegerAttr>("moe.scratch_offset"))
-      if (o.getInt() < 0 || o.getInt() > kMaxArenaFloatsPerToken)
-        return op->emitOpError("moe.scratch_offset must be in [0, ")
-               << kMaxArenaFloatsPerToken << "]";
     for (Value result : op->getResults()) {
       if (!isa<RankedTensorType>(result.getType()) || isa<WeightOp>(op))
         continue;
@@ -354,13 +347,13 @@ LogicalResult mlir::moe::lowerModule(
     return module.emitError("lowering needs a model imported by "
                             "moe-translate (moe.model with vocab_size)");
   // The plans this lowering relies on, made for this target.
-  auto memory = func->getAttrOfType<DictionaryAttr>("moe.memory_plan");
+  auto memory = func->getAttrOfType<MemoryPlanAttr>(kMemoryPlanAttrName);
   if (!memory)
     return func.emitOpError("has no memory plan: run moe-plan-memory before "
                             "lowering");
-  if (memory.get("target") != target)
+  if (memory.getTarget() != target)
     return func.emitOpError("has a memory plan for ")
-           << memory.get("target") << ", not " << target
+           << memory.getTarget() << ", not " << target
            << ": run moe-plan-memory{target=...} for this target";
   auto kv = func->getAttrOfType<DictionaryAttr>("moe.kv_cache_plan");
   auto maxSeq = kv ? kv.getAs<IntegerAttr>("max_seq") : IntegerAttr();

@@ -28,10 +28,6 @@
 
 namespace mlir::moe {
 
-/// Largest arena the targets plan, in floats per batch token: times the
-/// 2^20 tokens a forward call may take, it still fits in int64.
-constexpr int64_t kMaxArenaFloatsPerToken = int64_t(1) << 36;
-
 /// What the patterns of one lowering share.
 struct LoweringState {
   ModuleOp module;

@@ -67,4 +67,67 @@ def MoE_ModelAttr : AttrDef<MoE_Dialect, "Model"> {
   let genVerifyDecl = 1;
 }
 
+def MoE_PlacementAttr : AttrDef<MoE_Dialect, "Placement"> {
+  let mnemonic = "placement";
+  let summary = "where moe-plan-memory put an op's buffers in the arena";
+  let description = [{
+    The contract between `moe-plan-memory` and the lowerings, on each op it
+    planned as its `moe.placement` attribute: `results` holds the offset of
+    each tensor result's buffer, in floats per batch token, in result order
+    (empty when the op's only tensor result is the returned logits, which
+    go to the caller's buffer); `scratch` the offset of the working memory
+    the target's kernels need during the op, when they need any.
+
+    ```mlir
+    %h = moe.rms_norm %x, %w eps 1.0e-05 {moe.placement = #moe.placement<results = array<i64: 64>>} : ...
+    %g = moe.grouped_matmul ... {moe.placement = #moe.placement<results = array<i64: 320>, scratch = 0>} : ...
+    ```
+
+    Offsets are at most 2^36 floats per token; the dialect checks that an
+    op's placement has one offset per tensor result.
+  }];
+  let parameters = (ins
+    AttrParameter<"::mlir::DenseI64ArrayAttr",
+                  "offset of each tensor result (floats per batch token)">:
+        $results,
+    OptionalParameter<"std::optional<int64_t>",
+                      "offset of the op's scratch (floats per batch token)">:
+        $scratch
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
+def MoE_MemoryPlanAttr : AttrDef<MoE_Dialect, "MemoryPlan"> {
+  let mnemonic = "memory_plan";
+  let summary = "the activation arena moe-plan-memory planned for a target";
+  let description = [{
+    On a planned function as its `moe.memory_plan` attribute: the `target`
+    whose kernels' scratch the plan holds (`#moert.cpu`, `#moert.cuda`;
+    the lowerings refuse a plan for another target), the largest batch it
+    was sized for, the arena in floats per batch token, and for that batch
+    the arena's bytes, the lower bound (the most bytes live at once) and
+    the bytes of a plan without reuse.
+
+    ```mlir
+    func.func @forward(...) attributes {moe.memory_plan = #moe.memory_plan<
+        target = #moert.cpu, max_batch_tokens = 512, floats_per_token = 777,
+        arena_bytes = 1591296, lower_bound_bytes = 1591296,
+        naive_bytes = 5287936>}
+    ```
+  }];
+  let parameters = (ins
+    AttrParameter<"::mlir::Attribute", "the target planned for">:$target,
+    AttrParameter<"int64_t", "most tokens of one forward call">:
+        $max_batch_tokens,
+    AttrParameter<"int64_t", "arena floats per batch token">:
+        $floats_per_token,
+    AttrParameter<"int64_t", "arena bytes at max_batch_tokens">:$arena_bytes,
+    AttrParameter<"int64_t", "most bytes live at one op">:$lower_bound_bytes,
+    AttrParameter<"int64_t", "bytes of every buffer apart">:$naive_bytes
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
 #endif // MOE_ATTRS_TD

@@ -157,6 +157,36 @@ LogicalResult ModelAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+LogicalResult
+PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                      DenseI64ArrayAttr results,
+                      std::optional<int64_t> scratch) {
+  auto inArena = [](int64_t offset) {
+    return offset >= 0 && offset <= kMaxArenaFloatsPerToken;
+  };
+  if (!results || !llvm::all_of(results.asArrayRef(), inArena) ||
+      (scratch && !inArena(*scratch)))
+    return emitError() << "#moe.placement offsets are in [0, "
+                       << kMaxArenaFloatsPerToken << "]";
+  return success();
+}
+
+LogicalResult
+MemoryPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                       Attribute target, int64_t maxBatchTokens,
+                       int64_t floatsPerToken, int64_t arenaBytes,
+                       int64_t lowerBoundBytes, int64_t naiveBytes) {
+  if (!target)
+    return emitError() << "#moe.memory_plan needs a target";
+  if (maxBatchTokens < 1 || maxBatchTokens > (int64_t(1) << 20))
+    return emitError() << "#moe.memory_plan max_batch_tokens is in [1, 2^20]";
+  if (floatsPerToken < 0 || floatsPerToken > kMaxArenaFloatsPerToken ||
+      arenaBytes < 0 || lowerBoundBytes < 0 || naiveBytes < 0)
+    return emitError() << "#moe.memory_plan sizes are non-negative, and the "
+                          "arena at most 2^36 floats per token";
+  return success();
+}
+
 ModelAttr mlir::moe::getModel(ModuleOp module) {
   return module->getAttrOfType<ModelAttr>(kModelAttrName);
 }
@@ -167,6 +197,22 @@ ModelAttr mlir::moe::getModel(ModuleOp module) {
 
 /// `moe.model` describes the model on a module; its fields are checked by
 /// ModelAttr::verify when it is built or parsed.
+/// `moe.placement` on an op: a #moe.placement with one offset per tensor
+/// result (or none, for an op whose only tensor result is the logits).
+static LogicalResult verifyPlacementAttr(Operation *op, Attribute attr) {
+  auto placement = dyn_cast<PlacementAttr>(attr);
+  if (!placement)
+    return op->emitError("'moe.placement' must be a #moe.placement, got ")
+           << attr;
+  int64_t tensors = llvm::count_if(
+      op->getResultTypes(), [](Type t) { return isa<RankedTensorType>(t); });
+  int64_t offsets = placement.getResults().size();
+  if (offsets != tensors && !(offsets == 0 && tensors == 1))
+    return op->emitError("'moe.placement' has ")
+           << offsets << " offsets for " << tensors << " tensor results";
+  return success();
+}
+
 static LogicalResult verifyModelAttr(Operation *op, Attribute attr) {
   if (!isa<ModuleOp>(op))
     return op->emitError("'moe.model' belongs on a builtin.module");
@@ -184,6 +230,12 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                                    NamedAttribute attr) {
   if (attr.getName() == kModelAttrName)
     return verifyModelAttr(op, attr.getValue());
+  if (attr.getName() == kPlacementAttrName)
+    return verifyPlacementAttr(op, attr.getValue());
+  if (attr.getName() == kMemoryPlanAttrName &&
+      !isa<MemoryPlanAttr>(attr.getValue()))
+    return op->emitError("'moe.memory_plan' must be a #moe.memory_plan, got ")
+           << attr.getValue();
   if (attr.getName() != "moe.weight_dir")
     return success();
   if (!isa<ModuleOp>(op))

@@ -52,6 +52,14 @@ constexpr llvm::StringLiteral kModelAttrName = "moe.model";
 /// imported from a model file). The dialect verifier guarantees that a
 /// verified module's `moe.model` is a ModelAttr.
 ModelAttr getModel(ModuleOp module);
+
+/// The op attribute that holds a `#moe.placement` (moe-plan-memory).
+constexpr llvm::StringLiteral kPlacementAttrName = "moe.placement";
+/// The function attribute that holds a `#moe.memory_plan`.
+constexpr llvm::StringLiteral kMemoryPlanAttrName = "moe.memory_plan";
+/// Largest offset (and scratch) a placement holds, in floats per batch
+/// token: times the 2^20 tokens a forward call may take, it fits in int64.
+constexpr int64_t kMaxArenaFloatsPerToken = int64_t(1) << 36;
 } // namespace mlir::moe
 
 #endif // MOE_DIALECTS_MOE_MOEDIALECT_H

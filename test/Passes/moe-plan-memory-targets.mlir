@@ -13,15 +13,15 @@
 // 512, the CUDA one 192.
 
 // CPU-LABEL: func.func @gate_up
-// CPU-SAME: floats_per_token = 512 : i64
 // CPU-SAME: target = #moert.cpu
-// CPU: moe.grouped_matmul {{.*}} {moe.arena_offsets = array<i64: 320>, moe.scratch_offset = 0 : i64}
-// CPU: moe.grouped_matmul {{.*}} {moe.arena_offsets = array<i64: -1>} :
+// CPU-SAME: floats_per_token = 512
+// CPU: moe.grouped_matmul {{.*}} {moe.placement = #moe.placement<results = [320], scratch = 0>}
+// CPU: moe.grouped_matmul {{[^{]*}} : tensor<?x96xf32>
 // CUDA-LABEL: func.func @gate_up
-// CUDA-SAME: floats_per_token = 192 : i64
 // CUDA-SAME: target = #moert.cuda
-// CUDA: moe.grouped_matmul {{.*}} {moe.arena_offsets = array<i64: 0>} :
-// CUDA: moe.grouped_matmul {{.*}} {moe.arena_offsets = array<i64: -1>} :
+// CUDA-SAME: floats_per_token = 192
+// CUDA: moe.grouped_matmul {{.*}} {moe.placement = #moe.placement<results = [0]>} :
+// CUDA: moe.grouped_matmul {{[^{]*}} : tensor<?x96xf32>
 // BAD: error: moe-plan-memory: target must be cpu or cuda, got 'tpu'
 func.func @gate_up(%b: tensor<?x64xf32>, %p: tensor<?xi32>, %o: tensor<3xi32>) -> tensor<?x64xf32> {
   %g = moe.weight "g" : tensor<96x64xf16>

@@ -395,9 +395,9 @@ mlir::LogicalResult printPlanJSON(mlir::ModuleOp module) {
   auto kv = func
                 ? func->getAttrOfType<mlir::DictionaryAttr>("moe.kv_cache_plan")
                 : nullptr;
-  auto memory =
-      func ? func->getAttrOfType<mlir::DictionaryAttr>("moe.memory_plan")
-           : nullptr;
+  auto memory = func ? func->getAttrOfType<mlir::moe::MemoryPlanAttr>(
+                           mlir::moe::kMemoryPlanAttrName)
+                     : nullptr;
   if (!kv || !memory) {
     fail("no memory plan: the pipeline did not plan @forward");
     return mlir::failure();
@@ -410,11 +410,11 @@ mlir::LogicalResult printPlanJSON(mlir::ModuleOp module) {
   j.object([&] {
     j.attribute("opt_level", int64_t(optLevel));
     j.attribute("max_seq", field(kv, "max_seq"));
-    j.attribute("max_batch_tokens", field(memory, "max_batch_tokens"));
+    j.attribute("max_batch_tokens", memory.getMaxBatchTokens());
     j.attribute("kv_cache_bytes", field(kv, "total_bytes"));
-    j.attribute("arena_bytes", field(memory, "arena_bytes"));
-    j.attribute("naive_bytes", field(memory, "naive_bytes"));
-    j.attribute("lower_bound_bytes", field(memory, "lower_bound_bytes"));
+    j.attribute("arena_bytes", memory.getArenaBytes());
+    j.attribute("naive_bytes", memory.getNaiveBytes());
+    j.attribute("lower_bound_bytes", memory.getLowerBoundBytes());
     j.attributeArray("layers", [&] {
       for (auto [i, layer] :
            llvm::enumerate(cast<mlir::ArrayAttr>(kv.get("layers"))

@@ -27,3 +27,18 @@ module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size =
 // CHECK-SAME: moe.model = #moe.model<architecture = "my \22model\22", vocab_size = 1, hidden_size = 1, intermediate_size = 1, num_layers = 1, num_heads = 1, num_kv_heads = 1, head_dim = 1, num_experts = 1, top_k = 1, max_positions = 1>
 module attributes {moe.model = #moe.model<architecture = "my \"model\"", vocab_size = 1, hidden_size = 1, intermediate_size = 1, num_layers = 1, num_heads = 1, num_kv_heads = 1, head_dim = 1, num_experts = 1, top_k = 1, max_positions = 1>} {
 }
+
+// -----
+
+// The plans of moe-plan-memory: a placement per op (one offset per tensor
+// result, the scratch optional) and the memory plan of the function.
+// CHECK-LABEL: func.func @planned
+// CHECK-SAME: moe.memory_plan = #moe.memory_plan<target = #moert.cuda, max_batch_tokens = 4, floats_per_token = 128, arena_bytes = 2048, lower_bound_bytes = 2048, naive_bytes = 4096>
+// CHECK: moe.rms_norm {{.*}} {moe.placement = #moe.placement<results = [64]>}
+// CHECK: moe.rms_norm {{.*}} {moe.placement = #moe.placement<results = [0], scratch = 64>}
+func.func @planned(%x: tensor<?x64xf32>) -> tensor<?x64xf32> attributes {moe.memory_plan = #moe.memory_plan<naive_bytes = 4096, lower_bound_bytes = 2048, arena_bytes = 2048, floats_per_token = 128, max_batch_tokens = 4, target = #moert.cuda>} {
+  %w = moe.weight "n" : tensor<64xf32>
+  %a = moe.rms_norm %x, %w eps 1.0e-05 {moe.placement = #moe.placement<results = [64]>} : tensor<?x64xf32>, tensor<64xf32>
+  %b = moe.rms_norm %a, %w eps 1.0e-05 {moe.placement = #moe.placement<scratch = 64, results = [0]>} : tensor<?x64xf32>, tensor<64xf32>
+  return %b : tensor<?x64xf32>
+}

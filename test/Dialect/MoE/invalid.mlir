@@ -948,3 +948,41 @@ func.func @silu_odd(%x: tensor<?x65xf32>) {
   %y = moe.silu_mul %x : tensor<?x65xf32>
   return
 }
+
+// -----
+
+func.func @placement_count(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @below {{'moe.placement' has 2 offsets for 1 tensor results}}
+  %a = moe.rms_norm %x, %w eps 1.0e-05 {moe.placement = #moe.placement<results = [0, 64]>} : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @placement_negative(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @below {{#moe.placement offsets are in [0, 68719476736]}}
+  %a = moe.rms_norm %x, %w eps 1.0e-05 {moe.placement = #moe.placement<results = [-1]>} : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @placement_type(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @below {{'moe.placement' must be a #moe.placement, got array<i64: 0>}}
+  %a = moe.rms_norm %x, %w eps 1.0e-05 {moe.placement = array<i64: 0>} : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+// expected-error @below {{'moe.memory_plan' must be a #moe.memory_plan, got {arena_bytes = 0 : i64}}}
+func.func @memory_plan_dict() attributes {moe.memory_plan = {arena_bytes = 0 : i64}} {
+  return
+}
+
+// -----
+
+// expected-error @below {{#moe.memory_plan max_batch_tokens is in [1, 2^20]}}
+func.func @memory_plan_batch() attributes {moe.memory_plan = #moe.memory_plan<target = #moert.cpu, max_batch_tokens = 0, floats_per_token = 0, arena_bytes = 0, lower_bound_bytes = 0, naive_bytes = 0>} {
+  return
+}
