@@ -345,7 +345,8 @@ def PlanMemory : Pass<"moe-plan-memory", "::mlir::func::FuncOp"> {
     Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
            "The target whose kernels' scratch to plan: cpu or cuda">,
   ];
-  let dependentDialects = ["::mlir::moert::MoERTDialect"];
+  let dependentDialects = ["::mlir::moe::MoEDialect",
+                           "::mlir::moert::MoERTDialect"];
   let statistics = [
     Statistic<"numBuffers", "num-buffers", "Activation buffers placed">,
   ];
