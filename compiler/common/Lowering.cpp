@@ -153,6 +153,34 @@ LogicalResult checkPermutation(Operation *user, Value perm, Value offsets,
   return success();
 }
 
+/// Whether `o` is one of its op's weights (read from the weight files), not
+/// an activation (read from the arena).
+bool isWeightOperand(OpOperand &o) {
+  Operation *op = o.getOwner();
+  unsigned i = o.getOperandNumber();
+  auto in = [&](MutableOperandRange range) {
+    OperandRange r = range;
+    return !r.empty() && i >= r.getBeginOperandIndex() &&
+           i < r.getBeginOperandIndex() + r.size();
+  };
+  if (auto e = dyn_cast<EmbeddingOp>(op))
+    return in(e.getTableMutable());
+  if (auto r = dyn_cast<RMSNormOp>(op))
+    return in(r.getWeightMutable());
+  if (auto l = dyn_cast<LinearOp>(op))
+    return in(l.getWeightMutable());
+  if (auto f = dyn_cast<FusedLinearOp>(op))
+    return in(f.getWeightsMutable());
+  if (auto f = dyn_cast<FusedRouterOp>(op))
+    return in(f.getGateMutable());
+  if (auto e = dyn_cast<ExpertsOp>(op))
+    return in(e.getGateWeightsMutable()) || in(e.getUpWeightsMutable()) ||
+           in(e.getDownWeightsMutable());
+  if (auto g = dyn_cast<GroupedMatmulOp>(op))
+    return in(g.getExpertWeightsMutable());
+  return false;
+}
+
 /// Rows per batch token of an activation's buffer.
 int64_t rowsPerToken(Value v) {
   auto type = cast<RankedTensorType>(v.getType());
@@ -183,7 +211,8 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
            << layers << " cache arguments, but moe.model's num_layers is " << n;
   if (layers < 1 || type.getNumResults() != size_t(layers) + 1 ||
       !isIds(type.getInput(0)) || !isIds(type.getInput(1)) || !logits ||
-      logits.getRank() != 2 || !logits.getElementType().isF32() ||
+      logits.getRank() != 2 || !logits.isDynamicDim(0) ||
+      !logits.getElementType().isF32() ||
       llvm::any_of(
           type.getInputs().drop_front(2),
           [](Type t) { return !isa<KVCacheType>(t); }) ||
@@ -224,6 +253,21 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
       if (floats < 0 || floats > kMaxArenaFloatsPerToken)
         return op->emitOpError("a result of ")
                << floats << " floats per token does not fit the arena";
+    }
+    // Weights are read from the files, activations from the arena: a
+    // weight in an activation's place (or the reverse) would be read with
+    // the wrong size.
+    for (OpOperand &o : op->getOpOperands()) {
+      bool fromWeight = o.get().getDefiningOp<WeightOp>() != nullptr;
+      if (isa<WeightOp, func::ReturnOp>(op) || op == func ||
+          fromWeight == isWeightOperand(o))
+        continue;
+      return op->emitOpError("operand ")
+             << o.getOperandNumber()
+             << (fromWeight ? " is a moe.weight where the targets need an "
+                              "activation"
+                            : " is an activation where the targets need a "
+                              "moe.weight");
     }
     for (Value operand : op->getOperands())
       if (isa<RankedTensorType>(operand.getType()) &&
