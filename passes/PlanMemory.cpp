@@ -151,6 +151,7 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
     }
     MLIRContext *context = &getContext();
     for (Operation &op : entry) {
+      op.removeAttr(kPlacementAttrName);
       if (isa<WeightOp>(op))
         continue;
       SmallVector<int64_t> offsets;

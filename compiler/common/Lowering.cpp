@@ -200,7 +200,8 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
   FunctionType type = func.getFunctionType();
   auto isIds = [](Type t) {
     auto r = dyn_cast<RankedTensorType>(t);
-    return r && r.getRank() == 1 && r.getElementType().isInteger(32);
+    return r && r.getRank() == 1 && r.isDynamicDim(0) &&
+           r.getElementType().isInteger(32);
   };
   auto logits = type.getNumResults()
                     ? dyn_cast<RankedTensorType>(type.getResult(0))
@@ -317,6 +318,9 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
       return checkExpertIndices(op, p.getIndices(), p.getNumExperts(),
                                 width(p.getIndices()));
     } else if (auto g = dyn_cast<GroupedMatmulOp>(op)) {
+      if (g.getParts() > 2)
+        return op->emitOpError("the targets handle at most 2 parts, not ")
+               << g.getParts();
       if (failed(checkPermutation(op, g.getPerm(), g.getOffsets(),
                                   g.getNumExperts(), g.getK())))
         return failure();
@@ -345,6 +349,88 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
     if (ret.getOperand(1 + l) != readers[l].getCacheOut())
       return func.emitOpError("result ")
              << (1 + l) << " must be the cache of layer " << l;
+  }
+  return success();
+}
+
+/// Checks that the memory plan still fits the IR, before any op is
+/// converted: every tensor result but the logits has its buffer, every op
+/// has the scratch the target's kernels need, each buffer lies inside the
+/// planned arena, and no two buffers live at the same time overlap. A pass
+/// run between moe-plan-memory and the lowering may have added, moved or
+/// merged ops; their old offsets would then alias.
+LogicalResult verifyPlan(func::FuncOp func, MemoryPlanAttr plan,
+                         moert::TargetBufferAttrInterface target) {
+  Block &entry = func.getBody().front();
+  Value logits = entry.getTerminator()->getOperand(0);
+  llvm::DenseMap<Operation *, int64_t> position;
+  for (auto [i, op] : llvm::enumerate(entry))
+    position[&op] = int64_t(i);
+  struct Buffer {
+    int64_t offset, size, first, last;
+    Operation *op;
+  };
+  std::vector<Buffer> buffers;
+  auto stale = [&](Operation *op, const Twine &why) {
+    return op->emitOpError(why) << ": run moe-plan-memory for this target "
+                                   "after the last pass that changes ops";
+  };
+  for (Operation &op : entry) {
+    if (isa<WeightOp, func::ReturnOp>(op))
+      continue;
+    auto placement = op.getAttrOfType<PlacementAttr>(kPlacementAttrName);
+    int64_t at = position[&op];
+    int64_t tensors = llvm::count_if(op.getResultTypes(), [](Type t) {
+      return isa<RankedTensorType>(t);
+    });
+    int64_t index = 0;
+    for (OpResult r : op.getResults()) {
+      if (!isa<RankedTensorType>(r.getType()))
+        continue;
+      int64_t i = index++;
+      if (r == logits && tensors == 1)
+        continue;
+      if (!placement || int64_t(placement.getResults().size()) <= i)
+        return stale(&op, "has no buffer in the memory plan");
+      int64_t last = at;
+      for (Operation *user : r.getUsers())
+        last = std::max(last, position.lookup(user));
+      buffers.push_back(
+          {placement.getResults()[i], getFloatsPerToken(r), at, last, &op});
+    }
+    if (int64_t needed = target.getScratchFloatsPerToken(&op)) {
+      if (!placement || !placement.getScratch())
+        return stale(&op, "needs " + Twine(needed) +
+                              " floats of scratch per token that the memory "
+                              "plan does not hold");
+      buffers.push_back({*placement.getScratch(), needed, at, at, &op});
+    }
+  }
+  for (const Buffer &b : buffers)
+    if (b.offset + b.size > plan.getFloatsPerToken())
+      return stale(b.op, "has a buffer past the planned arena of " +
+                             Twine(plan.getFloatsPerToken()) +
+                             " floats per token");
+  // Pairs live at once must not share floats: by offset, each buffer
+  // against the ones that start before it ends.
+  std::vector<size_t> order(buffers.size());
+  for (size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  llvm::sort(order, [&](size_t a, size_t b) {
+    return buffers[a].offset < buffers[b].offset;
+  });
+  for (size_t x = 0; x < order.size(); ++x) {
+    const Buffer &a = buffers[order[x]];
+    for (size_t y = x + 1; y < order.size(); ++y) {
+      const Buffer &b = buffers[order[y]];
+      if (b.offset >= a.offset + a.size)
+        break;
+      if (a.first <= b.last && b.first <= a.last)
+        return stale(b.op, "has a buffer that overlaps one of another op "
+                           "live at the same time")
+                   .attachNote(a.op->getLoc())
+               << "the other op";
+    }
   }
   return success();
 }
@@ -404,7 +490,12 @@ LogicalResult mlir::moe::lowerModule(
   if (!maxSeq || maxSeq.getInt() < 1)
     return func.emitOpError("has no KV-cache plan: run moe-plan-kv-cache "
                             "before lowering");
-  if (failed(verifyContract(module, func, maxSeq.getInt())))
+  auto buffers = dyn_cast<moert::TargetBufferAttrInterface>(target);
+  if (!buffers)
+    return module.emitError("the target ")
+           << target << " registered no buffer model in this tool";
+  if (failed(verifyContract(module, func, maxSeq.getInt())) ||
+      failed(verifyPlan(func, memory, buffers)))
     return failure();
 
   // Destination-passing style: (tokens, positions, logits, caches...) -> ().

@@ -230,9 +230,8 @@ CPU_PATTERN(ExpertPermuteToCpu, ExpertPermuteOp) {
 }
 
 CPU_PATTERN(GroupedMatmulToCpu, GroupedMatmulOp) {
+  // At most 2 parts (the lowering contract).
   int64_t parts = op.getParts();
-  if (parts > 2)
-    return op.emitOpError("the CPU target handles at most 2 parts");
   Location loc = op.getLoc();
   auto part = [&](int64_t i) {
     return cast<RankedTensorType>(op.getExpertWeights()[i].getType());
@@ -242,8 +241,10 @@ CPU_PATTERN(GroupedMatmulToCpu, GroupedMatmulOp) {
   int64_t up = op.getSiluMul() ? op.getK() * width(op.getResult()) : 0;
   Value gatherBuf = nullBuffer(rw, loc, rw.getF32Type());
   Value upBuf;
+  // What cpuScratch reserved for the op, in two parts.
+  assert(gathered + up == cpuScratch(op) && "the CPU scratch of the op");
   if (gathered + up) {
-    FailureOr<Value> scratch = scratchBuffer(rw, op, gathered + up);
+    FailureOr<Value> scratch = scratchBuffer(rw, op, cpuScratch(op));
     if (failed(scratch))
       return failure();
     if (gathered)
