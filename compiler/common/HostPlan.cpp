@@ -455,8 +455,9 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
           [&](AffineExpr e) -> std::string {
         if (auto c = dyn_cast<AffineConstantExpr>(e))
           return std::to_string(c.getValue());
+        // The token count as int64_t: n times a width may pass INT_MAX.
         if (isa<AffineDimExpr>(e))
-          return "n";
+          return "n64";
         auto b = cast<AffineBinaryOpExpr>(e);
         std::string lhs = print(b.getLHS()), rhs = print(b.getRHS());
         switch (e.getKind()) {

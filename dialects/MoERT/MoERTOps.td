@@ -235,7 +235,7 @@ def MoERT_CallOp : MoERT_Op<"call"> {
     the runtime's thread pool as their first argument.
 
     ```mlir
-    moert.call "moert::rmsNorm" <[f32, 64 : i64]> (%x, %w, %eps, %n, %out)
+    moert.call "moert::rmsNorm" [f32, 64] (%x, %w, %eps, %n, %out)
         : (memref<?x64xf32>, memref<64xf32>, f32, index, memref<?x64xf32>) -> ()
     ```
   }];
@@ -259,7 +259,7 @@ def MoERT_KernelOp : MoERT_Op<"kernel", [Symbol, HasParent<"::mlir::ModuleOp">]>
     The lowering declares each distinct specialisation once.
 
     ```mlir
-    moert.kernel @rms_norm_1 "moert::cuda::rmsNorm" <[f16, 64 : i64]> threads 256
+    moert.kernel @rms_norm_1 "moert::cuda::rmsNorm" [f16, 64] threads 256
         : (memref<?x64xf32>, memref<64xf16>, f32, memref<?x64xf32>) -> ()
     ```
   }];

@@ -27,7 +27,7 @@
 // HOST: float *const workspace = arena + n_max * [[ARENA]];
 // HOST: const void *W0 = ex->weights[0]; // emb
 // HOST: void *args[] = {(void *)&W0, (void *)&tokens, (void *)&[[H:b[0-9]+]]};
-// HOST-NEXT: ex->launch(ex->device, 0, n, 1, 256, args); // embedding_0
+// HOST-NEXT: ex->launch(ex->device, 0, n64, 1, 256, args); // embedding_0
 // HOST: const struct { const void *p[3]; } [[W:t[0-9]+]] = {{[{][{]}}W1, W2, W3{{[}][}]}};
 // HOST-NEXT: const struct { float *p[3]; } [[O:t[0-9]+]] = {{[{][{]}}b{{[0-9]+}}, b{{[0-9]+}}, b{{[0-9]+}}{{[}][}]}};
 // HOST-NEXT: if (n <= 8) {
@@ -37,16 +37,16 @@
 // HOST-NEXT: void *args[] = {(void *)&[[H]], (void *)&[[W]], (void *)&c2, (void *)&[[O]], (void *)&positions, (void *)&c5};
 // HOST-NEXT: ex->launch(ex->device, 1, 10, 1, 256, args); // fused_linear_gemv_1
 // HOST: } else {
-// HOST: ex->launch(ex->device, 2, cdiv(n, 64), 1, 256, args); // linear_mma_2
-// HOST: ex->launch(ex->device, 3, cdiv(n * 32, 256), 1, 256, args); // rope_3
+// HOST: ex->launch(ex->device, 2, cdiv(n64, 64), 1, 256, args); // linear_mma_2
+// HOST: ex->launch(ex->device, 3, cdiv(n64 * 32, 256), 1, 256, args); // rope_3
 // HOST: const float c6 = 0.25f;
 // HOST-NEXT: void *args[] = {{.*}}(void *)&ex->caches[0].k, (void *)&ex->caches[0].v, (void *)&positions, (void *)&c6, (void *)&workspace};
-// HOST-NEXT: ex->launch(ex->device, {{[0-9]+}}, 16, n, 128, args); // attention_decode_
-// HOST: ex->launch(ex->device, {{[0-9]+}}, 4, cdiv(n, 16), 128, args); // attention_prefill_
+// HOST-NEXT: ex->launch(ex->device, {{[0-9]+}}, 16, n64, 128, args); // attention_decode_
+// HOST: ex->launch(ex->device, {{[0-9]+}}, 4, cdiv(n64, 16), 128, args); // attention_prefill_
 // HOST: (void *)&logits, (void *)&null};
 // HOST-NEXT: ex->launch(ex->device, {{[0-9]+}}, 32, 1, 256, args); // linear_gemv_
 // HOST: (void *)&logits, (void *)&null};
-// HOST-NEXT: ex->launch(ex->device, {{[0-9]+}}, cdiv(n, 64), 2, 256, args); // linear_mma_
+// HOST-NEXT: ex->launch(ex->device, {{[0-9]+}}, cdiv(n64, 64), 2, 256, args); // linear_mma_
 // HOST: MOERT_TARGET_CUDA, moert_device_image, moert_device_image_end, 12, kKernels};
 
 // NAME: error: 'moert.kernel' op a kernel's name is kind_<number>, in lowercase letters, digits and '_'
