@@ -2,7 +2,7 @@
 
 // One moert.call per moe op, each result a view at its planned offset, the
 // scratch the CPU kernels need (the expert bank stages 2 x (32 + 64) floats
-// per token) a view at the op's moe.scratch_offset, and the logits written
+// per token) a view at the scratch of the op's #moe.placement, and the logits written
 // to their argument. The function is destination-passing: argument
 // attributes say which argument is what, and the window of each cache.
 

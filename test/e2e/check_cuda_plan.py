@@ -1,11 +1,15 @@
-"""The CUDA host plan places every buffer where the launch plan says.
+"""The CUDA launch plan and host plan place every buffer where
+moe-plan-memory said.
 
-    check_cuda_plan.py MODEL.mlir HOST_PLAN.cpp
+    check_cuda_plan.py PLANNED.mlir LAUNCH_PLAN.mlir HOST_PLAN.cpp
 
-MODEL.mlir is `moe-compile --target cuda --emit=moert` (the launch plan),
-HOST_PLAN.cpp is `moe-compile --target cuda --emit=cpp` for the same model.
-Every arena view (moert.view, in op order, at moe-plan-memory's offsets)
-must be declared in the plan as `arena + n_max * OFFSET`, in the same order, and every launch must
+PLANNED.mlir is `moe-compile --target cuda --emit=mlir` (the planned moe
+IR: a #moe.placement per op), LAUNCH_PLAN.mlir `--emit=moert` (what the
+lowering made of it), HOST_PLAN.cpp `--emit=cpp`, all for the same model.
+The placements' offsets, in op order, must be the launch plan's views (the
+CUDA kernels need no scratch, so there is one view per planned result), and
+each must be declared in the host plan as `arena + n_max * OFFSET`, in the
+same order, and every launch must
 pass only declared buffers, weights and constants. The decode attention's
 workspace, where there is one, must lie past the arena and be what
 scratchFloats adds to it. Prints a summary line.
@@ -18,15 +22,25 @@ import sys
 def planned_offsets(mlir):
     offsets = []
     for line in open(mlir):
-        m = re.search(r"moert\.view offset (\d+) ", line)
-        if m:
-            offsets.append(int(m.group(1)))
+        m = re.search(r"moe\.placement = #moe\.placement<results = \[([\d, ]*)\]", line)
+        if m and m.group(1):
+            offsets += [int(v) for v in m.group(1).split(",")]
     return offsets
 
 
+def view_offsets(mlir):
+    return [int(m) for m in re.findall(r"moert\.view offset (\d+) ", open(mlir).read())]
+
+
 def main():
-    mlir, plan = sys.argv[1], sys.argv[2]
-    want = planned_offsets(mlir)
+    planned, launch, plan = sys.argv[1], sys.argv[2], sys.argv[3]
+    want = planned_offsets(planned)
+    views = view_offsets(launch)
+    if views != want:
+        for i, (v, w) in enumerate(zip(views, want)):
+            if v != w:
+                sys.exit(f"buffer {i}: the launch plan views offset {v}, the memory plan says {w}")
+        sys.exit(f"the launch plan has {len(views)} views, the memory plan {len(want)} buffers")
     text = open(plan).read()
     body = text[text.index("void forward("):]
     scratch = re.search(r"scratchFloats\(int64_t n_max\) \{ return n_max \* (\d+)(?: \+ (\d+))?;", text)
