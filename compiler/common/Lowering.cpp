@@ -380,9 +380,8 @@ LogicalResult verifyPlan(func::FuncOp func, MemoryPlanAttr plan,
       continue;
     auto placement = op.getAttrOfType<PlacementAttr>(kPlacementAttrName);
     int64_t at = position[&op];
-    int64_t tensors = llvm::count_if(op.getResultTypes(), [](Type t) {
-      return isa<RankedTensorType>(t);
-    });
+    int64_t tensors = llvm::count_if(
+        op.getResultTypes(), [](Type t) { return isa<RankedTensorType>(t); });
     int64_t index = 0;
     for (OpResult r : op.getResults()) {
       if (!isa<RankedTensorType>(r.getType()))
@@ -447,6 +446,68 @@ struct ReturnLowering : public OpConversionPattern<func::ReturnOp> {
   }
 };
 
+/// @forward's signature in destination-passing style: (tokens, positions,
+/// caches...) -> (logits, caches...) becomes (tokens, positions, logits,
+/// caches...) -> (), with argument attributes saying which is which, and
+/// the window of each layer's cache. Runs first (the function is converted
+/// before its body), so the body's patterns find the new arguments.
+struct ForwardLowering : public OpConversionPattern<func::FuncOp> {
+  ForwardLowering(const TypeConverter &converter, MLIRContext *context,
+                  LoweringState &state, int64_t maxPositions)
+      : OpConversionPattern(converter, context), state(state),
+        maxPositions(maxPositions) {}
+
+  LogicalResult
+  matchAndRewrite(func::FuncOp func, OpAdaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    using moert::MoERTDialect;
+    Block &entry = func.getBody().front();
+    unsigned layers = entry.getNumArguments() - 2;
+    Builder b(getContext());
+    auto role = [&](StringRef name) {
+      return b.getDictionaryAttr(
+          b.getNamedAttr(MoERTDialect::kArgAttrName, b.getStringAttr(name)));
+    };
+    TypeConverter::SignatureConversion signature(entry.getNumArguments());
+    SmallVector<Attribute> argAttrs;
+    for (unsigned i = 0; i < 2; ++i) {
+      signature.addInputs(
+          i, getTypeConverter()->convertType(entry.getArgument(i).getType()));
+      argAttrs.push_back(role(i == 0 ? "tokens" : "positions"));
+    }
+    signature.addInputs(
+        bufferType(cast<RankedTensorType>(state.logitsTensor.getType())));
+    argAttrs.push_back(role("logits"));
+    for (unsigned l = 0; l < layers; ++l) {
+      BlockArgument cache = entry.getArgument(2 + l);
+      signature.addInputs(2 + l, cache.getType());
+      // The contract checked that one moe.attention reads each cache.
+      auto reader = cast<AttentionOp>(*cache.getUsers().begin());
+      argAttrs.push_back(b.getDictionaryAttr(
+          {b.getNamedAttr(MoERTDialect::kKvLayerAttrName,
+                          b.getI64IntegerAttr(l)),
+           b.getNamedAttr(
+               MoERTDialect::kKvWindowAttrName,
+               b.getI64IntegerAttr(reader.getSlidingWindow().value_or(0)))}));
+    }
+    Block *converted = rewriter.applySignatureConversion(&entry, signature,
+                                                         getTypeConverter());
+    state.positions = converted->getArgument(1);
+    state.logitsBuffer = converted->getArgument(2);
+    rewriter.modifyOpInPlace(func, [&] {
+      func.setFunctionType(
+          FunctionType::get(getContext(), signature.getConvertedTypes(), {}));
+      func.setAllArgAttrs(argAttrs);
+      func.setAllResultAttrs(ArrayRef<Attribute>{});
+      func->setAttr("moert.max_positions", b.getI64IntegerAttr(maxPositions));
+    });
+    return success();
+  }
+
+  LoweringState &state;
+  int64_t maxPositions;
+};
+
 /// moe.weight -> moert.weight.
 struct WeightLowering : public OpConversionPattern<WeightOp> {
   using OpConversionPattern::OpConversionPattern;
@@ -498,50 +559,21 @@ LogicalResult mlir::moe::lowerModule(
       failed(verifyPlan(func, memory, buffers)))
     return failure();
 
-  // Destination-passing style: (tokens, positions, logits, caches...) -> ().
   LoweringState state;
   state.module = module;
   Block &entry = func.getBody().front();
-  auto ret = cast<func::ReturnOp>(entry.getTerminator());
-  state.logitsTensor = ret.getOperand(0);
-  auto logitsType = cast<RankedTensorType>(state.logitsTensor.getType());
-  Builder b(context);
-  auto ids = MemRefType::get({ShapedType::kDynamic}, b.getI32Type());
-  entry.getArgument(0).setType(ids);
-  entry.getArgument(1).setType(ids);
-  func.setArgAttr(0, moert::MoERTDialect::kArgAttrName,
-                  b.getStringAttr("tokens"));
-  func.setArgAttr(1, moert::MoERTDialect::kArgAttrName,
-                  b.getStringAttr("positions"));
-  for (unsigned l = 0; l + 3 <= entry.getNumArguments(); ++l) {
-    func.setArgAttr(2 + l, moert::MoERTDialect::kKvLayerAttrName,
-                    b.getI64IntegerAttr(l));
-    AttentionOp reader;
-    for (Operation *user : entry.getArgument(2 + l).getUsers())
-      reader = cast<AttentionOp>(user);
-    func.setArgAttr(2 + l, moert::MoERTDialect::kKvWindowAttrName,
-                    b.getI64IntegerAttr(reader.getSlidingWindow().value_or(0)));
-  }
-  if (failed(func.insertArgument(
-          2,
-          MemRefType::get(logitsType.getShape(), logitsType.getElementType()),
-          b.getDictionaryAttr(b.getNamedAttr(moert::MoERTDialect::kArgAttrName,
-                                             b.getStringAttr("logits"))),
-          func.getLoc())))
-    return failure();
-  state.positions = entry.getArgument(1);
-  state.logitsBuffer = entry.getArgument(2);
-  func.setFunctionType(
-      FunctionType::get(context, entry.getArgumentTypes(), {}));
-  func->setAttr("moert.max_positions", b.getI64IntegerAttr(maxSeq.getInt()));
-
+  state.logitsTensor =
+      cast<func::ReturnOp>(entry.getTerminator()).getOperand(0);
   LoweringTypeConverter converter;
   RewritePatternSet patterns(context);
   patterns.add<ReturnLowering, WeightLowering>(converter, context);
+  patterns.add<ForwardLowering>(converter, context, state, maxSeq.getInt());
   populate(patterns, converter, state);
   ConversionTarget legal(*context);
   legal.addLegalDialect<moert::MoERTDialect, arith::ArithDialect>();
-  legal.addLegalOp<func::FuncOp>();
+  // @forward is lowered once its signature is (the pattern below).
+  legal.addDynamicallyLegalOp<func::FuncOp>(
+      [](func::FuncOp f) { return f->hasAttr("moert.max_positions"); });
   legal.addDynamicallyLegalOp<func::ReturnOp>(
       [](func::ReturnOp r) { return r.getNumOperands() == 0; });
   if (failed(applyFullConversion(func, legal, std::move(patterns))))
