@@ -6,6 +6,8 @@
 
 #include "compiler/common/Lowering.h"
 
+#include "dialects/MoE/MoEInterfaces.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 
 using namespace mlir;
@@ -153,34 +155,6 @@ LogicalResult checkPermutation(Operation *user, Value perm, Value offsets,
   return success();
 }
 
-/// Whether `o` is one of its op's weights (read from the weight files), not
-/// an activation (read from the arena).
-bool isWeightOperand(OpOperand &o) {
-  Operation *op = o.getOwner();
-  unsigned i = o.getOperandNumber();
-  auto in = [&](MutableOperandRange range) {
-    OperandRange r = range;
-    return !r.empty() && i >= r.getBeginOperandIndex() &&
-           i < r.getBeginOperandIndex() + r.size();
-  };
-  if (auto e = dyn_cast<EmbeddingOp>(op))
-    return in(e.getTableMutable());
-  if (auto r = dyn_cast<RMSNormOp>(op))
-    return in(r.getWeightMutable());
-  if (auto l = dyn_cast<LinearOp>(op))
-    return in(l.getWeightMutable());
-  if (auto f = dyn_cast<FusedLinearOp>(op))
-    return in(f.getWeightsMutable());
-  if (auto f = dyn_cast<FusedRouterOp>(op))
-    return in(f.getGateMutable());
-  if (auto e = dyn_cast<ExpertsOp>(op))
-    return in(e.getGateWeightsMutable()) || in(e.getUpWeightsMutable()) ||
-           in(e.getDownWeightsMutable());
-  if (auto g = dyn_cast<GroupedMatmulOp>(op))
-    return in(g.getExpertWeightsMutable());
-  return false;
-}
-
 /// Rows per batch token of an activation's buffer.
 int64_t rowsPerToken(Value v) {
   auto type = cast<RankedTensorType>(v.getType());
@@ -260,8 +234,9 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
     // the wrong size.
     for (OpOperand &o : op->getOpOperands()) {
       bool fromWeight = o.get().getDefiningOp<WeightOp>() != nullptr;
+      auto cost = dyn_cast<WeightCostOpInterface>(op);
       if (isa<WeightOp, func::ReturnOp>(op) || op == func ||
-          fromWeight == isWeightOperand(o))
+          fromWeight == (cost && cost.isWeightOperand(o)))
         continue;
       return op->emitOpError("operand ")
              << o.getOperandNumber()

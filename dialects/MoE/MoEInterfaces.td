@@ -61,6 +61,13 @@ def MoE_WeightCostOpInterface : OpInterface<"WeightCostOpInterface"> {
         (`moe.embedding`) return 0.
       }],
       "double", "getFlops", (ins "double":$stepTokens)>,
+    InterfaceMethod<[{
+        Whether `operand` is one of this op's weights, which the targets
+        read from the weight files (a `moe.weight` must be bound to it), and
+        not an activation, which they read from the arena (a `moe.weight`
+        must not be bound to it). The lowerings check both directions.
+      }],
+      "bool", "isWeightOperand", (ins "::mlir::OpOperand &":$operand)>,
   ];
 }
 

@@ -728,6 +728,42 @@ double EmbeddingOp::getWeightBytesRead(OpOperand &weight, double stepTokens) {
 
 double EmbeddingOp::getFlops(double) { return 0; }
 
+/// Whether `operand` is one of the operands of `range`.
+static bool isIn(OpOperand &operand, OperandRange range) {
+  unsigned i = operand.getOperandNumber();
+  return !range.empty() && i >= range.getBeginOperandIndex() &&
+         i < range.getBeginOperandIndex() + range.size();
+}
+
+bool EmbeddingOp::isWeightOperand(OpOperand &operand) {
+  return &operand == &getTableMutable();
+}
+
+bool RMSNormOp::isWeightOperand(OpOperand &operand) {
+  return &operand == &getWeightMutable();
+}
+
+bool LinearOp::isWeightOperand(OpOperand &operand) {
+  return &operand == &getWeightMutable();
+}
+
+bool FusedLinearOp::isWeightOperand(OpOperand &operand) {
+  return isIn(operand, getWeights());
+}
+
+bool FusedRouterOp::isWeightOperand(OpOperand &operand) {
+  return &operand == &getGateMutable();
+}
+
+bool ExpertsOp::isWeightOperand(OpOperand &operand) {
+  return isIn(operand, getGateWeights()) || isIn(operand, getUpWeights()) ||
+         isIn(operand, getDownWeights());
+}
+
+bool GroupedMatmulOp::isWeightOperand(OpOperand &operand) {
+  return isIn(operand, getExpertWeights());
+}
+
 double RMSNormOp::getWeightBytesRead(OpOperand &weight, double) {
   return getWeightStorageBytes(weight.get());
 }
