@@ -266,8 +266,9 @@ def PlanKVCache : Pass<"moe-plan-kv-cache", "::mlir::func::FuncOp"> {
     for a full-attention layer. Layers are planned one by one, so models
     whose layers differ (alternating windows) get one size per layer. The
     capacity goes into the cache types (arguments, attention results,
-    function results), and the plan into a `moe.kv_cache_plan` attribute on
-    the function: per layer capacity, window and bytes, and the total. The
+    function results), and the plan into a typed `#moe.kv_cache_plan` on
+    the function: `max_seq`, per layer capacity, window and bytes, and the
+    total. The
     layout is `[kv_heads][capacity][head_dim]` for keys, then the same for
     values; position p lives in slot `p % capacity`.
 
@@ -286,9 +287,9 @@ def PlanKVCache : Pass<"moe-plan-kv-cache", "::mlir::func::FuncOp"> {
     ```mlir
     func.func @forward(%t: tensor<?xi32>, %p: tensor<?xi32>,
                        %c0: !moe.kv_cache<2x4x16xf32>) -> ...
-        attributes {moe.kv_cache_plan = {layers = [{bytes = 1024 : i64,
-          capacity = 4 : i64, window = 4 : i64} ], max_seq = 16 : i64,
-          total_bytes = 1024 : i64}} {
+        attributes {moe.kv_cache_plan = #moe.kv_cache_plan<max_seq = 16,
+          total_bytes = 1024, capacities = [4], windows = [4],
+          bytes = [1024]>} {
       %o, %c1 = moe.attention %q, %k, %v, %c0 heads 4 {sliding_window = 4 : i64} ...
     ```
   }];

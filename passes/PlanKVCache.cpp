@@ -47,7 +47,7 @@ struct PlanKVCachePass : mlir::moe::impl::PlanKVCacheBase<PlanKVCachePass> {
 
     Builder b(&getContext());
     Block &entry = func.getBody().front();
-    SmallVector<Attribute> layers;
+    SmallVector<int64_t> capacities, windows, layerBytes;
     int64_t total = 0;
     for (BlockArgument arg : entry.getArguments()) {
       auto type = dyn_cast<KVCacheType>(arg.getType());
@@ -78,23 +78,21 @@ struct PlanKVCachePass : mlir::moe::impl::PlanKVCacheBase<PlanKVCachePass> {
       }
       total = *sum;
       ++numCaches;
-      layers.push_back(b.getDictionaryAttr(
-          {b.getNamedAttr("bytes", b.getI64IntegerAttr(bytes)),
-           b.getNamedAttr("capacity", b.getI64IntegerAttr(capacity)),
-           b.getNamedAttr("window", b.getI64IntegerAttr(window))}));
+      capacities.push_back(capacity);
+      windows.push_back(window);
+      layerBytes.push_back(bytes);
     }
-    if (layers.empty())
+    if (capacities.empty())
       return;
     // The function's signature follows the new argument and result types.
     Operation *terminator = entry.getTerminator();
     func.setType(b.getFunctionType(entry.getArgumentTypes(),
                                    terminator->getOperandTypes()));
-    func->setAttr(
-        "moe.kv_cache_plan",
-        b.getDictionaryAttr(
-            {b.getNamedAttr("layers", b.getArrayAttr(layers)),
-             b.getNamedAttr("max_seq", b.getI64IntegerAttr(seq)),
-             b.getNamedAttr("total_bytes", b.getI64IntegerAttr(total))}));
+    func->setAttr(kKVCachePlanAttrName,
+                  KVCachePlanAttr::get(&getContext(), seq, total,
+                                       b.getDenseI64ArrayAttr(capacities),
+                                       b.getDenseI64ArrayAttr(windows),
+                                       b.getDenseI64ArrayAttr(layerBytes)));
   }
 };
 

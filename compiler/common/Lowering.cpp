@@ -521,16 +521,16 @@ LogicalResult mlir::moe::lowerModule(
     return func.emitOpError("has a memory plan for ")
            << memory.getTarget() << ", not " << target
            << ": run moe-plan-memory{target=...} for this target";
-  auto kv = func->getAttrOfType<DictionaryAttr>("moe.kv_cache_plan");
-  auto maxSeq = kv ? kv.getAs<IntegerAttr>("max_seq") : IntegerAttr();
-  if (!maxSeq || maxSeq.getInt() < 1)
+  auto kv = func->getAttrOfType<KVCachePlanAttr>(kKVCachePlanAttrName);
+  if (!kv)
     return func.emitOpError("has no KV-cache plan: run moe-plan-kv-cache "
                             "before lowering");
+  int64_t maxSeq = kv.getMaxSeq();
   auto buffers = dyn_cast<moert::TargetBufferAttrInterface>(target);
   if (!buffers)
     return module.emitError("the target ")
            << target << " registered no buffer model in this tool";
-  if (failed(verifyContract(module, func, maxSeq.getInt())) ||
+  if (failed(verifyContract(module, func, maxSeq)) ||
       failed(verifyPlan(func, memory, buffers)))
     return failure();
 
@@ -542,7 +542,7 @@ LogicalResult mlir::moe::lowerModule(
   LoweringTypeConverter converter;
   RewritePatternSet patterns(context);
   patterns.add<ReturnLowering, WeightLowering>(converter, context);
-  patterns.add<ForwardLowering>(converter, context, state, maxSeq.getInt());
+  patterns.add<ForwardLowering>(converter, context, state, maxSeq);
   populate(patterns, converter, state);
   ConversionTarget legal(*context);
   legal.addLegalDialect<moert::MoERTDialect, arith::ArithDialect>();

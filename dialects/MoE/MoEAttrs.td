@@ -130,4 +130,36 @@ def MoE_MemoryPlanAttr : AttrDef<MoE_Dialect, "MemoryPlan"> {
   let genVerifyDecl = 1;
 }
 
+def MoE_KVCachePlanAttr : AttrDef<MoE_Dialect, "KVCachePlan"> {
+  let mnemonic = "kv_cache_plan";
+  let summary = "the KV caches moe-plan-kv-cache planned";
+  let description = [{
+    On a planned function as its `moe.kv_cache_plan` attribute: the
+    longest sequence a session may reach (`max_seq`), and per layer, in the
+    order of the cache arguments, the slots of its cache (`capacities`),
+    its sliding window (`windows`, 0 for full attention) and its bytes
+    (`bytes`); `total_bytes` is their sum. The lowerings take `max_seq`
+    from it, and the capacities are also in the `!moe.kv_cache` types.
+
+    ```mlir
+    func.func @forward(...) attributes {moe.kv_cache_plan = #moe.kv_cache_plan<
+        max_seq = 512, total_bytes = 262144, capacities = [512, 512],
+        windows = [0, 0], bytes = [131072, 131072]>}
+    ```
+  }];
+  let parameters = (ins
+    AttrParameter<"int64_t", "longest sequence a session may reach">:
+        $max_seq,
+    AttrParameter<"int64_t", "bytes of all the caches">:$total_bytes,
+    AttrParameter<"::mlir::DenseI64ArrayAttr", "slots of each layer's cache">:
+        $capacities,
+    AttrParameter<"::mlir::DenseI64ArrayAttr",
+                  "sliding window of each layer (0: full)">:$windows,
+    AttrParameter<"::mlir::DenseI64ArrayAttr", "bytes of each layer's cache">:
+        $bytes
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
 #endif // MOE_ATTRS_TD

@@ -6,6 +6,7 @@
 
 #include "dialects/MoE/MoEDialect.h"
 #include "dialects/MoE/MoEOps.h"
+#include "llvm/Support/CheckedArithmetic.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -187,6 +188,36 @@ MemoryPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+LogicalResult
+KVCachePlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                        int64_t maxSeq, int64_t totalBytes,
+                        DenseI64ArrayAttr capacities, DenseI64ArrayAttr windows,
+                        DenseI64ArrayAttr bytes) {
+  if (maxSeq < 1 || maxSeq > kMaxCacheCapacity)
+    return emitError() << "#moe.kv_cache_plan max_seq is in [1, "
+                       << kMaxCacheCapacity << "]";
+  if (!capacities || !windows || !bytes ||
+      capacities.size() != windows.size() || bytes.size() != windows.size())
+    return emitError() << "#moe.kv_cache_plan has one capacity, window and "
+                          "byte count per layer";
+  int64_t sum = 0;
+  for (size_t l = 0; l < bytes.size(); ++l) {
+    if (capacities[l] < 1 || capacities[l] > kMaxCacheCapacity ||
+        windows[l] < 0 || bytes[l] < 0)
+      return emitError() << "#moe.kv_cache_plan layer " << l
+                         << ": capacity in [1, " << kMaxCacheCapacity
+                         << "], window and bytes non-negative";
+    std::optional<int64_t> next = llvm::checkedAdd(sum, bytes[l]);
+    if (!next)
+      return emitError() << "#moe.kv_cache_plan bytes overflow";
+    sum = *next;
+  }
+  if (sum != totalBytes)
+    return emitError() << "#moe.kv_cache_plan total_bytes " << totalBytes
+                       << " is not the layers' sum " << sum;
+  return success();
+}
+
 ModelAttr mlir::moe::getModel(ModuleOp module) {
   return module->getAttrOfType<ModelAttr>(kModelAttrName);
 }
@@ -232,6 +263,11 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
     return verifyModelAttr(op, attr.getValue());
   if (attr.getName() == kPlacementAttrName)
     return verifyPlacementAttr(op, attr.getValue());
+  if (attr.getName() == kKVCachePlanAttrName &&
+      !isa<KVCachePlanAttr>(attr.getValue()))
+    return op->emitError("'moe.kv_cache_plan' must be a #moe.kv_cache_plan, "
+                         "got ")
+           << attr.getValue();
   if (attr.getName() == kMemoryPlanAttrName &&
       !isa<MemoryPlanAttr>(attr.getValue()))
     return op->emitError("'moe.memory_plan' must be a #moe.memory_plan, got ")

@@ -55,6 +55,8 @@ ModelAttr getModel(ModuleOp module);
 
 /// The op attribute that holds a `#moe.placement` (moe-plan-memory).
 constexpr llvm::StringLiteral kPlacementAttrName = "moe.placement";
+/// The function attribute that holds a `#moe.kv_cache_plan`.
+constexpr llvm::StringLiteral kKVCachePlanAttrName = "moe.kv_cache_plan";
 /// The function attribute that holds a `#moe.memory_plan`.
 constexpr llvm::StringLiteral kMemoryPlanAttrName = "moe.memory_plan";
 /// Largest offset (and scratch) a placement holds, in floats per batch

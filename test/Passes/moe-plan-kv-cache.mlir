@@ -11,14 +11,14 @@
 // CHECK-LABEL: func.func @forward
 // CHECK-SAME: %[[C0:[^:]+]]: !moe.kv_cache<2x8x16xf32>, %[[C1:[^:]+]]: !moe.kv_cache<2x64x16xbf16>)
 // CHECK-SAME: -> (tensor<?x64xf32>, !moe.kv_cache<2x8x16xf32>, !moe.kv_cache<2x64x16xbf16>)
-// CHECK-SAME: moe.kv_cache_plan = {layers = [{bytes = 2048 : i64, capacity = 8 : i64, window = 8 : i64}, {bytes = 8192 : i64, capacity = 64 : i64, window = 0 : i64}], max_seq = 64 : i64, total_bytes = 10240 : i64}
+// CHECK-SAME: moe.kv_cache_plan = #moe.kv_cache_plan<max_seq = 64, total_bytes = 10240, capacities = [8, 64], windows = [8, 0], bytes = [2048, 8192]>
 // CHECK: moe.attention {{.*}}, %[[C0]] heads 4 {sliding_window = 8 : i64} : {{.*}}, !moe.kv_cache<2x8x16xf32>
 // CHECK: moe.attention {{.*}}, %[[C1]] heads 4 : {{.*}}, !moe.kv_cache<2x64x16xbf16>
 // CHECK: return {{.*}} : tensor<?x64xf32>, !moe.kv_cache<2x8x16xf32>, !moe.kv_cache<2x64x16xbf16>
 
 // SEQ4-LABEL: func.func @forward
 // SEQ4-SAME: !moe.kv_cache<2x4x16xf32>, %{{[^:]+}}: !moe.kv_cache<2x4x16xbf16>)
-// SEQ4-SAME: moe.kv_cache_plan = {layers = [{bytes = 1024 : i64, capacity = 4 : i64, window = 8 : i64}, {bytes = 512 : i64, capacity = 4 : i64, window = 0 : i64}], max_seq = 4 : i64, total_bytes = 1536 : i64}
+// SEQ4-SAME: moe.kv_cache_plan = #moe.kv_cache_plan<max_seq = 4, total_bytes = 1536, capacities = [4, 4], windows = [8, 0], bytes = [1024, 512]>
 module attributes {moe.model = #moe.model<architecture = "mixtral", vocab_size = 256, hidden_size = 64, intermediate_size = 128, num_layers = 2, num_heads = 4, num_kv_heads = 2, head_dim = 16, num_experts = 4, top_k = 2, max_positions = 64>} {
   func.func @forward(%q: tensor<?x64xf32>, %kv: tensor<?x32xf32>,
                      %c0: !moe.kv_cache<2x?x16xf32>, %c1: !moe.kv_cache<2x?x16xbf16>)

@@ -392,9 +392,9 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
 /// JSON on stdout.
 mlir::LogicalResult printPlanJSON(mlir::ModuleOp module) {
   auto func = module.lookupSymbol<mlir::func::FuncOp>("forward");
-  auto kv = func
-                ? func->getAttrOfType<mlir::DictionaryAttr>("moe.kv_cache_plan")
-                : nullptr;
+  auto kv = func ? func->getAttrOfType<mlir::moe::KVCachePlanAttr>(
+                       mlir::moe::kKVCachePlanAttrName)
+                 : nullptr;
   auto memory = func ? func->getAttrOfType<mlir::moe::MemoryPlanAttr>(
                            mlir::moe::kMemoryPlanAttrName)
                      : nullptr;
@@ -402,28 +402,22 @@ mlir::LogicalResult printPlanJSON(mlir::ModuleOp module) {
     fail("no memory plan: the pipeline did not plan @forward");
     return mlir::failure();
   }
-  auto field = [](mlir::DictionaryAttr d, StringRef key) -> int64_t {
-    auto a = dyn_cast_or_null<mlir::IntegerAttr>(d.get(key));
-    return a ? a.getInt() : 0;
-  };
   json::OStream j(outs(), 2);
   j.object([&] {
     j.attribute("opt_level", int64_t(optLevel));
-    j.attribute("max_seq", field(kv, "max_seq"));
+    j.attribute("max_seq", kv.getMaxSeq());
     j.attribute("max_batch_tokens", memory.getMaxBatchTokens());
-    j.attribute("kv_cache_bytes", field(kv, "total_bytes"));
+    j.attribute("kv_cache_bytes", kv.getTotalBytes());
     j.attribute("arena_bytes", memory.getArenaBytes());
     j.attribute("naive_bytes", memory.getNaiveBytes());
     j.attribute("lower_bound_bytes", memory.getLowerBoundBytes());
     j.attributeArray("layers", [&] {
-      for (auto [i, layer] :
-           llvm::enumerate(cast<mlir::ArrayAttr>(kv.get("layers"))
-                               .getAsRange<mlir::DictionaryAttr>())) {
+      for (size_t i = 0; i < kv.getBytes().size(); ++i) {
         j.object([&] {
           j.attribute("layer", int64_t(i));
-          j.attribute("kv_cache_bytes", field(layer, "bytes"));
-          j.attribute("capacity", field(layer, "capacity"));
-          j.attribute("window", field(layer, "window"));
+          j.attribute("kv_cache_bytes", kv.getBytes()[i]);
+          j.attribute("capacity", kv.getCapacities()[i]);
+          j.attribute("window", kv.getWindows()[i]);
         });
       }
     });

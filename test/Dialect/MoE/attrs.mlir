@@ -42,3 +42,11 @@ func.func @planned(%x: tensor<?x64xf32>) -> tensor<?x64xf32> attributes {moe.mem
   %b = moe.rms_norm %a, %w eps 1.0e-05 {moe.placement = #moe.placement<scratch = 64, results = [0]>} : tensor<?x64xf32>, tensor<64xf32>
   return %b : tensor<?x64xf32>
 }
+
+// -----
+
+// CHECK-LABEL: func.func @kv_planned
+// CHECK-SAME: moe.kv_cache_plan = #moe.kv_cache_plan<max_seq = 4, total_bytes = 1536, capacities = [4, 4], windows = [8, 0], bytes = [1024, 512]>
+func.func @kv_planned() attributes {moe.kv_cache_plan = #moe.kv_cache_plan<bytes = [1024, 512], windows = [8, 0], capacities = [4, 4], total_bytes = 1536, max_seq = 4>} {
+  return
+}

@@ -986,3 +986,24 @@ func.func @memory_plan_dict() attributes {moe.memory_plan = {arena_bytes = 0 : i
 func.func @memory_plan_batch() attributes {moe.memory_plan = #moe.memory_plan<target = #moert.cpu, max_batch_tokens = 0, floats_per_token = 0, arena_bytes = 0, lower_bound_bytes = 0, naive_bytes = 0>} {
   return
 }
+
+// -----
+
+// expected-error @below {{'moe.kv_cache_plan' must be a #moe.kv_cache_plan, got {max_seq = 4 : i64}}}
+func.func @kv_plan_dict() attributes {moe.kv_cache_plan = {max_seq = 4 : i64}} {
+  return
+}
+
+// -----
+
+// expected-error @below {{#moe.kv_cache_plan total_bytes 100 is not the layers' sum 1536}}
+func.func @kv_plan_total() attributes {moe.kv_cache_plan = #moe.kv_cache_plan<max_seq = 4, total_bytes = 100, capacities = [4, 4], windows = [8, 0], bytes = [1024, 512]>} {
+  return
+}
+
+// -----
+
+// expected-error @below {{#moe.kv_cache_plan has one capacity, window and byte count per layer}}
+func.func @kv_plan_layers() attributes {moe.kv_cache_plan = #moe.kv_cache_plan<max_seq = 4, total_bytes = 1024, capacities = [4, 4], windows = [8], bytes = [1024]>} {
+  return
+}
