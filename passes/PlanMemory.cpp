@@ -77,8 +77,7 @@ struct PlanMemoryPass : mlir::moe::impl::PlanMemoryBase<PlanMemoryPass> {
       if (isa<WeightOp>(op))
         continue;
       int64_t at = position[&op];
-      int64_t tensors = llvm::count_if(
-          op.getResultTypes(), [](Type t) { return isa<RankedTensorType>(t); });
+      int64_t tensors = getNumTensorResults(&op);
       for (Value result : op.getResults()) {
         // The logits need no buffer when they are all the op makes (an op
         // with more results gets one for each, the logits' unused).

@@ -46,18 +46,13 @@ FailureOr<Value> mlir::moe::resultBuffer(ConversionPatternRewriter &rewriter,
   if (result == state.logitsTensor)
     return state.logitsBuffer;
   Operation *op = result.getOwner();
-  // The placement has one offset per tensor result, in result order.
-  auto placement = op->getAttrOfType<PlacementAttr>(kPlacementAttrName);
-  int64_t i = llvm::count_if(
-      op->getResults().take_front(result.getResultNumber()),
-      [](Value v) { return isa<RankedTensorType>(v.getType()); });
-  if (!placement || int64_t(placement.getResults().size()) <= i)
+  std::optional<int64_t> offset = getPlannedOffset(result);
+  if (!offset)
     return op->emitOpError("has no buffer in the memory plan: run "
                            "moe-plan-memory before lowering");
-  int64_t offset = placement.getResults()[i];
   return moert::ViewOp::create(
              rewriter, op->getLoc(),
-             bufferType(cast<RankedTensorType>(result.getType())), offset,
+             bufferType(cast<RankedTensorType>(result.getType())), *offset,
              getFloatsPerToken(result))
       .getResult();
 }
@@ -155,12 +150,6 @@ LogicalResult checkPermutation(Operation *user, Value perm, Value offsets,
   return success();
 }
 
-/// Rows per batch token of an activation's buffer.
-int64_t rowsPerToken(Value v) {
-  auto type = cast<RankedTensorType>(v.getType());
-  return getFloatsPerToken(v) / std::max<int64_t>(1, type.getDimSize(1));
-}
-
 /// Checks what the kernels rely on beyond the op verifiers, so that
 /// whatever lowers compiles into a memory-safe binary: forward's signature,
 /// logits of vocab_size, embeddings of the token ids, expert indices and
@@ -210,9 +199,9 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
                             "@forward");
   // The caller's logits buffer holds one row per token: a value of the
   // permuted domain (k rows a token) would overflow it.
-  if (rowsPerToken(returned) != 1)
+  if (getRowsPerToken(returned) != 1)
     return func.emitOpError("returns logits of ")
-           << rowsPerToken(returned)
+           << getRowsPerToken(returned)
            << " rows per token; the caller's buffer holds one";
   SmallVector<AttentionOp> readers(layers);
   Value tokens = func.getArgument(0);
@@ -301,18 +290,18 @@ LogicalResult verifyContract(ModuleOp module, func::FuncOp func,
         return failure();
       // Without gather the input is the permuted batch: k rows a token.
       int64_t rows = g.getGather() ? 1 : int64_t(g.getK());
-      if (rowsPerToken(g.getInput()) != rows)
+      if (getRowsPerToken(g.getInput()) != rows)
         return op->emitOpError("needs an input of ")
                << rows << " row(s) per token, got one of "
-               << rowsPerToken(g.getInput());
+               << getRowsPerToken(g.getInput());
     } else if (auto c = dyn_cast<ExpertCombineOp>(op)) {
       int64_t k = width(c.getWeights());
       if (failed(checkPermutation(op, c.getPerm(), Value(), 0, k)))
         return failure();
-      if (rowsPerToken(c.getInput()) != k)
+      if (getRowsPerToken(c.getInput()) != k)
         return op->emitOpError("needs the permuted batch (")
                << k << " rows per token) as input, got "
-               << rowsPerToken(c.getInput()) << " row(s) per token";
+               << getRowsPerToken(c.getInput()) << " row(s) per token";
     }
     return WalkResult::advance();
   });
@@ -355,22 +344,17 @@ LogicalResult verifyPlan(func::FuncOp func, MemoryPlanAttr plan,
       continue;
     auto placement = op.getAttrOfType<PlacementAttr>(kPlacementAttrName);
     int64_t at = position[&op];
-    int64_t tensors = llvm::count_if(
-        op.getResultTypes(), [](Type t) { return isa<RankedTensorType>(t); });
-    int64_t index = 0;
+    int64_t tensors = getNumTensorResults(&op);
     for (OpResult r : op.getResults()) {
-      if (!isa<RankedTensorType>(r.getType()))
+      if (!isa<RankedTensorType>(r.getType()) || (r == logits && tensors == 1))
         continue;
-      int64_t i = index++;
-      if (r == logits && tensors == 1)
-        continue;
-      if (!placement || int64_t(placement.getResults().size()) <= i)
+      std::optional<int64_t> offset = getPlannedOffset(r);
+      if (!offset)
         return stale(&op, "has no buffer in the memory plan");
       int64_t last = at;
       for (Operation *user : r.getUsers())
         last = std::max(last, position.lookup(user));
-      buffers.push_back(
-          {placement.getResults()[i], getFloatsPerToken(r), at, last, &op});
+      buffers.push_back({*offset, getFloatsPerToken(r), at, last, &op});
     }
     if (int64_t needed = target.getScratchFloatsPerToken(&op)) {
       if (!placement || !placement.getScratch())

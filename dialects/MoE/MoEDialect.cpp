@@ -235,8 +235,7 @@ static LogicalResult verifyPlacementAttr(Operation *op, Attribute attr) {
   if (!placement)
     return op->emitError("'moe.placement' must be a #moe.placement, got ")
            << attr;
-  int64_t tensors = llvm::count_if(
-      op->getResultTypes(), [](Type t) { return isa<RankedTensorType>(t); });
+  int64_t tensors = getNumTensorResults(op);
   int64_t offsets = placement.getResults().size();
   if (offsets != tensors && !(offsets == 0 && tensors == 1))
     return op->emitError("'moe.placement' has ")

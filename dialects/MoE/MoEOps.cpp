@@ -842,7 +842,7 @@ double GroupedMatmulOp::getFlops(double stepTokens) {
 // Buffer sizes for lowering
 //===----------------------------------------------------------------------===//
 
-static int64_t rowsPerToken(Value value) {
+int64_t mlir::moe::getRowsPerToken(Value value) {
   Operation *def = value.getDefiningOp();
   if (auto permute = dyn_cast_or_null<ExpertPermuteOp>(def))
     return value == permute.getPerm()
@@ -851,7 +851,7 @@ static int64_t rowsPerToken(Value value) {
   if (auto gemm = dyn_cast_or_null<GroupedMatmulOp>(def))
     return gemm.getK();
   if (auto silu = dyn_cast_or_null<SiluMulOp>(def))
-    return rowsPerToken(silu.getInput());
+    return getRowsPerToken(silu.getInput());
   return 1;
 }
 
@@ -862,8 +862,27 @@ int64_t mlir::moe::getFloatsPerToken(Value value) {
     if (value == permute.getOffsets())
       return type.getDimSize(0);
   // Saturates: a width no buffer can have stays out of every arena.
-  return llvm::checkedMul(width, rowsPerToken(value))
+  return llvm::checkedMul(width, getRowsPerToken(value))
       .value_or(std::numeric_limits<int64_t>::max());
+}
+
+int64_t mlir::moe::getNumTensorResults(Operation *op) {
+  return llvm::count_if(op->getResultTypes(),
+                        [](Type t) { return isa<RankedTensorType>(t); });
+}
+
+std::optional<int64_t> mlir::moe::getPlannedOffset(OpResult result) {
+  Operation *op = result.getOwner();
+  auto placement = op->getAttrOfType<PlacementAttr>(kPlacementAttrName);
+  if (!placement || !isa<RankedTensorType>(result.getType()))
+    return std::nullopt;
+  int64_t i = getNumTensorResults(op) -
+              llvm::count_if(
+                  op->getResults().drop_front(result.getResultNumber()),
+                  [](Value v) { return isa<RankedTensorType>(v.getType()); });
+  if (i >= int64_t(placement.getResults().size()))
+    return std::nullopt;
+  return placement.getResults()[i];
 }
 
 #define GET_OP_CLASSES

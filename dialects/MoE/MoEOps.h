@@ -17,6 +17,8 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include <optional>
+
 #define GET_OP_CLASSES
 #include "dialects/MoE/MoEOps.h.inc"
 
@@ -28,6 +30,17 @@ namespace mlir::moe {
 /// offsets, a fixed E + 1 entries, are counted as E + 1 per token, which
 /// covers them for any batch.
 int64_t getFloatsPerToken(Value value);
+
+/// Rows per batch token of an activation: k for values of the permuted
+/// (token, choice) domain of the fused expert path, else 1.
+int64_t getRowsPerToken(Value value);
+
+/// Tensor results of `op` (the ones that can have an arena buffer).
+int64_t getNumTensorResults(Operation *op);
+
+/// The arena offset moe-plan-memory gave `result` (its `#moe.placement`
+/// entry, one per tensor result in result order), if it gave one.
+std::optional<int64_t> getPlannedOffset(OpResult result);
 
 } // namespace mlir::moe
 
