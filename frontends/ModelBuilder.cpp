@@ -138,8 +138,9 @@ void ModelIRBuilder::emitManifest(ModuleOp module) {
   for (size_t i : perm) {
     const WeightSource &w = *order[i];
     auto type = RankedTensorType::get(w.shape, elementType(w.dtype));
-    WeightSourceOp::create(b, b.getUnknownLoc(), used[i], w.file,
-                           static_cast<int64_t>(w.offset), type);
+    WeightSourceOp::create(b, b.getUnknownLoc(), used[i], /*artifact=*/false,
+                           w.file, static_cast<int64_t>(w.offset), type,
+                           /*quantized=*/nullptr);
   }
 }
 

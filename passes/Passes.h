@@ -24,6 +24,9 @@ namespace mlir::moe {
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
 
+/// Whether `name` is a quantisation format (q8_0, q4_0, q4_1).
+bool isQuantFormatName(llvm::StringRef name);
+
 /// Options of the default pipeline (moe-compile -O0/-O2, and
 /// `moe-opt --moe-default-pipeline`).
 struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
@@ -49,6 +52,16 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
       llvm::cl::desc("At opt-level 2, run moe-fuse-epilogues (default "
                      "true; false measures what it gains)"),
       llvm::cl::init(true)};
+  Option<std::string> quantize{
+      *this, "quantize",
+      llvm::cl::desc("Run moe-quantize-weights first with this format "
+                     "(q8_0, q4_0, q4_1); empty (default): keep the "
+                     "weights' own types"),
+      llvm::cl::init("")};
+  Option<std::string> quantizeOnly{
+      *this, "quantize-only",
+      llvm::cl::desc("With quantize: all (default) or experts"),
+      llvm::cl::init("all")};
 };
 
 /// Bounds of the pipeline's sizes: positions are int32 at run time, and a

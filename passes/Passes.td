@@ -9,6 +9,55 @@
 
 include "mlir/Pass/PassBase.td"
 
+def QuantizeWeights : Pass<"moe-quantize-weights", "::mlir::ModuleOp"> {
+  let summary = "Store weights block-quantised (q8_0, q4_0, q4_1)";
+  let description = [{
+    Rewrites the type of every weight it may quantise to a `!moe.quant`
+    tensor of the same shape, and marks its `moe.weight_source` `quantized
+    to` that type. The IR never holds weight data: moe-compile writes the
+    quantised tensors once, into one weights file beside the executable,
+    and the user's files are left as they are (docs/quantisation.md).
+
+    Which weights: a `moe.weight` is quantised when every op that uses it
+    takes it quantised (`WeightCostOpInterface::getQuantizable`): with
+    `only=all` (the default) the embedding table, the attention
+    projections, the experts and lm_head; with `only=experts` the expert
+    weights alone. Norm scales and router gates are never quantised, as
+    llama.cpp leaves them too: they are small, and the router's choice is
+    sensitive to them. A weight whose rows are not whole 32-element blocks
+    is kept as it is, with a warning naming it.
+
+    Before:
+
+    ```mlir
+    moe.weight_source "lm_head.weight" in "model.safetensors" at 128 : tensor<256x64xf32>
+    func.func @head(%h: tensor<?x64xf32>) -> tensor<?x256xf32> {
+      %w = moe.weight "lm_head.weight" : tensor<256x64xf32>
+      %l = moe.linear %h, %w : tensor<?x64xf32>, tensor<256x64xf32>
+      return %l : tensor<?x256xf32>
+    }
+    ```
+
+    After `--moe-quantize-weights=format=q8_0`:
+
+    ```mlir
+    moe.weight_source "lm_head.weight" in "model.safetensors" at 128 : tensor<256x64xf32> quantized to tensor<256x64x!moe.quant<q8_0>>
+    func.func @head(%h: tensor<?x64xf32>) -> tensor<?x256xf32> {
+      %w = moe.weight "lm_head.weight" : tensor<256x64x!moe.quant<q8_0>>
+      %l = moe.linear %h, %w : tensor<?x64xf32>, tensor<256x64x!moe.quant<q8_0>>
+      return %l : tensor<?x256xf32>
+    }
+    ```
+  }];
+  let options = [
+    Option<"format", "format", "std::string", /*default=*/"\"q8_0\"",
+           "q8_0, q4_0 or q4_1">,
+    Option<"only", "only", "std::string", /*default=*/"\"all\"",
+           "all: every weight that may be quantised; experts: the expert "
+           "weights only">,
+  ];
+}
+
 def EstimateCost : Pass<"moe-estimate-cost", "::mlir::func::FuncOp"> {
   let summary = "Annotate a forward step with its weight traffic and FLOPs";
   let description = [{

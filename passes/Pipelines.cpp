@@ -14,6 +14,12 @@ using namespace mlir;
 
 void mlir::moe::buildDefaultPipeline(OpPassManager &pm,
                                      const PipelineOptions &options) {
+  if (!options.quantize.empty()) {
+    QuantizeWeightsOptions quant;
+    quant.format = options.quantize;
+    quant.only = options.quantizeOnly;
+    pm.addPass(createQuantizeWeights(quant));
+  }
   OpPassManager &func = pm.nest<func::FuncOp>();
   PlanKVCacheOptions kv;
   kv.maxSeq = options.maxSeq;
@@ -57,6 +63,12 @@ llvm::Error mlir::moe::checkPipelineOptions(const PipelineOptions &options,
     return fail(prefix + "max-batch-tokens must be in [1, " +
                 llvm::Twine(kMaxBatchTokensLimit) + "], got " +
                 llvm::Twine(options.maxBatchTokens.getValue()));
+  if (!options.quantize.empty() && !isQuantFormatName(options.quantize))
+    return fail(prefix + "quantize must be q8_0, q4_0 or q4_1, got '" +
+                options.quantize.getValue() + "'");
+  if (options.quantizeOnly != "all" && options.quantizeOnly != "experts")
+    return fail(prefix + "quantize-only must be all or experts, got '" +
+                options.quantizeOnly.getValue() + "'");
   return llvm::Error::success();
 }
 
@@ -65,7 +77,8 @@ void mlir::moe::registerPipelines() {
   // (opt-level=1 silently ran -O2).
   registerPassPipeline(
       "moe-default-pipeline",
-      "The moe-compile pipeline: at opt-level=2 canonicalize, "
+      "The moe-compile pipeline: moe-quantize-weights when quantize is "
+      "given; then at opt-level=2 canonicalize, "
       "moe-fuse-router, moe-fuse-expert-gemms, moe-fuse-projections, "
       "moe-fuse-epilogues (unless fuse-epilogues=false), moe-plan-kv-cache, "
       "moe-plan-memory; at opt-level=0 "

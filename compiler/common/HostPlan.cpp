@@ -81,6 +81,16 @@ namespace {
 enum class Target { Cpu, Cuda };
 
 StringRef dtypeEnum(Type t) {
+  if (auto quant = dyn_cast<QuantType>(t)) {
+    switch (quant.getFormat()) {
+    case QuantFormat::Q8_0:
+      return "MOERT_Q8_0";
+    case QuantFormat::Q4_0:
+      return "MOERT_Q4_0";
+    case QuantFormat::Q4_1:
+      return "MOERT_Q4_1";
+    }
+  }
   if (t.isF16())
     return "MOERT_F16";
   if (t.isBF16())
@@ -159,6 +169,8 @@ public:
   int64_t maxPositions = 0, vocab = 0, hidden = 0;
   int64_t arenaPerToken = 0, workspaceFloats = 0, cacheBytes = 0;
   StringRef weightDir;
+  /// The C++ spelling of a weight element type (`moert::q8_0`, ...).
+  FailureOr<std::string> elementName(Operation *op, Type t) const;
 
 private:
   LogicalResult collectArguments(func::FuncOp func);
@@ -166,7 +178,6 @@ private:
   LogicalResult printOp(Operation *op, int indent);
   /// The C++ spelling of a template argument.
   FailureOr<std::string> templateArg(Operation *op, Attribute a) const;
-  FailureOr<std::string> elementName(Operation *op, Type t) const;
   /// The C++ expression of an operand.
   FailureOr<std::string> expr(Operation *user, Value v) const;
   llvm::DenseMap<Value, std::string> names;
@@ -183,6 +194,9 @@ FailureOr<std::string> PlanPrinter::elementName(Operation *op, Type t) const {
     return std::string(cpu ? "moert::bf16" : "__nv_bfloat16");
   if (isa<NoneType>(t))
     return std::string("void");
+  // The block structs of moert/quant.h, which both targets include.
+  if (auto quant = dyn_cast<QuantType>(t))
+    return "moert::" + stringifyQuantFormat(quant.getFormat()).str();
   return op->emitOpError("the ") << targetName() << " target has no " << t;
 }
 
@@ -538,6 +552,16 @@ LogicalResult PlanPrinter::run() {
     return func.emitOpError("needs moert.max_positions in [1, 2^31 - 1]");
   maxPositions = positions.getInt();
   for (auto source : module.getOps<WeightSourceOp>()) {
+    // The manifest names bytes that exist: a quantisation still pending is
+    // moe-compile's to carry out (it writes the weights file first).
+    if (source.getQuantized())
+      return source.emitOpError("weight '")
+             << source.getName() << "' is still to be quantised; moe-compile "
+             << "writes the quantised weights file and then prints the plan";
+    if (source.getArtifact() && options.artifactDir.empty())
+      return source.emitOpError("weight '")
+             << source.getName() << "' lives beside the executable, but no "
+             << "artifact directory was given";
     manifestIndex[source.getName()] = manifest.size();
     manifest.push_back(source);
   }
@@ -582,7 +606,7 @@ void PlanPrinter::writeTables(raw_ostream &os) const {
        << ", " << s.getOffset() << "ull, " << s.getSizeInBytes() << "ull, "
        << dtypeEnum(t.getElementType()) << ", " << t.getDimSize(0) << ", "
        << (t.getRank() > 1 ? t.getDimSize(1) : 1) << ", " << t.getRank()
-       << "},\n";
+       << ", " << (s.getArtifact() ? 1 : 0) << "},\n";
   }
   os << "};\n\nconst moert_cache_desc kCaches[] = {\n";
   for (const Cache &c : caches)
@@ -627,7 +651,10 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
      << "  " << manifest.size() << ", kWeights, kCaches, scratchFloats, "
      << "forward,\n"
      << "  " << cppQuoted(plan) << ",\n"
-     << "  " << targetFields << "};\n";
+     << "  " << targetFields << ",\n"
+     << "  " << (options.artifactDir.empty() ? std::string("nullptr")
+                                             : cppQuoted(options.artifactDir))
+     << "};\n";
 }
 
 LogicalResult PlanPrinter::writeKernels(raw_ostream &os) const {
@@ -694,10 +721,10 @@ LogicalResult mlir::moe::printCpuProgram(ModuleOp module,
   // Weight pointers, typed.
   for (auto [i, source] : llvm::enumerate(printer.manifest)) {
     Type element = cast<RankedTensorType>(source.getType()).getElementType();
-    StringRef t = element.isF16()    ? "moert::f16"
-                  : element.isBF16() ? "moert::bf16"
-                                     : "float";
-    os << "  const " << t << " *W" << i << " = static_cast<const " << t
+    FailureOr<std::string> t = printer.elementName(source, element);
+    if (failed(t))
+      return failure();
+    os << "  const " << *t << " *W" << i << " = static_cast<const " << *t
        << " *>(ex->weights[" << i << "]);\n";
   }
   os << printer.body << "}\n\n";

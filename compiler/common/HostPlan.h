@@ -31,6 +31,10 @@ namespace mlir::moe {
 struct EmitOptions {
   /// Name shown by the binary's --help.
   std::string modelName = "model";
+  /// The absolute directory the executable and its quantised weights file
+  /// are written to (moe-compile's -o), where the runtime looks for weights
+  /// marked `artifact` unless told otherwise; empty when nothing is.
+  std::string artifactDir;
 };
 
 /// `s` as a C/C++ string literal: every byte that is not printable ASCII is

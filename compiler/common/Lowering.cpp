@@ -22,10 +22,12 @@ MemRefType mlir::moe::bufferType(RankedTensorType t) {
 
 LoweringTypeConverter::LoweringTypeConverter() {
   addConversion([](Type t) { return t; });
-  // A weight (static, float) keeps its shape; an activation (f32 or i32) is
-  // a batch of rows, whatever its static size (expert offsets have one).
+  // A weight (static, float or block-quantised) keeps its shape; an
+  // activation (f32 or i32) is a batch of rows, whatever its static size
+  // (expert offsets have one).
   addConversion([](RankedTensorType t) -> Type {
-    if (t.hasStaticShape() && isa<FloatType>(t.getElementType()))
+    if (t.hasStaticShape() &&
+        isa<FloatType, QuantType>(t.getElementType()))
       return MemRefType::get(t.getShape(), t.getElementType());
     return bufferType(t);
   });

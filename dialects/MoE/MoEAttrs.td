@@ -20,6 +20,17 @@ def MoE_ScoringFuncAttr : I32EnumAttr<"ScoringFunc",
   let cppNamespace = "::mlir::moe";
 }
 
+def MoE_QuantQ8_0 : I32EnumAttrCase<"Q8_0", 0, "q8_0">;
+def MoE_QuantQ4_0 : I32EnumAttrCase<"Q4_0", 1, "q4_0">;
+def MoE_QuantQ4_1 : I32EnumAttrCase<"Q4_1", 2, "q4_1">;
+
+def MoE_QuantFormatAttr : I32EnumAttr<"QuantFormat",
+    "block-quantised weight format",
+    [MoE_QuantQ8_0, MoE_QuantQ4_0, MoE_QuantQ4_1]> {
+  let cppNamespace = "::mlir::moe";
+  let genSpecializedAttr = 0;
+}
+
 def MoE_ModelAttr : AttrDef<MoE_Dialect, "Model"> {
   let mnemonic = "model";
   let summary = "the hyper-parameters of the model a module was imported from";

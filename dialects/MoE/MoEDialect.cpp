@@ -116,6 +116,29 @@ std::optional<int64_t> KVCacheType::getSizeInBytes() const {
 }
 
 //===----------------------------------------------------------------------===//
+// QuantType
+//===----------------------------------------------------------------------===//
+
+int64_t QuantType::getBlockBytes() const {
+  // As runtime/include/moert/quant.h lays the blocks out.
+  switch (getFormat()) {
+  case QuantFormat::Q8_0:
+    return 34;
+  case QuantFormat::Q4_0:
+    return 18;
+  case QuantFormat::Q4_1:
+    return 20;
+  }
+  llvm_unreachable("unknown quantisation format");
+}
+
+int64_t mlir::moe::getStorageBytes(ShapedType type) {
+  if (auto quant = dyn_cast<QuantType>(type.getElementType()))
+    return quant.getStorageBytes(type.getNumElements());
+  return type.getNumElements() * type.getElementTypeBitWidth() / 8;
+}
+
+//===----------------------------------------------------------------------===//
 // ModelAttr
 //===----------------------------------------------------------------------===//
 
@@ -298,7 +321,8 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
     if (type.getRank() <= 2 && llvm::all_of(type.getShape(), [](int64_t d) {
           return d > 0 && d <= kMaxWeightDim;
         }))
-      byFile[source.getFile()].push_back(source);
+      byFile[(source.getArtifact() ? "artifact:" : "") + source.getFile().str()]
+          .push_back(source);
   }
   for (auto &entry : byFile) {
     SmallVector<WeightSourceOp> &list = entry.second;
@@ -318,7 +342,7 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                << ") overlaps weight '" << prev.getName() << "' at ["
                << prev.getOffset() << ", "
                << prev.getOffset() + prev.getSizeInBytes() << ") of "
-               << entry.first();
+               << next.getFile();
     }
   }
   WalkResult result = op->walk([&](WeightOp weight) {
@@ -328,10 +352,10 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
           << weight.getName() << "' has no moe.weight_source in the module";
       return WalkResult::interrupt();
     }
-    if (it->second.getType() != weight.getResult().getType()) {
+    if (it->second.getWeightType() != weight.getResult().getType()) {
       weight.emitOpError("type ") << weight.getResult().getType()
                                   << " differs from its moe.weight_source type "
-                                  << it->second.getType();
+                                  << it->second.getWeightType();
       return WalkResult::interrupt();
     }
     return WalkResult::advance();

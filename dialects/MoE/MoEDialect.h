@@ -45,6 +45,13 @@ class ModuleOp;
 } // namespace mlir
 
 namespace mlir::moe {
+/// Bytes a statically shaped weight of `type` occupies in its storage type:
+/// elements times their size, or whole blocks of a `!moe.quant` format.
+/// The verifiers bound weight shapes so that this cannot overflow.
+int64_t getStorageBytes(ShapedType type);
+} // namespace mlir::moe
+
+namespace mlir::moe {
 /// The module attribute that holds a `#moe.model`.
 constexpr llvm::StringLiteral kModelAttrName = "moe.model";
 

@@ -6,6 +6,8 @@
 
 #include "dialects/MoE/MoEInterfaces.h"
 
+#include "dialects/MoE/MoEDialect.h"
+
 #include "mlir/IR/BuiltinTypes.h"
 
 #include <cmath>
@@ -16,9 +18,29 @@ using namespace mlir::moe;
 #include "dialects/MoE/MoEInterfaces.cpp.inc"
 
 double mlir::moe::getWeightStorageBytes(Value weight) {
-  auto type = cast<RankedTensorType>(weight.getType());
-  return static_cast<double>(type.getNumElements()) *
-         static_cast<double>(type.getElementTypeBitWidth()) / 8.0;
+  return static_cast<double>(
+      getStorageBytes(cast<RankedTensorType>(weight.getType())));
+}
+
+LogicalResult mlir::moe::verifyQuantizedWeightOperands(Operation *op) {
+  auto iface = cast<WeightCostOpInterface>(op);
+  for (OpOperand &operand : op->getOpOperands()) {
+    auto type = dyn_cast<RankedTensorType>(operand.get().getType());
+    auto quant = type ? dyn_cast<QuantType>(type.getElementType()) : nullptr;
+    if (!quant)
+      continue;
+    unsigned i = operand.getOperandNumber();
+    if (!iface.isWeightOperand(operand) ||
+        iface.getQuantizable(operand) == QuantizableWeight::No)
+      return op->emitOpError("operand #")
+             << i << " cannot be quantised, got " << type;
+    if (type.getRank() != 2 ||
+        type.getDimSize(1) % QuantType::kBlockSize != 0)
+      return op->emitOpError("quantised weight operand #")
+             << i << " of type " << type << " must be rank 2 with rows of "
+             << "whole " << QuantType::kBlockSize << "-element blocks";
+  }
+  return success();
 }
 
 double mlir::moe::getExpectedExpertShare(int64_t k, int64_t numExperts,

@@ -18,6 +18,15 @@
 
 namespace mlir::moe {
 
+/// What moe-quantize-weights may make of a weight operand
+/// (WeightCostOpInterface::getQuantizable).
+enum class QuantizableWeight { No, Dense, Expert };
+
+/// The WeightCostOpInterface verifier: every operand of `op` with a
+/// `!moe.quant` element type is a weight the op takes quantised, of rank 2,
+/// whose rows are a whole number of blocks.
+LogicalResult verifyQuantizedWeightOperands(Operation *op);
+
 /// Bytes `weight` (a statically shaped tensor) occupies in its storage
 /// type: what an op that reads it whole reads.
 double getWeightStorageBytes(Value weight);

@@ -68,7 +68,24 @@ def MoE_WeightCostOpInterface : OpInterface<"WeightCostOpInterface"> {
         must not be bound to it). The lowerings check both directions.
       }],
       "bool", "isWeightOperand", (ins "::mlir::OpOperand &":$operand)>,
+    InterfaceMethod<[{
+        Whether the weight `operand` may be block-quantised (`!moe.quant`),
+        and as what: `Dense` for a weight the op multiplies by or gathers
+        rows of (a projection, lm_head, the embedding table), `Expert` for
+        an expert's weight, `No` for the others (norm scales, router gates,
+        activations). `moe-quantize-weights` quantises a `moe.weight` only
+        when every use takes it, and with `only=experts` only when every
+        use is `Expert`.
+      }],
+      "::mlir::moe::QuantizableWeight", "getQuantizable",
+      (ins "::mlir::OpOperand &":$operand), "",
+      "return ::mlir::moe::QuantizableWeight::No;">,
   ];
+  // A quantised weight operand must be one the op takes quantised, with
+  // rows of whole blocks.
+  let verify = [{
+    return ::mlir::moe::verifyQuantizedWeightOperands($_op);
+  }];
 }
 
 #endif // MOE_INTERFACES_TD

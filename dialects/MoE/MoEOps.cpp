@@ -77,7 +77,8 @@ static void appendRoutingTypes(int64_t tokens, int64_t k, MLIRContext *ctx,
 /// The rules every weight type follows, for moe.weight and
 /// moe.weight_source: rank 1 or 2 (what the manifest records), each
 /// dimension in [1, kMaxWeightDim] (so that element and byte counts cannot
-/// overflow), and a name that is a C string (no NUL byte).
+/// overflow), a name that is a C string (no NUL byte), and for a quantised
+/// type rank 2 with rows of whole blocks.
 static LogicalResult verifyWeight(Operation *op, StringRef name,
                                   RankedTensorType type) {
   if (name.empty())
@@ -95,6 +96,11 @@ static LogicalResult verifyWeight(Operation *op, StringRef name,
       return op->emitOpError("weight '") << name << "' has a dimension above "
                                          << kMaxWeightDim << " in " << type;
   }
+  if (isa<QuantType>(type.getElementType()) &&
+      (type.getRank() != 2 || type.getDimSize(1) % QuantType::kBlockSize))
+    return op->emitOpError("quantised weight '")
+           << name << "' must be rank 2 with rows of whole "
+           << QuantType::kBlockSize << "-element blocks, got " << type;
   return success();
 }
 
@@ -110,35 +116,59 @@ LogicalResult WeightSourceOp::verify() {
   auto type = cast<RankedTensorType>(getType());
   if (failed(verifyWeight(*this, getName(), type)))
     return failure();
+  bool quantizedType = isa<QuantType>(type.getElementType());
+  if (getArtifact() && !quantizedType)
+    return emitOpError("weight '")
+           << getName() << "' in the artifact's weights file must have a "
+           << "quantised type, got " << type;
+  if (!getArtifact() && quantizedType)
+    return emitOpError("weight '")
+           << getName() << "' in moe.weight_dir has a quantised type " << type
+           << "; model files hold f32, f16 or bf16 (moe-quantize-weights "
+           << "marks a source 'quantized to' instead)";
+  if (std::optional<Type> to = getQuantized()) {
+    auto target = cast<RankedTensorType>(*to);
+    if (getArtifact() || !isa<QuantType>(target.getElementType()) ||
+        target.getShape() != type.getShape())
+      return emitOpError("weight '")
+             << getName() << "' must be quantized to a !moe.quant tensor of "
+             << "its own shape, from a model file, got " << type
+             << " quantized to " << target;
+    if (failed(verifyWeight(*this, getName(), target)))
+      return failure();
+  }
   StringRef file = getFile();
   if (file.empty())
     return emitOpError("file of weight '") << getName() << "' is empty";
-  // A plain file name inside moe.weight_dir: no directories, no way out of
-  // it, and a C string (no NUL byte, which would name another file). Other
-  // bytes are the file system's business; emitted code escapes them.
+  // A plain file name inside moe.weight_dir (or beside the executable): no
+  // directories, no way out of it, and a C string (no NUL byte, which would
+  // name another file). Other bytes are the file system's business; emitted
+  // code escapes them.
   if (file == "." || file == ".." || file.contains('/') ||
       file.contains('\0')) {
     std::string escaped;
     llvm::raw_string_ostream os(escaped);
     llvm::printEscapedString(file, os);
     return emitOpError("file of weight '")
-           << getName() << "' must be a plain file name in moe.weight_dir, "
-           << "got '" << escaped << "'";
+           << getName() << "' must be a plain file name in "
+           << (getArtifact() ? "the artifact's directory" : "moe.weight_dir")
+           << ", got '" << escaped << "'";
   }
-  int64_t elementBytes = type.getElementTypeBitWidth() / 8;
+  // Quantised blocks start with an f16 scale.
+  int64_t alignment =
+      quantizedType ? 2 : int64_t(type.getElementTypeBitWidth() / 8);
   int64_t offset = int64_t(getOffset());
-  if (offset % elementBytes != 0)
+  if (offset % alignment != 0)
     return emitOpError("offset ") << offset << " of weight '" << getName()
                                   << "' is not a multiple of its element size ("
-                                  << elementBytes << " bytes)";
+                                  << alignment << " bytes)";
   if (offset > std::numeric_limits<int64_t>::max() - getSizeInBytes())
     return emitOpError("weight '") << getName() << "' ends beyond 2^63 bytes";
   return success();
 }
 
 int64_t WeightSourceOp::getSizeInBytes() {
-  auto type = cast<RankedTensorType>(getType());
-  return type.getNumElements() * type.getElementTypeBitWidth() / 8;
+  return getStorageBytes(cast<RankedTensorType>(getType()));
 }
 
 //===----------------------------------------------------------------------===//
@@ -737,6 +767,35 @@ static bool isIn(OpOperand &operand, OperandRange range) {
 
 bool EmbeddingOp::isWeightOperand(OpOperand &operand) {
   return &operand == &getTableMutable();
+}
+
+QuantizableWeight EmbeddingOp::getQuantizable(OpOperand &operand) {
+  return isWeightOperand(operand) ? QuantizableWeight::Dense
+                                  : QuantizableWeight::No;
+}
+
+QuantizableWeight LinearOp::getQuantizable(OpOperand &operand) {
+  // A router's gate stays as it is (moe-fuse-router folds it into
+  // moe.fused_router, which takes it unquantised).
+  bool routerGate = llvm::any_of(getResult().getUsers(),
+                                 [](Operation *u) { return isa<RouterOp>(u); });
+  return isWeightOperand(operand) && !routerGate ? QuantizableWeight::Dense
+                                                 : QuantizableWeight::No;
+}
+
+QuantizableWeight FusedLinearOp::getQuantizable(OpOperand &operand) {
+  return isWeightOperand(operand) ? QuantizableWeight::Dense
+                                  : QuantizableWeight::No;
+}
+
+QuantizableWeight ExpertsOp::getQuantizable(OpOperand &operand) {
+  return isWeightOperand(operand) ? QuantizableWeight::Expert
+                                  : QuantizableWeight::No;
+}
+
+QuantizableWeight GroupedMatmulOp::getQuantizable(OpOperand &operand) {
+  return isWeightOperand(operand) ? QuantizableWeight::Expert
+                                  : QuantizableWeight::No;
 }
 
 bool RMSNormOp::isWeightOperand(OpOperand &operand) {

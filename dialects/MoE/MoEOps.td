@@ -22,8 +22,11 @@ include "mlir/Interfaces/SideEffectInterfaces.td"
 
 /// Activations: [tokens, features] in f32; the token dimension may be `?`.
 def MoE_ActTensor : 2DTensorOf<[F32]>;
-/// Weights: statically shaped, in one of the storage types we support.
-def MoE_WeightTensor : StaticShapeTensorOf<[F32, F16, BF16]>;
+/// Weights: statically shaped, in one of the storage types we support. The
+/// ops that multiply by a weight (or gather its rows) also take it
+/// block-quantised (`!moe.quant`); norm scales and router gates do not.
+def MoE_WeightTensor : StaticShapeTensorOf<[F32, F16, BF16, MoE_QuantType]>;
+def MoE_FloatWeightTensor : StaticShapeTensorOf<[F32, F16, BF16]>;
 /// Token ids and positions: [tokens].
 def MoE_TokenIdTensor : 1DTensorOf<[I32]>;
 /// Expert indices chosen by the router: [tokens, k].
@@ -71,15 +74,41 @@ def MoE_WeightSourceOp : MoE_Op<"weight_source",
       moe.weight_source "model.norm.weight" in "model-00019-of-00019.safetensors" at 1024 : tensor<4096xbf16>
     }
     ```
+
+    `moe-quantize-weights` marks a weight it quantises with the type its
+    `moe.weight` now has; the bytes in `file` are still the original ones:
+
+    ```mlir
+    moe.weight_source "lm_head.weight" in "model.safetensors" at 128 : tensor<256x64xf32> quantized to tensor<256x64x!moe.quant<q8_0>>
+    ```
+
+    moe-compile writes the quantised tensors into one weights file beside the
+    executable and points each such source at it: `artifact` says that
+    `file` is that file (beside the executable, not in `moe.weight_dir`),
+    and `type` is then the quantised type.
+
+    ```mlir
+    moe.weight_source "lm_head.weight" in artifact "model.bin.weights.safetensors" at 96 : tensor<256x64x!moe.quant<q8_0>>
+    ```
   }];
-  let arguments = (ins StrAttr:$name, StrAttr:$file,
+  let arguments = (ins StrAttr:$name, UnitAttr:$artifact, StrAttr:$file,
                        ConfinedAttr<I64Attr, [IntNonNegative]>:$offset,
-                       TypeAttrOf<MoE_WeightTensor>:$type);
-  let assemblyFormat = "$name `in` $file `at` $offset attr-dict `:` $type";
+                       TypeAttrOf<MoE_WeightTensor>:$type,
+                       OptionalAttr<TypeAttrOf<MoE_WeightTensor>>:$quantized);
+  let assemblyFormat = [{
+    $name `in` (`artifact` $artifact^)? $file `at` $offset attr-dict `:` $type
+    (`quantized` `to` $quantized^)?
+  }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     /// Bytes the weight occupies in its file.
     int64_t getSizeInBytes();
+    /// The type the module's moe.weight of this name has: the quantised
+    /// type while a quantisation is pending, else `type`.
+    ::mlir::RankedTensorType getWeightType() {
+      return ::llvm::cast<::mlir::RankedTensorType>(
+          getQuantized() ? *getQuantized() : getType());
+    }
   }];
 }
 
@@ -89,7 +118,8 @@ def MoE_WeightSourceOp : MoE_Op<"weight_source",
 
 def MoE_EmbeddingOp : MoE_Op<"embedding",
     [Pure, InferTypeOpAdaptor,
-     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface,
+         ["getQuantizable"]>]> {
   let summary = "token-embedding lookup";
   let description = [{
     Gathers one row of the `[vocab, hidden]` table per token id. Rows are
@@ -124,7 +154,7 @@ def MoE_RMSNormOp : MoE_Op<"rms_norm",
     %a = moe.rms_norm %h, %w eps 1.000000e-05 : tensor<?x64xf32>, tensor<64xf32>
     ```
   }];
-  let arguments = (ins MoE_ActTensor:$input, MoE_WeightTensor:$weight,
+  let arguments = (ins MoE_ActTensor:$input, MoE_FloatWeightTensor:$weight,
                        F64Attr:$epsilon);
   let results = (outs MoE_ActTensor:$result);
   let assemblyFormat = [{
@@ -139,7 +169,8 @@ def MoE_RMSNormOp : MoE_Op<"rms_norm",
 
 def MoE_LinearOp : MoE_Op<"linear",
     [Pure, InferTypeOpAdaptor,
-     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface,
+         ["getQuantizable"]>]> {
   let summary = "linear map x @ Wᵀ without bias";
   let description = [{
     `input` is `[T, K]` and `weight` is `[N, K]` (the Hugging Face
@@ -182,7 +213,8 @@ def MoE_LinearOp : MoE_Op<"linear",
 
 def MoE_FusedLinearOp : MoE_Op<"fused_linear",
     [Pure, AttrSizedOperandSegments, InferTypeOpAdaptor,
-     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface,
+         ["getQuantizable"]>]> {
   let summary = "several linear maps of one input in one op";
   let description = [{
     `moe.linear` of one input by each of two or more weights, as one op:
@@ -401,7 +433,7 @@ def MoE_FusedRouterOp : MoE_Op<"fused_router",
     // %w : tensor<?x2xf32>, %idx : tensor<?x2xi32>
     ```
   }];
-  let arguments = (ins MoE_ActTensor:$input, MoE_WeightTensor:$gate,
+  let arguments = (ins MoE_ActTensor:$input, MoE_FloatWeightTensor:$gate,
                        ConfinedAttr<I64Attr, [IntPositive]>:$k,
                        MoE_ScoringFuncAttr:$scoring,
                        UnitAttr:$renormalize);
@@ -425,7 +457,8 @@ def MoE_FusedRouterOp : MoE_Op<"fused_router",
 
 def MoE_ExpertsOp : MoE_Op<"experts",
     [Pure, AttrSizedOperandSegments,
-     InferTypeOpAdaptor, DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
+     InferTypeOpAdaptor, DeclareOpInterfaceMethods<MoE_WeightCostOpInterface,
+         ["getQuantizable"]>]> {
   let summary = "bank of SwiGLU experts mixed by router weights";
   let description = [{
     The feed-forward block of an MoE layer. Expert `e` computes
@@ -494,7 +527,8 @@ def MoE_ExpertPermuteOp : MoE_Op<"expert_permute",
 
 def MoE_GroupedMatmulOp : MoE_Op<"grouped_matmul",
     [Pure, InferTypeOpAdaptor,
-     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface,
+         ["getQuantizable"]>]> {
   let summary = "one GEMM per expert over its rows of the permuted batch";
   let description = [{
     For each expert e, the rows `offsets[e] .. offsets[e + 1]` of the

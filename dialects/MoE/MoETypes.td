@@ -7,7 +7,9 @@
 #ifndef MOE_TYPES_TD
 #define MOE_TYPES_TD
 
+include "dialects/MoE/MoEAttrs.td"
 include "dialects/MoE/MoEDialect.td"
+include "mlir/IR/EnumAttr.td"
 include "mlir/IR/AttrTypeBase.td"
 include "mlir/IR/BuiltinTypeInterfaces.td"
 
@@ -49,6 +51,47 @@ def MoE_KVCacheType : TypeDef<MoE_Dialect, "KVCache"> {
     /// Bytes held by keys plus values, or std::nullopt while the capacity
     /// is dynamic.
     std::optional<int64_t> getSizeInBytes() const;
+  }];
+}
+
+def MoE_QuantType : TypeDef<MoE_Dialect, "Quant",
+    [MemRefElementTypeInterface]> {
+  let mnemonic = "quant";
+  let summary = "block-quantised weight element";
+  let description = [{
+    The element type of a quantised weight: each run of 32 consecutive
+    elements of a row is one block of integers with its own scale (and, for
+    `q4_1`, minimum), stored as llama.cpp stores the format of the same
+    name (`runtime/include/moert/quant.h`; docs/quantisation.md):
+
+    | format | bytes per 32 | element                    |
+    |--------|--------------|----------------------------|
+    | `q8_0` | 34           | `d * q`, q in [-127, 127]  |
+    | `q4_0` | 18           | `d * (q - 8)`, q in [0, 15] |
+    | `q4_1` | 20           | `d * q + m`, q in [0, 15]  |
+
+    ```mlir
+    %w = moe.weight "model.layers.0.block_sparse_moe.experts.0.w1.weight"
+        : tensor<128x64x!moe.quant<q8_0>>
+    ```
+
+    A quantised weight is a rank-2 tensor whose rows (the last dimension,
+    the one every weight op contracts over) are a whole number of blocks.
+    The scales are data, in the weights file, not in the type: that is why
+    this is not the `quant` dialect's sub-channel type, whose scales are
+    attributes of the type (docs/dialect.md).
+  }];
+  let parameters = (ins EnumParameter<MoE_QuantFormatAttr>:$format);
+  let assemblyFormat = "`<` $format `>`";
+  let extraClassDeclaration = [{
+    /// Elements per block (32 for every format).
+    static constexpr int64_t kBlockSize = 32;
+    /// Bytes of one block of 32 elements.
+    int64_t getBlockBytes() const;
+    /// Bytes of `elements` elements (a multiple of the block size).
+    int64_t getStorageBytes(int64_t elements) const {
+      return elements / kBlockSize * getBlockBytes();
+    }
   }];
 }
 

@@ -14,6 +14,7 @@
 #ifndef MOE_DIALECTS_MOERT_MOERT_H
 #define MOE_DIALECTS_MOERT_MOERT_H
 
+#include "dialects/MoE/MoEDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Attributes.h"
 #include "mlir/IR/BuiltinAttributes.h"

@@ -155,6 +155,10 @@ def MoERT_WorkspaceOp : MoERT_Op<"workspace", [Pure]> {
   let assemblyFormat = "$size attr-dict `:` type($result)";
 }
 
+/// A block-quantised weight element (the moe dialect's `!moe.quant`).
+def MoERT_QuantElement : Type<CPred<"::llvm::isa<::mlir::moe::QuantType>($_self)">,
+                              "block-quantised weight element">;
+
 def MoERT_WeightOp : MoERT_Op<"weight", [Pure]> {
   let summary = "a weight of the manifest";
   let description = [{
@@ -167,7 +171,7 @@ def MoERT_WeightOp : MoERT_Op<"weight", [Pure]> {
     ```
   }];
   let arguments = (ins StrAttr:$name);
-  let results = (outs MemRefOf<[F32, F16, BF16]>:$result);
+  let results = (outs MemRefOf<[F32, F16, BF16, MoERT_QuantElement]>:$result);
   let assemblyFormat = "$name attr-dict `:` type($result)";
   let hasVerifier = 1;
 }

@@ -48,6 +48,8 @@ std::vector<std::string> modelFilePaths(ModuleOp module) {
   std::vector<std::string> paths;
   StringRef dir = weightDirOf(module);
   for (auto source : module.getOps<WeightSourceOp>()) {
+    if (source.getArtifact())
+      continue; // beside a previous executable, not the model's
     std::string path = pathOf(dir, source.getFile());
     if (!llvm::is_contained(paths, path))
       paths.push_back(path);
@@ -68,6 +70,12 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
            << dir << "'";
   StringMap<SafeTensorsHeader> headers;
   for (WeightSourceOp source : sources) {
+    if (source.getArtifact())
+      return source.emitOpError("weight '")
+             << source.getName() << "' lives in " << source.getFile()
+             << ", the quantised weights file of an executable moe-compile "
+             << "built; compile from the model, or from --emit=mlir output, "
+             << "which keeps the quantisation pending";
     std::string path = pathOf(dir, source.getFile());
     auto it = headers.find(path);
     if (it == headers.end()) {

@@ -531,8 +531,27 @@ const char *dtypeName(moert_dtype d) {
     return "F16";
   case MOERT_BF16:
     return "BF16";
+  case MOERT_Q8_0:
+  case MOERT_Q4_0:
+  case MOERT_Q4_1:
+    return "U8"; // the raw blocks
   }
   return nullptr;
+}
+
+/// Bytes of one 32-element block of a quantised dtype (moert/quant.h), or 0
+/// for the others.
+uint64_t blockBytes(moert_dtype d) {
+  switch (d) {
+  case MOERT_Q8_0:
+    return 34;
+  case MOERT_Q4_0:
+    return 18;
+  case MOERT_Q4_1:
+    return 20;
+  default:
+    return 0;
+  }
 }
 
 } // namespace
@@ -634,7 +653,9 @@ std::string checkManifest(const Header &header,
                     "for %s",
                     q.c_str(), t->dtype, dtype);
     std::vector<uint64_t> shape = {uint64_t(w.rows)};
-    if (w.rank != 1)
+    if (uint64_t block = blockBytes(w.dtype))
+      shape.push_back(uint64_t(w.cols) / 32 * block); // [rows, row bytes]
+    else if (w.rank != 1)
       shape.push_back(uint64_t(w.cols));
     if (t->shape != shape)
       return format("tensor %s has shape %s in the file, but the model was "

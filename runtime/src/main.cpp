@@ -63,6 +63,10 @@ const char *kUsage =
     "                        in chunks with the same results (default 512)\n"
     "  --weights DIR         directory holding the model's safetensors files\n"
     "                        (default: the directory it was compiled from)\n"
+    "  --quantized-weights DIR  directory holding the quantised weights file\n"
+    "                        moe-compile --quantize wrote beside this\n"
+    "                        executable (default: this executable's own\n"
+    "                        directory)\n"
     "  --dump-logits FILE    write the logits as float32 .npy [prompt + N,\n"
     "                        vocab]: row i holds the logits after position i\n"
     "                        (FILE: a new or a regular file, replaced whole)\n"
@@ -385,9 +389,22 @@ void checkFinite(const float *logits, int64_t rows, int64_t vocab,
   }
 }
 
+/// The directory of the running executable ("" when it cannot be told, so
+/// that the program's compile-time directory is used).
+std::string executableDir() {
+  char path[4096];
+  ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0)
+    return "";
+  std::string exe(path, size_t(n));
+  size_t slash = exe.rfind('/');
+  return slash == std::string::npos ? "" : exe.substr(0, slash ? slash : 1);
+}
+
 int run(int argc, char **argv) {
   const moert_program *program = &moert_compiled_program;
   const char *tokensArg = nullptr, *weights = nullptr, *dump = nullptr;
+  const char *quantized = nullptr;
   long long n = 16, seed = 0, threads = 0, maxBatch = 512;
   double temperature = 0, topP = 1;
   bool printPlan = false;
@@ -420,6 +437,10 @@ int run(int argc, char **argv) {
       weights = value();
       if (!*weights)
         die("--weights needs a directory");
+    } else if (a == "--quantized-weights") {
+      quantized = value();
+      if (!*quantized)
+        die("--quantized-weights needs a directory");
     } else if (a == "--dump-logits") {
       dump = value();
     } else if (a == "--print-plan") {
@@ -450,12 +471,16 @@ int run(int argc, char **argv) {
   const int64_t promptSize = int64_t(prompt.size());
   // Before anything runs: a destination we may not replace is refused now,
   // not after the work.
+  // The quantised weights file travels with the executable: by default it
+  // is looked for beside it, wherever the two were moved.
+  std::string artifactDir = quantized ? quantized : executableDir();
   LogitsDump dumped;
   if (dump) {
     std::vector<std::string> inputs = {"/proc/self/exe"};
     std::string dir = weights ? weights : program->model_dir;
     for (int64_t i = 0; i < program->num_weights; ++i) {
-      std::string file = dir + "/" + program->weights[i].file;
+      const moert_weight_desc &w = program->weights[i];
+      std::string file = (w.in_artifact ? artifactDir : dir) + "/" + w.file;
       if (std::find(inputs.begin(), inputs.end(), file) == inputs.end())
         inputs.push_back(file);
     }
@@ -463,8 +488,8 @@ int run(int argc, char **argv) {
   }
 
   moert_model *model = nullptr;
-  if (moert_model_load(program, weights, int(threads), int(maxBatch), &model) !=
-      MOERT_OK)
+  if (moert_model_load_from(program, weights, artifactDir.c_str(), int(threads),
+                            int(maxBatch), &model) != MOERT_OK)
     die("%s", moert_last_error());
   loadedModel.store(model);
   moert_session *session = nullptr;

@@ -298,6 +298,14 @@ extern "C" moert_status moert_model_load(const moert_program *program,
                                          const char *weightDir, int threads,
                                          int maxBatchTokens,
                                          moert_model **out) {
+  return moert_model_load_from(program, weightDir, nullptr, threads,
+                               maxBatchTokens, out);
+}
+
+extern "C" moert_status
+moert_model_load_from(const moert_program *program, const char *weightDir,
+                      const char *artifactDir, int threads, int maxBatchTokens,
+                      moert_model **out) {
   *out = nullptr;
   return guarded("loading the model", [&] {
     if (!program || program->abi_version != MOERT_ABI_VERSION)
@@ -308,6 +316,12 @@ extern "C" moert_status moert_model_load(const moert_program *program,
                         "max batch tokens must be >= 1, got %d",
                         maxBatchTokens);
     std::string dir = weightDir && *weightDir ? weightDir : program->model_dir;
+    std::string artifact = artifactDir && *artifactDir ? artifactDir
+                           : program->artifact_dir ? program->artifact_dir
+                                                   : "";
+    auto pathOf = [&](const moert_weight_desc &w) {
+      return (w.in_artifact ? artifact : dir) + "/" + w.file;
+    };
     std::unique_ptr<moert_model, decltype(&moert_model_free)> model(
         new moert_model, &moert_model_free);
     model->program = program;
@@ -318,7 +332,12 @@ extern "C" moert_status moert_model_load(const moert_program *program,
     std::map<std::string, std::vector<const moert_weight_desc *>> byFile;
     for (int64_t i = 0; i < program->num_weights; ++i) {
       const moert_weight_desc &w = program->weights[i];
-      std::string path = dir + "/" + w.file;
+      if (w.in_artifact && artifact.empty())
+        return moert_fail(MOERT_ERROR_INVALID,
+                          "weight '%s' is in the quantised weights file, "
+                          "but the program names no directory for it",
+                          w.name);
+      std::string path = pathOf(w);
       auto &list = byFile[path];
       if (list.empty())
         paths.push_back(path);
@@ -336,7 +355,7 @@ extern "C" moert_status moert_model_load(const moert_program *program,
     }
     for (int64_t i = 0; i < program->num_weights; ++i) {
       const moert_weight_desc &w = program->weights[i];
-      const Mapping &m = *mapped[dir + "/" + w.file];
+      const Mapping &m = *mapped[pathOf(w)];
       model->weights.push_back(static_cast<const char *>(m.base) + w.offset);
     }
 

@@ -42,7 +42,7 @@ Error finish(raw_fd_ostream &os, StringRef path) {
 
 Error checkOutputPath(StringRef path, OutputKind kind) {
   if (path == "-") {
-    if (kind == OutputKind::Executable)
+    if (kind != OutputKind::Text)
       return outputError(path, "an executable cannot be written to stdout; "
                                "give -o a file path");
     return Error::success();
@@ -55,7 +55,7 @@ Error checkOutputPath(StringRef path, OutputKind kind) {
     if (status.type() == sys::fs::file_type::directory_file)
       return outputError(path, "is a directory");
     if (status.type() != sys::fs::file_type::regular_file) {
-      if (kind == OutputKind::Executable)
+      if (kind != OutputKind::Text)
         return outputError(path, "is not a regular file; moe-compile "
                                  "replaces only regular files");
       return Error::success(); // written in place, like a shell redirect
@@ -85,11 +85,24 @@ Error checkNotAnInput(StringRef path, ArrayRef<std::string> inputs) {
 
 Error writeOutputFile(StringRef path, function_ref<void(raw_ostream &)> write,
                       OutputKind kind) {
+  return writeOutputFileOrFail(
+      path,
+      [&](raw_ostream &os) {
+        write(os);
+        return Error::success();
+      },
+      kind);
+}
+
+Error writeOutputFileOrFail(StringRef path,
+                            function_ref<Error(raw_ostream &)> write,
+                            OutputKind kind) {
   if (Error e = checkOutputPath(path, kind))
     return e;
   if (path == "-") {
     raw_fd_ostream &out = outs();
-    write(out);
+    if (Error e = write(out))
+      return e;
     out.flush();
     if (out.has_error()) {
       std::error_code ec = out.error();
@@ -106,8 +119,11 @@ Error writeOutputFile(StringRef path, function_ref<void(raw_ostream &)> write,
     raw_fd_ostream os(path, ec);
     if (ec)
       return outputError(path, "cannot open: " + ec.message());
-    write(os);
-    return finish(os, path);
+    Error e = write(os);
+    Error closed = finish(os, path);
+    if (e)
+      return joinErrors(std::move(e), std::move(closed));
+    return closed;
   }
 
   // A temporary no other process can share or have planted: O_EXCL, a
@@ -130,9 +146,14 @@ Error writeOutputFile(StringRef path, function_ref<void(raw_ostream &)> write,
   };
   {
     raw_fd_ostream os(fd, /*shouldClose=*/true);
-    write(os);
-    if (Error e = finish(os, path))
+    Error e = write(os);
+    Error closed = finish(os, path);
+    if (e) {
+      consumeError(std::move(closed));
       return discard(std::move(e));
+    }
+    if (closed)
+      return discard(std::move(closed));
   }
   if (std::error_code ec = sys::fs::rename(tmp, path))
     return discard(outputError(path, "cannot replace: " + ec.message()));

@@ -30,6 +30,9 @@ enum class OutputKind {
   Text,
   /// An executable: replaces only a regular file or nothing.
   Executable,
+  /// A data file beside the executable (its quantised weights): as an
+  /// executable, but not executable.
+  Data,
 };
 
 /// Checks, before any work, that `path` can be written as `kind`: not a
@@ -48,6 +51,13 @@ llvm::Error checkNotAnInput(llvm::StringRef path,
 llvm::Error writeOutputFile(llvm::StringRef path,
                             llvm::function_ref<void(llvm::raw_ostream &)> write,
                             OutputKind kind = OutputKind::Text);
+
+/// As writeOutputFile, for a writer that can fail: its Error is returned and
+/// nothing is left behind.
+llvm::Error
+writeOutputFileOrFail(llvm::StringRef path,
+                      llvm::function_ref<llvm::Error(llvm::raw_ostream &)> write,
+                      OutputKind kind);
 
 /// stderr for messages that quote names from the user's files: control
 /// characters other than newline and tab (an escape sequence in a tensor

@@ -18,6 +18,7 @@
 
 #include "compiler/Passes.h"
 #include "compiler/common/HostPlan.h"
+#include "compiler/common/QuantizedWeights.h"
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/InputFiles.h"
 #include "frontends/hf/HFImporter.h"
@@ -139,6 +140,19 @@ static cl::opt<bool> verbose("v", cl::desc("Show the build commands"),
                              cl::cat(category));
 static cl::opt<bool> quiet("quiet", cl::desc("No progress messages"),
                            cl::cat(category));
+static cl::opt<std::string> quantize(
+    "quantize",
+    cl::desc("Store weights block-quantised: q8_0 (8-bit), q4_0 (4-bit), "
+             "q4_1 (4-bit with a minimum), 32 elements per block as in "
+             "llama.cpp. The quantised tensors are written once into "
+             "PATH.weights.safetensors beside the executable; the model's "
+             "files are not changed (docs/quantisation.md)"),
+    cl::value_desc("q8_0|q4_0|q4_1"), cl::cat(category));
+static cl::opt<std::string> quantizeOnly(
+    "quantize-only",
+    cl::desc("With --quantize: all (default: embedding, attention, experts, "
+             "lm_head; never norms or router gates) or experts"),
+    cl::value_desc("all|experts"), cl::init("all"), cl::cat(category));
 static cl::opt<bool> checkWeights(
     "check-weights",
     cl::desc("Scan every weight for NaN and infinity before compiling "
@@ -318,7 +332,7 @@ bool writeFile(StringRef path, StringRef text) {
 /// nvcc, into a fatbin the plan embeds) into the executable `path`,
 /// atomically: PATH is replaced only when every step succeeded.
 int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
-          int step, int steps) {
+          int step, int steps, function_ref<int()> writeBeside) {
   SmallString<128> dir;
   if (std::error_code ec = sys::fs::createUniqueDirectory("moe-compile", dir))
     return fail("cannot create a temporary directory: " + ec.message());
@@ -381,6 +395,10 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
     return fail("building the executable failed: " + cxx +
                 " exited with code 0 but wrote no executable (" +
                 binary.getError().message() + ")");
+  // What goes beside the executable, before the executable itself: PATH is
+  // replaced only when that was written too.
+  if (int rc = writeBeside())
+    return rc;
   if (Error e = mlir::moe::writeOutputFile(
           path, [&](raw_ostream &os) { os << (*binary)->getBuffer(); },
           mlir::moe::OutputKind::Executable))
@@ -472,6 +490,8 @@ int main(int argc, char **argv) {
   pipeline.maxBatchTokens = maxBatchTokens;
   pipeline.fuseEpilogues = fuseEpilogues;
   pipeline.target = isCuda ? "cuda" : "cpu";
+  pipeline.quantize = quantize;
+  pipeline.quantizeOnly = quantizeOnly;
   if (Error e = mlir::moe::checkPipelineOptions(pipeline, "--"))
     return fail(toString(std::move(e)));
   // Where the output goes is checked before any work is done.
@@ -481,7 +501,22 @@ int main(int argc, char **argv) {
   if (!outputPath.empty())
     if (Error e = mlir::moe::checkOutputPath(outputPath, outputKind))
       return fail(toString(std::move(e)));
-  const int steps = emit == Emit::Binary ? (isCuda ? 5 : 4) : 3;
+  // The quantised weights go beside the executable (text emits name the
+  // file the executable would have, and write nothing).
+  std::string weightsPath =
+      (outputPath.empty() || outputPath == "-" ? std::string("model")
+                                                : outputPath.getValue()) +
+      ".weights.safetensors";
+  SmallString<256> artifactDir(sys::path::parent_path(weightsPath));
+  if (std::error_code ec = sys::fs::make_absolute(artifactDir))
+    return fail("cannot tell the absolute path of " + weightsPath + ": " +
+                ec.message());
+  if (emit == Emit::Binary && !quantize.empty())
+    if (Error e = mlir::moe::checkOutputPath(weightsPath,
+                                             mlir::moe::OutputKind::Data))
+      return fail(toString(std::move(e)));
+  const int steps =
+      emit == Emit::Binary ? (isCuda ? 5 : 4) + !quantize.empty() : 3;
 
   mlir::DialectRegistry registry;
   registry.insert<mlir::moe::MoEDialect, mlir::moert::MoERTDialect,
@@ -509,6 +544,8 @@ int main(int argc, char **argv) {
     std::vector<std::string> inputs = mlir::moe::hf::modelFilePaths(*module);
     inputs.push_back(input);
     if (Error e = mlir::moe::checkNotAnInput(outputPath, inputs))
+      return fail(toString(std::move(e)));
+    if (Error e = mlir::moe::checkNotAnInput(weightsPath, inputs))
       return fail(toString(std::move(e)));
   }
   if (checkWeights) {
@@ -552,6 +589,13 @@ int main(int argc, char **argv) {
   };
   if (emit == Emit::MLIR)
     return writeText([&](raw_ostream &os) { os << **module << "\n"; });
+  // Weights with a pending quantisation now name their place in the
+  // weights file (written with the executable).
+  FailureOr<mlir::moe::QuantizedWeightsPlan> quantized =
+      mlir::moe::planQuantizedWeights(*module,
+                                      sys::path::filename(weightsPath));
+  if (failed(quantized))
+    return 1;
   // Below the memory plan: the target's launch plan, which the printers
   // only print.
   mlir::PassManager lower(&context);
@@ -575,6 +619,8 @@ int main(int argc, char **argv) {
   mlir::TimingScope emitTimer = timing.nest(isCuda ? "emit CUDA" : "emit C++");
   mlir::moe::EmitOptions options;
   options.modelName = displayName();
+  if (!quantized->empty())
+    options.artifactDir = std::string(artifactDir);
   std::string source;
   std::optional<mlir::moe::CudaProgram> cuda;
   if (isCuda) {
@@ -595,5 +641,35 @@ int main(int argc, char **argv) {
   }
   emitTimer.stop();
   mlir::TimingScope buildTimer = timing.nest("build executable");
-  return build(source, cuda ? &*cuda : nullptr, outputPath, 4, steps);
+  auto writeWeights = [&]() -> int {
+    if (quantized->empty())
+      return 0;
+    // Its own step with --quantize (IR with a pending quantisation, from
+    // --emit=mlir, gets it without the flag).
+    Twine what = "quantising " + Twine(quantized->tensors.size()) +
+                 " weights into " + weightsPath;
+    if (!quantize.empty())
+      progress(steps, steps, what);
+    else if (!quiet)
+      errs() << "      " << what << "\n";
+    uint64_t shown = 0;
+    auto report = [&](uint64_t done, uint64_t total) {
+      // About every 5% (and at the end), on one line of its own each.
+      if (quiet || (done < total && done - shown < total / 20))
+        return;
+      shown = done;
+      errs() << format("      written %.1f of %.1f MB\n", done / 1e6,
+                       total / 1e6);
+    };
+    if (Error e = mlir::moe::writeOutputFileOrFail(
+            weightsPath,
+            [&](raw_ostream &os) {
+              return mlir::moe::writeQuantizedWeights(*quantized, os, report);
+            },
+            mlir::moe::OutputKind::Data))
+      return fail(toString(std::move(e)));
+    return 0;
+  };
+  return build(source, cuda ? &*cuda : nullptr, outputPath, 4, steps,
+               writeWeights);
 }

@@ -57,6 +57,13 @@ const char *moert_last_error(void);
 moert_status moert_model_load(const moert_program *program,
                               const char *weight_dir, int threads,
                               int max_batch_tokens, moert_model **out);
+/* As moert_model_load, with the directory of the quantised weights file
+ * that moe-compile --quantize wrote beside the executable (`artifact_dir`;
+ * NULL: the directory recorded at compile time), checked the same way. */
+moert_status moert_model_load_from(const moert_program *program,
+                                   const char *weight_dir,
+                                   const char *artifact_dir, int threads,
+                                   int max_batch_tokens, moert_model **out);
 void moert_model_free(moert_model *model);
 const moert_program *moert_model_program(const moert_model *model);
 /* Where the model runs: "cpu", or the GPU's name for CUDA programs. */

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 3
+#define MOERT_ABI_VERSION 4
 
 typedef enum moert_target {
   MOERT_TARGET_CPU = 0,
@@ -33,17 +33,25 @@ typedef enum moert_dtype {
   MOERT_F32 = 0,
   MOERT_F16 = 1,
   MOERT_BF16 = 2,
+  /* Block-quantised (moert/quant.h): rows of cols / 32 blocks. In a
+   * safetensors file such a tensor is U8 [rows, cols / 32 * block bytes]. */
+  MOERT_Q8_0 = 3,
+  MOERT_Q4_0 = 4,
+  MOERT_Q4_1 = 5,
 } moert_dtype;
 
 /* One entry of the weight manifest. */
 typedef struct moert_weight_desc {
   const char *name;
-  const char *file; /* relative to the model directory */
+  const char *file; /* relative to the model directory (or, with
+                       in_artifact, to the artifact directory) */
   uint64_t offset;  /* absolute byte offset in `file` */
   uint64_t size;    /* bytes */
   moert_dtype dtype;
   int64_t rows, cols; /* cols = 1 for vectors */
   int64_t rank;       /* 1: shape [rows] in its file; 2: [rows, cols] */
+  int32_t in_artifact; /* 1: in the quantised weights file moe-compile wrote
+                          beside the executable */
 } moert_weight_desc;
 
 /* One layer's KV cache: a ring of `capacity` slots per kv head; the key and
@@ -99,6 +107,9 @@ typedef struct moert_program {
   const void *device_image, *device_image_end;
   int64_t num_kernels;
   const char *const *kernel_names;
+  /* Where the executable and its quantised weights file were written
+   * (absolute, as compiled), or NULL when no weight is in_artifact. */
+  const char *artifact_dir;
 } moert_program;
 
 #ifdef __cplusplus

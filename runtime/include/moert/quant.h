@@ -118,6 +118,95 @@ MOERT_HOST_DEVICE MOERT_INLINE float dequant(const q4_1 &b, int i) {
          halfBitsToFloat(b.m);
 }
 
+/// float to f16 bits, rounded to nearest even (as numpy's float16 and
+/// llama.cpp's conversion round), with integer operations only so that no
+/// floating-point mode can change it.
+MOERT_HOST_DEVICE MOERT_INLINE uint16_t floatToHalfBits(float f) {
+  union {
+    float f;
+    uint32_t i;
+  } v = {f};
+  uint32_t sign = (v.i >> 16) & 0x8000, abs = v.i & 0x7fffffff;
+  if (abs >= 0x7f800000) // infinity, NaN (kept quiet)
+    return uint16_t(sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0));
+  if (abs >= 0x477ff000) // 65520 and above round to infinity
+    return uint16_t(sign | 0x7c00);
+  uint32_t exp = abs >> 23;
+  if (exp < 113) { // below 2^-14: a subnormal half (or zero)
+    if (exp < 102)   // below 2^-25: rounds to zero
+      return uint16_t(sign);
+    uint32_t mant = (abs & 0x7fffff) | 0x800000, shift = 126 - exp;
+    uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1),
+             half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1)))
+      ++q; // may carry into the smallest normal, which is the right code
+    return uint16_t(sign | q);
+  }
+  uint32_t h = ((exp - 112) << 10) | ((abs & 0x7fffff) >> 13);
+  uint32_t rem = abs & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+    ++h; // may carry into the exponent, which is the right code
+  return uint16_t(sign | h);
+}
+
+//===----------------------------------------------------------------------===//
+// Quantisers: llama.cpp's reference rounding (quantize_row_*_ref), in f32.
+// Build them without floating-point contraction (-ffp-contract=off): a
+// fused multiply-add would round differently from the reference.
+//===----------------------------------------------------------------------===//
+
+/// q = round-half-away(x * 127 / max|x|).
+inline void quantizeBlock(const float *x, q8_0 &out) {
+  float amax = 0;
+  for (int j = 0; j < 32; ++j)
+    amax = fmaxf(amax, fabsf(x[j]));
+  const float d = amax / 127;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  out.d = floatToHalfBits(d);
+  for (int j = 0; j < 32; ++j)
+    out.qs[j] = int8_t(roundf(x[j] * id));
+}
+
+/// The signed element of largest magnitude maps to -8; q = x / d + 8.5,
+/// truncated, at most 15.
+inline void quantizeBlock(const float *x, q4_0 &out) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j)
+    if (amax < fabsf(x[j])) {
+      amax = fabsf(x[j]);
+      max = x[j];
+    }
+  const float d = max / -8;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  out.d = floatToHalfBits(d);
+  for (int j = 0; j < 16; ++j) {
+    const float x0 = x[j] * id, x1 = x[16 + j] * id;
+    const int q0 = int8_t(x0 + 8.5f), q1 = int8_t(x1 + 8.5f);
+    out.qs[j] = uint8_t((q0 < 15 ? q0 : 15) | (q1 < 15 ? q1 : 15) << 4);
+  }
+}
+
+/// d = (max - min) / 15, m = min; q = (x - min) / d + 0.5, truncated, at
+/// most 15.
+inline void quantizeBlock(const float *x, q4_1 &out) {
+  float min = x[0], max = x[0];
+  for (int j = 1; j < 32; ++j) {
+    if (x[j] < min)
+      min = x[j];
+    if (x[j] > max)
+      max = x[j];
+  }
+  const float d = (max - min) / 15;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  out.d = floatToHalfBits(d);
+  out.m = floatToHalfBits(min);
+  for (int j = 0; j < 16; ++j) {
+    const float x0 = (x[j] - min) * id, x1 = (x[16 + j] - min) * id;
+    const int q0 = int8_t(x0 + 0.5f), q1 = int8_t(x1 + 0.5f);
+    out.qs[j] = uint8_t((q0 < 15 ? q0 : 15) | (q1 < 15 ? q1 : 15) << 4);
+  }
+}
+
 } // namespace moert
 
 #endif // MOERT_QUANT_H

@@ -1,0 +1,214 @@
+//===- QuantizedWeights.cpp - the artifact's quantised weights --*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/common/QuantizedWeights.h"
+
+#include "dialects/MoE/MoEOps.h"
+#include "frontends/InputFiles.h"
+#include "moert/quant.h"
+
+#include "llvm/Support/Endian.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+
+#include <algorithm>
+#include <cstring>
+
+using namespace llvm;
+
+namespace mlir::moe {
+
+namespace {
+
+Error error(const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), message);
+}
+
+/// Element `i` of `data` stored as `element` (f32, f16 or bf16), as float.
+float loadElement(const char *data, int64_t i, Type element) {
+  if (element.isF32()) {
+    uint32_t u = support::endian::read32le(data + 4 * i);
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  uint16_t h = support::endian::read16le(data + 2 * i);
+  if (element.isF16())
+    return moert::halfBitsToFloat(h);
+  uint32_t u = uint32_t(h) << 16; // bf16
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+/// Quantises one row of `cols` floats into `out` as the block type B.
+template <typename B> void quantizeRow(const float *row, int64_t cols,
+                                       char *out) {
+  for (int64_t b = 0; b < cols / moert::kQuantBlock; ++b) {
+    B block;
+    moert::quantizeBlock(row + b * moert::kQuantBlock, block);
+    std::memcpy(out + b * sizeof(B), &block, sizeof(B));
+  }
+}
+
+void quantizeRow(QuantFormat format, const float *row, int64_t cols,
+                 char *out) {
+  switch (format) {
+  case QuantFormat::Q8_0:
+    return quantizeRow<moert::q8_0>(row, cols, out);
+  case QuantFormat::Q4_0:
+    return quantizeRow<moert::q4_0>(row, cols, out);
+  case QuantFormat::Q4_1:
+    return quantizeRow<moert::q4_1>(row, cols, out);
+  }
+}
+
+} // namespace
+
+FailureOr<QuantizedWeightsPlan> planQuantizedWeights(ModuleOp module,
+                                                     StringRef fileName) {
+  QuantizedWeightsPlan plan;
+  auto dir = module->getAttrOfType<StringAttr>("moe.weight_dir");
+  SmallVector<WeightSourceOp> pending;
+  for (auto source : module.getOps<WeightSourceOp>())
+    if (source.getQuantized())
+      pending.push_back(source);
+  if (pending.empty())
+    return plan;
+  if (!dir)
+    return module.emitError("quantised weights need moe.weight_dir, the "
+                            "directory of the model's files");
+
+  // The data section first (offsets relative to it), in manifest order.
+  uint64_t data = 0;
+  std::string formats;
+  for (WeightSourceOp source : pending) {
+    auto from = cast<RankedTensorType>(source.getType());
+    auto to = cast<RankedTensorType>(*source.getQuantized());
+    QuantizedWeightsPlan::Tensor t;
+    t.name = source.getName().str();
+    SmallString<256> path(dir.getValue());
+    sys::path::append(path, source.getFile());
+    t.sourcePath = std::string(path);
+    t.sourceOffset = source.getOffset();
+    t.sourceElement = from.getElementType();
+    t.quantElement = to.getElementType();
+    t.rows = to.getDimSize(0);
+    t.cols = to.getDimSize(1);
+    t.offset = data;
+    t.size = uint64_t(getStorageBytes(to));
+    data += t.size;
+    StringRef format = stringifyQuantFormat(
+        cast<QuantType>(t.quantElement).getFormat());
+    if (!StringRef(formats).contains(format))
+      formats += (formats.empty() ? "" : ",") + format.str();
+    plan.tensors.push_back(std::move(t));
+  }
+
+  // The safetensors header: each tensor is its raw blocks, U8 [rows, row
+  // bytes]; padded with spaces to 8 bytes as the format's writers do.
+  std::string json;
+  {
+    raw_string_ostream os(json);
+    json::OStream j(os);
+    j.object([&] {
+      j.attributeObject("__metadata__", [&] {
+        j.attribute("producer", "moe-compile");
+        j.attribute("quantization", formats);
+      });
+      for (const auto &t : plan.tensors)
+        j.attributeObject(t.name, [&] {
+          j.attribute("dtype", "U8");
+          j.attributeArray("shape", [&] {
+            j.value(t.rows);
+            j.value(int64_t(t.size / uint64_t(t.rows)));
+          });
+          j.attributeArray("data_offsets", [&] {
+            j.value(int64_t(t.offset));
+            j.value(int64_t(t.offset + t.size));
+          });
+        });
+    });
+  }
+  json.append((8 - json.size() % 8) % 8, ' ');
+  plan.header.resize(8);
+  support::endian::write64le(plan.header.data(), json.size());
+  plan.header += json;
+  uint64_t base = plan.header.size();
+  plan.fileSize = base + data;
+
+  // The sources now name the bytes that will exist.
+  Builder b(module.getContext());
+  for (auto [source, t] : llvm::zip(pending, plan.tensors)) {
+    t.offset += base;
+    source.setArtifact(true);
+    source.setFile(fileName);
+    source.setOffset(t.offset);
+    source.setType(*source.getQuantized());
+    source.removeQuantizedAttr();
+  }
+  return plan;
+}
+
+Error writeQuantizedWeights(
+    const QuantizedWeightsPlan &plan, raw_ostream &os,
+    function_ref<void(uint64_t done, uint64_t total)> progress) {
+  os << plan.header;
+  uint64_t done = plan.header.size();
+  // About 16 MB of source bytes per read, whole rows.
+  constexpr uint64_t kChunkBytes = 16 << 20;
+  StringMap<std::unique_ptr<InputFile>> files;
+  std::vector<float> row;
+  std::vector<char> out;
+  for (const auto &t : plan.tensors) {
+    auto &file = files[t.sourcePath];
+    if (!file) {
+      Expected<InputFile> opened = InputFile::open(t.sourcePath);
+      if (!opened)
+        return opened.takeError();
+      file = std::make_unique<InputFile>(std::move(*opened));
+    }
+    uint64_t elementBytes = t.sourceElement.getIntOrFloatBitWidth() / 8;
+    uint64_t rowBytes = uint64_t(t.cols) * elementBytes;
+    uint64_t outRow = t.size / uint64_t(t.rows);
+    int64_t rowsPerChunk =
+        int64_t(std::max<uint64_t>(1, kChunkBytes / rowBytes));
+    row.resize(size_t(t.cols));
+    out.resize(size_t(outRow));
+    auto format = cast<QuantType>(t.quantElement).getFormat();
+    for (int64_t r0 = 0; r0 < t.rows; r0 += rowsPerChunk) {
+      int64_t rows = std::min(rowsPerChunk, t.rows - r0);
+      auto chunk = file->read(t.sourceOffset + uint64_t(r0) * rowBytes,
+                              uint64_t(rows) * rowBytes);
+      if (!chunk)
+        return error("weight '" + t.name + "': " +
+                     toString(chunk.takeError()));
+      const char *src = (*chunk)->getBufferStart();
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < t.cols; ++c) {
+          float v = loadElement(src + uint64_t(r) * rowBytes, c,
+                                t.sourceElement);
+          if (!std::isfinite(v))
+            return error(formatv("weight '{0}' in {1} holds {2} at [{3}, "
+                                 "{4}]; a quantised format cannot store it "
+                                 "(fix the checkpoint)",
+                                 t.name, t.sourcePath,
+                                 std::isnan(v) ? "NaN" : "infinity", r0 + r,
+                                 c));
+          row[size_t(c)] = v;
+        }
+        quantizeRow(format, row.data(), t.cols, out.data());
+        os.write(out.data(), out.size());
+      }
+      done += uint64_t(rows) * outRow;
+      progress(done, plan.fileSize);
+    }
+  }
+  return Error::success();
+}
+
+} // namespace mlir::moe

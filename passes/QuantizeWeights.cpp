@@ -1,0 +1,104 @@
+//===- QuantizeWeights.cpp - moe-quantize-weights ---------------*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// Retypes the weights every use of which takes a block-quantised weight, and
+// marks their manifest entries: the data is quantised by whoever writes the
+// artifact (moe-compile), never held in the IR.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/MoE/MoEOps.h"
+#include "passes/Passes.h"
+
+#include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/StringMap.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_QUANTIZEWEIGHTS
+#include "passes/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+bool mlir::moe::isQuantFormatName(llvm::StringRef name) {
+  return symbolizeQuantFormat(name).has_value();
+}
+
+namespace {
+
+/// Whether every use of `weight` takes it quantised (as an expert weight
+/// when `expertsOnly`).
+bool quantizable(WeightOp weight, bool expertsOnly) {
+  if (weight->use_empty())
+    return false;
+  for (OpOperand &use : weight->getUses()) {
+    auto iface = dyn_cast<WeightCostOpInterface>(use.getOwner());
+    if (!iface || !iface.isWeightOperand(use))
+      return false;
+    QuantizableWeight role = iface.getQuantizable(use);
+    if (role == QuantizableWeight::No ||
+        (expertsOnly && role != QuantizableWeight::Expert))
+      return false;
+  }
+  return true;
+}
+
+struct QuantizeWeightsPass
+    : public mlir::moe::impl::QuantizeWeightsBase<QuantizeWeightsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    std::optional<QuantFormat> parsed = symbolizeQuantFormat(format);
+    if (!parsed) {
+      module.emitError("moe-quantize-weights: format must be q8_0, q4_0 or "
+                       "q4_1, got '")
+          << format << "'";
+      return signalPassFailure();
+    }
+    if (only != "all" && only != "experts") {
+      module.emitError("moe-quantize-weights: only must be all or experts, "
+                       "got '")
+          << only << "'";
+      return signalPassFailure();
+    }
+    auto quant = QuantType::get(&getContext(), *parsed);
+
+    // A name is quantised only if all its moe.weight ops may be.
+    llvm::MapVector<StringRef, SmallVector<WeightOp>> byName;
+    llvm::StringMap<bool> ok;
+    module.walk([&](WeightOp w) {
+      byName[w.getName()].push_back(w);
+      auto [it, inserted] = ok.try_emplace(w.getName(), true);
+      it->second = it->second && quantizable(w, only == "experts");
+    });
+    llvm::StringMap<WeightSourceOp> sources;
+    for (auto source : module.getOps<WeightSourceOp>())
+      sources[source.getName()] = source;
+
+    for (auto &[name, weights] : byName) {
+      auto type = weights.front().getResult().getType();
+      if (!ok[name] || isa<QuantType>(type.getElementType()))
+        continue;
+      if (type.getRank() != 2 || type.getDimSize(1) % QuantType::kBlockSize) {
+        weights.front().emitWarning("weight '")
+            << name << "' of type " << type << " is not quantised: its rows "
+            << "are not whole " << QuantType::kBlockSize << "-element blocks";
+        continue;
+      }
+      auto to = RankedTensorType::get(type.getShape(), quant);
+      for (WeightOp w : weights)
+        w.getResult().setType(to);
+      // Without a manifest (a hand-written test function) there is nothing
+      // to mark.
+      if (WeightSourceOp source = sources.lookup(name))
+        source.setQuantizedAttr(TypeAttr::get(to));
+    }
+  }
+};
+
+} // namespace
