@@ -84,6 +84,12 @@ template <typename... A, void (*F)(A...)> struct Entry<F> {
   }
 };
 
+/// Runs a kernel's grid (gx x gy blocks of `block` threads) now, as
+/// cuLaunchKernel does outside a capture: for tests that launch kernels
+/// without libmoert (quant_kernels_test.cpp).
+void launch(const Kernel &k, unsigned gx, unsigned gy, unsigned block,
+            void **args);
+
 } // namespace moert_emu
 
 #define threadIdx (moert_emu::Dim{moert_emu::threadIndex(), 0, 0})
@@ -159,6 +165,7 @@ inline __nv_bfloat16 __float2bfloat16_rn(float v) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return {uint16_t(u >> 16)};
 }
+inline __half __ushort_as_half(unsigned short bits) { return {bits}; }
 inline float2 __half22float2(__half2 h) {
   return {__half2float(h.x), __half2float(h.y)};
 }

@@ -8,16 +8,19 @@
 // shapes and weight types, one `extern "C" __global__` wrapper per distinct
 // specialisation. The layout contract is the CPU target's (kernels.h):
 // activations are row-major [tokens][features] f32 at the planned offsets of
-// one arena, weights are read in their stored type (f32, f16, bf16) and every
-// reduction accumulates in f32. KV caches are [kv_heads][capacity][head_dim]
-// f32 rings: position p lives in slot p % capacity.
+// one arena, weights are read in their stored type (f32, f16, bf16, or the
+// block-quantised q8_0, q4_0 and q4_1 of quant.h, dequantised in registers)
+// and every reduction accumulates in f32. KV caches are
+// [kv_heads][capacity][head_dim] f32 rings: position p lives in slot p %
+// capacity.
 //
 // Matmuls come in two variants chosen by the host plan from the token count:
 // `gemv` (decode: one warp per output feature streams its weight row once
 // for up to kGemvRows activation rows; bandwidth-bound) and `gemmMma`
 // (prefill: 64x128x64 block tiles on tensor cores through WMMA, f16/bf16
 // inputs with the f32 activations rounded to the weight type in shared
-// memory, f32 accumulation). Both serve dense `moe.linear` (one group: all
+// memory, f32 accumulation; quantised weights are dequantised to f16 tiles).
+// Both serve dense `moe.linear` (one group: all
 // tokens) and `moe.grouped_matmul` (group e: rows offsets[e]..offsets[e+1]
 // of the expert-sorted batch, optionally gathering token perm[r] / K).
 // With `res` (non-null; dense only), out = x @ W^T + res: the residual
@@ -36,6 +39,7 @@
 #include <stdint.h>
 
 #include "moert/kernel_math.h"
+#include "moert/quant.h"
 
 namespace moert {
 namespace cuda {
@@ -59,6 +63,22 @@ __device__ __forceinline__ float toF(float x) { return x; }
 __device__ __forceinline__ float toF(__half x) { return __half2float(x); }
 __device__ __forceinline__ float toF(__nv_bfloat16 x) {
   return __bfloat162float(x);
+}
+
+/// f16 bits (a quantised block's scale or minimum) to float: one conversion
+/// instruction, where halfBitsToFloat is the portable definition.
+__device__ __forceinline__ float halfToF(uint16_t h) {
+  return __half2float(__ushort_as_half(h));
+}
+
+/// Element i of a weight row of W: as stored, or dequantised from its block
+/// (the scalar definition; the hot loops dequantise whole quarters of blocks).
+template <typename W>
+__device__ __forceinline__ float weightAt(const W *row, int i) {
+  if constexpr (IsQuant<W>::value)
+    return dequant(row[i / kQuantBlock], i % kQuantBlock);
+  else
+    return toF(row[i]);
 }
 
 /// Eight consecutive weights (16-byte aligned for 16-bit types) as floats.
@@ -125,9 +145,9 @@ __device__ __forceinline__ float blockReduce(float v, float *red) {
 template <typename W, int H>
 __device__ void embedding(const W *table, const int32_t *ids, float *out) {
   int t = blockIdx.x;
-  const W *row = table + int64_t(ids[t]) * H;
+  const W *row = weightRow(table, ids[t], H);
   for (int i = threadIdx.x; i < H; i += blockDim.x)
-    out[int64_t(t) * H + i] = toF(row[i]);
+    out[int64_t(t) * H + i] = weightAt(row, i);
 }
 
 /// grid (T), block 256.
@@ -142,7 +162,7 @@ __device__ void rmsNorm(const float *x, const W *w, float eps, float *out) {
   ss = blockReduce<256, false>(ss, red);
   float scale = rmsNormScale(ss, H, eps);
   for (int i = threadIdx.x; i < H; i += 256)
-    out[int64_t(t) * H + i] = r[i] * scale * toF(w[i]);
+    out[int64_t(t) * H + i] = r[i] * scale * weightAt(w, i);
 }
 
 /// Element i of a head and its partner i + D/2 (x1, x2) rotated for
@@ -303,6 +323,61 @@ __device__ __forceinline__ float dot8(float4 a, float4 b, const float (&w)[8]) {
          b.y * w[5] + b.z * w[6] + b.w * w[7];
 }
 
+/// The quantised gemv reads a block of 32 weights with four lanes; lane
+/// quarter p (0, 4, 8 or 12) gets elements p..p+3 of the block in v[0..3] and
+/// p+16..p+19 in v[4..7] (the two nibbles of q4 bytes p..p+3, so every q4
+/// byte is read by one lane). Blocks are only 2-byte aligned: 16-bit loads.
+/// The products are exact in f32 (an f16 scale times a small integer), so
+/// the weights are dequant()'s values bit for bit.
+__device__ __forceinline__ void loadQuarter(const q8_0 *row, int blk, int p,
+                                            float (&v)[8]) {
+  const uint16_t *u = reinterpret_cast<const uint16_t *>(row + blk);
+  float d = halfToF(__ldg(u));
+  // qs[j] is byte 2 + j: halfwords 1 + p / 2 (low half qs[p]), 2 + p / 2,
+  // and 9 + p / 2, 10 + p / 2 for qs[p + 16..].
+  uint16_t q[4] = {__ldg(u + 1 + p / 2), __ldg(u + 2 + p / 2),
+                   __ldg(u + 9 + p / 2), __ldg(u + 10 + p / 2)};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = d * float(int8_t(q[i] & 0xff));
+    v[2 * i + 1] = d * float(int8_t(q[i] >> 8));
+  }
+}
+/// Nibbles of q4 bytes p..p+3 (in halfwords lo, hi) as d * nibble + m.
+__device__ __forceinline__ void q4Quarter(uint16_t lo, uint16_t hi, float d,
+                                          float m, float (&v)[8]) {
+  uint32_t b = uint32_t(lo) | uint32_t(hi) << 16;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint32_t byte = b >> (8 * j) & 0xff;
+    v[j] = d * float(int(byte & 0xf)) + m;
+    v[4 + j] = d * float(int(byte >> 4)) + m;
+  }
+}
+__device__ __forceinline__ void loadQuarter(const q4_0 *row, int blk, int p,
+                                            float (&v)[8]) {
+  const uint16_t *u = reinterpret_cast<const uint16_t *>(row + blk);
+  float d = halfToF(__ldg(u));
+  // d * (n - 8) as d * n + (-8 d): both exact, so is the sum.
+  q4Quarter(__ldg(u + 1 + p / 2), __ldg(u + 2 + p / 2), d, -8.0f * d, v);
+}
+__device__ __forceinline__ void loadQuarter(const q4_1 *row, int blk, int p,
+                                            float (&v)[8]) {
+  const uint16_t *u = reinterpret_cast<const uint16_t *>(row + blk);
+  q4Quarter(__ldg(u + 2 + p / 2), __ldg(u + 3 + p / 2), halfToF(__ldg(u)),
+            halfToF(__ldg(u + 1)), v);
+}
+/// The same elements of an unquantised row (the other part of a Pair whose
+/// first is quantised).
+template <typename W>
+__device__ __forceinline__ void loadQuarter(const W *row, int blk, int p,
+                                            float (&v)[8]) {
+  const W *e = row + blk * kQuantBlock + p;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    v[i] = toF(e[i]), v[4 + i] = toF(e[16 + i]);
+}
+
 /// The warp's dot products of weight row `wrow` (and, with Pair, `wrow2`)
 /// with rows r0..r1 of the batch, kGemvRows rows per pass over the weights;
 /// `store(r, s, s2)` runs on lane 0 for each row r with the sums.
@@ -320,7 +395,34 @@ __device__ __forceinline__ void gemvRows(const W *wrow, const W2 *wrow2,
       xr[i] =
           x + int64_t(inputRow<K, Gather>(perm, i < cnt ? rb + i : rb)) * In;
     float acc[kGemvRows] = {}, acc2[kGemvRows] = {};
-    if constexpr (In % 8 == 0) {
+    if constexpr (IsQuant<W>::value || IsQuant<W2>::value) {
+      static_assert(In % kQuantBlock == 0,
+                    "quantised weights take a multiple of 32 inputs");
+      // Four lanes per block, eight consecutive blocks per step: the warp
+      // reads each weight byte once, dequantising in registers. Not
+      // unrolled: the warps of a decode step's thousands of rows hide the
+      // latency, and ptxas spills unrolled variants (by 2, 3 or 4) to reach
+      // an occupancy step.
+      int p = lane % 4 * 4;
+#pragma unroll 1
+      for (int blk = lane / 4; blk < In / kQuantBlock; blk += 8) {
+        float wv[8], wv2[8];
+        loadQuarter(wrow, blk, p, wv);
+        if constexpr (Pair)
+          loadQuarter(wrow2, blk, p, wv2);
+#pragma unroll
+        for (int i = 0; i < kGemvRows; ++i) {
+          if (i < cnt) {
+            const float *xk = xr[i] + blk * kQuantBlock + p;
+            float4 a = __ldg(reinterpret_cast<const float4 *>(xk));
+            float4 b = __ldg(reinterpret_cast<const float4 *>(xk + 16));
+            acc[i] += dot8(a, b, wv);
+            if constexpr (Pair)
+              acc2[i] += dot8(a, b, wv2);
+          }
+        }
+      }
+    } else if constexpr (In % 8 == 0) {
 #pragma unroll 4
       for (int k = lane * 8; k < In; k += 256) {
         float wv[8], wv2[8];
@@ -414,14 +516,14 @@ __device__ void gemv(const float *x, const int32_t *perm,
   const WA *a = static_cast<const WA *>(w.p[e * Parts]);
   const WB *b = static_cast<const WB *>(w.p[e * Parts + Parts - 1]);
   if constexpr (Silu)
-    gemvRow<WA, WB, In, K, Gather, true>(a + int64_t(col) * In,
-                                         b + int64_t(col) * In, x, perm, r0, r1,
+    gemvRow<WA, WB, In, K, Gather, true>(weightRow(a, col, In),
+                                         weightRow(b, col, In), x, perm, r0, r1,
                                          col, out, N, res);
   else if (RowsB == 0 || col < RowsA)
-    gemvRow<WA, WA, In, K, Gather, false>(a + int64_t(col) * In, nullptr, x,
+    gemvRow<WA, WA, In, K, Gather, false>(weightRow(a, col, In), nullptr, x,
                                           perm, r0, r1, col, out, N, res);
   else
-    gemvRow<WB, WB, In, K, Gather, false>(b + int64_t(col - RowsA) * In,
+    gemvRow<WB, WB, In, K, Gather, false>(weightRow(b, col - RowsA, In),
                                           nullptr, x, perm, r0, r1, col, out, N,
                                           res);
 }
@@ -438,13 +540,13 @@ __device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
   if constexpr (Rope) {
     int h = item / (D / 2), i = item % (D / 2), a = h * D + i, b = a + D / 2;
     gemvRows<W, W, In, 1, false, true>(
-        rows + int64_t(a) * In, rows + int64_t(b) * In, x, nullptr, 0, n,
+        weightRow(rows, a, In), weightRow(rows, b, In), x, nullptr, 0, n,
         [&](int t, float s, float s2) {
           ropePair<D>(s, s2, pos[t], i, theta, out[int64_t(t) * N + a],
                       out[int64_t(t) * N + b]);
         });
   } else {
-    gemvRow<W, W, In, 1, false, false>(rows + int64_t(item) * In, nullptr, x,
+    gemvRow<W, W, In, 1, false, false>(weightRow(rows, item, In), nullptr, x,
                                        nullptr, 0, n, item, out, N, nullptr);
   }
 }
@@ -508,19 +610,88 @@ template <> struct Convert<__nv_bfloat16> {
   }
 };
 
+/// The element type of gemmMma's shared-memory tiles and WMMA fragments for
+/// weights of T: T itself, or f16 for the quantised formats (their scales
+/// are f16, and a q8_0 or q4 value times its scale fits f16's 11 bits
+/// exactly for q4 and to one rounding for q8_0).
+template <typename T> struct MmaType {
+  using type = T;
+};
+template <> struct MmaType<q8_0> {
+  using type = __half;
+};
+template <> struct MmaType<q4_0> {
+  using type = __half;
+};
+template <> struct MmaType<q4_1> {
+  using type = __half;
+};
+
+/// A quantised block held in registers by gemmMma between its global load
+/// and its store to shared memory: the block's 16-bit words.
+template <typename T> struct RawBlock {
+  static constexpr int Words = int(sizeof(T)) / 2;
+  uint16_t u[Words];
+  /// Loads block `b` (null: a zero block, which dequantises to zeros). Blocks
+  /// are only 2-byte aligned: 16-bit loads.
+  __device__ __forceinline__ void load(const T *b) {
+    const uint16_t *p = reinterpret_cast<const uint16_t *>(b);
+#pragma unroll
+    for (int i = 0; i < Words; ++i)
+      u[i] = b ? __ldg(p + i) : uint16_t(0);
+  }
+};
+
+/// The 32 elements of a raw block as 16 packed f16 pairs (elements 2i,
+/// 2i + 1 in word i), rounded once from the exact f32 dequantised values.
+__device__ __forceinline__ void dequantHalf(const RawBlock<q8_0> &r,
+                                            uint32_t (&h)[16]) {
+  float d = halfToF(r.u[0]);
+#pragma unroll
+  for (int i = 0; i < 16; ++i)
+    h[i] = Convert<__half>::pack(d * float(int8_t(r.u[1 + i] & 0xff)),
+                                 d * float(int8_t(r.u[1 + i] >> 8)));
+}
+/// q4: low nibbles of qs[2i], qs[2i + 1] are elements 2i, 2i + 1 (word i),
+/// their high nibbles elements 16 + 2i, 17 + 2i (word 8 + i).
+__device__ __forceinline__ void q4Half(const uint16_t *qs, float d, float m,
+                                       uint32_t (&h)[16]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    uint32_t q = qs[i];
+    h[i] = Convert<__half>::pack(d * float(int(q & 0xf)) + m,
+                                 d * float(int(q >> 8 & 0xf)) + m);
+    h[8 + i] = Convert<__half>::pack(d * float(int(q >> 4 & 0xf)) + m,
+                                     d * float(int(q >> 12 & 0xf)) + m);
+  }
+}
+__device__ __forceinline__ void dequantHalf(const RawBlock<q4_0> &r,
+                                            uint32_t (&h)[16]) {
+  float d = halfToF(r.u[0]);
+  q4Half(r.u + 1, d, -8.0f * d, h);
+}
+__device__ __forceinline__ void dequantHalf(const RawBlock<q4_1> &r,
+                                            uint32_t (&h)[16]) {
+  q4Half(r.u + 2, halfToF(r.u[0]), halfToF(r.u[1]), h);
+}
+
 /// Prefill variant on tensor cores. Block tile 64 rows x 128 features,
 /// K-steps of 64; 8 warps in a 2 x 4 grid, each 32 x 32 (2 x 2 WMMA 16x16x16
 /// fragments). The next K-step's tiles are loaded into registers while the
 /// current one is multiplied. With Silu the tile's 128 features are gate
 /// rows j0..j0+64 and the up rows of the same j, and the block stores the 64
 /// features silu(gate) * up. grid (m-tiles, ceil(N / 128)) or, with Silu,
-/// (m-tiles, ceil(RowsA / 64)); block 256.
+/// (m-tiles, ceil(RowsA / 64)); block 256. Quantised weights (T q8_0, q4_0
+/// or q4_1) are dequantised to f16 on their way to shared memory: each
+/// thread's 32 weights of a K-step are exactly one block.
 template <typename T, int RowsA, int RowsB, int In, int E, int K, bool Gather,
           bool Grouped, bool Silu, int NumPtrs>
 __device__ void gemmMma(const float *x, const int32_t *perm,
                         const int32_t *offsets, const Ptrs<NumPtrs> &w, int n,
                         float *out, const float *res) {
   using namespace nvcuda;
+  constexpr bool Quant = IsQuant<T>::value;
+  using S = typename MmaType<T>::type; // the tiles' element type
   constexpr int BM = 64, BN = 128, BK = 64, LD = BK + 8, LDC = BN + 4;
   constexpr int Parts = RowsB > 0 ? 2 : 1;
   constexpr int N = Silu ? RowsA : RowsA + RowsB; // output width
@@ -534,8 +705,8 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
   int tid = threadIdx.x, warp = tid / 32;
 
   struct AB {
-    T a[BM][LD];
-    T b[BN][LD];
+    S a[BM][LD];
+    S b[BN][LD];
   };
   union Smem {
     AB ab;
@@ -554,23 +725,28 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
   int br = tid / 2, bk = (tid % 2) * 32;
   int col = Silu ? n0 + br % (BN / 2) : n0 + br;
   bool second = Silu ? br >= BN / 2 : RowsB > 0 && col >= RowsA;
+  // bRow points at the thread's k = bk (a block, for quantised weights).
   const T *bRow = nullptr;
   if (col < (Silu ? RowsA : N))
-    bRow = second ? static_cast<const T *>(w.p[e * Parts + 1]) +
-                        int64_t(Silu ? col : col - RowsA) * In
-                  : static_cast<const T *>(w.p[e * Parts]) + int64_t(col) * In;
-  if (bRow)
-    bRow += bk;
+    bRow = weightRow(static_cast<const T *>(w.p[e * Parts + (second ? 1 : 0)]),
+                     second && !Silu ? col - RowsA : col, In) +
+           (Quant ? bk / kQuantBlock : bk);
 
   float4 aReg[4];
-  uint4 bReg[4];
+  uint4 bReg[Quant ? 1 : 4];
+  RawBlock<T> bRaw;
   auto loadGlobal = [&](int k0) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < 4; ++i)
       aReg[i] = aRow ? __ldg(reinterpret_cast<const float4 *>(aRow + k0) + i)
                      : make_float4(0, 0, 0, 0);
-      bReg[i] = bRow ? __ldg(reinterpret_cast<const uint4 *>(bRow + k0) + i)
-                     : make_uint4(0, 0, 0, 0);
+    if constexpr (Quant) {
+      bRaw.load(bRow ? bRow + k0 / kQuantBlock : nullptr);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        bReg[i] = bRow ? __ldg(reinterpret_cast<const uint4 *>(bRow + k0) + i)
+                       : make_uint4(0, 0, 0, 0);
     }
   };
   auto storeShared = [&] {
@@ -578,16 +754,24 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
     uint32_t *p = reinterpret_cast<uint32_t *>(packed);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      p[2 * i] = Convert<T>::pack(aReg[i].x, aReg[i].y);
-      p[2 * i + 1] = Convert<T>::pack(aReg[i].z, aReg[i].w);
+      p[2 * i] = Convert<S>::pack(aReg[i].x, aReg[i].y);
+      p[2 * i + 1] = Convert<S>::pack(aReg[i].z, aReg[i].w);
     }
     uint4 *a = reinterpret_cast<uint4 *>(&smem.ab.a[ar][ak]);
     a[0] = packed[0];
     a[1] = packed[1];
     uint4 *b = reinterpret_cast<uint4 *>(&smem.ab.b[br][bk]);
+    if constexpr (Quant) {
+      uint32_t h[16];
+      dequantHalf(bRaw, h);
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      b[i] = bReg[i];
+      for (int i = 0; i < 4; ++i)
+        b[i] = make_uint4(h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        b[i] = bReg[i];
+    }
   };
 
   int wm = warp / 4, wn = warp % 4;
@@ -607,8 +791,8 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
       loadGlobal(k0 + BK);
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> af[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> bf[2];
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, S, wmma::row_major> af[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, S, wmma::col_major> bf[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i)
         wmma::load_matrix_sync(af[i], &smem.ab.a[wm * 32 + i * 16][kk], LD);
