@@ -558,10 +558,6 @@ LogicalResult PlanPrinter::run() {
       return source.emitOpError("weight '")
              << source.getName() << "' is still to be quantised; moe-compile "
              << "writes the quantised weights file and then prints the plan";
-    if (source.getArtifact() && options.artifactDir.empty())
-      return source.emitOpError("weight '")
-             << source.getName() << "' lives beside the executable, but no "
-             << "artifact directory was given";
     manifestIndex[source.getName()] = manifest.size();
     manifest.push_back(source);
   }

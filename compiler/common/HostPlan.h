@@ -32,8 +32,9 @@ struct EmitOptions {
   /// Name shown by the binary's --help.
   std::string modelName = "model";
   /// The absolute directory the executable and its quantised weights file
-  /// are written to (moe-compile's -o), where the runtime looks for weights
-  /// marked `artifact` unless told otherwise; empty when nothing is.
+  /// are written to (moe-compile's -o): where moert_model_load looks for
+  /// weights marked `artifact` unless told otherwise (the executables look
+  /// beside themselves first). Empty: no such default.
   std::string artifactDir;
 };
 

@@ -87,8 +87,9 @@ LogicalResult TableType::verify(function_ref<InFlightDiagnostic()> emitError,
                                 int64_t size, Type elementType, bool output) {
   if (size < 1 || size > 4096)
     return emitError() << "a table holds 1 to 4096 pointers, not " << size;
-  if (!isa<NoneType, FloatType>(elementType))
-    return emitError() << "a table's element type is a float type or none";
+  if (!isa<NoneType, FloatType, moe::QuantType>(elementType))
+    return emitError() << "a table's element type is a float type, a "
+                          "quantised weight element or none";
   if (output && !elementType.isF32())
     return emitError() << "an output table holds f32 buffers";
   return success();
