@@ -19,17 +19,22 @@
 #include "moert/kernel_math.h"
 #include "moert/pool.h"
 #include "moert/program.h"
+#include "moert/quant.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define MOERT_AVX2 1
 #endif
+// Inlines a lambda into its caller (GCC and Clang), so the kernels' small
+// step lambdas keep their accumulators in registers.
+#define MOERT_INLINE_LAMBDA __attribute__((always_inline))
 
 namespace moert {
 
@@ -87,36 +92,342 @@ inline float hsum(__m256 v) {
 }
 #endif
 
-/// x[0..K) · w[0..K), accumulated in f32.
-template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
-  int64_t i = 0;
-  float sum = 0;
+//===----------------------------------------------------------------------===//
+// Block-quantised weights (quant.h): q8_0, q4_0, q4_1
+//===----------------------------------------------------------------------===//
+//
+// Decode (fewer than four tokens) streams each weight byte once, so it is
+// bound by memory bandwidth, and the work per block is what decides whether
+// it keeps up with it. Two ways of doing a block are implemented (so the
+// benchmark, bench/quant_gemv.cpp, can compare them) and `linear` picks the
+// faster per format (kDecodeInt8):
+//  - int8: each token's activations are quantised once per call to int8 per
+//    block of 32 (scale amax / 127, as q8_0), and a block is an exact int32
+//    dot product (maddubs + madd, or VNNI's dpbusd) scaled once to f32. The
+//    q4 nibbles are used unsigned; their offset (-8 for q4_0, the min m for
+//    q4_1) is applied with the block's sum of the activations, a per-token
+//    constant, so it costs one scalar FMA per block and row.
+//  - f32: each block is dequantised to f32 in registers and FMAed against
+//    the f32 activations; exact up to f32 rounding.
+// The int8 path adds the error of rounding the activations (at most half a
+// step, amax / 254, per element); the tests bound it.
+//
+// Prefill (four tokens or more) is compute-bound: a panel of weight rows x
+// a chunk of K is dequantised to f32 on the stack and the 4x3 FMA kernel of
+// the float formats runs over it for all tokens, so the dequantisation is
+// paid once per weight element per call.
+
+namespace qk {
+
+/// Blocks of W per row of K elements.
+template <int64_t K> constexpr int64_t blocks() {
+  static_assert(K % kQuantBlock == 0, "a quantised row is whole blocks");
+  return K / kQuantBlock;
+}
+
+inline float scale(const q8_0 &b) { return toFloat(f16{b.d}); }
+inline float scale(const q4_0 &b) { return toFloat(f16{b.d}); }
+inline float scale(const q4_1 &b) { return toFloat(f16{b.d}); }
+
+/// Element i of a block as the scalar definition (quant.h) has it.
+template <typename W> inline void dequantBlock(const W &b, float *out) {
+  for (int i = 0; i < 32; ++i)
+    out[i] = dequant(b, i);
+}
+
+/// One token's activations as int8 blocks: x[i] ~ d[b] * q[i] with
+/// d[b] = amax / 127 of block b (llama.cpp's q8_0 rounding, to even);
+/// s[b] = d[b] * Σ q over the block, what the q4 offsets multiply.
+inline void quantizeActs(const float *x, int64_t blocks, int8_t *q, float *d,
+                         float *s) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float *xb = x + b * 32;
 #ifdef MOERT_AVX2
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  for (; i + 32 <= K; i += 32) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8(w + i + 8), a1);
-    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load8(w + i + 16), a2);
-    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load8(w + i + 24), a3);
-  }
-  for (; i + 8 <= K; i += 8)
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
-  sum = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    __m256 v[4];
+    __m256 sign = _mm256_set1_ps(-0.0f), m = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      v[j] = _mm256_loadu_ps(xb + 8 * j);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+    }
+    __m128 h =
+        _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float amax = _mm_cvtss_f32(h);
+    float db = amax / 127, id = db != 0 ? 1 / db : 0;
+    __m256 idv = _mm256_set1_ps(id);
+    __m256i i[4];
+    for (int j = 0; j < 4; ++j)
+      i[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], idv));
+    __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]),
+                                   _mm256_add_epi32(i[2], i[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum),
+                               _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    // Pack to bytes; the packs interleave 128-bit lanes, which the
+    // permutation undoes.
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]),
+                                   _mm256_packs_epi32(i[2], i[3]));
+    p = _mm256_permutevar8x32_epi32(p,
+                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + b * 32), p);
+    d[b] = db;
+    s[b] = db * float(_mm_cvtsi128_si32(s4));
+#else
+    float amax = 0;
+    for (int i = 0; i < 32; ++i)
+      amax = std::max(amax, std::fabs(xb[i]));
+    float db = amax / 127, id = db != 0 ? 1 / db : 0;
+    int sum = 0;
+    for (int i = 0; i < 32; ++i)
+      sum += q[b * 32 + i] = int8_t(std::nearbyint(xb[i] * id));
+    d[b] = db;
+    s[b] = db * float(sum);
 #endif
-  for (; i < K; ++i)
-    sum += x[i] * toFloat(w[i]);
-  return sum;
+  }
 }
 
 #ifdef MOERT_AVX2
-/// The register-blocked core of `linear`: 4 tokens x 3 weight rows, twelve
-/// accumulators, so each weight vector loaded (and converted) feeds four
-/// FMAs and each activation vector three. K is a multiple of 8. `res`
-/// (laid out as `out`, or null) is added to each result.
+/// A block's 32 weight bytes in element order: q8_0's signed values, or the
+/// q4 formats' nibbles (0..15, unsigned).
+MOERT_INLINE __m256i nibbles(const uint8_t *qs) {
+  __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i *>(qs));
+  __m256i both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+MOERT_INLINE __m256i weightBytes(const q8_0 &b) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b.qs));
+}
+MOERT_INLINE __m256i weightBytes(const q4_0 &b) { return nibbles(b.qs); }
+MOERT_INLINE __m256i weightBytes(const q4_1 &b) { return nibbles(b.qs); }
+
+/// Σ w[i] * x[i] over a block as eight int32 partial sums, exactly: w signed
+/// (q8_0; moved onto x's sign so maddubs sees an unsigned operand) or
+/// unsigned nibbles. maddubs cannot saturate here: |pair| <= 2*128*127.
+template <bool Signed> MOERT_INLINE __m256i blockDot(__m256i w, __m256i x) {
+  __m256i u = w, s = x;
+  if (Signed) {
+    u = _mm256_sign_epi8(w, w);
+    s = _mm256_sign_epi8(x, w);
+  }
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+/// The 32 weight bytes as four vectors of eight floats, before the scale:
+/// q8_0's values, q4_0's nibble - 8, q4_1's nibble.
+template <typename W> MOERT_INLINE void blockFloats(const W &b, __m256 *f) {
+  __m256i v = weightBytes(b);
+  if (std::is_same<W, q4_0>::value)
+    v = _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+  __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+  f[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+  f[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+  f[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+  f[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+}
+#endif
+
+/// The scalar offset term of a block against a token, per unit of the
+/// activations' block sum: 0 for q8_0, -8 d for q4_0, m for q4_1.
+MOERT_INLINE float offsetTerm(const q8_0 &, float) { return 0; }
+MOERT_INLINE float offsetTerm(const q4_0 &, float d) { return -8 * d; }
+MOERT_INLINE float offsetTerm(const q4_1 &b, float) {
+  return toFloat(f16{b.m});
+}
+
+// The row kernels below read one weight row at a time: streaming two rows
+// interleaved measured 2-2.5x slower from memory on Zen 4 (the hardware
+// prefetcher follows one sequential stream per thread best). Each keeps two
+// sets of accumulators, for even and odd blocks, so the FMA chains (vector
+// and the scalar offset term) are not latency-bound.
+
+/// One weight row of `nb` blocks against NT tokens' int8 activations (q, d,
+/// s of quantizeActs, token t at t * nb blocks): out[t].
+template <typename W, int NT>
+MOERT_INLINE void int8Row(const W *w, int64_t nb, const int8_t *q,
+                          const float *d, const float *s, float *out) {
+#ifdef MOERT_AVX2
+  constexpr bool Signed = std::is_same<W, q8_0>::value;
+  __m256 acc[2][NT];
+  float off[2][NT];
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    acc[0][t] = acc[1][t] = _mm256_setzero_ps(), off[0][t] = off[1][t] = 0;
+  auto step = [&](int64_t b, __m256 *a, float *o) MOERT_INLINE_LAMBDA {
+    const W &blk = w[b];
+    float dw = scale(blk);
+    __m256i wv = weightBytes(blk);
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) {
+      __m256i xv = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(q + (t * nb + b) * 32));
+      __m256 p = _mm256_cvtepi32_ps(blockDot<Signed>(wv, xv));
+      a[t] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * d[t * nb + b]), a[t]);
+      if (!Signed)
+        o[t] += offsetTerm(blk, dw) * s[t * nb + b];
+    }
+  };
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    step(b, acc[0], off[0]);
+    step(b + 1, acc[1], off[1]);
+  }
+  if (b < nb)
+    step(b, acc[0], off[0]);
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    out[t] = hsum(_mm256_add_ps(acc[0][t], acc[1][t])) + off[0][t] + off[1][t];
+#else
+  for (int t = 0; t < NT; ++t) {
+    float sum = 0;
+    for (int64_t b = 0; b < nb; ++b) {
+      float dw = scale(w[b]);
+      int32_t p = 0;
+      for (int i = 0; i < 32; ++i) {
+        int wi = std::is_same<W, q8_0>::value
+                     ? int(reinterpret_cast<const int8_t *>(w[b].qs)[i])
+                     : nibble(reinterpret_cast<const uint8_t *>(w[b].qs), i);
+        p += wi * q[(t * nb + b) * 32 + i];
+      }
+      sum +=
+          dw * d[t * nb + b] * float(p) + offsetTerm(w[b], dw) * s[t * nb + b];
+    }
+    out[t] = sum;
+  }
+#endif
+}
+
+/// One weight row of `nb` blocks against NT tokens' f32 activations (token
+/// t at x + t * K), dequantising on the fly; `xs` holds each token's block
+/// sums (read for q4_1 only). out[t].
+template <typename W, int NT>
+MOERT_INLINE void f32Row(const W *w, int64_t nb, const float *x,
+                         const float *xs, float *out) {
+  const int64_t K = nb * 32;
+#ifdef MOERT_AVX2
+  constexpr bool Min = std::is_same<W, q4_1>::value;
+  __m256 acc[2][NT];
+  float off[2][NT];
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    acc[0][t] = acc[1][t] = _mm256_setzero_ps(), off[0][t] = off[1][t] = 0;
+  auto step = [&](int64_t b, __m256 *a, float *o) MOERT_INLINE_LAMBDA {
+    const W &blk = w[b];
+    __m256 f[4];
+    blockFloats(blk, f);
+    __m256 dv = _mm256_set1_ps(scale(blk));
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) {
+      const float *xb = x + t * K + b * 32;
+      __m256 p = _mm256_mul_ps(_mm256_loadu_ps(xb), f[0]);
+      p = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8), f[1], p);
+      p = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 16), f[2], p);
+      p = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 24), f[3], p);
+      a[t] = _mm256_fmadd_ps(p, dv, a[t]);
+      if (Min)
+        o[t] += offsetTerm(blk, 0) * xs[t * nb + b];
+    }
+  };
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    step(b, acc[0], off[0]);
+    step(b + 1, acc[1], off[1]);
+  }
+  if (b < nb)
+    step(b, acc[0], off[0]);
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    out[t] = hsum(_mm256_add_ps(acc[0][t], acc[1][t])) + off[0][t] + off[1][t];
+#else
+  (void)xs;
+  for (int t = 0; t < NT; ++t) {
+    float sum = 0, f[32];
+    for (int64_t b = 0; b < nb; ++b) {
+      dequantBlock(w[b], f);
+      for (int i = 0; i < 32; ++i)
+        sum += x[t * K + b * 32 + i] * f[i];
+    }
+    out[t] = sum;
+  }
+#endif
+}
+
+/// Each block of a quantised row of `nb` blocks to 32 floats.
 template <typename W>
-inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t K,
-                    float *out, int64_t ldo, const float *res) {
+inline void dequantRow(const W *w, int64_t nb, float *out) {
+  for (int64_t b = 0; b < nb; ++b) {
+#ifdef MOERT_AVX2
+    __m256 f[4];
+    blockFloats(w[b], f);
+    __m256 dv = _mm256_set1_ps(scale(w[b]));
+    __m256 mv = _mm256_set1_ps(
+        std::is_same<W, q4_1>::value ? offsetTerm(w[b], 0) : 0.0f);
+    for (int j = 0; j < 4; ++j)
+      _mm256_storeu_ps(out + b * 32 + 8 * j, _mm256_fmadd_ps(f[j], dv, mv));
+#else
+    dequantBlock(w[b], out + b * 32);
+#endif
+  }
+}
+
+/// x[0..K) · a quantised row, dequantising a block at a time (the routers'
+/// gate GEMV, which is not quantised by the compiler: simple, not fast).
+template <typename W>
+inline float dotRow(const float *x, const W *w, int64_t K) {
+  float sum = 0;
+  alignas(32) float f[32];
+  for (int64_t b = 0; b < K / 32; ++b) {
+    dequantRow(w + b, 1, f);
+    for (int i = 0; i < 32; ++i)
+      sum += x[b * 32 + i] * f[i];
+  }
+  return sum;
+}
+
+} // namespace qk
+
+/// x[0..K) · w[0..K), accumulated in f32.
+template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
+  if constexpr (IsQuant<W>::value) {
+    return qk::dotRow(x, w, K);
+  } else {
+    int64_t i = 0;
+    float sum = 0;
+#ifdef MOERT_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (; i + 32 <= K; i += 32) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8(w + i + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), load8(w + i + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), load8(w + i + 24), a3);
+    }
+    for (; i + 8 <= K; i += 8)
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
+    sum = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+    for (; i < K; ++i)
+      sum += x[i] * toFloat(w[i]);
+    return sum;
+  }
+}
+
+#ifdef MOERT_AVX2
+/// The register-blocked core of `linear`: 4 tokens x 3 weight rows (`ldw`
+/// elements apart), twelve accumulators, so each weight vector loaded (and
+/// converted) feeds four FMAs and each activation vector three. K is a
+/// multiple of 8. `res` (laid out as `out`, or null; it may be `out`) is
+/// added to each result.
+template <typename W>
+inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t ldw,
+                    int64_t K, float *out, int64_t ldo, const float *res) {
   // Fully unrolled so the accumulators live in registers.
   __m256 acc[4][3];
 #pragma GCC unroll 4
@@ -125,7 +436,8 @@ inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t K,
     for (int r = 0; r < 3; ++r)
       acc[t][r] = _mm256_setzero_ps();
   for (int64_t i = 0; i < K; i += 8) {
-    __m256 w0 = load8(w + i), w1 = load8(w + K + i), w2 = load8(w + 2 * K + i);
+    __m256 w0 = load8(w + i), w1 = load8(w + ldw + i);
+    __m256 w2 = load8(w + 2 * ldw + i);
 #pragma GCC unroll 4
     for (int t = 0; t < 4; ++t) {
       __m256 xv = _mm256_loadu_ps(x + t * ldx + i);
@@ -144,49 +456,175 @@ inline void gemm4x3(const float *x, int64_t ldx, const W *w, int64_t K,
 }
 #endif
 
+namespace qk {
+
+/// Whether decode uses the int8 activations (else f32 dequantisation),
+/// per format, as measured by bench/quant_gemv.cpp: int8 for all three (on
+/// Zen 4, from memory, 2 threads, about 1.3-2x the f32 path's GB/s; in L1,
+/// 1.0-1.3 ns per block against 1.9-2.6). Software prefetching of the next
+/// rows measured no better than the hardware prefetcher, so there is none.
+template <typename W> constexpr bool kDecodeInt8 = true;
+
+/// Rows of W per parallel block (8 x 3, as the float path).
+constexpr int64_t kRows = 24;
+
+/// Decode: NT (< 4) tokens, each weight row read once for all of them.
+template <typename W, int64_t N, int64_t K, int NT, bool Int8>
+void decode(moert_pool *pool, const float *x, const W *w, float *out,
+            int64_t ldo, const float *res) {
+  constexpr int64_t nb = blocks<K>();
+  constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
+  // The quantised activations live on the caller's stack (NT*K bytes and
+  // 2*NT*K/32 floats): computed once, shared by the threads.
+  alignas(32) int8_t q[Int8 ? NT * K : 1];
+  float d[NT * nb], s[NT * nb];
+  if (Int8) {
+    for (int t = 0; t < NT; ++t)
+      quantizeActs(x + t * K, nb, q + t * K, d + t * nb, s + t * nb);
+  } else if (std::is_same<W, q4_1>::value) {
+    for (int64_t i = 0; i < NT * nb; ++i) {
+      float sb = 0;
+      for (int j = 0; j < 32; ++j)
+        sb += x[i * 32 + j];
+      s[i] = sb;
+    }
+  }
+  parallelFor(pool, kBlocks, double(NT) * N * K, [&](int64_t b0, int64_t b1) {
+    for (int64_t r = b0 * kRows; r < std::min(N, b1 * kRows); ++r) {
+      float v[NT];
+      if (Int8)
+        int8Row<W, NT>(weightRow(w, r, K), nb, q, d, s, v);
+      else
+        f32Row<W, NT>(weightRow(w, r, K), nb, x, s, v);
+      for (int t = 0; t < NT; ++t) {
+        int64_t o = t * ldo + r;
+        out[o] = res ? v[t] + res[o] : v[t];
+      }
+    }
+  });
+}
+
+template <typename W, int64_t N, int64_t K, bool Int8>
+void linearDecode(moert_pool *pool, const float *x, const W *w, int64_t T,
+                  float *out, int64_t ldo, const float *res) {
+  if (T == 1)
+    decode<W, N, K, 1, Int8>(pool, x, w, out, ldo, res);
+  else if (T == 2)
+    decode<W, N, K, 2, Int8>(pool, x, w, out, ldo, res);
+  else if (T == 3)
+    decode<W, N, K, 3, Int8>(pool, x, w, out, ldo, res);
+}
+
+/// K elements per panel chunk: 24 rows x 256 floats = 24 KiB, in L1 with
+/// the activations' chunk.
+constexpr int64_t kPanelK = 256;
+
+/// Prefill: each parallel block of 24 rows is dequantised a chunk of K at a
+/// time into a panel on the stack, and every token is run against it
+/// (4x3 FMA kernel, dot for the edges), accumulating over the chunks in
+/// `out` (the first chunk adds `res`).
+template <typename W, int64_t N, int64_t K>
+void linearPrefill(moert_pool *pool, const float *x, const W *w, int64_t T,
+                   float *out, int64_t ldo, const float *res) {
+  static_assert(K % kQuantBlock == 0, "a quantised row is whole blocks");
+  constexpr int64_t KC = std::min(K, kPanelK);
+  constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
+  parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
+    alignas(32) float panel[kRows * KC];
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t n0 = b * kRows, n1 = std::min(N, n0 + kRows);
+      for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        int64_t kc = std::min(KC, K - k0);
+        for (int64_t r = n0; r < n1; ++r)
+          dequantRow(weightRow(w, r, K) + k0 / 32, kc / 32,
+                     panel + (r - n0) * KC);
+        const float *base = k0 == 0 ? res : out;
+        auto store = [&](int64_t t, int64_t r, float v) {
+          int64_t o = t * ldo + r;
+          out[o] = base ? v + base[o] : v;
+        };
+        int64_t t = 0;
+#ifdef MOERT_AVX2
+        int64_t nEnd = n0 + (n1 - n0) / 3 * 3;
+        for (; t + 4 <= T; t += 4)
+          for (int64_t r = n0; r < nEnd; r += 3)
+            gemm4x3(x + t * K + k0, K, panel + (r - n0) * KC, KC, kc,
+                    out + t * ldo + r, ldo,
+                    base ? base + t * ldo + r : nullptr);
+        for (int64_t tt = 0; tt < t; ++tt)
+          for (int64_t r = nEnd; r < n1; ++r)
+            store(tt, r, dot(x + tt * K + k0, panel + (r - n0) * KC, kc));
+#endif
+        for (; t < T; ++t)
+          for (int64_t r = n0; r < n1; ++r)
+            store(t, r, dot(x + t * K + k0, panel + (r - n0) * KC, kc));
+      }
+    }
+  });
+}
+
+} // namespace qk
+
 /// out[t * ldo + n] = x[t] · W[n] for W of shape [N, K] (x @ Wᵀ); `ldo` is
 /// the output row stride (N for a dense result). With `res` (laid out as
 /// `out`), out = x @ Wᵀ + res (moe-fuse-epilogues). Parallel over blocks of
 /// weight rows, so each thread streams its part of W once; with four or
-/// more tokens the 4x3 register-blocked kernel does the work.
+/// more tokens the 4x3 register-blocked kernel does the work. The block
+/// formats take qk::linearDecode / qk::linearPrefill (see there).
 template <typename W, int64_t N, int64_t K>
 void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
             int64_t ldo = N, const float *res = nullptr) {
-  auto store = [&](int64_t t, int64_t r, float v) {
-    out[t * ldo + r] = res ? v + res[t * ldo + r] : v;
-  };
-  constexpr int64_t kRows = 24; // rows of W per parallel block (8 x 3)
-  constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
-  parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      int64_t n0 = b * kRows, n1 = std::min(N, n0 + kRows);
-      int64_t t = 0;
+  if constexpr (IsQuant<W>::value) {
+    if (T < 4)
+      qk::linearDecode<W, N, K, qk::kDecodeInt8<W>>(pool, x, w, T, out, ldo,
+                                                    res);
+    else
+      qk::linearPrefill<W, N, K>(pool, x, w, T, out, ldo, res);
+    return;
+  } else {
+    auto store = [&](int64_t t, int64_t r, float v) {
+      out[t * ldo + r] = res ? v + res[t * ldo + r] : v;
+    };
+    constexpr int64_t kRows = 24; // rows of W per parallel block (8 x 3)
+    constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
+    parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        int64_t n0 = b * kRows, n1 = std::min(N, n0 + kRows);
+        int64_t t = 0;
 #ifdef MOERT_AVX2
-      if (K % 8 == 0 && T >= 4) {
-        int64_t nEnd = n0 + (n1 - n0) / 3 * 3;
-        for (; t + 4 <= T; t += 4)
-          for (int64_t r = n0; r < nEnd; r += 3)
-            gemm4x3(x + t * K, K, w + r * K, K, out + t * ldo + r, ldo,
-                    res ? res + t * ldo + r : nullptr);
-        // Rows past the last group of three, for the blocked tokens.
-        for (int64_t tt = 0; tt < t; ++tt)
-          for (int64_t r = nEnd; r < n1; ++r)
-            store(tt, r, dot(x + tt * K, w + r * K, K));
-      }
+        if (K % 8 == 0 && T >= 4) {
+          int64_t nEnd = n0 + (n1 - n0) / 3 * 3;
+          for (; t + 4 <= T; t += 4)
+            for (int64_t r = n0; r < nEnd; r += 3)
+              gemm4x3(x + t * K, K, w + r * K, K, K, out + t * ldo + r, ldo,
+                      res ? res + t * ldo + r : nullptr);
+          // Rows past the last group of three, for the blocked tokens.
+          for (int64_t tt = 0; tt < t; ++tt)
+            for (int64_t r = nEnd; r < n1; ++r)
+              store(tt, r, dot(x + tt * K, w + r * K, K));
+        }
 #endif
-      for (; t < T; ++t)
-        for (int64_t r = n0; r < n1; ++r)
-          store(t, r, dot(x + t * K, w + r * K, K));
-    }
-  });
+        for (; t < T; ++t)
+          for (int64_t r = n0; r < n1; ++r)
+            store(t, r, dot(x + t * K, w + r * K, K));
+      }
+    });
+  }
 }
 
 template <typename W, int64_t H>
 void embedding(const W *table, const int32_t *ids, int64_t T, float *out) {
   for (int64_t t = 0; t < T; ++t) {
-    const W *row = table + int64_t(ids[t]) * H;
-    for (int64_t i = 0; i < H; ++i)
-      out[t * H + i] = toFloat(row[i]);
+    const W *row = weightRow(table, int64_t(ids[t]), H);
+    if constexpr (IsQuant<W>::value) {
+      // The scalar definition: a gathered row is a few KiB, and this keeps
+      // the embedding bit-exact with quant.h's dequant.
+      for (int64_t b = 0; b < H / kQuantBlock; ++b)
+        qk::dequantBlock(row[b], out + t * H + b * kQuantBlock);
+    } else {
+      for (int64_t i = 0; i < H; ++i)
+        out[t * H + i] = toFloat(row[i]);
+    }
   }
 }
 
@@ -326,7 +764,7 @@ void fusedRouter(const float *x, const W *gate, int64_t T, float *weights,
   for (int64_t t = 0; t < T; ++t) {
     float logits[E];
     for (int64_t e = 0; e < E; ++e)
-      logits[e] = dot(x + t * H, gate + e * H, H);
+      logits[e] = dot(x + t * H, weightRow(gate, e, H), H);
     routeToken<E, K, Softmax, Renormalize>(logits, weights + t * K,
                                            indices + t * K);
   }

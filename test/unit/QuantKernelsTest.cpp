@@ -1,0 +1,435 @@
+//===- QuantKernelsTest.cpp - CPU kernels on block-quantised weights ------===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// The kernels of runtime/include/moert/kernels.h with q8_0, q4_0 and q4_1
+// weights against a double-precision reference built from quant.h's scalar
+// `dequant`. Weights are quantised here by a scalar copy of llama.cpp's
+// reference quantisers. Tolerances are error bounds, derived per output:
+//  - f32 dequantisation (prefill, and decode's f32 path): the products and
+//    sums are f32, so the error is a few ulps of Σ|x_i| (|w_i| + |o_b|),
+//    where o_b is the block's nibble offset (the kernels sum Σ x·nibble and
+//    the offset term separately); 1e-5 of it covers K up to thousands.
+//  - int8 activations (decode's int8 path): rounding x to the block's grid
+//    of step amax_b / 127 moves each element by at most half a step, so the
+//    result moves by at most Σ_b amax_b / 254 · Σ_{i in b} |w_i|, plus the
+//    f32 slack above.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moert/kernels.h"
+#include "moert/pool.h"
+#include "moert/quant.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+using namespace moert;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// llama.cpp's reference quantisers (quantize_row_*_ref), one block at a time
+//===----------------------------------------------------------------------===//
+
+uint16_t toHalf(float x) {
+  _Float16 h = static_cast<_Float16>(x); // round to nearest even, as F16C
+  uint16_t bits;
+  std::memcpy(&bits, &h, 2);
+  return bits;
+}
+
+void quantize(const float *x, q8_0 &b) {
+  float amax = 0;
+  for (int i = 0; i < 32; ++i)
+    amax = std::max(amax, std::fabs(x[i]));
+  float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+  b.d = toHalf(d);
+  for (int i = 0; i < 32; ++i)
+    b.qs[i] = int8_t(roundf(x[i] * id));
+}
+
+void quantize(const float *x, q4_0 &b) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < 32; ++i)
+    if (amax < std::fabs(x[i])) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  float d = max / -8, id = d ? 1.0f / d : 0.0f;
+  b.d = toHalf(d);
+  for (int j = 0; j < 16; ++j) {
+    uint8_t lo = std::min<int8_t>(15, int8_t(x[j] * id + 8.5f));
+    uint8_t hi = std::min<int8_t>(15, int8_t(x[j + 16] * id + 8.5f));
+    b.qs[j] = uint8_t(lo | hi << 4);
+  }
+}
+
+void quantize(const float *x, q4_1 &b) {
+  float min = x[0], max = x[0];
+  for (int i = 1; i < 32; ++i) {
+    min = std::min(min, x[i]);
+    max = std::max(max, x[i]);
+  }
+  float d = (max - min) / 15, id = d ? 1.0f / d : 0.0f;
+  b.d = toHalf(d);
+  b.m = toHalf(min);
+  for (int j = 0; j < 16; ++j) {
+    uint8_t lo = std::min<int8_t>(15, int8_t((x[j] - min) * id + 0.5f));
+    uint8_t hi = std::min<int8_t>(15, int8_t((x[j + 16] - min) * id + 0.5f));
+    b.qs[j] = uint8_t(lo | hi << 4);
+  }
+}
+
+/// The nibble offset of a block as the kernels split it off (see top).
+double offset(const q8_0 &) { return 0; }
+double offset(const q4_0 &b) { return std::fabs(8 * halfBitsToFloat(b.d)); }
+double offset(const q4_1 &b) { return std::fabs(halfBitsToFloat(b.m)); }
+
+std::vector<float> randomVector(std::mt19937 &rng, size_t n, float scale = 1) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float &f : v)
+    f = dist(rng);
+  return v;
+}
+
+/// A [rows, cols] weight, random and quantised.
+template <typename W>
+std::vector<W> randomWeight(std::mt19937 &rng, int64_t rows, int64_t cols) {
+  std::vector<float> f = randomVector(rng, size_t(rows * cols), 0.05f);
+  std::vector<W> w(size_t(rows * cols / 32));
+  for (size_t b = 0; b < w.size(); ++b)
+    quantize(f.data() + b * 32, w[b]);
+  return w;
+}
+
+/// One output x · row: the exact value (double, from the scalar dequant) and
+/// the bound on a kernel's error. `ex` (or null) bounds how far the x the
+/// kernel was given may be from `x` (an intermediate of the reference).
+struct Expected {
+  double value, tol;
+};
+
+template <typename W>
+Expected expectRow(const W *row, int64_t K, const double *x, bool int8,
+                   const double *ex = nullptr) {
+  double v = 0, tol = 0, slack = 0;
+  for (int64_t b = 0; b < K / 32; ++b) {
+    double amax = 0, sumW = 0;
+    for (int i = 0; i < 32; ++i) {
+      int64_t k = b * 32 + i;
+      double w = dequant(row[b], i), e = ex ? ex[k] : 0;
+      v += x[k] * w;
+      tol += std::fabs(w) * e;
+      amax = std::max(amax, std::fabs(x[k]) + e);
+      sumW += std::fabs(w);
+      slack += (std::fabs(x[k]) + e) * (std::fabs(w) + offset(row[b]));
+    }
+    if (int8)
+      tol += amax / 254 * sumW * (1 + 1e-6);
+  }
+  return {v, tol + 1e-5 * slack + 1e-30};
+}
+
+/// The int8 path's own arithmetic, exactly: x rounded to int8 per block as
+/// the kernel does (d = amax / 127 in f32, q = x * (1 / d) rounded to
+/// nearest even), then the integer dot products scaled in double. The
+/// kernel must agree to f32 rounding, which the loose bound of expectRow
+/// cannot check (it would pass a scale off by 0.2%).
+template <typename W>
+Expected expectInt8Row(const W *row, int64_t K, const float *x) {
+  double v = 0, slack = 0;
+  for (int64_t b = 0; b < K / 32; ++b) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i)
+      amax = std::max(amax, std::fabs(x[b * 32 + i]));
+    float d = amax / 127, id = d != 0 ? 1 / d : 0;
+    for (int i = 0; i < 32; ++i) {
+      double xq = double(d) * std::nearbyint(x[b * 32 + i] * id);
+      double w = dequant(row[b], i);
+      v += xq * w;
+      slack += std::fabs(xq) * (std::fabs(w) + offset(row[b]));
+    }
+  }
+  return {v, 1e-5 * slack + 1e-30};
+}
+
+std::vector<double> toDouble(const float *x, int64_t n) {
+  return std::vector<double>(x, x + n);
+}
+
+struct PoolDeleter {
+  void operator()(moert_pool *p) const { moert_pool_free(p); }
+};
+using Pool = std::unique_ptr<moert_pool, PoolDeleter>;
+
+template <typename W> class QuantKernels : public ::testing::Test {};
+using Formats = ::testing::Types<q8_0, q4_0, q4_1>;
+TYPED_TEST_SUITE(QuantKernels, Formats);
+
+/// linear<W, N, K> (decode path `Decode`: -1 = what linear picks, 0 = f32,
+/// 1 = int8) for T tokens with a padded output (ldo = N + 3) and a residual,
+/// against the reference; the padding must stay untouched.
+template <typename W, int64_t N, int64_t K>
+void checkLinear(moert_pool *pool, int64_t T, int decodePath, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<W> w = randomWeight<W>(rng, N, K);
+  std::vector<float> x = randomVector(rng, size_t(T * K));
+  constexpr int64_t ldo = N + 3;
+  std::vector<float> res = randomVector(rng, size_t(T * ldo));
+  std::vector<float> out(size_t(T * ldo), 1234.5f);
+  if (decodePath < 0)
+    linear<W, N, K>(pool, x.data(), w.data(), T, out.data(), ldo, res.data());
+  else if (decodePath == 0)
+    qk::linearDecode<W, N, K, false>(pool, x.data(), w.data(), T, out.data(),
+                                     ldo, res.data());
+  else
+    qk::linearDecode<W, N, K, true>(pool, x.data(), w.data(), T, out.data(),
+                                    ldo, res.data());
+  bool int8 = T < 4 && (decodePath < 0 ? qk::kDecodeInt8<W> : decodePath == 1);
+  std::vector<double> xd = toDouble(x.data(), T * K);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t n = 0; n < N; ++n) {
+      Expected e = expectRow(weightRow(w.data(), n, K), K, &xd[t * K], int8);
+      double want = e.value + res[t * ldo + n];
+      ASSERT_NEAR(out[t * ldo + n], want, e.tol + 1e-6 * std::fabs(want))
+          << "T=" << T << " t=" << t << " n=" << n << " path=" << decodePath;
+      if (int8) {
+        Expected q = expectInt8Row(weightRow(w.data(), n, K), K, &x[t * K]);
+        double wantQ = q.value + res[t * ldo + n];
+        ASSERT_NEAR(out[t * ldo + n], wantQ, q.tol + 1e-6 * std::fabs(wantQ))
+            << "int8 emulation: T=" << T << " t=" << t << " n=" << n;
+      }
+    }
+    for (int64_t n = N; n < ldo; ++n)
+      ASSERT_EQ(out[t * ldo + n], 1234.5f);
+  }
+}
+
+TYPED_TEST(QuantKernels, LinearDecode) {
+  for (int threads : {1, 2}) {
+    Pool pool(moert_pool_create(threads));
+    for (int path : {-1, 0, 1})
+      for (int64_t T = 1; T < 4; ++T) {
+        // N = 70: 2 x 24 + 22 rows (an odd row at the end); K = 544: 17
+        // blocks; enough work for parallelFor to split.
+        checkLinear<TypeParam, 70, 544>(pool.get(), T, path, 7 * T + path);
+        checkLinear<TypeParam, 7, 64>(pool.get(), T, path, 11 * T + path);
+      }
+  }
+}
+
+TYPED_TEST(QuantKernels, LinearPrefill) {
+  for (int threads : {1, 2}) {
+    Pool pool(moert_pool_create(threads));
+    for (int64_t T = 4; T <= 37; ++T)
+      checkLinear<TypeParam, 50, 544>(pool.get(), T, -1, uint32_t(T));
+    // K below one panel chunk, N below one parallel block.
+    checkLinear<TypeParam, 5, 96>(pool.get(), 9, -1, 99);
+  }
+}
+
+TYPED_TEST(QuantKernels, LinearDenseNoResidual) {
+  using W = TypeParam;
+  std::mt19937 rng(5);
+  constexpr int64_t N = 26, K = 320;
+  std::vector<W> w = randomWeight<W>(rng, N, K);
+  for (int64_t T : {1, 6}) {
+    std::vector<float> x = randomVector(rng, size_t(T * K));
+    std::vector<float> out(size_t(T * N));
+    linear<W, N, K>(nullptr, x.data(), w.data(), T, out.data());
+    std::vector<double> xd = toDouble(x.data(), T * K);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t n = 0; n < N; ++n) {
+        Expected e = expectRow(weightRow(w.data(), n, K), K, &xd[t * K],
+                               T < 4 && qk::kDecodeInt8<W>);
+        EXPECT_NEAR(out[t * N + n], e.value, e.tol);
+      }
+  }
+}
+
+TYPED_TEST(QuantKernels, Embedding) {
+  using W = TypeParam;
+  std::mt19937 rng(3);
+  constexpr int64_t H = 96;
+  std::vector<W> table = randomWeight<W>(rng, 10, H);
+  const int32_t ids[] = {3, 0, 9, 3};
+  std::vector<float> out(4 * H);
+  embedding<W, H>(table.data(), ids, 4, out.data());
+  for (int64_t t = 0; t < 4; ++t)
+    for (int64_t i = 0; i < H; ++i)
+      ASSERT_EQ(out[t * H + i],
+                dequant(weightRow(table.data(), ids[t], H)[i / 32], i % 32))
+          << t << " " << i;
+}
+
+TYPED_TEST(QuantKernels, FusedRouterGate) {
+  using W = TypeParam;
+  std::mt19937 rng(4);
+  constexpr int64_t H = 128, E = 4;
+  std::vector<W> gate = randomWeight<W>(rng, E, H);
+  std::vector<float> x = randomVector(rng, H);
+  float weights[E];
+  int32_t idx[E];
+  fusedRouter<W, H, E, E, false, false>(x.data(), gate.data(), 1, weights, idx);
+  std::vector<double> xd = toDouble(x.data(), H);
+  for (int64_t j = 0; j < E; ++j) {
+    Expected e =
+        expectRow(weightRow(gate.data(), idx[j], H), H, xd.data(), false);
+    // sigmoid' <= 1/4.
+    EXPECT_NEAR(weights[j], 1 / (1 + std::exp(-e.value)), e.tol / 4 + 1e-7);
+  }
+}
+
+/// silu(g) * u's error from errors eg, eu in g and u: |silu'| <= 1.1.
+double siluTimesTol(double g, double u, double eg, double eu) {
+  double s = g / (1 + std::exp(-g));
+  return 1.1 * std::fabs(u) * eg + (std::fabs(s) + 1.1 * eg) * eu + 1e-7;
+}
+
+/// groupedMatmul over E = 3 experts with 7, 0 and 3 rows (prefill, empty,
+/// decode), gathering from 5 tokens x K = 2 choices.
+template <typename W, bool Silu> void checkGrouped(moert_pool *pool) {
+  constexpr int64_t R = 40, In = 96, E = 3, K = 2, T = 5;
+  std::mt19937 rng(Silu ? 21 : 22);
+  std::vector<std::vector<W>> ws;
+  std::vector<const void *> ptrs;
+  for (int64_t i = 0; i < 2 * E; ++i)
+    ws.push_back(randomWeight<W>(rng, R, In));
+  for (auto &w : ws)
+    ptrs.push_back(w.data());
+  std::vector<float> x = randomVector(rng, T * In);
+  const int32_t indices[T * K] = {0, 2, 2, 0, 0, 2, 0, 0, 0, 0};
+  int32_t perm[T * K], offsets[E + 1];
+  expertPermute<E, K>(indices, T, perm, offsets);
+  ASSERT_EQ(offsets[1] - offsets[0], 7);
+  ASSERT_EQ(offsets[2] - offsets[1], 0);
+  constexpr int64_t N = Silu ? R : 2 * R;
+  std::vector<float> gathered(T * K * In), out(T * K * N), up(T * K * R);
+  groupedMatmul<W, W, R, R, In, E, K, true, Silu>(pool, x.data(), perm, offsets,
+                                                  ptrs.data(), gathered.data(),
+                                                  out.data(), up.data());
+  std::vector<double> xd = toDouble(x.data(), T * In);
+  for (int64_t e = 0; e < E; ++e) {
+    int64_t rows = offsets[e + 1] - offsets[e];
+    bool int8 = rows < 4 && qk::kDecodeInt8<W>;
+    for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r) {
+      const double *xr = &xd[pairToken<K>(perm[r]) * In];
+      for (int64_t n = 0; n < R; ++n) {
+        Expected a =
+            expectRow(weightRow(ws[2 * e].data(), n, In), In, xr, int8);
+        Expected b =
+            expectRow(weightRow(ws[2 * e + 1].data(), n, In), In, xr, int8);
+        if (Silu) {
+          double want = a.value / (1 + std::exp(-a.value)) * b.value;
+          ASSERT_NEAR(out[r * N + n], want,
+                      siluTimesTol(a.value, b.value, a.tol, b.tol))
+              << e << " " << r << " " << n;
+        } else {
+          ASSERT_NEAR(out[r * N + n], a.value, a.tol);
+          ASSERT_NEAR(out[r * N + R + n], b.value, b.tol);
+        }
+      }
+    }
+  }
+}
+
+TYPED_TEST(QuantKernels, GroupedMatmul) {
+  for (int threads : {1, 2}) {
+    Pool pool(moert_pool_create(threads));
+    checkGrouped<TypeParam, true>(pool.get());
+    checkGrouped<TypeParam, false>(pool.get());
+  }
+}
+
+/// The unfused expert bank: every GEMV is a decode (one token), and the
+/// down projection's input is the kernel's own silu(g) * u, whose distance
+/// from the reference's is bounded first.
+TYPED_TEST(QuantKernels, Experts) {
+  using W = TypeParam;
+  constexpr int64_t H = 64, I = 96, E = 3, K = 2, T = 3;
+  std::mt19937 rng(31);
+  std::vector<std::vector<W>> g, u, d;
+  std::vector<const W *> gp, up, dp;
+  for (int64_t e = 0; e < E; ++e) {
+    g.push_back(randomWeight<W>(rng, I, H));
+    u.push_back(randomWeight<W>(rng, I, H));
+    d.push_back(randomWeight<W>(rng, H, I));
+    gp.push_back(g.back().data());
+    up.push_back(u.back().data());
+    dp.push_back(d.back().data());
+  }
+  std::vector<float> x = randomVector(rng, T * H, 4.0f);
+  const int32_t indices[T * K] = {0, 2, 2, 0, 0, 1};
+  const float mix[T * K] = {0.7f, 0.3f, 0.6f, 0.4f, 0.5f, 0.5f};
+  std::vector<float> scratch(2 * T * (H + I)), out(T * H);
+  for (int threads : {1, 2}) {
+    Pool pool(moert_pool_create(threads));
+    experts<W, W, W, H, I, E, K>(pool.get(), x.data(), mix, indices, gp.data(),
+                                 up.data(), dp.data(), T, scratch.data(),
+                                 out.data());
+    bool int8 = qk::kDecodeInt8<W>;
+    std::vector<double> xd = toDouble(x.data(), T * H);
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> want(H, 0.0), tol(H, 0.0);
+      for (int64_t j = 0; j < K; ++j) {
+        int64_t e = indices[t * K + j];
+        std::vector<double> h(I), eh(I);
+        for (int64_t i = 0; i < I; ++i) {
+          Expected a = expectRow(weightRow(gp[e], i, H), H, &xd[t * H], int8);
+          Expected b = expectRow(weightRow(up[e], i, H), H, &xd[t * H], int8);
+          h[i] = a.value / (1 + std::exp(-a.value)) * b.value;
+          eh[i] = siluTimesTol(a.value, b.value, a.tol, b.tol);
+        }
+        for (int64_t n = 0; n < H; ++n) {
+          Expected y =
+              expectRow(weightRow(dp[e], n, I), I, h.data(), int8, eh.data());
+          want[n] += mix[t * K + j] * y.value;
+          tol[n] += mix[t * K + j] * y.tol;
+        }
+      }
+      for (int64_t n = 0; n < H; ++n)
+        ASSERT_NEAR(out[t * H + n], want[n], tol[n] + 1e-6 * std::fabs(want[n]))
+            << threads << " " << t << " " << n;
+    }
+  }
+}
+
+/// f16 weights keep their path (the 4x3 kernel now takes a row stride).
+TEST(QuantKernelsF16, LinearUnchanged) {
+  constexpr int64_t N = 29, K = 200;
+  std::mt19937 rng(8);
+  std::vector<float> wf = randomVector(rng, N * K, 0.05f);
+  std::vector<f16> w(N * K);
+  for (int64_t i = 0; i < N * K; ++i)
+    w[i].bits = toHalf(wf[i]);
+  for (int threads : {1, 2}) {
+    Pool pool(moert_pool_create(threads));
+    for (int64_t T : {1, 3, 4, 9}) {
+      std::vector<float> x = randomVector(rng, T * K);
+      std::vector<float> res = randomVector(rng, T * N), out(T * N);
+      linear<f16, N, K>(pool.get(), x.data(), w.data(), T, out.data(), N,
+                        res.data());
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t n = 0; n < N; ++n) {
+          double want = res[t * N + n], mag = std::fabs(want);
+          for (int64_t k = 0; k < K; ++k) {
+            double p = double(x[t * K + k]) * toFloat(w[n * K + k]);
+            want += p;
+            mag += std::fabs(p);
+          }
+          ASSERT_NEAR(out[t * N + n], want, 1e-5 * mag) << T << " " << n;
+        }
+    }
+  }
+}
+
+} // namespace
