@@ -19,7 +19,7 @@
 
 // CHECK: #include "moert/kernels.h"
 // CHECK: const moert_weight_desc kWeights[] = {
-// CHECK-NEXT: {"emb", "m.safetensors", 0ull, 65536ull, MOERT_F32, 256, 64, 2},
+// CHECK-NEXT: {"emb", "m.safetensors", 0ull, 65536ull, MOERT_F32, 256, 64, 2, 0},
 // CHECK: const moert_cache_desc kCaches[] = {
 // CHECK-NEXT: {4, 16, 8, 8},
 // CHECK: int64_t scratchFloats(int64_t n_max) { return n_max * 386; }
@@ -37,7 +37,8 @@
 // CHECK: moert::add<64>([[E]], [[H]], n, [[S:b[0-9]+]]);
 // CHECK: moert::linear<float, 256, 64>(pool, [[S]], W6, n, logits);
 // CHECK-NEXT: }
-// CHECK: MOERT_TARGET_CPU, nullptr, nullptr, 0, nullptr};
+// CHECK: MOERT_TARGET_CPU, nullptr, nullptr, 0, nullptr,
+// CHECK-NEXT: nullptr};
 
 // CALLEE: error: 'moert.call' op calls 'system', which is not a kernel of the CPU library
 // NOTLOWERED: error: the module is not lowered for the CPU target: run --moe-lower-to-cpu first

@@ -43,4 +43,5 @@
 // CPP-NEXT: {"w1", "m.bin.weights.safetensors", 66304ull, 2176ull, MOERT_Q8_0, 32, 64, 2, 1},
 // CPP: const moert::q8_0 *W0 = static_cast<const moert::q8_0 *>(ex->weights[0]);
 // CPP: moert::embedding<moert::q8_0, 64>(W0,
-// CPP: moert::linear<moert::q8_0, 64, 64>(
+// CPP: moert::experts<moert::q8_0, moert::q8_0, moert::q8_0, 64, 32, 2, 1>(
+// CPP: moert::linear<moert::q8_0, 256, 64>(

@@ -55,7 +55,7 @@ func.func @weight_empty_dim() {
 // -----
 
 func.func @weight_dynamic() {
-  // expected-error @below {{'moe.weight' op result #0 must be statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type values}}
+  // expected-error @below {{'moe.weight' op result #0 must be statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type or block-quantised weight element values}}
   %0 = moe.weight "w" : tensor<?x4xf32>
   return
 }
@@ -63,7 +63,7 @@ func.func @weight_dynamic() {
 // -----
 
 func.func @weight_int8() {
-  // expected-error @below {{'moe.weight' op result #0 must be statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type values}}
+  // expected-error @below {{'moe.weight' op result #0 must be statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type or block-quantised weight element values}}
   %0 = moe.weight "w" : tensor<4xi8>
   return
 }
@@ -687,7 +687,7 @@ moe.weight_source "w" in "model.safetensors" at 0 : tensor<2x2x2xf32>
 
 // -----
 
-// expected-error @below {{'moe.weight_source' op attribute 'type' failed to satisfy constraint: type attribute of statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type values}}
+// expected-error @below {{'moe.weight_source' op attribute 'type' failed to satisfy constraint: type attribute of statically shaped tensor of 32-bit float or 16-bit float or bfloat16 type or block-quantised weight element values}}
 moe.weight_source "w" in "model.safetensors" at 0 : tensor<?x4xf32>
 
 // -----
