@@ -477,11 +477,19 @@ template <typename W, typename W2, int In, int K, bool Gather, bool Silu>
 __device__ __forceinline__ void
 gemvRow(const W *wrow, const W2 *wrow2, const float *x, const int32_t *perm,
         int r0, int r1, int col, float *out, int ldo, const float *res) {
+  // The column as a 64-bit offset. col >= 0, so quantised rows zero-extend
+  // it: the high word is then a constant zero, where a sign-extended col is
+  // a two-register value live across all of gemvRows' passes, which ptxas
+  // spilled (sm_80: lm_head_gemv q8_0, mixed_gemv q4_0) to stay at its
+  // 40 or 48 register occupancy step. The unquantised rows keep the sign
+  // extension their register counts were settled with.
+  int64_t c = IsQuant<W>::value || IsQuant<W2>::value ? int64_t(uint32_t(col))
+                                                      : int64_t(col);
   gemvRows<W, W2, In, K, Gather, Silu>(wrow, wrow2, x, perm, r0, r1,
                                        [&](int r, float s, float s2) {
                                          if constexpr (Silu)
                                            s = siluTimes(s, s2);
-                                         int64_t o = int64_t(r) * ldo + col;
+                                         int64_t o = int64_t(r) * ldo + c;
                                          out[o] = res ? s + res[o] : s;
                                        });
 }
