@@ -25,7 +25,9 @@ def MoE_Dialect : Dialect {
       dimension (static or `?`); all other dimensions are static.
     * Weights are never stored in the IR. `moe.weight` names a tensor of the
       model (its Hugging Face name) and gives its static type; weights may be
-      `f32`, `f16` or `bf16`, and every op accumulates in `f32`.
+      `f32`, `f16` or `bf16`, or block-quantised (`!moe.quant<q8_0>`,
+      `q4_0`, `q4_1`) where an op multiplies by them, and every op
+      accumulates in `f32`.
     * Every linear map is `x @ Wᵀ` with `W` in the Hugging Face `[out, in]`
       layout.
     * A module imported from a model file carries the model's

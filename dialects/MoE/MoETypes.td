@@ -77,9 +77,26 @@ def MoE_QuantType : TypeDef<MoE_Dialect, "Quant",
 
     A quantised weight is a rank-2 tensor whose rows (the last dimension,
     the one every weight op contracts over) are a whole number of blocks.
-    The scales are data, in the weights file, not in the type: that is why
-    this is not the `quant` dialect's sub-channel type, whose scales are
-    attributes of the type (docs/dialect.md).
+    `moe-quantize-weights` makes them; docs/quantisation.md has the
+    formats' rounding, the flags and the accuracy and speed tables.
+
+    **Why not the `quant` dialect.** MLIR's `quant` dialect describes
+    quantised *values*: `!quant.uniform<i8:f32, 0.5>` (per tensor),
+    `!quant.uniform<i8:f32:0, {0.5, 0.25, ...}>` (per axis) and, since
+    LLVM 20, `!quant.uniform<i8:f32:{1:32}, {{...}}>` (sub-channel, i.e.
+    block-wise). In all three the scales and zero points are attribute
+    values inside the type. A block-wise 4096 x 4096 Mixtral projection
+    has 524,288 scales: in the type, the IR would hold weight data, which
+    this dialect never does (weights are named and memory-mapped), every
+    tensor would get a type of its own, and a pass over the module would
+    touch megabytes of attributes. Two of the formats do not fit its model
+    either: a `q4_1` block's minimum is a float offset, not an integer zero
+    point in the storage type, and a `q4_0` block's offset of 8 is a fixed
+    storage convention. What the compiler and the kernels need is the
+    storage layout, so the type names the layout and the scales stay data,
+    in the weights file beside the executable. A conversion to the `quant`
+    dialect's types (for a per-axis format, where it would fit) can be
+    added as a pass without changing this type.
   }];
   let parameters = (ins EnumParameter<MoE_QuantFormatAttr>:$format);
   let assemblyFormat = "`<` $format `>`";

@@ -646,8 +646,9 @@ int main(int argc, char **argv) {
       return 0;
     // Its own step with --quantize (IR with a pending quantisation, from
     // --emit=mlir, gets it without the flag).
-    Twine what = "quantising " + Twine(quantized->tensors.size()) +
-                 " weights into " + weightsPath;
+    std::string what = "quantising " +
+                       std::to_string(quantized->tensors.size()) +
+                       " weights into " + weightsPath;
     if (!quantize.empty())
       progress(steps, steps, what);
     else if (!quiet)
