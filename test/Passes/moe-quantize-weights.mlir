@@ -79,3 +79,16 @@ func.func @kept(%x: tensor<?x48xf32>, %b: tensor<?x64xf32>) -> (tensor<?x8xf32>,
   %rw, %ri = moe.router %l top 2 softmax renormalize : tensor<?x4xf32>
   return %y, %p, %rw : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x2xf32>
 }
+
+// -----
+
+// The cost model reads what the quantised weights occupy: 256 rows of
+// 2 blocks of 18 bytes (q4_0) instead of 256 x 64 x 4.
+// RUN: moe-opt %s --split-input-file --pass-pipeline='builtin.module(moe-quantize-weights{format=q4_0},func.func(moe-estimate-cost))' | FileCheck %s --check-prefix=COST
+// COST-LABEL: func.func @head
+// COST-SAME: moe.cost = {bytes_per_step = 9216 : i64, flops_per_step = 32768 : i64, step_tokens = 1 : i64, weight_bytes = 9216 : i64}
+func.func @head(%h: tensor<?x64xf32>) -> tensor<?x256xf32> {
+  %w = moe.weight "lm_head.weight" : tensor<256x64xf32>
+  %l = moe.linear %h, %w : tensor<?x64xf32>, tensor<256x64xf32>
+  return %l : tensor<?x256xf32>
+}
