@@ -310,4 +310,29 @@ TEST(Manifest, ReportsEachDifference) {
   EXPECT_EQ(m.check(), "the manifest gives tensor 'a' an unknown dtype (7)");
 }
 
+/// A quantised weight [rows, cols] is its raw blocks in the file: U8
+/// [rows, cols / 32 * block bytes].
+TEST(Manifest, QuantisedWeightsAreTheirBlocks) {
+  const char *json = R"({"q":{"dtype":"U8","shape":[2,68],"data_offsets":[0,136]}})";
+  uint64_t data = 8 + std::strlen(json);
+  std::string img = image(json, 136);
+  auto check = [&](const moert_weight_desc &w) {
+    const moert_weight_desc *one[1] = {&w};
+    return checkWeightFile(reinterpret_cast<const unsigned char *>(img.data()),
+                           img.size(), img.size(), one, 1);
+  };
+  // Two rows of 64 elements: two 34-byte q8_0 blocks each.
+  moert_weight_desc q{"q", "f", data, 136, MOERT_Q8_0, 2, 64, 2, 1};
+  EXPECT_EQ(check(q), "");
+  // As q4_0 the rows would be 36 bytes: not this file.
+  q.dtype = MOERT_Q4_0;
+  q.size = 72;
+  EXPECT_EQ(check(q), "tensor 'q' has shape [2, 68] in the file, but the "
+                      "model was compiled for [2, 36]");
+  // Nor is an f32 [2, 68] weight.
+  moert_weight_desc f{"q", "f", data, 544, MOERT_F32, 2, 68, 2, 0};
+  EXPECT_EQ(check(f), "tensor 'q' is U8 in the file, but the model was "
+                      "compiled for F32");
+}
+
 } // namespace
