@@ -3,6 +3,7 @@
     check_e2e.py --moe-compile BIN --work DIR [--tokens 1,17,42] [-n 8]
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
         [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
+        [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
         [generator options: --preset --dtype --seed --shards --set K=V ...]
 
 Generates the model, compiles it with moe-compile, runs the binary with
@@ -14,9 +15,12 @@ tokens equal the reference's own greedy generation. Prints one summary line.
 --target cuda builds with moe-compile --target cuda (needs a GPU to run);
 --target cuda-emu builds the CUDA target's kernels and host plan with the
 C++ compiler against the CPU emulator of test/cuda-emu and runs them with it
-as the CUDA driver. --stage build stops after compiling (and running the CPU
-binary for --compare-cpu); --stage run checks what it left, so a machine
-with the compiler can build for one with the GPU.
+as the CUDA driver. --quantize FMT builds with moe-compile --quantize=FMT
+(and --quantize-only) and checks against the reference computing with the
+same weights quantised and dequantised (moe_ref.quant), so the tolerance
+measures the kernels, not the format. --stage build stops after compiling
+(and running the CPU binary for --compare-cpu); --stage run checks what it
+left, so a machine with the compiler can build for one with the GPU.
 """
 
 import argparse
@@ -26,7 +30,7 @@ import sys
 
 import numpy as np
 
-from moe_ref import generate
+from moe_ref import generate, quant
 from moe_ref.reference import Reference
 
 
@@ -65,6 +69,12 @@ def main():
     p.add_argument("--runtime-include", help="runtime/include (cuda-emu)")
     p.add_argument("--runtime-lib", action="append", default=[],
                    help="libmoert_main.a, libmoert.a (cuda-emu)")
+    p.add_argument("--quantize", choices=quant.FORMATS,
+                   help="build with moe-compile --quantize=FMT; the reference computes "
+                        "with the same weights quantised and dequantised")
+    p.add_argument("--quantize-only", choices=quant.SELECTIONS,
+                   help="passed to moe-compile --quantize-only and to the reference "
+                        "(default: moe-compile's, all)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--dtype", default="f32")
     p.add_argument("--seed", type=int, default=0)
@@ -74,6 +84,8 @@ def main():
     p.add_argument("--tensor-dtype", action="append", default=[],
                    type=generate.parse_override)
     args = p.parse_args()
+    if args.quantize_only and not args.quantize:
+        p.error("--quantize-only needs --quantize")
 
     os.makedirs(args.work, exist_ok=True)
     model = os.path.join(args.work, "model")
@@ -82,7 +94,12 @@ def main():
     if args.stage != "run":
         generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
                           dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
-    compile_cmd = [args.moe_compile, model, "--quiet"] + args.compile_arg
+    quant_flags = []
+    if args.quantize:
+        quant_flags.append(f"--quantize={args.quantize}")
+        if args.quantize_only:
+            quant_flags.append(f"--quantize-only={args.quantize_only}")
+    compile_cmd = [args.moe_compile, model, "--quiet"] + args.compile_arg + quant_flags
     if args.stage == "run":
         pass
     elif args.target == "cpu":
@@ -136,7 +153,7 @@ def main():
     if logits.shape != (len(prompt) + args.n, logits.shape[1]):
         sys.exit(f"logits have shape {logits.shape}, expected ({len(prompt) + args.n}, vocab)")
 
-    ref = Reference(model)
+    ref = Reference(model, quantize=args.quantize, quantize_only=args.quantize_only or "all")
     # Teacher-forced: the reference sees exactly the tokens the binary fed.
     expected = ref.forward(prompt + generated, ref.new_cache())
     worst = 0.0
@@ -173,15 +190,16 @@ def main():
         sys.exit("--differential compares -O0 with -O2, which only the CPU target builds")
     if args.differential:
         o0 = os.path.join(args.work, "model-O0.bin")
-        run([args.moe_compile, model, "-o", o0, "--quiet", "-O0"] + args.compile_arg)
+        run([args.moe_compile, model, "-o", o0, "--quiet", "-O0"] + args.compile_arg + quant_flags)
         o0_tokens, o0_logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "O0.npy"), o0)
         diff = float(np.max(np.abs(o0_logits - logits)))
         if o0_tokens != generated or diff > 1e-5 * float(np.max(np.abs(logits))):
             sys.exit(f"-O0 and -O2 differ: max |diff| {diff:.3e}, tokens {o0_tokens} vs {generated}")
         print(f"-O0 and -O2 agree: max |diff| {diff:.2e}")
 
-    print(f"e2e OK: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} (tol {args.tol}); "
-          f"{args.n} greedy tokens match the reference")
+    weights = f" with {args.quantize} weights ({args.quantize_only or 'all'})" if args.quantize else ""
+    print(f"e2e OK{weights}: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} "
+          f"(tol {args.tol}); {args.n} greedy tokens match the reference")
 
 
 if __name__ == "__main__":
