@@ -1,8 +1,8 @@
 """Checks of quantised weights (moe-compile --quantize).
 
     check_quant.py weights MODEL_DIR BIN [--quantize FMT] [--quantize-only all|experts]
-    check_quant.py fidelity MODEL_DIR (--binary BIN | --reference-only --quantize FMT)
-        [--quantize-only all|experts] [--prompt 1,17,42] [--steps 256]
+    check_quant.py fidelity MODEL_DIR (--binary BIN | --reference-only --quantize FMT[,FMT..])
+        [--quantize-only all|experts|all,experts] [--prompt 1,17,42] [--steps 256]
         [--min-top1 F] [--max-rel-err F] [--threads N]
 
 `weights` (bit-exact): BIN.weights.safetensors, written by
@@ -23,7 +23,8 @@ and at each of the STEPS positions its logits are compared with the
 reference's: top-1 agreement (its argmax equals the token the reference
 chose) and the relative logit error max|q - r| / max|r| of the row (the
 worst row is reported). --min-top1 / --max-rel-err make the check fail
-(exit 1) below / above a threshold.
+(exit 1) below / above a threshold. With --reference-only, comma lists of
+formats and selections are each measured against one f32 run.
 
 Each mode prints one summary line; a failed check exits non-zero with a
 message naming the file and tensor or row.
@@ -181,27 +182,29 @@ def binary_format(binary):
     return (metadata or {}).get("quantization", "?")
 
 
-def fidelity(model_dir, prompt, steps, quantize=None, quantize_only="all", binary=None,
-             threads=None, progress=None):
-    """-> dict: top1 (fraction), agree, steps, worst_rel, worst_row, median_rel,
-    seconds. With `binary` the quantised logits come from it, else from the
-    reference with dequantised weights (`quantize`, `quantize_only`)."""
+def f32_generation(model_dir, prompt, steps):
+    """The float32 reference's greedy run: -> (generated ids, logits
+    [len(prompt) + steps, vocab])."""
+    return Reference(model_dir, np.float32).generate(prompt, steps)
+
+
+def fidelity(model_dir, prompt, generation, quantize=None, quantize_only="all", binary=None,
+             threads=None):
+    """Compares the quantised model fed prompt + generated (in one prefill)
+    with the f32 reference's `generation` = (generated, logits) at each of
+    the len(generated) positions. The quantised logits come from `binary`,
+    else from the reference with dequantised weights (`quantize`,
+    `quantize_only`). -> dict: top1 (fraction), agree, steps, worst_rel,
+    worst_row, median_rel, seconds."""
+    generated, ref_logits = generation
+    steps = len(generated)
     t0 = time.time()
-    exact = Reference(model_dir, np.float32)
-    generated, ref_logits = exact.generate(prompt, steps)
-    del exact
-    t1 = time.time()
-    if progress:
-        progress(f"f32 reference: {steps} greedy tokens in {t1 - t0:.1f} s")
     tokens = prompt + generated
     if binary is not None:
         q_logits = run_binary(binary, tokens, threads)
     else:
         ref = Reference(model_dir, np.float32, quantize=quantize, quantize_only=quantize_only)
         q_logits = ref.forward(tokens, ref.new_cache())
-    t2 = time.time()
-    if progress:
-        progress(f"quantised prefill of {len(tokens)} tokens in {t2 - t1:.1f} s")
     if q_logits.shape[1] != ref_logits.shape[1]:
         fail(f"quantised logits have {q_logits.shape[1]} columns, the reference's {ref_logits.shape[1]}")
     rows = slice(len(prompt) - 1, len(prompt) - 1 + steps)
@@ -210,27 +213,36 @@ def fidelity(model_dir, prompt, steps, quantize=None, quantize_only="all", binar
     rel = np.max(np.abs(q - r), axis=1) / np.max(np.abs(r), axis=1)
     return {"top1": float(np.mean(agree)), "agree": int(np.sum(agree)), "steps": steps,
             "worst_rel": float(np.max(rel)), "worst_row": int(np.argmax(rel)),
-            "median_rel": float(np.median(rel)), "seconds": t2 - t0}
+            "median_rel": float(np.median(rel)), "seconds": time.time() - t0}
 
 
 def check_fidelity(args):
     prompt = [int(t) for t in args.prompt.split(",")]
+    t0 = time.time()
+    generation = f32_generation(args.model_dir, prompt, args.steps)
+    if not args.quiet:
+        print(f"f32 reference: {args.steps} greedy tokens in {time.time() - t0:.1f} s",
+              file=sys.stderr, flush=True)
     if args.binary:
-        source = f"{os.path.basename(args.binary)} ({binary_format(args.binary)})"
+        runs = [(f"{os.path.basename(args.binary)} ({binary_format(args.binary)})",
+                 dict(binary=args.binary, threads=args.threads))]
     else:
-        source = f"reference, {args.quantize} ({args.quantize_only})"
-    progress = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    res = fidelity(args.model_dir, prompt, args.steps, args.quantize, args.quantize_only,
-                   args.binary, args.threads, progress)
-    print(f"fidelity of {source} against the f32 reference over {res['steps']} positions: "
-          f"top-1 {res['agree']}/{res['steps']} = {res['top1']:.1%}, max rel logit err "
-          f"{res['worst_rel']:.3e} (step {res['worst_row']}), median {res['median_rel']:.3e} "
-          f"[{res['seconds']:.0f} s]", flush=True)
-    if args.min_top1 is not None and res["top1"] < args.min_top1:
-        fail(f"top-1 agreement {res['top1']:.4f} < --min-top1 {args.min_top1}")
-    if args.max_rel_err is not None and res["worst_rel"] > args.max_rel_err:
-        fail(f"max relative logit error {res['worst_rel']:.4e} (step {res['worst_row']}) "
-             f"> --max-rel-err {args.max_rel_err}")
+        runs = [(f"reference, {fmt} ({which})", dict(quantize=fmt, quantize_only=which))
+                for fmt in args.quantize.split(",") for which in args.quantize_only.split(",")]
+    failures = []
+    for source, kw in runs:
+        res = fidelity(args.model_dir, prompt, generation, **kw)
+        print(f"fidelity of {source} against the f32 reference over {res['steps']} positions: "
+              f"top-1 {res['agree']}/{res['steps']} = {res['top1']:.1%}, max rel logit err "
+              f"{res['worst_rel']:.3e} (step {res['worst_row']}), median {res['median_rel']:.3e} "
+              f"[{res['seconds']:.0f} s]", flush=True)
+        if args.min_top1 is not None and res["top1"] < args.min_top1:
+            failures.append(f"{source}: top-1 agreement {res['top1']:.4f} < --min-top1 {args.min_top1}")
+        if args.max_rel_err is not None and res["worst_rel"] > args.max_rel_err:
+            failures.append(f"{source}: max relative logit error {res['worst_rel']:.4e} (step "
+                            f"{res['worst_row']}) > --max-rel-err {args.max_rel_err}")
+    if failures:
+        fail("; ".join(failures))
 
 
 def main(argv=None):
@@ -253,10 +265,12 @@ def main(argv=None):
     src.add_argument("--binary", metavar="BIN", help="a binary built with --quantize")
     src.add_argument("--reference-only", action="store_true",
                      help="use the reference with dequantised weights instead of a binary")
-    f.add_argument("--quantize", choices=quant.FORMATS,
-                   help="the format (with --reference-only; required there)")
-    f.add_argument("--quantize-only", choices=quant.SELECTIONS, default="all",
-                   help="which weights are quantised (with --reference-only; default all)")
+    f.add_argument("--quantize", metavar="FMT[,FMT...]",
+                   help="with --reference-only (required there): the format(s), of "
+                        f"{', '.join(quant.FORMATS)}; each is measured against one f32 run")
+    f.add_argument("--quantize-only", metavar="WHICH[,WHICH...]", default="all",
+                   help="with --reference-only: which weights are quantised, all or "
+                        "experts, or both as all,experts (default all)")
     f.add_argument("--prompt", default="1,17,42,7,99", help="prompt token ids")
     f.add_argument("--steps", type=int, default=256, help="greedy steps compared (default 256)")
     f.add_argument("--min-top1", type=float, help="fail below this top-1 agreement (0..1)")
@@ -271,6 +285,16 @@ def main(argv=None):
     else:
         if args.reference_only and not args.quantize:
             p.error("--reference-only needs --quantize")
+        if args.binary and (args.quantize or args.quantize_only != "all"):
+            p.error("--quantize and --quantize-only go with --reference-only; a binary's "
+                    "weights are what it was built with")
+        for fmt in (args.quantize or "").split(",") if args.quantize else []:
+            if fmt not in quant.FORMATS:
+                p.error(f"--quantize: unknown format '{fmt}' (have: {', '.join(quant.FORMATS)})")
+        for which in args.quantize_only.split(","):
+            if which not in quant.SELECTIONS:
+                p.error(f"--quantize-only: unknown selection '{which}' "
+                        f"(have: {', '.join(quant.SELECTIONS)})")
         if args.steps < 1:
             p.error("--steps must be >= 1")
         check_fidelity(args)
