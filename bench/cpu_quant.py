@@ -97,6 +97,13 @@ class LlamaRunner:
         self.llm = Llama(model_path=gguf_path, n_ctx=n_ctx, n_batch=512, n_ubatch=512,
                          n_threads=threads, n_threads_batch=threads, logits_all=False,
                          verbose=False)
+        self.n_vocab = self.llm.n_vocab()
+
+    def last_argmax(self):
+        """Argmax of the last evaluated row's logits (with logits_all off,
+        llama-cpp-python keeps none: read llama_get_logits directly)."""
+        row = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,))
+        return int(np.argmax(row))
 
     def once(self, tokens, decode):
         llm = self.llm
@@ -104,10 +111,10 @@ class LlamaRunner:
         t0 = time.perf_counter()
         llm.eval(tokens)
         t1 = time.perf_counter()
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = self.last_argmax()
         for _ in range(decode):
             llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = self.last_argmax()
         t2 = time.perf_counter()
         return len(tokens) / (t1 - t0), decode / (t2 - t1)
 

@@ -193,6 +193,17 @@ def dequantize(blocks, fmt, cols, name="weight"):
     return out.reshape(rows, cols)
 
 
+def int8_activations(x):
+    """Rows of activations [T, K] (K a multiple of 32) as the CPU kernels'
+    decode path (fewer than 4 tokens per call) feeds them to a quantised
+    weight: per block of 32, d = amax / 127 and q = x / d rounded half to
+    even (in float32), then d * q. Returns float64 [T, K]."""
+    x32 = np.asarray(x, np.float32).reshape(x.shape[0], -1, BLOCK)
+    d = np.max(np.abs(x32), axis=2, keepdims=True) / np.float32(127)
+    q = np.round(x32 * _reciprocal(d))
+    return (q * d).reshape(x.shape).astype(np.float64)
+
+
 def round_trip(w, fmt, name="weight"):
     """dequantize(quantize(w)): the values a model with `fmt` weights computes with."""
     w = np.asarray(w)

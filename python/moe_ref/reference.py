@@ -7,7 +7,10 @@ With quantize="q8_0"|"q4_0"|"q4_1" it computes with quantised weights: each
 weight that quantize_only selects ("all": every rank-2 weight but the router
 gates; "experts": the expert weights only; see quant.is_quantized) is
 replaced by dequantize(quantize(w as float32)), the values a binary built
-with `moe-compile --quantize` multiplies by.
+with `moe-compile --quantize` multiplies by. int8_activations=True also
+rounds the input of every linear on a quantised weight to int8 per block of
+32 (quant.int8_activations), as the CPU kernels do when a call has fewer than
+4 rows (decode); their prefill path keeps f32 activations.
 
     python3 -m moe_ref.reference MODEL_DIR --tokens 1,17,42 -n 16 [--dump-logits F.npy]
         [--f32] [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
@@ -69,7 +72,7 @@ class Reference:
     weights that quantize_only ("all" or "experts") selects."""
 
     def __init__(self, model_dir, compute_dtype=np.float64, quantize=None,
-                 quantize_only="all"):
+                 quantize_only="all", int8_activations=False):
         with open(os.path.join(model_dir, "config.json")) as f:
             self.config = json.load(f)
         c = self.config
@@ -90,18 +93,24 @@ class Reference:
             quant.quantized_shape((1, quant.BLOCK), quantize)  # checks the format
         quant.is_quantized("", (), quantize_only)  # checks the selection
         self.quantize, self.quantize_only = quantize, quantize_only
-        self.w = {}
+        self.w, self.quantized = {}, set()
         for n, t in safetensors.load_model_dir(model_dir).items():
             if quantize is not None and quant.is_quantized(n, t.shape, quantize_only):
                 t = quant.round_trip(t, quantize, f"{model_dir}: {n}")
+                self.quantized.add(n)
             self.w[n] = t.astype(compute_dtype)
+        self.int8_activations = int8_activations and quantize is not None
         if c.get("tie_word_embeddings", False):
             self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
+            if "model.embed_tokens.weight" in self.quantized:
+                self.quantized.add("lm_head.weight")
 
     def new_cache(self):
         return KVCache(self.L, self.nKV, self.d, self.dtype)
 
     def linear(self, x, name):
+        if self.int8_activations and name in self.quantized:
+            x = quant.int8_activations(x).astype(self.dtype)
         return x @ self.w[name].T
 
     def attention(self, l, a, positions, cache):

@@ -249,6 +249,20 @@ class RoundTripTest(unittest.TestCase):
         np.testing.assert_array_equal(quant.dequantize(b, "q8_0", 64), x)
 
 
+class Int8ActivationsTest(unittest.TestCase):
+    def test_rounding(self):
+        # amax 127 -> d = 1: halves go to even (the kernels' cvtps2dq), not away.
+        x = block([127, 0.5, 1.5, 2.5, -2.5, 3.2]).astype(np.float64)
+        np.testing.assert_array_equal(quant.int8_activations(x)[0, :6], [127, 0, 2, 2, -2, 3])
+        self.assertFalse(quant.int8_activations(np.zeros((2, 64))).any())
+        # Blocks are per row and per 32 columns.
+        y = np.concatenate([block([254.0]), block([1.0, 0.3])], axis=1)
+        got = quant.int8_activations(np.concatenate([y, 2 * y]))
+        self.assertEqual(got.shape, (2, 64))
+        np.testing.assert_allclose(got[0, [0, 32, 33]], [254, 1, np.float32(1 / 127) * 38],
+                                   rtol=1e-6)
+
+
 class ShapesAndNamesTest(unittest.TestCase):
     def test_shapes_and_errors(self):
         self.assertEqual(quant.quantized_shape((3, 64), "q8_0"), (3, 68))
@@ -356,6 +370,23 @@ class ReferenceQuantizedTest(unittest.TestCase):
             self.assertLess(errors[fmt], tol, fmt)
             self.assertGreater(errors[fmt], 0, fmt)
         self.assertLess(errors["q8_0"], min(errors["q4_0"], errors["q4_1"]))
+
+    def test_int8_activations_touch_only_quantised_linears(self):
+        prompt = [1, 17, 42]
+        for which in quant.SELECTIONS:
+            plain = Reference(self.model, np.float64, quantize="q8_0", quantize_only=which)
+            acts = Reference(self.model, np.float64, quantize="q8_0", quantize_only=which,
+                             int8_activations=True)
+            x = np.random.default_rng(1).standard_normal((3, 64))
+            gate = "model.layers.0.block_sparse_moe.gate.weight"
+            np.testing.assert_array_equal(acts.linear(x, gate), plain.linear(x, gate))
+            w1 = "model.layers.0.block_sparse_moe.experts.0.w1.weight"
+            self.assertFalse(np.array_equal(acts.linear(x, w1), plain.linear(x, w1)))
+            rel = (np.max(np.abs(acts.prefill(prompt)[0] - plain.prefill(prompt)[0]))
+                   / np.max(np.abs(plain.prefill(prompt)[0])))
+            self.assertLess(rel, 0.05, which)
+        # Without quantised weights the flag changes nothing.
+        self.assertFalse(Reference(self.model, int8_activations=True).int8_activations)
 
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "unknown quantisation format"):
