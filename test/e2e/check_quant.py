@@ -1,7 +1,8 @@
 """Checks of quantised weights (moe-compile --quantize).
 
     check_quant.py weights MODEL_DIR BIN [--quantize FMT] [--quantize-only all|experts]
-    check_quant.py fidelity MODEL_DIR (--binary BIN | --reference-only --quantize FMT[,FMT..])
+    check_quant.py fidelity MODEL_DIR (--binary BIN [--binary BIN2 ..] |
+                                       --reference-only --quantize FMT[,FMT..])
         [--quantize-only all|experts|all,experts] [--prompt 1,17,42] [--steps 256]
         [--min-top1 F] [--max-rel-err F] [--threads N]
 
@@ -24,7 +25,8 @@ reference's: top-1 agreement (its argmax equals the token the reference
 chose) and the relative logit error max|q - r| / max|r| of the row (the
 worst row is reported). --min-top1 / --max-rel-err make the check fail
 (exit 1) below / above a threshold. With --reference-only, comma lists of
-formats and selections are each measured against one f32 run.
+formats and selections, or several --binary, are each measured against one
+f32 run.
 
 Each mode prints one summary line; a failed check exits non-zero with a
 message naming the file and tensor or row.
@@ -165,7 +167,9 @@ def run_binary(binary, tokens, threads):
     """Prefill of `tokens` with the binary; -> logits [len(tokens) + 1, vocab]."""
     with tempfile.TemporaryDirectory() as tmp:
         dump = os.path.join(tmp, "logits.npy")
-        cmd = [binary, "--tokens", ",".join(map(str, tokens)), "-n", "1", "--dump-logits", dump]
+        if not os.path.isfile(binary):
+            fail(f"{binary}: no such file")
+        cmd = [os.path.abspath(binary), "--tokens", ",".join(map(str, tokens)), "-n", "1", "--dump-logits", dump]
         if threads is not None:
             cmd += ["--threads", str(threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -224,8 +228,8 @@ def check_fidelity(args):
         print(f"f32 reference: {args.steps} greedy tokens in {time.time() - t0:.1f} s",
               file=sys.stderr, flush=True)
     if args.binary:
-        runs = [(f"{os.path.basename(args.binary)} ({binary_format(args.binary)})",
-                 dict(binary=args.binary, threads=args.threads))]
+        runs = [(f"{os.path.basename(b)} ({binary_format(b)})", dict(binary=b, threads=args.threads))
+                for b in args.binary]
     else:
         runs = [(f"reference, {fmt} ({which})", dict(quantize=fmt, quantize_only=which))
                 for fmt in args.quantize.split(",") for which in args.quantize_only.split(",")]
@@ -262,7 +266,9 @@ def main(argv=None):
     f = sub.add_parser("fidelity", help="top-1 agreement and logit error against the f32 reference")
     f.add_argument("model_dir")
     src = f.add_mutually_exclusive_group(required=True)
-    src.add_argument("--binary", metavar="BIN", help="a binary built with --quantize")
+    src.add_argument("--binary", metavar="BIN", action="append",
+                     help="a binary built with --quantize (repeat it to measure several "
+                          "against one f32 run)")
     src.add_argument("--reference-only", action="store_true",
                      help="use the reference with dequantised weights instead of a binary")
     f.add_argument("--quantize", metavar="FMT[,FMT...]",
