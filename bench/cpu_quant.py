@@ -211,16 +211,17 @@ def main():
             a = ours_once(binary, prompt, args.decode, args.threads) if binary else None
             b = llama.once(prompt_ids, args.decode) if llama else None
             pairs.append((a, b))
-            line = [f"mini {wtype} round {r + 1}:"]
+            line = []
             if a:
                 line.append(f"ours decode {a[1]:.1f} tok/s, prefill-{args.prefill} {a[0]:.1f} tok/s")
             if b:
                 line.append(f"llama.cpp decode {b[1]:.1f} tok/s, prefill-{args.prefill} {b[0]:.1f} tok/s")
             if a and b:
                 line.append(f"ratio decode {a[1] / b[1]:.2f}x, prefill {a[0] / b[0]:.2f}x")
-            print("; ".join(line), flush=True)
-        summary = [f"mini {wtype} ({nbytes / 1e6:.0f} MB/decode token, limit {limit:.1f} tok/s at "
-                   f"{bandwidth:.1f} GB/s), best of {args.rounds}:"]
+            print(f"mini {wtype} round {r + 1}: " + "; ".join(line), flush=True)
+        head = (f"mini {wtype} ({nbytes / 1e6:.0f} MB/decode token, limit {limit:.1f} tok/s at "
+                f"{bandwidth:.1f} GB/s), best of {args.rounds}: ")
+        summary = []
         if binary:
             dec = max(a[1] for a, _ in pairs)
             pre = max(a[0] for a, _ in pairs)
@@ -234,7 +235,7 @@ def main():
             summary.append("ratio (median of pairs) decode "
                            f"{statistics.median(a[1] / b[1] for a, b in pairs):.2f}x, prefill "
                            f"{statistics.median(a[0] / b[0] for a, b in pairs):.2f}x")
-        print("; ".join(summary), flush=True)
+        print(head + "; ".join(summary), flush=True)
         if llama:
             llama.close()
 
