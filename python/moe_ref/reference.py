@@ -3,7 +3,17 @@ stage of moe-compile is checked against. It follows DESIGN.md section 4 line
 by line, favouring clarity over speed, and computes in float64 by default
 (float32 on request) whatever the stored dtype.
 
+With quantize="q8_0"|"q4_0"|"q4_1" it computes with quantised weights: each
+weight that quantize_only selects ("all": every rank-2 weight but the router
+gates; "experts": the expert weights only; see quant.is_quantized) is
+replaced by dequantize(quantize(w as float32)), the values a binary built
+with `moe-compile --quantize` multiplies by. int8_activations=True also
+rounds the input of every linear on a quantised weight to int8 per block of
+32 (quant.int8_activations), as the CPU kernels do when a call has fewer than
+4 rows (decode); their prefill path keeps f32 activations.
+
     python3 -m moe_ref.reference MODEL_DIR --tokens 1,17,42 -n 16 [--dump-logits F.npy]
+        [--f32] [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
 """
 
 import argparse
@@ -13,7 +23,7 @@ import sys
 
 import numpy as np
 
-from . import configs, safetensors
+from . import configs, quant, safetensors
 
 
 def rms_norm(x, w, eps):
@@ -57,7 +67,12 @@ class KVCache:
 
 
 class Reference:
-    def __init__(self, model_dir, compute_dtype=np.float64):
+    """model_dir: an HF Mixtral directory; compute_dtype: np.float64 or
+    np.float32; quantize: None or a format of quant.FORMATS, applied to the
+    weights that quantize_only ("all" or "experts") selects."""
+
+    def __init__(self, model_dir, compute_dtype=np.float64, quantize=None,
+                 quantize_only="all", int8_activations=False):
         with open(os.path.join(model_dir, "config.json")) as f:
             self.config = json.load(f)
         c = self.config
@@ -74,15 +89,28 @@ class Reference:
         self.theta = c["rope_theta"]
         self.window = c.get("sliding_window")
         self.renormalize = c.get("norm_topk_prob", True)
-        self.w = {n: t.astype(compute_dtype)
-                  for n, t in safetensors.load_model_dir(model_dir).items()}
+        if quantize is not None:
+            quant.quantized_shape((1, quant.BLOCK), quantize)  # checks the format
+        quant.is_quantized("", (), quantize_only)  # checks the selection
+        self.quantize, self.quantize_only = quantize, quantize_only
+        self.w, self.quantized = {}, set()
+        for n, t in safetensors.load_model_dir(model_dir).items():
+            if quantize is not None and quant.is_quantized(n, t.shape, quantize_only):
+                t = quant.round_trip(t, quantize, f"{model_dir}: {n}")
+                self.quantized.add(n)
+            self.w[n] = t.astype(compute_dtype)
+        self.int8_activations = int8_activations and quantize is not None
         if c.get("tie_word_embeddings", False):
             self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
+            if "model.embed_tokens.weight" in self.quantized:
+                self.quantized.add("lm_head.weight")
 
     def new_cache(self):
         return KVCache(self.L, self.nKV, self.d, self.dtype)
 
     def linear(self, x, name):
+        if self.int8_activations and name in self.quantized:
+            x = quant.int8_activations(x).astype(self.dtype)
         return x @ self.w[name].T
 
     def attention(self, l, a, positions, cache):
@@ -180,8 +208,20 @@ def main(argv=None):
     p.add_argument("--dump-logits", metavar="FILE.npy",
                    help="float32 [len(prompt) + n, vocab] logits")
     p.add_argument("--f32", action="store_true", help="compute in float32, not float64")
+    p.add_argument("--quantize", choices=quant.FORMATS,
+                   help="compute with these weights quantised and dequantised "
+                        "(as moe-compile --quantize stores them)")
+    p.add_argument("--quantize-only", choices=quant.SELECTIONS,
+                   help="which weights --quantize applies to: all (every rank-2 weight "
+                        "but the router gates; the default) or experts (w1/w2/w3)")
     args = p.parse_args(argv)
-    ref = Reference(args.model_dir, np.float32 if args.f32 else np.float64)
+    if args.quantize is None and args.quantize_only is not None:
+        p.error("--quantize-only needs --quantize")
+    try:
+        ref = Reference(args.model_dir, np.float32 if args.f32 else np.float64,
+                        args.quantize, args.quantize_only or "all")
+    except ValueError as e:
+        p.error(str(e))
     prompt = [int(t) for t in args.tokens.split(",")]
     out, logits = ref.generate(prompt, args.n)
     print(" ".join(map(str, out)))

@@ -3,6 +3,7 @@
     check_e2e.py --moe-compile BIN --work DIR [--tokens 1,17,42] [-n 8]
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
         [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
+        [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
         [generator options: --preset --dtype --seed --shards --set K=V ...]
 
 Generates the model, compiles it with moe-compile, runs the binary with
@@ -14,9 +15,29 @@ tokens equal the reference's own greedy generation. Prints one summary line.
 --target cuda builds with moe-compile --target cuda (needs a GPU to run);
 --target cuda-emu builds the CUDA target's kernels and host plan with the
 C++ compiler against the CPU emulator of test/cuda-emu and runs them with it
-as the CUDA driver. --stage build stops after compiling (and running the CPU
-binary for --compare-cpu); --stage run checks what it left, so a machine
-with the compiler can build for one with the GPU.
+as the CUDA driver.
+
+--quantize FMT builds with moe-compile --quantize=FMT (and --quantize-only)
+and checks against the reference computing with the same weights quantised
+and dequantised (moe_ref.quant), so the tolerance measures the kernels, not
+the format. The CPU kernels (not the CUDA ones, which dequantise; for those
+the reference keeps f32 activations and the binary runs in its default
+chunks) round a call's activations to int8 per block of
+32 when it has fewer than 4 rows (decode) and keep f32 from 4 rows on
+(prefill), so: the binary runs with --max-batch-tokens 1 (unless given),
+every call then has one row, and the reference rounds its activations the
+same way (int8_activations) -- checked at --tol, greedy tokens equal (the
+rows agree to ~1e-6, but an activation whose x / d lands on a half in one
+and a hair off it in the other rounds one int8 step apart: 1.4e-3 relative
+in one row of tiny q4_1 experts, hence the default --tol 5e-3); then
+a second run at the default chunk size checks the prompt's rows (the
+prefill path) against the reference without that rounding, at
+--quant-prefill-tol (the experts' calls of fewer than 4 rows still round
+theirs, which on tiny moves the logits by up to ~2%).
+
+--stage build stops after compiling (and running the CPU binary for
+--compare-cpu); --stage run checks what it left, so a machine with the
+compiler can build for one with the GPU.
 """
 
 import argparse
@@ -26,7 +47,7 @@ import sys
 
 import numpy as np
 
-from moe_ref import generate
+from moe_ref import generate, quant
 from moe_ref.reference import Reference
 
 
@@ -43,9 +64,11 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--tokens", default="1,17,42,7,99")
     p.add_argument("-n", type=int, default=8)
-    p.add_argument("--tol", type=float, default=1e-4)
-    p.add_argument("--max-batch-tokens", type=int, default=0,
-                   help="run the binary with this chunk size")
+    p.add_argument("--tol", type=float, default=None,
+                   help="max |diff| <= tol * max |logit| per row (default 1e-4; with "
+                        "--quantize 5e-3, see above)")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="run the binary with this chunk size (with --quantize: default 1)")
     p.add_argument("--compare-chunked", type=int, default=0,
                    help="also run with this chunk size and require the same logits")
     p.add_argument("--compile-arg", action="append", default=[])
@@ -65,6 +88,15 @@ def main():
     p.add_argument("--runtime-include", help="runtime/include (cuda-emu)")
     p.add_argument("--runtime-lib", action="append", default=[],
                    help="libmoert_main.a, libmoert.a (cuda-emu)")
+    p.add_argument("--quantize", choices=quant.FORMATS,
+                   help="build with moe-compile --quantize=FMT; the reference computes "
+                        "with the same weights quantised and dequantised")
+    p.add_argument("--quantize-only", choices=quant.SELECTIONS,
+                   help="passed to moe-compile --quantize-only and to the reference "
+                        "(default: moe-compile's, all)")
+    p.add_argument("--quant-prefill-tol", type=float, default=5e-2,
+                   help="with --quantize: tolerance of the default-chunk run's prompt rows "
+                        "against the reference with f32 activations (default 5e-2)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--dtype", default="f32")
     p.add_argument("--seed", type=int, default=0)
@@ -74,6 +106,14 @@ def main():
     p.add_argument("--tensor-dtype", action="append", default=[],
                    type=generate.parse_override)
     args = p.parse_args()
+    if args.quantize_only and not args.quantize:
+        p.error("--quantize-only needs --quantize")
+    # The CPU kernels' int8 activations (see above); the CUDA ones dequantise.
+    cpu_int8 = args.quantize is not None and args.target == "cpu"
+    if args.max_batch_tokens is None:
+        args.max_batch_tokens = 1 if cpu_int8 else 0
+    if args.tol is None:
+        args.tol = 5e-3 if args.quantize else 1e-4
 
     os.makedirs(args.work, exist_ok=True)
     model = os.path.join(args.work, "model")
@@ -82,7 +122,12 @@ def main():
     if args.stage != "run":
         generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
                           dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
-    compile_cmd = [args.moe_compile, model, "--quiet"] + args.compile_arg
+    quant_flags = []
+    if args.quantize:
+        quant_flags.append(f"--quantize={args.quantize}")
+        if args.quantize_only:
+            quant_flags.append(f"--quantize-only={args.quantize_only}")
+    compile_cmd = [args.moe_compile, model, "--quiet"] + args.compile_arg + quant_flags
     if args.stage == "run":
         pass
     elif args.target == "cpu":
@@ -136,7 +181,8 @@ def main():
     if logits.shape != (len(prompt) + args.n, logits.shape[1]):
         sys.exit(f"logits have shape {logits.shape}, expected ({len(prompt) + args.n}, vocab)")
 
-    ref = Reference(model)
+    ref = Reference(model, quantize=args.quantize, quantize_only=args.quantize_only or "all",
+                    int8_activations=cpu_int8 and args.max_batch_tokens == 1)
     # Teacher-forced: the reference sees exactly the tokens the binary fed.
     expected = ref.forward(prompt + generated, ref.new_cache())
     worst = 0.0
@@ -149,6 +195,20 @@ def main():
     greedy, _ = ref.generate(prompt, args.n)
     if generated != greedy:
         sys.exit(f"greedy tokens differ:\n  binary    {generated}\n  reference {greedy}")
+
+    if cpu_int8:
+        _, full = run_binary(0, os.path.join(args.work, "prefill.npy"))
+        plain = Reference(model, quantize=args.quantize,
+                          quantize_only=args.quantize_only or "all").prefill(prompt)[0]
+        for i, (row, want) in enumerate(zip(full, plain)):
+            err, scale = float(np.max(np.abs(row - want))), float(np.max(np.abs(want)))
+            if err > args.quant_prefill_tol * scale:
+                sys.exit(f"prefill row {i} (default chunks): max |diff| {err:.3e} > "
+                         f"{args.quant_prefill_tol} * max |logit| {scale:.3e}")
+        worst_prefill = max(float(np.max(np.abs(r - w)) / np.max(np.abs(w)))
+                            for r, w in zip(full, plain))
+        print(f"prefill rows (default chunks, f32 activations): worst max|diff|/max|logit| = "
+              f"{worst_prefill:.2e} (tol {args.quant_prefill_tol})")
 
     if args.compare_chunked:
         _, chunked = run_binary(args.compare_chunked, os.path.join(args.work, "chunked.npy"))
@@ -173,15 +233,16 @@ def main():
         sys.exit("--differential compares -O0 with -O2, which only the CPU target builds")
     if args.differential:
         o0 = os.path.join(args.work, "model-O0.bin")
-        run([args.moe_compile, model, "-o", o0, "--quiet", "-O0"] + args.compile_arg)
+        run([args.moe_compile, model, "-o", o0, "--quiet", "-O0"] + args.compile_arg + quant_flags)
         o0_tokens, o0_logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "O0.npy"), o0)
         diff = float(np.max(np.abs(o0_logits - logits)))
         if o0_tokens != generated or diff > 1e-5 * float(np.max(np.abs(logits))):
             sys.exit(f"-O0 and -O2 differ: max |diff| {diff:.3e}, tokens {o0_tokens} vs {generated}")
         print(f"-O0 and -O2 agree: max |diff| {diff:.2e}")
 
-    print(f"e2e OK: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} (tol {args.tol}); "
-          f"{args.n} greedy tokens match the reference")
+    weights = f" with {args.quantize} weights ({args.quantize_only or 'all'})" if args.quantize else ""
+    print(f"e2e OK{weights}: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} "
+          f"(tol {args.tol}); {args.n} greedy tokens match the reference")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,244 @@
+"""Decode and prefill speed of the CPU target with quantised weights on the
+`mini` preset, against llama.cpp on the same weights, interleaved in one run.
+
+    /work/bench-venv/bin/python bench/cpu_quant.py [--types f16,q8_0,q4_0,q4_1]
+        [--threads 2] [--prefill 512] [--decode 64] [--rounds 2]
+        [--build BUILD] [--work DIR] [--source f16|f32]
+
+Bench only, never in CI: llama.cpp comes from llama-cpp-python (and the GGUF
+writer from PyPI's gguf), installed by hand into a venv outside the repo
+(`python3 -m venv /work/bench-venv && /work/bench-venv/bin/pip install gguf
+numpy llama-cpp-python`); run this script with that venv's python. Without
+llama_cpp it measures ours alone; without a moe-compile that knows
+--quantize it measures llama.cpp alone for the quantised types.
+
+Generates mini (cached in --work, default BUILD/bench) with --source dtype;
+for each type: f16 compiles the f16 model as it is, q8_0/q4_0/q4_1 compile it
+with `moe-compile --quantize=TYPE` (every rank-2 weight but the router gates,
+moe-compile's default); writes the same weights as a GGUF for llama.cpp with
+bench/gguf_mini.py (cached). Then, warm (one unmeasured run of each first),
+it runs ours and llama.cpp in turn, A B A B, `--rounds` times: ours is the
+binary's own speed line (prefill of the --prefill prompt tokens, then
+--decode greedy tokens); llama.cpp gets the same prompt tokens in one
+llama_eval (n_batch 512, logits of the last row only) and then --decode
+single-token evals feeding its argmax, timed with perf_counter. Both use
+--threads threads. It prints each pair and the ratio ours / llama.cpp, and
+our decode as a fraction of the read-bandwidth limit: bandwidth
+(bench/membw.cpp) / bytes one decode token reads, counted from the tensor
+sizes in the stored format: attention, num_experts_per_tok of the experts
+and the router of every layer, the norms, lm_head and one embedding row.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from moe_ref import configs, generate, quant  # noqa: E402
+from benchlib import SPEED, sh  # noqa: E402
+
+TYPES = ("f16", "q8_0", "q4_0", "q4_1")
+
+
+def decode_bytes(config, wtype, source_bytes):
+    """Bytes one decode token reads with every rank-2 weight but the router
+    gates stored as `wtype` (f16 stores everything as f16), the rest at
+    `source_bytes` per element."""
+    k = config["num_experts_per_tok"]
+
+    def size(name, shape):
+        n = int(np.prod(shape))
+        if wtype in quant.FORMATS and quant.is_quantized(name, shape, "all"):
+            return n // quant.BLOCK * quant.BLOCK_BYTES[wtype]
+        return n * (2 if wtype == "f16" else source_bytes)
+
+    total = 0
+    for name, shape in configs.tensor_shapes(config):
+        if name == "model.embed_tokens.weight":
+            total += size(name, shape) // shape[0]  # one row
+            if config.get("tie_word_embeddings", False):
+                total += size(name, shape)  # the head reads all of it
+        elif ".experts." in name:
+            # k of the E experts, all of one size: count experts 0 .. k-1.
+            if int(re.search(r"\.experts\.(\d+)\.", name).group(1)) < k:
+                total += size(name, shape)
+        else:
+            total += size(name, shape)
+    return total
+
+
+def moe_compile_has_quantize(moe_compile):
+    try:
+        return "--quantize" in sh([moe_compile, "--help"]).stdout
+    except Exception:
+        return False
+
+
+def ours_once(binary, prompt, decode, threads):
+    out = sh([binary, "--tokens", prompt, "-n", str(decode), "--threads", str(threads)]).stderr
+    m = SPEED.search(out)
+    if not m:
+        sys.exit(f"cpu_quant: no speed line from {binary}:\n{out}")
+    return float(m.group(1)), float(m.group(2))
+
+
+class LlamaRunner:
+    def __init__(self, gguf_path, threads, n_ctx):
+        from llama_cpp import Llama
+        self.llm = Llama(model_path=gguf_path, n_ctx=n_ctx, n_batch=512, n_ubatch=512,
+                         n_threads=threads, n_threads_batch=threads, logits_all=False,
+                         verbose=False)
+        self.n_vocab = self.llm.n_vocab()
+
+    def last_argmax(self):
+        """Argmax of the last evaluated row's logits (with logits_all off,
+        llama-cpp-python keeps none: read llama_get_logits directly)."""
+        row = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,))
+        return int(np.argmax(row))
+
+    def once(self, tokens, decode):
+        llm = self.llm
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(tokens)
+        t1 = time.perf_counter()
+        tok = self.last_argmax()
+        for _ in range(decode):
+            llm.eval([tok])
+            tok = self.last_argmax()
+        t2 = time.perf_counter()
+        return len(tokens) / (t1 - t0), decode / (t2 - t1)
+
+    def close(self):
+        self.llm.close() if hasattr(self.llm, "close") else None
+        del self.llm
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default=os.path.join(ROOT, "build"),
+                   help="build directory whose bin/ holds moe-compile (default ROOT/build)")
+    p.add_argument("--work", help="where models, GGUFs and binaries are cached (default BUILD/bench)")
+    p.add_argument("--types", default="f16,q8_0,q4_0,q4_1")
+    p.add_argument("--source", choices=["f16", "f32"], default="f16",
+                   help="dtype of the generated mini that every type is made from (default f16)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prefill", type=int, default=512)
+    p.add_argument("--decode", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2, help="measured A B rounds per type")
+    p.add_argument("--no-llama", action="store_true", help="measure ours only")
+    p.add_argument("--no-ours", action="store_true", help="measure llama.cpp only")
+    args = p.parse_args()
+    types = args.types.split(",")
+    for t in types:
+        if t not in TYPES:
+            p.error(f"--types: unknown type '{t}' (have: {', '.join(TYPES)})")
+    work = args.work or os.path.join(args.build, "bench")
+    os.makedirs(work, exist_ok=True)
+    moe_compile = os.path.join(args.build, "bin", "moe-compile")
+
+    llama_ok = not args.no_llama
+    if llama_ok:
+        try:
+            import llama_cpp  # noqa: F401
+            import gguf  # noqa: F401
+        except ImportError as e:
+            print(f"llama.cpp side skipped: {e} (run with /work/bench-venv/bin/python)")
+            llama_ok = False
+    ours_ok = not args.no_ours and os.access(moe_compile, os.X_OK)
+    if not args.no_ours and not ours_ok:
+        print(f"our side skipped: no {moe_compile}")
+    quant_ok = ours_ok and moe_compile_has_quantize(moe_compile)
+    if ours_ok and not quant_ok:
+        print(f"{moe_compile} has no --quantize: ours is measured for f16 only")
+
+    membw = os.path.join(work, "membw")
+    sh(["c++", "-O2", "-march=native", "-pthread", os.path.join(ROOT, "bench", "membw.cpp"), "-o", membw])
+    bandwidth = float(sh([membw, str(args.threads)]).stdout)
+    print(f"read bandwidth ({args.threads} threads): {bandwidth:.1f} GB/s", flush=True)
+
+    model = os.path.join(work, f"mini-{args.source}")
+    if not os.path.exists(os.path.join(model, "config.json")):
+        print(f"generating mini ({args.source}) in {model} ...", flush=True)
+        generate.generate(model, preset="mini", dtype=args.source)
+    with open(os.path.join(model, "config.json")) as f:
+        config = json.load(f)
+    source_bytes = 2 if args.source == "f16" else 4
+    prompt_ids = [(i * 7919) % config["vocab_size"] for i in range(args.prefill)]
+    prompt = ",".join(map(str, prompt_ids))
+
+    for wtype in types:
+        if wtype == "f16" and args.source != "f16":
+            print("f16: skipped (the f16 row needs --source f16)")
+            continue
+        nbytes = decode_bytes(config, wtype, source_bytes)
+        limit = bandwidth * 1e9 / nbytes
+        binary = None
+        if ours_ok and (wtype == "f16" or quant_ok):
+            binary = os.path.join(work, f"mini-{args.source}-{wtype}.bin")
+            flags = [] if wtype == "f16" else [f"--quantize={wtype}"]
+            sh([moe_compile, model, "-o", binary, "--quiet"] + flags)
+        llama = None
+        if llama_ok:
+            import gguf_mini
+            path = os.path.join(work, f"mini-{args.source}-{wtype}.gguf")
+            if not os.path.exists(path):
+                print(f"writing {path} ...", flush=True)
+                gguf_mini.write_gguf(model, path + ".tmp", wtype)
+                os.replace(path + ".tmp", path)
+            llama = LlamaRunner(path, args.threads, args.prefill + args.decode + 8)
+        if binary is None and llama is None:
+            print(f"{wtype}: nothing to measure")
+            continue
+        # Warm: one unmeasured run of each (page cache, thread pools).
+        if binary:
+            ours_once(binary, prompt, args.decode, args.threads)
+        if llama:
+            llama.once(prompt_ids, args.decode)
+        pairs = []
+        for r in range(args.rounds):
+            a = ours_once(binary, prompt, args.decode, args.threads) if binary else None
+            b = llama.once(prompt_ids, args.decode) if llama else None
+            pairs.append((a, b))
+            line = []
+            if a:
+                line.append(f"ours decode {a[1]:.1f} tok/s, prefill-{args.prefill} {a[0]:.1f} tok/s")
+            if b:
+                line.append(f"llama.cpp decode {b[1]:.1f} tok/s, prefill-{args.prefill} {b[0]:.1f} tok/s")
+            if a and b:
+                line.append(f"ratio decode {a[1] / b[1]:.2f}x, prefill {a[0] / b[0]:.2f}x")
+            print(f"mini {wtype} round {r + 1}: " + "; ".join(line), flush=True)
+        head = (f"mini {wtype} ({nbytes / 1e6:.0f} MB/decode token, limit {limit:.1f} tok/s at "
+                f"{bandwidth:.1f} GB/s), best of {args.rounds}: ")
+        summary = []
+        if binary:
+            dec = max(a[1] for a, _ in pairs)
+            pre = max(a[0] for a, _ in pairs)
+            summary.append(f"ours decode {dec:.1f} tok/s = {dec / limit:.0%} of the limit, "
+                           f"prefill {pre:.1f}")
+        if llama:
+            dec_l = max(b[1] for _, b in pairs)
+            pre_l = max(b[0] for _, b in pairs)
+            summary.append(f"llama.cpp decode {dec_l:.1f} tok/s = {dec_l / limit:.0%}, prefill {pre_l:.1f}")
+        if binary and llama:
+            summary.append("ratio (median of pairs) decode "
+                           f"{statistics.median(a[1] / b[1] for a, b in pairs):.2f}x, prefill "
+                           f"{statistics.median(a[0] / b[0] for a, b in pairs):.2f}x")
+        print(head + "; ".join(summary), flush=True)
+        if llama:
+            llama.close()
+
+
+if __name__ == "__main__":
+    main()
