@@ -601,8 +601,8 @@ void PlanPrinter::writeTables(raw_ostream &os) const {
     os << "  {" << cppQuoted(s.getName()) << ", " << cppQuoted(s.getFile())
        << ", " << s.getOffset() << "ull, " << s.getSizeInBytes() << "ull, "
        << dtypeEnum(t.getElementType()) << ", " << t.getDimSize(0) << ", "
-       << (t.getRank() > 1 ? t.getDimSize(1) : 1) << ", " << t.getRank()
-       << ", " << (s.getArtifact() ? 1 : 0) << "},\n";
+       << (t.getRank() > 1 ? t.getDimSize(1) : 1) << ", " << t.getRank() << ", "
+       << (s.getArtifact() ? 1 : 0) << "},\n";
   }
   os << "};\n\nconst moert_cache_desc kCaches[] = {\n";
   for (const Cache &c : caches)
@@ -648,8 +648,9 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
      << "forward,\n"
      << "  " << cppQuoted(plan) << ",\n"
      << "  " << targetFields << ",\n"
-     << "  " << (options.artifactDir.empty() ? std::string("nullptr")
-                                             : cppQuoted(options.artifactDir))
+     << "  "
+     << (options.artifactDir.empty() ? std::string("nullptr")
+                                     : cppQuoted(options.artifactDir))
      << "};\n";
 }
 

@@ -46,8 +46,8 @@ float loadElement(const char *data, int64_t i, Type element) {
 }
 
 /// Quantises one row of `cols` floats into `out` as the block type B.
-template <typename B> void quantizeRow(const float *row, int64_t cols,
-                                       char *out) {
+template <typename B>
+void quantizeRow(const float *row, int64_t cols, char *out) {
   for (int64_t b = 0; b < cols / moert::kQuantBlock; ++b) {
     B block;
     moert::quantizeBlock(row + b * moert::kQuantBlock, block);
@@ -102,8 +102,8 @@ FailureOr<QuantizedWeightsPlan> planQuantizedWeights(ModuleOp module,
     t.offset = data;
     t.size = uint64_t(getStorageBytes(to));
     data += t.size;
-    StringRef format = stringifyQuantFormat(
-        cast<QuantType>(t.quantElement).getFormat());
+    StringRef format =
+        stringifyQuantFormat(cast<QuantType>(t.quantElement).getFormat());
     if (!StringRef(formats).contains(format))
       formats += (formats.empty() ? "" : ",") + format.str();
     plan.tensors.push_back(std::move(t));
@@ -185,13 +185,12 @@ Error writeQuantizedWeights(
       auto chunk = file->read(t.sourceOffset + uint64_t(r0) * rowBytes,
                               uint64_t(rows) * rowBytes);
       if (!chunk)
-        return error("weight '" + t.name + "': " +
-                     toString(chunk.takeError()));
+        return error("weight '" + t.name + "': " + toString(chunk.takeError()));
       const char *src = (*chunk)->getBufferStart();
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < t.cols; ++c) {
-          float v = loadElement(src + uint64_t(r) * rowBytes, c,
-                                t.sourceElement);
+          float v =
+              loadElement(src + uint64_t(r) * rowBytes, c, t.sourceElement);
           if (!std::isfinite(v))
             return error(formatv("weight '{0}' in {1} holds {2} at [{3}, "
                                  "{4}]; a quantised format cannot store it "

@@ -35,8 +35,8 @@ struct QuantizedWeightsPlan {
     std::string name;
     std::string sourcePath; // the model's file
     uint64_t sourceOffset = 0;
-    Type sourceElement;      // f32, f16 or bf16
-    Type quantElement;       // !moe.quant<...>
+    Type sourceElement; // f32, f16 or bf16
+    Type quantElement;  // !moe.quant<...>
     int64_t rows = 0, cols = 0;
     uint64_t offset = 0, size = 0; // absolute, in the new file
   };

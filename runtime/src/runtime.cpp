@@ -302,10 +302,11 @@ extern "C" moert_status moert_model_load(const moert_program *program,
                                maxBatchTokens, out);
 }
 
-extern "C" moert_status
-moert_model_load_from(const moert_program *program, const char *weightDir,
-                      const char *artifactDir, int threads, int maxBatchTokens,
-                      moert_model **out) {
+extern "C" moert_status moert_model_load_from(const moert_program *program,
+                                              const char *weightDir,
+                                              const char *artifactDir,
+                                              int threads, int maxBatchTokens,
+                                              moert_model **out) {
   *out = nullptr;
   return guarded("loading the model", [&] {
     if (!program || program->abi_version != MOERT_ABI_VERSION)
@@ -317,8 +318,8 @@ moert_model_load_from(const moert_program *program, const char *weightDir,
                         maxBatchTokens);
     std::string dir = weightDir && *weightDir ? weightDir : program->model_dir;
     std::string artifact = artifactDir && *artifactDir ? artifactDir
-                           : program->artifact_dir ? program->artifact_dir
-                                                   : "";
+                           : program->artifact_dir     ? program->artifact_dir
+                                                       : "";
     auto pathOf = [&](const moert_weight_desc &w) {
       return (w.in_artifact ? artifact : dir) + "/" + w.file;
     };

@@ -4,7 +4,7 @@
     check_quant.py fidelity MODEL_DIR (--binary BIN [--binary BIN2 ..] |
                                        --reference-only --quantize FMT[,FMT..])
         [--quantize-only all|experts|all,experts] [--prompt 1,17,42] [--steps 256]
-        [--min-top1 F] [--max-rel-err F] [--threads N]
+        [--min-top1 F] [--max-rel-err F] [--max-median-rel-err F] [--threads N]
 
 `weights` (bit-exact): BIN.weights.safetensors, written by
 `moe-compile MODEL_DIR -o BIN --quantize=FMT [--quantize-only=WHICH]`, must
@@ -23,10 +23,10 @@ weights (--reference-only: the format's own error, no kernels involved) --
 and at each of the STEPS positions its logits are compared with the
 reference's: top-1 agreement (its argmax equals the token the reference
 chose) and the relative logit error max|q - r| / max|r| of the row (the
-worst row is reported). --min-top1 / --max-rel-err make the check fail
-(exit 1) below / above a threshold. With --reference-only, comma lists of
-formats and selections, or several --binary, are each measured against one
-f32 run.
+worst row and the median are reported). --min-top1 / --max-rel-err /
+--max-median-rel-err make the check fail (exit 1) below / above a
+threshold. With --reference-only, comma lists of formats and selections, or
+several --binary, are each measured against one f32 run.
 
 Each mode prints one summary line; a failed check exits non-zero with a
 message naming the file and tensor or row.
@@ -245,6 +245,9 @@ def check_fidelity(args):
         if args.max_rel_err is not None and res["worst_rel"] > args.max_rel_err:
             failures.append(f"{source}: max relative logit error {res['worst_rel']:.4e} (step "
                             f"{res['worst_row']}) > --max-rel-err {args.max_rel_err}")
+        if args.max_median_rel_err is not None and res["median_rel"] > args.max_median_rel_err:
+            failures.append(f"{source}: median relative logit error {res['median_rel']:.4e} > "
+                            f"--max-median-rel-err {args.max_median_rel_err}")
     if failures:
         fail("; ".join(failures))
 
@@ -282,6 +285,10 @@ def main(argv=None):
     f.add_argument("--min-top1", type=float, help="fail below this top-1 agreement (0..1)")
     f.add_argument("--max-rel-err", type=float,
                    help="fail above this max relative logit error (worst row)")
+    f.add_argument("--max-median-rel-err", type=float,
+                   help="fail above this median relative logit error (the worst row of a "
+                        "random-weight model is a router flipping a near-tie; the median is "
+                        "the format's typical error)")
     f.add_argument("--threads", type=int, help="--threads for the binary")
     f.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)

@@ -313,7 +313,8 @@ TEST(Manifest, ReportsEachDifference) {
 /// A quantised weight [rows, cols] is its raw blocks in the file: U8
 /// [rows, cols / 32 * block bytes].
 TEST(Manifest, QuantisedWeightsAreTheirBlocks) {
-  const char *json = R"({"q":{"dtype":"U8","shape":[2,68],"data_offsets":[0,136]}})";
+  const char *json =
+      R"({"q":{"dtype":"U8","shape":[2,68],"data_offsets":[0,136]}})";
   uint64_t data = 8 + std::strlen(json);
   std::string img = image(json, 136);
   auto check = [&](const moert_weight_desc &w) {

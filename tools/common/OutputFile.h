@@ -54,10 +54,10 @@ llvm::Error writeOutputFile(llvm::StringRef path,
 
 /// As writeOutputFile, for a writer that can fail: its Error is returned and
 /// nothing is left behind.
-llvm::Error
-writeOutputFileOrFail(llvm::StringRef path,
-                      llvm::function_ref<llvm::Error(llvm::raw_ostream &)> write,
-                      OutputKind kind);
+llvm::Error writeOutputFileOrFail(
+    llvm::StringRef path,
+    llvm::function_ref<llvm::Error(llvm::raw_ostream &)> write,
+    OutputKind kind);
 
 /// stderr for messages that quote names from the user's files: control
 /// characters other than newline and tab (an escape sequence in a tensor

@@ -501,17 +501,21 @@ int main(int argc, char **argv) {
   if (!outputPath.empty())
     if (Error e = mlir::moe::checkOutputPath(outputPath, outputKind))
       return fail(toString(std::move(e)));
-  // The quantised weights go beside the executable (text emits name the
-  // file the executable would have, and write nothing).
+  // The quantised weights go beside the executable, or beside the host plan
+  // of --emit=cpp -o FILE (other text emits name the file and write none).
   std::string weightsPath =
       (outputPath.empty() || outputPath == "-" ? std::string("model")
-                                                : outputPath.getValue()) +
+                                               : outputPath.getValue()) +
       ".weights.safetensors";
   SmallString<256> artifactDir(sys::path::parent_path(weightsPath));
   if (std::error_code ec = sys::fs::make_absolute(artifactDir))
     return fail("cannot tell the absolute path of " + weightsPath + ": " +
                 ec.message());
-  if (emit == Emit::Binary && !quantize.empty())
+  const bool writesWeights =
+      !quantize.empty() &&
+      (emit == Emit::Binary ||
+       (emit == Emit::Cpp && outputPath != "-" && !outputPath.empty()));
+  if (writesWeights)
     if (Error e = mlir::moe::checkOutputPath(weightsPath,
                                              mlir::moe::OutputKind::Data))
       return fail(toString(std::move(e)));
@@ -635,12 +639,6 @@ int main(int argc, char **argv) {
       return 1;
   }
 
-  if (emit == Emit::Cpp || emit == Emit::Cu) {
-    StringRef text = emit == Emit::Cu ? StringRef(cuda->deviceCode) : source;
-    return writeText([&](raw_ostream &os) { os << text; });
-  }
-  emitTimer.stop();
-  mlir::TimingScope buildTimer = timing.nest("build executable");
   auto writeWeights = [&]() -> int {
     if (quantized->empty())
       return 0;
@@ -649,7 +647,7 @@ int main(int argc, char **argv) {
     std::string what = "quantising " +
                        std::to_string(quantized->tensors.size()) +
                        " weights into " + weightsPath;
-    if (!quantize.empty())
+    if (!quantize.empty() && emit == Emit::Binary)
       progress(steps, steps, what);
     else if (!quiet)
       errs() << "      " << what << "\n";
@@ -671,6 +669,25 @@ int main(int argc, char **argv) {
       return fail(toString(std::move(e)));
     return 0;
   };
+  if (emit == Emit::Cpp || emit == Emit::Cu) {
+    StringRef text = emit == Emit::Cu ? StringRef(cuda->deviceCode) : source;
+    if (int rc = writeText([&](raw_ostream &os) { os << text; }))
+      return rc;
+    // The host plan names the weights file beside it: whoever builds the
+    // plan (a cross-build, the CUDA emulator) needs that file too.
+    if (emit != Emit::Cpp || quantized->empty())
+      return 0;
+    if (outName == "-") {
+      if (!quiet)
+        WithColor::warning(errs(), "moe-compile")
+            << "the plan names " << weightsPath
+            << ", which is written only with -o FILE\n";
+      return 0;
+    }
+    return writeWeights();
+  }
+  emitTimer.stop();
+  mlir::TimingScope buildTimer = timing.nest("build executable");
   return build(source, cuda ? &*cuda : nullptr, outputPath, 4, steps,
                writeWeights);
 }

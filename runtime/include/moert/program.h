@@ -48,8 +48,8 @@ typedef struct moert_weight_desc {
   uint64_t offset;  /* absolute byte offset in `file` */
   uint64_t size;    /* bytes */
   moert_dtype dtype;
-  int64_t rows, cols; /* cols = 1 for vectors */
-  int64_t rank;       /* 1: shape [rows] in its file; 2: [rows, cols] */
+  int64_t rows, cols;  /* cols = 1 for vectors */
+  int64_t rank;        /* 1: shape [rows] in its file; 2: [rows, cols] */
   int32_t in_artifact; /* 1: in the quantised weights file moe-compile wrote
                           beside the executable */
 } moert_weight_desc;

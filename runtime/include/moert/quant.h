@@ -114,8 +114,7 @@ MOERT_HOST_DEVICE MOERT_INLINE float dequant(const q4_0 &b, int i) {
   return halfBitsToFloat(b.d) * float(nibble(b.qs, i) - 8);
 }
 MOERT_HOST_DEVICE MOERT_INLINE float dequant(const q4_1 &b, int i) {
-  return halfBitsToFloat(b.d) * float(nibble(b.qs, i)) +
-         halfBitsToFloat(b.m);
+  return halfBitsToFloat(b.d) * float(nibble(b.qs, i)) + halfBitsToFloat(b.m);
 }
 
 /// float to f16 bits, rounded to nearest even (as numpy's float16 and
@@ -133,7 +132,7 @@ MOERT_HOST_DEVICE MOERT_INLINE uint16_t floatToHalfBits(float f) {
     return uint16_t(sign | 0x7c00);
   uint32_t exp = abs >> 23;
   if (exp < 113) { // below 2^-14: a subnormal half (or zero)
-    if (exp < 102)   // below 2^-25: rounds to zero
+    if (exp < 102) // below 2^-25: rounds to zero
       return uint16_t(sign);
     uint32_t mant = (abs & 0x7fffff) | 0x800000, shift = 126 - exp;
     uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1),
