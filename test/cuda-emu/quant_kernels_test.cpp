@@ -17,6 +17,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moert/cuda/kernels.cuh"
+#include "test/common/ReferenceQuantizers.h"
 
 #include <cmath>
 #include <cstdio>
@@ -40,49 +41,6 @@ std::vector<float> randomVector(size_t n, float scale) {
   return v;
 }
 
-uint16_t toHalfBits(float f) {
-  _Float16 h = static_cast<_Float16>(f);
-  uint16_t b;
-  std::memcpy(&b, &h, 2);
-  return b;
-}
-
-// llama.cpp's reference quantisers (quantize_row_q*_ref), one block.
-void quantise(const float *x, moert::q8_0 &b) {
-  float amax = 0;
-  for (int j = 0; j < 32; ++j)
-    amax = std::max(amax, std::fabs(x[j]));
-  float d = amax / 127, id = d ? 1.0f / d : 0.0f;
-  b.d = toHalfBits(d);
-  for (int j = 0; j < 32; ++j)
-    b.qs[j] = int8_t(roundf(x[j] * id));
-}
-void quantise(const float *x, moert::q4_0 &b) {
-  float amax = 0, max = 0;
-  for (int j = 0; j < 32; ++j)
-    if (std::fabs(x[j]) > amax)
-      amax = std::fabs(x[j]), max = x[j];
-  float d = max / -8, id = d ? 1.0f / d : 0.0f;
-  b.d = toHalfBits(d);
-  for (int j = 0; j < 16; ++j) {
-    int lo = std::min(15, int(int8_t(x[j] * id + 8.5f)));
-    int hi = std::min(15, int(int8_t(x[j + 16] * id + 8.5f)));
-    b.qs[j] = uint8_t(lo | hi << 4);
-  }
-}
-void quantise(const float *x, moert::q4_1 &b) {
-  float min = x[0], max = x[0];
-  for (int j = 1; j < 32; ++j)
-    min = std::min(min, x[j]), max = std::max(max, x[j]);
-  float d = (max - min) / 15, id = d ? 1.0f / d : 0.0f;
-  b.d = toHalfBits(d), b.m = toHalfBits(min);
-  for (int j = 0; j < 16; ++j) {
-    int lo = std::min(15, int(int8_t((x[j] - min) * id + 0.5f)));
-    int hi = std::min(15, int(int8_t((x[j + 16] - min) * id + 0.5f)));
-    b.qs[j] = uint8_t(lo | hi << 4);
-  }
-}
-
 /// A random [rows, cols] weight quantised as Q (row 0 all zeros: a zero
 /// scale), and its dequantised values.
 template <typename Q> struct Weight {
@@ -95,7 +53,7 @@ template <typename Q> struct Weight {
     blocks.resize(size_t(rows) * cols / 32);
     values.resize(x.size());
     for (size_t b = 0; b < blocks.size(); ++b) {
-      quantise(&x[b * 32], blocks[b]);
+      moe_test::quantize(&x[b * 32], blocks[b]);
       for (int j = 0; j < 32; ++j)
         values[b * 32 + j] = moert::dequant(blocks[b], j);
     }

@@ -22,6 +22,7 @@
 #include "moert/kernels.h"
 #include "moert/pool.h"
 #include "moert/quant.h"
+#include "test/common/ReferenceQuantizers.h"
 
 #include <gtest/gtest.h>
 
@@ -32,61 +33,9 @@
 #include <vector>
 
 using namespace moert;
+using moe_test::quantize;
 
 namespace {
-
-//===----------------------------------------------------------------------===//
-// llama.cpp's reference quantisers (quantize_row_*_ref), one block at a time
-//===----------------------------------------------------------------------===//
-
-uint16_t toHalf(float x) {
-  _Float16 h = static_cast<_Float16>(x); // round to nearest even, as F16C
-  uint16_t bits;
-  std::memcpy(&bits, &h, 2);
-  return bits;
-}
-
-void quantize(const float *x, q8_0 &b) {
-  float amax = 0;
-  for (int i = 0; i < 32; ++i)
-    amax = std::max(amax, std::fabs(x[i]));
-  float d = amax / 127, id = d ? 1.0f / d : 0.0f;
-  b.d = toHalf(d);
-  for (int i = 0; i < 32; ++i)
-    b.qs[i] = int8_t(roundf(x[i] * id));
-}
-
-void quantize(const float *x, q4_0 &b) {
-  float amax = 0, max = 0;
-  for (int i = 0; i < 32; ++i)
-    if (amax < std::fabs(x[i])) {
-      amax = std::fabs(x[i]);
-      max = x[i];
-    }
-  float d = max / -8, id = d ? 1.0f / d : 0.0f;
-  b.d = toHalf(d);
-  for (int j = 0; j < 16; ++j) {
-    uint8_t lo = std::min<int8_t>(15, int8_t(x[j] * id + 8.5f));
-    uint8_t hi = std::min<int8_t>(15, int8_t(x[j + 16] * id + 8.5f));
-    b.qs[j] = uint8_t(lo | hi << 4);
-  }
-}
-
-void quantize(const float *x, q4_1 &b) {
-  float min = x[0], max = x[0];
-  for (int i = 1; i < 32; ++i) {
-    min = std::min(min, x[i]);
-    max = std::max(max, x[i]);
-  }
-  float d = (max - min) / 15, id = d ? 1.0f / d : 0.0f;
-  b.d = toHalf(d);
-  b.m = toHalf(min);
-  for (int j = 0; j < 16; ++j) {
-    uint8_t lo = std::min<int8_t>(15, int8_t((x[j] - min) * id + 0.5f));
-    uint8_t hi = std::min<int8_t>(15, int8_t((x[j + 16] - min) * id + 0.5f));
-    b.qs[j] = uint8_t(lo | hi << 4);
-  }
-}
 
 /// The nibble offset of a block as the kernels split it off (see top).
 double offset(const q8_0 &) { return 0; }
@@ -410,7 +359,7 @@ TEST(QuantKernelsF16, LinearUnchanged) {
   std::vector<float> wf = randomVector(rng, N * K, 0.05f);
   std::vector<f16> w(N * K);
   for (int64_t i = 0; i < N * K; ++i)
-    w[i].bits = toHalf(wf[i]);
+    w[i].bits = moe_test::toHalfBits(wf[i]);
   for (int threads : {1, 2}) {
     Pool pool(moert_pool_create(threads));
     for (int64_t T : {1, 3, 4, 9}) {

@@ -174,6 +174,24 @@ void progress(int step, int steps, const Twine &message) {
     errs() << "[" << step << "/" << steps << "] " << message << "\n";
 }
 
+/// Progress of a long pass over the weights, in MB: about every 5% (and at
+/// the end), on one line of its own each.
+class ByteProgress {
+public:
+  explicit ByteProgress(StringRef what) : what(what.str()) {}
+  void operator()(uint64_t done, uint64_t total) {
+    if (quiet || (done < total && done - shown < total / 20))
+      return;
+    shown = done;
+    errs() << "      " << what
+           << format(" %.1f of %.1f MB\n", done / 1e6, total / 1e6);
+  }
+
+private:
+  std::string what;
+  uint64_t shown = 0;
+};
+
 /// Largest .mlir input read (IR never holds the weights).
 constexpr uint64_t kMaxMLIRBytes = uint64_t(1) << 30;
 
@@ -553,15 +571,7 @@ int main(int argc, char **argv) {
       return fail(toString(std::move(e)));
   }
   if (checkWeights) {
-    uint64_t shown = 0;
-    auto report = [&](uint64_t done, uint64_t total) {
-      // About every 5% (and at the end), on one line of its own each.
-      if (quiet || (done < total && done - shown < total / 20))
-        return;
-      shown = done;
-      errs() << format("      checking weights: %.1f of %.1f MB\n", done / 1e6,
-                       total / 1e6);
-    };
+    ByteProgress report("checking weights:");
     if (failed(mlir::moe::hf::checkWeightValues(*module, report)))
       return fail("the weights hold NaN or infinity (see above); fix the "
                   "checkpoint before compiling it");
@@ -651,15 +661,7 @@ int main(int argc, char **argv) {
       progress(steps, steps, what);
     else if (!quiet)
       errs() << "      " << what << "\n";
-    uint64_t shown = 0;
-    auto report = [&](uint64_t done, uint64_t total) {
-      // About every 5% (and at the end), on one line of its own each.
-      if (quiet || (done < total && done - shown < total / 20))
-        return;
-      shown = done;
-      errs() << format("      written %.1f of %.1f MB\n", done / 1e6,
-                       total / 1e6);
-    };
+    ByteProgress report("written");
     if (Error e = mlir::moe::writeOutputFileOrFail(
             weightsPath,
             [&](raw_ostream &os) {
