@@ -13,6 +13,10 @@
 // PSEQ: moe-default-pipeline: max-seq must be in [0, 2147483647] (0: the model's max_position_embeddings), got -1
 // RUN: not moe-opt %s --moe-default-pipeline=max-batch-tokens=0 2>&1 | FileCheck %s --check-prefix=PBATCH
 // PBATCH: moe-default-pipeline: max-batch-tokens must be in [1, 1048576], got 0
+// RUN: not moe-opt %s --moe-default-pipeline=quantize=q3_k 2>&1 | FileCheck %s --check-prefix=PQUANT
+// PQUANT: moe-default-pipeline: quantize must be q8_0, q4_0 or q4_1, got 'q3_k'
+// RUN: not moe-opt %s --moe-default-pipeline="quantize=q8_0 quantize-only=dense" 2>&1 | FileCheck %s --check-prefix=PONLY
+// PONLY: moe-default-pipeline: quantize-only must be all or experts, got 'dense'
 // RUN: not moe-compile %s -O1 --emit=mlir 2>&1 | FileCheck %s --check-prefix=O1
 // O1: error: -O1 is not a level: use -O0 or -O2
 // RUN: moe-opt %s --moe-default-pipeline=opt-level=0 | FileCheck %s --check-prefix=OK
