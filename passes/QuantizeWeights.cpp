@@ -80,9 +80,23 @@ struct QuantizeWeightsPass
     for (auto source : module.getOps<WeightSourceOp>())
       sources[source.getName()] = source;
 
+    int64_t quantised = 0;
+    bool alreadyQuantised = false;
     for (auto &[name, weights] : byName) {
       auto type = weights.front().getResult().getType();
-      if (!ok[name] || isa<QuantType>(type.getElementType()))
+      if (auto already = dyn_cast<QuantType>(type.getElementType())) {
+        // Quantised data is never quantised again (the error would add up).
+        if (already != quant) {
+          weights.front().emitError("weight '")
+              << name << "' is already quantised to " << already
+              << "; compile from the model's own weights to store it as "
+              << quant;
+          return signalPassFailure();
+        }
+        alreadyQuantised = true;
+        continue;
+      }
+      if (!ok[name])
         continue;
       if (type.getRank() != 2 || type.getDimSize(1) % QuantType::kBlockSize) {
         weights.front().emitWarning("weight '")
@@ -90,6 +104,7 @@ struct QuantizeWeightsPass
             << "are not whole " << QuantType::kBlockSize << "-element blocks";
         continue;
       }
+      ++quantised;
       auto to = RankedTensorType::get(type.getShape(), quant);
       for (WeightOp w : weights)
         w.getResult().setType(to);
@@ -98,6 +113,10 @@ struct QuantizeWeightsPass
       if (WeightSourceOp source = sources.lookup(name))
         source.setQuantizedAttr(TypeAttr::get(to));
     }
+    if (quantised == 0 && !alreadyQuantised && !byName.empty())
+      module.emitWarning("moe-quantize-weights: no weight was quantised to ")
+          << quant << " (no weight that may be has rows of whole "
+          << QuantType::kBlockSize << "-element blocks)";
   }
 };
 

@@ -651,6 +651,9 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
      << "  "
      << (options.artifactDir.empty() ? std::string("nullptr")
                                      : cppQuoted(options.artifactDir))
+     << ", "
+     << (options.artifactBuild.empty() ? std::string("nullptr")
+                                       : cppQuoted(options.artifactBuild))
      << "};\n";
 }
 

@@ -36,6 +36,9 @@ struct EmitOptions {
   /// weights marked `artifact` unless told otherwise (the executables look
   /// beside themselves first). Empty: no such default.
   std::string artifactDir;
+  /// The quantised weights file's build id ("moe.build" in its metadata),
+  /// which the runtime requires of the file it maps; empty when none.
+  std::string artifactBuild;
 };
 
 /// `s` as a C/C++ string literal: every byte that is not printable ASCII is

@@ -11,9 +11,11 @@
 #include "moert/quant.h"
 
 #include "llvm/Support/Endian.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/xxhash.h"
 
 #include <algorithm>
 #include <cstring>
@@ -67,6 +69,23 @@ void quantizeRow(QuantFormat format, const float *row, int64_t cols,
   }
 }
 
+/// The first block of a quantised row whose f16 scale (or q4_1's minimum)
+/// overflowed to infinity, or -1. Finite weights can do that: a q8_0 block
+/// reaching 65520 * 127 has no f16 scale.
+int64_t firstInfiniteBlock(QuantFormat format, const char *row, int64_t cols) {
+  int64_t bytes = format == QuantFormat::Q8_0   ? sizeof(moert::q8_0)
+                  : format == QuantFormat::Q4_0 ? sizeof(moert::q4_0)
+                                                : sizeof(moert::q4_1);
+  for (int64_t b = 0; b < cols / moert::kQuantBlock; ++b) {
+    const char *block = row + b * bytes;
+    // d, then q4_1's m: f16 with an all-ones exponent is not finite.
+    for (int f = 0; f < (format == QuantFormat::Q4_1 ? 2 : 1); ++f)
+      if ((support::endian::read16le(block + 2 * f) & 0x7c00) == 0x7c00)
+        return b;
+  }
+  return -1;
+}
+
 } // namespace
 
 FailureOr<QuantizedWeightsPlan> planQuantizedWeights(ModuleOp module,
@@ -109,6 +128,25 @@ FailureOr<QuantizedWeightsPlan> planQuantizedWeights(ModuleOp module,
     plan.tensors.push_back(std::move(t));
   }
 
+  // Same sources, same formats: the same id (a rebuild writes the same
+  // file); any other checkpoint or format: another.
+  std::string identity;
+  for (const auto &t : plan.tensors) {
+    sys::fs::file_status status;
+    if (std::error_code ec = sys::fs::status(t.sourcePath, status))
+      return module.emitError("cannot stat ")
+             << t.sourcePath << " (weight '" << t.name
+             << "'): " << ec.message();
+    identity +=
+        formatv(
+            "{0}\n{1}\n{2}\n{3}\n{4}\n{5}\n", t.name, t.sourcePath,
+            t.sourceOffset, status.getSize(),
+            status.getLastModificationTime().time_since_epoch().count(),
+            stringifyQuantFormat(cast<QuantType>(t.quantElement).getFormat()))
+            .str();
+  }
+  plan.buildId = formatv("{0:x-16}", xxh3_64bits(identity)).str();
+
   // The safetensors header: each tensor is its raw blocks, U8 [rows, row
   // bytes]; padded with spaces to 8 bytes as the format's writers do.
   std::string json;
@@ -119,6 +157,7 @@ FailureOr<QuantizedWeightsPlan> planQuantizedWeights(ModuleOp module,
       j.attributeObject("__metadata__", [&] {
         j.attribute("producer", "moe-compile");
         j.attribute("quantization", formats);
+        j.attribute("moe.build", plan.buildId);
       });
       for (const auto &t : plan.tensors)
         j.attributeObject(t.name, [&] {
@@ -201,6 +240,19 @@ Error writeQuantizedWeights(
           row[size_t(c)] = v;
         }
         quantizeRow(format, row.data(), t.cols, out.data());
+        if (int64_t b = firstInfiniteBlock(format, out.data(), t.cols);
+            b >= 0) {
+          int64_t c0 = b * moert::kQuantBlock;
+          float big = 0;
+          for (int64_t c = c0; c < c0 + moert::kQuantBlock; ++c)
+            big = std::max(big, std::fabs(row[size_t(c)]));
+          return error(formatv(
+              "weight '{0}' in {1}: the block at [{2}, {3}..{4}] reaches "
+              "{5:e}, beyond what {6}'s f16 scale can hold; keep this weight "
+              "unquantised (--quantize-only=experts) or fix the checkpoint",
+              t.name, t.sourcePath, r0 + r, c0, c0 + moert::kQuantBlock - 1,
+              big, stringifyQuantFormat(format)));
+        }
         os.write(out.data(), out.size());
       }
       done += uint64_t(rows) * outRow;

@@ -42,6 +42,11 @@ struct QuantizedWeightsPlan {
   };
   /// The file's first bytes: the 8-byte length and the JSON header.
   std::string header;
+  /// "moe.build" in the header's metadata, which the executable requires
+  /// of the file: a hash of the format and of every source tensor's name,
+  /// place and file (path, size, modification time), so an executable
+  /// never runs with the weights file of another build.
+  std::string buildId;
   std::vector<Tensor> tensors;
   uint64_t fileSize = 0;
   bool empty() const { return tensors.empty(); }

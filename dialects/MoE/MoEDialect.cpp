@@ -321,7 +321,9 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
     if (type.getRank() <= 2 && llvm::all_of(type.getShape(), [](int64_t d) {
           return d > 0 && d <= kMaxWeightDim;
         }))
-      byFile[(source.getArtifact() ? "artifact:" : "") + source.getFile().str()]
+      // Keyed by (artifact, file): the weights file beside the executable
+      // and a model file of the same name are different files.
+      byFile[(source.getArtifact() ? "1" : "0") + source.getFile().str()]
           .push_back(source);
   }
   for (auto &entry : byFile) {

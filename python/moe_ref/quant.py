@@ -91,9 +91,14 @@ def _f16_bytes(v):
 
 
 def _reciprocal(d):
-    """id = d ? 1/d : 0, in float32."""
+    """id = d ? 1/d : 0, in float32; also 0 where 1/d overflows (a block
+    below ~1.5e-36, whose f16 scale is 0 anyway: llama.cpp's C converts NaN
+    to an integer there, which is undefined; moert/quant.h does the same as
+    this)."""
     out = np.zeros_like(d)
-    np.divide(np.float32(1), d, out=out, where=d != 0)
+    with np.errstate(divide="ignore", over="ignore"):
+        np.divide(np.float32(1), d, out=out, where=d != 0)
+    out[~np.isfinite(out)] = 0
     return out
 
 

@@ -370,8 +370,9 @@ bool key(Parser &p, std::string &out) {
   return true;
 }
 
-/// "__metadata__": an object of strings.
-bool metadata(Parser &p) {
+/// "__metadata__": an object of strings, kept in `out`.
+bool metadata(Parser &p,
+              std::vector<std::pair<std::string, std::string>> &out) {
   if (!p.consume('{'))
     return p.fail("'__metadata__' must be an object of strings");
   std::vector<std::string> keys;
@@ -386,7 +387,8 @@ bool metadata(Parser &p) {
                     " must be a string");
     if (!p.string(value))
       return false;
-    keys.push_back(std::move(k));
+    keys.push_back(k);
+    out.emplace_back(std::move(k), std::move(value));
     if (!separator(p, '}', done))
       return false;
   }
@@ -587,7 +589,7 @@ std::string parseHeader(const char *json, size_t length, uint64_t fileSize,
       if (sawMetadata)
         return "header has the key '__metadata__' twice";
       sawMetadata = true;
-      if (!metadata(p))
+      if (!metadata(p, out.metadata))
         return p.error;
     } else {
       if (name.empty())
@@ -692,7 +694,7 @@ uint64_t headerImageBytes(const unsigned char *prefix, size_t prefixSize,
 std::string checkWeightFile(const unsigned char *image, size_t imageSize,
                             uint64_t fileSize,
                             const moert_weight_desc *const *weights,
-                            size_t count) {
+                            size_t count, const char *build) {
   if (fileSize < 8)
     return format("file is %llu bytes, too short for the 8-byte header "
                   "length",
@@ -715,6 +717,18 @@ std::string checkWeightFile(const unsigned char *image, size_t imageSize,
                                   size_t(length), fileSize, header);
   if (!error.empty())
     return error;
+  if (build) {
+    const std::string *found = nullptr;
+    for (const auto &[k, v] : header.metadata)
+      if (k == "moe.build")
+        found = &v;
+    if (!found || *found != build)
+      return format("it was written by another moe-compile run (build %s, "
+                    "not %s); the executable and its weights file are written "
+                    "together",
+                    found ? quote(*found).c_str() : "unknown",
+                    quote(build).c_str());
+  }
   return checkManifest(header, weights, count);
 }
 

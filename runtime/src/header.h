@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace moert {
@@ -55,6 +56,8 @@ struct Header {
   uint64_t dataOffset = 0;
   /// Tensors sorted by name.
   std::vector<HeaderTensor> tensors;
+  /// The "__metadata__" entries, in the file's order.
+  std::vector<std::pair<std::string, std::string>> metadata;
   /// The tensor called `name`, or null.
   const HeaderTensor *find(const char *name) const;
 };
@@ -83,11 +86,13 @@ uint64_t headerImageBytes(const unsigned char *prefix, size_t prefixSize,
 /// `imageSize` bytes (at least headerImageBytes() of them, or the whole
 /// file), `fileSize` is its size. Checks the length prefix, parses the
 /// header, and compares the manifest entries with it. Returns an empty
-/// string or what is wrong.
+/// string or what is wrong. With `build`, the file must also carry
+/// "__metadata__" "moe.build" equal to it: the quantised weights file
+/// moe-compile wrote with this executable, not another build's.
 std::string checkWeightFile(const unsigned char *image, size_t imageSize,
                             uint64_t fileSize,
                             const moert_weight_desc *const *weights,
-                            size_t count);
+                            size_t count, const char *build = nullptr);
 
 } // namespace moert
 

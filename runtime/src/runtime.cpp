@@ -102,11 +102,12 @@ bool readAt(int fd, void *buffer, size_t n, uint64_t offset) {
 
 /// Opens, checks and maps the weight file `path` that holds `weights`:
 /// a regular file (symbolic links followed) whose safetensors header still
-/// describes every one of them as the manifest does.
+/// describes every one of them as the manifest does (and, with `build`,
+/// names that moe-compile run).
 moert_status
 mapWeightFile(const std::string &path,
               const std::vector<const moert_weight_desc *> &weights,
-              Mapping &out) {
+              const char *build, Mapping &out) {
   const char *name = weights.front()->name;
   // O_NONBLOCK: opening a FIFO must not wait for a writer.
   Fd f{open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)};
@@ -138,7 +139,7 @@ mapWeightFile(const std::string &path,
         errno ? std::strerror(errno) : "the file ended before its size");
   std::string problem = moert::checkWeightFile(
       reinterpret_cast<const unsigned char *>(image.data()), image.size(), size,
-      weights.data(), weights.size());
+      weights.data(), weights.size(), build);
   if (!problem.empty())
     return moert_fail(MOERT_ERROR_IO, "%s: %s; %s", path.c_str(),
                       problem.c_str(), kChanged);
@@ -348,7 +349,10 @@ extern "C" moert_status moert_model_load_from(const moert_program *program,
     model->files.reserve(paths.size());
     for (const std::string &path : paths) {
       Mapping m;
-      moert_status st = mapWeightFile(path, byFile[path], m);
+      // The quantised weights file must be this build's.
+      const char *build =
+          byFile[path].front()->in_artifact ? program->artifact_build : nullptr;
+      moert_status st = mapWeightFile(path, byFile[path], build, m);
       if (st != MOERT_OK)
         return st;
       model->files.push_back(std::move(m));

@@ -92,3 +92,17 @@ func.func @head(%h: tensor<?x64xf32>) -> tensor<?x256xf32> {
   %l = moe.linear %h, %w : tensor<?x64xf32>, tensor<256x64xf32>
   return %l : tensor<?x256xf32>
 }
+
+// -----
+
+// Nothing that may be quantised has whole blocks: one warning says so.
+// RUN: moe-opt %s --split-input-file --moe-quantize-weights=format=q8_0 2>&1 >/dev/null | FileCheck %s --check-prefix=NONE
+// NONE: warning: weight 'only' of type 'tensor<8x40xf32>' is not quantised
+// NONE: warning: moe-quantize-weights: no weight was quantised to '!moe.quant<q8_0>' (no weight that may be has rows of whole 32-element blocks)
+module {
+  func.func @none(%x: tensor<?x40xf32>) -> tensor<?x8xf32> {
+    %w = moe.weight "only" : tensor<8x40xf32>
+    %y = moe.linear %x, %w : tensor<?x40xf32>, tensor<8x40xf32>
+    return %y : tensor<?x8xf32>
+  }
+}

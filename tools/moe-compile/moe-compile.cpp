@@ -145,8 +145,9 @@ static cl::opt<std::string> quantize(
     cl::desc("Store weights block-quantised: q8_0 (8-bit), q4_0 (4-bit), "
              "q4_1 (4-bit with a minimum), 32 elements per block as in "
              "llama.cpp. The quantised tensors are written once into "
-             "PATH.weights.safetensors beside the executable; the model's "
-             "files are not changed (docs/quantisation.md)"),
+             "PATH.weights.safetensors beside the executable (beside the "
+             "plan with --emit=cpp -o PATH); the model's files are not "
+             "changed (docs/quantisation.md)"),
     cl::value_desc("q8_0|q4_0|q4_1"), cl::cat(category));
 static cl::opt<std::string> quantizeOnly(
     "quantize-only",
@@ -633,8 +634,10 @@ int main(int argc, char **argv) {
   mlir::TimingScope emitTimer = timing.nest(isCuda ? "emit CUDA" : "emit C++");
   mlir::moe::EmitOptions options;
   options.modelName = displayName();
-  if (!quantized->empty())
+  if (!quantized->empty()) {
     options.artifactDir = std::string(artifactDir);
+    options.artifactBuild = quantized->buildId;
+  }
   std::string source;
   std::optional<mlir::moe::CudaProgram> cuda;
   if (isCuda) {
@@ -673,20 +676,20 @@ int main(int argc, char **argv) {
   };
   if (emit == Emit::Cpp || emit == Emit::Cu) {
     StringRef text = emit == Emit::Cu ? StringRef(cuda->deviceCode) : source;
-    if (int rc = writeText([&](raw_ostream &os) { os << text; }))
-      return rc;
     // The host plan names the weights file beside it: whoever builds the
-    // plan (a cross-build, the CUDA emulator) needs that file too.
-    if (emit != Emit::Cpp || quantized->empty())
-      return 0;
-    if (outName == "-") {
-      if (!quiet)
+    // plan (a cross-build, the CUDA emulator) needs that file too. It is
+    // written first, so a plan never names a file that failed.
+    if (emit == Emit::Cpp && !quantized->empty()) {
+      if (outName != "-") {
+        if (int rc = writeWeights())
+          return rc;
+      } else if (!quiet) {
         WithColor::warning(errs(), "moe-compile")
             << "the plan names " << weightsPath
             << ", which is written only with -o FILE\n";
-      return 0;
+      }
     }
-    return writeWeights();
+    return writeText([&](raw_ostream &os) { os << text; });
   }
   emitTimer.stop();
   mlir::TimingScope buildTimer = timing.nest("build executable");

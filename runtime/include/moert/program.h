@@ -110,6 +110,9 @@ typedef struct moert_program {
   /* Where the executable and its quantised weights file were written
    * (absolute, as compiled), or NULL when no weight is in_artifact. */
   const char *artifact_dir;
+  /* The quantised weights file's "__metadata__" "moe.build": the file must
+   * be the one written with this program. NULL when there is none. */
+  const char *artifact_build;
 } moert_program;
 
 #ifdef __cplusplus

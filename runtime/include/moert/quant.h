@@ -148,6 +148,14 @@ MOERT_HOST_DEVICE MOERT_INLINE uint16_t floatToHalfBits(float f) {
   return uint16_t(sign | h);
 }
 
+/// 1 / d, or 0 when d is 0 or so small that 1 / d overflows (llama.cpp's
+/// code then multiplies by infinity and converts NaN to an integer, which
+/// is undefined; the f16 scale of such a block is 0 either way).
+inline float reciprocalOrZero(float d) {
+  float r = d != 0 ? 1.0f / d : 0.0f;
+  return isfinite(r) ? r : 0.0f;
+}
+
 //===----------------------------------------------------------------------===//
 // Quantisers: llama.cpp's reference rounding (quantize_row_*_ref), in f32.
 // Build them without floating-point contraction (-ffp-contract=off): a
@@ -160,7 +168,7 @@ inline void quantizeBlock(const float *x, q8_0 &out) {
   for (int j = 0; j < 32; ++j)
     amax = fmaxf(amax, fabsf(x[j]));
   const float d = amax / 127;
-  const float id = d != 0 ? 1.0f / d : 0.0f;
+  const float id = reciprocalOrZero(d);
   out.d = floatToHalfBits(d);
   for (int j = 0; j < 32; ++j)
     out.qs[j] = int8_t(roundf(x[j] * id));
@@ -176,7 +184,7 @@ inline void quantizeBlock(const float *x, q4_0 &out) {
       max = x[j];
     }
   const float d = max / -8;
-  const float id = d != 0 ? 1.0f / d : 0.0f;
+  const float id = reciprocalOrZero(d);
   out.d = floatToHalfBits(d);
   for (int j = 0; j < 16; ++j) {
     const float x0 = x[j] * id, x1 = x[16 + j] * id;
@@ -196,7 +204,7 @@ inline void quantizeBlock(const float *x, q4_1 &out) {
       max = x[j];
   }
   const float d = (max - min) / 15;
-  const float id = d != 0 ? 1.0f / d : 0.0f;
+  const float id = reciprocalOrZero(d);
   out.d = floatToHalfBits(d);
   out.m = floatToHalfBits(min);
   for (int j = 0; j < 16; ++j) {

@@ -41,3 +41,15 @@ module attributes {moe.weight_dir = "/models/m"} {
     return
   }
 }
+
+// -----
+
+// The weights file beside the executable and a model file are different
+// files, whatever their names: no overlap between these two.
+// CHECK: moe.weight_source "x" in artifact "w" at 0 : tensor<64x64x!moe.quant<q8_0>>
+// CHECK: moe.weight_source "y" in "1w" at 0 : tensor<64x64xf32>
+module attributes {moe.weight_dir = "/models/m"} {
+  moe.weight_source "x" in artifact "w" at 0 : tensor<64x64x!moe.quant<q8_0>>
+  moe.weight_source "y" in "1w" at 0 : tensor<64x64xf32>
+  moe.weight_source "z" in "w" at 0 : tensor<64x64xf32>
+}
