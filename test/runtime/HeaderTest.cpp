@@ -336,4 +336,32 @@ TEST(Manifest, QuantisedWeightsAreTheirBlocks) {
                       "compiled for F32");
 }
 
+/// The quantised weights file must be the one written with the executable:
+/// its "moe.build" metadata equals the program's.
+TEST(Manifest, BuildIdOfTheWeightsFile) {
+  auto check = [](const std::string &json, const char *build) {
+    uint64_t data = 8 + json.size();
+    std::string img = image(json, 68);
+    moert_weight_desc q{"q", "f", data, 68, MOERT_Q8_0, 1, 64, 2, 1};
+    const moert_weight_desc *one[1] = {&q};
+    return checkWeightFile(reinterpret_cast<const unsigned char *>(img.data()),
+                           img.size(), img.size(), one, 1, build);
+  };
+  const std::string tensor =
+      R"("q":{"dtype":"U8","shape":[1,68],"data_offsets":[0,68]})";
+  std::string ours =
+      R"({"__metadata__":{"producer":"moe-compile","moe.build":"0123abcd"},)" +
+      tensor + "}";
+  EXPECT_EQ(check(ours, "0123abcd"), "");
+  EXPECT_EQ(check(ours, nullptr), ""); // a model file: no build to match
+  EXPECT_EQ(check(ours, "ffff0000"),
+            "it was written by another moe-compile run (build '0123abcd', not "
+            "'ffff0000'); the executable and its weights file are written "
+            "together");
+  EXPECT_EQ(check("{" + tensor + "}", "0123abcd"),
+            "it was written by another moe-compile run (build unknown, not "
+            "'0123abcd'); the executable and its weights file are written "
+            "together");
+}
+
 } // namespace
