@@ -139,6 +139,11 @@ def main():
     p.add_argument("--rounds", type=int, default=2, help="measured A B rounds per type")
     p.add_argument("--no-llama", action="store_true", help="measure ours only")
     p.add_argument("--no-ours", action="store_true", help="measure llama.cpp only")
+    p.add_argument("--runtime-include", action="append", default=[], metavar="[LABEL=]DIR",
+                   help="build ours against this runtime/include instead of the one "
+                        "moe-compile was built with (emits C++ and compiles it with the "
+                        "libraries of BUILD/runtime); repeat to compare several, "
+                        "interleaved")
     args = p.parse_args()
     types = args.types.split(",")
     for t in types:
@@ -184,11 +189,27 @@ def main():
             continue
         nbytes = decode_bytes(config, wtype, source_bytes)
         limit = bandwidth * 1e9 / nbytes
-        binary = None
+        binaries = []  # (label, path)
         if ours_ok and (wtype == "f16" or quant_ok):
-            binary = os.path.join(work, f"mini-{args.source}-{wtype}.bin")
             flags = [] if wtype == "f16" else [f"--quantize={wtype}"]
-            sh([moe_compile, model, "-o", binary, "--quiet"] + flags)
+            if not args.runtime_include:
+                binary = os.path.join(work, f"mini-{args.source}-{wtype}.bin")
+                sh([moe_compile, model, "-o", binary, "--quiet"] + flags)
+                binaries.append(("ours", binary))
+            else:
+                # One emitted program (and weights file, found by name beside
+                # the executable) for every variant.
+                cpp = os.path.join(work, f"mini-{args.source}-{wtype}.cpp")
+                sh([moe_compile, model, "--emit=cpp", "-o", cpp, "--quiet"] + flags)
+                lib = os.path.join(args.build, "runtime")
+                for i, spec in enumerate(args.runtime_include):
+                    label, _, inc = spec.rpartition("=")
+                    label = label or f"ours{i}"
+                    binary = os.path.join(work, f"mini-{args.source}-{wtype}-{label}.bin")
+                    sh(["c++", "-std=c++17", "-O2", "-march=native", "-w", "-I" + inc, cpp,
+                        os.path.join(lib, "libmoert_main.a"), os.path.join(lib, "libmoert.a"),
+                        "-lpthread", "-ldl", "-o", binary])
+                    binaries.append((label, binary))
         llama = None
         if llama_ok:
             import gguf_mini
@@ -198,43 +219,51 @@ def main():
                 gguf_mini.write_gguf(model, path + ".tmp", wtype)
                 os.replace(path + ".tmp", path)
             llama = LlamaRunner(path, args.threads, args.prefill + args.decode + 8)
-        if binary is None and llama is None:
+        if not binaries and llama is None:
             print(f"{wtype}: nothing to measure")
             continue
-        # Warm: one unmeasured run of each (page cache, thread pools).
-        if binary:
+        for _, binary in binaries:
             ours_once(binary, prompt, args.decode, args.threads)
         if llama:
             llama.once(prompt_ids, args.decode)
-        pairs = []
+        # pairs[label] = [(ours, llama.cpp or None) per round]
+        pairs = {label: [] for label, _ in binaries}
+        lpairs = []
         for r in range(args.rounds):
-            a = ours_once(binary, prompt, args.decode, args.threads) if binary else None
-            b = llama.once(prompt_ids, args.decode) if llama else None
-            pairs.append((a, b))
             line = []
-            if a:
-                line.append(f"ours decode {a[1]:.1f} tok/s, prefill-{args.prefill} {a[0]:.1f} tok/s")
+            got = {}
+            for label, binary in binaries:
+                a = ours_once(binary, prompt, args.decode, args.threads)
+                got[label] = a
+                line.append(f"{label} decode {a[1]:.1f} tok/s, prefill-{args.prefill} "
+                            f"{a[0]:.1f} tok/s")
+            b = llama.once(prompt_ids, args.decode) if llama else None
+            lpairs.append(b)
             if b:
-                line.append(f"llama.cpp decode {b[1]:.1f} tok/s, prefill-{args.prefill} {b[0]:.1f} tok/s")
-            if a and b:
-                line.append(f"ratio decode {a[1] / b[1]:.2f}x, prefill {a[0] / b[0]:.2f}x")
+                line.append(f"llama.cpp decode {b[1]:.1f} tok/s, prefill-{args.prefill} "
+                            f"{b[0]:.1f} tok/s")
+            for label, a in got.items():
+                pairs[label].append((a, b))
+                if b:
+                    line.append(f"ratio {label} decode {a[1] / b[1]:.2f}x, "
+                                f"prefill {a[0] / b[0]:.2f}x")
             print(f"mini {wtype} round {r + 1}: " + "; ".join(line), flush=True)
         head = (f"mini {wtype} ({nbytes / 1e6:.0f} MB/decode token, limit {limit:.1f} tok/s at "
                 f"{bandwidth:.1f} GB/s), best of {args.rounds}: ")
         summary = []
-        if binary:
-            dec = max(a[1] for a, _ in pairs)
-            pre = max(a[0] for a, _ in pairs)
-            summary.append(f"ours decode {dec:.1f} tok/s = {dec / limit:.0%} of the limit, "
+        for label, ps in pairs.items():
+            dec = max(a[1] for a, _ in ps)
+            pre = max(a[0] for a, _ in ps)
+            summary.append(f"{label} decode {dec:.1f} tok/s = {dec / limit:.0%} of the limit, "
                            f"prefill {pre:.1f}")
         if llama:
-            dec_l = max(b[1] for _, b in pairs)
-            pre_l = max(b[0] for _, b in pairs)
+            dec_l = max(b[1] for b in lpairs)
+            pre_l = max(b[0] for b in lpairs)
             summary.append(f"llama.cpp decode {dec_l:.1f} tok/s = {dec_l / limit:.0%}, prefill {pre_l:.1f}")
-        if binary and llama:
-            summary.append("ratio (median of pairs) decode "
-                           f"{statistics.median(a[1] / b[1] for a, b in pairs):.2f}x, prefill "
-                           f"{statistics.median(a[0] / b[0] for a, b in pairs):.2f}x")
+            for label, ps in pairs.items():
+                summary.append(f"ratio {label} (median of pairs) decode "
+                               f"{statistics.median(a[1] / b[1] for a, b in ps):.2f}x, prefill "
+                               f"{statistics.median(a[0] / b[0] for a, b in ps):.2f}x")
         print(head + "; ".join(summary), flush=True)
         if llama:
             llama.close()

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <new>
@@ -13,6 +14,34 @@
 #include <vector>
 
 #include "moert/pool.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void cpuRelax() { _mm_pause(); }
+#else
+static inline void cpuRelax() {}
+#endif
+
+namespace {
+/// How long a thread spins for the next job (a worker) or for the workers
+/// to finish (the caller) before it sleeps on a condition variable. A
+/// decode step runs about ten parallel regions per layer, tens of
+/// microseconds apart; waking a sleeping thread costs about as much, and
+/// the job meanwhile runs on the caller alone.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+/// Spins until done() or kSpin has passed; whether done() held.
+template <typename Done> bool spinUntil(const Done &done) {
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 1;; ++i) {
+    if (done())
+      return true;
+    cpuRelax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin)
+      return done();
+  }
+}
+} // namespace
 
 struct moert_pool {
   std::vector<std::thread> workers;
@@ -23,9 +52,12 @@ struct moert_pool {
   void *ctx = nullptr;
   int64_t n = 0, chunks = 0;
   std::atomic<int64_t> next{0};
-  int64_t generation = 0;
-  int busy = 0;
-  bool stop = false;
+  // Written under `mutex`; read without it by the spinning threads.
+  std::atomic<int64_t> generation{0};
+  // Workers inside work(): the caller waits for these only, not for
+  // workers that have not woken yet (they find no chunk left when they do).
+  std::atomic<int> active{0};
+  std::atomic<bool> stop{false};
 
   /// Takes chunks of the current job until none are left.
   void work() {
@@ -39,17 +71,34 @@ struct moert_pool {
   void loop() {
     int64_t seen = 0;
     for (;;) {
-      {
+      if (!spinUntil(
+              [&] { return stop.load() || generation.load() != seen; })) {
         std::unique_lock<std::mutex> lock(mutex);
-        wake.wait(lock, [&] { return stop || generation != seen; });
-        if (stop)
+        wake.wait(lock,
+                  [&] { return stop.load() || generation.load() != seen; });
+      }
+      {
+        // Joins the newest job under the mutex, which its fields were
+        // written under; a job that has ended leaves no chunk to take.
+        std::lock_guard<std::mutex> lock(mutex);
+        if (stop.load())
           return;
-        seen = generation;
+        seen = generation.load();
+        active.fetch_add(1);
       }
       work();
-      std::lock_guard<std::mutex> lock(mutex);
-      if (--busy == 0)
+      if (active.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lock(mutex);
         done.notify_one();
+      }
+    }
+  }
+
+  /// Waits until no worker is inside work().
+  void waitIdle() {
+    if (!spinUntil([&] { return active.load() == 0; })) {
+      std::unique_lock<std::mutex> lock(mutex);
+      done.wait(lock, [&] { return active.load() == 0; });
     }
   }
 };
@@ -97,18 +146,23 @@ extern "C" int moert_pool_size(const moert_pool *pool) {
 extern "C" void moert_pool_run(moert_pool *pool, int64_t n, int64_t chunks,
                                void (*fn)(void *, int64_t, int64_t),
                                void *ctx) {
+  // A worker that joined the previous job late may still be reading its
+  // fields; workers join under the mutex, so none is left once it is held
+  // with none active.
+  pool->waitIdle();
   {
-    std::lock_guard<std::mutex> lock(pool->mutex);
+    std::unique_lock<std::mutex> lock(pool->mutex);
+    pool->done.wait(lock, [&] { return pool->active.load() == 0; });
     pool->fn = fn;
     pool->ctx = ctx;
     pool->n = n;
     pool->chunks = chunks;
     pool->next.store(0);
-    pool->busy = static_cast<int>(pool->workers.size());
     ++pool->generation;
   }
   pool->wake.notify_all();
   pool->work();
-  std::unique_lock<std::mutex> lock(pool->mutex);
-  pool->done.wait(lock, [&] { return pool->busy == 0; });
+  // Every chunk has been taken; those taken by workers end when they leave
+  // work().
+  pool->waitIdle();
 }

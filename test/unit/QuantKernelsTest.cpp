@@ -12,7 +12,8 @@
 //    sums are f32, so the error is a few ulps of Σ|x_i| (|w_i| + |o_b|),
 //    where o_b is the block's nibble offset (the kernels sum Σ x·nibble and
 //    the offset term separately); 1e-5 of it covers K up to thousands.
-//  - int8 activations (decode's int8 path): rounding x to the block's grid
+//  - int8 activations (decode's int8 path, and prefill's where
+//    qk::kPrefillInt8): rounding x to the block's grid
 //    of step amax_b / 127 moves each element by at most half a step, so the
 //    result moves by at most Σ_b amax_b / 254 · Σ_{i in b} |w_i|, plus the
 //    f32 slack above.
@@ -143,7 +144,9 @@ void checkLinear(moert_pool *pool, int64_t T, int decodePath, uint32_t seed) {
   else
     qk::linearDecode<W, N, K, true>(pool, x.data(), w.data(), T, out.data(),
                                     ldo, res.data());
-  bool int8 = T < 4 && (decodePath < 0 ? qk::kDecodeInt8<W> : decodePath == 1);
+  // Prefill (T >= 4) takes int8 activations where qk::kPrefillInt8 says.
+  bool int8 = T < 4 ? (decodePath < 0 ? qk::kDecodeInt8<W> : decodePath == 1)
+                    : qk::kPrefillInt8<W>;
   std::vector<double> xd = toDouble(x.data(), T * K);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t n = 0; n < N; ++n) {
@@ -199,7 +202,8 @@ TYPED_TEST(QuantKernels, LinearDenseNoResidual) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t n = 0; n < N; ++n) {
         Expected e = expectRow(weightRow(w.data(), n, K), K, &xd[t * K],
-                               T < 4 && qk::kDecodeInt8<W>);
+                               T < 4 ? qk::kDecodeInt8<W>
+                                     : qk::kPrefillInt8<W>);
         EXPECT_NEAR(out[t * N + n], e.value, e.tol);
       }
   }
@@ -269,7 +273,7 @@ template <typename W, bool Silu> void checkGrouped(moert_pool *pool) {
   std::vector<double> xd = toDouble(x.data(), T * In);
   for (int64_t e = 0; e < E; ++e) {
     int64_t rows = offsets[e + 1] - offsets[e];
-    bool int8 = rows < 4 && qk::kDecodeInt8<W>;
+    bool int8 = rows < 4 ? qk::kDecodeInt8<W> : qk::kPrefillInt8<W>;
     for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r) {
       const double *xr = &xd[pairToken<K>(perm[r]) * In];
       for (int64_t n = 0; n < R; ++n) {
