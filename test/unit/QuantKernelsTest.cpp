@@ -189,6 +189,45 @@ TYPED_TEST(QuantKernels, LinearPrefill) {
   }
 }
 
+/// A NaN or an infinity in one token's activations makes every output of
+/// that token non-finite, on every path (int8 activations included, where a
+/// max over the block would drop a NaN and a conversion would saturate it),
+/// and leaves the other tokens finite.
+TYPED_TEST(QuantKernels, NonFiniteActivations) {
+  using W = TypeParam;
+  constexpr int64_t N = 30, K = 544; // 17 blocks: 16 in steps of 8, a tail
+  std::mt19937 rng(77);
+  std::vector<W> w = randomWeight<W>(rng, N, K);
+  Pool pool(moert_pool_create(2));
+  // (element, value): a NaN early in a block (not the last lane a max
+  // sees), an infinity, a NaN in the tail block.
+  const std::pair<int64_t, float> bad[] = {
+      {2 * 32 + 3, NAN}, {5 * 32 + 31, INFINITY}, {16 * 32 + 1, NAN}};
+  for (auto [at, value] : bad)
+    for (int64_t T : {1, 3, 6})
+      for (int path : {-1, 0, 1}) {
+        if (path >= 0 && T >= 4)
+          continue;
+        std::vector<float> x = randomVector(rng, size_t(T * K));
+        int64_t badToken = T - 1;
+        x[badToken * K + at] = value;
+        std::vector<float> out(size_t(T * N));
+        if (path < 0)
+          linear<W, N, K>(pool.get(), x.data(), w.data(), T, out.data());
+        else if (path == 0)
+          qk::linearDecode<W, N, K, false>(pool.get(), x.data(), w.data(), T,
+                                           out.data(), N, nullptr);
+        else
+          qk::linearDecode<W, N, K, true>(pool.get(), x.data(), w.data(), T,
+                                          out.data(), N, nullptr);
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t n = 0; n < N; ++n)
+            ASSERT_EQ(std::isfinite(out[t * N + n]), t != badToken)
+                << "element " << at << " = " << value << ", T=" << T
+                << " path=" << path << " t=" << t << " n=" << n;
+      }
+}
+
 TYPED_TEST(QuantKernels, LinearDenseNoResidual) {
   using W = TypeParam;
   std::mt19937 rng(5);

@@ -142,6 +142,10 @@ template <typename W> inline void dequantBlock(const W &b, float *out) {
 /// One token's activations as int8 blocks: x[i] ~ d[b] * q[i] with
 /// d[b] = amax / 127 of block b (llama.cpp's q8_0 rounding, to even);
 /// s[b] = d[b] * Σ q over the block, what the q4 offsets multiply.
+/// A block holding a NaN or an infinity gets d[b] = NaN (or inf) and q = 0,
+/// so that the non-finite value reaches the outputs it feeds, as it does in
+/// f32, rather than being dropped by max (which ignores NaN) or turned into
+/// a saturated byte.
 inline void quantizeActs(const float *x, int64_t blocks, int8_t *q, float *d,
                          float *s) {
   for (int64_t b = 0; b < blocks; ++b) {
@@ -149,16 +153,23 @@ inline void quantizeActs(const float *x, int64_t blocks, int8_t *q, float *d,
 #ifdef MOERT_AVX2
     __m256 v[4];
     __m256 sign = _mm256_set1_ps(-0.0f), m = _mm256_setzero_ps();
+    __m256 nan = _mm256_setzero_ps();
     for (int j = 0; j < 4; ++j) {
       v[j] = _mm256_loadu_ps(xb + 8 * j);
       m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[j], v[j], _CMP_UNORD_Q));
     }
     __m128 h =
         _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     h = _mm_max_ps(h, _mm_movehl_ps(h, h));
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
-    float amax = _mm_cvtss_f32(h);
+    float amax = _mm256_movemask_ps(nan) ? NAN : _mm_cvtss_f32(h);
     float db = amax / 127, id = db != 0 ? 1 / db : 0;
+    if (!std::isfinite(db)) {
+      std::fill(q + b * 32, q + b * 32 + 32, int8_t(0));
+      d[b] = s[b] = db;
+      continue;
+    }
     __m256 idv = _mm256_set1_ps(id);
     __m256i i[4];
     for (int j = 0; j < 4; ++j)
@@ -181,8 +192,15 @@ inline void quantizeActs(const float *x, int64_t blocks, int8_t *q, float *d,
 #else
     float amax = 0;
     for (int i = 0; i < 32; ++i)
-      amax = std::max(amax, std::fabs(xb[i]));
+      amax = std::isnan(xb[i]) || std::isnan(amax)
+                 ? NAN
+                 : std::max(amax, std::fabs(xb[i]));
     float db = amax / 127, id = db != 0 ? 1 / db : 0;
+    if (!std::isfinite(db)) {
+      std::fill(q + b * 32, q + b * 32 + 32, int8_t(0));
+      d[b] = s[b] = db;
+      continue;
+    }
     int sum = 0;
     for (int i = 0; i < 32; ++i)
       sum += q[b * 32 + i] = int8_t(std::nearbyint(xb[i] * id));
