@@ -240,9 +240,9 @@ TYPED_TEST(QuantKernels, LinearDenseNoResidual) {
     std::vector<double> xd = toDouble(x.data(), T * K);
     for (int64_t t = 0; t < T; ++t)
       for (int64_t n = 0; n < N; ++n) {
-        Expected e = expectRow(weightRow(w.data(), n, K), K, &xd[t * K],
-                               T < 4 ? qk::kDecodeInt8<W>
-                                     : qk::kPrefillInt8<W>);
+        Expected e =
+            expectRow(weightRow(w.data(), n, K), K, &xd[t * K],
+                      T < 4 ? qk::kDecodeInt8<W> : qk::kPrefillInt8<W>);
         EXPECT_NEAR(out[t * N + n], e.value, e.tol);
       }
   }

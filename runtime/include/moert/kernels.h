@@ -270,6 +270,19 @@ MOERT_INLINE float offsetTerm(const q4_1 &b, float) {
 // f16 scale converted, multiplied and broadcast, a scalar offset FMA) is
 // done eight blocks at a time in vectors.
 
+/// The low 128 and 256 bits of a 512-bit vector. (GCC 12's
+/// _mm512_castsi512_si128/_si256 extract with an "undefined" source that
+/// -Wmaybe-uninitialized then reports; the shuffles compile to the same
+/// register rename.)
+MOERT_INLINE __m128i low128(__m512i v) {
+  using V8 = long long __attribute__((vector_size(64)));
+  return __m128i(__builtin_shufflevector(V8(v), V8(v), 0, 1));
+}
+MOERT_INLINE __m256i low256(__m512i v) {
+  using V8 = long long __attribute__((vector_size(64)));
+  return __m256i(__builtin_shufflevector(V8(v), V8(v), 0, 1, 2, 3));
+}
+
 /// The f16 scales (and q4_1's minimums) of eight consecutive blocks as
 /// floats, gathered with word permutes from the bytes the blocks span
 /// rather than eight scalar loads.
@@ -282,7 +295,7 @@ MOERT_INLINE void scales8(const q4_0 *w, __m256 &d, __m256 &) {
       _mm512_setr_epi32(9 << 16, 27 << 16 | 18, 45 << 16 | 36, 63 << 16 | 54, 0,
                         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
   __m512i h = _mm512_permutex2var_epi16(a, idx, b);
-  d = _mm256_cvtph_ps(_mm512_castsi512_si128(h));
+  d = _mm256_cvtph_ps(low128(h));
 }
 MOERT_INLINE void scales8(const q8_0 *w, __m256 &d, __m256 &) {
   // Eight 34-byte blocks: words 0, 17, 34, 51 of the first 128 bytes and
@@ -295,8 +308,7 @@ MOERT_INLINE void scales8(const q8_0 *w, __m256 &d, __m256 &) {
   __m512i hi = _mm512_permutex2var_epi16(
       _mm512_loadu_si512(p + 128), _mm512_add_epi16(idx, _mm512_set1_epi16(4)),
       _mm512_loadu_si512(p + 192));
-  __m128i h = _mm_unpacklo_epi64(_mm512_castsi512_si128(lo),
-                                 _mm512_castsi512_si128(hi));
+  __m128i h = _mm_unpacklo_epi64(low128(lo), low128(hi));
   d = _mm256_cvtph_ps(h);
 }
 MOERT_INLINE void scales8(const q4_1 *w, __m256 &d, __m256 &m) {
@@ -309,7 +321,7 @@ MOERT_INLINE void scales8(const q4_1 *w, __m256 &d, __m256 &m) {
   __m512i h = _mm512_permutex2var_epi16(_mm512_loadu_si512(p), idx,
                                         _mm512_loadu_si512(p + 64));
   h = _mm512_mask_permutexvar_epi16(h, 0x8080, idx, _mm512_loadu_si512(p + 96));
-  __m256i hh = _mm512_castsi512_si256(h);
+  __m256i hh = low256(h);
   d = _mm256_cvtph_ps(_mm256_castsi256_si128(hh));
   m = _mm256_cvtph_ps(_mm256_extracti128_si256(hh, 1));
 }
@@ -437,6 +449,7 @@ MOERT_INLINE __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
   __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
   return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
+
 #endif
 
 // The row kernels below read one weight row at a time: streaming two rows
@@ -444,6 +457,30 @@ MOERT_INLINE __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
 // prefetcher follows one sequential stream per thread best). Each keeps two
 // sets of accumulators, for even and odd blocks, so the FMA chains (vector
 // and the scalar offset term) are not latency-bound.
+
+#ifdef MOERT_AVX2
+/// Runs step(b, acc, off) over blocks [0, nb) on two independent chains of
+/// NT vector accumulators and scalar offsets (even blocks on one, odd on
+/// the other), so the FMAs are not latency-bound; out[t] = the chains' sum.
+template <int NT, typename Step>
+MOERT_INLINE void twoChains(int64_t nb, const Step &step, float *out) {
+  __m256 acc[2][NT];
+  float off[2][NT];
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    acc[0][t] = acc[1][t] = _mm256_setzero_ps(), off[0][t] = off[1][t] = 0;
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    step(b, acc[0], off[0]);
+    step(b + 1, acc[1], off[1]);
+  }
+  if (b < nb)
+    step(b, acc[0], off[0]);
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    out[t] = hsum(_mm256_add_ps(acc[0][t], acc[1][t])) + off[0][t] + off[1][t];
+}
+#endif
 
 /// One weight row of `nb` blocks against NT tokens' int8 activations (q, d,
 /// s of quantizeActs, token t at t * ld blocks): out[t].
@@ -456,11 +493,6 @@ MOERT_INLINE void int8Row(const W *w, int64_t nb, const int8_t *q,
     ld = nb;
 #ifdef MOERT_AVX2
   constexpr bool Signed = std::is_same<W, q8_0>::value;
-  __m256 acc[2][NT];
-  float off[2][NT];
-#pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t)
-    acc[0][t] = acc[1][t] = _mm256_setzero_ps(), off[0][t] = off[1][t] = 0;
   auto step = [&](int64_t b, __m256 *a, float *o) MOERT_INLINE_LAMBDA {
     const W &blk = w[b];
     float dw = scale(blk);
@@ -475,16 +507,7 @@ MOERT_INLINE void int8Row(const W *w, int64_t nb, const int8_t *q,
         o[t] += offsetTerm(blk, dw) * s[t * ld + b];
     }
   };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    step(b, acc[0], off[0]);
-    step(b + 1, acc[1], off[1]);
-  }
-  if (b < nb)
-    step(b, acc[0], off[0]);
-#pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t)
-    out[t] = hsum(_mm256_add_ps(acc[0][t], acc[1][t])) + off[0][t] + off[1][t];
+  twoChains<NT>(nb, step, out);
 #else
   for (int t = 0; t < NT; ++t) {
     float sum = 0;
@@ -514,11 +537,6 @@ MOERT_INLINE void f32Row(const W *w, int64_t nb, const float *x,
   const int64_t K = nb * 32;
 #ifdef MOERT_AVX2
   constexpr bool Min = std::is_same<W, q4_1>::value;
-  __m256 acc[2][NT];
-  float off[2][NT];
-#pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t)
-    acc[0][t] = acc[1][t] = _mm256_setzero_ps(), off[0][t] = off[1][t] = 0;
   auto step = [&](int64_t b, __m256 *a, float *o) MOERT_INLINE_LAMBDA {
     const W &blk = w[b];
     __m256 f[4];
@@ -536,16 +554,7 @@ MOERT_INLINE void f32Row(const W *w, int64_t nb, const float *x,
         o[t] += offsetTerm(blk, 0) * xs[t * nb + b];
     }
   };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    step(b, acc[0], off[0]);
-    step(b + 1, acc[1], off[1]);
-  }
-  if (b < nb)
-    step(b, acc[0], off[0]);
-#pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t)
-    out[t] = hsum(_mm256_add_ps(acc[0][t], acc[1][t])) + off[0][t] + off[1][t];
+  twoChains<NT>(nb, step, out);
 #else
   (void)xs;
   for (int t = 0; t < NT; ++t) {
@@ -669,6 +678,49 @@ template <typename W> constexpr bool kDecodeInt8 = true;
 /// Rows of W per parallel block (8 x 3, as the float path).
 constexpr int64_t kRows = 24;
 
+#ifdef MOERT_AVX512VNNI
+/// Rows [r0, r1) of an N x K weight against NT tokens' int8 activations
+/// (q, d, s as pairActs left them, token t at t * K bytes and t * nb
+/// blocks), one row after another (one sequential stream), their
+/// horizontal sums four rows at a time (done per row, they cost as much as
+/// the row's dot products at K = 1024): store(t, r, value).
+template <typename W, int NT, int64_t K, typename Store>
+MOERT_INLINE void int8Rows512(const W *w, int64_t r0, int64_t r1,
+                              const int8_t *q, const float *d, const float *s,
+                              const Store &store) {
+  constexpr int64_t nb = blocks<K>(), n8 = nb / 8 * 8;
+  // Blocks [0, n8) take int8Row512, the rest int8Row.
+  auto row = [&](int64_t r, __m256 *sum, float *tail) MOERT_INLINE_LAMBDA {
+    const W *wr = weightRow(w, r, K);
+    for (int t = 0; t < NT; ++t)
+      tail[t] = 0;
+    if (n8 < nb)
+      int8Row<W, NT>(wr + n8, nb - n8, q + n8 * 32, d + n8, s + n8, tail, nb);
+    int8Row512<W, NT>(wr, n8, nb, q, d, s, sum);
+  };
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    __m256 sum[4][NT];
+    alignas(16) float tail[4][NT];
+    for (int i = 0; i < 4; ++i)
+      row(r + i, sum[i], tail[i]);
+    for (int t = 0; t < NT; ++t) {
+      alignas(16) float v[4];
+      _mm_store_ps(v, hsum4(sum[0][t], sum[1][t], sum[2][t], sum[3][t]));
+      for (int i = 0; i < 4; ++i)
+        store(t, r + i, v[i] + tail[i][t]);
+    }
+  }
+  for (; r < r1; ++r) {
+    __m256 sum[NT];
+    float tail[NT];
+    row(r, sum, tail);
+    for (int t = 0; t < NT; ++t)
+      store(t, r, hsum(sum[t]) + tail[t]);
+  }
+}
+#endif
+
 /// Decode: NT (< 4) tokens, each weight row read once for all of them.
 template <typename W, int64_t N, int64_t K, int NT, bool Int8>
 void decode(moert_pool *pool, const float *x, const W *w, float *out,
@@ -707,37 +759,7 @@ void decode(moert_pool *pool, const float *x, const W *w, float *out,
     const int64_t rEnd = std::min(N, b1 * kRows);
 #ifdef MOERT_AVX512VNNI
     if (Int8) {
-      // Rows one after another (one sequential stream), their horizontal
-      // sums four rows at a time: done per row, they cost as much as the
-      // row's dot products at K = 1024.
-      auto row = [&](int64_t r, __m256 *sum, float *tail) MOERT_INLINE_LAMBDA {
-        const W *wr = weightRow(w, r, K);
-        for (int t = 0; t < NT; ++t)
-          tail[t] = 0;
-        if (n8 < nb)
-          int8Row<W, NT>(wr + n8, nb - n8, q + n8 * 32, d + n8, s + n8, tail,
-                         nb);
-        int8Row512<W, NT>(wr, n8, nb, q, d, s, sum);
-      };
-      for (; r + 4 <= rEnd; r += 4) {
-        __m256 sum[4][NT];
-        alignas(16) float tail[4][NT];
-        for (int i = 0; i < 4; ++i)
-          row(r + i, sum[i], tail[i]);
-        for (int t = 0; t < NT; ++t) {
-          alignas(16) float v[4];
-          _mm_store_ps(v, hsum4(sum[0][t], sum[1][t], sum[2][t], sum[3][t]));
-          for (int i = 0; i < 4; ++i)
-            store(t, r + i, v[i] + tail[i][t]);
-        }
-      }
-      for (; r < rEnd; ++r) {
-        __m256 sum[NT];
-        float tail[NT];
-        row(r, sum, tail);
-        for (int t = 0; t < NT; ++t)
-          store(t, r, hsum(sum[t]) + tail[t]);
-      }
+      int8Rows512<W, NT, K>(w, r, rEnd, q, d, s, store);
       return;
     }
 #endif
@@ -807,37 +829,9 @@ void linearPrefillInt8(moert_pool *pool, const float *x, const W *w, int64_t T,
   auto tokens = [&](auto nt, int64_t t, int64_t r0,
                     int64_t r1) MOERT_INLINE_LAMBDA {
     constexpr int NT = decltype(nt)::value;
-    const int8_t *qt = q + t * K;
-    const float *dt = d + t * nb, *st = s + t * nb;
-    auto row = [&](int64_t r, __m256 *sum, float *tail) MOERT_INLINE_LAMBDA {
-      const W *wr = weightRow(w, r, K);
-      for (int i = 0; i < NT; ++i)
-        tail[i] = 0;
-      if (n8 < nb)
-        int8Row<W, NT>(wr + n8, nb - n8, qt + n8 * 32, dt + n8, st + n8, tail,
-                       nb);
-      int8Row512<W, NT>(wr, n8, nb, qt, dt, st, sum);
-    };
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-      __m256 sum[4][NT];
-      float tail[4][NT];
-      for (int i = 0; i < 4; ++i)
-        row(r + i, sum[i], tail[i]);
-      for (int i = 0; i < NT; ++i) {
-        alignas(16) float v[4];
-        _mm_store_ps(v, hsum4(sum[0][i], sum[1][i], sum[2][i], sum[3][i]));
-        for (int j = 0; j < 4; ++j)
-          store(t + i, r + j, v[j] + tail[j][i]);
-      }
-    }
-    for (; r < r1; ++r) {
-      __m256 sum[NT];
-      float tail[NT];
-      row(r, sum, tail);
-      for (int i = 0; i < NT; ++i)
-        store(t + i, r, hsum(sum[i]) + tail[i]);
-    }
+    int8Rows512<W, NT, K>(w, r0, r1, q + t * K, d + t * nb, s + t * nb,
+                          [&](int i, int64_t r, float v)
+                              MOERT_INLINE_LAMBDA { store(t + i, r, v); });
   };
   parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
