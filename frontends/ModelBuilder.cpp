@@ -82,8 +82,9 @@ Value ModelIRBuilder::layer(int64_t l, Value h, Value positions, Value cache,
   Value v = LinearOp::create(b, loc, a, weight(WeightRole::VProj, l));
   auto theta = b.getF64FloatAttr(spec.ropeTheta);
   auto headDim = b.getI64IntegerAttr(spec.headDim);
-  q = RoPEOp::create(b, loc, q, positions, headDim, theta);
-  k = RoPEOp::create(b, loc, k, positions, headDim, theta);
+  UnitAttr interleaved = spec.ropeInterleaved ? b.getUnitAttr() : UnitAttr();
+  q = RoPEOp::create(b, loc, q, positions, headDim, theta, interleaved);
+  k = RoPEOp::create(b, loc, k, positions, headDim, theta, interleaved);
   IntegerAttr window;
   if (std::optional<int64_t> w = spec.layerWindows[l])
     window = b.getI64IntegerAttr(*w);

@@ -47,6 +47,9 @@ struct ModelSpec {
   llvm::SmallVector<std::optional<int64_t>> layerWindows;
   bool normTopKProb = true;
   bool tieWordEmbeddings = false;
+  /// RoPE pairs adjacent features (2i, 2i + 1) rather than (i, i + D/2):
+  /// the q and k rows are stored permuted for that pairing (GGUF).
+  bool ropeInterleaved = false;
 
   /// Checks that the values can form a model (k <= E, heads % kv_heads == 0,
   /// even head_dim, ...). `source` prefixes the messages.

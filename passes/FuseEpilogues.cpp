@@ -120,9 +120,11 @@ struct FuseRopeIntoProjection : CountedPattern<RoPEOp> {
     if (!result.hasOneUse() || linear.hasRope(index))
       return rewriter.notifyMatchFailure(rope, "the projection is used else");
     Value pos = rope.getPositions();
-    if (linear.getRope() && (linear.getPositions() != pos ||
-                             *linear.getHeadDim() != rope.getHeadDim() ||
-                             linear.getThetaAttr() != rope.getThetaAttr()))
+    if (linear.getRope() &&
+        (linear.getPositions() != pos ||
+         *linear.getHeadDim() != rope.getHeadDim() ||
+         linear.getThetaAttr() != rope.getThetaAttr() ||
+         linear.getRopeInterleaved() != rope.getInterleaved()))
       return rewriter.notifyMatchFailure(rope, "ropes with other parameters");
     // The fused op stays where it is: the positions must be defined there.
     if (Operation *def = pos.getDefiningOp();
@@ -137,7 +139,7 @@ struct FuseRopeIntoProjection : CountedPattern<RoPEOp> {
     auto merged = FusedLinearOp::create(
         rewriter, linear.getLoc(), linear.getInput(), linear.getWeights(), pos,
         rewriter.getDenseI64ArrayAttr(roped), rope.getHeadDimAttr(),
-        rope.getThetaAttr());
+        rope.getThetaAttr(), rope.getInterleavedAttr());
     rewriter.replaceOp(rope, merged.getResult(index));
     rewriter.replaceOp(linear, merged.getResults());
     ++fused;

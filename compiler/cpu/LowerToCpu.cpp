@@ -114,9 +114,15 @@ CPU_PATTERN(LinearToCpu, LinearOp) {
   return success();
 }
 
+/// RoPE on `in` into `out`; the interleaved pairing is a third template
+/// argument (absent for rotate-half, the kernel's default).
 void rope(ConversionPatternRewriter &rw, Location loc, Value in, Value pos,
-          double theta, int64_t headDim, Value n, Value out) {
-  call(rw, loc, "moert::rope", TemplateArgs(rw).i(width(out)).i(headDim), false,
+          double theta, int64_t headDim, bool interleaved, Value n,
+          Value out) {
+  TemplateArgs targs = TemplateArgs(rw).i(width(out)).i(headDim);
+  if (interleaved)
+    targs.flag(true);
+  call(rw, loc, "moert::rope", targs, false,
        {in, pos, constantF64(rw, loc, theta), n, out});
 }
 
@@ -128,14 +134,16 @@ CPU_PATTERN(FusedLinearToCpu, FusedLinearOp) {
     linear(rw, op.getLoc(), a.getInput(), w, n, outs[i]);
     if (op.hasRope(int64_t(i)))
       rope(rw, op.getLoc(), outs[i], a.getPositions(),
-           op.getThetaAttr().getValueAsDouble(), *op.getHeadDim(), n, outs[i]);
+           op.getThetaAttr().getValueAsDouble(), *op.getHeadDim(),
+           op.getRopeInterleaved(), n, outs[i]);
   }
   return success();
 }
 
 CPU_PATTERN(RoPEToCpu, RoPEOp) {
   rope(rw, op.getLoc(), a.getInput(), a.getPositions(),
-       op.getTheta().convertToDouble(), op.getHeadDim(), n, outs[0]);
+       op.getTheta().convertToDouble(), op.getHeadDim(), op.getInterleaved(),
+       n, outs[0]);
   return success();
 }
 

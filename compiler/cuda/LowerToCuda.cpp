@@ -183,15 +183,18 @@ public:
     return success();
   }
 
+  /// RoPE on `in` into `out`; the interleaved pairing is a third template
+  /// argument (absent for rotate-half, the kernel's default).
   void rope(OpBuilder &b, Location loc, Value in, Value pos, double theta,
-            int64_t headDim, Value out) const {
+            int64_t headDim, bool interleaved, Value out) const {
     MLIRContext *c = b.getContext();
     int64_t w = width(out);
     SmallVector<Value> args = {in, pos, constantF64(b, loc, theta),
                                tokens(b, loc, b.getI32Type()), out};
-    launch(b, loc,
-           kernel(b, "rope", "moert::cuda::rope",
-                  TemplateArgs(b).i(w).i(headDim), 256, args),
+    TemplateArgs targs = TemplateArgs(b).i(w).i(headDim);
+    if (interleaved)
+      targs.flag(true);
+    launch(b, loc, kernel(b, "rope", "moert::cuda::rope", targs, 256, args),
            grid((nExpr(c) * (w / 2)).ceilDiv(256)), grid(c, 1), args);
   }
 
@@ -274,7 +277,7 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
       if (op.hasRope(int64_t(i)))
         cuda.rope(rw, loc, outs[i], a.getPositions(),
                   op.getThetaAttr().getValueAsDouble(), *op.getHeadDim(),
-                  outs[i]);
+                  op.getRopeInterleaved(), outs[i]);
     }
     return success();
   };
@@ -301,6 +304,8 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
     targs.flag(r);
   bool anyRope = op.getRope().has_value();
   targs.i(anyRope ? int64_t(*op.getHeadDim()) : 2);
+  if (op.getRopeInterleaved())
+    targs.flag(true);
   Value ptrs = moert::TableOp::create(
       rw, loc, moert::TableType::get(c, 3, rw.getNoneType(), false), table);
   Value dest = moert::TableOp::create(
@@ -327,7 +332,8 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
 
 CUDA_PATTERN(RoPEToCuda, RoPEOp) {
   cuda.rope(rw, op.getLoc(), a.getInput(), a.getPositions(),
-            op.getTheta().convertToDouble(), op.getHeadDim(), outs[0]);
+            op.getTheta().convertToDouble(), op.getHeadDim(),
+            op.getInterleaved(), outs[0]);
   return success();
 }
 

@@ -317,6 +317,8 @@ LogicalResult FusedLinearOp::verify() {
   if (rope != bool(getPositions()) || rope != getHeadDim().has_value() ||
       rope != bool(getThetaAttr()))
     return emitOpError("rope needs positions, head_dim and theta together");
+  if (getRopeInterleaved() && !rope)
+    return emitOpError("interleaved needs rope");
   if (!rope)
     return success();
   int64_t previous = -1;

@@ -234,7 +234,8 @@ def MoE_FusedLinearOp : MoE_Op<"fused_linear",
     `moe-fuse-epilogues` folds in from the `moe.rope` ops that read the
     results), results i, ... are returned with RoPE applied exactly as
     `moe.rope` applies it, so a kernel can rotate each pair of features as
-    it stores them.
+    it stores them; `interleaved` after it is `moe.rope`'s pairing of
+    adjacent features.
 
     ```mlir
     %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wv]
@@ -248,17 +249,19 @@ def MoE_FusedLinearOp : MoE_Op<"fused_linear",
                        Optional<MoE_TokenIdTensor>:$positions,
                        OptionalAttr<DenseI64ArrayAttr>:$rope,
                        OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$head_dim,
-                       OptionalAttr<F64Attr>:$theta);
+                       OptionalAttr<F64Attr>:$theta,
+                       UnitAttr:$rope_interleaved);
   let results = (outs Variadic<MoE_ActTensor>:$results);
   let assemblyFormat = [{
     $input `weights` custom<ExpertList>($weights, type($weights))
     (`rope` $rope^ `at` $positions `head_dim` $head_dim `theta` $theta)?
+    (`interleaved` $rope_interleaved^)?
     attr-dict `:` type($input) (`,` type($positions)^)?
   }];
   let builders = [
     OpBuilder<(ins "Value":$input, "ValueRange":$weights), [{
       build($_builder, $_state, input, weights, Value(), nullptr, nullptr,
-            nullptr);
+            nullptr, nullptr);
     }]>,
   ];
   let hasVerifier = 1;
@@ -276,24 +279,29 @@ def MoE_FusedLinearOp : MoE_Op<"fused_linear",
 
 def MoE_RoPEOp : MoE_Op<"rope",
     [Pure, AllTypesMatch<["input", "result"]>]> {
-  let summary = "rotary position embedding (rotate-half convention)";
+  let summary = "rotary position embedding (rotate-half or interleaved pairs)";
   let description = [{
     Applies RoPE independently to each head of width `head_dim` in a
-    `[T, heads * head_dim]` tensor. Within a head, element `i` is paired
-    with element `i + head_dim/2` (the Hugging Face "rotate half"
-    convention), rotated by the angle `pos * theta^(-2i/head_dim)` where
-    `pos` is the token's absolute position.
+    `[T, heads * head_dim]` tensor. Within a head, pair `i`
+    (`i < head_dim/2`) is rotated by the angle `pos * theta^(-2i/head_dim)`
+    where `pos` is the token's absolute position. Pair `i` is elements `i`
+    and `i + head_dim/2` (the Hugging Face "rotate half" convention), or,
+    with `interleaved`, elements `2i` and `2i + 1` (the GPT-J / llama.cpp
+    convention, for weights whose q and k rows are stored permuted that
+    way, as GGUF files store them).
 
     ```mlir
     %qr = moe.rope %q, %pos head_dim 16 theta 1.000000e+06 : tensor<?x64xf32>, tensor<?xi32>
+    %kr = moe.rope %k, %pos head_dim 16 theta 1.000000e+06 interleaved : tensor<?x64xf32>, tensor<?xi32>
     ```
   }];
   let arguments = (ins MoE_ActTensor:$input, MoE_TokenIdTensor:$positions,
                        ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
-                       F64Attr:$theta);
+                       F64Attr:$theta, UnitAttr:$interleaved);
   let results = (outs MoE_ActTensor:$result);
   let assemblyFormat = [{
-    $input `,` $positions `head_dim` $head_dim `theta` $theta attr-dict
+    $input `,` $positions `head_dim` $head_dim `theta` $theta
+    (`interleaved` $interleaved^)? attr-dict
     `:` type($input) `,` type($positions)
   }];
   let hasVerifier = 1;

@@ -166,3 +166,19 @@ func.func @rope_mismatch(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tensor<?
   %vr = moe.rope %v, %pos head_dim 16 theta 1.0e+06 : tensor<?x32xf32>, tensor<?xi32>
   return %qr, %kr, %vr, %v : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>
 }
+
+// -----
+
+// Interleaved RoPE (GGUF's q/k row order) folds in with its pairing; a rope
+// of the other pairing does not share the op's one.
+// CHECK-LABEL: func.func @rope_interleaved
+// CHECK: %[[R:.+]]:3 = moe.fused_linear {{.+}} rope [0] at %{{.+}} head_dim 16 theta 1.000000e+06 interleaved :
+// CHECK-NEXT: moe.rope %[[R]]#1, %{{.+}} head_dim 16 theta 1.000000e+06 :
+func.func @rope_interleaved(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>) {
+  %wq = moe.weight "q" : tensor<64x64xf32>
+  %wk = moe.weight "k" : tensor<32x64xf32>
+  %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wk] : (tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>) : tensor<?x64xf32>
+  %qr = moe.rope %q, %pos head_dim 16 theta 1.0e+06 interleaved : tensor<?x64xf32>, tensor<?xi32>
+  %kr = moe.rope %k, %pos head_dim 16 theta 1.0e+06 : tensor<?x32xf32>, tensor<?xi32>
+  return %qr, %kr, %v : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>
+}

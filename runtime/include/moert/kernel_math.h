@@ -59,8 +59,8 @@ MOERT_HOST_DEVICE MOERT_INLINE float rmsNormScale(float ss, int64_t n,
 // RoPE, rotate-half convention
 //===----------------------------------------------------------------------===//
 //
-// Element i of a head of D (i < D / 2) is paired with element i + D / 2 and
-// the pair is rotated by the angle pos * theta^(-2i / D), computed in double
+// Element i of a head of D (i < D / 2) is paired with element i + D / 2 (or,
+// interleaved, element 2i with 2i + 1) and the pair is rotated by the angle pos * theta^(-2i / D), computed in double
 // and rounded to float only as its cosine and sine.
 
 /// inv_freq_i = theta^(-2i / D) of pair i of a head of D.
@@ -90,13 +90,25 @@ MOERT_HOST_DEVICE MOERT_INLINE void ropeRotate(float x1, float x2, float c,
   o2 = x2 * c + x1 * s;
 }
 
+/// The elements of pair i of a head of D: (i, i + D / 2) (rotate-half), or
+/// (2i, 2i + 1) with Interleaved (the GPT-J / llama.cpp pairing, for q and
+/// k rows stored permuted as GGUF files store them: the same rotation of
+/// the same pairs, so attention scores are the same).
+template <int64_t D, bool Interleaved = false>
+MOERT_HOST_DEVICE MOERT_INLINE void ropePairElements(int64_t i, int64_t &a,
+                                                     int64_t &b) {
+  a = Interleaved ? 2 * i : i;
+  b = Interleaved ? 2 * i + 1 : i + D / 2;
+}
+
 /// Pair i of the head at `in` (of D elements) rotated into the head at `out`
 /// (which may be `in`).
-template <int64_t D>
+template <int64_t D, bool Interleaved = false>
 MOERT_HOST_DEVICE MOERT_INLINE void ropeHeadPair(const float *in, float *out,
                                                  int64_t i, float c, float s) {
-  constexpr int64_t Half = D / 2;
-  ropeRotate(in[i], in[i + Half], c, s, out[i], out[i + Half]);
+  int64_t a, b;
+  ropePairElements<D, Interleaved>(i, a, b);
+  ropeRotate(in[a], in[b], c, s, out[a], out[b]);
 }
 
 //===----------------------------------------------------------------------===//

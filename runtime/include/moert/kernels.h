@@ -983,8 +983,9 @@ void rmsNorm(const float *x, const W *w, float eps, int64_t T, float *out) {
   }
 }
 
-/// RoPE, rotate-half convention, on [T][Width] with heads of D.
-template <int64_t Width, int64_t D>
+/// RoPE on [T][Width] with heads of D: rotate-half pairs, or interleaved
+/// ones (kernel_math.h).
+template <int64_t Width, int64_t D, bool Interleaved = false>
 void rope(const float *x, const int32_t *pos, double theta, int64_t T,
           float *out) {
   constexpr int64_t Half = D / 2;
@@ -999,7 +1000,7 @@ void rope(const float *x, const int32_t *pos, double theta, int64_t T,
       const float *r = x + t * Width + h * D;
       float *o = out + t * Width + h * D;
       for (int64_t i = 0; i < Half; ++i)
-        ropeHeadPair<D>(r, o, i, c[i], s[i]);
+        ropeHeadPair<D, Interleaved>(r, o, i, c[i], s[i]);
     }
   }
 }

@@ -236,6 +236,15 @@ func.func @fused_linear_rope_width(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) {
 
 // -----
 
+func.func @fused_linear_interleaved_alone(%x: tensor<?x64xf32>) {
+  %a = moe.weight "a" : tensor<32x64xf32>
+  // expected-error @below {{'moe.fused_linear' op interleaved needs rope}}
+  %0:2 = moe.fused_linear %x weights [%a, %a] : tensor<32x64xf32> interleaved : tensor<?x64xf32>
+  return
+}
+
+// -----
+
 func.func @fused_linear_rope_odd(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) {
   %a = moe.weight "a" : tensor<30x64xf32>
   // expected-error @below {{'moe.fused_linear' op head_dim must be even for rotate-half RoPE, got 15}}

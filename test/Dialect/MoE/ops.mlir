@@ -57,6 +57,8 @@ func.func @linear(%x: tensor<?x64xf32>, %y: tensor<5x64xf32>) -> (tensor<?x128xf
 func.func @rope(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) -> tensor<?x64xf32> {
   // CHECK: moe.rope %{{.+}}, %{{.+}} head_dim 16 theta 1.000000e+06 : tensor<?x64xf32>, tensor<?xi32>
   %0 = moe.rope %x, %pos head_dim 16 theta 1.0e+06 : tensor<?x64xf32>, tensor<?xi32>
+  // CHECK: moe.rope %{{.+}}, %{{.+}} head_dim 16 theta 1.000000e+06 interleaved : tensor<?x64xf32>, tensor<?xi32>
+  %1 = moe.rope %x, %pos head_dim 16 theta 1.0e+06 interleaved : tensor<?x64xf32>, tensor<?xi32>
   return %0 : tensor<?x64xf32>
 }
 

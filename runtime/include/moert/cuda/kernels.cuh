@@ -175,9 +175,10 @@ __device__ __forceinline__ void ropePair(float x1, float x2, int p, int i,
   ropeRotate(x1, x2, c, s, o1, o2);
 }
 
-/// RoPE (rotate-half) on [T][Width] with heads of D; angles in double as on
-/// the CPU. grid (ceil(T * Width / 2 / 256)), block 256.
-template <int Width, int D>
+/// RoPE on [T][Width] with heads of D, rotate-half or interleaved pairs
+/// (kernel_math.h); angles in double as on the CPU. grid (ceil(T * Width /
+/// 2 / 256)), block 256.
+template <int Width, int D, bool Interleaved = false>
 __device__ void rope(const float *x, const int32_t *pos, double theta, int n,
                      float *out) {
   constexpr int Half = D / 2, Pairs = Width / 2;
@@ -187,7 +188,9 @@ __device__ void rope(const float *x, const int32_t *pos, double theta, int n,
   int t = idx / Pairs, rem = idx % Pairs, h = rem / Half, i = rem % Half;
   const float *r = x + int64_t(t) * Width + h * D;
   float *o = out + int64_t(t) * Width + h * D;
-  ropePair<D>(r[i], r[i + Half], pos[t], i, theta, o[i], o[i + Half]);
+  int64_t a, b;
+  ropePairElements<D, Interleaved>(i, a, b);
+  ropePair<D>(r[a], r[b], pos[t], i, theta, o[a], o[b]);
 }
 
 /// grid (ceil(T * Size / 256)), block 256.
@@ -540,13 +543,16 @@ __device__ void gemv(const float *x, const int32_t *perm,
 /// Rope has N / 2 items, each a pair of features (h * D + i, h * D + i +
 /// D / 2) of one head: the warp streams both weight rows and stores them
 /// rotated for each token's position.
-template <typename W, int In, int N, bool Rope, int D>
+template <typename W, int In, int N, bool Rope, int D, bool Interleaved>
 __device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
                                          int item, float *out,
                                          const int32_t *pos, double theta) {
   const W *rows = static_cast<const W *>(w);
   if constexpr (Rope) {
-    int h = item / (D / 2), i = item % (D / 2), a = h * D + i, b = a + D / 2;
+    int h = item / (D / 2), i = item % (D / 2);
+    int64_t pa, pb;
+    ropePairElements<D, Interleaved>(i, pa, pb);
+    int a = h * D + int(pa), b = h * D + int(pb);
     gemvRows<W, W, In, 1, false, true>(
         weightRow(rows, a, In), weightRow(rows, b, In), x, nullptr, 0, n,
         [&](int t, float s, float s2) {
@@ -562,10 +568,10 @@ __device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
 /// Decode variant of moe.fused_linear: two or three projections of one
 /// input (widths N0, N1, N2; N2 = 0 for two) in one launch, one warp per
 /// feature of their concatenated width, or per rotated pair of features for
-/// a part with RoPE (R0, R1, R2; head_dim D, `pos`, `theta`). grid
-/// (ceil(items / 8)), block 256.
+/// a part with RoPE (R0, R1, R2; head_dim D, interleaved pairs or not,
+/// `pos`, `theta`). grid (ceil(items / 8)), block 256.
 template <typename W0, typename W1, typename W2, int In, int N0, int N1, int N2,
-          bool R0, bool R1, bool R2, int D>
+          bool R0, bool R1, bool R2, int D, bool Interleaved = false>
 __device__ void gemvMulti(const float *x, const Ptrs<3> &w, int n,
                           const Outs<3> &out, const int32_t *pos,
                           double theta) {
@@ -573,12 +579,14 @@ __device__ void gemvMulti(const float *x, const Ptrs<3> &w, int n,
                 I2 = R2 ? N2 / 2 : N2;
   int item = blockIdx.x * 8 + threadIdx.x / 32;
   if (item < I0)
-    gemvPart<W0, In, N0, R0, D>(w.p[0], x, n, item, out.p[0], pos, theta);
+    gemvPart<W0, In, N0, R0, D, Interleaved>(w.p[0], x, n, item, out.p[0], pos,
+                                             theta);
   else if (item < I0 + I1)
-    gemvPart<W1, In, N1, R1, D>(w.p[1], x, n, item - I0, out.p[1], pos, theta);
+    gemvPart<W1, In, N1, R1, D, Interleaved>(w.p[1], x, n, item - I0, out.p[1],
+                                             pos, theta);
   else if (item < I0 + I1 + I2)
-    gemvPart<W2, In, N2, R2, D>(w.p[2], x, n, item - I0 - I1, out.p[2], pos,
-                                theta);
+    gemvPart<W2, In, N2, R2, D, Interleaved>(w.p[2], x, n, item - I0 - I1,
+                                             out.p[2], pos, theta);
 }
 
 /// The block's rows for the prefill variant: m-tile blockIdx.x counted over
