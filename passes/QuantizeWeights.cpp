@@ -25,7 +25,10 @@ using namespace mlir;
 using namespace mlir::moe;
 
 bool mlir::moe::isQuantFormatName(llvm::StringRef name) {
-  return symbolizeQuantFormat(name).has_value();
+  // The formats this pass makes; the k-quants come from GGUF files only.
+  std::optional<QuantFormat> f = symbolizeQuantFormat(name);
+  return f && (*f == QuantFormat::Q8_0 || *f == QuantFormat::Q4_0 ||
+               *f == QuantFormat::Q4_1);
 }
 
 namespace {
@@ -54,7 +57,7 @@ struct QuantizeWeightsPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     std::optional<QuantFormat> parsed = symbolizeQuantFormat(format);
-    if (!parsed) {
+    if (!parsed || !isQuantFormatName(format)) {
       module.emitError("moe-quantize-weights: format must be q8_0, q4_0 or "
                        "q4_1, got '")
           << format << "'";
@@ -98,10 +101,10 @@ struct QuantizeWeightsPass
       }
       if (!ok[name])
         continue;
-      if (type.getRank() != 2 || type.getDimSize(1) % QuantType::kBlockSize) {
+      if (type.getRank() != 2 || type.getDimSize(1) % quant.getBlockSize()) {
         weights.front().emitWarning("weight '")
             << name << "' of type " << type << " is not quantised: its rows "
-            << "are not whole " << QuantType::kBlockSize << "-element blocks";
+            << "are not whole " << quant.getBlockSize() << "-element blocks";
         continue;
       }
       ++quantised;
@@ -116,7 +119,7 @@ struct QuantizeWeightsPass
     if (quantised == 0 && !alreadyQuantised && !byName.empty())
       module.emitWarning("moe-quantize-weights: no weight was quantised to ")
           << quant << " (no weight that may be has rows of whole "
-          << QuantType::kBlockSize << "-element blocks)";
+          << quant.getBlockSize() << "-element blocks)";
   }
 };
 

@@ -89,6 +89,10 @@ StringRef dtypeEnum(Type t) {
       return "MOERT_Q4_0";
     case QuantFormat::Q4_1:
       return "MOERT_Q4_1";
+    case QuantFormat::Q4_K:
+      return "MOERT_Q4_K";
+    case QuantFormat::Q6_K:
+      return "MOERT_Q6_K";
     }
   }
   if (t.isF16())

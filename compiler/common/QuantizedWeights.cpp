@@ -66,7 +66,11 @@ void quantizeRow(QuantFormat format, const float *row, int64_t cols,
     return quantizeRow<moert::q4_0>(row, cols, out);
   case QuantFormat::Q4_1:
     return quantizeRow<moert::q4_1>(row, cols, out);
+  case QuantFormat::Q4_K:
+  case QuantFormat::Q6_K:
+    break;
   }
+  llvm_unreachable("moe-quantize-weights makes q8_0, q4_0 and q4_1 only");
 }
 
 /// The first block of a quantised row whose f16 scale (or q4_1's minimum)

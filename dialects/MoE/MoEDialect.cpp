@@ -128,6 +128,23 @@ int64_t QuantType::getBlockBytes() const {
     return 18;
   case QuantFormat::Q4_1:
     return 20;
+  case QuantFormat::Q4_K:
+    return 144;
+  case QuantFormat::Q6_K:
+    return 210;
+  }
+  llvm_unreachable("unknown quantisation format");
+}
+
+int64_t QuantType::getBlockSize() const {
+  switch (getFormat()) {
+  case QuantFormat::Q8_0:
+  case QuantFormat::Q4_0:
+  case QuantFormat::Q4_1:
+    return 32;
+  case QuantFormat::Q4_K:
+  case QuantFormat::Q6_K:
+    return 256;
   }
   llvm_unreachable("unknown quantisation format");
 }

@@ -34,10 +34,10 @@ LogicalResult mlir::moe::verifyQuantizedWeightOperands(Operation *op) {
         iface.getQuantizable(operand) == QuantizableWeight::No)
       return op->emitOpError("operand #")
              << i << " cannot be quantised, got " << type;
-    if (type.getRank() != 2 || type.getDimSize(1) % QuantType::kBlockSize != 0)
+    if (type.getRank() != 2 || type.getDimSize(1) % quant.getBlockSize() != 0)
       return op->emitOpError("quantised weight operand #")
              << i << " of type " << type << " must be rank 2 with rows of "
-             << "whole " << QuantType::kBlockSize << "-element blocks";
+             << "whole " << quant.getBlockSize() << "-element blocks";
   }
   return success();
 }

@@ -96,11 +96,12 @@ static LogicalResult verifyWeight(Operation *op, StringRef name,
       return op->emitOpError("weight '") << name << "' has a dimension above "
                                          << kMaxWeightDim << " in " << type;
   }
-  if (isa<QuantType>(type.getElementType()) &&
-      (type.getRank() != 2 || type.getDimSize(1) % QuantType::kBlockSize))
+  if (auto quant = dyn_cast<QuantType>(type.getElementType());
+      quant &&
+      (type.getRank() != 2 || type.getDimSize(1) % quant.getBlockSize()))
     return op->emitOpError("quantised weight '")
            << name << "' must be rank 2 with rows of whole "
-           << QuantType::kBlockSize << "-element blocks, got " << type;
+           << quant.getBlockSize() << "-element blocks, got " << type;
   return success();
 }
 

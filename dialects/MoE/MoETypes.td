@@ -59,16 +59,22 @@ def MoE_QuantType : TypeDef<MoE_Dialect, "Quant",
   let mnemonic = "quant";
   let summary = "block-quantised weight element";
   let description = [{
-    The element type of a quantised weight: each run of 32 consecutive
-    elements of a row is one block of integers with its own scale (and, for
-    `q4_1`, minimum), stored as llama.cpp stores the format of the same
-    name (`runtime/include/moert/quant.h`; docs/quantisation.md):
+    The element type of a quantised weight: each run of consecutive
+    elements of a row (a block: 32 elements, or 256 for the k-quants) is
+    stored as integers with the block's scales, as llama.cpp stores the
+    format of the same name (`runtime/include/moert/quant.h`;
+    docs/quantisation.md):
 
-    | format | bytes per 32 | element                    |
-    |--------|--------------|----------------------------|
-    | `q8_0` | 34           | `d * q`, q in [-127, 127]  |
-    | `q4_0` | 18           | `d * (q - 8)`, q in [0, 15] |
-    | `q4_1` | 20           | `d * q + m`, q in [0, 15]  |
+    | format | block | bytes | element                                      |
+    |--------|-------|-------|----------------------------------------------|
+    | `q8_0` | 32    | 34    | `d * q`, q in [-127, 127]                    |
+    | `q4_0` | 32    | 18    | `d * (q - 8)`, q in [0, 15]                  |
+    | `q4_1` | 32    | 20    | `d * q + m`, q in [0, 15]                    |
+    | `q4_K` | 256   | 144   | `d * s_j * q - dmin * m_j`, q in [0, 15], 6-bit `s_j`, `m_j` per 32 |
+    | `q6_K` | 256   | 210   | `d * s_j * (q - 32)`, q in [0, 63], int8 `s_j` per 16 |
+
+    `moe-quantize-weights` makes the first three; the k-quants come from
+    GGUF files as they are (docs/frontends.md).
 
     ```mlir
     %w = moe.weight "model.layers.0.block_sparse_moe.experts.0.w1.weight"
@@ -77,7 +83,7 @@ def MoE_QuantType : TypeDef<MoE_Dialect, "Quant",
 
     A quantised weight is a rank-2 tensor whose rows (the last dimension,
     the one every weight op contracts over) are a whole number of blocks.
-    `moe-quantize-weights` makes them; docs/quantisation.md has the
+    docs/quantisation.md has the
     formats' rounding, the flags and the accuracy and speed tables.
 
     **Why not the `quant` dialect.** MLIR's `quant` dialect describes
@@ -101,13 +107,13 @@ def MoE_QuantType : TypeDef<MoE_Dialect, "Quant",
   let parameters = (ins EnumParameter<MoE_QuantFormatAttr>:$format);
   let assemblyFormat = "`<` $format `>`";
   let extraClassDeclaration = [{
-    /// Elements per block (32 for every format).
-    static constexpr int64_t kBlockSize = 32;
-    /// Bytes of one block of 32 elements.
+    /// Elements per block: 32, or 256 for the k-quants.
+    int64_t getBlockSize() const;
+    /// Bytes of one block.
     int64_t getBlockBytes() const;
     /// Bytes of `elements` elements (a multiple of the block size).
     int64_t getStorageBytes(int64_t elements) const {
-      return elements / kBlockSize * getBlockBytes();
+      return elements / getBlockSize() * getBlockBytes();
     }
   }];
 }

@@ -128,6 +128,17 @@ def main(argv=None):
                    help="store tensors whose name ends with SUFFIX as DTYPE (f32, f16, bf16)")
     p.add_argument("--sparse", action="store_true",
                    help="write headers over sparse zero data (no tensor values)")
+    p.add_argument("--gguf", action="append", default=[], metavar="TYPE[:FILE]",
+                   help="also write the same weights as a GGUF (llama.cpp's layout, "
+                        "moe_ref.gguf_writer; needs PyPI's gguf) with rank-2 weights as "
+                        "TYPE (f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k, q4_k_m), to "
+                        "FILE (default OUT/model-TYPE.gguf); repeatable")
+    p.add_argument("--gguf-experts", default="stacked", choices=["stacked", "split"],
+                   help="experts stacked per layer (ffn_*_exps, default) or one tensor each "
+                        "(ffn_*.E, older files)")
+    p.add_argument("--gguf-version", type=int, default=3, choices=[2, 3])
+    p.add_argument("--gguf-quantize-only", default="all", choices=["all", "experts"],
+                   help="which rank-2 weights --gguf's TYPE applies to (default all)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.shards < 1:
@@ -136,6 +147,14 @@ def main(argv=None):
     try:
         generate(args.out, args.preset, args.seed, args.dtype, args.shards,
                  dict(args.overrides), args.sparse, progress, dict(args.tensor_dtype))
+        for spec in args.gguf:
+            from . import gguf_writer
+            wtype, _, path = spec.partition(":")
+            path = path or os.path.join(args.out, f"model-{wtype}.gguf")
+            if progress:
+                progress(f"writing {path}")
+            gguf_writer.write_gguf(args.out, path, wtype, args.gguf_quantize_only,
+                                   args.gguf_experts, args.gguf_version)
     except ValueError as e:
         p.error(str(e))
 

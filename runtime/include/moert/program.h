@@ -38,6 +38,10 @@ typedef enum moert_dtype {
   MOERT_Q8_0 = 3,
   MOERT_Q4_0 = 4,
   MOERT_Q4_1 = 5,
+  /* llama.cpp's k-quants, rows of cols / 256 blocks; only ever read from
+   * GGUF files, as the file stores them. */
+  MOERT_Q4_K = 6,
+  MOERT_Q6_K = 7,
 } moert_dtype;
 
 /* One entry of the weight manifest. */
