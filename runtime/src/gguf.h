@@ -156,8 +156,9 @@ struct File {
   /// The tensors, in the file's order; names are unique.
   std::vector<TensorInfo> tensors;
 
-  /// The value of `key`, or null. O(log n) after parse(); on a File built
-  /// or changed by hand, a linear search.
+  /// The value of `key`, or null. O(log n) through keyIndex; a linear
+  /// search when keyIndex does not match metadata's size (a File built or
+  /// grown by hand). Renaming keys in place needs keyIndex rebuilt.
   const Value *find(const std::string &key) const;
   /// The tensor called `name`, or null; O(log n) after parse() as find().
   const TensorInfo *findTensor(const std::string &name) const;
