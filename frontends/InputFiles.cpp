@@ -92,6 +92,16 @@ Expected<std::unique_ptr<MemoryBuffer>> InputFile::read(uint64_t offset,
   return std::move(*buffer);
 }
 
+Expected<std::unique_ptr<MemoryBuffer>> InputFile::map() {
+  auto buffer = MemoryBuffer::getOpenFileSlice(
+      sys::fs::convertFDToNativeFile(fd), filePath, fileSize, 0,
+      /*IsVolatile=*/false);
+  if (!buffer)
+    return fileError(filePath, "cannot map: " + buffer.getError().message(),
+                     buffer.getError());
+  return std::move(*buffer);
+}
+
 Expected<std::unique_ptr<MemoryBuffer>> readInputFile(StringRef path,
                                                       uint64_t limit) {
   Expected<InputFile> file = InputFile::open(path);

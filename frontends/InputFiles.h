@@ -45,6 +45,10 @@ public:
   /// Reads `length` bytes at `offset`, which must lie within the file.
   llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> read(uint64_t offset,
                                                            uint64_t length);
+  /// The whole file, memory-mapped (not read): for formats whose header
+  /// has no length prefix (GGUF), parsed in place. Only the pages touched
+  /// are read; a file truncated while mapped faults on the lost pages.
+  llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> map();
 
 private:
   InputFile(std::string path, int fd, uint64_t size)

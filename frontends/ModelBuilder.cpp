@@ -35,6 +35,14 @@ private:
       return b.getF16Type();
     case WeightDType::BF16:
       return b.getBF16Type();
+    case WeightDType::Q8_0:
+    case WeightDType::Q4_0:
+    case WeightDType::Q4_1:
+    case WeightDType::Q4_K:
+    case WeightDType::Q6_K:
+      // The enum's spelling is the format's.
+      return QuantType::get(b.getContext(),
+                            *symbolizeQuantFormat(stringifyWeightDType(type)));
     }
     llvm_unreachable("unknown WeightDType");
   }

@@ -24,11 +24,23 @@ StringRef stringifyWeightDType(WeightDType type) {
     return "f16";
   case WeightDType::BF16:
     return "bf16";
+  case WeightDType::Q8_0:
+    return "q8_0";
+  case WeightDType::Q4_0:
+    return "q4_0";
+  case WeightDType::Q4_1:
+    return "q4_1";
+  case WeightDType::Q4_K:
+    return "q4_K";
+  case WeightDType::Q6_K:
+    return "q6_K";
   }
   llvm_unreachable("unknown WeightDType");
 }
 
 int64_t bytesPerElement(WeightDType type) {
+  if (isBlockDType(type))
+    return 0;
   return type == WeightDType::F32 ? 4 : 2;
 }
 

@@ -696,6 +696,65 @@ std::string parseInto(const unsigned char *data, uint64_t size, File &out) {
 
 } // namespace
 
+std::string checkWeight(const File &file, const std::string &name,
+                        uint32_t ggmlType, const std::vector<uint64_t> &shape,
+                        uint64_t offset, uint64_t size) {
+  // "NAME[E]": expert E of a stacked tensor (E: 1 to 9 decimal digits).
+  std::string tensor = name;
+  uint64_t expert = 0;
+  bool slice = false;
+  size_t open = name.rfind('[');
+  if (open != std::string::npos && name.back() == ']') {
+    std::string digits = name.substr(open + 1, name.size() - open - 2);
+    slice = !digits.empty() && digits.size() <= 9 &&
+            digits.find_first_not_of("0123456789") == std::string::npos;
+    if (slice) {
+      expert = std::stoull(digits);
+      tensor = name.substr(0, open);
+    }
+  }
+  const TensorInfo *t = file.findTensor(tensor);
+  if (!t)
+    return "tensor " + quote(tensor) + " is not in the file";
+  if (t->type != ggmlType) {
+    const char *have = typeName(t->type), *want = typeName(ggmlType);
+    return format("tensor %s is %s in the file, but the model was compiled "
+                  "for %s",
+                  quote(tensor).c_str(), have ? have : "?",
+                  want ? want : "?");
+  }
+  std::vector<uint64_t> have = t->shape(), want = shape;
+  uint64_t begin = t->offset, bytes = t->bytes;
+  if (slice) {
+    if (have.empty() || expert >= have[0])
+      return format("tensor %s has shape %s in the file: it holds no expert "
+                    "%llu",
+                    quote(tensor).c_str(), formatDims(have).c_str(),
+                    (unsigned long long)expert);
+    // Whole blocks per expert: the stacked dimension is the outermost.
+    bytes = t->bytes / have[0];
+    begin += bytes * expert;
+    have.erase(have.begin());
+  }
+  if (have != want)
+    return format("tensor %s has shape %s in the file, but the model was "
+                  "compiled for %s%s",
+                  quote(tensor).c_str(), formatDims(have).c_str(),
+                  formatDims(want).c_str(),
+                  slice ? " per expert" : "");
+  if (begin != offset || bytes != size) {
+    uint64_t wantEnd;
+    if (__builtin_add_overflow(offset, size, &wantEnd))
+      wantEnd = UINT64_MAX;
+    return format("%s is at bytes [%llu, %llu) in the file, but the model "
+                  "was compiled for [%llu, %llu)",
+                  quote(name).c_str(), (unsigned long long)begin,
+                  (unsigned long long)(begin + bytes),
+                  (unsigned long long)offset, (unsigned long long)wantEnd);
+  }
+  return "";
+}
+
 std::string parse(const unsigned char *data, uint64_t size, File &out) {
   File file;
   std::string error = parseInto(data, size, file);

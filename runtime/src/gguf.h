@@ -182,6 +182,18 @@ const char *typeName(uint32_t ggmlType);
 /// Q8_0, Q4_K, Q6_K): elements and bytes per block. False for the others.
 bool typeLayout(uint32_t ggmlType, uint64_t &blockElems, uint64_t &blockBytes);
 
+/// Checks a weight a compiled model reads from a parsed file: `name` is a
+/// tensor's name, or "NAME[E]" for expert E of a tensor NAME whose first
+/// row-major dimension stacks the experts (llama.cpp's ffn_*_exps); the
+/// tensor (or its slice) must have ggml type `ggmlType`, row-major shape
+/// `shape` (without the stacking dimension) and lie at bytes [offset,
+/// offset + size) of the file. Returns "" or what differs (without the
+/// file's name). Shared by the compiler (IR from moe-translate) and the
+/// runtime (at load time), so both hold a file to the same rules.
+std::string checkWeight(const File &file, const std::string &name,
+                        uint32_t ggmlType, const std::vector<uint64_t> &shape,
+                        uint64_t offset, uint64_t size);
+
 } // namespace gguf
 } // namespace moert
 

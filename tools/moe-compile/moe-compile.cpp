@@ -21,6 +21,7 @@
 #include "compiler/common/QuantizedWeights.h"
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/InputFiles.h"
+#include "frontends/gguf/GGUFImporter.h"
 #include "frontends/hf/HFImporter.h"
 #include "frontends/hf/WeightFiles.h"
 #include "passes/Passes.h"
@@ -207,8 +208,11 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context,
                       : ": cannot access: " + ec.message()));
     return nullptr;
   }
-  if (status.type() == sys::fs::file_type::directory_file) {
-    auto module = mlir::moe::hf::importModel(context, input);
+  bool gguf = status.type() != sys::fs::file_type::directory_file &&
+              mlir::moe::gguf::isGGUFFile(input);
+  if (status.type() == sys::fs::file_type::directory_file || gguf) {
+    auto module = gguf ? mlir::moe::gguf::importModel(context, input)
+                       : mlir::moe::hf::importModel(context, input);
     if (!module) {
       handleAllErrors(module.takeError(),
                       [](const ErrorInfoBase &e) { fail(e.message()); });

@@ -16,6 +16,7 @@
 #include "compiler/Passes.h"
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/InputFiles.h"
+#include "frontends/gguf/GGUFImporter.h"
 #include "frontends/hf/HFImporter.h"
 #include "frontends/hf/WeightFiles.h"
 #include "tools/common/CommandLine.h"
@@ -44,6 +45,14 @@ static cl::opt<std::string>
                       "model.safetensors.index.json). Reads only config.json, "
                       "the index and the safetensors headers"),
              cl::value_desc("dir"), cl::cat(category));
+
+static cl::opt<std::string> importGGUF(
+    "import-gguf",
+    cl::desc("Import a Mixtral GGUF file (llama.cpp's format: "
+             "general.architecture llama with llama.expert_count; F32, F16, "
+             "BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K weights). Maps the file "
+             "and reads only its header; the weights stay in it"),
+    cl::value_desc("file"), cl::cat(category));
 
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init("-"),
@@ -74,15 +83,20 @@ int main(int argc, char **argv) {
       "moe-translate: import models into the moe dialect, print launch "
       "plans\n\n"
       "  moe-translate --import-hf MODEL_DIR [-o out.mlir]\n"
+      "  moe-translate --import-gguf MODEL.gguf [-o out.mlir]\n"
       "  moe-translate --moe-to-cpp lowered.mlir [-o out.cpp]\n"
       "  moe-translate --moe-to-cuda lowered.mlir [-o out.cu]\n"
       "  moe-translate --moe-to-cuda-host lowered.mlir [-o out.cpp]\n");
 
-  if (importHF.empty() == !translation)
-    return fail(importHF.empty()
-                    ? "nothing to do: give --import-hf MODEL_DIR or a "
-                      "--moe-to-* translation (see --help)"
-                    : "give either --import-hf or a --moe-to-* translation");
+  int actions =
+      !importHF.empty() + !importGGUF.empty() + (translation ? 1 : 0);
+  if (actions != 1)
+    return fail(actions == 0
+                    ? "nothing to do: give --import-hf MODEL_DIR, "
+                      "--import-gguf MODEL.gguf or a --moe-to-* translation "
+                      "(see --help)"
+                    : "give one of --import-hf, --import-gguf or a --moe-to-* "
+                      "translation");
   if (Error e =
           mlir::moe::checkOutputPath(outputFile, mlir::moe::OutputKind::Text))
     return fail(toString(std::move(e)));
@@ -117,7 +131,9 @@ int main(int argc, char **argv) {
   // Diagnostics quote names from the user's files: shown printable.
   mlir::moe::PrintableDiagnostics diagnostics(&context);
   context.printOpOnDiagnostic(false);
-  auto module = mlir::moe::hf::importModel(context, importHF);
+  auto module = importHF.empty()
+                    ? mlir::moe::gguf::importModel(context, importGGUF)
+                    : mlir::moe::hf::importModel(context, importHF);
   if (!module) {
     handleAllErrors(module.takeError(),
                     [](const ErrorInfoBase &e) { fail(e.message()); });
