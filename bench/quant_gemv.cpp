@@ -1,6 +1,6 @@
 // Decode GEMV (linear<W, N, K> with T = 1) and prefill GEMM (T = 512) of
 // moert's CPU kernels on the `mini` model's shapes, for f16 and the block
-// formats, both decode strategies of the block formats (int8 activations,
+// formats (q8_0, q4_0, q4_1, q4_K, q6_K), both decode strategies of the block formats (int8 activations,
 // f32 dequantisation). Decode prints the weight bytes read per second: it
 // is bandwidth-bound, so compare with bench/membw.cpp on the same machine.
 // Each decode measurement cycles through enough copies of the weight
@@ -35,6 +35,8 @@ template <typename W> void fill(std::vector<W> &w, std::mt19937 &rng) {
       b.d = 0x2000; // 2^-7
       if constexpr (std::is_same<W, q4_1>::value)
         b.m = 0xa400; // -2^-6
+      if constexpr (std::is_same<W, q4_K>::value)
+        b.dmin = 0x2000;
     }
   } else {
     for (W &b : w)
@@ -46,6 +48,8 @@ const char *name(const f16 *) { return "f16"; }
 const char *name(const q8_0 *) { return "q8_0"; }
 const char *name(const q4_0 *) { return "q4_0"; }
 const char *name(const q4_1 *) { return "q4_1"; }
+const char *name(const q4_K *) { return "q4_K"; }
+const char *name(const q6_K *) { return "q6_K"; }
 
 /// Mode: 0 = what linear does, 1 = int8 decode, 2 = f32 decode.
 template <typename W, int64_t N, int64_t K>
@@ -53,7 +57,7 @@ void decode(moert_pool *pool, int mode) {
   if constexpr (!IsQuant<W>::value)
     if (mode != 0)
       return;
-  constexpr int64_t elems = N * K / (IsQuant<W>::value ? 32 : 1);
+  constexpr int64_t elems = N * K / IsQuant<W>::kBlock;
   constexpr double bytes = double(rowBytes<W>(K)) * N;
   int copies = int((512.0 * (1 << 20)) / bytes) + 1;
   std::mt19937 rng(1);
@@ -92,7 +96,7 @@ void decode(moert_pool *pool, int mode) {
 
 template <typename W, int64_t N, int64_t K>
 void prefill(moert_pool *pool, int64_t T) {
-  constexpr int64_t elems = N * K / (IsQuant<W>::value ? 32 : 1);
+  constexpr int64_t elems = N * K / IsQuant<W>::kBlock;
   std::mt19937 rng(2);
   std::vector<W> w(elems);
   fill(w, rng);
@@ -140,5 +144,7 @@ int main(int argc, char **argv) {
   all<q8_0>(pool, doPrefill, only);
   all<q4_0>(pool, doPrefill, only);
   all<q4_1>(pool, doPrefill, only);
+  all<q4_K>(pool, doPrefill, only);
+  all<q6_K>(pool, doPrefill, only);
   moert_pool_free(pool);
 }

@@ -1,4 +1,4 @@
-"""Block-quantised weight formats in numpy: q8_0, q4_0 and q4_1.
+"""Block-quantised weight formats in numpy: q8_0, q4_0, q4_1, q4_K and q6_K.
 
 An implementation independent of the compiler's (C++) of the three formats of
 runtime/include/moert/quant.h, which are llama.cpp's byte for byte. A weight
@@ -29,6 +29,29 @@ Dequantising multiplies (and for q4_1 adds) in float32, one rounding each.
 
     quantize(w, "q4_0") -> uint8 [rows, cols / 32 * 18]
     dequantize(blocks, "q4_0", cols) -> float32 [rows, cols]
+
+The k-quants take super-blocks of 256 (BLOCK_ELEMS), llama.cpp's
+block_q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins,
+128 bytes of nibbles) and block_q6_K (210 bytes: ql[128], qh[64], int8
+scales[16], f16 d); quant.h documents the layouts. Their quantisers are not
+llama.cpp's (which search for the best scales) but quant.h's simple
+deterministic ones, bit for bit (float32, rint = round half to even):
+
+    q4_K  per sub-block j of 32: lo = min(0, min x), scale_j = (max x - lo)
+          / 15, min_j = -lo; d = f16(max scale / 63), dmin = f16(max min /
+          63); sc_j = min(63, rint(scale_j * (63 / max scale))) (0 where
+          the ratio is 0 or overflows), m_j likewise; with the stored d,
+          dmin: dl = d * sc_j, ml = dmin * m_j, q = clamp(rint((x + ml) /
+          dl), 0, 15) (0 where dl is 0)
+    q6_K  per sub-block i of 16: scale_i = max / -32 (max: the x of largest
+          |x|, the first on ties, +0 if all are 0); S = the scale_i of
+          largest magnitude (the first on ties, +0 if all are 0);
+          d = f16(S / -128); sc_i = clamp(rint(scale_i * (-128 / S)), -128,
+          127); with ds = d * sc_i: q = clamp(rint(x / ds), -32, 31) + 32
+          (32 where ds is 0)
+
+Dequantising: q4_K d1 = d * sc, m1 = dmin * m, x = d1 * q - m1; q6_K
+x = (d * sc) * (q - 32); float32, one rounding each (llama.cpp's order).
 """
 
 import re
@@ -38,7 +61,10 @@ import numpy as np
 BLOCK = 32
 
 # Bytes of one block of each format.
-BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20}
+BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q4_K": 144, "q6_K": 210}
+
+# Elements of one block of each format (the k-quants' super-blocks: 256).
+BLOCK_ELEMS = {"q8_0": 32, "q4_0": 32, "q4_1": 32, "q4_K": 256, "q6_K": 256}
 
 FORMATS = tuple(BLOCK_BYTES)
 
@@ -58,15 +84,16 @@ def _check_format(fmt):
 
 
 def quantized_shape(shape, fmt, name="weight"):
-    """[rows, cols] -> [rows, cols / 32 * block bytes] of the stored blocks."""
+    """[rows, cols] -> [rows, cols / block * block bytes] of the stored blocks."""
     _check_format(fmt)
     if len(shape) != 2:
         raise ValueError(f"{name}: only rank-2 weights are quantised, got shape {list(shape)}")
     rows, cols = shape
-    if cols % BLOCK:
+    block = BLOCK_ELEMS[fmt]
+    if cols % block:
         raise ValueError(f"{name}: {cols} columns are not a multiple of the "
-                         f"{BLOCK}-element blocks of {fmt}")
-    return (rows, cols // BLOCK * BLOCK_BYTES[fmt])
+                         f"{block}-element blocks of {fmt}")
+    return (rows, cols // block * BLOCK_BYTES[fmt])
 
 
 def is_quantized(name, shape, which="all"):
@@ -114,8 +141,81 @@ def _pack_nibbles(q):
     return (q[:, :16] | (q[:, 16:] << 4)).astype(np.uint8)
 
 
+def _ratio(num, v):
+    """num / v in float32, 0 where v is 0 or the quotient overflows."""
+    out = np.zeros_like(v)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        np.divide(np.float32(num), v, out=out, where=v != 0)
+    out[~np.isfinite(out)] = 0
+    return out
+
+
+def _quantize_q4_K(x):
+    """float32 [n, 256] -> uint8 [n, 144], quant.h's quantizeBlock(q4_K)."""
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 32)
+    lo = np.min(xs, axis=2)
+    lo = np.where(lo < 0, lo, np.float32(0)).astype(np.float32)
+    hi = np.max(xs, axis=2)
+    scale = (hi - lo) / np.float32(15)
+    mins = -lo
+    max_scale = np.max(scale, axis=1, keepdims=True)
+    max_scale = np.where(max_scale > 0, max_scale, np.float32(0)).astype(np.float32)
+    max_min = np.max(mins, axis=1, keepdims=True)
+    max_min = np.where(max_min > 0, max_min, np.float32(0)).astype(np.float32)
+    ls = np.minimum(np.rint(_ratio(63, max_scale) * scale), np.float32(63)).astype(np.uint8)
+    lm = np.minimum(np.rint(_ratio(63, max_min) * mins), np.float32(63)).astype(np.uint8)
+    dh = _f16_bytes(max_scale / np.float32(63))
+    mh = _f16_bytes(max_min / np.float32(63))
+    sc = np.zeros((n, 12), np.uint8)
+    sc[:, 0:4] = ls[:, 0:4] | ((ls[:, 4:8] >> 4) << 6)
+    sc[:, 4:8] = lm[:, 0:4] | ((lm[:, 4:8] >> 4) << 6)
+    sc[:, 8:12] = (ls[:, 4:8] & 0xF) | ((lm[:, 4:8] & 0xF) << 4)
+    d, dmin = _half(dh), _half(mh)
+    dl = (d * ls.astype(np.float32))[:, :, None]
+    ml = (dmin * lm.astype(np.float32))[:, :, None]
+    v = np.zeros_like(xs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(xs + ml, np.broadcast_to(dl, xs.shape), out=v,
+                  where=np.broadcast_to(dl != 0, xs.shape))
+    q = np.clip(np.rint(v), 0, 15).astype(np.uint8).reshape(n, 4, 2, 32)
+    qs = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(n, 128)
+    return np.concatenate([dh, mh, sc, qs], axis=1)
+
+
+def _quantize_q6_K(x):
+    """float32 [n, 256] -> uint8 [n, 210], quant.h's quantizeBlock(q6_K)."""
+    n = x.shape[0]
+    xs = x.reshape(n, 16, 16)
+    first = np.argmax(np.abs(xs), axis=2)[:, :, None]
+    mx = np.take_along_axis(xs, first, axis=2)[:, :, 0]
+    mx = np.where(mx == 0, np.float32(0), mx).astype(np.float32)
+    scale = mx / np.float32(-32)
+    big = np.argmax(np.abs(scale), axis=1)[:, None]
+    max_scale = np.take_along_axis(scale, big, axis=1)
+    max_scale = np.where(max_scale == 0, np.float32(0), max_scale).astype(np.float32)
+    sc = np.clip(np.rint(_ratio(-128, max_scale) * scale), -128, 127).astype(np.int8)
+    dh = _f16_bytes(max_scale / np.float32(-128))
+    ds = (_half(dh) * sc.astype(np.float32))[:, :, None]
+    v = np.zeros_like(xs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(xs, np.broadcast_to(ds, xs.shape), out=v,
+                  where=np.broadcast_to(ds != 0, xs.shape))
+    L = (np.clip(np.rint(v), -32, 31) + 32).astype(np.uint8).reshape(n, 2, 4, 32)
+    lo = L & 0xF
+    ql = np.concatenate([lo[:, :, 0] | (lo[:, :, 2] << 4), lo[:, :, 1] | (lo[:, :, 3] << 4)],
+                        axis=2).reshape(n, 128)
+    qh = ((L[:, :, 0] >> 4) | ((L[:, :, 1] >> 4) << 2) | ((L[:, :, 2] >> 4) << 4)
+          | ((L[:, :, 3] >> 4) << 6)).reshape(n, 64)
+    return np.concatenate([ql, qh, sc.view(np.uint8), dh], axis=1)
+
+
 def _quantize_blocks(x, fmt):
-    """float32 [n, 32] -> uint8 [n, block bytes]."""
+    """float32 [n, block] -> uint8 [n, block bytes]."""
+    if fmt == "q4_K":
+        return _quantize_q4_K(x)
+    if fmt == "q6_K":
+        return _quantize_q6_K(x)
     n = x.shape[0]
     if fmt == "q8_0":
         amax = np.max(np.abs(x), axis=1, keepdims=True)
@@ -146,13 +246,14 @@ def _quantize_blocks(x, fmt):
 
 def quantize(w, fmt, name="weight"):
     """float32 [rows, cols] -> uint8 [rows, cols / 32 * block bytes], the blocks
-    of format `fmt` ("q8_0", "q4_0" or "q4_1"), llama.cpp's bytes. `w` is
+    of format `fmt` (FORMATS), llama.cpp's bytes. `w` is
     converted to float32 first; `name` only labels errors."""
     w = np.asarray(w)
     rows, nbytes = quantized_shape(w.shape, fmt, name)
-    blocks = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, BLOCK)
+    block = BLOCK_ELEMS[fmt]
+    blocks = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, block)
     out = np.empty((blocks.shape[0], BLOCK_BYTES[fmt]), np.uint8)
-    step = max(1, _CHUNK // BLOCK)
+    step = max(1, _CHUNK // block)
     with np.errstate(over="ignore", invalid="ignore"):
         for b in range(0, blocks.shape[0], step):
             out[b:b + step] = _quantize_blocks(blocks[b:b + step], fmt)
@@ -180,14 +281,19 @@ def dequantize(blocks, fmt, cols, name="weight"):
     rows = blocks.shape[0]
     if quantized_shape((rows, cols), fmt, name) != blocks.shape:
         raise ValueError(f"{name}: {list(blocks.shape)} bytes are not [{rows}, {cols}] "
-                         f"elements of {fmt} ({BLOCK_BYTES[fmt]} bytes per {BLOCK})")
+                         f"elements of {fmt} ({BLOCK_BYTES[fmt]} bytes per {BLOCK_ELEMS[fmt]})")
+    block = BLOCK_ELEMS[fmt]
     b = blocks.reshape(-1, BLOCK_BYTES[fmt])
-    out = np.empty((b.shape[0], BLOCK), np.float32)
-    step = max(1, _CHUNK // BLOCK)
+    out = np.empty((b.shape[0], block), np.float32)
+    step = max(1, _CHUNK // block)
     for s in range(0, b.shape[0], step):
         c = b[s:s + step]
         d = _half(c[:, 0:2])
-        if fmt == "q8_0":
+        if fmt == "q4_K":
+            out[s:s + step] = _dequantize_q4_K(c)
+        elif fmt == "q6_K":
+            out[s:s + step] = _dequantize_q6_K(c)
+        elif fmt == "q8_0":
             out[s:s + step] = d * c[:, 2:].view(np.int8).astype(np.float32)
         elif fmt == "q4_0":
             q = _unpack_nibbles(c[:, 2:]).astype(np.float32) - np.float32(8)
@@ -196,6 +302,34 @@ def dequantize(blocks, fmt, cols, name="weight"):
             q = _unpack_nibbles(c[:, 4:]).astype(np.float32)
             out[s:s + step] = d * q + _half(c[:, 2:4])
     return out.reshape(rows, cols)
+
+
+def _dequantize_q4_K(c):
+    """uint8 [n, 144] -> float32 [n, 256]."""
+    n = c.shape[0]
+    d, dmin = _half(c[:, 0:2]), _half(c[:, 2:4])
+    q = c[:, 4:16]
+    sc = np.concatenate([q[:, 0:4] & 63, (q[:, 8:12] & 0xF) | ((q[:, 0:4] >> 6) << 4)], axis=1)
+    m = np.concatenate([q[:, 4:8] & 63, (q[:, 8:12] >> 4) | ((q[:, 4:8] >> 6) << 4)], axis=1)
+    d1 = (d * sc.astype(np.float32))[:, :, None]
+    m1 = (dmin * m.astype(np.float32))[:, :, None]
+    qs = c[:, 16:].reshape(n, 4, 1, 32)
+    nib = np.concatenate([qs & 0xF, qs >> 4], axis=2).reshape(n, 8, 32).astype(np.float32)
+    return (d1 * nib - m1).reshape(n, 256)
+
+
+def _dequantize_q6_K(c):
+    """uint8 [n, 210] -> float32 [n, 256]."""
+    n = c.shape[0]
+    ql = c[:, 0:128].reshape(n, 2, 2, 32)    # [half][ql 0..31, 32..63][l]
+    qh = c[:, 128:192].reshape(n, 2, 1, 32)
+    sc = c[:, 192:208].view(np.int8).astype(np.float32)
+    d = _half(c[:, 208:210])
+    lo = np.concatenate([ql & 0xF, ql >> 4], axis=2)  # k = 0, 1, 2, 3
+    hi = (qh >> (2 * np.arange(4, dtype=np.uint8))[None, None, :, None]) & 3
+    q = (lo | (hi << 4)).astype(np.float32) - np.float32(32)
+    ds = (d * sc)[:, :, None]
+    return (ds * q.reshape(n, 16, 16)).reshape(n, 256)
 
 
 def int8_activations(x):

@@ -9,6 +9,7 @@ code, not a dependency of this project) is importable, random tensors must
 quantise to its bytes exactly.
 """
 
+import hashlib
 import os
 import tempfile
 import unittest
@@ -322,6 +323,113 @@ class GgufBitExactTest(unittest.TestCase):
                                  f"{diff[:1].tolist()}")
                 np.testing.assert_array_equal(quant.dequantize(ours, fmt, 512),
                                               gguf.quants.dequantize(theirs, qtype))
+
+
+def golden_kquant_input():
+    """24 super-blocks, exact in float32: (i * 37 % 101 - 50) / 16 times a
+    per-row scale, with an all-zero row, an all-negative, an all-positive,
+    one half zero and one with a few larger values per sub-block."""
+    i = np.arange(24 * 256).reshape(24, 256)
+    v = ((i * 37 % 101) - 50).astype(np.float32) / np.float32(16)
+    scales = np.array([1.0, 0.001953125, 64.0, 1.52587890625e-05], np.float32)
+    v[5] = 0
+    v[6] = -np.abs(v[6]) - 1
+    v[7] = np.abs(v[7]) + 1
+    v[8, :128] = 0
+    v[9, 3::16] = -v[9, 3::16] * 4
+    return v * scales[np.arange(24) % 4][:, None]
+
+
+class KQuantTest(unittest.TestCase):
+    """q4_K and q6_K: quant.h's simple quantisers (not llama.cpp's search),
+    pinned against the bytes runtime/include/moert/quant.h's quantizeBlock
+    wrote for golden_kquant_input() (built with -ffp-contract=off,
+    2026-12-02; a C++ change that moves them must change these too)."""
+
+    GOLDEN = {"q4_K": "d323a1f1de68a6336014be6de044ff0dcf0d0b95ba578b781de8af3aa779d18e",
+              "q6_K": "9acebab4213e227fea3d0a423970d37ecf614a76070fa6ce66a868e9363fce39"}
+
+    def test_bit_exact_with_the_cpp_quantiser(self):
+        x = golden_kquant_input()
+        for fmt, digest in self.GOLDEN.items():
+            q = quant.quantize(x, fmt)
+            self.assertEqual(q.shape, (24, quant.BLOCK_BYTES[fmt]))
+            self.assertEqual(hashlib.sha256(q.tobytes()).hexdigest(), digest, fmt)
+
+    def test_layout_by_hand(self):
+        # q4_K: sub-block j = 5 gets scale 63 (the largest), the others 0;
+        # element 64 * 2 + 32 + 7 = 167 is sub-block 5's element 7, in the
+        # high nibble of qs[2 * 32 + 7].
+        x = np.zeros((1, 256), np.float32)
+        x[0, 160:192] = np.arange(32, dtype=np.float32) % 16
+        q = quant.quantize(x, "q4_K")[0]
+        sc = q[4:16]
+        self.assertEqual(sc[9] & 0xF, 63 & 0xF)            # low bits of sc_5
+        self.assertEqual(sc[1] >> 6, 63 >> 4)              # high bits of sc_5
+        self.assertEqual(q[16 + 64 + 7] >> 4, 7)
+        # The codes are the values (d = f16(1 / 63) is not exact, so the
+        # values come back within d's rounding).
+        np.testing.assert_array_equal(q[16 + 64:16 + 96] >> 4, np.arange(32) % 16)
+        np.testing.assert_array_equal(q[16 + 64:16 + 96] & 0xF, 0)
+        np.testing.assert_allclose(quant.round_trip(x, "q4_K"), x, rtol=1e-3)
+        # q6_K: element 200 (half 1, k = 2, l = 8) is ql[64 + 8]'s high
+        # nibble and bits 4, 5 of qh[32 + 8]; scale index 200 / 16 = 12.
+        x = np.zeros((1, 256), np.float32)
+        x[0, 200] = -32
+        x[0, 201] = 31
+        q = quant.quantize(x, "q6_K")[0]
+        self.assertEqual(q[192 + 12], 128)                 # int8 -128
+        self.assertEqual(q[64 + 8] >> 4, 0)                # -32 + 32 = 0
+        self.assertEqual(q[64 + 9] >> 4, 63 & 0xF)
+        self.assertEqual((q[128 + 32 + 9] >> 4) & 3, 63 >> 4)
+        np.testing.assert_array_equal(quant.round_trip(x, "q6_K"), x)
+
+    def test_round_trip_error(self):
+        rng = np.random.default_rng(4)
+        for scale in (1.0, 0.02, 300.0):
+            w = random_weights(rng, 32, 1024, scale)
+            xs = w.reshape(-1, 8, 32)
+            err = np.abs(quant.round_trip(w, "q4_K") - w).reshape(-1, 256)
+            # One step of the largest sub-block scale (the 6-bit scales and
+            # mins round it) per super-block.
+            step = np.max((xs.max(2) - np.minimum(xs.min(2), 0)) / 15, axis=1)
+            self.assertTrue(np.all(err.max(1) <= step * 1.0 + 1e-30), scale)
+            err = np.abs(quant.round_trip(w, "q6_K") - w).reshape(-1, 256)
+            amax = np.abs(w).reshape(-1, 256).max(1)
+            self.assertTrue(np.all(err.max(1) <= amax / 32 + 1e-30), scale)
+            self.assertLess(np.median(err), np.median(np.abs(w)) / 20)
+
+    def test_zero_and_shapes(self):
+        for fmt in ("q4_K", "q6_K"):
+            z = np.zeros((2, 512), np.float32)
+            np.testing.assert_array_equal(quant.round_trip(z, fmt), z)
+            self.assertEqual(quant.quantized_shape((3, 512), fmt),
+                             (3, 2 * quant.BLOCK_BYTES[fmt]))
+            with self.assertRaisesRegex(ValueError, "not a multiple of the 256-element"):
+                quant.quantize(np.zeros((2, 96), np.float32), fmt)
+
+    @unittest.skipIf(gguf is None, "PyPI's gguf package is not installed (optional)")
+    def test_dequantize_matches_gguf(self):
+        """Our dequantisers equal gguf.quants.dequantize bit for bit, on our
+        blocks and on random bytes (any scales and codes, finite f16 d)."""
+        rng = np.random.default_rng(12)
+        types = {"q4_K": gguf.GGMLQuantizationType.Q4_K,
+                 "q6_K": gguf.GGMLQuantizationType.Q6_K}
+        for fmt, qtype in types.items():
+            blocks = [quant.quantize(random_weights(rng, 16, 1024, 1.0), fmt),
+                      quant.quantize(golden_kquant_input(), fmt)]
+            raw = rng.integers(0, 256, (64, quant.BLOCK_BYTES[fmt]), dtype=np.uint8)
+            d = rng.standard_normal((64, 2)).astype(np.float16).view(np.uint8).reshape(64, 4)
+            if fmt == "q4_K":
+                raw[:, 0:4] = d
+            else:
+                raw[:, 208:210] = d[:, 0:2]
+            blocks.append(raw)
+            for b in blocks:
+                cols = b.shape[1] // quant.BLOCK_BYTES[fmt] * 256
+                ours = quant.dequantize(b, fmt, cols)
+                theirs = gguf.quants.dequantize(b.reshape(-1), qtype).reshape(ours.shape)
+                np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32))
 
 
 class ReferenceQuantizedTest(unittest.TestCase):

@@ -74,6 +74,91 @@ inline void quantize(const float *x, moert::q4_1 &b) {
   }
 }
 
+// The k-quants: any valid encoding serves the kernel tests, so these are
+// simpler than llama.cpp's (no search), and round differently from
+// quant.h's (halves away from zero, through double), so that the two
+// cannot share a mistake.
+
+inline void quantize(const float *x, moert::q4_K &b) {
+  double scale[8], mins[8], maxScale = 0, maxMin = 0;
+  for (int j = 0; j < 8; ++j) {
+    double lo = 0, hi = x[32 * j];
+    for (int i = 0; i < 32; ++i) {
+      lo = std::min(lo, double(x[32 * j + i]));
+      hi = std::max(hi, double(x[32 * j + i]));
+    }
+    scale[j] = (hi - lo) / 15;
+    mins[j] = -lo;
+    maxScale = std::max(maxScale, scale[j]);
+    maxMin = std::max(maxMin, mins[j]);
+  }
+  b.d = toHalfBits(float(maxScale / 63));
+  b.dmin = toHalfBits(float(maxMin / 63));
+  int sc[8], m[8];
+  for (int j = 0; j < 8; ++j) {
+    sc[j] = maxScale > 0
+                ? int(std::min(63.0, std::round(scale[j] / maxScale * 63)))
+                : 0;
+    m[j] =
+        maxMin > 0 ? int(std::min(63.0, std::round(mins[j] / maxMin * 63))) : 0;
+  }
+  std::memset(b.scales, 0, 12);
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      b.scales[j] |= uint8_t(sc[j]);
+      b.scales[j + 4] |= uint8_t(m[j]);
+    } else {
+      b.scales[j + 4] = uint8_t((sc[j] & 15) | (m[j] & 15) << 4);
+      b.scales[j - 4] |= uint8_t((sc[j] >> 4) << 6);
+      b.scales[j] |= uint8_t((m[j] >> 4) << 6);
+    }
+  }
+  double d = moert::halfBitsToFloat(b.d), dmin = moert::halfBitsToFloat(b.dmin);
+  std::memset(b.qs, 0, 128);
+  for (int i = 0; i < 256; ++i) {
+    int j = i / 32;
+    double dl = d * sc[j], ml = dmin * m[j];
+    int q = dl > 0 ? int(std::round((x[i] + ml) / dl)) : 0;
+    q = std::max(0, std::min(15, q));
+    b.qs[(i / 64) * 32 + i % 32] |= uint8_t(i % 64 < 32 ? q : q << 4);
+  }
+}
+
+inline void quantize(const float *x, moert::q6_K &b) {
+  double scale[16], maxAbs = 0;
+  for (int i = 0; i < 16; ++i) {
+    double amax = 0;
+    for (int l = 0; l < 16; ++l)
+      amax = std::max(amax, std::fabs(double(x[16 * i + l])));
+    scale[i] = amax / 31; // positive scales; the extremes map to +-31
+    maxAbs = std::max(maxAbs, scale[i]);
+  }
+  b.d = toHalfBits(float(maxAbs / 127));
+  double d = moert::halfBitsToFloat(b.d);
+  uint8_t L[256];
+  for (int i = 0; i < 16; ++i) {
+    b.scales[i] = int8_t(
+        maxAbs > 0 ? std::min(127.0, std::round(scale[i] / maxAbs * 127)) : 0);
+    // Alternate the scales' signs (the kernels must take them signed).
+    if (i % 3 == 1)
+      b.scales[i] = int8_t(-b.scales[i]);
+    double ds = d * b.scales[i];
+    for (int l = 0; l < 16; ++l) {
+      int q = ds != 0 ? int(std::round(x[16 * i + l] / ds)) : 0;
+      L[16 * i + l] = uint8_t(std::max(-32, std::min(31, q)) + 32);
+    }
+  }
+  std::memset(b.ql, 0, sizeof b.ql);
+  std::memset(b.qh, 0, sizeof b.qh);
+  for (int i = 0; i < 256; ++i) {
+    int n = i / 128, k = (i / 32) % 4, l = i % 32;
+    uint8_t &lo = b.ql[64 * n + l + 32 * (k & 1)];
+    uint8_t &hi = b.qh[32 * n + l];
+    lo |= uint8_t(k >= 2 ? (L[i] & 15) << 4 : L[i] & 15);
+    hi |= uint8_t((L[i] >> 4) << (2 * k));
+  }
+}
+
 } // namespace moe_test
 
 #endif // MOE_TEST_COMMON_REFERENCEQUANTIZERS_H

@@ -4,15 +4,16 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// Every CUDA kernel template that reads weights, instantiated with q8_0, q4_0
-// and q4_1 and run on the CPU emulator (compiled like the generated .cu:
-// -include cuda_emu.h -DMOERT_CUDA_EMULATOR), against a double-precision
+// Every CUDA kernel template that reads weights, instantiated with q8_0, q4_0,
+// q4_1, q4_K and q6_K and run on the CPU emulator (compiled like the generated
+// .cu: -include cuda_emu.h -DMOERT_CUDA_EMULATOR), against a double-precision
 // reference over moert::dequant's values. The weights are quantised here by
 // a scalar copy of llama.cpp's reference quantisers, so the test does not
 // depend on the compiler's. Tolerances are relative to sum |x * w| of each
 // output: 1e-5 where the kernel accumulates exact f32 weights (gemv, whose
 // dequantised values are exact), 1e-3 where the activations and weights are
-// rounded to f16 (the tensor-core GEMM: 2^-11 each).
+// rounded to f16 (the tensor-core GEMM: 2^-11 each). The k-quants' rows are
+// whole super-blocks of 256: their shapes are rounded up (sz).
 //
 //===----------------------------------------------------------------------===//
 
@@ -31,6 +32,12 @@ using moert::cuda::Ptrs;
 namespace {
 
 int failures = 0;
+
+/// A row length for Q: n, or n rounded up to whole k-quant super-blocks.
+template <typename Q> constexpr int sz(int n) {
+  constexpr int B = int(moert::IsQuant<Q>::kBlock);
+  return (n + B - 1) / B * B;
+}
 std::mt19937 rng(1234);
 
 std::vector<float> randomVector(size_t n, float scale) {
@@ -50,12 +57,13 @@ template <typename Q> struct Weight {
   Weight(int rows, int cols) : rows(rows), cols(cols) {
     std::vector<float> x = randomVector(size_t(rows) * cols, 0.5f);
     std::fill(x.begin(), x.begin() + cols, 0.0f);
-    blocks.resize(size_t(rows) * cols / 32);
+    constexpr int B = int(moert::IsQuant<Q>::kBlock);
+    blocks.resize(size_t(rows) * cols / B);
     values.resize(x.size());
     for (size_t b = 0; b < blocks.size(); ++b) {
-      moe_test::quantize(&x[b * 32], blocks[b]);
-      for (int j = 0; j < 32; ++j)
-        values[b * 32 + j] = moert::dequant(blocks[b], j);
+      moe_test::quantize(&x[b * B], blocks[b]);
+      for (int j = 0; j < B; ++j)
+        values[b * B + j] = moert::dequant(blocks[b], j);
     }
   }
   const Q *data() const { return blocks.data(); }
@@ -122,7 +130,7 @@ void multiK(const float *x, Ptrs<3> w, int n, Outs<3> out, const int32_t *pos,
 }
 
 template <typename Q> void testEmbedding(const char *name) {
-  constexpr int H = 64, V = 10;
+  constexpr int H = sz<Q>(64), V = 10;
   Weight<Q> table(V, H);
   std::vector<int32_t> ids = {3, 0, 9};
   std::vector<float> out(ids.size() * H, -1);
@@ -136,7 +144,7 @@ template <typename Q> void testEmbedding(const char *name) {
 /// Dense gemv for 1..8 rows (with the residual for even counts), and two
 /// stacked parts of different widths.
 template <typename Q> void testGemvDense(const char *name) {
-  constexpr int N = 40, In = 128;
+  constexpr int N = 40, In = sz<Q>(128);
   Weight<Q> w(N, In);
   Ptrs<1> ptrs = {{w.data()}};
   for (int n = 1; n <= 8; ++n) {
@@ -157,7 +165,7 @@ template <typename Q> void testGemvDense(const char *name) {
         expectNear(name, out[size_t(r) * N + c], s, 1e-5 * a + 1e-6, r, c);
       }
   }
-  constexpr int RowsA = 16, RowsB = 24, In2 = 96, n = 3;
+  constexpr int RowsA = 16, RowsB = 24, In2 = sz<Q>(96), n = 3;
   Weight<Q> wa(RowsA, In2), wb(RowsB, In2);
   Ptrs<2> two = {{wa.data(), wb.data()}};
   std::vector<float> x = randomVector(size_t(n) * In2, 1);
@@ -194,7 +202,7 @@ std::vector<int32_t> makePerm(int t, const std::vector<int> &counts,
 /// without, on experts of uneven sizes (one empty); `Mma` picks the
 /// tensor-core kernels (more rows, f16 tolerance).
 template <typename Q, bool Mma> void testGrouped(const char *name) {
-  constexpr int E = 4, K = 2, I = Mma ? 128 : 32, H = 64;
+  constexpr int E = 4, K = 2, I = sz<Q>(Mma ? 128 : 32), H = sz<Q>(64);
   int t = Mma ? 35 : 5;
   std::vector<int> counts =
       Mma ? std::vector<int>{40, 0, 25, 5} : std::vector<int>{4, 0, 5, 1};
@@ -251,7 +259,7 @@ template <typename Q, bool Mma> void testGrouped(const char *name) {
 
 /// q (with RoPE) and k of one input in one launch.
 template <typename Q> void testMulti(const char *name) {
-  constexpr int In = 64, N0 = 32, N1 = 16, D = 16, n = 2;
+  constexpr int In = sz<Q>(64), N0 = 32, N1 = 16, D = 16, n = 2;
   const double theta = 10000;
   Weight<Q> wq(N0, In), wk(N1, In);
   Ptrs<3> ptrs = {{wq.data(), wk.data(), nullptr}};
@@ -290,7 +298,7 @@ template <typename Q> void testMulti(const char *name) {
 /// The tensor-core GEMM, dense with the residual: 70 rows (a partial
 /// m-tile) by 160 features (a partial n-tile).
 template <typename Q> void testMmaDense(const char *name) {
-  constexpr int N = 160, In = 128, n = 70;
+  constexpr int N = 160, In = sz<Q>(128), n = 70;
   Weight<Q> w(N, In);
   Ptrs<1> ptrs = {{w.data()}};
   std::vector<float> x = randomVector(size_t(n) * In, 1);
@@ -327,6 +335,8 @@ int main() {
   testType<moert::q8_0>("q8_0");
   testType<moert::q4_0>("q4_0");
   testType<moert::q4_1>("q4_1");
+  testType<moert::q4_K>("q4_K");
+  testType<moert::q6_K>("q6_K");
   if (failures)
     std::printf("%d mismatches\n", failures);
   return failures ? 1 : 0;

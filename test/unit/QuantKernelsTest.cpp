@@ -4,10 +4,11 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// The kernels of runtime/include/moert/kernels.h with q8_0, q4_0 and q4_1
-// weights against a double-precision reference built from quant.h's scalar
-// `dequant`. Weights are quantised here by a scalar copy of llama.cpp's
-// reference quantisers. Tolerances are error bounds, derived per output:
+// The kernels of runtime/include/moert/kernels.h with q8_0, q4_0, q4_1,
+// q4_K and q6_K weights against a double-precision reference built from
+// quant.h's scalar `dequant`. Weights are quantised here by a scalar copy of
+// llama.cpp's reference quantisers. Tolerances are error bounds, derived per
+// output:
 //  - f32 dequantisation (prefill, and decode's f32 path): the products and
 //    sums are f32, so the error is a few ulps of Σ|x_i| (|w_i| + |o_b|),
 //    where o_b is the block's nibble offset (the kernels sum Σ x·nibble and
@@ -17,6 +18,10 @@
 //    of step amax_b / 127 moves each element by at most half a step, so the
 //    result moves by at most Σ_b amax_b / 254 · Σ_{i in b} |w_i|, plus the
 //    f32 slack above.
+//  - The k-quants take the same bounds per element and activation block of
+//    32 (q4_K's offset is its sub-block's dmin * m; q6_K's signed values
+//    have none). Their rows are whole super-blocks of 256, so the shapes
+//    below are rounded up to multiples of 256 for them (sz).
 //
 //===----------------------------------------------------------------------===//
 
@@ -38,10 +43,35 @@ using moe_test::quantize;
 
 namespace {
 
-/// The nibble offset of a block as the kernels split it off (see top).
-double offset(const q8_0 &) { return 0; }
-double offset(const q4_0 &b) { return std::fabs(8 * halfBitsToFloat(b.d)); }
-double offset(const q4_1 &b) { return std::fabs(halfBitsToFloat(b.m)); }
+/// The offset of element i of a block as the kernels split it off (see
+/// top).
+double offset(const q8_0 &, int) { return 0; }
+double offset(const q4_0 &b, int) {
+  return std::fabs(8 * halfBitsToFloat(b.d));
+}
+double offset(const q4_1 &b, int) { return std::fabs(halfBitsToFloat(b.m)); }
+double offset(const q4_K &b, int i) {
+  int sc, m;
+  scaleMinK4(b.scales, i / 32, sc, m);
+  return std::fabs(halfBitsToFloat(b.dmin) * m);
+}
+double offset(const q6_K &, int) { return 0; }
+
+/// A shape's row length for W: k, or k rounded up to whole super-blocks.
+template <typename W> constexpr int64_t sz(int64_t k) {
+  constexpr int64_t B = IsQuant<W>::kBlock;
+  return (k + B - 1) / B * B;
+}
+
+/// Element k of a quantised row, as quant.h's dequant has it.
+template <typename W> double elem(const W *row, int64_t k) {
+  constexpr int64_t B = IsQuant<W>::kBlock;
+  return dequant(row[k / B], int(k % B));
+}
+template <typename W> double offsetAt(const W *row, int64_t k) {
+  constexpr int64_t B = IsQuant<W>::kBlock;
+  return offset(row[k / B], int(k % B));
+}
 
 std::vector<float> randomVector(std::mt19937 &rng, size_t n, float scale = 1) {
   std::normal_distribution<float> dist(0.0f, scale);
@@ -55,9 +85,10 @@ std::vector<float> randomVector(std::mt19937 &rng, size_t n, float scale = 1) {
 template <typename W>
 std::vector<W> randomWeight(std::mt19937 &rng, int64_t rows, int64_t cols) {
   std::vector<float> f = randomVector(rng, size_t(rows * cols), 0.05f);
-  std::vector<W> w(size_t(rows * cols / 32));
+  constexpr int64_t B = IsQuant<W>::kBlock;
+  std::vector<W> w(size_t(rows * cols / B));
   for (size_t b = 0; b < w.size(); ++b)
-    quantize(f.data() + b * 32, w[b]);
+    quantize(f.data() + b * B, w[b]);
   return w;
 }
 
@@ -76,12 +107,12 @@ Expected expectRow(const W *row, int64_t K, const double *x, bool int8,
     double amax = 0, sumW = 0;
     for (int i = 0; i < 32; ++i) {
       int64_t k = b * 32 + i;
-      double w = dequant(row[b], i), e = ex ? ex[k] : 0;
+      double w = elem(row, k), e = ex ? ex[k] : 0;
       v += x[k] * w;
       tol += std::fabs(w) * e;
       amax = std::max(amax, std::fabs(x[k]) + e);
       sumW += std::fabs(w);
-      slack += (std::fabs(x[k]) + e) * (std::fabs(w) + offset(row[b]));
+      slack += (std::fabs(x[k]) + e) * (std::fabs(w) + offsetAt(row, k));
     }
     if (int8)
       tol += amax / 254 * sumW * (1 + 1e-6);
@@ -104,9 +135,9 @@ Expected expectInt8Row(const W *row, int64_t K, const float *x) {
     float d = amax / 127, id = d != 0 ? 1 / d : 0;
     for (int i = 0; i < 32; ++i) {
       double xq = double(d) * std::nearbyint(x[b * 32 + i] * id);
-      double w = dequant(row[b], i);
+      double w = elem(row, b * 32 + i);
       v += xq * w;
-      slack += std::fabs(xq) * (std::fabs(w) + offset(row[b]));
+      slack += std::fabs(xq) * (std::fabs(w) + offsetAt(row, b * 32 + i));
     }
   }
   return {v, 1e-5 * slack + 1e-30};
@@ -122,7 +153,7 @@ struct PoolDeleter {
 using Pool = std::unique_ptr<moert_pool, PoolDeleter>;
 
 template <typename W> class QuantKernels : public ::testing::Test {};
-using Formats = ::testing::Types<q8_0, q4_0, q4_1>;
+using Formats = ::testing::Types<q8_0, q4_0, q4_1, q4_K, q6_K>;
 TYPED_TEST_SUITE(QuantKernels, Formats);
 
 /// linear<W, N, K> (decode path `Decode`: -1 = what linear picks, 0 = f32,
@@ -173,8 +204,10 @@ TYPED_TEST(QuantKernels, LinearDecode) {
       for (int64_t T = 1; T < 4; ++T) {
         // N = 70: 2 x 24 + 22 rows (an odd row at the end); K = 544: 17
         // blocks; enough work for parallelFor to split.
-        checkLinear<TypeParam, 70, 544>(pool.get(), T, path, 7 * T + path);
-        checkLinear<TypeParam, 7, 64>(pool.get(), T, path, 11 * T + path);
+        checkLinear<TypeParam, 70, sz<TypeParam>(544)>(pool.get(), T, path,
+                                                       7 * T + path);
+        checkLinear<TypeParam, 7, sz<TypeParam>(64)>(pool.get(), T, path,
+                                                     11 * T + path);
       }
   }
 }
@@ -183,9 +216,11 @@ TYPED_TEST(QuantKernels, LinearPrefill) {
   for (int threads : {1, 2}) {
     Pool pool(moert_pool_create(threads));
     for (int64_t T = 4; T <= 37; ++T)
-      checkLinear<TypeParam, 50, 544>(pool.get(), T, -1, uint32_t(T));
-    // K below one panel chunk, N below one parallel block.
-    checkLinear<TypeParam, 5, 96>(pool.get(), 9, -1, 99);
+      checkLinear<TypeParam, 50, sz<TypeParam>(544)>(pool.get(), T, -1,
+                                                     uint32_t(T));
+    // K below one panel chunk (for the 32-element blocks), N below one
+    // parallel block.
+    checkLinear<TypeParam, 5, sz<TypeParam>(96)>(pool.get(), 9, -1, 99);
   }
 }
 
@@ -195,7 +230,8 @@ TYPED_TEST(QuantKernels, LinearPrefill) {
 /// and leaves the other tokens finite.
 TYPED_TEST(QuantKernels, NonFiniteActivations) {
   using W = TypeParam;
-  constexpr int64_t N = 30, K = 544; // 17 blocks: 16 in steps of 8, a tail
+  // 17 blocks: 16 in steps of 8, a tail (3 super-blocks for the k-quants)
+  constexpr int64_t N = 30, K = sz<W>(544);
   std::mt19937 rng(77);
   std::vector<W> w = randomWeight<W>(rng, N, K);
   Pool pool(moert_pool_create(2));
@@ -231,7 +267,7 @@ TYPED_TEST(QuantKernels, NonFiniteActivations) {
 TYPED_TEST(QuantKernels, LinearDenseNoResidual) {
   using W = TypeParam;
   std::mt19937 rng(5);
-  constexpr int64_t N = 26, K = 320;
+  constexpr int64_t N = 26, K = sz<W>(320);
   std::vector<W> w = randomWeight<W>(rng, N, K);
   for (int64_t T : {1, 6}) {
     std::vector<float> x = randomVector(rng, size_t(T * K));
@@ -251,7 +287,7 @@ TYPED_TEST(QuantKernels, LinearDenseNoResidual) {
 TYPED_TEST(QuantKernels, Embedding) {
   using W = TypeParam;
   std::mt19937 rng(3);
-  constexpr int64_t H = 96;
+  constexpr int64_t H = sz<W>(96);
   std::vector<W> table = randomWeight<W>(rng, 10, H);
   const int32_t ids[] = {3, 0, 9, 3};
   std::vector<float> out(4 * H);
@@ -259,14 +295,14 @@ TYPED_TEST(QuantKernels, Embedding) {
   for (int64_t t = 0; t < 4; ++t)
     for (int64_t i = 0; i < H; ++i)
       ASSERT_EQ(out[t * H + i],
-                dequant(weightRow(table.data(), ids[t], H)[i / 32], i % 32))
+                float(elem(weightRow(table.data(), ids[t], H), i)))
           << t << " " << i;
 }
 
 TYPED_TEST(QuantKernels, FusedRouterGate) {
   using W = TypeParam;
   std::mt19937 rng(4);
-  constexpr int64_t H = 128, E = 4;
+  constexpr int64_t H = sz<W>(128), E = 4;
   std::vector<W> gate = randomWeight<W>(rng, E, H);
   std::vector<float> x = randomVector(rng, H);
   float weights[E];
@@ -290,7 +326,7 @@ double siluTimesTol(double g, double u, double eg, double eu) {
 /// groupedMatmul over E = 3 experts with 7, 0 and 3 rows (prefill, empty,
 /// decode), gathering from 5 tokens x K = 2 choices.
 template <typename W, bool Silu> void checkGrouped(moert_pool *pool) {
-  constexpr int64_t R = 40, In = 96, E = 3, K = 2, T = 5;
+  constexpr int64_t R = 40, In = sz<W>(96), E = 3, K = 2, T = 5;
   std::mt19937 rng(Silu ? 21 : 22);
   std::vector<std::vector<W>> ws;
   std::vector<const void *> ptrs;
@@ -347,7 +383,7 @@ TYPED_TEST(QuantKernels, GroupedMatmul) {
 /// from the reference's is bounded first.
 TYPED_TEST(QuantKernels, Experts) {
   using W = TypeParam;
-  constexpr int64_t H = 64, I = 96, E = 3, K = 2, T = 3;
+  constexpr int64_t H = sz<W>(64), I = sz<W>(96), E = 3, K = 2, T = 3;
   std::mt19937 rng(31);
   std::vector<std::vector<W>> g, u, d;
   std::vector<const W *> gp, up, dp;
@@ -393,6 +429,21 @@ TYPED_TEST(QuantKernels, Experts) {
             << threads << " " << t << " " << n;
     }
   }
+}
+
+/// The k-quants' vector dequantisation (prefill's panels without AVX-512
+/// VNNI, the f32 decode path) is quant.h's dequant bit for bit.
+template <typename W> void checkDequantRow() {
+  std::mt19937 rng(9);
+  std::vector<W> w = randomWeight<W>(rng, 1, 1024);
+  std::vector<float> out(1024);
+  qk::dequantRow(w.data(), 4, out.data());
+  for (int64_t i = 0; i < 1024; ++i)
+    ASSERT_EQ(out[i], float(elem(w.data(), i))) << i;
+}
+TEST(QuantKernelsKQuant, DequantRowExact) {
+  checkDequantRow<q4_K>();
+  checkDequantRow<q6_K>();
 }
 
 /// f16 weights keep their path (the 4x3 kernel now takes a row stride).

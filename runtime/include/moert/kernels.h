@@ -133,9 +133,10 @@ inline float scale(const q8_0 &b) { return toFloat(f16{b.d}); }
 inline float scale(const q4_0 &b) { return toFloat(f16{b.d}); }
 inline float scale(const q4_1 &b) { return toFloat(f16{b.d}); }
 
-/// Element i of a block as the scalar definition (quant.h) has it.
+/// Element i of a block (32 elements, or a k-quant's 256) as the scalar
+/// definition (quant.h) has it.
 template <typename W> inline void dequantBlock(const W &b, float *out) {
-  for (int i = 0; i < 32; ++i)
+  for (int i = 0; i < int(IsQuant<W>::kBlock); ++i)
     out[i] = dequant(b, i);
 }
 
@@ -332,7 +333,7 @@ MOERT_INLINE void scales8(const q4_1 *w, __m256 &d, __m256 &m) {
 /// 2j's 16-31, 2j+1's 16-31), so that one 256-bit load of two blocks' bytes
 /// gives both blocks' low nibbles, and one shift both high nibbles.
 template <typename W> inline void pairActs(int8_t *q, int64_t n8) {
-  if (std::is_same<W, q8_0>::value)
+  if (std::is_same<W, q8_0>::value || IsKQuant<W>::value)
     return;
   for (int64_t b = 0; b < n8; b += 2) {
     __m128i *c = reinterpret_cast<__m128i *>(q + b * 32);
@@ -569,21 +570,328 @@ MOERT_INLINE void f32Row(const W *w, int64_t nb, const float *x,
 #endif
 }
 
+//===----------------------------------------------------------------------===//
+// k-quants (q4_K, q6_K): 256-element super-blocks
+//===----------------------------------------------------------------------===//
+//
+// The int8 activations of quantizeActs (one scale per 32) line up with the
+// formats' sub-blocks: q4_K's eight sub-blocks of 32 are one activation
+// block each, Σ d sc dx Σ(q qx) - dmin m s_b; q6_K's sixteen of 16 are two
+// per activation block, d dx (sc_a Σ_a (q - 32) qx + sc_b Σ_b (q - 32) qx).
+// The integer sums are exact; the f32 scaling is done eight sub-blocks per
+// vector (two horizontal adds fold four activation blocks' partial sums
+// into one vector of sub-block sums).
+
+/// q4_K's eight 6-bit scales then eight mins, as bytes (llama.cpp's utmp
+/// unpacking of get_scale_min_k4).
+MOERT_INLINE void scalesK4(const q4_K &b, uint8_t *out) {
+  uint32_t u[4];
+  std::memcpy(u, b.scales, 12);
+  const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
+  u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
+  const uint32_t mins = u[1] & m1;
+  u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
+  u[2] = mins;
+  u[0] &= m1;
+  std::memcpy(out, u, 16);
+}
+
+#ifdef MOERT_AVX2
+/// q6_K's 256 values q - 32 (-32..31) as eight vectors of 32 signed bytes,
+/// in element order.
+MOERT_INLINE void q6Bytes(const q6_K &b, __m256i *v) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+  const __m256i off = _mm256_set1_epi8(32);
+  auto load = [](const void *p) MOERT_INLINE_LAMBDA {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+  };
+#pragma GCC unroll 2
+  for (int n = 0; n < 2; ++n) {
+    __m256i l0 = load(b.ql + 64 * n), l1 = load(b.ql + 64 * n + 32);
+    __m256i h = load(b.qh + 32 * n);
+    v[4 * n + 0] =
+        _mm256_or_si256(_mm256_and_si256(l0, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+    v[4 * n + 1] =
+        _mm256_or_si256(_mm256_and_si256(l1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+    v[4 * n + 2] =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                        _mm256_and_si256(h, m30));
+    v[4 * n + 3] =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k)
+      v[4 * n + k] = _mm256_sub_epi8(v[4 * n + k], off);
+  }
+}
+
+/// Σ u[i] * x[i] over 32 bytes as eight int32 sums of four, u unsigned.
+MOERT_INLINE __m256i dotU8(__m256i u, __m256i x) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, x);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+#endif
+}
+
+/// One k-quant row of `nsb` super-blocks against NT tokens' int8
+/// activations (token t at block t * ld): each token's sum, spread over
+/// the lanes of sum[t].
+template <typename W, int NT>
+MOERT_INLINE void kRowSums(const W *w, int64_t nsb, const int8_t *q,
+                           const float *d, const float *s, int64_t ld,
+                           __m256 *sum) {
+  constexpr bool Q4 = std::is_same<W, q4_K>::value;
+  auto load = [](const void *p) MOERT_INLINE_LAMBDA {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+  };
+  // Two accumulators per token (the two halves of a super-block), and the
+  // q4_K minimums' term.
+  __m256 acc[NT][2], off[NT];
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    acc[t][0] = acc[t][1] = off[t] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const W &blk = w[sb];
+    const int64_t b0 = sb * 8;
+    // u[k] (unsigned bytes) against activation block b0 + k; sc0 and sc1
+    // the f32 scales of the sub-block sums in the lanes of the folded
+    // vectors of blocks 0-3 and 4-7.
+    __m256i u[8], sg[8];
+    __m256 sc0, sc1, mins;
+    if constexpr (Q4) {
+      alignas(16) uint8_t sm[16];
+      scalesK4(blk, sm);
+      __m256 scf =
+          _mm256_mul_ps(_mm256_set1_ps(toFloat(f16{blk.d})),
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                            reinterpret_cast<const __m128i *>(sm)))));
+      mins =
+          _mm256_mul_ps(_mm256_set1_ps(toFloat(f16{blk.dmin})),
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                            reinterpret_cast<const __m128i *>(sm + 8)))));
+      // Folded lanes: blocks [0, 1, 2, 3, 0, 1, 2, 3] (+ 4).
+      sc0 = _mm256_permute2f128_ps(scf, scf, 0x00);
+      sc1 = _mm256_permute2f128_ps(scf, scf, 0x11);
+      const __m256i m4 = _mm256_set1_epi8(0x0f);
+#pragma GCC unroll 4
+      for (int il = 0; il < 4; ++il) {
+        __m256i y = load(blk.qs + 32 * il);
+        u[2 * il] = _mm256_and_si256(y, m4);
+        u[2 * il + 1] = _mm256_and_si256(_mm256_srli_epi16(y, 4), m4);
+      }
+    } else {
+      // Folded lanes: sub-blocks [0, 2, 4, 6, 1, 3, 5, 7] (+ 8).
+      __m128i sc = _mm_shuffle_epi8(
+          _mm_loadu_si128(reinterpret_cast<const __m128i *>(blk.scales)),
+          _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15));
+      __m256 dv = _mm256_set1_ps(toFloat(f16{blk.d}));
+      sc0 = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
+      sc1 = _mm256_mul_ps(
+          dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+      mins = _mm256_setzero_ps();
+      // Signed weights: |w| against x with w's sign (exact: |x| <= 127).
+      q6Bytes(blk, sg);
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k)
+        u[k] = _mm256_sign_epi8(sg[k], sg[k]);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) {
+      const int8_t *x = q + (t * ld + b0) * 32;
+      __m256i p[8];
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        __m256i xv = load(x + 32 * k);
+        if constexpr (!Q4)
+          xv = _mm256_sign_epi8(xv, sg[k]);
+        p[k] = dotU8(u[k], xv);
+      }
+      // q4_K lanes: blocks [0, 1, 2, 3, 0, 1, 2, 3]; q6_K: sub-blocks
+      // [0, 2, 4, 6, 1, 3, 5, 7] of blocks [0, 1, 2, 3, 0, 1, 2, 3].
+      __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]),
+                                     _mm256_hadd_epi32(p[2], p[3]));
+      __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]),
+                                     _mm256_hadd_epi32(p[6], p[7]));
+      const float *dx = d + t * ld + b0;
+      __m256 dx0 = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(dx));
+      __m256 dx1 =
+          _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(dx + 4));
+      acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h0),
+                                  _mm256_mul_ps(sc0, dx0), acc[t][0]);
+      acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h1),
+                                  _mm256_mul_ps(sc1, dx1), acc[t][1]);
+      if constexpr (Q4)
+        off[t] =
+            _mm256_fmadd_ps(mins, _mm256_loadu_ps(s + t * ld + b0), off[t]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    sum[t] = _mm256_sub_ps(_mm256_add_ps(acc[t][0], acc[t][1]), off[t]);
+}
+#endif
+
+/// One k-quant row of `nsb` super-blocks against NT tokens' int8
+/// activations (q, d, s of quantizeActs, token t at block t * ld; ld = 0:
+/// 8 nsb): out[t].
+template <typename W, int NT>
+MOERT_INLINE void kRow(const W *w, int64_t nsb, const int8_t *q, const float *d,
+                       const float *s, float *out, int64_t ld = 0) {
+  if (ld == 0)
+    ld = nsb * 8;
+#ifdef MOERT_AVX2
+  __m256 sum[NT];
+  kRowSums<W, NT>(w, nsb, q, d, s, ld, sum);
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t)
+    out[t] = hsum(sum[t]);
+#else
+  for (int t = 0; t < NT; ++t) {
+    float acc = 0;
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      const W &blk = w[sb];
+      for (int j = 0; j < 8; ++j) {
+        const int64_t b = t * ld + sb * 8 + j;
+        const int8_t *x = q + b * 32;
+        if constexpr (std::is_same<W, q4_K>::value) {
+          int sc, m, p = 0;
+          scaleMinK4(blk.scales, j, sc, m);
+          for (int i = 0; i < 32; ++i)
+            p += nibbleK4(blk.qs, 32 * j + i) * x[i];
+          acc += toFloat(f16{blk.d}) * float(sc) * d[b] * float(p) -
+                 toFloat(f16{blk.dmin}) * float(m) * s[b];
+        } else {
+          int pa = 0, pb = 0;
+          for (int i = 0; i < 16; ++i) {
+            pa += (q6Value(blk, 32 * j + i) - 32) * x[i];
+            pb += (q6Value(blk, 32 * j + 16 + i) - 32) * x[16 + i];
+          }
+          acc += toFloat(f16{blk.d}) * d[b] *
+                 float(blk.scales[2 * j] * pa + blk.scales[2 * j + 1] * pb);
+        }
+      }
+    }
+    out[t] = acc;
+  }
+#endif
+}
+
+/// A k-quant super-block's 256 elements as f32 (bit for bit quant.h's
+/// dequant: the products rounded as it rounds them).
+template <typename W> MOERT_INLINE void dequantSuper(const W &b, float *out) {
+#ifdef MOERT_AVX2
+  auto cvt8 = [](__m128i v8, bool sgn) MOERT_INLINE_LAMBDA {
+    return _mm256_cvtepi32_ps(sgn ? _mm256_cvtepi8_epi32(v8)
+                                  : _mm256_cvtepu8_epi32(v8));
+  };
+  if constexpr (std::is_same<W, q4_K>::value) {
+    alignas(16) uint8_t sm[16];
+    scalesK4(b, sm);
+    const float d = toFloat(f16{b.d}), dmin = toFloat(f16{b.dmin});
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int il = 0; il < 4; ++il) {
+      __m256i y =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b.qs + 32 * il));
+      __m256i nib[2] = {_mm256_and_si256(y, m4),
+                        _mm256_and_si256(_mm256_srli_epi16(y, 4), m4)};
+      for (int h = 0; h < 2; ++h) {
+        const int j = 2 * il + h;
+        __m256 d1 = _mm256_set1_ps(d * float(sm[j]));
+        __m256 m1 = _mm256_set1_ps(dmin * float(sm[8 + j]));
+        __m128i lo = _mm256_castsi256_si128(nib[h]),
+                hi = _mm256_extracti128_si256(nib[h], 1);
+        __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi,
+                           _mm_srli_si128(hi, 8)};
+        for (int k = 0; k < 4; ++k)
+          _mm256_storeu_ps(
+              out + 32 * j + 8 * k,
+              _mm256_sub_ps(_mm256_mul_ps(d1, cvt8(part[k], false)), m1));
+      }
+    }
+  } else {
+    __m256i v[8];
+    q6Bytes(b, v);
+    const float d = toFloat(f16{b.d});
+    for (int k = 0; k < 8; ++k) {
+      __m128i lo = _mm256_castsi256_si128(v[k]),
+              hi = _mm256_extracti128_si256(v[k], 1);
+      __m256 s0 = _mm256_set1_ps(d * float(b.scales[2 * k]));
+      __m256 s1 = _mm256_set1_ps(d * float(b.scales[2 * k + 1]));
+      _mm256_storeu_ps(out + 32 * k, _mm256_mul_ps(s0, cvt8(lo, true)));
+      _mm256_storeu_ps(out + 32 * k + 8,
+                       _mm256_mul_ps(s0, cvt8(_mm_srli_si128(lo, 8), true)));
+      _mm256_storeu_ps(out + 32 * k + 16, _mm256_mul_ps(s1, cvt8(hi, true)));
+      _mm256_storeu_ps(out + 32 * k + 24,
+                       _mm256_mul_ps(s1, cvt8(_mm_srli_si128(hi, 8), true)));
+    }
+  }
+#else
+  dequantBlock(b, out);
+#endif
+}
+
+/// One k-quant row of `nsb` super-blocks against NT tokens' f32
+/// activations (token t at x + t * K), each super-block dequantised once
+/// for all tokens: out[t].
+template <typename W, int NT>
+MOERT_INLINE void kF32Row(const W *w, int64_t nsb, const float *x, float *out) {
+  const int64_t K = nsb * 256;
+  alignas(32) float f[256];
+#ifdef MOERT_AVX2
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t)
+    acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    dequantSuper(w[sb], f);
+    for (int t = 0; t < NT; ++t) {
+      const float *xb = x + t * K + sb * 256;
+      for (int i = 0; i < 256; i += 16) {
+        acc[t][0] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + i),
+                                    _mm256_load_ps(f + i), acc[t][0]);
+        acc[t][1] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + i + 8),
+                                    _mm256_load_ps(f + i + 8), acc[t][1]);
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
+#else
+  for (int t = 0; t < NT; ++t)
+    out[t] = 0;
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    dequantSuper(w[sb], f);
+    for (int t = 0; t < NT; ++t)
+      for (int i = 0; i < 256; ++i)
+        out[t] += x[t * K + sb * 256 + i] * f[i];
+  }
+#endif
+}
+
 /// Each block of a quantised row of `nb` blocks to 32 floats.
 template <typename W>
 inline void dequantRow(const W *w, int64_t nb, float *out) {
-  for (int64_t b = 0; b < nb; ++b) {
+  if constexpr (IsKQuant<W>::value) {
+    for (int64_t b = 0; b < nb; ++b)
+      dequantSuper(w[b], out + b * 256);
+  } else {
+    for (int64_t b = 0; b < nb; ++b) {
 #ifdef MOERT_AVX2
-    __m256 f[4];
-    blockFloats(w[b], f);
-    __m256 dv = _mm256_set1_ps(scale(w[b]));
-    __m256 mv = _mm256_set1_ps(
-        std::is_same<W, q4_1>::value ? offsetTerm(w[b], 0) : 0.0f);
-    for (int j = 0; j < 4; ++j)
-      _mm256_storeu_ps(out + b * 32 + 8 * j, _mm256_fmadd_ps(f[j], dv, mv));
+      __m256 f[4];
+      blockFloats(w[b], f);
+      __m256 dv = _mm256_set1_ps(scale(w[b]));
+      __m256 mv = _mm256_set1_ps(
+          std::is_same<W, q4_1>::value ? offsetTerm(w[b], 0) : 0.0f);
+      for (int j = 0; j < 4; ++j)
+        _mm256_storeu_ps(out + b * 32 + 8 * j, _mm256_fmadd_ps(f[j], dv, mv));
 #else
-    dequantBlock(w[b], out + b * 32);
+      dequantBlock(w[b], out + b * 32);
 #endif
+    }
   }
 }
 
@@ -591,12 +899,13 @@ inline void dequantRow(const W *w, int64_t nb, float *out) {
 /// gate GEMV, which is not quantised by the compiler: simple, not fast).
 template <typename W>
 inline float dotRow(const float *x, const W *w, int64_t K) {
+  constexpr int64_t B = IsQuant<W>::kBlock;
   float sum = 0;
-  alignas(32) float f[32];
-  for (int64_t b = 0; b < K / 32; ++b) {
+  alignas(32) float f[B];
+  for (int64_t b = 0; b < K / B; ++b) {
     dequantRow(w + b, 1, f);
-    for (int i = 0; i < 32; ++i)
-      sum += x[b * 32 + i] * f[i];
+    for (int64_t i = 0; i < B; ++i)
+      sum += x[b * B + i] * f[i];
   }
   return sum;
 }
@@ -694,9 +1003,13 @@ MOERT_INLINE void int8Rows512(const W *w, int64_t r0, int64_t r1,
     const W *wr = weightRow(w, r, K);
     for (int t = 0; t < NT; ++t)
       tail[t] = 0;
-    if (n8 < nb)
-      int8Row<W, NT>(wr + n8, nb - n8, q + n8 * 32, d + n8, s + n8, tail, nb);
-    int8Row512<W, NT>(wr, n8, nb, q, d, s, sum);
+    if constexpr (IsKQuant<W>::value) {
+      kRowSums<W, NT>(wr, K / 256, q, d, s, nb, sum);
+    } else {
+      if (n8 < nb)
+        int8Row<W, NT>(wr + n8, nb - n8, q + n8 * 32, d + n8, s + n8, tail, nb);
+      int8Row512<W, NT>(wr, n8, nb, q, d, s, sum);
+    }
   };
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
@@ -725,6 +1038,7 @@ MOERT_INLINE void int8Rows512(const W *w, int64_t r0, int64_t r1,
 template <typename W, int64_t N, int64_t K, int NT, bool Int8>
 void decode(moert_pool *pool, const float *x, const W *w, float *out,
             int64_t ldo, const float *res) {
+  static_assert(K % IsQuant<W>::kBlock == 0, "a quantised row is whole blocks");
   constexpr int64_t nb = blocks<K>();
   constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
   // The quantised activations live on the caller's stack (NT*K bytes and
@@ -765,7 +1079,12 @@ void decode(moert_pool *pool, const float *x, const W *w, float *out,
 #endif
     for (; r < rEnd; ++r) {
       float v[NT];
-      if (Int8)
+      if constexpr (IsKQuant<W>::value) {
+        if (Int8)
+          kRow<W, NT>(weightRow(w, r, K), K / 256, q, d, s, v);
+        else
+          kF32Row<W, NT>(weightRow(w, r, K), K / 256, x, v);
+      } else if (Int8)
         int8Row<W, NT>(weightRow(w, r, K), nb, q, d, s, v);
       else
         f32Row<W, NT>(weightRow(w, r, K), nb, x, s, v);
@@ -808,6 +1127,7 @@ inline void *prefillScratch(size_t bytes) {
 template <typename W, int64_t N, int64_t K>
 void linearPrefillInt8(moert_pool *pool, const float *x, const W *w, int64_t T,
                        float *out, int64_t ldo, const float *res) {
+  static_assert(K % IsQuant<W>::kBlock == 0, "a quantised row is whole blocks");
   constexpr int64_t nb = blocks<K>(), n8 = nb / 8 * 8;
   constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
   char *scratch = static_cast<char *>(
@@ -863,7 +1183,9 @@ constexpr int64_t kPanelK = 256;
 template <typename W, int64_t N, int64_t K>
 void linearPrefill(moert_pool *pool, const float *x, const W *w, int64_t T,
                    float *out, int64_t ldo, const float *res) {
-  static_assert(K % kQuantBlock == 0, "a quantised row is whole blocks");
+  constexpr int64_t B = IsQuant<W>::kBlock;
+  static_assert(K % B == 0, "a quantised row is whole blocks");
+  static_assert(kPanelK % B == 0, "a panel chunk is whole blocks");
   constexpr int64_t KC = std::min(K, kPanelK);
   constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
   parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
@@ -873,7 +1195,7 @@ void linearPrefill(moert_pool *pool, const float *x, const W *w, int64_t T,
       for (int64_t k0 = 0; k0 < K; k0 += KC) {
         int64_t kc = std::min(KC, K - k0);
         for (int64_t r = n0; r < n1; ++r)
-          dequantRow(weightRow(w, r, K) + k0 / 32, kc / 32,
+          dequantRow(weightRow(w, r, K) + k0 / B, kc / B,
                      panel + (r - n0) * KC);
         const float *base = k0 == 0 ? res : out;
         auto store = [&](int64_t t, int64_t r, float v) {
@@ -961,8 +1283,10 @@ void embedding(const W *table, const int32_t *ids, int64_t T, float *out) {
     if constexpr (IsQuant<W>::value) {
       // The scalar definition: a gathered row is a few KiB, and this keeps
       // the embedding bit-exact with quant.h's dequant.
-      for (int64_t b = 0; b < H / kQuantBlock; ++b)
-        qk::dequantBlock(row[b], out + t * H + b * kQuantBlock);
+      constexpr int64_t B = IsQuant<W>::kBlock;
+      static_assert(H % B == 0, "a quantised row is whole blocks");
+      for (int64_t b = 0; b < H / B; ++b)
+        qk::dequantBlock(row[b], out + t * H + b * B);
     } else {
       for (int64_t i = 0; i < H; ++i)
         out[t * H + i] = toFloat(row[i]);

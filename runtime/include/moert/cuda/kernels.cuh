@@ -9,7 +9,8 @@
 // specialisation. The layout contract is the CPU target's (kernels.h):
 // activations are row-major [tokens][features] f32 at the planned offsets of
 // one arena, weights are read in their stored type (f32, f16, bf16, or the
-// block-quantised q8_0, q4_0 and q4_1 of quant.h, dequantised in registers)
+// block-quantised q8_0, q4_0, q4_1, q4_K and q6_K of quant.h, dequantised in
+// registers)
 // and every reduction accumulates in f32. KV caches are
 // [kv_heads][capacity][head_dim] f32 rings: position p lives in slot p %
 // capacity.
@@ -76,7 +77,7 @@ __device__ __forceinline__ float halfToF(uint16_t h) {
 template <typename W>
 __device__ __forceinline__ float weightAt(const W *row, int i) {
   if constexpr (IsQuant<W>::value)
-    return dequant(row[i / kQuantBlock], i % kQuantBlock);
+    return dequant(row[i / IsQuant<W>::kBlock], int(i % IsQuant<W>::kBlock));
   else
     return toF(row[i]);
 }
@@ -370,6 +371,67 @@ __device__ __forceinline__ void loadQuarter(const q4_1 *row, int blk, int p,
   q4Quarter(__ldg(u + 2 + p / 2), __ldg(u + 3 + p / 2), halfToF(__ldg(u)),
             halfToF(__ldg(u + 1)), v);
 }
+/// The k-quants: `blk` counts 32-element chunks of the row (sub-block
+/// blk % 8 of super-block blk / 8), read in place with 16-bit loads; the
+/// values are dequant()'s (up to the contraction of q4_K's d1 * q - m1).
+/// q4_K: the sub-block's scale and min from words 2..7 (scaleMinK4; the
+/// three bytes it needs have the parity of j), its nibbles from the 32
+/// bytes of qs it shares with its neighbour (low nibbles for even j).
+__device__ __forceinline__ void loadQuarter(const q4_K *row, int blk, int p,
+                                            float (&v)[8]) {
+  const uint16_t *u = reinterpret_cast<const uint16_t *>(row + blk / 8);
+  const int j = blk % 8, sh = (j & 1) * 8;
+  // Bytes 4 + j, 8 + j and j of the block (scales[j], scales[j + 4],
+  // scales[j - 4]).
+  // (one offset: the words are (4 + j) / 2 - 2, + 0 and + 2).
+  const uint16_t *sw = u + 2 + j / 2;
+  const int b0 = __ldg(sw - 2) >> sh & 0xff;
+  const int b1 = __ldg(sw) >> sh & 0xff;
+  const int b2 = __ldg(sw + 2) >> sh & 0xff;
+  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
+  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
+  const float d1 = halfToF(__ldg(u)) * float(sc);
+  const float m1 = halfToF(__ldg(u + 1)) * float(m);
+  const uint16_t *qs = u + 8 + (j >> 1) * 16 + p / 2;
+  const uint32_t lo = uint32_t(__ldg(qs)) | uint32_t(__ldg(qs + 1)) << 16;
+  const uint32_t hi = uint32_t(__ldg(qs + 8)) | uint32_t(__ldg(qs + 9)) << 16;
+  const int nsh = (j & 1) * 4;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[i] = d1 * float(int(lo >> (8 * i + nsh) & 0xf)) - m1;
+    v[4 + i] = d1 * float(int(hi >> (8 * i + nsh) & 0xf)) - m1;
+  }
+}
+/// q6_K: chunk j = 4 n + k of a super-block takes nibble (k >= 2: high) of
+/// ql[64 n + 32 (k & 1) + l] and bits 2k, 2k + 1 of qh[32 n + l]; its two
+/// sub-blocks' scales are one word (scales[2j], scales[2j + 1]).
+__device__ __forceinline__ void loadQuarter(const q6_K *row, int blk, int p,
+                                            float (&v)[8]) {
+  const uint16_t *u = reinterpret_cast<const uint16_t *>(row + blk / 8);
+  const int j = blk % 8, n = j / 4, k = j % 4;
+  const uint16_t scw = __ldg(u + 96 + j);
+  const float d = halfToF(__ldg(u + 104));
+  const float da = d * float(int8_t(scw & 0xff)),
+              db = d * float(int8_t(scw >> 8));
+  const uint16_t *ql = u + 32 * n + 16 * (k & 1) + p / 2;
+  const uint16_t *qh = u + 64 + 16 * n + p / 2;
+  const uint32_t l0 = uint32_t(__ldg(ql)) | uint32_t(__ldg(ql + 1)) << 16;
+  const uint32_t l1 = uint32_t(__ldg(ql + 8)) | uint32_t(__ldg(ql + 9)) << 16;
+  const uint32_t h0 = uint32_t(__ldg(qh)) | uint32_t(__ldg(qh + 1)) << 16;
+  const uint32_t h1 = uint32_t(__ldg(qh + 8)) | uint32_t(__ldg(qh + 9)) << 16;
+  // Four 6-bit values per word: the nibbles and the bit pairs in place.
+  const int lsh = k >= 2 ? 4 : 0, hsh = 2 * k;
+  const uint32_t qa = (l0 >> lsh & 0x0f0f0f0fu) | (h0 >> hsh & 0x03030303u)
+                                                      << 4;
+  const uint32_t qb = (l1 >> lsh & 0x0f0f0f0fu) | (h1 >> hsh & 0x03030303u)
+                                                      << 4;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[i] = da * float(int(qa >> 8 * i & 0xff) - 32);
+    v[4 + i] = db * float(int(qb >> 8 * i & 0xff) - 32);
+  }
+}
+
 /// The same elements of an unquantised row (the other part of a Pair whose
 /// first is quantised).
 template <typename W>
@@ -401,6 +463,9 @@ __device__ __forceinline__ void gemvRows(const W *wrow, const W2 *wrow2,
     if constexpr (IsQuant<W>::value || IsQuant<W2>::value) {
       static_assert(In % kQuantBlock == 0,
                     "quantised weights take a multiple of 32 inputs");
+      static_assert(In % IsQuant<W>::kBlock == 0 &&
+                        In % IsQuant<W2>::kBlock == 0,
+                    "k-quant weights take a multiple of 256 inputs");
       // Four lanes per block, eight consecutive blocks per step: the warp
       // reads each weight byte once, dequantising in registers. Not
       // unrolled: the warps of a decode step's thousands of rows hide the
@@ -642,6 +707,12 @@ template <> struct MmaType<q4_0> {
 template <> struct MmaType<q4_1> {
   using type = __half;
 };
+template <> struct MmaType<q4_K> {
+  using type = __half;
+};
+template <> struct MmaType<q6_K> {
+  using type = __half;
+};
 
 /// A quantised block held in registers by gemmMma between its global load
 /// and its store to shared memory: the block's 16-bit words.
@@ -655,6 +726,45 @@ template <typename T> struct RawBlock {
 #pragma unroll
     for (int i = 0; i < Words; ++i)
       u[i] = b ? __ldg(p + i) : uint16_t(0);
+  }
+};
+
+/// The k-quants' raw form is one 32-element sub-block of a super-block
+/// (gemmMma's thread reads 32 weights a K-step): only the words it needs,
+/// at addresses computed at the load (the registers are never indexed by
+/// the sub-block, which would put them in local memory).
+template <> struct RawBlock<q4_K> {
+  // d, dmin; the scale words holding bytes 4 + j, 8 + j, j; 32 qs bytes.
+  uint16_t d, dmin, s1, s2, s0, qs[16];
+  int sub;
+  __device__ __forceinline__ void load(const q4_K *b, int j) {
+    const uint16_t *p = reinterpret_cast<const uint16_t *>(b);
+    sub = j;
+    d = b ? __ldg(p) : uint16_t(0);
+    dmin = b ? __ldg(p + 1) : uint16_t(0);
+    s1 = b ? __ldg(p + (4 + j) / 2) : uint16_t(0);
+    s2 = b ? __ldg(p + (8 + j) / 2) : uint16_t(0);
+    s0 = b ? __ldg(p + j / 2) : uint16_t(0);
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+      qs[i] = b ? __ldg(p + 8 + (j >> 1) * 16 + i) : uint16_t(0);
+  }
+};
+template <> struct RawBlock<q6_K> {
+  // The sub-block's 32 ql bytes, 32 qh bytes, its two scales, d.
+  uint16_t ql[16], qh[16], sc, d;
+  int sub;
+  __device__ __forceinline__ void load(const q6_K *b, int j) {
+    const uint16_t *p = reinterpret_cast<const uint16_t *>(b);
+    const int n = j / 4, k = j % 4;
+    sub = j;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      ql[i] = b ? __ldg(p + 32 * n + 16 * (k & 1) + i) : uint16_t(0);
+      qh[i] = b ? __ldg(p + 64 + 16 * n + i) : uint16_t(0);
+    }
+    sc = b ? __ldg(p + 96 + j) : uint16_t(0);
+    d = b ? __ldg(p + 104) : uint16_t(0);
   }
 };
 
@@ -690,6 +800,42 @@ __device__ __forceinline__ void dequantHalf(const RawBlock<q4_1> &r,
                                             uint32_t (&h)[16]) {
   q4Half(r.u + 2, halfToF(r.u[0]), halfToF(r.u[1]), h);
 }
+/// q4_K sub-block j: word i holds elements 2i, 2i + 1 in its bytes' low
+/// (even j) or high nibbles.
+__device__ __forceinline__ void dequantHalf(const RawBlock<q4_K> &r,
+                                            uint32_t (&h)[16]) {
+  const int j = r.sub, sh = (j & 1) * 8;
+  const int b1 = r.s1 >> sh & 0xff, b2 = r.s2 >> sh & 0xff,
+            b0 = r.s0 >> sh & 0xff;
+  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
+  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
+  const float d1 = halfToF(r.d) * float(sc), m1 = halfToF(r.dmin) * float(m);
+  const int nsh = (j & 1) * 4;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    uint32_t q = uint32_t(r.qs[i]) >> nsh;
+    h[i] = Convert<__half>::pack(d1 * float(int(q & 0xf)) - m1,
+                                 d1 * float(int(q >> 8 & 0xf)) - m1);
+  }
+}
+/// q6_K sub-block j = 4 n + k: elements 2i, 2i + 1 from ql word i's
+/// nibbles (high for k >= 2) and qh word i's bits 2k, 2k + 1; the first 16
+/// elements take scales[2j], the rest scales[2j + 1].
+__device__ __forceinline__ void dequantHalf(const RawBlock<q6_K> &r,
+                                            uint32_t (&h)[16]) {
+  const int k = r.sub % 4, lsh = k >= 2 ? 4 : 0, hsh = 2 * k;
+  const float d = halfToF(r.d);
+  const float da = d * float(int8_t(r.sc & 0xff)),
+              db = d * float(int8_t(r.sc >> 8));
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    uint32_t l = uint32_t(r.ql[i]) >> lsh, hb = uint32_t(r.qh[i]) >> hsh;
+    int q0 = int((l & 0xf) | (hb & 3) << 4);
+    int q1 = int((l >> 8 & 0xf) | (hb >> 8 & 3) << 4);
+    const float ds = i < 8 ? da : db;
+    h[i] = Convert<__half>::pack(ds * float(q0 - 32), ds * float(q1 - 32));
+  }
+}
 
 /// Prefill variant on tensor cores. Block tile 64 rows x 128 features,
 /// K-steps of 64; 8 warps in a 2 x 4 grid, each 32 x 32 (2 x 2 WMMA 16x16x16
@@ -697,9 +843,9 @@ __device__ __forceinline__ void dequantHalf(const RawBlock<q4_1> &r,
 /// current one is multiplied. With Silu the tile's 128 features are gate
 /// rows j0..j0+64 and the up rows of the same j, and the block stores the 64
 /// features silu(gate) * up. grid (m-tiles, ceil(N / 128)) or, with Silu,
-/// (m-tiles, ceil(RowsA / 64)); block 256. Quantised weights (T q8_0, q4_0
-/// or q4_1) are dequantised to f16 on their way to shared memory: each
-/// thread's 32 weights of a K-step are exactly one block.
+/// (m-tiles, ceil(RowsA / 64)); block 256. Quantised weights (T q8_0, q4_0,
+/// q4_1, q4_K or q6_K) are dequantised to f16 on their way to shared memory:
+/// each thread's 32 weights of a K-step are exactly one block.
 template <typename T, int RowsA, int RowsB, int In, int E, int K, bool Gather,
           bool Grouped, bool Silu, int NumPtrs>
 __device__ void gemmMma(const float *x, const int32_t *perm,
@@ -746,7 +892,7 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
   if (col < (Silu ? RowsA : N))
     bRow = weightRow(static_cast<const T *>(w.p[e * Parts + (second ? 1 : 0)]),
                      second && !Silu ? col - RowsA : col, In) +
-           (Quant ? bk / kQuantBlock : bk);
+           (Quant ? bk / IsQuant<T>::kBlock : bk);
 
   float4 aReg[4];
   uint4 bReg[Quant ? 1 : 4];
@@ -757,7 +903,11 @@ __device__ void gemmMma(const float *x, const int32_t *perm,
       aReg[i] = aRow ? __ldg(reinterpret_cast<const float4 *>(aRow + k0) + i)
                      : make_float4(0, 0, 0, 0);
     if constexpr (Quant) {
-      bRaw.load(bRow ? bRow + k0 / kQuantBlock : nullptr);
+      if constexpr (IsKQuant<T>::value)
+        bRaw.load(bRow ? bRow + k0 / kQuantSuperBlock : nullptr,
+                  (k0 % kQuantSuperBlock + bk) / 32);
+      else
+        bRaw.load(bRow ? bRow + k0 / kQuantBlock : nullptr);
     } else {
 #pragma unroll
       for (int i = 0; i < 4; ++i)
