@@ -122,18 +122,16 @@ LogicalResult WeightSourceOp::verify() {
     return emitOpError("weight '")
            << getName() << "' in the artifact's weights file must have a "
            << "quantised type, got " << type;
-  if (!getArtifact() && quantizedType)
-    return emitOpError("weight '")
-           << getName() << "' in moe.weight_dir has a quantised type " << type
-           << "; model files hold f32, f16 or bf16 (moe-quantize-weights "
-           << "marks a source 'quantized to' instead)";
+  // A quantised type in moe.weight_dir: the blocks as a GGUF file stores
+  // them.
   if (std::optional<Type> to = getQuantized()) {
     auto target = cast<RankedTensorType>(*to);
-    if (getArtifact() || !isa<QuantType>(target.getElementType()) ||
+    if (getArtifact() || quantizedType ||
+        !isa<QuantType>(target.getElementType()) ||
         target.getShape() != type.getShape())
       return emitOpError("weight '")
              << getName() << "' must be quantized to a !moe.quant tensor of "
-             << "its own shape, from a model file, got " << type
+             << "its own shape, from floats in a model file, got " << type
              << " quantized to " << target;
     if (failed(verifyWeight(*this, getName(), target)))
       return failure();

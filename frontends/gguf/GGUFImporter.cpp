@@ -31,19 +31,8 @@ namespace {
 /// Mixtral as a llama model with experts).
 constexpr const char *kArch = "llama";
 
-// ggml type ids (ggml.h).
-enum : uint32_t {
-  kF32 = 0,
-  kF16 = 1,
-  kQ4_0 = 2,
-  kQ4_1 = 3,
-  kQ8_0 = 8,
-  kQ4_K = 12,
-  kQ6_K = 14,
-  kBF16 = 30,
-};
-
 std::optional<WeightDType> weightDType(uint32_t ggmlType) {
+  using namespace G;
   switch (ggmlType) {
   case kF32:
     return WeightDType::F32;

@@ -8,6 +8,8 @@
 
 #include "dialects/MoE/MoEOps.h"
 #include "frontends/InputFiles.h"
+#include "frontends/gguf/GGUFImporter.h"
+#include "runtime/src/gguf.h"
 #include "frontends/hf/SafeTensors.h"
 
 #include "llvm/ADT/StringMap.h"
@@ -30,6 +32,26 @@ std::string pathOf(StringRef dir, StringRef file) {
 StringRef weightDirOf(ModuleOp module) {
   auto dir = module->getAttrOfType<StringAttr>("moe.weight_dir");
   return dir ? dir.getValue() : StringRef();
+}
+
+/// The ggml type id of a weight element type (UINT32_MAX for none).
+uint32_t ggmlTypeOf(Type t) {
+  using namespace moert::gguf;
+  if (auto quant = dyn_cast<QuantType>(t)) {
+    switch (quant.getFormat()) {
+    case QuantFormat::Q8_0:
+      return kQ8_0;
+    case QuantFormat::Q4_0:
+      return kQ4_0;
+    case QuantFormat::Q4_1:
+      return kQ4_1;
+    case QuantFormat::Q4_K:
+      return kQ4_K;
+    case QuantFormat::Q6_K:
+      return kQ6_K;
+    }
+  }
+  return t.isF32() ? kF32 : t.isF16() ? kF16 : t.isBF16() ? kBF16 : UINT32_MAX;
 }
 
 std::optional<STDType> storageType(Type t) {
@@ -69,6 +91,12 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
     return module.emitError("moe.weight_dir must be an absolute path, got '")
            << dir << "'";
   StringMap<SafeTensorsHeader> headers;
+  // GGUF files (a model imported by --import-gguf): mapped and parsed once.
+  struct Gguf {
+    std::unique_ptr<MemoryBuffer> image;
+    moert::gguf::File file;
+  };
+  StringMap<std::unique_ptr<Gguf>> ggufs;
   for (WeightSourceOp source : sources) {
     if (source.getArtifact())
       return source.emitOpError("weight '")
@@ -77,6 +105,37 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
              << "built; compile from the model, or from --emit=mlir output, "
              << "which keeps the quantisation pending";
     std::string path = pathOf(dir, source.getFile());
+    if (ggufs.count(path) || (!headers.count(path) && gguf::isGGUFFile(path))) {
+      std::unique_ptr<Gguf> &g = ggufs[path];
+      if (!g) {
+        Expected<InputFile> input = InputFile::open(path);
+        Expected<std::unique_ptr<MemoryBuffer>> image =
+            input ? input->map() : input.takeError();
+        if (!image)
+          return source.emitOpError("weight '")
+                 << source.getName() << "': " << toString(image.takeError());
+        g = std::make_unique<Gguf>();
+        g->image = std::move(*image);
+        std::string error = moert::gguf::parse(
+            reinterpret_cast<const unsigned char *>(
+                g->image->getBufferStart()),
+            g->image->getBufferSize(), g->file);
+        if (!error.empty())
+          return source.emitOpError("weight '")
+                 << source.getName() << "': " << path << ": " << error;
+      }
+      auto type = cast<RankedTensorType>(source.getType());
+      std::vector<uint64_t> shape(type.getShape().begin(),
+                                  type.getShape().end());
+      std::string problem = moert::gguf::checkWeight(
+          g->file, source.getName().str(), ggmlTypeOf(type.getElementType()),
+          shape, uint64_t(source.getOffset()),
+          uint64_t(source.getSizeInBytes()));
+      if (!problem.empty())
+        return source.emitOpError("weight '")
+               << source.getName() << "': " << path << ": " << problem;
+      continue;
+    }
     auto it = headers.find(path);
     if (it == headers.end()) {
       Expected<SafeTensorsHeader> header = readSafeTensorsHeader(path);
@@ -132,6 +191,11 @@ checkWeightValues(ModuleOp module,
       file = std::make_unique<InputFile>(std::move(*opened));
     }
     auto type = cast<RankedTensorType>(source.getType());
+    if (isa<QuantType>(type.getElementType())) {
+      // Block formats (from a GGUF file): their scales are not scanned.
+      done += uint64_t(source.getSizeInBytes());
+      continue;
+    }
     unsigned bits = type.getElementTypeBitWidth();
     uint32_t mask = type.getElementType().isF32()   ? 0x7f800000u
                     : type.getElementType().isF16() ? 0x7c00u

@@ -186,3 +186,60 @@ def write_gguf(model_dir, out, wtype="f32", quantize_only="all", expert_layout="
         with open(out, "r+b") as f:
             f.seek(4)
             f.write((2).to_bytes(4, "little"))
+
+
+def unpermute_llama_rope(w, heads):
+    """The inverse of permute_for_llama_rope."""
+    return (w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def read_hf_weights(path, config):
+    """The weights of a Mixtral GGUF file under their Hugging Face names, as
+    float32 numpy arrays dequantised by gguf.quants (llama.cpp's own format
+    code, independent of moe-compile): q and k rows un-permuted, stacked
+    experts split. Returns (weights, names stored in a block format)."""
+    import gguf
+
+    nH, nKV, E = (config["num_attention_heads"], config["num_key_value_heads"],
+                  config["num_local_experts"])
+    Q = gguf.GGMLQuantizationType
+    floats = (Q.F32, Q.F16, Q.BF16)
+    top = {"token_embd.weight": "model.embed_tokens.weight",
+           "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
+    per_layer = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj",
+                 "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                 "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+                 "ffn_gate_inp": "block_sparse_moe.gate"}
+    experts = {"ffn_gate": "w1", "ffn_down": "w2", "ffn_up": "w3"}
+    weights, quantized = {}, set()
+    for t in gguf.GGUFReader(path).tensors:
+        shape = [int(d) for d in reversed(t.shape)]
+        w = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
+        w = np.asarray(w, dtype=np.float32).reshape(shape)
+        blocks = t.tensor_type not in floats
+        parts = t.name.split(".")
+        names = []
+        if t.name in top:
+            names = [(top[t.name], w)]
+        elif parts[0] == "blk":
+            layer, kind = parts[1], parts[2]
+            p = f"model.layers.{layer}."
+            if kind in per_layer:
+                if kind == "attn_q":
+                    w = unpermute_llama_rope(w, nH)
+                elif kind == "attn_k":
+                    w = unpermute_llama_rope(w, nKV)
+                names = [(p + per_layer[kind] + ".weight", w)]
+            elif kind.endswith("_exps") and kind[:-5] in experts:
+                names = [(p + f"block_sparse_moe.experts.{e}.{experts[kind[:-5]]}.weight", w[e])
+                         for e in range(E)]
+            elif kind in experts:
+                names = [(p + f"block_sparse_moe.experts.{parts[3]}.{experts[kind]}.weight", w)]
+        if not names:
+            raise ValueError(f"{path}: unexpected tensor {t.name!r}")
+        for n, a in names:
+            weights[n] = a
+            if blocks:
+                quantized.add(n)
+    return weights, quantized

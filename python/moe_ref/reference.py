@@ -69,10 +69,15 @@ class KVCache:
 class Reference:
     """model_dir: an HF Mixtral directory; compute_dtype: np.float64 or
     np.float32; quantize: None or a format of quant.FORMATS, applied to the
-    weights that quantize_only ("all" or "experts") selects."""
+    weights that quantize_only ("all" or "experts") selects. weights: the
+    weights by HF name instead of model_dir's (config.json is still read
+    there), with `blocks` the names stored in a block format (what
+    int8_activations rounds the inputs of), e.g. a GGUF file's
+    (gguf_writer.read_hf_weights)."""
 
     def __init__(self, model_dir, compute_dtype=np.float64, quantize=None,
-                 quantize_only="all", int8_activations=False):
+                 quantize_only="all", int8_activations=False, weights=None,
+                 blocks=()):
         with open(os.path.join(model_dir, "config.json")) as f:
             self.config = json.load(f)
         c = self.config
@@ -93,13 +98,14 @@ class Reference:
             quant.quantized_shape((1, quant.BLOCK), quantize)  # checks the format
         quant.is_quantized("", (), quantize_only)  # checks the selection
         self.quantize, self.quantize_only = quantize, quantize_only
-        self.w, self.quantized = {}, set()
-        for n, t in safetensors.load_model_dir(model_dir).items():
+        self.w, self.quantized = {}, set(blocks)
+        source = weights if weights is not None else safetensors.load_model_dir(model_dir)
+        for n, t in source.items():
             if quantize is not None and quant.is_quantized(n, t.shape, quantize_only):
                 t = quant.round_trip(t, quantize, f"{model_dir}: {n}")
                 self.quantized.add(n)
             self.w[n] = t.astype(compute_dtype)
-        self.int8_activations = int8_activations and quantize is not None
+        self.int8_activations = int8_activations and bool(self.quantized)
         if c.get("tie_word_embeddings", False):
             self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
             if "model.embed_tokens.weight" in self.quantized:

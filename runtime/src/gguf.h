@@ -175,6 +175,18 @@ struct File {
 /// the whole image.
 std::string parse(const unsigned char *data, uint64_t size, File &out);
 
+/// The ggml type ids of the types typeLayout() accepts (ggml.h).
+enum GgmlType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ8_0 = 8,
+  kQ4_K = 12,
+  kQ6_K = 14,
+  kBF16 = 30,
+};
+
 /// "Q4_K", ..., the name of a ggml type id, or nullptr if unknown.
 const char *typeName(uint32_t ggmlType);
 

@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "gguf.h"
 #include "header.h"
 #include "internal.h"
 #include "moert/pool.h"
@@ -100,6 +101,64 @@ bool readAt(int fd, void *buffer, size_t n, uint64_t offset) {
   return true;
 }
 
+/// The ggml type id of a manifest dtype (gguf.h's typeName knows them).
+uint32_t ggmlType(moert_dtype d) {
+  using namespace moert::gguf;
+  switch (d) {
+  case MOERT_F32:
+    return kF32;
+  case MOERT_F16:
+    return kF16;
+  case MOERT_BF16:
+    return kBF16;
+  case MOERT_Q8_0:
+    return kQ8_0;
+  case MOERT_Q4_0:
+    return kQ4_0;
+  case MOERT_Q4_1:
+    return kQ4_1;
+  case MOERT_Q4_K:
+    return kQ4_K;
+  case MOERT_Q6_K:
+    return kQ6_K;
+  }
+  return UINT32_MAX;
+}
+
+/// mapWeightFile for a GGUF file (open as `fd`, `size` bytes): its header
+/// has no length prefix, so the whole file is mapped first and the header
+/// parsed in place (moert::gguf), then every weight checked against it.
+moert_status mapGgufFile(const std::string &path, int fd, uint64_t size,
+                         const std::vector<const moert_weight_desc *> &weights,
+                         Mapping &out) {
+  void *base = mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED)
+    return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
+                      path.c_str(), (unsigned long long)size,
+                      std::strerror(errno));
+  moert::gguf::File file;
+  std::string problem = moert::gguf::parse(
+      static_cast<const unsigned char *>(base), size, file);
+  for (size_t i = 0; problem.empty() && i < weights.size(); ++i) {
+    const moert_weight_desc &w = *weights[i];
+    std::vector<uint64_t> shape = {uint64_t(w.rows)};
+    if (w.rank != 1)
+      shape.push_back(uint64_t(w.cols));
+    problem = moert::gguf::checkWeight(file, w.name ? w.name : "",
+                                       ggmlType(w.dtype), shape, w.offset,
+                                       w.size);
+  }
+  if (!problem.empty()) {
+    munmap(base, size_t(size));
+    return moert_fail(MOERT_ERROR_IO, "%s: %s; %s", path.c_str(),
+                      problem.c_str(), kChanged);
+  }
+  out.path = path;
+  out.base = base;
+  out.size = size_t(size);
+  return MOERT_OK;
+}
+
 /// Opens, checks and maps the weight file `path` that holds `weights`:
 /// a regular file (symbolic links followed) whose safetensors header still
 /// describes every one of them as the manifest does (and, with `build`,
@@ -129,6 +188,8 @@ mapWeightFile(const std::string &path,
   size_t got = size_t(std::min<uint64_t>(size, 8));
   std::string image;
   bool read = readAt(f.fd, prefix, got, 0);
+  if (read && got >= 4 && std::memcmp(prefix, "GGUF", 4) == 0)
+    return mapGgufFile(path, f.fd, size, weights, out);
   if (read) {
     image.resize(size_t(moert::headerImageBytes(prefix, got, size)));
     read = readAt(f.fd, &image[0], image.size(), 0);

@@ -42,6 +42,7 @@ compiler can build for one with the GPU.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,11 @@ def run(cmd, env=None):
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
     return proc.stdout
+
+
+def ref_config(model):
+    with open(os.path.join(model, "config.json")) as f:
+        return json.load(f)
 
 
 def main():
@@ -95,6 +101,14 @@ def main():
     p.add_argument("--quantize-only", choices=quant.SELECTIONS,
                    help="passed to moe-compile --quantize-only and to the reference "
                         "(default: moe-compile's, all)")
+    p.add_argument("--gguf", metavar="TYPE",
+                   help="also write the model as a GGUF with rank-2 weights as TYPE "
+                        "(moe_ref.gguf_writer: f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, "
+                        "q6_k, q4_k_m) and compile that file instead of the directory; "
+                        "the reference computes with the file's weights dequantised by "
+                        "PyPI's gguf (llama.cpp's format code)")
+    p.add_argument("--gguf-experts", choices=["stacked", "split"], default="stacked")
+    p.add_argument("--gguf-version", type=int, choices=[2, 3], default=3)
     p.add_argument("--quant-prefill-tol", type=float, default=5e-2,
                    help="with --quantize: tolerance of the default-chunk run's prompt rows "
                         "against the reference with f32 activations (default 5e-2)")
@@ -109,26 +123,36 @@ def main():
     args = p.parse_args()
     if args.quantize_only and not args.quantize:
         p.error("--quantize-only needs --quantize")
+    if args.gguf and args.quantize:
+        p.error("--gguf and --quantize: give one")
+    # Block formats in the GGUF file (a float type keeps every weight float).
+    gguf_blocks = args.gguf not in (None, "f32", "f16", "bf16")
     # The CPU kernels' int8 activations (see above); the CUDA ones dequantise.
-    cpu_int8 = args.quantize is not None and args.target == "cpu"
+    cpu_int8 = (args.quantize is not None or gguf_blocks) and args.target == "cpu"
     if args.max_batch_tokens is None:
         args.max_batch_tokens = 1 if cpu_int8 else 0
     if args.tol is None:
-        args.tol = 5e-3 if args.quantize else 1e-4
+        args.tol = 5e-3 if args.quantize or gguf_blocks else 1e-4
 
     os.makedirs(args.work, exist_ok=True)
     model = os.path.join(args.work, "model")
     binary = os.path.join(args.work, "model.bin")
     cpu_npy = os.path.join(args.work, "cpu.npy")
+    gguf_path = os.path.join(args.work, f"model-{args.gguf}.gguf") if args.gguf else None
     if args.stage != "run":
         generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
                           dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
+        if gguf_path:
+            from moe_ref import gguf_writer
+            gguf_writer.write_gguf(model, gguf_path, args.gguf, "all", args.gguf_experts,
+                                   args.gguf_version)
     quant_flags = []
     if args.quantize:
         quant_flags.append(f"--quantize={args.quantize}")
         if args.quantize_only:
             quant_flags.append(f"--quantize-only={args.quantize_only}")
-    compile_cmd = [args.moe_compile, model, "--quiet"] + args.compile_arg + quant_flags
+    compile_cmd = ([args.moe_compile, gguf_path or model, "--quiet"] + args.compile_arg +
+                   quant_flags)
     if args.stage == "run":
         pass
     elif args.target == "cpu":
@@ -182,8 +206,13 @@ def main():
     if logits.shape != (len(prompt) + args.n, logits.shape[1]):
         sys.exit(f"logits have shape {logits.shape}, expected ({len(prompt) + args.n}, vocab)")
 
+    gguf_weights, blocks = None, ()
+    if gguf_path:
+        from moe_ref import gguf_writer
+        gguf_weights, blocks = gguf_writer.read_hf_weights(gguf_path, ref_config(model))
     ref = Reference(model, quantize=args.quantize, quantize_only=args.quantize_only or "all",
-                    int8_activations=cpu_int8 and args.max_batch_tokens == 1)
+                    int8_activations=cpu_int8 and args.max_batch_tokens == 1,
+                    weights=gguf_weights, blocks=blocks)
     # Teacher-forced: the reference sees exactly the tokens the binary fed.
     expected = ref.forward(prompt + generated, ref.new_cache())
     worst = 0.0
@@ -200,7 +229,8 @@ def main():
     if cpu_int8:
         _, full = run_binary(0, os.path.join(args.work, "prefill.npy"))
         plain = Reference(model, quantize=args.quantize,
-                          quantize_only=args.quantize_only or "all").prefill(prompt)[0]
+                          quantize_only=args.quantize_only or "all", weights=gguf_weights,
+                          blocks=blocks).prefill(prompt)[0]
         for i, (row, want) in enumerate(zip(full, plain)):
             err, scale = float(np.max(np.abs(row - want))), float(np.max(np.abs(want)))
             if err > args.quant_prefill_tol * scale:
@@ -234,7 +264,8 @@ def main():
         sys.exit("--differential compares -O0 with -O2, which only the CPU target builds")
     if args.differential:
         o0 = os.path.join(args.work, "model-O0.bin")
-        run([args.moe_compile, model, "-o", o0, "--quiet", "-O0"] + args.compile_arg + quant_flags)
+        run([args.moe_compile, gguf_path or model, "-o", o0, "--quiet", "-O0"] + args.compile_arg +
+            quant_flags)
         o0_tokens, o0_logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "O0.npy"), o0)
         diff = float(np.max(np.abs(o0_logits - logits)))
         if o0_tokens != generated or diff > 1e-5 * float(np.max(np.abs(logits))):
@@ -242,6 +273,8 @@ def main():
         print(f"-O0 and -O2 agree: max |diff| {diff:.2e}")
 
     weights = f" with {args.quantize} weights ({args.quantize_only or 'all'})" if args.quantize else ""
+    if gguf_path:
+        weights = f" from a {args.gguf} GGUF ({args.gguf_experts} experts, v{args.gguf_version})"
     print(f"e2e OK{weights}: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} "
           f"(tol {args.tol}); {args.n} greedy tokens match the reference")
 

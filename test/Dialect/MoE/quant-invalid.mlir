@@ -54,8 +54,9 @@ func.func @fused_router_quantised(%x: tensor<?x64xf32>, %g: tensor<4x64x!moe.qua
 
 // -----
 
-// expected-error @below {{'moe.weight_source' op weight 'w' in moe.weight_dir has a quantised type 'tensor<64x64x!moe.quant<q8_0>>'; model files hold f32, f16 or bf16 (moe-quantize-weights marks a source 'quantized to' instead)}}
-moe.weight_source "w" in "model.safetensors" at 0 : tensor<64x64x!moe.quant<q8_0>>
+// Blocks in a model file (a GGUF file's) are quantised already.
+// expected-error @below {{'moe.weight_source' op weight 'w' must be quantized to a !moe.quant tensor of its own shape, from floats in a model file, got 'tensor<64x64x!moe.quant<q8_0>>' quantized to 'tensor<64x64x!moe.quant<q4_0>>'}}
+moe.weight_source "w" in "model.gguf" at 0 : tensor<64x64x!moe.quant<q8_0>> quantized to tensor<64x64x!moe.quant<q4_0>>
 
 // -----
 
@@ -64,7 +65,7 @@ moe.weight_source "w" in artifact "m.weights.safetensors" at 0 : tensor<64x64xf3
 
 // -----
 
-// expected-error @below {{'moe.weight_source' op weight 'w' must be quantized to a !moe.quant tensor of its own shape, from a model file, got 'tensor<64x64xf32>' quantized to 'tensor<64x32x!moe.quant<q8_0>>'}}
+// expected-error @below {{'moe.weight_source' op weight 'w' must be quantized to a !moe.quant tensor of its own shape, from floats in a model file, got 'tensor<64x64xf32>' quantized to 'tensor<64x32x!moe.quant<q8_0>>'}}
 moe.weight_source "w" in "model.safetensors" at 0 : tensor<64x64xf32> quantized to tensor<64x32x!moe.quant<q8_0>>
 
 // -----
