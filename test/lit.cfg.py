@@ -38,6 +38,13 @@ config.substitutions.append(
      os.path.join(config.test_source_root, "e2e", "check_e2e.py")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Frontends", "hf", "Inputs")))
 
+# PyPI's gguf (python/requirements-test.txt; scripts/setup.sh installs it
+# into the python the tests run): the GGUF frontend's test inputs.
+import subprocess
+if subprocess.run([config.python_executable, "-c", "import gguf"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("gguf")
+
 # The CUDA target. nvcc compiles the generated kernels (no GPU needed); the
 # CPU emulator (test/cuda-emu) runs them; tests that need a real GPU are in
 # scripts/gpu-check.sh and the gpu-labelled ctest.
