@@ -1,6 +1,11 @@
 """Decode and prefill speed of the CPU target with quantised weights on the
 `mini` preset, against llama.cpp on the same weights, interleaved in one run.
 
+With --from-gguf, ours is compiled from the very GGUF file llama.cpp runs
+(moe-compile's GGUF frontend; types f16, q8_0, q4_0, q4_1, q4_k, q6_k and
+q4_k_m, llama.cpp's Q4_K/Q6_K mix), and the bytes per decode token are
+counted from that file's tensors.
+
     /work/bench-venv/bin/python bench/cpu_quant.py [--types f16,q8_0,q4_0,q4_1]
         [--threads 2] [--prefill 512] [--decode 64] [--rounds 2]
         [--build BUILD] [--work DIR] [--source f16|f32]
@@ -47,6 +52,8 @@ from moe_ref import configs, generate, quant  # noqa: E402
 from benchlib import SPEED, sh  # noqa: E402
 
 TYPES = ("f16", "q8_0", "q4_0", "q4_1")
+# With --from-gguf: any type the GGUF writer makes (moe_ref.gguf_writer).
+GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k", "q4_k_m")
 
 
 def decode_bytes(config, wtype, source_bytes):
@@ -73,6 +80,24 @@ def decode_bytes(config, wtype, source_bytes):
                 total += size(name, shape)
         else:
             total += size(name, shape)
+    return total
+
+
+def gguf_decode_bytes(path, config):
+    """Bytes one decode token reads from a GGUF file as its tensors are
+    stored: all of them but one embedding row and, of the experts, k of E."""
+    import gguf
+    share = config["num_experts_per_tok"] / config["num_local_experts"]
+    total = 0
+    for t in gguf.GGUFReader(path).tensors:
+        n = int(t.n_bytes)
+        if t.name == "token_embd.weight":
+            n //= int(t.shape[-1])  # one row (shape is ne: [H, V])
+            if config.get("tie_word_embeddings", False):
+                n += int(t.n_bytes)
+        elif "_exps." in t.name or re.match(r"blk\.\d+\.ffn_(gate|up|down)\.\d+\.", t.name):
+            n = int(n * share)
+        total += n
     return total
 
 
@@ -139,6 +164,10 @@ def main():
     p.add_argument("--rounds", type=int, default=2, help="measured A B rounds per type")
     p.add_argument("--no-llama", action="store_true", help="measure ours only")
     p.add_argument("--no-ours", action="store_true", help="measure llama.cpp only")
+    p.add_argument("--from-gguf", action="store_true",
+                   help="compile ours from the very GGUF file llama.cpp runs (the GGUF "
+                        "frontend) rather than from the HF model with --quantize; allows "
+                        "the k-quant types q4_k, q6_k and q4_k_m")
     p.add_argument("--runtime-include", action="append", default=[], metavar="[LABEL=]DIR",
                    help="build ours against this runtime/include instead of the one "
                         "moe-compile was built with (emits C++ and compiles it with the "
@@ -146,9 +175,10 @@ def main():
                         "interleaved")
     args = p.parse_args()
     types = args.types.split(",")
+    allowed = GGUF_TYPES if args.from_gguf else TYPES
     for t in types:
-        if t not in TYPES:
-            p.error(f"--types: unknown type '{t}' (have: {', '.join(TYPES)})")
+        if t not in allowed:
+            p.error(f"--types: unknown type '{t}' (have: {', '.join(allowed)})")
     work = args.work or os.path.join(args.build, "bench")
     os.makedirs(work, exist_ok=True)
     moe_compile = os.path.join(args.build, "bin", "moe-compile")
@@ -187,10 +217,21 @@ def main():
         if wtype == "f16" and args.source != "f16":
             print("f16: skipped (the f16 row needs --source f16)")
             continue
-        nbytes = decode_bytes(config, wtype, source_bytes)
+        gguf_path = os.path.join(work, f"mini-{args.source}-{wtype}.gguf")
+        if (llama_ok or args.from_gguf) and not os.path.exists(gguf_path):
+            import gguf_mini
+            print(f"writing {gguf_path} ...", flush=True)
+            gguf_mini.write_gguf(model, gguf_path + ".tmp", wtype)
+            os.replace(gguf_path + ".tmp", gguf_path)
+        nbytes = (gguf_decode_bytes(gguf_path, config) if args.from_gguf
+                  else decode_bytes(config, wtype, source_bytes))
         limit = bandwidth * 1e9 / nbytes
         binaries = []  # (label, path)
-        if ours_ok and (wtype == "f16" or quant_ok):
+        if ours_ok and args.from_gguf:
+            binary = os.path.join(work, f"mini-{args.source}-{wtype}-gguf.bin")
+            sh([moe_compile, gguf_path, "-o", binary, "--quiet"])
+            binaries.append(("ours", binary))
+        elif ours_ok and (wtype == "f16" or quant_ok):
             flags = [] if wtype == "f16" else [f"--quantize={wtype}"]
             if not args.runtime_include:
                 binary = os.path.join(work, f"mini-{args.source}-{wtype}.bin")
@@ -212,13 +253,7 @@ def main():
                     binaries.append((label, binary))
         llama = None
         if llama_ok:
-            import gguf_mini
-            path = os.path.join(work, f"mini-{args.source}-{wtype}.gguf")
-            if not os.path.exists(path):
-                print(f"writing {path} ...", flush=True)
-                gguf_mini.write_gguf(model, path + ".tmp", wtype)
-                os.replace(path + ".tmp", path)
-            llama = LlamaRunner(path, args.threads, args.prefill + args.decode + 8)
+            llama = LlamaRunner(gguf_path, args.threads, args.prefill + args.decode + 8)
         if not binaries and llama is None:
             print(f"{wtype}: nothing to measure")
             continue

@@ -6,7 +6,8 @@
 //
 //   moe-compile MODEL -o PATH [--target cpu|cuda] [--emit=bin|mlir|cpp|cu]
 //
-// MODEL is a Hugging Face directory (or moe IR from moe-translate, checked
+// MODEL is a Hugging Face directory, a Mixtral GGUF file (llama.cpp's
+// format, its weights read in place), or moe IR from moe-translate (checked
 // against the weight files it names). The driver imports it, runs the
 // pipeline, emits the host plan and kernels (C++ for the CPU target; CUDA
 // kernels plus a C++ host plan for the CUDA target, built with nvcc), and
@@ -204,7 +205,7 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context,
   sys::fs::file_status status;
   if (std::error_code ec = sys::fs::status(input, status)) {
     fail(input + (ec == std::errc::no_such_file_or_directory
-                      ? ": no such model directory or .mlir file"
+                      ? ": no such model directory, GGUF or .mlir file"
                       : ": cannot access: " + ec.message()));
     return nullptr;
   }
@@ -486,10 +487,13 @@ int main(int argc, char **argv) {
       "[--cuda-arch sm_80,sm_90]\n"
       "  moe-compile MODEL_DIR --emit=mlir|moert|cpp|cu [-o FILE]\n"
       "  moe-compile MODEL_DIR --print-memory-plan\n"
+      "  moe-compile MODEL.gguf -o PATH      (a Mixtral GGUF file: F32, F16,\n"
+      "                                       BF16, Q8_0, Q4_0, Q4_1, Q4_K,\n"
+      "                                       Q6_K weights, read in place)\n"
       "  moe-compile MODEL.mlir -o PATH      (IR from moe-translate)\n\n"
       "The executable runs the model on token ids (see PATH --help); it\n"
-      "memory-maps the weights from MODEL_DIR (or --weights DIR) at run "
-      "time.\n"
+      "memory-maps the weights from MODEL_DIR or the GGUF file's directory\n"
+      "(or --weights DIR) at run time.\n"
       "PATH is checked before any work, is never one of the model's files,\n"
       "and is replaced only when every step succeeded (docs/hardening.md).\n");
 
