@@ -30,7 +30,14 @@ llvm_config.add_tool_substitutions(tools, tool_dirs)
 # Python (with numpy) and the project's own Python package: the test-model
 # generator and the numpy reference forward pass.
 config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
+# Ours, not lit's default %python (the interpreter running lit), which
+# use_default_substitutions() added first and would win.
+config.substitutions = [(k, v) for k, v in config.substitutions if k != "%python"]
 config.substitutions.append(("%python", config.python_executable))
+# Rewrites a GGUF file with one change (the GGUF frontend's bad-input tests).
+config.substitutions.append(
+    ("%edit_gguf", config.python_executable + " " +
+     os.path.join(config.test_source_root, "Frontends", "gguf", "edit_gguf.py")))
 config.substitutions.append(
     ("%gen", config.python_executable + " -m moe_ref.generate --quiet"))
 config.substitutions.append(
