@@ -117,8 +117,7 @@ CPU_PATTERN(LinearToCpu, LinearOp) {
 /// RoPE on `in` into `out`; the interleaved pairing is a third template
 /// argument (absent for rotate-half, the kernel's default).
 void rope(ConversionPatternRewriter &rw, Location loc, Value in, Value pos,
-          double theta, int64_t headDim, bool interleaved, Value n,
-          Value out) {
+          double theta, int64_t headDim, bool interleaved, Value n, Value out) {
   TemplateArgs targs = TemplateArgs(rw).i(width(out)).i(headDim);
   if (interleaved)
     targs.flag(true);
@@ -142,8 +141,8 @@ CPU_PATTERN(FusedLinearToCpu, FusedLinearOp) {
 
 CPU_PATTERN(RoPEToCpu, RoPEOp) {
   rope(rw, op.getLoc(), a.getInput(), a.getPositions(),
-       op.getTheta().convertToDouble(), op.getHeadDim(), op.getInterleaved(),
-       n, outs[0]);
+       op.getTheta().convertToDouble(), op.getHeadDim(), op.getInterleaved(), n,
+       outs[0]);
   return success();
 }
 

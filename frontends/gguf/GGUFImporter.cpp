@@ -14,10 +14,12 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
 
+#include <cmath>
 #include <cstring>
 
 using namespace llvm;
@@ -121,7 +123,17 @@ public:
     std::string type = G::valueTypeName(v.type);
     if (const std::string *s = v.asString())
       return "a STRING ('" + printableText(*s) + "')";
-    return "a " + type;
+    std::string value;
+    if (std::optional<int64_t> i = v.asInt())
+      value = " (" + std::to_string(*i) + ")";
+    else if (std::optional<uint64_t> u = v.asUInt())
+      value = " (" + std::to_string(*u) + ")";
+    else if (std::optional<double> f = v.asFloat())
+      value = " (" + formatNumber(*f) + ")";
+    else if (std::optional<bool> b = v.asBool())
+      value = *b ? " (true)" : " (false)";
+    bool vowel = type[0] == 'I' || type[0] == 'A'; // "a UINT32"
+    return (vowel ? "an " : "a ") + type + value;
   }
 
 private:
@@ -153,6 +165,9 @@ const char *stackedExpertName(WeightRole role) {
 bool isGGUFFile(StringRef path) {
   if (sys::fs::is_directory(path))
     return false;
+  // By name, so that a damaged .gguf file gets the GGUF parser's message.
+  if (sys::path::extension(path).equals_insensitive(".gguf"))
+    return true;
   Expected<InputFile> file = InputFile::open(path);
   if (!file) {
     consumeError(file.takeError());
@@ -230,6 +245,8 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
   hf::Problems problems;
   Metadata meta(file, path, problems);
   const std::string *arch = meta.string("general.architecture");
+  if (!problems.empty())
+    return problems.takeError();
   if (!arch)
     return createStringError(inconvertibleErrorCode(),
                              path + ": key 'general.architecture' is missing");
@@ -264,11 +281,39 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
   spec.normTopKProb = true;
   // The q and k rows are permuted for llama.cpp's RoPE: adjacent pairs.
   spec.ropeInterleaved = true;
-  if (spec.numHeads > 0)
-    spec.headDim = spec.hiddenSize / spec.numHeads;
-  for (const char *key :
-       {"rope.dimension_count", "attention.key_length",
-        "attention.value_length"}) {
+  if (!problems.empty())
+    return problems.takeError();
+  // What ModelSpec::validate would say with the HF names, said with the
+  // file's keys.
+  auto atLeast = [&](const char *key, int64_t v, int64_t min) {
+    if (file.find(k + key) && v < min)
+      problems.add(formatv("{0}: key '{1}{2}' is {3}; it must be at least {4}",
+                           path, k, key, v, min));
+  };
+  atLeast("block_count", spec.numLayers, 1);
+  atLeast("embedding_length", spec.hiddenSize, 1);
+  atLeast("feed_forward_length", spec.intermediateSize, 1);
+  atLeast("attention.head_count", spec.numHeads, 1);
+  atLeast("attention.head_count_kv", spec.numKvHeads, 1);
+  atLeast("expert_count", spec.numExperts, 1);
+  atLeast("expert_used_count", spec.topK, 1);
+  atLeast("context_length", spec.maxPositions, 1);
+  if (spec.numExperts >= 1 && spec.topK > spec.numExperts)
+    problems.add(formatv("{0}: key '{1}expert_used_count' is {2}, more than "
+                         "the {3} experts of '{1}expert_count'",
+                         path, k, spec.topK, spec.numExperts));
+  for (auto [key, v] :
+       {std::pair<const char *, double>{"attention.layer_norm_rms_epsilon",
+                                        spec.rmsNormEps},
+        {"rope.freq_base", spec.ropeTheta}})
+    if (file.find(k + key) && !(v > 0 && std::isfinite(v)))
+      problems.add(path + ": key '" + k + key + "' is " + formatNumber(v) +
+                   "; it must be a positive number");
+  if (!problems.empty())
+    return problems.takeError();
+  spec.headDim = spec.hiddenSize / spec.numHeads;
+  for (const char *key : {"rope.dimension_count", "attention.key_length",
+                          "attention.value_length"}) {
     if (!file.find(k + key))
       continue;
     int64_t v = meta.integer(k + key);
@@ -322,6 +367,13 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
       file.findTensor(layerPrefix(0) + "ffn_gate_exps.weight") != nullptr;
   StringMap<WeightSource> sources;
   std::string fileName = sys::path::filename(path).str();
+  // Tensors looked at, and those already reported (a stacked tensor is
+  // looked at once per expert).
+  StringSet<> seen, reported;
+  auto problem = [&](const std::string &tensor, const Twine &message) {
+    if (reported.insert(tensor).second)
+      problems.add(message);
+  };
   auto addSource = [&](WeightRole role, int64_t layer, int64_t expert) {
     std::string name = tensorName(spec, role, layer, expert, stacked);
     if (sources.count(name))
@@ -331,50 +383,54 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
                              role == WeightRole::ExpertDown ||
                              role == WeightRole::ExpertUp);
     std::string tensor = slice ? name.substr(0, name.rfind('[')) : name;
+    seen.insert(tensor);
     const G::TensorInfo *t = file.findTensor(tensor);
     if (!t) {
-      problems.add(path + ": tensor '" + tensor + "' is missing");
+      problem(tensor, path + ": tensor '" + tensor + "' is missing");
       return;
     }
     std::vector<uint64_t> shape = t->shape();
     SmallVector<int64_t, 3> expect(want.begin(), want.end());
     if (slice)
       expect.insert(expect.begin(), spec.numExperts);
-    if (!llvm::equal(shape, expect, [](uint64_t a, int64_t b) {
-          return a == uint64_t(b);
-        })) {
+    if (!llvm::equal(shape, expect,
+                     [](uint64_t a, int64_t b) { return a == uint64_t(b); })) {
       auto fmt = [](auto &dims) {
         std::string s = "[";
         for (auto [i, d] : llvm::enumerate(dims))
           s += (i ? ", " : "") + std::to_string(d);
         return s + "]";
       };
-      problems.add(path + ": tensor '" + tensor + "' has shape " + fmt(shape) +
-                   " (row-major), but the hyper-parameters imply " +
-                   fmt(expect));
+      problem(tensor, path + ": tensor '" + tensor + "' has shape " +
+                          fmt(shape) +
+                          " (row-major), but the hyper-parameters imply " +
+                          fmt(expect));
       return;
     }
     std::optional<WeightDType> dtype = weightDType(t->type);
     if (!dtype) {
       const char *type = G::typeName(t->type);
-      problems.add(formatv("{0}: tensor '{1}' is {2}; moe-compile reads F32, "
-                           "F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K",
-                           path, tensor, type ? type : "of an unknown type"));
+      problem(tensor,
+              formatv("{0}: tensor '{1}' is {2}; moe-compile reads F32, "
+                      "F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K",
+                      path, tensor, type ? type : "of an unknown type"));
       return;
     }
     bool floatOnly = want.size() == 1 || role == WeightRole::RouterGate;
     if (floatOnly && isBlockDType(*dtype)) {
-      problems.add(path + ": tensor '" + tensor + "' is " +
-                   G::typeName(t->type) +
-                   "; the norms and the router gate must be F32, F16 or BF16 "
-                   "(the router's scores decide which experts run)");
+      problem(tensor, path + ": tensor '" + tensor + "' is " +
+                          G::typeName(t->type) +
+                          "; the norms and the router gate must be F32, F16 "
+                          "or BF16 (the router's scores decide which experts "
+                          "run)");
       return;
     }
     if (!isBlockDType(*dtype) &&
         t->offset % uint64_t(bytesPerElement(*dtype)) != 0) {
-      problems.add(formatv("{0}: tensor '{1}' starts at byte {2}, not a "
-                           "multiple of its {3}-byte elements",
-                           path, tensor, t->offset, bytesPerElement(*dtype)));
+      problem(tensor,
+              formatv("{0}: tensor '{1}' starts at byte {2}, not a multiple "
+                      "of its {3}-byte elements",
+                      path, tensor, t->offset, bytesPerElement(*dtype)));
       return;
     }
     uint64_t offset = t->offset, size = t->bytes;
@@ -398,6 +454,16 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
   }
   addSource(WeightRole::FinalNorm, -1, -1);
   addSource(WeightRole::LmHead, -1, -1);
+  // Every tensor of the file is part of the model (as the HF importer
+  // requires): a file with more layers or experts than its keys say is
+  // inconsistent, not a smaller model.
+  for (const G::TensorInfo &t : file.tensors)
+    if (!seen.contains(t.name))
+      problem(t.name, formatv("{0}: tensor '{1}' is not part of the model "
+                              "the keys describe ({2}block_count {3}, "
+                              "{2}expert_count {4})",
+                              path, printableText(t.name), k, spec.numLayers,
+                              spec.numExperts));
   if (!problems.empty())
     return problems.takeError();
 
@@ -424,8 +490,8 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
       tokens && tokens->isArray())
     tokenizer.push_back(
         b.getNamedAttr("tokens", b.getI64IntegerAttr(int64_t(tokens->count))));
-  for (const char *id : {"bos_token_id", "eos_token_id", "unknown_token_id",
-                         "padding_token_id"})
+  for (const char *id :
+       {"bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id"})
     if (const G::Value *v = file.find(std::string("tokenizer.ggml.") + id))
       if (std::optional<uint64_t> u = v->asUInt(); u && *u <= INT64_MAX)
         tokenizer.push_back(b.getNamedAttr(id, b.getI64IntegerAttr(*u)));

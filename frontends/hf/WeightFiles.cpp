@@ -9,8 +9,8 @@
 #include "dialects/MoE/MoEOps.h"
 #include "frontends/InputFiles.h"
 #include "frontends/gguf/GGUFImporter.h"
-#include "runtime/src/gguf.h"
 #include "frontends/hf/SafeTensors.h"
+#include "runtime/src/gguf.h"
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Endian.h"
@@ -117,8 +117,7 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
         g = std::make_unique<Gguf>();
         g->image = std::move(*image);
         std::string error = moert::gguf::parse(
-            reinterpret_cast<const unsigned char *>(
-                g->image->getBufferStart()),
+            reinterpret_cast<const unsigned char *>(g->image->getBufferStart()),
             g->image->getBufferSize(), g->file);
         if (!error.empty())
           return source.emitOpError("weight '")

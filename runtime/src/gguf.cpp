@@ -720,8 +720,7 @@ std::string checkWeight(const File &file, const std::string &name,
     const char *have = typeName(t->type), *want = typeName(ggmlType);
     return format("tensor %s is %s in the file, but the model was compiled "
                   "for %s",
-                  quote(tensor).c_str(), have ? have : "?",
-                  want ? want : "?");
+                  quote(tensor).c_str(), have ? have : "?", want ? want : "?");
   }
   std::vector<uint64_t> have = t->shape(), want = shape;
   uint64_t begin = t->offset, bytes = t->bytes;
@@ -740,14 +739,13 @@ std::string checkWeight(const File &file, const std::string &name,
     return format("tensor %s has shape %s in the file, but the model was "
                   "compiled for %s%s",
                   quote(tensor).c_str(), formatDims(have).c_str(),
-                  formatDims(want).c_str(),
-                  slice ? " per expert" : "");
+                  formatDims(want).c_str(), slice ? " per expert" : "");
   if (begin != offset || bytes != size) {
     uint64_t wantEnd;
     if (__builtin_add_overflow(offset, size, &wantEnd))
       wantEnd = UINT64_MAX;
-    return format("%s is at bytes [%llu, %llu) in the file, but the model "
-                  "was compiled for [%llu, %llu)",
+    return format("tensor %s is at bytes [%llu, %llu) in the file, but the "
+                  "model was compiled for [%llu, %llu)",
                   quote(name).c_str(), (unsigned long long)begin,
                   (unsigned long long)(begin + bytes),
                   (unsigned long long)offset, (unsigned long long)wantEnd);

@@ -16,6 +16,7 @@
 #include "moert/pool.h"
 
 #include <fcntl.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -131,22 +132,32 @@ uint32_t ggmlType(moert_dtype d) {
 moert_status mapGgufFile(const std::string &path, int fd, uint64_t size,
                          const std::vector<const moert_weight_desc *> &weights,
                          Mapping &out) {
+  if (size < moert::gguf::kFixedHeaderBytes) {
+    // Too short to map usefully: the parser's message from what is there.
+    unsigned char head[moert::gguf::kFixedHeaderBytes] = {};
+    moert::gguf::File file;
+    std::string problem =
+        readAt(fd, head, size_t(size), 0)
+            ? moert::gguf::parse(head, size, file)
+            : std::string("cannot read it: ") + std::strerror(errno);
+    return moert_fail(MOERT_ERROR_IO, "%s: %s; %s", path.c_str(),
+                      problem.c_str(), kChanged);
+  }
   void *base = mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED)
     return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
                       path.c_str(), (unsigned long long)size,
                       std::strerror(errno));
   moert::gguf::File file;
-  std::string problem = moert::gguf::parse(
-      static_cast<const unsigned char *>(base), size, file);
+  std::string problem =
+      moert::gguf::parse(static_cast<const unsigned char *>(base), size, file);
   for (size_t i = 0; problem.empty() && i < weights.size(); ++i) {
     const moert_weight_desc &w = *weights[i];
     std::vector<uint64_t> shape = {uint64_t(w.rows)};
     if (w.rank != 1)
       shape.push_back(uint64_t(w.cols));
-    problem = moert::gguf::checkWeight(file, w.name ? w.name : "",
-                                       ggmlType(w.dtype), shape, w.offset,
-                                       w.size);
+    problem = moert::gguf::checkWeight(
+        file, w.name ? w.name : "", ggmlType(w.dtype), shape, w.offset, w.size);
   }
   if (!problem.empty()) {
     munmap(base, size_t(size));
@@ -188,7 +199,11 @@ mapWeightFile(const std::string &path,
   size_t got = size_t(std::min<uint64_t>(size, 8));
   std::string image;
   bool read = readAt(f.fd, prefix, got, 0);
-  if (read && got >= 4 && std::memcmp(prefix, "GGUF", 4) == 0)
+  // GGUF by its magic, or by its name (a damaged .gguf file then gets the
+  // GGUF parser's message, not the safetensors one).
+  bool ggufName = path.size() >= 5 &&
+                  strcasecmp(path.c_str() + path.size() - 5, ".gguf") == 0;
+  if (read && ((got >= 4 && std::memcmp(prefix, "GGUF", 4) == 0) || ggufName))
     return mapGgufFile(path, f.fd, size, weights, out);
   if (read) {
     image.resize(size_t(moert::headerImageBytes(prefix, got, size)));

@@ -88,8 +88,7 @@ int main(int argc, char **argv) {
       "  moe-translate --moe-to-cuda lowered.mlir [-o out.cu]\n"
       "  moe-translate --moe-to-cuda-host lowered.mlir [-o out.cpp]\n");
 
-  int actions =
-      !importHF.empty() + !importGGUF.empty() + (translation ? 1 : 0);
+  int actions = !importHF.empty() + !importGGUF.empty() + (translation ? 1 : 0);
   if (actions != 1)
     return fail(actions == 0
                     ? "nothing to do: give --import-hf MODEL_DIR, "

@@ -60,8 +60,9 @@ MOERT_HOST_DEVICE MOERT_INLINE float rmsNormScale(float ss, int64_t n,
 //===----------------------------------------------------------------------===//
 //
 // Element i of a head of D (i < D / 2) is paired with element i + D / 2 (or,
-// interleaved, element 2i with 2i + 1) and the pair is rotated by the angle pos * theta^(-2i / D), computed in double
-// and rounded to float only as its cosine and sine.
+// interleaved, element 2i with 2i + 1) and the pair is rotated by the angle pos
+// * theta^(-2i / D), computed in double and rounded to float only as its cosine
+// and sine.
 
 /// inv_freq_i = theta^(-2i / D) of pair i of a head of D.
 MOERT_HOST_DEVICE MOERT_INLINE double ropeInvFreq(double theta, int64_t i,
