@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "gguf.h"
+#include "messages.h"
 
 #include <algorithm>
 #include <cstdarg>
@@ -17,46 +18,11 @@ namespace gguf {
 
 namespace {
 
-std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char *fmt, ...) {
-  va_list args;
-  va_start(args, fmt);
-  va_list again;
-  va_copy(again, args);
-  int n = std::vsnprintf(nullptr, 0, fmt, args);
-  va_end(args);
-  std::string s(n > 0 ? size_t(n) : 0, '\0');
-  if (n > 0)
-    std::vsnprintf(&s[0], s.size() + 1, fmt, again);
-  va_end(again);
-  return s;
-}
+using msg::format;
+using msg::formatDims;
+using msg::quote;
 
 using ull = unsigned long long;
-
-/// A name as messages print it: quoted, at most 200 bytes, with control
-/// characters, '\' and bytes outside ASCII's printable range escaped.
-std::string quote(const std::string &name) {
-  constexpr size_t kMax = 200;
-  std::string s = "'";
-  for (size_t i = 0; i < name.size() && i < kMax; ++i) {
-    unsigned char c = static_cast<unsigned char>(name[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\')
-      s += char(c);
-    else
-      s += format("\\x%02x", c);
-  }
-  if (name.size() > kMax)
-    s += "...";
-  return s + "'";
-}
-
-std::string formatDims(const std::vector<uint64_t> &dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
-}
 
 uint64_t readLE(const unsigned char *p, unsigned bytes) {
   uint64_t v = 0;

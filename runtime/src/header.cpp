@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "header.h"
+#include "messages.h"
 
 #include <algorithm>
 #include <cmath>
@@ -29,44 +30,9 @@ constexpr DType kDTypes[] = {
     {"U32", 4},  {"F32", 4}, {"F64", 8}, {"I64", 8},     {"U64", 8},
 };
 
-std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char *fmt, ...) {
-  va_list args;
-  va_start(args, fmt);
-  va_list again;
-  va_copy(again, args);
-  int n = std::vsnprintf(nullptr, 0, fmt, args);
-  va_end(args);
-  std::string s(n > 0 ? size_t(n) : 0, '\0');
-  if (n > 0)
-    std::vsnprintf(&s[0], s.size() + 1, fmt, again);
-  va_end(again);
-  return s;
-}
-
-/// A name as messages print it: quoted, at most 200 bytes, with control
-/// characters and bytes outside ASCII's printable range escaped.
-std::string quote(const std::string &name) {
-  constexpr size_t kMax = 200;
-  std::string s = "'";
-  for (size_t i = 0; i < name.size() && i < kMax; ++i) {
-    unsigned char c = static_cast<unsigned char>(name[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\')
-      s += char(c);
-    else
-      s += format("\\x%02x", c);
-  }
-  if (name.size() > kMax)
-    s += "...";
-  return s + "'";
-}
-
-std::string formatShape(const std::vector<uint64_t> &shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
+using msg::format;
+using msg::formatDims;
+using msg::quote;
 
 uint64_t read64le(const unsigned char *p) {
   uint64_t v = 0;
@@ -490,7 +456,7 @@ bool entry(Parser &p, HeaderTensor &t, uint64_t dataOffset, uint64_t dataSize) {
   uint64_t elements = 1;
   for (uint64_t d : t.shape)
     if (__builtin_mul_overflow(elements, d, &elements))
-      return p.fail("tensor " + q + ": shape " + formatShape(t.shape) +
+      return p.fail("tensor " + q + ": shape " + formatDims(t.shape) +
                     " overflows");
   t.begin = offsets[0];
   t.end = offsets[1];
@@ -518,7 +484,7 @@ bool entry(Parser &p, HeaderTensor &t, uint64_t dataOffset, uint64_t dataSize) {
                                  : std::to_string(needed);
     return p.fail(format("tensor %s: %s %s needs %s bytes but its data "
                          "offsets [%llu, %llu) hold %llu",
-                         q.c_str(), t.dtype, formatShape(t.shape).c_str(),
+                         q.c_str(), t.dtype, formatDims(t.shape).c_str(),
                          need.c_str(), (unsigned long long)t.begin,
                          (unsigned long long)t.end, (unsigned long long)held));
   }
@@ -665,8 +631,8 @@ std::string checkManifest(const Header &header,
     if (t->shape != shape)
       return format("tensor %s has shape %s in the file, but the model was "
                     "compiled for %s",
-                    q.c_str(), formatShape(t->shape).c_str(),
-                    formatShape(shape).c_str());
+                    q.c_str(), formatDims(t->shape).c_str(),
+                    formatDims(shape).c_str());
     // dataOffset + end <= the file's size: parseHeader checked it.
     uint64_t begin = header.dataOffset + t->begin;
     uint64_t end = header.dataOffset + t->end;
