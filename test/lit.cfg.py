@@ -2,6 +2,7 @@
 # lit configuration for moe-compile.
 
 import os
+import shlex
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -33,15 +34,16 @@ config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
 # Ours, not lit's default %python (the interpreter running lit), which
 # use_default_substitutions() added first and would win.
 config.substitutions = [(k, v) for k, v in config.substitutions if k != "%python"]
-config.substitutions.append(("%python", config.python_executable))
+python = shlex.quote(config.python_executable)
+config.substitutions.append(("%python", python))
 # Rewrites a GGUF file with one change (the GGUF frontend's bad-input tests).
 config.substitutions.append(
-    ("%edit_gguf", config.python_executable + " " +
+    ("%edit_gguf", python + " " +
      os.path.join(config.test_source_root, "Frontends", "gguf", "edit_gguf.py")))
 config.substitutions.append(
-    ("%gen", config.python_executable + " -m moe_ref.generate --quiet"))
+    ("%gen", python + " -m moe_ref.generate --quiet"))
 config.substitutions.append(
-    ("%check_e2e", config.python_executable + " " +
+    ("%check_e2e", python + " " +
      os.path.join(config.test_source_root, "e2e", "check_e2e.py")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Frontends", "hf", "Inputs")))
 

@@ -505,7 +505,7 @@ const char *dtypeName(moert_dtype d) {
     return "U8"; // the raw blocks
   case MOERT_Q4_K:
   case MOERT_Q6_K:
-    return nullptr; // only in GGUF files (gguf_check.cpp)
+    return nullptr; // only in GGUF files (gguf::checkWeight)
   }
   return nullptr;
 }
