@@ -39,6 +39,7 @@ private:
     case WeightDType::Q4_0:
     case WeightDType::Q4_1:
     case WeightDType::Q4_K:
+    case WeightDType::Q5_K:
     case WeightDType::Q6_K:
       // The enum's spelling is the format's.
       return QuantType::get(b.getContext(),

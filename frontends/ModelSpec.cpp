@@ -32,6 +32,8 @@ StringRef stringifyWeightDType(WeightDType type) {
     return "q4_1";
   case WeightDType::Q4_K:
     return "q4_K";
+  case WeightDType::Q5_K:
+    return "q5_K";
   case WeightDType::Q6_K:
     return "q6_K";
   }

@@ -25,7 +25,7 @@ namespace mlir::moe {
 
 /// Storage types of weights that moe IR accepts: floats, and the block
 /// formats a GGUF file may hold (rank-2 weights only; !moe.quant).
-enum class WeightDType { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K };
+enum class WeightDType { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K };
 llvm::StringRef stringifyWeightDType(WeightDType type);
 /// Bytes per element of a float type (the block formats: 0).
 int64_t bytesPerElement(WeightDType type);

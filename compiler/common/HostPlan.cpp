@@ -91,6 +91,8 @@ StringRef dtypeEnum(Type t) {
       return "MOERT_Q4_1";
     case QuantFormat::Q4_K:
       return "MOERT_Q4_K";
+    case QuantFormat::Q5_K:
+      return "MOERT_Q5_K";
     case QuantFormat::Q6_K:
       return "MOERT_Q6_K";
     }

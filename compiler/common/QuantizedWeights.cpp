@@ -67,6 +67,7 @@ void quantizeRow(QuantFormat format, const float *row, int64_t cols,
   case QuantFormat::Q4_1:
     return quantizeRow<moert::q4_1>(row, cols, out);
   case QuantFormat::Q4_K:
+  case QuantFormat::Q5_K:
   case QuantFormat::Q6_K:
     break;
   }

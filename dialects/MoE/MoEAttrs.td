@@ -25,11 +25,12 @@ def MoE_QuantQ4_0 : I32EnumAttrCase<"Q4_0", 1, "q4_0">;
 def MoE_QuantQ4_1 : I32EnumAttrCase<"Q4_1", 2, "q4_1">;
 def MoE_QuantQ4_K : I32EnumAttrCase<"Q4_K", 3, "q4_K">;
 def MoE_QuantQ6_K : I32EnumAttrCase<"Q6_K", 4, "q6_K">;
+def MoE_QuantQ5_K : I32EnumAttrCase<"Q5_K", 5, "q5_K">;
 
 def MoE_QuantFormatAttr : I32EnumAttr<"QuantFormat",
     "block-quantised weight format",
     [MoE_QuantQ8_0, MoE_QuantQ4_0, MoE_QuantQ4_1, MoE_QuantQ4_K,
-     MoE_QuantQ6_K]> {
+     MoE_QuantQ6_K, MoE_QuantQ5_K]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;
 }

@@ -130,6 +130,8 @@ int64_t QuantType::getBlockBytes() const {
     return 20;
   case QuantFormat::Q4_K:
     return 144;
+  case QuantFormat::Q5_K:
+    return 176;
   case QuantFormat::Q6_K:
     return 210;
   }
@@ -143,6 +145,7 @@ int64_t QuantType::getBlockSize() const {
   case QuantFormat::Q4_1:
     return 32;
   case QuantFormat::Q4_K:
+  case QuantFormat::Q5_K:
   case QuantFormat::Q6_K:
     return 256;
   }

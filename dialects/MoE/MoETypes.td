@@ -71,6 +71,7 @@ def MoE_QuantType : TypeDef<MoE_Dialect, "Quant",
     | `q4_0` | 32    | 18    | `d * (q - 8)`, q in [0, 15]                  |
     | `q4_1` | 32    | 20    | `d * q + m`, q in [0, 15]                    |
     | `q4_K` | 256   | 144   | `d * s_j * q - dmin * m_j`, q in [0, 15], 6-bit `s_j`, `m_j` per 32 |
+    | `q5_K` | 256   | 176   | `d * s_j * q - dmin * m_j`, q in [0, 31], 6-bit `s_j`, `m_j` per 32 |
     | `q6_K` | 256   | 210   | `d * s_j * (q - 32)`, q in [0, 63], int8 `s_j` per 16 |
 
     `moe-quantize-weights` makes the first three; the k-quants come from

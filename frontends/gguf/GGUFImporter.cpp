@@ -50,6 +50,8 @@ std::optional<WeightDType> weightDType(uint32_t ggmlType) {
     return WeightDType::Q4_1;
   case kQ4_K:
     return WeightDType::Q4_K;
+  case kQ5_K:
+    return WeightDType::Q5_K;
   case kQ6_K:
     return WeightDType::Q6_K;
   default:
@@ -412,7 +414,7 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
       const char *type = G::typeName(t->type);
       problem(tensor,
               formatv("{0}: tensor '{1}' is {2}; moe-compile reads F32, "
-                      "F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K",
+                      "F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K",
                       path, tensor, type ? type : "of an unknown type"));
       return;
     }

@@ -8,7 +8,7 @@
 // llama with llama.expert_count) as moe IR. The file is memory-mapped and
 // only its header is read: the weights stay where they are, and the
 // manifest names their byte ranges in the file, in the file's own storage
-// types (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K). The header is
+// types (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K). The header is
 // parsed by runtime/src/gguf.cpp, the parser the runtime checks the file
 // with again at load time. docs/frontends.md says what is accepted.
 //

@@ -47,6 +47,8 @@ uint32_t ggmlTypeOf(Type t) {
       return kQ4_1;
     case QuantFormat::Q4_K:
       return kQ4_K;
+    case QuantFormat::Q5_K:
+      return kQ5_K;
     case QuantFormat::Q6_K:
       return kQ6_K;
     }

@@ -131,7 +131,7 @@ def main(argv=None):
     p.add_argument("--gguf", action="append", default=[], metavar="TYPE[:FILE]",
                    help="also write the same weights as a GGUF (llama.cpp's layout, "
                         "moe_ref.gguf_writer; needs PyPI's gguf) with rank-2 weights as "
-                        "TYPE (f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k, q4_k_m), to "
+                        "TYPE (f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q5_k, q6_k, q4_k_m), to "
                         "FILE (default OUT/model-TYPE.gguf); repeatable")
     p.add_argument("--gguf-experts", default="stacked", choices=["stacked", "split"],
                    help="experts stacked per layer (ffn_*_exps, default) or one tensor each "

@@ -17,9 +17,13 @@ for Mixtral:
 Storage (`wtype`) of the rank-2 weights that `quantize_only` selects
 (moe_ref.quant.is_quantized: "all" = every rank-2 weight but the router
 gates, "experts"): f32, f16, bf16, q8_0, q4_0, q4_1 (blocks from
-gguf.quants), q4_k, q6_k (blocks from moe_ref.quant: gguf.quants cannot
-make them, only read them), or q4_k_m, llama.cpp's Q4_K_M mix (attn_v and
-ffn_down in Q6_K, the other selected weights in Q4_K). Weights not
+gguf.quants), q4_k, q5_k, q6_k (blocks from moe_ref.quant: gguf.quants
+cannot make them, only read them), or q4_k_m, llama.cpp's Q4_K_M mix as
+llama_tensor_get_type makes it for Mixtral (n_expert == 8): attn_k and
+attn_v in Q8_0, attn_output in Q5_K, ffn_down and output in Q6_K, every
+other selected weight (token_embd, attn_q, ffn_gate, ffn_up) in Q4_K.
+(llama.cpp gives Q6_K to only some layers' ffn_down, use_more_bits; here
+all of them, so that every layer exercises it.) Weights not
 selected, or whose rows are not whole blocks, keep the model's dtype (F32,
 F16 or BF16). The tokenizer is a stand-in SPM vocabulary (<unk>, <s>, </s>,
 then "t3", "t4", ...), enough for llama.cpp to load the model and for the
@@ -33,11 +37,11 @@ import numpy as np
 
 from . import configs, quant, safetensors
 
-TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k", "q4_k_m")
+TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k", "q4_k_m")
 LAYOUTS = ("stacked", "split")
 # Block elements and bytes of the GGUF types written here.
 _BLOCKS = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20), "q4_k": (256, 144),
-           "q6_k": (256, 210)}
+           "q5_k": (256, 176), "q6_k": (256, 210)}
 
 
 def permute_for_llama_rope(w, heads):
@@ -57,9 +61,9 @@ def _header_dtypes(model_dir):
 
 
 def _kquant(arrays, fmt):
-    """q4_k / q6_k blocks of a float32 array (rows of whole blocks), from
-    moe_ref.quant."""
-    name = {"q4_k": "q4_K", "q6_k": "q6_K"}[fmt]
+    """q4_k / q5_k / q6_k blocks of a float32 array (rows of whole blocks),
+    from moe_ref.quant."""
+    name = {"q4_k": "q4_K", "q5_k": "q5_K", "q6_k": "q6_K"}[fmt]
     rows = arrays.reshape(-1, arrays.shape[-1]).astype(np.float32)
     blocks = quant.quantize(rows, name)
     return np.ascontiguousarray(blocks).reshape(*arrays.shape[:-1], -1)
@@ -68,7 +72,13 @@ def _kquant(arrays, fmt):
 def tensor_type(gname, wtype):
     """The quantised type a selected weight gets under `wtype` (None: float)."""
     if wtype == "q4_k_m":
-        return "q6_k" if ("attn_v" in gname or "ffn_down" in gname) else "q4_k"
+        if "attn_k." in gname or "attn_v." in gname:
+            return "q8_0"
+        if "attn_output." in gname:
+            return "q5_k"
+        if "ffn_down" in gname or gname == "output.weight":
+            return "q6_k"
+        return "q4_k"
     return wtype if wtype in _BLOCKS else None
 
 
@@ -82,11 +92,13 @@ def write_gguf(model_dir, out, wtype="f32", quantize_only="all", expert_layout="
     if expert_layout not in LAYOUTS:
         raise ValueError(f"unknown expert layout {expert_layout!r}")
     Q = gguf.GGMLQuantizationType
-    qtypes = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1, "q4_k": Q.Q4_K, "q6_k": Q.Q6_K}
+    qtypes = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1, "q4_k": Q.Q4_K, "q5_k": Q.Q5_K,
+              "q6_k": Q.Q6_K}
     file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                   "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                   "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
-                  "q4_k": gguf.LlamaFileType.MOSTLY_Q4_K_S, "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K,
+                  "q4_k": gguf.LlamaFileType.MOSTLY_Q4_K_S, "q5_k": gguf.LlamaFileType.MOSTLY_Q5_K_S,
+                  "q6_k": gguf.LlamaFileType.MOSTLY_Q6_K,
                   "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}
     with open(os.path.join(model_dir, "config.json")) as f:
         c = json.load(f)
@@ -134,7 +146,7 @@ def write_gguf(model_dir, out, wtype="f32", quantize_only="all", expert_layout="
         if qt is not None and arrays.shape[-1] % _BLOCKS[qt][0] != 0:
             qt = None  # rows that are not whole blocks keep the model's dtype
         own = src_dtypes[hf_names[0]]
-        if qt in ("q4_k", "q6_k"):
+        if qt in ("q4_k", "q5_k", "q6_k"):
             wr.add_tensor(gname, _kquant(arrays, qt), raw_dtype=qtypes[qt])
         elif qt is not None:
             wr.add_tensor(gname, gguf.quants.quantize(arrays.astype(np.float32), qtypes[qt]),

@@ -1,4 +1,5 @@
-"""Block-quantised weight formats in numpy: q8_0, q4_0, q4_1, q4_K and q6_K.
+"""Block-quantised weight formats in numpy: q8_0, q4_0, q4_1, q4_K, q5_K and
+q6_K.
 
 An implementation independent of the compiler's (C++) of the three formats of
 runtime/include/moert/quant.h, which are llama.cpp's byte for byte. A weight
@@ -32,6 +33,8 @@ Dequantising multiplies (and for q4_1 adds) in float32, one rounding each.
 
 The k-quants take super-blocks of 256 (BLOCK_ELEMS), llama.cpp's
 block_q4_K (144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins,
+128 bytes of nibbles), block_q5_K (176 bytes: q4_K's d, dmin and scales,
+then qh[32], the fifth bits, bit j of qh[l] for element 32 j + l, then the
 128 bytes of nibbles) and block_q6_K (210 bytes: ql[128], qh[64], int8
 scales[16], f16 d); quant.h documents the layouts. Their quantisers are not
 llama.cpp's (which search for the best scales) but quant.h's simple
@@ -43,6 +46,8 @@ deterministic ones, bit for bit (float32, rint = round half to even):
           the ratio is 0 or overflows), m_j likewise; with the stored d,
           dmin: dl = d * sc_j, ml = dmin * m_j, q = clamp(rint((x + ml) /
           dl), 0, 15) (0 where dl is 0)
+    q5_K  q4_K's with 31 levels: scale_j = (max x - lo) / 31, and q =
+          clamp(rint((x + ml) / dl), 0, 31)
     q6_K  per sub-block i of 16: scale_i = max / -32 (max: the x of largest
           |x|, the first on ties, +0 if all are 0); S = the scale_i of
           largest magnitude (the first on ties, +0 if all are 0);
@@ -50,7 +55,7 @@ deterministic ones, bit for bit (float32, rint = round half to even):
           127); with ds = d * sc_i: q = clamp(rint(x / ds), -32, 31) + 32
           (32 where ds is 0)
 
-Dequantising: q4_K d1 = d * sc, m1 = dmin * m, x = d1 * q - m1; q6_K
+Dequantising: q4_K (and q5_K) d1 = d * sc, m1 = dmin * m, x = d1 * q - m1; q6_K
 x = (d * sc) * (q - 32); float32, one rounding each (llama.cpp's order).
 """
 
@@ -61,10 +66,12 @@ import numpy as np
 BLOCK = 32
 
 # Bytes of one block of each format.
-BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q4_K": 144, "q6_K": 210}
+BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q4_K": 144, "q5_K": 176,
+               "q6_K": 210}
 
 # Elements of one block of each format (the k-quants' super-blocks: 256).
-BLOCK_ELEMS = {"q8_0": 32, "q4_0": 32, "q4_1": 32, "q4_K": 256, "q6_K": 256}
+BLOCK_ELEMS = {"q8_0": 32, "q4_0": 32, "q4_1": 32, "q4_K": 256, "q5_K": 256,
+               "q6_K": 256}
 
 FORMATS = tuple(BLOCK_BYTES)
 
@@ -150,14 +157,15 @@ def _ratio(num, v):
     return out
 
 
-def _quantize_q4_K(x):
-    """float32 [n, 256] -> uint8 [n, 144], quant.h's quantizeBlock(q4_K)."""
+def _quantize_q4_K(x, levels=15):
+    """float32 [n, 256] -> uint8 [n, 144], quant.h's quantizeBlock(q4_K);
+    with levels=31, [n, 176], quantizeBlock(q5_K)."""
     n = x.shape[0]
     xs = x.reshape(n, 8, 32)
     lo = np.min(xs, axis=2)
     lo = np.where(lo < 0, lo, np.float32(0)).astype(np.float32)
     hi = np.max(xs, axis=2)
-    scale = (hi - lo) / np.float32(15)
+    scale = (hi - lo) / np.float32(levels)
     mins = -lo
     max_scale = np.max(scale, axis=1, keepdims=True)
     max_scale = np.where(max_scale > 0, max_scale, np.float32(0)).astype(np.float32)
@@ -178,8 +186,16 @@ def _quantize_q4_K(x):
     with np.errstate(divide="ignore", invalid="ignore"):
         np.divide(xs + ml, np.broadcast_to(dl, xs.shape), out=v,
                   where=np.broadcast_to(dl != 0, xs.shape))
-    q = np.clip(np.rint(v), 0, 15).astype(np.uint8).reshape(n, 4, 2, 32)
+    q = np.clip(np.rint(v), 0, levels).astype(np.uint8)  # [n, 8, 32]
+    if levels == 31:
+        qh = np.zeros((n, 32), np.uint8)
+        for j in range(8):
+            qh |= (q[:, j, :] >> 4) << j
+        q = q & 0xF
+    q = q.reshape(n, 4, 2, 32)
     qs = (q[:, :, 0, :] | (q[:, :, 1, :] << 4)).reshape(n, 128)
+    if levels == 31:
+        return np.concatenate([dh, mh, sc, qh, qs], axis=1)
     return np.concatenate([dh, mh, sc, qs], axis=1)
 
 
@@ -214,6 +230,8 @@ def _quantize_blocks(x, fmt):
     """float32 [n, block] -> uint8 [n, block bytes]."""
     if fmt == "q4_K":
         return _quantize_q4_K(x)
+    if fmt == "q5_K":
+        return _quantize_q4_K(x, levels=31)
     if fmt == "q6_K":
         return _quantize_q6_K(x)
     n = x.shape[0]
@@ -291,6 +309,8 @@ def dequantize(blocks, fmt, cols, name="weight"):
         d = _half(c[:, 0:2])
         if fmt == "q4_K":
             out[s:s + step] = _dequantize_q4_K(c)
+        elif fmt == "q5_K":
+            out[s:s + step] = _dequantize_q4_K(c)
         elif fmt == "q6_K":
             out[s:s + step] = _dequantize_q6_K(c)
         elif fmt == "q8_0":
@@ -305,7 +325,7 @@ def dequantize(blocks, fmt, cols, name="weight"):
 
 
 def _dequantize_q4_K(c):
-    """uint8 [n, 144] -> float32 [n, 256]."""
+    """uint8 [n, 144] (q4_K) or [n, 176] (q5_K) -> float32 [n, 256]."""
     n = c.shape[0]
     d, dmin = _half(c[:, 0:2]), _half(c[:, 2:4])
     q = c[:, 4:16]
@@ -313,9 +333,12 @@ def _dequantize_q4_K(c):
     m = np.concatenate([q[:, 4:8] & 63, (q[:, 8:12] >> 4) | ((q[:, 4:8] >> 6) << 4)], axis=1)
     d1 = (d * sc.astype(np.float32))[:, :, None]
     m1 = (dmin * m.astype(np.float32))[:, :, None]
-    qs = c[:, 16:].reshape(n, 4, 1, 32)
-    nib = np.concatenate([qs & 0xF, qs >> 4], axis=2).reshape(n, 8, 32).astype(np.float32)
-    return (d1 * nib - m1).reshape(n, 256)
+    qs = c[:, -128:].reshape(n, 4, 1, 32)
+    nib = np.concatenate([qs & 0xF, qs >> 4], axis=2).reshape(n, 8, 32)
+    if c.shape[1] == 176:  # q5_K: bit j of qh[l] is bit 4 of element 32 j + l
+        qh = c[:, 16:48].reshape(n, 1, 32)
+        nib = nib | (((qh >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1) << 4)
+    return (d1 * nib.astype(np.float32) - m1).reshape(n, 256)
 
 
 def _dequantize_q6_K(c):

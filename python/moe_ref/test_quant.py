@@ -341,12 +341,14 @@ def golden_kquant_input():
 
 
 class KQuantTest(unittest.TestCase):
-    """q4_K and q6_K: quant.h's simple quantisers (not llama.cpp's search),
+    """q4_K, q5_K and q6_K: quant.h's simple quantisers (not llama.cpp's search),
     pinned against the bytes runtime/include/moert/quant.h's quantizeBlock
     wrote for golden_kquant_input() (built with -ffp-contract=off,
-    2026-12-02; a C++ change that moves them must change these too)."""
+    2026-12-02, q5_K's on its addition; a C++ change that moves them must
+    change these too)."""
 
     GOLDEN = {"q4_K": "d323a1f1de68a6336014be6de044ff0dcf0d0b95ba578b781de8af3aa779d18e",
+              "q5_K": "02ad51b3a4b639b6395cc65cbcad31afef1884d1ff6ab1ed1863458b848cc3af",
               "q6_K": "9acebab4213e227fea3d0a423970d37ecf614a76070fa6ce66a868e9363fce39"}
 
     def test_bit_exact_with_the_cpp_quantiser(self):
@@ -372,6 +374,18 @@ class KQuantTest(unittest.TestCase):
         np.testing.assert_array_equal(q[16 + 64:16 + 96] >> 4, np.arange(32) % 16)
         np.testing.assert_array_equal(q[16 + 64:16 + 96] & 0xF, 0)
         np.testing.assert_allclose(quant.round_trip(x, "q4_K"), x, rtol=1e-3)
+        # q5_K: the same sub-block 5 with codes 0..31; element 160 + l has
+        # its low nibble in the high nibble of qs[64 + l] (qs at byte 48)
+        # and its bit 4 in bit 5 of qh[l] (qh at byte 16).
+        x = np.zeros((1, 256), np.float32)
+        x[0, 160:192] = np.arange(32, dtype=np.float32)
+        q = quant.quantize(x, "q5_K")[0]
+        self.assertEqual(q[4 + 9] & 0xF, 63 & 0xF)
+        self.assertEqual(q[4 + 1] >> 6, 63 >> 4)
+        np.testing.assert_array_equal(q[48 + 64:48 + 96] >> 4, np.arange(32) % 16)
+        np.testing.assert_array_equal(q[48 + 64:48 + 96] & 0xF, 0)
+        np.testing.assert_array_equal(q[16:48], (np.arange(32) >= 16) << 5)
+        np.testing.assert_allclose(quant.round_trip(x, "q5_K"), x, rtol=1e-3)
         # q6_K: element 200 (half 1, k = 2, l = 8) is ql[64 + 8]'s high
         # nibble and bits 4, 5 of qh[32 + 8]; scale index 200 / 16 = 12.
         x = np.zeros((1, 256), np.float32)
@@ -394,13 +408,17 @@ class KQuantTest(unittest.TestCase):
             # mins round it) per super-block.
             step = np.max((xs.max(2) - np.minimum(xs.min(2), 0)) / 15, axis=1)
             self.assertTrue(np.all(err.max(1) <= step * 1.0 + 1e-30), scale)
+            err5 = np.abs(quant.round_trip(w, "q5_K") - w).reshape(-1, 256)
+            step = np.max((xs.max(2) - np.minimum(xs.min(2), 0)) / 31, axis=1)
+            self.assertTrue(np.all(err5.max(1) <= step * 1.0 + 1e-30), scale)
+            self.assertLess(np.median(err5), np.median(err))
             err = np.abs(quant.round_trip(w, "q6_K") - w).reshape(-1, 256)
             amax = np.abs(w).reshape(-1, 256).max(1)
             self.assertTrue(np.all(err.max(1) <= amax / 32 + 1e-30), scale)
             self.assertLess(np.median(err), np.median(np.abs(w)) / 20)
 
     def test_zero_and_shapes(self):
-        for fmt in ("q4_K", "q6_K"):
+        for fmt in ("q4_K", "q5_K", "q6_K"):
             z = np.zeros((2, 512), np.float32)
             np.testing.assert_array_equal(quant.round_trip(z, fmt), z)
             self.assertEqual(quant.quantized_shape((3, 512), fmt),
@@ -414,13 +432,14 @@ class KQuantTest(unittest.TestCase):
         blocks and on random bytes (any scales and codes, finite f16 d)."""
         rng = np.random.default_rng(12)
         types = {"q4_K": gguf.GGMLQuantizationType.Q4_K,
+                 "q5_K": gguf.GGMLQuantizationType.Q5_K,
                  "q6_K": gguf.GGMLQuantizationType.Q6_K}
         for fmt, qtype in types.items():
             blocks = [quant.quantize(random_weights(rng, 16, 1024, 1.0), fmt),
                       quant.quantize(golden_kquant_input(), fmt)]
             raw = rng.integers(0, 256, (64, quant.BLOCK_BYTES[fmt]), dtype=np.uint8)
             d = rng.standard_normal((64, 2)).astype(np.float16).view(np.uint8).reshape(64, 4)
-            if fmt == "q4_K":
+            if fmt in ("q4_K", "q5_K"):
                 raw[:, 0:4] = d
             else:
                 raw[:, 208:210] = d[:, 0:2]

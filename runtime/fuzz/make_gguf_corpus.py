@@ -27,9 +27,10 @@ SCALAR = {UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I",
           FLOAT64: "<d"}
 
 # ggml type id: (block elements, block bytes), the types the parser accepts.
-F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, BF16 = 0, 1, 2, 3, 8, 12, 14, 30
+F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 3, 8, 12, 13, 14, 30
 LAYOUT = {F32: (1, 4), F16: (1, 2), Q4_0: (32, 18), Q4_1: (32, 20),
-          Q8_0: (32, 34), Q4_K: (256, 144), Q6_K: (256, 210), BF16: (1, 2)}
+          Q8_0: (32, 34), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
+          BF16: (1, 2)}
 
 
 def string(s):
@@ -97,7 +98,7 @@ def corpus():
         [("general.architecture", STRING, "llama")],
         [("f32", [4, 2], F32), ("f16", [4], F16), ("bf16", [2, 2], BF16),
          ("q4_0", [32], Q4_0), ("q4_1", [32], Q4_1), ("q8_0", [32, 2], Q8_0),
-         ("q4_k", [256], Q4_K), ("q6_k", [256], Q6_K)])
+         ("q4_k", [256], Q4_K), ("q5_k", [256], Q5_K), ("q6_k", [256], Q6_K)])
     files["aligned.gguf"] = gguf(
         [("general.alignment", UINT32, 64)],
         [("blk.0.ffn_up.weight", [32, 1, 1, 2], Q8_0),

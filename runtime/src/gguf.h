@@ -183,6 +183,7 @@ enum GgmlType : uint32_t {
   kQ4_1 = 3,
   kQ8_0 = 8,
   kQ4_K = 12,
+  kQ5_K = 13,
   kQ6_K = 14,
   kBF16 = 30,
 };
@@ -191,7 +192,7 @@ enum GgmlType : uint32_t {
 const char *typeName(uint32_t ggmlType);
 
 /// The block of a ggml type this parser accepts (F32, F16, BF16, Q4_0, Q4_1,
-/// Q8_0, Q4_K, Q6_K): elements and bytes per block. False for the others.
+/// Q8_0, Q4_K, Q5_K, Q6_K): elements and bytes per block. False for the others.
 bool typeLayout(uint32_t ggmlType, uint64_t &blockElems, uint64_t &blockBytes);
 
 /// Checks a weight a compiled model reads from a parsed file: `name` is a

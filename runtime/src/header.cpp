@@ -504,6 +504,7 @@ const char *dtypeName(moert_dtype d) {
   case MOERT_Q4_1:
     return "U8"; // the raw blocks
   case MOERT_Q4_K:
+  case MOERT_Q5_K:
   case MOERT_Q6_K:
     return nullptr; // only in GGUF files (gguf::checkWeight)
   }

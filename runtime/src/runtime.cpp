@@ -120,6 +120,8 @@ uint32_t ggmlType(moert_dtype d) {
     return kQ4_1;
   case MOERT_Q4_K:
     return kQ4_K;
+  case MOERT_Q5_K:
+    return kQ5_K;
   case MOERT_Q6_K:
     return kQ6_K;
   }

@@ -5,14 +5,14 @@
 //===----------------------------------------------------------------------===//
 //
 // Every CUDA kernel template that reads weights, instantiated with q8_0, q4_0,
-// q4_1, q4_K and q6_K and run on the CPU emulator (compiled like the generated
-// .cu: -include cuda_emu.h -DMOERT_CUDA_EMULATOR), against a double-precision
-// reference over moert::dequant's values. The weights are quantised here by
-// a scalar copy of llama.cpp's reference quantisers, so the test does not
-// depend on the compiler's. Tolerances are relative to sum |x * w| of each
-// output: 1e-5 where the kernel accumulates exact f32 weights (gemv, whose
-// dequantised values are exact), 1e-3 where the activations and weights are
-// rounded to f16 (the tensor-core GEMM: 2^-11 each). The k-quants' rows are
+// q4_1, q4_K, q5_K and q6_K and run on the CPU emulator (compiled like the
+// generated .cu: -include cuda_emu.h -DMOERT_CUDA_EMULATOR), against a
+// double-precision reference over moert::dequant's values. The weights are
+// quantised here by a scalar copy of llama.cpp's reference quantisers, so the
+// test does not depend on the compiler's. Tolerances are relative to sum |x *
+// w| of each output: 1e-5 where the kernel accumulates exact f32 weights (gemv,
+// whose dequantised values are exact), 1e-3 where the activations and weights
+// are rounded to f16 (the tensor-core GEMM: 2^-11 each). The k-quants' rows are
 // whole super-blocks of 256: their shapes are rounded up (sz).
 //
 //===----------------------------------------------------------------------===//
@@ -336,6 +336,7 @@ int main() {
   testType<moert::q4_0>("q4_0");
   testType<moert::q4_1>("q4_1");
   testType<moert::q4_K>("q4_K");
+  testType<moert::q5_K>("q5_K");
   testType<moert::q6_K>("q6_K");
   if (failures)
     std::printf("%d mismatches\n", failures);

@@ -103,7 +103,7 @@ def main():
                         "(default: moe-compile's, all)")
     p.add_argument("--gguf", metavar="TYPE",
                    help="also write the model as a GGUF with rank-2 weights as TYPE "
-                        "(moe_ref.gguf_writer: f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, "
+                        "(moe_ref.gguf_writer: f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q5_k, "
                         "q6_k, q4_k_m) and compile that file instead of the directory; "
                         "the reference computes with the file's weights dequantised by "
                         "PyPI's gguf (llama.cpp's format code)")

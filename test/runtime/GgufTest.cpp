@@ -140,8 +140,9 @@ TEST(Gguf, ParsesEveryValueTypeAndTensorType) {
       .tensor("q8_0", {32, 1, 1, 2}, kQ8_0, 320) // 68
       .tensor("q4_k", {256, 2}, kQ4_K, 448)      // 288
       .tensor("q6_k", {512}, kQ6_K, 768)         // 420
-      .tensor("empty", {0, 3}, kF32, 1216);      // 0, at the very end
-  g.dataBytes = 1216;
+      .tensor("q5_k", {256}, kQ5_K, 1216)        // 176
+      .tensor("empty", {0, 3}, kF32, 1408);      // 0, at the very end
+  g.dataBytes = 1408;
   std::string image = g.bytes();
   File f;
   ASSERT_EQ(parse(reinterpret_cast<const unsigned char *>(image.data()),
@@ -151,7 +152,7 @@ TEST(Gguf, ParsesEveryValueTypeAndTensorType) {
   EXPECT_EQ(f.alignment, 64u);
   uint64_t headerSize = g.header().size();
   EXPECT_EQ(f.dataOffset, (headerSize + 63) / 64 * 64);
-  EXPECT_EQ(f.dataOffset + 1216, image.size());
+  EXPECT_EQ(f.dataOffset + 1408, image.size());
 
   ASSERT_EQ(f.metadata.size(), 21u);
   EXPECT_EQ(f.metadata[0].first, "u8");
@@ -204,7 +205,7 @@ TEST(Gguf, ParsesEveryValueTypeAndTensorType) {
   EXPECT_EQ(f.find("empty")->elemType, ValueType::UINT64);
   EXPECT_EQ(f.find("missing"), nullptr);
 
-  ASSERT_EQ(f.tensors.size(), 9u);
+  ASSERT_EQ(f.tensors.size(), 10u);
   struct Want {
     const char *name;
     uint32_t type;
@@ -219,9 +220,10 @@ TEST(Gguf, ParsesEveryValueTypeAndTensorType) {
       {"q8_0", kQ8_0, 320, 68, {2, 1, 1, 32}},
       {"q4_k", kQ4_K, 448, 288, {2, 256}},
       {"q6_k", kQ6_K, 768, 420, {512}},
-      {"empty", kF32, 1216, 0, {3, 0}},
+      {"q5_k", kQ5_K, 1216, 176, {256}},
+      {"empty", kF32, 1408, 0, {3, 0}},
   };
-  for (size_t i = 0; i < 9; ++i) {
+  for (size_t i = 0; i < 10; ++i) {
     const TensorInfo &t = f.tensors[i];
     EXPECT_EQ(t.name, want[i].name);
     EXPECT_EQ(t.type, want[i].type) << t.name;
@@ -232,7 +234,7 @@ TEST(Gguf, ParsesEveryValueTypeAndTensorType) {
   }
   EXPECT_EQ(f.tensors[0].dims, std::vector<uint64_t>({4, 2}));
   EXPECT_EQ(f.tensors[5].elements(), 64u);
-  EXPECT_EQ(f.findTensor("q5_k"), nullptr);
+  EXPECT_EQ(f.findTensor("q5_0"), nullptr);
 }
 
 TEST(Gguf, AcceptsVersion2AndTheDefaultAlignment) {
@@ -491,7 +493,8 @@ TEST(Gguf, RejectsBadTensorInfos) {
   EXPECT_EQ(one({8}, 99), "tensor 'w': unknown ggml type id 99");
   EXPECT_EQ(one({8}, 4), "tensor 'w': unknown ggml type id 4");
   EXPECT_EQ(one({8}, 40), "tensor 'w': unknown ggml type id 40");
-  EXPECT_EQ(one({256}, kQ5_K), "tensor 'w': unsupported ggml type 13 (Q5_K)");
+  EXPECT_EQ(one({32}, 6), "tensor 'w': unsupported ggml type 6 (Q5_0)");
+  EXPECT_EQ(one({256}, 23), "tensor 'w': unsupported ggml type 23 (IQ4_XS)");
   EXPECT_EQ(one({256}, 39), "tensor 'w': unsupported ggml type 39 (MXFP4)");
   EXPECT_EQ(one({8}, 28), "tensor 'w': unsupported ggml type 28 (F64)");
   EXPECT_EQ(one({}, kF32), "tensor 'w': n_dims is 0, not between 1 and 4");
@@ -594,12 +597,16 @@ TEST(Gguf, KnowsTheGgmlTypes) {
   EXPECT_TRUE(typeLayout(8, elems, bytes));
   EXPECT_EQ(elems, 32u);
   EXPECT_EQ(bytes, 34u);
-  EXPECT_FALSE(typeLayout(13, elems, bytes));
+  EXPECT_TRUE(typeLayout(13, elems, bytes));
+  EXPECT_EQ(elems, 256u);
+  EXPECT_EQ(bytes, 176u);
+  EXPECT_FALSE(typeLayout(6, elems, bytes));
+  EXPECT_FALSE(typeLayout(23, elems, bytes));
   EXPECT_FALSE(typeLayout(1000, elems, bytes));
   int accepted = 0;
   for (uint32_t t = 0; t < 64; ++t)
     accepted += typeLayout(t, elems, bytes);
-  EXPECT_EQ(accepted, 8);
+  EXPECT_EQ(accepted, 9);
   EXPECT_STREQ(valueTypeName(ValueType::FLOAT64), "FLOAT64");
   EXPECT_EQ(valueTypeName(ValueType(13)), nullptr);
 }

@@ -5,7 +5,7 @@
 //===----------------------------------------------------------------------===//
 //
 // The kernels of runtime/include/moert/kernels.h with q8_0, q4_0, q4_1,
-// q4_K and q6_K weights against a double-precision reference built from
+// q4_K, q5_K and q6_K weights against a double-precision reference built from
 // quant.h's scalar `dequant`. Weights are quantised here by a scalar copy of
 // llama.cpp's reference quantisers. Tolerances are error bounds, derived per
 // output:
@@ -19,9 +19,9 @@
 //    result moves by at most Σ_b amax_b / 254 · Σ_{i in b} |w_i|, plus the
 //    f32 slack above.
 //  - The k-quants take the same bounds per element and activation block of
-//    32 (q4_K's offset is its sub-block's dmin * m; q6_K's signed values
-//    have none). Their rows are whole super-blocks of 256, so the shapes
-//    below are rounded up to multiples of 256 for them (sz).
+//    32 (q4_K's and q5_K's offset is its sub-block's dmin * m; q6_K's
+//    signed values have none). Their rows are whole super-blocks of 256, so the
+//    shapes below are rounded up to multiples of 256 for them (sz).
 //
 //===----------------------------------------------------------------------===//
 
@@ -51,6 +51,11 @@ double offset(const q4_0 &b, int) {
 }
 double offset(const q4_1 &b, int) { return std::fabs(halfBitsToFloat(b.m)); }
 double offset(const q4_K &b, int i) {
+  int sc, m;
+  scaleMinK4(b.scales, i / 32, sc, m);
+  return std::fabs(halfBitsToFloat(b.dmin) * m);
+}
+double offset(const q5_K &b, int i) {
   int sc, m;
   scaleMinK4(b.scales, i / 32, sc, m);
   return std::fabs(halfBitsToFloat(b.dmin) * m);
@@ -153,7 +158,7 @@ struct PoolDeleter {
 using Pool = std::unique_ptr<moert_pool, PoolDeleter>;
 
 template <typename W> class QuantKernels : public ::testing::Test {};
-using Formats = ::testing::Types<q8_0, q4_0, q4_1, q4_K, q6_K>;
+using Formats = ::testing::Types<q8_0, q4_0, q4_1, q4_K, q5_K, q6_K>;
 TYPED_TEST_SUITE(QuantKernels, Formats);
 
 /// linear<W, N, K> (decode path `Decode`: -1 = what linear picks, 0 = f32,
@@ -443,6 +448,7 @@ template <typename W> void checkDequantRow() {
 }
 TEST(QuantKernelsKQuant, DequantRowExact) {
   checkDequantRow<q4_K>();
+  checkDequantRow<q5_K>();
   checkDequantRow<q6_K>();
 }
 

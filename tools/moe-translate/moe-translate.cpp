@@ -48,10 +48,11 @@ static cl::opt<std::string>
 
 static cl::opt<std::string> importGGUF(
     "import-gguf",
-    cl::desc("Import a Mixtral GGUF file (llama.cpp's format: "
-             "general.architecture llama with llama.expert_count; F32, F16, "
-             "BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K weights). Maps the file "
-             "and reads only its header; the weights stay in it"),
+    cl::desc(
+        "Import a Mixtral GGUF file (llama.cpp's format: "
+        "general.architecture llama with llama.expert_count; F32, F16, "
+        "BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K weights). Maps the file "
+        "and reads only its header; the weights stay in it"),
     cl::value_desc("file"), cl::cat(category));
 
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),

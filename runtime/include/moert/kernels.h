@@ -571,20 +571,20 @@ MOERT_INLINE void f32Row(const W *w, int64_t nb, const float *x,
 }
 
 //===----------------------------------------------------------------------===//
-// k-quants (q4_K, q6_K): 256-element super-blocks
+// k-quants (q4_K, q5_K, q6_K): 256-element super-blocks
 //===----------------------------------------------------------------------===//
 //
 // The int8 activations of quantizeActs (one scale per 32) line up with the
-// formats' sub-blocks: q4_K's eight sub-blocks of 32 are one activation
-// block each, Σ d sc dx Σ(q qx) - dmin m s_b; q6_K's sixteen of 16 are two
-// per activation block, d dx (sc_a Σ_a (q - 32) qx + sc_b Σ_b (q - 32) qx).
-// The integer sums are exact; the f32 scaling is done eight sub-blocks per
+// formats' sub-blocks: q4_K's (and q5_K's) eight sub-blocks of 32 are one
+// activation block each, Σ d sc dx Σ(q qx) - dmin m s_b; q6_K's sixteen of 16
+// are two per activation block, d dx (sc_a Σ_a (q - 32) qx + sc_b Σ_b (q - 32)
+// qx). The integer sums are exact; the f32 scaling is done eight sub-blocks per
 // vector (two horizontal adds fold four activation blocks' partial sums
 // into one vector of sub-block sums).
 
-/// q4_K's eight 6-bit scales then eight mins, as bytes (llama.cpp's utmp
-/// unpacking of get_scale_min_k4).
-MOERT_INLINE void scalesK4(const q4_K &b, uint8_t *out) {
+/// q4_K's (or q5_K's) eight 6-bit scales then eight mins, as bytes
+/// (llama.cpp's utmp unpacking of get_scale_min_k4).
+template <typename W> MOERT_INLINE void scalesK4(const W &b, uint8_t *out) {
   uint32_t u[4];
   std::memcpy(u, b.scales, 12);
   const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
@@ -597,6 +597,42 @@ MOERT_INLINE void scalesK4(const q4_K &b, uint8_t *out) {
 }
 
 #ifdef MOERT_AVX2
+/// q4_K's (or q5_K's, with their fifth bits from qh) 256 values as eight
+/// vectors of 32 unsigned bytes, sub-block j in u[j].
+template <typename W> MOERT_INLINE void k4Bytes(const W &b, __m256i *u) {
+  auto load = [](const void *p) MOERT_INLINE_LAMBDA {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+  };
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+#pragma GCC unroll 4
+  for (int il = 0; il < 4; ++il) {
+    __m256i y = load(b.qs + 32 * il);
+    u[2 * il] = _mm256_and_si256(y, m4);
+    u[2 * il + 1] = _mm256_and_si256(_mm256_srli_epi16(y, 4), m4);
+  }
+  if constexpr (std::is_same<W, q5_K>::value) {
+    // Bit j of each qh byte to bit 4 (the 16-bit shifts move no bit that
+    // the mask keeps across a byte boundary).
+    const __m256i m16 = _mm256_set1_epi8(0x10);
+    __m256i h = load(b.qh);
+    u[0] =
+        _mm256_or_si256(u[0], _mm256_and_si256(_mm256_slli_epi16(h, 4), m16));
+    u[1] =
+        _mm256_or_si256(u[1], _mm256_and_si256(_mm256_slli_epi16(h, 3), m16));
+    u[2] =
+        _mm256_or_si256(u[2], _mm256_and_si256(_mm256_slli_epi16(h, 2), m16));
+    u[3] =
+        _mm256_or_si256(u[3], _mm256_and_si256(_mm256_slli_epi16(h, 1), m16));
+    u[4] = _mm256_or_si256(u[4], _mm256_and_si256(h, m16));
+    u[5] =
+        _mm256_or_si256(u[5], _mm256_and_si256(_mm256_srli_epi16(h, 1), m16));
+    u[6] =
+        _mm256_or_si256(u[6], _mm256_and_si256(_mm256_srli_epi16(h, 2), m16));
+    u[7] =
+        _mm256_or_si256(u[7], _mm256_and_si256(_mm256_srli_epi16(h, 3), m16));
+  }
+}
+
 /// q6_K's 256 values q - 32 (-32..31) as eight vectors of 32 signed bytes,
 /// in element order.
 MOERT_INLINE void q6Bytes(const q6_K &b, __m256i *v) {
@@ -645,7 +681,9 @@ template <typename W, int NT>
 MOERT_INLINE void kRowSums(const W *w, int64_t nsb, const int8_t *q,
                            const float *d, const float *s, int64_t ld,
                            __m256 *sum) {
-  constexpr bool Q4 = std::is_same<W, q4_K>::value;
+  // q4_K or q5_K: unsigned values, a scale and a min per sub-block of 32.
+  constexpr bool Q4 =
+      std::is_same<W, q4_K>::value || std::is_same<W, q5_K>::value;
   auto load = [](const void *p) MOERT_INLINE_LAMBDA {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
   };
@@ -677,13 +715,7 @@ MOERT_INLINE void kRowSums(const W *w, int64_t nsb, const int8_t *q,
       // Folded lanes: blocks [0, 1, 2, 3, 0, 1, 2, 3] (+ 4).
       sc0 = _mm256_permute2f128_ps(scf, scf, 0x00);
       sc1 = _mm256_permute2f128_ps(scf, scf, 0x11);
-      const __m256i m4 = _mm256_set1_epi8(0x0f);
-#pragma GCC unroll 4
-      for (int il = 0; il < 4; ++il) {
-        __m256i y = load(blk.qs + 32 * il);
-        u[2 * il] = _mm256_and_si256(y, m4);
-        u[2 * il + 1] = _mm256_and_si256(_mm256_srli_epi16(y, 4), m4);
-      }
+      k4Bytes(blk, u);
     } else {
       // Folded lanes: sub-blocks [0, 2, 4, 6, 1, 3, 5, 7] (+ 8).
       __m128i sc = _mm_shuffle_epi8(
@@ -758,11 +790,16 @@ MOERT_INLINE void kRow(const W *w, int64_t nsb, const int8_t *q, const float *d,
       for (int j = 0; j < 8; ++j) {
         const int64_t b = t * ld + sb * 8 + j;
         const int8_t *x = q + b * 32;
-        if constexpr (std::is_same<W, q4_K>::value) {
+        if constexpr (std::is_same<W, q4_K>::value ||
+                      std::is_same<W, q5_K>::value) {
           int sc, m, p = 0;
           scaleMinK4(blk.scales, j, sc, m);
-          for (int i = 0; i < 32; ++i)
-            p += nibbleK4(blk.qs, 32 * j + i) * x[i];
+          for (int i = 0; i < 32; ++i) {
+            if constexpr (std::is_same<W, q4_K>::value)
+              p += nibbleK4(blk.qs, 32 * j + i) * x[i];
+            else
+              p += q5Value(blk, 32 * j + i) * x[i];
+          }
           acc += toFloat(f16{blk.d}) * float(sc) * d[b] * float(p) -
                  toFloat(f16{blk.dmin}) * float(m) * s[b];
         } else {
@@ -789,22 +826,19 @@ template <typename W> MOERT_INLINE void dequantSuper(const W &b, float *out) {
     return _mm256_cvtepi32_ps(sgn ? _mm256_cvtepi8_epi32(v8)
                                   : _mm256_cvtepu8_epi32(v8));
   };
-  if constexpr (std::is_same<W, q4_K>::value) {
+  if constexpr (std::is_same<W, q4_K>::value || std::is_same<W, q5_K>::value) {
     alignas(16) uint8_t sm[16];
     scalesK4(b, sm);
     const float d = toFloat(f16{b.d}), dmin = toFloat(f16{b.dmin});
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i nib[8];
+    k4Bytes(b, nib);
     for (int il = 0; il < 4; ++il) {
-      __m256i y =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b.qs + 32 * il));
-      __m256i nib[2] = {_mm256_and_si256(y, m4),
-                        _mm256_and_si256(_mm256_srli_epi16(y, 4), m4)};
       for (int h = 0; h < 2; ++h) {
         const int j = 2 * il + h;
         __m256 d1 = _mm256_set1_ps(d * float(sm[j]));
         __m256 m1 = _mm256_set1_ps(dmin * float(sm[8 + j]));
-        __m128i lo = _mm256_castsi256_si128(nib[h]),
-                hi = _mm256_extracti128_si256(nib[h], 1);
+        __m128i lo = _mm256_castsi256_si128(nib[j]),
+                hi = _mm256_extracti128_si256(nib[j], 1);
         __m128i part[4] = {lo, _mm_srli_si128(lo, 8), hi,
                            _mm_srli_si128(hi, 8)};
         for (int k = 0; k < 4; ++k)

@@ -42,6 +42,7 @@ typedef enum moert_dtype {
    * GGUF files, as the file stores them. */
   MOERT_Q4_K = 6,
   MOERT_Q6_K = 7,
+  MOERT_Q5_K = 8,
 } moert_dtype;
 
 /* One entry of the weight manifest. */

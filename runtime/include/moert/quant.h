@@ -19,14 +19,19 @@
 // blocks each, rows one after another, no padding (blocks are not aligned).
 // All fields are little-endian.
 //
-// Two of llama.cpp's k-quant formats take super-blocks of 256 elements
-// (QK_K), laid out as ggml-common.h's block_q4_K and block_q6_K:
+// Three of llama.cpp's k-quant formats take super-blocks of 256 elements
+// (QK_K), laid out as ggml-common.h's block_q4_K, block_q5_K and block_q6_K:
 //
 //   q4_K  144 bytes: f16 d, f16 dmin, uint8 scales[12], uint8 qs[128]
 //         eight sub-blocks of 32, each with a 6-bit scale sc and min m
 //         (scaleMinK4); x = d * sc * q - dmin * m, q a nibble: qs bytes
 //         [32 il, 32 il + 32) hold elements 64 il + 0..31 in their low
 //         nibbles (sub-block 2 il) and 64 il + 32..63 in their high ones.
+//   q5_K  176 bytes: f16 d, f16 dmin, uint8 scales[12], uint8 qh[32],
+//         uint8 qs[128]
+//         q4_K's sub-blocks, scales and nibbles, plus a fifth bit per
+//         element: bit j of qh[l] is the high bit of element 32 j + l, so
+//         x = d * sc * q - dmin * m with q in [0, 31].
 //   q6_K  210 bytes: uint8 ql[128], uint8 qh[64], int8 scales[16], f16 d
 //         sixteen sub-blocks of 16 (element order), x = d * scales[i / 16] *
 //         (q - 32), q a 6-bit value from a nibble of ql and two bits of qh
@@ -75,6 +80,14 @@ struct q4_K {
   uint8_t scales[12];
   uint8_t qs[128];
 };
+/// llama.cpp's block_q5_K: q4_K's fields plus the 256 fifth bits (qh, one
+/// bit plane per sub-block) before the nibbles.
+struct q5_K {
+  uint16_t d, dmin; // f16 bits
+  uint8_t scales[12];
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
 /// llama.cpp's block_q6_K: low nibbles, high bit pairs, sixteen int8
 /// sub-block scales, the f16 super-block scale last.
 struct q6_K {
@@ -85,8 +98,9 @@ struct q6_K {
 };
 static_assert(sizeof(q8_0) == 34 && sizeof(q4_0) == 18 && sizeof(q4_1) == 20,
               "quantised blocks are packed as in llama.cpp");
-static_assert(sizeof(q4_K) == 144 && sizeof(q6_K) == 210 &&
-                  alignof(q4_K) == 2 && alignof(q6_K) == 2,
+static_assert(sizeof(q4_K) == 144 && sizeof(q5_K) == 176 &&
+                  sizeof(q6_K) == 210 && alignof(q4_K) == 2 &&
+                  alignof(q5_K) == 2 && alignof(q6_K) == 2,
               "k-quant super-blocks are packed as in llama.cpp");
 
 /// Whether W is one of the block formats above, and its block length in
@@ -108,6 +122,10 @@ template <> struct IsQuant<q4_1> {
   static constexpr int64_t kBlock = kQuantBlock;
 };
 template <> struct IsQuant<q4_K> {
+  static constexpr bool value = true;
+  static constexpr int64_t kBlock = kQuantSuperBlock;
+};
+template <> struct IsQuant<q5_K> {
   static constexpr bool value = true;
   static constexpr int64_t kBlock = kQuantSuperBlock;
 };
@@ -197,6 +215,21 @@ MOERT_HOST_DEVICE MOERT_INLINE float dequant(const q4_K &b, int i) {
   const float d1 = halfBitsToFloat(b.d) * float(sc);
   const float m1 = halfBitsToFloat(b.dmin) * float(m);
   return d1 * float(nibbleK4(b.qs, i)) - m1;
+}
+/// The 5-bit value (0..31) of q5_K element i (0 <= i < 256): q4_K's nibble
+/// plus 16 times bit i / 32 of qh[i % 32].
+MOERT_HOST_DEVICE MOERT_INLINE int q5Value(const q5_K &b, int i) {
+  return nibbleK4(b.qs, i) | (((b.qh[i & 31] >> (i >> 5)) & 1) << 4);
+}
+/// Element i (0 <= i < 256) of a q5_K super-block: d sc q - dmin m, the
+/// products rounded as llama.cpp's dequantize_row_q5_K (d1 = d * sc, m1 =
+/// dmin * m, then d1 * q - m1).
+MOERT_HOST_DEVICE MOERT_INLINE float dequant(const q5_K &b, int i) {
+  int sc, m;
+  scaleMinK4(b.scales, i >> 5, sc, m);
+  const float d1 = halfBitsToFloat(b.d) * float(sc);
+  const float m1 = halfBitsToFloat(b.dmin) * float(m);
+  return d1 * float(q5Value(b, i)) - m1;
 }
 /// The 6-bit value (0..63, before the -32) of q6_K element i: within each
 /// half of 128, element 32 k + l (k < 4, l < 32) takes the low (k even) or
@@ -376,6 +409,60 @@ inline void quantizeBlock(const float *x, q4_K &out) {
       float v = dl != 0 ? rintf((x[32 * j + i] + ml) / dl) : 0.0f;
       int q = v < 0 ? 0 : v > 15 ? 15 : int(v);
       out.qs[(j >> 1) * 32 + i] |= uint8_t((j & 1) ? q << 4 : q);
+    }
+  }
+}
+
+/// q5_K: q4_K's encoding with 31 levels: per sub-block j of 32, lo =
+/// min(0, min x), scale_j = (max x - lo) / 31, min_j = -lo; d, dmin, sc_j and
+/// m_j as q4_K; q = clamp(rint((x + ml) / dl), 0, 31), 0 where dl is 0; its
+/// low nibble goes to qs as in q4_K and its bit 4 to bit j of qh[i].
+inline void quantizeBlock(const float *x, q5_K &out) {
+  float scale[8], mins[8], maxScale = 0, maxMin = 0;
+  for (int j = 0; j < 8; ++j) {
+    float lo = x[32 * j], hi = x[32 * j];
+    for (int i = 1; i < 32; ++i) {
+      lo = x[32 * j + i] < lo ? x[32 * j + i] : lo;
+      hi = x[32 * j + i] > hi ? x[32 * j + i] : hi;
+    }
+    lo = lo < 0 ? lo : 0.0f;
+    scale[j] = (hi - lo) / 31;
+    mins[j] = -lo;
+    maxScale = scale[j] > maxScale ? scale[j] : maxScale;
+    maxMin = mins[j] > maxMin ? mins[j] : maxMin;
+  }
+  const float is = ratioOrZero(63, maxScale), im = ratioOrZero(63, maxMin);
+  uint8_t ls[8], lm[8];
+  for (int j = 0; j < 8; ++j) {
+    float a = rintf(is * scale[j]), b = rintf(im * mins[j]);
+    ls[j] = uint8_t(a < 63 ? a : 63);
+    lm[j] = uint8_t(b < 63 ? b : 63);
+  }
+  out.d = floatToHalfBits(maxScale / 63);
+  out.dmin = floatToHalfBits(maxMin / 63);
+  // Packing as llama.cpp's quantize_row_q5_K_ref.
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      out.scales[j] = ls[j];
+      out.scales[j + 4] = lm[j];
+    } else {
+      out.scales[j + 4] = uint8_t((ls[j] & 0xf) | ((lm[j] & 0xf) << 4));
+      out.scales[j - 4] |= uint8_t((ls[j] >> 4) << 6);
+      out.scales[j] |= uint8_t((lm[j] >> 4) << 6);
+    }
+  }
+  const float d = halfBitsToFloat(out.d), dmin = halfBitsToFloat(out.dmin);
+  for (int i = 0; i < 128; ++i)
+    out.qs[i] = 0;
+  for (int i = 0; i < 32; ++i)
+    out.qh[i] = 0;
+  for (int j = 0; j < 8; ++j) {
+    const float dl = d * float(ls[j]), ml = dmin * float(lm[j]);
+    for (int i = 0; i < 32; ++i) {
+      float v = dl != 0 ? rintf((x[32 * j + i] + ml) / dl) : 0.0f;
+      int q = v < 0 ? 0 : v > 31 ? 31 : int(v);
+      out.qs[(j >> 1) * 32 + i] |= uint8_t((j & 1) ? (q & 15) << 4 : q & 15);
+      out.qh[i] |= uint8_t((q >> 4) << j);
     }
   }
 }

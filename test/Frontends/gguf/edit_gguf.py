@@ -22,7 +22,7 @@ comes out, only what was asked for differs):
                                              dequantised and re-quantised by
                                              gguf.quants, or zero blocks
                                              where gguf.quants cannot make
-                                             the type, e.g. Q5_K)
+                                             the type, e.g. IQ4_XS)
   edit_gguf.py IN OUT tensor-shape NAME D,D  declare tensor NAME with another
                                              row-major shape of the same
                                              element count (same bytes)

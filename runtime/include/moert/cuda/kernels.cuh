@@ -9,9 +9,8 @@
 // specialisation. The layout contract is the CPU target's (kernels.h):
 // activations are row-major [tokens][features] f32 at the planned offsets of
 // one arena, weights are read in their stored type (f32, f16, bf16, or the
-// block-quantised q8_0, q4_0, q4_1, q4_K and q6_K of quant.h, dequantised in
-// registers)
-// and every reduction accumulates in f32. KV caches are
+// block-quantised q8_0, q4_0, q4_1, q4_K, q5_K and q6_K of quant.h, dequantised
+// in registers) and every reduction accumulates in f32. KV caches are
 // [kv_heads][capacity][head_dim] f32 rings: position p lives in slot p %
 // capacity.
 //
@@ -402,6 +401,39 @@ __device__ __forceinline__ void loadQuarter(const q4_K *row, int blk, int p,
     v[4 + i] = d1 * float(int(hi >> (8 * i + nsh) & 0xf)) - m1;
   }
 }
+/// q5_K: q4_K's scales and nibbles (qs at word 24), plus bit j of qh bytes
+/// p..p+3 and p+16..p+19 (words 8..23) as each value's bit 4.
+__device__ __forceinline__ void loadQuarter(const q5_K *row, int blk, int p,
+                                            float (&v)[8]) {
+  const uint16_t *u = reinterpret_cast<const uint16_t *>(row + blk / 8);
+  const int j = blk % 8, sh = (j & 1) * 8;
+  const uint16_t *sw = u + 2 + j / 2;
+  const int b0 = __ldg(sw - 2) >> sh & 0xff;
+  const int b1 = __ldg(sw) >> sh & 0xff;
+  const int b2 = __ldg(sw + 2) >> sh & 0xff;
+  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
+  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
+  const float d1 = halfToF(__ldg(u)) * float(sc);
+  const float m1 = halfToF(__ldg(u + 1)) * float(m);
+  const uint16_t *qs = u + 24 + (j >> 1) * 16 + p / 2;
+  const uint32_t lo = uint32_t(__ldg(qs)) | uint32_t(__ldg(qs + 1)) << 16;
+  const uint32_t hi = uint32_t(__ldg(qs + 8)) | uint32_t(__ldg(qs + 9)) << 16;
+  const uint16_t *qh = u + 8 + p / 2;
+  const uint32_t hlo =
+      (uint32_t(__ldg(qh)) | uint32_t(__ldg(qh + 1)) << 16) >> j;
+  const uint32_t hhi =
+      (uint32_t(__ldg(qh + 8)) | uint32_t(__ldg(qh + 9)) << 16) >> j;
+  const int nsh = (j & 1) * 4;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[i] = d1 * float(int((lo >> (8 * i + nsh) & 0xf) | (hlo >> (8 * i) & 1)
+                                                            << 4)) -
+           m1;
+    v[4 + i] = d1 * float(int((hi >> (8 * i + nsh) & 0xf) | (hhi >> (8 * i) & 1)
+                                                                << 4)) -
+               m1;
+  }
+}
 /// q6_K: chunk j = 4 n + k of a super-block takes nibble (k >= 2: high) of
 /// ql[64 n + 32 (k & 1) + l] and bits 2k, 2k + 1 of qh[32 n + l]; its two
 /// sub-blocks' scales are one word (scales[2j], scales[2j + 1]).
@@ -710,6 +742,9 @@ template <> struct MmaType<q4_1> {
 template <> struct MmaType<q4_K> {
   using type = __half;
 };
+template <> struct MmaType<q5_K> {
+  using type = __half;
+};
 template <> struct MmaType<q6_K> {
   using type = __half;
 };
@@ -748,6 +783,31 @@ template <> struct RawBlock<q4_K> {
 #pragma unroll
     for (int i = 0; i < 16; ++i)
       qs[i] = b ? __ldg(p + 8 + (j >> 1) * 16 + i) : uint16_t(0);
+  }
+};
+/// q5_K: q4_K's words, and the sub-block's 32 fifth bits (bit j of each qh
+/// byte) gathered into one word at the load (bit l: element l).
+template <> struct RawBlock<q5_K> {
+  uint16_t d, dmin, s1, s2, s0, qs[16];
+  uint32_t qh;
+  int sub;
+  __device__ __forceinline__ void load(const q5_K *b, int j) {
+    const uint16_t *p = reinterpret_cast<const uint16_t *>(b);
+    sub = j;
+    d = b ? __ldg(p) : uint16_t(0);
+    dmin = b ? __ldg(p + 1) : uint16_t(0);
+    s1 = b ? __ldg(p + (4 + j) / 2) : uint16_t(0);
+    s2 = b ? __ldg(p + (8 + j) / 2) : uint16_t(0);
+    s0 = b ? __ldg(p + j / 2) : uint16_t(0);
+    qh = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t w = b ? __ldg(p + 8 + i) : uint16_t(0);
+      qh |= (w >> j & 1) << (2 * i) | (w >> (8 + j) & 1) << (2 * i + 1);
+    }
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+      qs[i] = b ? __ldg(p + 24 + (j >> 1) * 16 + i) : uint16_t(0);
   }
 };
 template <> struct RawBlock<q6_K> {
@@ -818,6 +878,24 @@ __device__ __forceinline__ void dequantHalf(const RawBlock<q4_K> &r,
                                  d1 * float(int(q >> 8 & 0xf)) - m1);
   }
 }
+/// q5_K sub-block j: q4_K's nibbles, bit 4 from bits 2i, 2i + 1 of qh.
+__device__ __forceinline__ void dequantHalf(const RawBlock<q5_K> &r,
+                                            uint32_t (&h)[16]) {
+  const int j = r.sub, sh = (j & 1) * 8;
+  const int b1 = r.s1 >> sh & 0xff, b2 = r.s2 >> sh & 0xff,
+            b0 = r.s0 >> sh & 0xff;
+  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
+  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
+  const float d1 = halfToF(r.d) * float(sc), m1 = halfToF(r.dmin) * float(m);
+  const int nsh = (j & 1) * 4;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    uint32_t q = uint32_t(r.qs[i]) >> nsh, hb = r.qh >> (2 * i);
+    h[i] = Convert<__half>::pack(
+        d1 * float(int((q & 0xf) | (hb & 1) << 4)) - m1,
+        d1 * float(int((q >> 8 & 0xf) | (hb >> 1 & 1) << 4)) - m1);
+  }
+}
 /// q6_K sub-block j = 4 n + k: elements 2i, 2i + 1 from ql word i's
 /// nibbles (high for k >= 2) and qh word i's bits 2k, 2k + 1; the first 16
 /// elements take scales[2j], the rest scales[2j + 1].
@@ -844,8 +922,8 @@ __device__ __forceinline__ void dequantHalf(const RawBlock<q6_K> &r,
 /// rows j0..j0+64 and the up rows of the same j, and the block stores the 64
 /// features silu(gate) * up. grid (m-tiles, ceil(N / 128)) or, with Silu,
 /// (m-tiles, ceil(RowsA / 64)); block 256. Quantised weights (T q8_0, q4_0,
-/// q4_1, q4_K or q6_K) are dequantised to f16 on their way to shared memory:
-/// each thread's 32 weights of a K-step are exactly one block.
+/// q4_1, q4_K, q5_K or q6_K) are dequantised to f16 on their way to shared
+/// memory: each thread's 32 weights of a K-step are exactly one block.
 template <typename T, int RowsA, int RowsB, int In, int E, int K, bool Gather,
           bool Grouped, bool Silu, int NumPtrs>
 __device__ void gemmMma(const float *x, const int32_t *perm,
