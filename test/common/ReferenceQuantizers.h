@@ -79,7 +79,9 @@ inline void quantize(const float *x, moert::q4_1 &b) {
 // quant.h's (halves away from zero, through double), so that the two
 // cannot share a mistake.
 
-inline void quantize(const float *x, moert::q4_K &b) {
+/// q4_K (Levels 15) and q5_K (Levels 31, bit 4 of q into qh).
+template <int Levels, typename B>
+inline void quantizeScaleMin(const float *x, B &b) {
   double scale[8], mins[8], maxScale = 0, maxMin = 0;
   for (int j = 0; j < 8; ++j) {
     double lo = 0, hi = x[32 * j];
@@ -87,7 +89,7 @@ inline void quantize(const float *x, moert::q4_K &b) {
       lo = std::min(lo, double(x[32 * j + i]));
       hi = std::max(hi, double(x[32 * j + i]));
     }
-    scale[j] = (hi - lo) / 15;
+    scale[j] = (hi - lo) / Levels;
     mins[j] = -lo;
     maxScale = std::max(maxScale, scale[j]);
     maxMin = std::max(maxMin, mins[j]);
@@ -115,61 +117,25 @@ inline void quantize(const float *x, moert::q4_K &b) {
   }
   double d = moert::halfBitsToFloat(b.d), dmin = moert::halfBitsToFloat(b.dmin);
   std::memset(b.qs, 0, 128);
+  if constexpr (Levels == 31)
+    std::memset(b.qh, 0, 32);
   for (int i = 0; i < 256; ++i) {
     int j = i / 32;
     double dl = d * sc[j], ml = dmin * m[j];
     int q = dl > 0 ? int(std::round((x[i] + ml) / dl)) : 0;
-    q = std::max(0, std::min(15, q));
-    b.qs[(i / 64) * 32 + i % 32] |= uint8_t(i % 64 < 32 ? q : q << 4);
+    q = std::max(0, std::min(Levels, q));
+    b.qs[(i / 64) * 32 + i % 32] |=
+        uint8_t(i % 64 < 32 ? q & 15 : (q & 15) << 4);
+    if constexpr (Levels == 31)
+      b.qh[i % 32] |= uint8_t((q >> 4) << j);
   }
 }
 
+inline void quantize(const float *x, moert::q4_K &b) {
+  quantizeScaleMin<15>(x, b);
+}
 inline void quantize(const float *x, moert::q5_K &b) {
-  double scale[8], mins[8], maxScale = 0, maxMin = 0;
-  for (int j = 0; j < 8; ++j) {
-    double lo = 0, hi = x[32 * j];
-    for (int i = 0; i < 32; ++i) {
-      lo = std::min(lo, double(x[32 * j + i]));
-      hi = std::max(hi, double(x[32 * j + i]));
-    }
-    scale[j] = (hi - lo) / 31;
-    mins[j] = -lo;
-    maxScale = std::max(maxScale, scale[j]);
-    maxMin = std::max(maxMin, mins[j]);
-  }
-  b.d = toHalfBits(float(maxScale / 63));
-  b.dmin = toHalfBits(float(maxMin / 63));
-  int sc[8], m[8];
-  for (int j = 0; j < 8; ++j) {
-    sc[j] = maxScale > 0
-                ? int(std::min(63.0, std::round(scale[j] / maxScale * 63)))
-                : 0;
-    m[j] =
-        maxMin > 0 ? int(std::min(63.0, std::round(mins[j] / maxMin * 63))) : 0;
-  }
-  std::memset(b.scales, 0, 12);
-  for (int j = 0; j < 8; ++j) {
-    if (j < 4) {
-      b.scales[j] |= uint8_t(sc[j]);
-      b.scales[j + 4] |= uint8_t(m[j]);
-    } else {
-      b.scales[j + 4] = uint8_t((sc[j] & 15) | (m[j] & 15) << 4);
-      b.scales[j - 4] |= uint8_t((sc[j] >> 4) << 6);
-      b.scales[j] |= uint8_t((m[j] >> 4) << 6);
-    }
-  }
-  double d = moert::halfBitsToFloat(b.d), dmin = moert::halfBitsToFloat(b.dmin);
-  std::memset(b.qs, 0, 128);
-  std::memset(b.qh, 0, 32);
-  for (int i = 0; i < 256; ++i) {
-    int j = i / 32;
-    double dl = d * sc[j], ml = dmin * m[j];
-    int q = dl > 0 ? int(std::round((x[i] + ml) / dl)) : 0;
-    q = std::max(0, std::min(31, q));
-    b.qs[(i / 64) * 32 + i % 32] |=
-        uint8_t(i % 64 < 32 ? q & 15 : (q & 15) << 4);
-    b.qh[i % 32] |= uint8_t((q >> 4) << j);
-  }
+  quantizeScaleMin<31>(x, b);
 }
 
 inline void quantize(const float *x, moert::q6_K &b) {

@@ -225,22 +225,24 @@ MOERT_INLINE __m256i weightBytes(const q8_0 &b) {
 MOERT_INLINE __m256i weightBytes(const q4_0 &b) { return nibbles(b.qs); }
 MOERT_INLINE __m256i weightBytes(const q4_1 &b) { return nibbles(b.qs); }
 
+/// Σ u[i] * x[i] over 32 bytes as eight int32 sums of four, u unsigned.
+MOERT_INLINE __m256i dotU8(__m256i u, __m256i x) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, x);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+#endif
+}
+
 /// Σ w[i] * x[i] over a block as eight int32 partial sums, exactly: w signed
 /// (q8_0; moved onto x's sign so maddubs sees an unsigned operand) or
 /// unsigned nibbles. maddubs cannot saturate here: |pair| <= 2*128*127.
 template <bool Signed> MOERT_INLINE __m256i blockDot(__m256i w, __m256i x) {
-  __m256i u = w, s = x;
-  if (Signed) {
-    u = _mm256_sign_epi8(w, w);
-    s = _mm256_sign_epi8(x, w);
-  }
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#elif defined(__AVXVNNI__)
-  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
+  if (Signed)
+    return dotU8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  return dotU8(w, x);
 }
 
 /// The 32 weight bytes as four vectors of eight floats, before the scale:
@@ -661,17 +663,6 @@ MOERT_INLINE void q6Bytes(const q6_K &b, __m256i *v) {
     for (int k = 0; k < 4; ++k)
       v[4 * n + k] = _mm256_sub_epi8(v[4 * n + k], off);
   }
-}
-
-/// Σ u[i] * x[i] over 32 bytes as eight int32 sums of four, u unsigned.
-MOERT_INLINE __m256i dotU8(__m256i u, __m256i x) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
-#elif defined(__AVXVNNI__)
-  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, x);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
-#endif
 }
 
 /// One k-quant row of `nsb` super-blocks against NT tokens' int8

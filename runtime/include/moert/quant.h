@@ -361,12 +361,16 @@ inline float ratioOrZero(float num, float v) {
   return isfinite(r) ? r : 0.0f;
 }
 
-/// q4_K: per sub-block j of 32, lo = min(0, min x), scale_j = (max x - lo)
-/// / 15, min_j = -lo. d = f16(max scale_j / 63), dmin = f16(max min_j /
-/// 63); sc_j = min(63, rint(scale_j * (63 / max scale))), m_j likewise
-/// against the mins. Then with the stored (f16) d and dmin, dl = d * sc_j,
-/// ml = dmin * m_j: q = clamp(rint((x + ml) / dl), 0, 15), 0 where dl is 0.
-inline void quantizeBlock(const float *x, q4_K &out) {
+/// q4_K (Levels 15) and q5_K (Levels 31): per sub-block j of 32, lo =
+/// min(0, min x), scale_j = (max x - lo) / Levels, min_j = -lo. d =
+/// f16(max scale_j / 63), dmin = f16(max min_j / 63); sc_j = min(63,
+/// rint(scale_j * (63 / max scale))), m_j likewise against the mins. Then
+/// with the stored (f16) d and dmin, dl = d * sc_j, ml = dmin * m_j: q =
+/// clamp(rint((x + ml) / dl), 0, Levels), 0 where dl is 0. q's low nibble
+/// goes to qs; for q5_K its bit 4 goes to bit j of qh[i]. Scales packed as
+/// llama.cpp's quantize_row_q4_K_ref / q5_K_ref.
+template <int Levels, typename B>
+inline void quantizeScaleMinBlock(const float *x, B &out) {
   float scale[8], mins[8], maxScale = 0, maxMin = 0;
   for (int j = 0; j < 8; ++j) {
     float lo = x[32 * j], hi = x[32 * j];
@@ -375,7 +379,7 @@ inline void quantizeBlock(const float *x, q4_K &out) {
       hi = x[32 * j + i] > hi ? x[32 * j + i] : hi;
     }
     lo = lo < 0 ? lo : 0.0f;
-    scale[j] = (hi - lo) / 15;
+    scale[j] = (hi - lo) / Levels;
     mins[j] = -lo;
     maxScale = scale[j] > maxScale ? scale[j] : maxScale;
     maxMin = mins[j] > maxMin ? mins[j] : maxMin;
@@ -389,7 +393,6 @@ inline void quantizeBlock(const float *x, q4_K &out) {
   }
   out.d = floatToHalfBits(maxScale / 63);
   out.dmin = floatToHalfBits(maxMin / 63);
-  // Packing as llama.cpp's quantize_row_q4_K_ref.
   for (int j = 0; j < 8; ++j) {
     if (j < 4) {
       out.scales[j] = ls[j];
@@ -403,68 +406,29 @@ inline void quantizeBlock(const float *x, q4_K &out) {
   const float d = halfBitsToFloat(out.d), dmin = halfBitsToFloat(out.dmin);
   for (int i = 0; i < 128; ++i)
     out.qs[i] = 0;
+  uint8_t *qh = nullptr;
+  if constexpr (Levels == 31) {
+    qh = out.qh;
+    for (int i = 0; i < 32; ++i)
+      qh[i] = 0;
+  }
   for (int j = 0; j < 8; ++j) {
     const float dl = d * float(ls[j]), ml = dmin * float(lm[j]);
     for (int i = 0; i < 32; ++i) {
       float v = dl != 0 ? rintf((x[32 * j + i] + ml) / dl) : 0.0f;
-      int q = v < 0 ? 0 : v > 15 ? 15 : int(v);
-      out.qs[(j >> 1) * 32 + i] |= uint8_t((j & 1) ? q << 4 : q);
+      int q = v < 0 ? 0 : v > Levels ? Levels : int(v);
+      out.qs[(j >> 1) * 32 + i] |= uint8_t((j & 1) ? (q & 15) << 4 : q & 15);
+      if (qh)
+        qh[i] |= uint8_t((q >> 4) << j);
     }
   }
 }
 
-/// q5_K: q4_K's encoding with 31 levels: per sub-block j of 32, lo =
-/// min(0, min x), scale_j = (max x - lo) / 31, min_j = -lo; d, dmin, sc_j and
-/// m_j as q4_K; q = clamp(rint((x + ml) / dl), 0, 31), 0 where dl is 0; its
-/// low nibble goes to qs as in q4_K and its bit 4 to bit j of qh[i].
+inline void quantizeBlock(const float *x, q4_K &out) {
+  quantizeScaleMinBlock<15>(x, out);
+}
 inline void quantizeBlock(const float *x, q5_K &out) {
-  float scale[8], mins[8], maxScale = 0, maxMin = 0;
-  for (int j = 0; j < 8; ++j) {
-    float lo = x[32 * j], hi = x[32 * j];
-    for (int i = 1; i < 32; ++i) {
-      lo = x[32 * j + i] < lo ? x[32 * j + i] : lo;
-      hi = x[32 * j + i] > hi ? x[32 * j + i] : hi;
-    }
-    lo = lo < 0 ? lo : 0.0f;
-    scale[j] = (hi - lo) / 31;
-    mins[j] = -lo;
-    maxScale = scale[j] > maxScale ? scale[j] : maxScale;
-    maxMin = mins[j] > maxMin ? mins[j] : maxMin;
-  }
-  const float is = ratioOrZero(63, maxScale), im = ratioOrZero(63, maxMin);
-  uint8_t ls[8], lm[8];
-  for (int j = 0; j < 8; ++j) {
-    float a = rintf(is * scale[j]), b = rintf(im * mins[j]);
-    ls[j] = uint8_t(a < 63 ? a : 63);
-    lm[j] = uint8_t(b < 63 ? b : 63);
-  }
-  out.d = floatToHalfBits(maxScale / 63);
-  out.dmin = floatToHalfBits(maxMin / 63);
-  // Packing as llama.cpp's quantize_row_q5_K_ref.
-  for (int j = 0; j < 8; ++j) {
-    if (j < 4) {
-      out.scales[j] = ls[j];
-      out.scales[j + 4] = lm[j];
-    } else {
-      out.scales[j + 4] = uint8_t((ls[j] & 0xf) | ((lm[j] & 0xf) << 4));
-      out.scales[j - 4] |= uint8_t((ls[j] >> 4) << 6);
-      out.scales[j] |= uint8_t((lm[j] >> 4) << 6);
-    }
-  }
-  const float d = halfBitsToFloat(out.d), dmin = halfBitsToFloat(out.dmin);
-  for (int i = 0; i < 128; ++i)
-    out.qs[i] = 0;
-  for (int i = 0; i < 32; ++i)
-    out.qh[i] = 0;
-  for (int j = 0; j < 8; ++j) {
-    const float dl = d * float(ls[j]), ml = dmin * float(lm[j]);
-    for (int i = 0; i < 32; ++i) {
-      float v = dl != 0 ? rintf((x[32 * j + i] + ml) / dl) : 0.0f;
-      int q = v < 0 ? 0 : v > 31 ? 31 : int(v);
-      out.qs[(j >> 1) * 32 + i] |= uint8_t((j & 1) ? (q & 15) << 4 : q & 15);
-      out.qh[i] |= uint8_t((q >> 4) << j);
-    }
-  }
+  quantizeScaleMinBlock<31>(x, out);
 }
 
 /// q6_K: per sub-block i of 16, scale_i = max / -32 where max is the

@@ -370,6 +370,28 @@ __device__ __forceinline__ void loadQuarter(const q4_1 *row, int blk, int p,
   q4Quarter(__ldg(u + 2 + p / 2), __ldg(u + 3 + p / 2), halfToF(__ldg(u)),
             halfToF(__ldg(u + 1)), v);
 }
+/// q4_K's and q5_K's sub-block j scale and min, d * sc_j and dmin * m_j
+/// (scaleMinK4), from the 16-bit words s0, s1, s2 of the block that hold
+/// scales[j - 4], scales[j] and scales[j + 4] (the byte of j's parity in
+/// each) and the raw f16 d and dmin.
+__device__ __forceinline__ void scaleMinK(uint16_t s0, uint16_t s1, uint16_t s2,
+                                          int j, uint16_t d, uint16_t dmin,
+                                          float &d1, float &m1) {
+  const int sh = (j & 1) * 8;
+  const int b0 = s0 >> sh & 0xff, b1 = s1 >> sh & 0xff, b2 = s2 >> sh & 0xff;
+  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
+  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
+  d1 = halfToF(d) * float(sc);
+  m1 = halfToF(dmin) * float(m);
+}
+/// The same from the block's words `u` in global memory (d, dmin, then
+/// scales[12]: the three bytes are words (4 + j) / 2 - 2, + 0 and + 2).
+__device__ __forceinline__ void scaleMinWords(const uint16_t *u, int j,
+                                              float &d1, float &m1) {
+  const uint16_t *sw = u + 2 + j / 2;
+  scaleMinK(__ldg(sw - 2), __ldg(sw), __ldg(sw + 2), j, __ldg(u), __ldg(u + 1),
+            d1, m1);
+}
 /// The k-quants: `blk` counts 32-element chunks of the row (sub-block
 /// blk % 8 of super-block blk / 8), read in place with 16-bit loads; the
 /// values are dequant()'s (up to the contraction of q4_K's d1 * q - m1).
@@ -379,18 +401,9 @@ __device__ __forceinline__ void loadQuarter(const q4_1 *row, int blk, int p,
 __device__ __forceinline__ void loadQuarter(const q4_K *row, int blk, int p,
                                             float (&v)[8]) {
   const uint16_t *u = reinterpret_cast<const uint16_t *>(row + blk / 8);
-  const int j = blk % 8, sh = (j & 1) * 8;
-  // Bytes 4 + j, 8 + j and j of the block (scales[j], scales[j + 4],
-  // scales[j - 4]).
-  // (one offset: the words are (4 + j) / 2 - 2, + 0 and + 2).
-  const uint16_t *sw = u + 2 + j / 2;
-  const int b0 = __ldg(sw - 2) >> sh & 0xff;
-  const int b1 = __ldg(sw) >> sh & 0xff;
-  const int b2 = __ldg(sw + 2) >> sh & 0xff;
-  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
-  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
-  const float d1 = halfToF(__ldg(u)) * float(sc);
-  const float m1 = halfToF(__ldg(u + 1)) * float(m);
+  const int j = blk % 8;
+  float d1, m1;
+  scaleMinWords(u, j, d1, m1);
   const uint16_t *qs = u + 8 + (j >> 1) * 16 + p / 2;
   const uint32_t lo = uint32_t(__ldg(qs)) | uint32_t(__ldg(qs + 1)) << 16;
   const uint32_t hi = uint32_t(__ldg(qs + 8)) | uint32_t(__ldg(qs + 9)) << 16;
@@ -406,15 +419,9 @@ __device__ __forceinline__ void loadQuarter(const q4_K *row, int blk, int p,
 __device__ __forceinline__ void loadQuarter(const q5_K *row, int blk, int p,
                                             float (&v)[8]) {
   const uint16_t *u = reinterpret_cast<const uint16_t *>(row + blk / 8);
-  const int j = blk % 8, sh = (j & 1) * 8;
-  const uint16_t *sw = u + 2 + j / 2;
-  const int b0 = __ldg(sw - 2) >> sh & 0xff;
-  const int b1 = __ldg(sw) >> sh & 0xff;
-  const int b2 = __ldg(sw + 2) >> sh & 0xff;
-  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
-  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
-  const float d1 = halfToF(__ldg(u)) * float(sc);
-  const float m1 = halfToF(__ldg(u + 1)) * float(m);
+  const int j = blk % 8;
+  float d1, m1;
+  scaleMinWords(u, j, d1, m1);
   const uint16_t *qs = u + 24 + (j >> 1) * 16 + p / 2;
   const uint32_t lo = uint32_t(__ldg(qs)) | uint32_t(__ldg(qs + 1)) << 16;
   const uint32_t hi = uint32_t(__ldg(qs + 8)) | uint32_t(__ldg(qs + 9)) << 16;
@@ -864,12 +871,9 @@ __device__ __forceinline__ void dequantHalf(const RawBlock<q4_1> &r,
 /// (even j) or high nibbles.
 __device__ __forceinline__ void dequantHalf(const RawBlock<q4_K> &r,
                                             uint32_t (&h)[16]) {
-  const int j = r.sub, sh = (j & 1) * 8;
-  const int b1 = r.s1 >> sh & 0xff, b2 = r.s2 >> sh & 0xff,
-            b0 = r.s0 >> sh & 0xff;
-  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
-  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
-  const float d1 = halfToF(r.d) * float(sc), m1 = halfToF(r.dmin) * float(m);
+  const int j = r.sub;
+  float d1, m1;
+  scaleMinK(r.s0, r.s1, r.s2, j, r.d, r.dmin, d1, m1);
   const int nsh = (j & 1) * 4;
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
@@ -881,12 +885,9 @@ __device__ __forceinline__ void dequantHalf(const RawBlock<q4_K> &r,
 /// q5_K sub-block j: q4_K's nibbles, bit 4 from bits 2i, 2i + 1 of qh.
 __device__ __forceinline__ void dequantHalf(const RawBlock<q5_K> &r,
                                             uint32_t (&h)[16]) {
-  const int j = r.sub, sh = (j & 1) * 8;
-  const int b1 = r.s1 >> sh & 0xff, b2 = r.s2 >> sh & 0xff,
-            b0 = r.s0 >> sh & 0xff;
-  const int sc = j < 4 ? b1 & 63 : (b2 & 0xf) | (b0 >> 6) << 4;
-  const int m = j < 4 ? b2 & 63 : (b2 >> 4) | (b1 >> 6) << 4;
-  const float d1 = halfToF(r.d) * float(sc), m1 = halfToF(r.dmin) * float(m);
+  const int j = r.sub;
+  float d1, m1;
+  scaleMinK(r.s0, r.s1, r.s2, j, r.d, r.dmin, d1, m1);
   const int nsh = (j & 1) * 4;
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
