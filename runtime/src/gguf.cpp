@@ -34,40 +34,13 @@ uint64_t readLE(const unsigned char *p, unsigned bytes) {
 /// Whether `s` is well-formed UTF-8 (no overlong forms, no surrogates,
 /// nothing past U+10FFFF).
 bool validUtf8(const std::string &s) {
+  const auto *p = reinterpret_cast<const unsigned char *>(s.data());
   size_t i = 0, n = s.size();
   while (i < n) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t more;
-    unsigned char lo = 0x80, hi = 0xbf; // the second byte's range
-    if (c >= 0xc2 && c <= 0xdf) {
-      more = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      more = 2;
-      if (c == 0xe0)
-        lo = 0xa0;
-      else if (c == 0xed)
-        hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      more = 3;
-      if (c == 0xf0)
-        lo = 0x90;
-      else if (c == 0xf4)
-        hi = 0x8f;
-    } else {
+    size_t len = p[i] < 0x80 ? 1 : msg::utf8Sequence(p + i, n - i);
+    if (len == 0)
       return false;
-    }
-    if (n - i <= more)
-      return false;
-    for (size_t k = 1; k <= more; ++k) {
-      unsigned char b = static_cast<unsigned char>(s[i + k]);
-      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf))
-        return false;
-    }
-    i += more + 1;
+    i += len;
   }
   return true;
 }

@@ -274,35 +274,12 @@ private:
 
   /// One UTF-8 sequence of two to four bytes, at its lead byte.
   bool utf8(std::string &out) {
-    unsigned char c = static_cast<unsigned char>(*cur);
-    int more;
-    unsigned char lo = 0x80, hi = 0xbf; // the second byte's range
-    if (c >= 0xc2 && c <= 0xdf) {
-      more = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      more = 2;
-      if (c == 0xe0)
-        lo = 0xa0; // no overlong forms
-      else if (c == 0xed)
-        hi = 0x9f; // no surrogates
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      more = 3;
-      if (c == 0xf0)
-        lo = 0x90;
-      else if (c == 0xf4)
-        hi = 0x8f; // nothing past U+10FFFF
-    } else {
+    size_t len = msg::utf8Sequence(reinterpret_cast<const unsigned char *>(cur),
+                                   size_t(end - cur));
+    if (len == 0)
       return syntax("invalid UTF-8 in a string");
-    }
-    if (end - cur <= more)
-      return syntax("invalid UTF-8 in a string");
-    for (int i = 1; i <= more; ++i) {
-      unsigned char b = static_cast<unsigned char>(cur[i]);
-      if (i == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf))
-        return syntax("invalid UTF-8 in a string");
-    }
-    out.append(cur, size_t(more) + 1);
-    cur += more + 1;
+    out.append(cur, len);
+    cur += len;
     return true;
   }
 };

@@ -63,6 +63,38 @@ inline std::string formatDims(const std::vector<uint64_t> &dims) {
   return s + "]";
 }
 
+/// The length (2 to 4) of the well-formed multi-byte UTF-8 sequence at p
+/// (`avail` bytes there), or 0: no overlong forms, no surrogates, nothing
+/// past U+10FFFF.
+inline size_t utf8Sequence(const unsigned char *p, size_t avail) {
+  unsigned char c = p[0];
+  size_t more;
+  unsigned char lo = 0x80, hi = 0xbf; // the second byte's range
+  if (c >= 0xc2 && c <= 0xdf) {
+    more = 1;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    more = 2;
+    if (c == 0xe0)
+      lo = 0xa0; // no overlong forms
+    else if (c == 0xed)
+      hi = 0x9f; // no surrogates
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    more = 3;
+    if (c == 0xf0)
+      lo = 0x90;
+    else if (c == 0xf4)
+      hi = 0x8f; // nothing past U+10FFFF
+  } else {
+    return 0;
+  }
+  if (avail <= more)
+    return 0;
+  for (size_t k = 1; k <= more; ++k)
+    if (k == 1 ? (p[k] < lo || p[k] > hi) : (p[k] < 0x80 || p[k] > 0xbf))
+      return 0;
+  return more + 1;
+}
+
 } // namespace moert::msg
 
 #endif // MOERT_SRC_MESSAGES_H
