@@ -120,6 +120,11 @@ def main():
                    type=generate.parse_override)
     p.add_argument("--tensor-dtype", action="append", default=[],
                    type=generate.parse_override)
+    generate.add_rope_arguments(p)
+    p.add_argument("--require-rope-effect", action="store_true",
+                   help="also require the binary's logits to differ from the reference "
+                        "with the default RoPE (same theta) by more than 100 * tol in "
+                        "some row: the config's RoPE scaling must matter")
     args = p.parse_args()
     if args.quantize_only and not args.quantize:
         p.error("--quantize-only needs --quantize")
@@ -141,7 +146,8 @@ def main():
     gguf_path = os.path.join(args.work, f"model-{args.gguf}.gguf") if args.gguf else None
     if args.stage != "run":
         generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
-                          dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
+                          dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype),
+                          rope_form=args.rope_form, rope_scaling=args.rope_scaling)
         if gguf_path:
             from moe_ref import gguf_writer
             gguf_writer.write_gguf(model, gguf_path, args.gguf, "all", args.gguf_experts,
@@ -213,8 +219,15 @@ def main():
     ref = Reference(model, quantize=args.quantize, quantize_only=args.quantize_only or "all",
                     int8_activations=cpu_int8 and args.max_batch_tokens == 1,
                     weights=gguf_weights, blocks=blocks)
-    # Teacher-forced: the reference sees exactly the tokens the binary fed.
-    expected = ref.forward(prompt + generated, ref.new_cache())
+    # Teacher-forced: the reference sees exactly the tokens the binary fed;
+    # with dynamic RoPE in the binary's calls too (the prompt in chunks of
+    # --max-batch-tokens, then one call per token), since a call's length
+    # sets its frequencies.
+    dynamic = ref.rope_params["rope_type"] == "dynamic"
+    if dynamic:
+        expected = ref.forward_calls(prompt, generated, args.max_batch_tokens)
+    else:
+        expected = ref.forward(prompt + generated, ref.new_cache())
     worst = 0.0
     for i, (row, want) in enumerate(zip(logits, expected)):
         err = float(np.max(np.abs(row - want)))
@@ -222,7 +235,19 @@ def main():
         worst = max(worst, err / scale)
         if err > args.tol * scale:
             sys.exit(f"row {i}: max |diff| {err:.3e} > {args.tol} * max |logit| {scale:.3e}")
-    greedy, _ = ref.generate(prompt, args.n)
+    rope_effect = ""
+    if args.require_rope_effect:
+        scaled = dict(ref.rope_params)
+        ref.rope_params = {"rope_type": "default", "rope_theta": scaled["rope_theta"]}
+        plain = ref.forward(prompt + generated, ref.new_cache())
+        ref.rope_params = scaled
+        effect = max(float(np.max(np.abs(row - want)) / np.max(np.abs(want)))
+                     for row, want in zip(logits, plain))
+        if effect <= 100 * args.tol:
+            sys.exit(f"the {scaled['rope_type']} RoPE scaling changes the logits by only "
+                     f"{effect:.2e} (relative) against the default RoPE")
+        rope_effect = f"; {scaled['rope_type']} RoPE differs from the default by {effect:.2e}"
+    greedy, _ = ref.generate(prompt, args.n, args.max_batch_tokens if dynamic else 0)
     if generated != greedy:
         sys.exit(f"greedy tokens differ:\n  binary    {generated}\n  reference {greedy}")
 
@@ -276,7 +301,7 @@ def main():
     if gguf_path:
         weights = f" from a {args.gguf} GGUF ({args.gguf_experts} experts, v{args.gguf_version})"
     print(f"e2e OK{weights}: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} "
-          f"(tol {args.tol}); {args.n} greedy tokens match the reference")
+          f"(tol {args.tol}); {args.n} greedy tokens match the reference{rope_effect}")
 
 
 if __name__ == "__main__":
