@@ -4,13 +4,20 @@
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
         [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
         [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
-        [generator options: --preset --dtype --seed --shards --set K=V ...]
+        [generator options: --preset --dtype --seed --shards --set K=V
+         --rope-form v4|v5 --rope-scaling JSON ...] [--require-rope-effect]
 
 Generates the model, compiles it with moe-compile, runs the binary with
 --dump-logits, and checks every logits row (prefill rows, then one per decode
 step) against the reference forward pass fed the same tokens (float64):
 max |diff| <= tol * max |logit| for each row. Also checks the binary's greedy
 tokens equal the reference's own greedy generation. Prints one summary line.
+
+With dynamic RoPE scaling the reference is fed the binary's calls (the
+prompt in chunks of --max-batch-tokens, then one call per generated token),
+since the frequencies depend on each call's length; --require-rope-effect
+also requires the logits to differ from the default RoPE's, so that a test
+fails if the scaling were ignored.
 
 --target cuda builds with moe-compile --target cuda (needs a GPU to run);
 --target cuda-emu builds the CUDA target's kernels and host plan with the
