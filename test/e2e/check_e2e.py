@@ -128,6 +128,12 @@ def main():
     p.add_argument("--tensor-dtype", action="append", default=[],
                    type=generate.parse_override)
     generate.add_rope_arguments(p)
+    p.add_argument("--no-renormalize", action="store_true",
+                   help="compile the model's IR (moe-translate --import-hf, beside "
+                        "--moe-compile) with `renormalize` taken off every moe.router, and "
+                        "check against the reference without renormalisation: the router "
+                        "kernels' path for families that honour norm_topk_prob = false "
+                        "(Mixtral always renormalises)")
     p.add_argument("--require-rope-effect", action="store_true",
                    help="also require the binary's logits to differ from the reference "
                         "with the default RoPE (same theta) by more than 100 * tol in "
@@ -164,7 +170,22 @@ def main():
         quant_flags.append(f"--quantize={args.quantize}")
         if args.quantize_only:
             quant_flags.append(f"--quantize-only={args.quantize_only}")
-    compile_cmd = ([args.moe_compile, gguf_path or model, "--quiet"] + args.compile_arg +
+    source = gguf_path or model
+    if args.no_renormalize:
+        if gguf_path:
+            p.error("--no-renormalize takes the HF directory, not --gguf")
+        translate = os.path.join(os.path.dirname(args.moe_compile), "moe-translate")
+        if not os.path.dirname(args.moe_compile):
+            translate = "moe-translate"
+        source = os.path.join(args.work, "model-no-renormalize.mlir")
+        if args.stage != "run":
+            ir = run([translate, "--import-hf", model])
+            plain = ir.replace(" softmax renormalize :", " softmax :")
+            if plain == ir:
+                sys.exit("--no-renormalize: no `softmax renormalize` router in the IR")
+            with open(source, "w") as f:
+                f.write(plain)
+    compile_cmd = ([args.moe_compile, source, "--quiet"] + args.compile_arg +
                    quant_flags)
     if args.stage == "run":
         pass
@@ -226,6 +247,8 @@ def main():
     ref = Reference(model, quantize=args.quantize, quantize_only=args.quantize_only or "all",
                     int8_activations=cpu_int8 and args.max_batch_tokens == 1,
                     weights=gguf_weights, blocks=blocks)
+    if args.no_renormalize:
+        ref.renormalize = False
     # Teacher-forced: the reference sees exactly the tokens the binary fed;
     # with dynamic RoPE in the binary's calls too (the prompt in chunks of
     # --max-batch-tokens, then one call per token), since a call's length
@@ -296,7 +319,7 @@ def main():
         sys.exit("--differential compares -O0 with -O2, which only the CPU target builds")
     if args.differential:
         o0 = os.path.join(args.work, "model-O0.bin")
-        run([args.moe_compile, gguf_path or model, "-o", o0, "--quiet", "-O0"] + args.compile_arg +
+        run([args.moe_compile, source, "-o", o0, "--quiet", "-O0"] + args.compile_arg +
             quant_flags)
         o0_tokens, o0_logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "O0.npy"), o0)
         diff = float(np.max(np.abs(o0_logits - logits)))
