@@ -70,6 +70,8 @@ private:
   Value layer(int64_t l, Value h, Value positions, Value cache,
               Value &cacheOut);
   ModelAttr modelAttr();
+  /// The RoPE scaling of the spec (null for the default RoPE).
+  RopeScalingAttr ropeScalingAttr();
   void emitManifest(ModuleOp module);
 
   OpBuilder b;
@@ -92,8 +94,11 @@ Value ModelIRBuilder::layer(int64_t l, Value h, Value positions, Value cache,
   auto theta = b.getF64FloatAttr(spec.ropeTheta);
   auto headDim = b.getI64IntegerAttr(spec.headDim);
   UnitAttr interleaved = spec.ropeInterleaved ? b.getUnitAttr() : UnitAttr();
-  q = RoPEOp::create(b, loc, q, positions, headDim, theta, interleaved);
-  k = RoPEOp::create(b, loc, k, positions, headDim, theta, interleaved);
+  RopeScalingAttr scaling = ropeScalingAttr();
+  q = RoPEOp::create(b, loc, q, positions, headDim, theta, scaling,
+                     interleaved);
+  k = RoPEOp::create(b, loc, k, positions, headDim, theta, scaling,
+                     interleaved);
   IntegerAttr window;
   if (std::optional<int64_t> w = spec.layerWindows[l])
     window = b.getI64IntegerAttr(*w);
@@ -120,6 +125,26 @@ Value ModelIRBuilder::layer(int64_t l, Value h, Value positions, Value cache,
   Value y = ExpertsOp::create(b, loc, x, router.getWeights(),
                               router.getIndices(), gate, up, down);
   return AddOp::create(b, loc, h, y);
+}
+
+RopeScalingAttr ModelIRBuilder::ropeScalingAttr() {
+  // buildModel has validated the spec, in the ranges the verifier checks.
+  const RopeScalingSpec &r = spec.ropeScaling;
+  using Type = RopeScalingSpec::Type;
+  if (r.type == Type::Default)
+    return {};
+  bool yarn = r.type == Type::Yarn, llama3 = r.type == Type::Llama3;
+  RopeType type = r.type == Type::Linear    ? RopeType::Linear
+                  : r.type == Type::Dynamic ? RopeType::Dynamic
+                  : yarn                    ? RopeType::Yarn
+                                            : RopeType::Llama3;
+  auto f = [](double v) { return APFloat(v); };
+  return RopeScalingAttr::get(
+      b.getContext(), type, f(r.factor),
+      r.type == Type::Dynamic ? spec.maxPositions : 0,
+      yarn || llama3 ? r.originalMaxPositions : 0, f(yarn ? r.betaFast : 0),
+      f(yarn ? r.betaSlow : 0), f(yarn ? r.attention : 0), yarn && r.truncate,
+      f(llama3 ? r.lowFreqFactor : 0), f(llama3 ? r.highFreqFactor : 0));
 }
 
 ModelAttr ModelIRBuilder::modelAttr() {

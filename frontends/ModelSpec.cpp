@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 
 using namespace llvm;
 
@@ -62,6 +63,72 @@ int64_t expectedTensorCount(const ModelSpec &s) {
   // 3 per expert. Fits easily: layers and experts are bounded by validate().
   return 2 + (s.tieWordEmbeddings ? 0 : 1) +
          s.numLayers * (7 + 3 * s.numExperts);
+}
+
+StringRef stringifyRopeType(RopeScalingSpec::Type type) {
+  switch (type) {
+  case RopeScalingSpec::Type::Default:
+    return "default";
+  case RopeScalingSpec::Type::Linear:
+    return "linear";
+  case RopeScalingSpec::Type::Dynamic:
+    return "dynamic";
+  case RopeScalingSpec::Type::Yarn:
+    return "yarn";
+  case RopeScalingSpec::Type::Llama3:
+    return "llama3";
+  }
+  llvm_unreachable("unknown RoPE type");
+}
+
+/// The ranges #moe.rope_scaling's verifier also checks, named by key.
+static Error
+validateRopeScaling(const ModelSpec &spec,
+                    const std::function<Error(const Twine &)> &fail) {
+  const RopeScalingSpec &r = spec.ropeScaling;
+  using Type = RopeScalingSpec::Type;
+  if (r.type == Type::Default)
+    return Error::success();
+  auto key = [&](StringRef name) -> std::string {
+    return (Twine("'") + r.key + "." + name + "'").str();
+  };
+  if (!(r.factor > 0) || !std::isfinite(r.factor))
+    return fail(key("factor") + " must be positive and finite, got " +
+                formatNumber(r.factor));
+  if (r.type == Type::Dynamic && spec.headDim <= 2)
+    return fail(formatv("rope_type 'dynamic' needs head_dim > 2, got {0}",
+                        spec.headDim));
+  if (r.type == Type::Yarn || r.type == Type::Llama3) {
+    constexpr int64_t kMaxPositions = (int64_t(1) << 31) - 1;
+    if (r.originalMaxPositions < 1 || r.originalMaxPositions > kMaxPositions)
+      return fail(formatv("{0} must be in [1, {1}], got {2}",
+                          key("original_max_position_embeddings"),
+                          kMaxPositions, r.originalMaxPositions));
+  }
+  if (r.type == Type::Yarn) {
+    if (!(r.betaSlow > 0) || !std::isfinite(r.betaFast) ||
+        !(r.betaFast >= r.betaSlow))
+      return fail(formatv("{0} and {1} must satisfy beta_fast >= beta_slow > "
+                          "0, got {2} and {3}",
+                          key("beta_fast"), key("beta_slow"),
+                          formatNumber(r.betaFast), formatNumber(r.betaSlow)));
+    if (!(r.attention > 0) || !std::isfinite(r.attention))
+      return fail(key("attention_factor") +
+                  " (or the factor mscale and mscale_all_dim give) must be "
+                  "positive and finite, got " +
+                  formatNumber(r.attention));
+    if (spec.ropeTheta == 1.0)
+      return fail("rope_type 'yarn' needs rope_theta != 1");
+  }
+  if (r.type == Type::Llama3 &&
+      (!(r.lowFreqFactor > 0) || !std::isfinite(r.highFreqFactor) ||
+       !(r.highFreqFactor > r.lowFreqFactor)))
+    return fail(formatv("{0} and {1} must satisfy 0 < low_freq_factor < "
+                        "high_freq_factor, got {2} and {3}",
+                        key("low_freq_factor"), key("high_freq_factor"),
+                        formatNumber(r.lowFreqFactor),
+                        formatNumber(r.highFreqFactor)));
+  return Error::success();
 }
 
 Error ModelSpec::validate(StringRef source) const {
@@ -119,6 +186,9 @@ Error ModelSpec::validate(StringRef source) const {
   if (!(ropeTheta > 0) || !std::isfinite(ropeTheta))
     return fail("'rope_theta' must be positive and finite, got " +
                 formatNumber(ropeTheta));
+  if (Error e = validateRopeScaling(
+          *this, [&](const Twine &message) { return fail(message); }))
+    return e;
   if (static_cast<int64_t>(layerWindows.size()) != numLayers)
     return fail("one sliding-window entry per layer is required");
   for (const std::optional<int64_t> &w : layerWindows)

@@ -35,6 +35,29 @@ inline bool isBlockDType(WeightDType type) {
          type != WeightDType::BF16;
 }
 
+/// transformers' RoPE type (rope_type) and its parameters, as
+/// transformers' standardisation leaves them (defaults filled in; yarn's
+/// attention factor resolved from attention_factor, mscale and
+/// mscale_all_dim). Dynamic scaling's threshold is the spec's maxPositions.
+struct RopeScalingSpec {
+  enum class Type { Default, Linear, Dynamic, Yarn, Llama3 };
+  Type type = Type::Default;
+  /// The config.json key the parameters came from (rope_parameters or
+  /// rope_scaling): messages name `<key>.<parameter>`.
+  std::string key = "rope_parameters";
+  /// linear, dynamic, yarn, llama3.
+  double factor = 1.0;
+  /// yarn, llama3: original_max_position_embeddings.
+  int64_t originalMaxPositions = 0;
+  /// yarn.
+  double betaFast = 32.0, betaSlow = 1.0, attention = 1.0;
+  bool truncate = true;
+  /// llama3.
+  double lowFreqFactor = 0.0, highFreqFactor = 0.0;
+};
+/// transformers' name of a RoPE type ("default", "linear", ...).
+llvm::StringRef stringifyRopeType(RopeScalingSpec::Type type);
+
 /// The hyper-parameters of a Mixtral-family decoder (DESIGN.md section 4).
 struct ModelSpec {
   std::string architecture = "mixtral";
@@ -50,6 +73,7 @@ struct ModelSpec {
   int64_t maxPositions = 0;
   double rmsNormEps = 0;
   double ropeTheta = 0;
+  RopeScalingSpec ropeScaling;
   /// Sliding window of each layer's attention; std::nullopt = full attention.
   llvm::SmallVector<std::optional<int64_t>> layerWindows;
   bool normTopKProb = true;

@@ -105,7 +105,7 @@ struct FuseSiluMulIntoGemm : CountedPattern<SiluMulOp> {
 
 /// rope(fused_linear(...)#i, pos)  ==>  fused_linear(...) rope [..., i] at pos
 /// when result i has no other user and the op ropes nothing yet or with the
-/// same positions, head_dim and theta.
+/// same positions, head_dim, theta, scaling and pairing.
 struct FuseRopeIntoProjection : CountedPattern<RoPEOp> {
   using CountedPattern::CountedPattern;
 
@@ -124,6 +124,7 @@ struct FuseRopeIntoProjection : CountedPattern<RoPEOp> {
         (linear.getPositions() != pos ||
          *linear.getHeadDim() != rope.getHeadDim() ||
          linear.getThetaAttr() != rope.getThetaAttr() ||
+         linear.getRopeScalingAttr() != rope.getScalingAttr() ||
          linear.getRopeInterleaved() != rope.getInterleaved()))
       return rewriter.notifyMatchFailure(rope, "ropes with other parameters");
     // The fused op stays where it is: the positions must be defined there.
@@ -139,7 +140,7 @@ struct FuseRopeIntoProjection : CountedPattern<RoPEOp> {
     auto merged = FusedLinearOp::create(
         rewriter, linear.getLoc(), linear.getInput(), linear.getWeights(), pos,
         rewriter.getDenseI64ArrayAttr(roped), rope.getHeadDimAttr(),
-        rope.getThetaAttr(), rope.getInterleavedAttr());
+        rope.getThetaAttr(), rope.getScalingAttr(), rope.getInterleavedAttr());
     rewriter.replaceOp(rope, merged.getResult(index));
     rewriter.replaceOp(linear, merged.getResults());
     ++fused;

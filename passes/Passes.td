@@ -227,8 +227,8 @@ def FuseEpilogues : Pass<"moe-fuse-epilogues", "::mlir::func::FuncOp"> {
       result is `silu(gate) * up`, `[T * k, I]`, instead of `[T * k, 2I]`.
     * `moe.rope` of a `moe.fused_linear` result (q or k, after
       moe-fuse-projections) becomes `rope [i, ...] at %pos` on that op; two
-      ropes share one op only with the same positions, head_dim and theta
-      (the first in program order wins).
+      ropes share one op only with the same positions, head_dim, theta,
+      scaling and pairing (the first in program order wins).
 
     A producer whose result has other users, or that already has a
     residual, is left alone. The fused op takes the position of the op it

@@ -128,6 +128,16 @@ struct TemplateArgs {
   SmallVector<Attribute> args;
 };
 
+/// Appends what the RoPE kernels take for `scaling` (absent: the default
+/// RoPE, nothing appended) with heads of `headDim` and base `theta`: the
+/// RoPE type (kernel_math.h's RopeKind) as the template argument after the
+/// interleaved flag, which `targs` must already hold, and RopeScaling's
+/// fields, resolved here (yarn's correction range and attention factor), as
+/// f64 arguments after the kernel's others.
+void appendRopeScaling(OpBuilder &b, Location loc, RopeScalingAttr scaling,
+                       int64_t headDim, double theta, TemplateArgs &targs,
+                       SmallVectorImpl<Value> &args);
+
 /// Lowers every @forward in `module` for `target` with the patterns
 /// `populate` adds: checks the contract, rewrites the signature to
 /// destination-passing style with argument attributes, converts, and marks

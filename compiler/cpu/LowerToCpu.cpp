@@ -115,14 +115,17 @@ CPU_PATTERN(LinearToCpu, LinearOp) {
 }
 
 /// RoPE on `in` into `out`; the interleaved pairing is a third template
-/// argument (absent for rotate-half, the kernel's default).
+/// argument (absent for rotate-half, the kernel's default, unless a scaled
+/// RoPE type follows it with its parameters: appendRopeScaling).
 void rope(ConversionPatternRewriter &rw, Location loc, Value in, Value pos,
-          double theta, int64_t headDim, bool interleaved, Value n, Value out) {
+          double theta, int64_t headDim, bool interleaved,
+          RopeScalingAttr scaling, Value n, Value out) {
   TemplateArgs targs = TemplateArgs(rw).i(width(out)).i(headDim);
-  if (interleaved)
-    targs.flag(true);
-  call(rw, loc, "moert::rope", targs, false,
-       {in, pos, constantF64(rw, loc, theta), n, out});
+  if (interleaved || scaling)
+    targs.flag(interleaved);
+  SmallVector<Value> args = {in, pos, constantF64(rw, loc, theta), n, out};
+  appendRopeScaling(rw, loc, scaling, headDim, theta, targs, args);
+  call(rw, loc, "moert::rope", targs, false, args);
 }
 
 CPU_PATTERN(FusedLinearToCpu, FusedLinearOp) {
@@ -134,15 +137,15 @@ CPU_PATTERN(FusedLinearToCpu, FusedLinearOp) {
     if (op.hasRope(int64_t(i)))
       rope(rw, op.getLoc(), outs[i], a.getPositions(),
            op.getThetaAttr().getValueAsDouble(), *op.getHeadDim(),
-           op.getRopeInterleaved(), n, outs[i]);
+           op.getRopeInterleaved(), op.getRopeScalingAttr(), n, outs[i]);
   }
   return success();
 }
 
 CPU_PATTERN(RoPEToCpu, RoPEOp) {
   rope(rw, op.getLoc(), a.getInput(), a.getPositions(),
-       op.getTheta().convertToDouble(), op.getHeadDim(), op.getInterleaved(), n,
-       outs[0]);
+       op.getTheta().convertToDouble(), op.getHeadDim(), op.getInterleaved(),
+       op.getScalingAttr(), n, outs[0]);
   return success();
 }
 

@@ -186,14 +186,16 @@ public:
   /// RoPE on `in` into `out`; the interleaved pairing is a third template
   /// argument (absent for rotate-half, the kernel's default).
   void rope(OpBuilder &b, Location loc, Value in, Value pos, double theta,
-            int64_t headDim, bool interleaved, Value out) const {
+            int64_t headDim, bool interleaved, RopeScalingAttr scaling,
+            Value out) const {
     MLIRContext *c = b.getContext();
     int64_t w = width(out);
     SmallVector<Value> args = {in, pos, constantF64(b, loc, theta),
                                tokens(b, loc, b.getI32Type()), out};
     TemplateArgs targs = TemplateArgs(b).i(w).i(headDim);
-    if (interleaved)
-      targs.flag(true);
+    if (interleaved || scaling)
+      targs.flag(interleaved);
+    appendRopeScaling(b, loc, scaling, headDim, theta, targs, args);
     launch(b, loc, kernel(b, "rope", "moert::cuda::rope", targs, 256, args),
            grid((nExpr(c) * (w / 2)).ceilDiv(256)), grid(c, 1), args);
   }
@@ -277,7 +279,7 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
       if (op.hasRope(int64_t(i)))
         cuda.rope(rw, loc, outs[i], a.getPositions(),
                   op.getThetaAttr().getValueAsDouble(), *op.getHeadDim(),
-                  op.getRopeInterleaved(), outs[i]);
+                  op.getRopeInterleaved(), op.getRopeScalingAttr(), outs[i]);
     }
     return success();
   };
@@ -304,8 +306,8 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
     targs.flag(r);
   bool anyRope = op.getRope().has_value();
   targs.i(anyRope ? int64_t(*op.getHeadDim()) : 2);
-  if (op.getRopeInterleaved())
-    targs.flag(true);
+  if (op.getRopeInterleaved() || op.getRopeScalingAttr())
+    targs.flag(op.getRopeInterleaved());
   Value ptrs = moert::TableOp::create(
       rw, loc, moert::TableType::get(c, 3, rw.getNoneType(), false), table);
   Value dest = moert::TableOp::create(
@@ -318,6 +320,9 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
       anyRope ? a.getPositions() : nullBuffer(rw, loc, rw.getI32Type()),
       constantF64(rw, loc,
                   anyRope ? op.getThetaAttr().getValueAsDouble() : 0.0)};
+  if (anyRope)
+    appendRopeScaling(rw, loc, op.getRopeScalingAttr(), *op.getHeadDim(),
+                      op.getThetaAttr().getValueAsDouble(), targs, args);
   FlatSymbolRefAttr gemv = cuda.kernel(
       rw, "fused_linear_gemv", "moert::cuda::gemvMulti", targs, 256, args);
   LogicalResult result = success();
@@ -333,7 +338,7 @@ CUDA_PATTERN(FusedLinearToCuda, FusedLinearOp) {
 CUDA_PATTERN(RoPEToCuda, RoPEOp) {
   cuda.rope(rw, op.getLoc(), a.getInput(), a.getPositions(),
             op.getTheta().convertToDouble(), op.getHeadDim(),
-            op.getInterleaved(), outs[0]);
+            op.getInterleaved(), op.getScalingAttr(), outs[0]);
   return success();
 }
 

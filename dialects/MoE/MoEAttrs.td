@@ -35,6 +35,108 @@ def MoE_QuantFormatAttr : I32EnumAttr<"QuantFormat",
   let genSpecializedAttr = 0;
 }
 
+def MoE_RopeLinear : I32EnumAttrCase<"Linear", 1, "linear">;
+def MoE_RopeDynamic : I32EnumAttrCase<"Dynamic", 2, "dynamic">;
+def MoE_RopeYarn : I32EnumAttrCase<"Yarn", 3, "yarn">;
+def MoE_RopeLlama3 : I32EnumAttrCase<"Llama3", 4, "llama3">;
+
+def MoE_RopeTypeAttr : I32EnumAttr<"RopeType",
+    "a scaled RoPE type (transformers' rope_type other than default)",
+    [MoE_RopeLinear, MoE_RopeDynamic, MoE_RopeYarn, MoE_RopeLlama3]> {
+  let cppNamespace = "::mlir::moe";
+  let genSpecializedAttr = 0;
+}
+
+// A double (as an APFloat, which hashes), printed so that it reads back
+// the same (AsmPrinter::printFloat).
+class MoE_DoubleParameter<string desc> : APFloatParameter<desc> {
+  let parser = [{ [&]() -> ::mlir::FailureOr<::llvm::APFloat> {
+    double v;
+    if ($_parser.parseFloat(v))
+      return ::mlir::failure();
+    return ::llvm::APFloat(v);
+  }() }];
+  let printer = [{ $_printer.printFloat($_self) }];
+}
+class MoE_OptionalDoubleParameter<string desc> : MoE_DoubleParameter<desc> {
+  let defaultValue = "::llvm::APFloat(0.0)";
+}
+// `true` or `false`.
+class MoE_BoolParameter<string desc> : AttrOrTypeParameter<"bool", desc> {
+  let parser = [{ [&]() -> ::mlir::FailureOr<bool> {
+    if (succeeded($_parser.parseOptionalKeyword("true")))
+      return true;
+    if (succeeded($_parser.parseOptionalKeyword("false")))
+      return false;
+    return $_parser.emitError($_parser.getCurrentLocation(),
+                              "expected true or false");
+  }() }];
+  let printer = [{ $_printer << ($_self ? "true" : "false") }];
+  let defaultValue = "false";
+}
+
+def MoE_RopeScalingAttr : AttrDef<MoE_Dialect, "RopeScaling"> {
+  let mnemonic = "rope_scaling";
+  let summary = "a scaled RoPE type and its parameters (transformers' rope_type)";
+  let description = [{
+    How `moe.rope` (and the RoPE of a `moe.fused_linear`) scales its
+    frequencies, with transformers' semantics (modeling_rope_utils.py); the
+    default RoPE has no attribute. With `inv_freq_i = theta^(-2i/D)`:
+
+    * `linear`: `inv_freq_i / factor`.
+    * `dynamic`: a forward call whose largest position + 1, `s`, exceeds
+      `max_positions` (config.json's `max_position_embeddings`) uses the base
+      `theta * (factor * s / max_positions - (factor - 1))^(D / (D - 2))`;
+      other calls the default frequencies. Keys already in the KV cache keep
+      the rotation they were written with.
+    * `yarn`: pairs below the correction range of `beta_fast` and
+      `beta_slow` (over `original_max_positions`; `truncate` rounds it to
+      whole pairs) keep `inv_freq_i`, pairs above it take
+      `inv_freq_i / factor`, a linear ramp between; cos and sin are
+      multiplied by `attention` (the resolved attention factor).
+    * `llama3`: wavelengths `2π / inv_freq_i` below `original_max_positions
+      / high_freq_factor` keep `inv_freq_i`, above `original_max_positions /
+      low_freq_factor` take `inv_freq_i / factor`, and those between blend
+      the two by `(original_max_positions / wavelength - low_freq_factor) /
+      (high_freq_factor - low_freq_factor)`.
+
+    ```mlir
+    %q2 = moe.rope %q, %pos head_dim 16 theta 1.000000e+04
+        scaling <linear, factor = 2.000000e+00> : tensor<?x64xf32>, tensor<?xi32>
+    %k2 = moe.rope %k, %pos head_dim 16 theta 1.000000e+04
+        scaling <yarn, factor = 4.000000e+00, original_max_positions = 16,
+                 beta_fast = 3.200000e+01, beta_slow = 1.000000e+00,
+                 attention = 1.138629e+00, truncate = true>
+        : tensor<?x64xf32>, tensor<?xi32>
+    ```
+
+    The verifier checks that `factor` is positive and finite, that
+    `dynamic` has `max_positions`, `yarn` and `llama3`
+    `original_max_positions` (each in `[1, 2147483647]`), that yarn's
+    `beta_fast >= beta_slow > 0` and `attention > 0`, that llama3's
+    `0 < low_freq_factor < high_freq_factor`, and that no parameter of
+    another type is given.
+  }];
+  let parameters = (ins
+    EnumParameter<MoE_RopeTypeAttr>:$type,
+    MoE_DoubleParameter<"the scaling factor">:$factor,
+    DefaultValuedParameter<"int64_t", "0",
+        "dynamic: max_position_embeddings">:$max_positions,
+    DefaultValuedParameter<"int64_t", "0",
+        "yarn, llama3: original_max_position_embeddings">:
+        $original_max_positions,
+    MoE_OptionalDoubleParameter<"yarn: beta_fast">:$beta_fast,
+    MoE_OptionalDoubleParameter<"yarn: beta_slow">:$beta_slow,
+    MoE_OptionalDoubleParameter<"yarn: the factor of cos and sin">:$attention,
+    MoE_BoolParameter<"yarn: round the correction range to whole pairs">:
+        $truncate,
+    MoE_OptionalDoubleParameter<"llama3: low_freq_factor">:$low_freq_factor,
+    MoE_OptionalDoubleParameter<"llama3: high_freq_factor">:$high_freq_factor
+  );
+  let assemblyFormat = "`<` $type `,` struct($factor, $max_positions, $original_max_positions, $beta_fast, $beta_slow, $attention, $truncate, $low_freq_factor, $high_freq_factor) `>`";
+  let genVerifyDecl = 1;
+}
+
 def MoE_ModelAttr : AttrDef<MoE_Dialect, "Model"> {
   let mnemonic = "model";
   let summary = "the hyper-parameters of the model a module was imported from";

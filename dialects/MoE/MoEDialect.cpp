@@ -14,6 +14,8 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::moe;
 
@@ -161,6 +163,68 @@ int64_t mlir::moe::getStorageBytes(ShapedType type) {
 //===----------------------------------------------------------------------===//
 // ModelAttr
 //===----------------------------------------------------------------------===//
+
+LogicalResult RopeScalingAttr::verify(
+    function_ref<InFlightDiagnostic()> emitError, RopeType type,
+    APFloat factorValue, int64_t maxPositions, int64_t originalMaxPositions,
+    APFloat betaFastValue, APFloat betaSlowValue, APFloat attentionValue,
+    bool truncate, APFloat lowFreqFactorValue, APFloat highFreqFactorValue) {
+  double factor = factorValue.convertToDouble(),
+         betaFast = betaFastValue.convertToDouble(),
+         betaSlow = betaSlowValue.convertToDouble(),
+         attention = attentionValue.convertToDouble(),
+         lowFreqFactor = lowFreqFactorValue.convertToDouble(),
+         highFreqFactor = highFreqFactorValue.convertToDouble();
+  StringRef name = stringifyRopeType(type);
+  auto fail = [&]() -> InFlightDiagnostic {
+    return emitError() << "#moe.rope_scaling<" << name << "> ";
+  };
+  if (!(factor > 0) || !std::isfinite(factor))
+    return fail() << "factor must be positive and finite, got " << factor;
+  bool dynamic = type == RopeType::Dynamic, yarn = type == RopeType::Yarn,
+       llama3 = type == RopeType::Llama3;
+  // Every parameter belongs to some types: none of another type's.
+  struct Field {
+    const char *name;
+    bool given, used;
+  };
+  for (Field f :
+       {Field{"max_positions", maxPositions != 0, dynamic},
+        {"original_max_positions", originalMaxPositions != 0, yarn || llama3},
+        {"beta_fast", betaFast != 0, yarn},
+        {"beta_slow", betaSlow != 0, yarn},
+        {"attention", attention != 0, yarn},
+        {"truncate", truncate, yarn},
+        {"low_freq_factor", lowFreqFactor != 0, llama3},
+        {"high_freq_factor", highFreqFactor != 0, llama3}})
+    if (f.given && !f.used)
+      return fail() << "takes no " << f.name;
+  auto positions = [&](StringRef what, int64_t v) -> LogicalResult {
+    if (v < 1 || v > kMaxCacheCapacity)
+      return fail() << what << " must be an integer in [1, "
+                    << kMaxCacheCapacity << "], got " << v;
+    return success();
+  };
+  if (dynamic && failed(positions("max_positions", maxPositions)))
+    return failure();
+  if ((yarn || llama3) &&
+      failed(positions("original_max_positions", originalMaxPositions)))
+    return failure();
+  if (yarn) {
+    if (!(betaSlow > 0) || !(betaFast >= betaSlow) || !std::isfinite(betaFast))
+      return fail() << "needs beta_fast >= beta_slow > 0 (finite), got "
+                    << betaFast << " and " << betaSlow;
+    if (!(attention > 0) || !std::isfinite(attention))
+      return fail() << "attention must be positive and finite, got "
+                    << attention;
+  }
+  if (llama3 && (!(lowFreqFactor > 0) || !(highFreqFactor > lowFreqFactor) ||
+                 !std::isfinite(highFreqFactor)))
+    return fail() << "needs 0 < low_freq_factor < high_freq_factor (finite), "
+                     "got "
+                  << lowFreqFactor << " and " << highFreqFactor;
+  return success();
+}
 
 LogicalResult ModelAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                 StringRef architecture, int64_t vocabSize,

@@ -241,7 +241,8 @@ LogicalResult LinearOp::inferReturnTypes(MLIRContext *ctx,
 /// positions: the checks moe.rope and a moe.fused_linear with rope share.
 static LogicalResult verifyRoPE(Operation *op, const Twine &what, int64_t width,
                                 int64_t headDim, int64_t tokens,
-                                int64_t positions, double theta) {
+                                int64_t positions, double theta,
+                                RopeScalingAttr scaling) {
   if (headDim % 2 != 0)
     return op->emitOpError("head_dim must be even for rotate-half RoPE, got ")
            << headDim;
@@ -255,6 +256,11 @@ static LogicalResult verifyRoPE(Operation *op, const Twine &what, int64_t width,
   if (!(theta > 0.0) || !std::isfinite(theta))
     return op->emitOpError("theta must be a positive finite number, got ")
            << theta;
+  if (scaling && scaling.getType() == RopeType::Dynamic && headDim <= 2)
+    return op->emitOpError("dynamic RoPE scaling needs head_dim > 2, got ")
+           << headDim;
+  if (scaling && scaling.getType() == RopeType::Yarn && theta == 1.0)
+    return op->emitOpError("yarn RoPE scaling needs theta != 1");
   return success();
 }
 
@@ -318,6 +324,8 @@ LogicalResult FusedLinearOp::verify() {
     return emitOpError("rope needs positions, head_dim and theta together");
   if (getRopeInterleaved() && !rope)
     return emitOpError("interleaved needs rope");
+  if (getRopeScalingAttr() && !rope)
+    return emitOpError("scaling needs rope");
   if (!rope)
     return success();
   int64_t previous = -1;
@@ -328,12 +336,12 @@ LogicalResult FusedLinearOp::verify() {
              << r << "; it needs increasing indices of the "
              << getResults().size() << " results";
     previous = r;
-    if (failed(verifyRoPE(*this, "result " + Twine(r) + " width",
-                          tensorType(getResult(r)).getDimSize(1),
-                          int64_t(*getHeadDim()),
-                          getInput().getType().getDimSize(0),
-                          getPositions().getType().getDimSize(0),
-                          getThetaAttr().getValueAsDouble())))
+    if (failed(verifyRoPE(
+            *this, "result " + Twine(r) + " width",
+            tensorType(getResult(r)).getDimSize(1), int64_t(*getHeadDim()),
+            getInput().getType().getDimSize(0),
+            getPositions().getType().getDimSize(0),
+            getThetaAttr().getValueAsDouble(), getRopeScalingAttr())))
       return failure();
   }
   return success();
@@ -347,7 +355,7 @@ LogicalResult RoPEOp::verify() {
   return verifyRoPE(*this, "input width", getInput().getType().getDimSize(1),
                     getHeadDim(), getInput().getType().getDimSize(0),
                     getPositions().getType().getDimSize(0),
-                    getTheta().convertToDouble());
+                    getTheta().convertToDouble(), getScalingAttr());
 }
 
 //===----------------------------------------------------------------------===//

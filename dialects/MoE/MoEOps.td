@@ -234,8 +234,8 @@ def MoE_FusedLinearOp : MoE_Op<"fused_linear",
     `moe-fuse-epilogues` folds in from the `moe.rope` ops that read the
     results), results i, ... are returned with RoPE applied exactly as
     `moe.rope` applies it, so a kernel can rotate each pair of features as
-    it stores them; `interleaved` after it is `moe.rope`'s pairing of
-    adjacent features.
+    it stores them; `scaling <...>` after it is `moe.rope`'s scaled RoPE
+    type, and `interleaved` its pairing of adjacent features.
 
     ```mlir
     %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wv]
@@ -250,18 +250,20 @@ def MoE_FusedLinearOp : MoE_Op<"fused_linear",
                        OptionalAttr<DenseI64ArrayAttr>:$rope,
                        OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$head_dim,
                        OptionalAttr<F64Attr>:$theta,
+                       OptionalAttr<MoE_RopeScalingAttr>:$rope_scaling,
                        UnitAttr:$rope_interleaved);
   let results = (outs Variadic<MoE_ActTensor>:$results);
   let assemblyFormat = [{
     $input `weights` custom<ExpertList>($weights, type($weights))
     (`rope` $rope^ `at` $positions `head_dim` $head_dim `theta` $theta)?
+    (`scaling` $rope_scaling^)?
     (`interleaved` $rope_interleaved^)?
     attr-dict `:` type($input) (`,` type($positions)^)?
   }];
   let builders = [
     OpBuilder<(ins "Value":$input, "ValueRange":$weights), [{
       build($_builder, $_state, input, weights, Value(), nullptr, nullptr,
-            nullptr, nullptr);
+            nullptr, nullptr, nullptr);
     }]>,
   ];
   let hasVerifier = 1;
@@ -294,14 +296,28 @@ def MoE_RoPEOp : MoE_Op<"rope",
     %qr = moe.rope %q, %pos head_dim 16 theta 1.000000e+06 : tensor<?x64xf32>, tensor<?xi32>
     %kr = moe.rope %k, %pos head_dim 16 theta 1.000000e+06 interleaved : tensor<?x64xf32>, tensor<?xi32>
     ```
+
+    `scaling <...>` (a `#moe.rope_scaling`) gives a scaled RoPE type of
+    transformers (`linear`, `dynamic`, `yarn`, `llama3`), which changes the
+    frequency of each pair and, for yarn, multiplies cos and sin by an
+    attention factor; without it the RoPE is transformers' `default`. The
+    verifier also needs head_dim > 2 for `dynamic` (its base grows with the
+    exponent D / (D - 2)) and theta != 1 for `yarn` (its correction range
+    divides by ln theta).
+
+    ```mlir
+    %qs = moe.rope %q, %pos head_dim 16 theta 1.000000e+04 scaling <linear, factor = 2.000000e+00> : tensor<?x64xf32>, tensor<?xi32>
+    ```
   }];
   let arguments = (ins MoE_ActTensor:$input, MoE_TokenIdTensor:$positions,
                        ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
-                       F64Attr:$theta, UnitAttr:$interleaved);
+                       F64Attr:$theta,
+                       OptionalAttr<MoE_RopeScalingAttr>:$scaling,
+                       UnitAttr:$interleaved);
   let results = (outs MoE_ActTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions `head_dim` $head_dim `theta` $theta
-    (`interleaved` $interleaved^)? attr-dict
+    (`scaling` $scaling^)? (`interleaved` $interleaved^)? attr-dict
     `:` type($input) `,` type($positions)
   }];
   let hasVerifier = 1;

@@ -326,11 +326,32 @@ Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
                            "are not supported)",
                            path, k, key, v, spec.headDim));
   }
-  if (const std::string *scaling = meta.string(k + "rope.scaling.type");
-      scaling && *scaling != "none")
+  // RoPE scaling as llama.cpp's loader reads it: the type defaults to
+  // linear, whose factor is rope.scaling.factor (older files:
+  // rope.scale_linear), 0 or absent meaning none. llama.cpp's linear
+  // (freq_scale = 1 / factor) is transformers' linear; its yarn and
+  // longrope differ from transformers' in details not mapped here.
+  const std::string *scaling = meta.string(k + "rope.scaling.type");
+  if (scaling && *scaling != "none" && *scaling != "linear") {
     problems.add(path + ": key '" + k + "rope.scaling.type' is '" +
                  printableText(*scaling) +
-                 "'; RoPE scaling is not supported (only 'none')");
+                 "'; RoPE scaling of that type is not supported (supported: "
+                 "none, linear)");
+  } else if (!scaling || *scaling == "linear") {
+    std::string factorKey = k + "rope.scaling.factor";
+    if (!file.find(factorKey))
+      factorKey = k + "rope.scale_linear";
+    double factor = meta.number(factorKey, 0.0);
+    if (file.find(factorKey) && !(factor >= 0 && std::isfinite(factor)))
+      problems.add(path + ": key '" + factorKey + "' is " +
+                   formatNumber(factor) +
+                   "; it must be a positive number (or 0 for none)");
+    else if (factor != 0 && factor != 1) {
+      spec.ropeScaling.type = RopeScalingSpec::Type::Linear;
+      spec.ropeScaling.factor = factor;
+      spec.ropeScaling.key = k + "rope.scaling";
+    }
+  }
   std::optional<int64_t> window;
   if (file.find(k + "attention.sliding_window")) {
     window = meta.integer(k + "attention.sliding_window");

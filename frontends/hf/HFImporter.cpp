@@ -126,10 +126,14 @@ importModel(mlir::MLIRContext &context, StringRef dirArg) {
   auto configText = readInputFile(configPath, 16 << 20);
   if (!configText)
     return configText.takeError();
+  std::vector<std::string> warnings;
   Expected<ModelSpec> spec =
-      parseConfig(configPath, (*configText)->getBuffer());
+      parseConfig(configPath, (*configText)->getBuffer(), &warnings);
   if (!spec)
     return spec.takeError();
+  // Through the context's diagnostics: the tools print them on stderr.
+  for (const std::string &w : warnings)
+    mlir::emitWarning(UnknownLoc::get(&context)) << w;
 
   // Which files hold the weights.
   Problems problems;

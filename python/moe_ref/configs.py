@@ -51,12 +51,29 @@ PRESETS = {
 TORCH_DTYPE = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
-def make_config(preset, dtype="f32", overrides=None):
+ROPE_FORMS = ("v4", "v5")
+
+
+def make_config(preset, dtype="f32", overrides=None, rope_form="v4", rope_scaling=None):
+    """rope_form "v4": top-level rope_theta, and rope_scaling (a dict such as
+    {"rope_type": "yarn", "factor": 4.0}) as transformers 4 writes it;
+    "v5": rope_theta and the scaling under rope_parameters, as
+    transformers >= 5 writes them (no top-level rope_theta). Overrides
+    apply last."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}' (have: {', '.join(PRESETS)})")
+    if rope_form not in ROPE_FORMS:
+        raise ValueError(f"unknown rope form '{rope_form}' (have: {', '.join(ROPE_FORMS)})")
     config = copy.deepcopy(BASE)
     config.update(PRESETS[preset])
     config["torch_dtype"] = TORCH_DTYPE[dtype]
+    if rope_form == "v5":
+        params = {"rope_theta": config.pop("rope_theta"), "rope_type": "default"}
+        params.update(rope_scaling or {})
+        config["rope_parameters"] = params
+        config["transformers_version"] = "5.0.0"
+    elif rope_scaling:
+        config["rope_scaling"] = dict(rope_scaling)
     for key, value in (overrides or {}).items():
         config[key] = value
     return config

@@ -56,10 +56,12 @@ def shard_plan(entries, shards):
 
 
 def generate(out, preset="tiny", seed=0, dtype="f32", shards=1, overrides=None,
-             sparse=False, progress=None, tensor_dtypes=None):
+             sparse=False, progress=None, tensor_dtypes=None, rope_form="v4",
+             rope_scaling=None):
     """tensor_dtypes: {name suffix: dtype} for tensors stored unlike the rest
-    (e.g. {"norm.weight": "f32"}, as some checkpoints keep norms in f32)."""
-    config = configs.make_config(preset, dtype, overrides)
+    (e.g. {"norm.weight": "f32"}, as some checkpoints keep norms in f32).
+    rope_form, rope_scaling: configs.make_config's."""
+    config = configs.make_config(preset, dtype, overrides, rope_form, rope_scaling)
 
     def st_dtype_of(name):
         for suffix, d in (tensor_dtypes or {}).items():
@@ -111,6 +113,26 @@ def parse_override(text):
         return key, value
 
 
+def parse_rope_scaling(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object: {e}")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def add_rope_arguments(p):
+    p.add_argument("--rope-form", default="v4", choices=configs.ROPE_FORMS,
+                   help="v4: top-level rope_theta (+ rope_scaling), as transformers 4 "
+                        "writes config.json; v5: rope_parameters {rope_theta, rope_type, "
+                        "...}, as transformers >= 5 does")
+    p.add_argument("--rope-scaling", type=parse_rope_scaling, default=None, metavar="JSON",
+                   help='RoPE scaling parameters, e.g. \'{"rope_type": "yarn", "factor": 4}\' '
+                        "(in rope_scaling for v4, merged into rope_parameters for v5)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python3 -m moe_ref.generate",
                                 description=__doc__.split("\n\n")[0])
@@ -139,6 +161,7 @@ def main(argv=None):
     p.add_argument("--gguf-version", type=int, default=3, choices=[2, 3])
     p.add_argument("--gguf-quantize-only", default="all", choices=["all", "experts"],
                    help="which rank-2 weights --gguf's TYPE applies to (default all)")
+    add_rope_arguments(p)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.shards < 1:
@@ -146,7 +169,8 @@ def main(argv=None):
     progress = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     try:
         generate(args.out, args.preset, args.seed, args.dtype, args.shards,
-                 dict(args.overrides), args.sparse, progress, dict(args.tensor_dtype))
+                 dict(args.overrides), args.sparse, progress, dict(args.tensor_dtype),
+                 args.rope_form, args.rope_scaling)
         for spec in args.gguf:
             from . import gguf_writer
             wtype, _, path = spec.partition(":")

@@ -118,7 +118,16 @@ def write_gguf(model_dir, out, wtype="f32", quantize_only="all", expert_layout="
     wr.add_key_length(d)
     wr.add_value_length(d)
     wr.add_rope_dimension_count(d)
-    wr.add_rope_freq_base(float(c["rope_theta"]))
+    from .reference import rope_parameters
+    rope = rope_parameters(c)
+    wr.add_rope_freq_base(float(rope["rope_theta"]))
+    if rope["rope_type"] == "linear":
+        # llama.cpp's linear scaling (freq_scale = 1 / factor) is transformers'.
+        wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        wr.add_rope_scaling_factor(float(rope["factor"]))
+    elif rope["rope_type"] != "default":
+        raise ValueError(f"{model_dir}: rope_type '{rope['rope_type']}' has no GGUF "
+                         "mapping here (default and linear do)")
     wr.add_layer_norm_rms_eps(float(c["rms_norm_eps"]))
     wr.add_expert_count(E)
     wr.add_expert_used_count(c["num_experts_per_tok"])

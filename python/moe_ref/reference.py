@@ -18,6 +18,7 @@ rounds the input of every linear on a quantised weight to int8 per block of
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -39,14 +40,106 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def rope(x, positions, theta):
+def rope_parameters(config):
+    """RoPE of a config.json as transformers standardises it
+    (RotaryEmbeddingConfigMixin): `rope_scaling` (transformers 4) when it is a
+    non-empty dict, else `rope_parameters` (transformers 5); the dict's
+    rope_theta wins over the top-level one; rope_type (or legacy `type`)
+    defaults to "default"; yarn and llama3 take original_max_position_embeddings
+    from the top level, else the dict, else max_position_embeddings.
+    -> dict with rope_type, rope_theta and the type's parameters."""
+    params = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    out = dict(params)
+    out.setdefault("rope_theta", config.get("rope_theta"))
+    if out["rope_theta"] is None:
+        raise ValueError("config.json: missing key 'rope_theta'")
+    out["rope_type"] = params.get("rope_type", params.get("type", "default"))
+    out.pop("type", None)
+    if out["rope_type"] in ("yarn", "llama3"):
+        if config.get("original_max_position_embeddings") is not None:
+            out["original_max_position_embeddings"] = config["original_max_position_embeddings"]
+        out.setdefault("original_max_position_embeddings", config["max_position_embeddings"])
+    if out["rope_type"] not in ("default", "linear", "dynamic", "yarn", "llama3"):
+        raise ValueError(f"config.json: rope_type '{out['rope_type']}' is not supported")
+    return out
+
+
+def yarn_attention_factor(params):
+    """yarn's factor of cos and sin: attention_factor, else get_mscale(factor,
+    mscale) / get_mscale(factor, mscale_all_dim) when both are non-zero, else
+    get_mscale(factor) = 0.1 ln(factor) + 1 (1 for factor <= 1)."""
+    if params.get("attention_factor") is not None:
+        return float(params["attention_factor"])
+    factor = params["factor"]
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+    if params.get("mscale") and params.get("mscale_all_dim"):
+        return mscale(factor, params["mscale"]) / mscale(factor, params["mscale_all_dim"])
+    return mscale(factor)
+
+
+def inv_freq(d, params, max_positions, seq_len=None):
+    """-> (inv_freq [d/2] float64, attention factor) of transformers'
+    _compute_<type>_parameters, in float64. seq_len: the forward call's
+    max position + 1 (dynamic only: above max_positions, the NTK base
+    grows; at or below it the default frequencies, as dynamic_rope_update
+    leaves them)."""
+    theta = float(params["rope_theta"])
+    kind = params["rope_type"]
+    exponent = -np.arange(0, d // 2, dtype=np.float64) * 2.0 / d
+    base_freq = theta ** exponent
+    if kind == "default":
+        return base_freq, 1.0
+    factor = float(params["factor"])
+    if kind == "linear":
+        return base_freq / factor, 1.0
+    if kind == "dynamic":
+        if seq_len is None or seq_len <= max_positions:
+            return base_freq, 1.0
+        base = theta * (factor * seq_len / max_positions - (factor - 1)) ** (d / (d - 2))
+        return base ** exponent, 1.0
+    original = params["original_max_position_embeddings"]
+    if kind == "yarn":
+        beta_fast = params.get("beta_fast") or 32
+        beta_slow = params.get("beta_slow") or 1
+
+        def correction_dim(rotations):
+            return d * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+        low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+        if params.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, d - 1)
+        if low == high:
+            high += 0.001
+        ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+        # ramp 0: extrapolate (keep the frequency); 1: interpolate (/ factor).
+        freq = base_freq / factor * ramp + base_freq * (1 - ramp)
+        return freq, yarn_attention_factor(params)
+    if kind == "llama3":
+        low_ff, high_ff = float(params["low_freq_factor"]), float(params["high_freq_factor"])
+        wavelen = 2 * math.pi / base_freq
+        smooth = (original / wavelen - low_ff) / (high_ff - low_ff)
+        freq = np.where(wavelen < original / high_ff, base_freq,
+                        np.where(wavelen > original / low_ff, base_freq / factor,
+                                 (1 - smooth) * base_freq / factor + smooth * base_freq))
+        return freq, 1.0
+    raise ValueError(f"rope_type '{kind}' is not supported")
+
+
+def rope(x, positions, theta, params=None, max_positions=None):
     """x: [T, heads, d]; rotate-half convention: element i pairs with i + d/2,
-    angle pos * theta^(-2i/d)."""
+    angle pos * inv_freq_i (theta^(-2i/d) for the default RoPE; `params`
+    (rope_parameters) picks a scaled type, whose attention factor multiplies
+    cos and sin). Dynamic scaling sees this call's max position + 1."""
     d = x.shape[-1]
-    inv_freq = theta ** (-np.arange(0, d // 2, dtype=np.float64) * 2.0 / d)
-    angles = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]
-    cos = np.concatenate([np.cos(angles)] * 2, axis=-1)[:, None, :].astype(x.dtype)
-    sin = np.concatenate([np.sin(angles)] * 2, axis=-1)[:, None, :].astype(x.dtype)
+    if params is None:
+        params = {"rope_type": "default", "rope_theta": theta}
+    seq_len = int(np.max(positions)) + 1 if len(positions) else 0
+    freq, attention = inv_freq(d, params, max_positions, seq_len)
+    angles = np.asarray(positions, dtype=np.float64)[:, None] * freq[None, :]
+    cos = np.concatenate([np.cos(angles) * attention] * 2, axis=-1)[:, None, :].astype(x.dtype)
+    sin = np.concatenate([np.sin(angles) * attention] * 2, axis=-1)[:, None, :].astype(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     rotated = np.concatenate([-x2, x1], axis=-1)
     return x * cos + rotated * sin
@@ -91,9 +184,13 @@ class Reference:
         self.L = c["num_hidden_layers"]
         self.V = c["vocab_size"]
         self.eps = c["rms_norm_eps"]
-        self.theta = c["rope_theta"]
+        self.rope_params = rope_parameters(c)
+        self.theta = self.rope_params["rope_theta"]
+        self.max_positions = c["max_position_embeddings"]
         self.window = c.get("sliding_window")
-        self.renormalize = c.get("norm_topk_prob", True)
+        # transformers' Mixtral always renormalises (it ignores norm_topk_prob).
+        self.renormalize = (c.get("model_type") == "mixtral" or
+                            c.get("norm_topk_prob", True))
         if quantize is not None:
             quant.quantized_shape((1, quant.BLOCK), quantize)  # checks the format
         quant.is_quantized("", (), quantize_only)  # checks the selection
@@ -124,7 +221,8 @@ class Reference:
         q = self.linear(a, p + "q_proj.weight").reshape(T, self.nH, self.d)
         k = self.linear(a, p + "k_proj.weight").reshape(T, self.nKV, self.d)
         v = self.linear(a, p + "v_proj.weight").reshape(T, self.nKV, self.d)
-        q, k = rope(q, positions, self.theta), rope(k, positions, self.theta)
+        q = rope(q, positions, self.theta, self.rope_params, self.max_positions)
+        k = rope(k, positions, self.theta, self.rope_params, self.max_positions)
         cache.k[l] = np.concatenate([cache.k[l], k])
         cache.v[l] = np.concatenate([cache.v[l], v])
         keys, values = cache.k[l], cache.v[l]
@@ -183,19 +281,33 @@ class Reference:
         h = rms_norm(h, self.w["model.norm.weight"], self.eps)
         return self.linear(h, "lm_head.weight")
 
-    def prefill(self, tokens):
+    def prefill(self, tokens, chunk=0):
+        """The prompt in one forward call, or (chunk > 0) in calls of at most
+        `chunk` tokens, as a binary run with --max-batch-tokens feeds it:
+        the same logits unless a call's length matters (dynamic RoPE)."""
         cache = self.new_cache()
-        return self.forward(tokens, cache), cache
+        if chunk <= 0:
+            return self.forward(tokens, cache), cache
+        rows = [self.forward(tokens[i:i + chunk], cache)
+                for i in range(0, len(tokens), chunk)]
+        return np.concatenate(rows), cache
+
+    def forward_calls(self, prompt, generated, chunk=0):
+        """Teacher-forced logits of `prompt` + `generated` with the binary's
+        calls: the prompt (prefill's chunks), then one call per token."""
+        logits, cache = self.prefill(prompt, chunk)
+        rows = [logits] + [self.forward([t], cache) for t in generated]
+        return np.concatenate(rows)
 
     def decode(self, token, cache):
         return self.forward([token], cache)[0]
 
-    def generate(self, prompt, n):
+    def generate(self, prompt, n, chunk=0):
         """Greedy: -> (generated ids, logits [len(prompt) + n, vocab]). Row i
         holds the logits after position i, as the compiled binary dumps them:
         the prompt's rows, then one row per decode step, each step feeding
         the token just chosen (so the last generated token is fed too)."""
-        logits, cache = self.prefill(prompt)
+        logits, cache = self.prefill(prompt, chunk)
         rows = [logits]
         out = []
         for _ in range(n):

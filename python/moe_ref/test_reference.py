@@ -11,7 +11,9 @@ import unittest
 import numpy as np
 
 from . import configs, generate, safetensors
-from .reference import Reference, rope, softmax
+import math
+
+from .reference import Reference, inv_freq, rope, rope_parameters, softmax
 
 
 def read_json(path):
@@ -190,6 +192,186 @@ class ReferenceTest(unittest.TestCase):
     def test_rejects_bad_token(self):
         with self.assertRaises(ValueError):
             self.default.prefill([256])
+
+
+class RopeScalingTest(unittest.TestCase):
+    """inv_freq of each RoPE type against values worked out by hand from
+    transformers' definitions (modeling_rope_utils.py)."""
+
+    D, THETA = 16, 10000.0
+
+    def default(self):
+        return self.THETA ** (-np.arange(0, self.D // 2, dtype=np.float64) * 2.0 / self.D)
+
+    def params(self, **kw):
+        return {"rope_theta": self.THETA, **kw}
+
+    def test_default_is_theta_power(self):
+        freq, att = inv_freq(self.D, self.params(rope_type="default"), 512)
+        np.testing.assert_array_equal(freq, self.default())
+        self.assertEqual(freq[0], 1.0)
+        self.assertAlmostEqual(freq[1], 10000 ** -0.125, places=15)
+        self.assertEqual(att, 1.0)
+
+    def test_linear_divides_by_factor(self):
+        freq, att = inv_freq(self.D, self.params(rope_type="linear", factor=4.0), 512)
+        np.testing.assert_allclose(freq, self.default() / 4.0, rtol=1e-15)
+        self.assertEqual(att, 1.0)
+
+    def test_dynamic_is_default_up_to_max_positions(self):
+        p = self.params(rope_type="dynamic", factor=2.0)
+        for seq_len in (1, 100, 512):
+            np.testing.assert_array_equal(inv_freq(self.D, p, 512, seq_len)[0], self.default())
+
+    def test_dynamic_grows_the_base_beyond(self):
+        # base' = theta * (f s / m - (f - 1))^(D / (D - 2)): pair 0 keeps 1,
+        # the last pair (exponent (D - 2) / D) divides by f s / m - f + 1.
+        freq, att = inv_freq(self.D, self.params(rope_type="dynamic", factor=2.0), 512, 1024)
+        self.assertEqual(freq[0], 1.0)
+        self.assertAlmostEqual(freq[-1] / self.default()[-1], 1 / (2 * 1024 / 512 - 1), places=12)
+        self.assertEqual(att, 1.0)
+
+    def test_llama3_piecewise(self):
+        # wavelength 2 pi theta^(2i / D): 6.28, 19.87, 62.83, 198.7, ...
+        # original 64, low 1, high 4: below 16 keep, above 64 / factor,
+        # between blend by (64 / wavelength - 1) / 3.
+        p = self.params(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                        high_freq_factor=4.0, original_max_position_embeddings=64)
+        freq, att = inv_freq(self.D, p, 512)
+        base = self.default()
+        self.assertEqual(freq[0], base[0])
+        for i in (1, 2):
+            s = (64 / (2 * math.pi / base[i]) - 1) / 3
+            self.assertTrue(0 < s < 1)
+            self.assertAlmostEqual(freq[i], (1 - s) * base[i] / 8 + s * base[i], places=15)
+        np.testing.assert_allclose(freq[3:], base[3:] / 8, rtol=1e-15)
+        self.assertEqual(att, 1.0)
+
+    def test_llama3_continuous_at_the_boundaries(self):
+        # low_freq_factor putting pair 1's wavelength exactly on
+        # original / low_freq_factor: the blend gives exactly / factor there;
+        # high_freq_factor on it: exactly the unscaled frequency.
+        base = self.default()
+        wl1 = 2 * math.pi / base[1]
+        lo = self.params(rope_type="llama3", factor=8.0, low_freq_factor=64 / wl1,
+                         high_freq_factor=64 / wl1 + 2, original_max_position_embeddings=64)
+        self.assertAlmostEqual(inv_freq(self.D, lo, 512)[0][1], base[1] / 8, places=15)
+        hi = self.params(rope_type="llama3", factor=8.0, low_freq_factor=64 / wl1 - 2,
+                         high_freq_factor=64 / wl1, original_max_position_embeddings=64)
+        self.assertAlmostEqual(inv_freq(self.D, hi, 512)[0][1], base[1], places=15)
+
+    def test_yarn_ramp_and_attention(self):
+        # find_correction_dim(beta) = D ln(4096 / (2 pi beta)) / (2 ln theta):
+        # beta_fast 32 -> 2.618 (floor 2), beta_slow 1 -> 5.628 (ceil 6); the
+        # ramp (i - 2) / 4 goes from keeping the frequency to / factor.
+        p = self.params(rope_type="yarn", factor=4.0, original_max_position_embeddings=4096)
+        freq, att = inv_freq(self.D, p, 16384)
+        base = self.default()
+        for i in range(8):
+            ramp = min(max((i - 2) / 4, 0), 1)
+            self.assertAlmostEqual(freq[i], base[i] / 4 * ramp + base[i] * (1 - ramp), places=15)
+        self.assertAlmostEqual(att, 0.1 * math.log(4.0) + 1, places=15)
+
+    def test_yarn_untruncated_range_and_mscale(self):
+        d = lambda beta: 16 * math.log(4096 / (2 * math.pi * beta)) / (2 * math.log(1e4))
+        p = self.params(rope_type="yarn", factor=4.0, original_max_position_embeddings=4096,
+                        truncate=False, mscale=1.0, mscale_all_dim=0.5)
+        freq, att = inv_freq(self.D, p, 16384)
+        low, high = d(32), d(1)
+        self.assertAlmostEqual(low, 2.6180602, places=6)
+        ramp = (3 - low) / (high - low)
+        base = self.default()
+        self.assertAlmostEqual(freq[3], base[3] / 4 * ramp + base[3] * (1 - ramp), places=15)
+        m = lambda k: 0.1 * k * math.log(4.0) + 1
+        self.assertAlmostEqual(att, m(1.0) / m(0.5), places=15)
+        # mscale alone is ignored; attention_factor wins over both.
+        only = dict(p, mscale_all_dim=None)
+        self.assertAlmostEqual(inv_freq(self.D, only, 1)[1], m(1.0), places=15)
+        self.assertEqual(inv_freq(self.D, dict(p, attention_factor=0.5), 1)[1], 0.5)
+
+    def test_attention_factor_scales_cos_and_sin(self):
+        x = np.random.default_rng(3).standard_normal((2, 1, self.D))
+        p = self.params(rope_type="yarn", factor=4.0, original_max_position_embeddings=4096,
+                        attention_factor=2.0)
+        q = self.params(rope_type="yarn", factor=4.0, original_max_position_embeddings=4096,
+                        attention_factor=1.0)
+        np.testing.assert_allclose(rope(x, [0, 5], self.THETA, p, 512),
+                                   2 * rope(x, [0, 5], self.THETA, q, 512), rtol=1e-14)
+
+    def test_standardisation(self):
+        v4 = configs.make_config("tiny", rope_scaling={"type": "linear", "factor": 2.0})
+        v5 = configs.make_config("tiny", rope_form="v5",
+                                 rope_scaling={"rope_type": "linear", "factor": 2.0})
+        self.assertNotIn("rope_theta", v5)
+        for c in (v4, v5):
+            self.assertEqual(rope_parameters(c), {"rope_type": "linear", "factor": 2.0,
+                                                  "rope_theta": 10000.0})
+        # The dict's rope_theta wins over the top-level one.
+        both = dict(v5, rope_theta=5.0)
+        self.assertEqual(rope_parameters(both)["rope_theta"], 10000.0)
+        # yarn's original_max_position_embeddings: top level, dict, max.
+        y = configs.make_config("tiny", rope_scaling={"rope_type": "yarn", "factor": 2.0})
+        self.assertEqual(rope_parameters(y)["original_max_position_embeddings"], 512)
+        y["rope_scaling"]["original_max_position_embeddings"] = 64
+        self.assertEqual(rope_parameters(y)["original_max_position_embeddings"], 64)
+        y["original_max_position_embeddings"] = 32
+        self.assertEqual(rope_parameters(y)["original_max_position_embeddings"], 32)
+        with self.assertRaises(ValueError):
+            rope_parameters(configs.make_config("tiny", rope_scaling={"rope_type": "longrope"}))
+
+
+class RopeScalingModelTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def logits(self, name, tokens, **kw):
+        return Reference(make_model(self.tmp.name, name, seed=0, **kw)).prefill(tokens)[0]
+
+    def test_scaling_changes_the_logits(self):
+        tokens = list(range(1, 24))
+        short = {"max_position_embeddings": 8}
+        base = self.logits("base", tokens, overrides=short)
+        for kind, extra in [("linear", {}), ("dynamic", {}),
+                            ("yarn", {"original_max_position_embeddings": 8}),
+                            ("llama3", {"low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                        "original_max_position_embeddings": 8})]:
+            scaled = self.logits(kind, tokens, overrides=short,
+                                 rope_scaling={"rope_type": kind, "factor": 4.0, **extra})
+            diff = np.max(np.abs(scaled - base)) / np.max(np.abs(base))
+            self.assertGreater(diff, 1e-2, kind)
+
+    def test_v5_config_gives_the_v4_logits(self):
+        tokens = [3, 1, 4, 1, 5, 9, 2, 6]
+        scaling = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4}
+        a = self.logits("v4", tokens, rope_scaling=scaling)
+        b = self.logits("v5", tokens, rope_form="v5", rope_scaling=scaling)
+        np.testing.assert_array_equal(a, b)
+
+    def test_dynamic_depends_on_the_call(self):
+        # Beyond max_position_embeddings a dynamic call's length sets its
+        # frequencies: chunks see other bases than one call.
+        ref = Reference(make_model(self.tmp.name, "dyn", seed=0,
+                                   overrides={"max_position_embeddings": 8},
+                                   rope_scaling={"rope_type": "dynamic", "factor": 2.0}))
+        tokens = list(range(1, 21))
+        one, _ = ref.prefill(tokens)
+        chunked, _ = ref.prefill(tokens, 6)
+        # The first chunk (positions 0-5, within 8) is the default RoPE's
+        # call; the one call of 20 rotates every position with the grown base.
+        np.testing.assert_array_equal(chunked[:6], ref.prefill(tokens[:6])[0])
+        for rows in (slice(0, 6), slice(12, 20)):
+            self.assertGreater(np.max(np.abs(chunked[rows] - one[rows])), 1e-3)
+
+    def test_mixtral_renormalises_whatever_norm_topk_prob(self):
+        ref = Reference(make_model(self.tmp.name, "nonorm", seed=0,
+                                   overrides={"norm_topk_prob": False}))
+        weights, _ = ref.route(0, np.random.default_rng(4).standard_normal((5, ref.H)))
+        np.testing.assert_allclose(np.sum(weights, axis=-1), 1.0, rtol=1e-12)
 
 
 if __name__ == "__main__":

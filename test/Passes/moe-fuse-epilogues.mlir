@@ -182,3 +182,25 @@ func.func @rope_interleaved(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tenso
   %kr = moe.rope %k, %pos head_dim 16 theta 1.0e+06 : tensor<?x32xf32>, tensor<?xi32>
   return %qr, %kr, %v : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>
 }
+
+// -----
+
+// Scaled RoPE folds in with its scaling; ropes of equal scaling share the
+// op, one of another scaling (another factor, or none) does not.
+// CHECK-LABEL: func.func @rope_scaling
+// CHECK: %[[R:.+]]:3 = moe.fused_linear {{.+}} rope [0, 2] at %{{.+}} head_dim 16 theta 1.000000e+06 scaling <yarn, factor = 4.000000e+00, original_max_positions = 16, beta_fast = 3.200000e+01, beta_slow = 1.000000e+00, attention = 1.1386294361119891, truncate = true> :
+// CHECK-NEXT: moe.rope %[[R]]#1, %{{.+}} head_dim 16 theta 1.000000e+06 scaling <yarn, factor = 2.000000e+00, original_max_positions = 16, beta_fast = 3.200000e+01, beta_slow = 1.000000e+00, attention = 1.1386294361119891, truncate = true> :
+// CHECK-NEXT: %[[S:.+]]:2 = moe.fused_linear {{.+}} rope [0] at %{{.+}} head_dim 16 theta 1.000000e+06 :
+// CHECK-NEXT: moe.rope %[[S]]#1, %{{.+}} head_dim 16 theta 1.000000e+06 scaling <linear, factor = 2.000000e+00> :
+func.func @rope_scaling(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>) {
+  %wq = moe.weight "q" : tensor<64x64xf32>
+  %wk = moe.weight "k" : tensor<32x64xf32>
+  %q, %k, %v = moe.fused_linear %a weights [%wq, %wk, %wk] : (tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>) : tensor<?x64xf32>
+  %qr = moe.rope %q, %pos head_dim 16 theta 1.0e+06 scaling <yarn, factor = 4.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0, attention = 1.1386294361119891, truncate = true> : tensor<?x64xf32>, tensor<?xi32>
+  %kr = moe.rope %k, %pos head_dim 16 theta 1.0e+06 scaling <yarn, factor = 2.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0, attention = 1.1386294361119891, truncate = true> : tensor<?x32xf32>, tensor<?xi32>
+  %vr = moe.rope %v, %pos head_dim 16 theta 1.0e+06 scaling <yarn, factor = 4.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0, attention = 1.1386294361119891, truncate = true> : tensor<?x32xf32>, tensor<?xi32>
+  %x, %y = moe.fused_linear %a weights [%wk, %wk] : tensor<32x64xf32> : tensor<?x64xf32>
+  %xr = moe.rope %x, %pos head_dim 16 theta 1.0e+06 : tensor<?x32xf32>, tensor<?xi32>
+  %yr = moe.rope %y, %pos head_dim 16 theta 1.0e+06 scaling <linear, factor = 2.0> : tensor<?x32xf32>, tensor<?xi32>
+  return %qr, %kr, %vr, %xr, %yr : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>
+}

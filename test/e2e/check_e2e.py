@@ -4,13 +4,20 @@
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
         [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
         [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
-        [generator options: --preset --dtype --seed --shards --set K=V ...]
+        [generator options: --preset --dtype --seed --shards --set K=V
+         --rope-form v4|v5 --rope-scaling JSON ...] [--require-rope-effect]
 
 Generates the model, compiles it with moe-compile, runs the binary with
 --dump-logits, and checks every logits row (prefill rows, then one per decode
 step) against the reference forward pass fed the same tokens (float64):
 max |diff| <= tol * max |logit| for each row. Also checks the binary's greedy
 tokens equal the reference's own greedy generation. Prints one summary line.
+
+With dynamic RoPE scaling the reference is fed the binary's calls (the
+prompt in chunks of --max-batch-tokens, then one call per generated token),
+since the frequencies depend on each call's length; --require-rope-effect
+also requires the logits to differ from the default RoPE's, so that a test
+fails if the scaling were ignored.
 
 --target cuda builds with moe-compile --target cuda (needs a GPU to run);
 --target cuda-emu builds the CUDA target's kernels and host plan with the
@@ -120,6 +127,17 @@ def main():
                    type=generate.parse_override)
     p.add_argument("--tensor-dtype", action="append", default=[],
                    type=generate.parse_override)
+    generate.add_rope_arguments(p)
+    p.add_argument("--no-renormalize", action="store_true",
+                   help="compile the model's IR (moe-translate --import-hf, beside "
+                        "--moe-compile) with `renormalize` taken off every moe.router, and "
+                        "check against the reference without renormalisation: the router "
+                        "kernels' path for families that honour norm_topk_prob = false "
+                        "(Mixtral always renormalises)")
+    p.add_argument("--require-rope-effect", action="store_true",
+                   help="also require the binary's logits to differ from the reference "
+                        "with the default RoPE (same theta) by more than 100 * tol in "
+                        "some row: the config's RoPE scaling must matter")
     args = p.parse_args()
     if args.quantize_only and not args.quantize:
         p.error("--quantize-only needs --quantize")
@@ -141,7 +159,8 @@ def main():
     gguf_path = os.path.join(args.work, f"model-{args.gguf}.gguf") if args.gguf else None
     if args.stage != "run":
         generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
-                          dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype))
+                          dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype),
+                          rope_form=args.rope_form, rope_scaling=args.rope_scaling)
         if gguf_path:
             from moe_ref import gguf_writer
             gguf_writer.write_gguf(model, gguf_path, args.gguf, "all", args.gguf_experts,
@@ -151,7 +170,22 @@ def main():
         quant_flags.append(f"--quantize={args.quantize}")
         if args.quantize_only:
             quant_flags.append(f"--quantize-only={args.quantize_only}")
-    compile_cmd = ([args.moe_compile, gguf_path or model, "--quiet"] + args.compile_arg +
+    source = gguf_path or model
+    if args.no_renormalize:
+        if gguf_path:
+            p.error("--no-renormalize takes the HF directory, not --gguf")
+        translate = os.path.join(os.path.dirname(args.moe_compile), "moe-translate")
+        if not os.path.dirname(args.moe_compile):
+            translate = "moe-translate"
+        source = os.path.join(args.work, "model-no-renormalize.mlir")
+        if args.stage != "run":
+            ir = run([translate, "--import-hf", model])
+            plain = ir.replace(" softmax renormalize :", " softmax :")
+            if plain == ir:
+                sys.exit("--no-renormalize: no `softmax renormalize` router in the IR")
+            with open(source, "w") as f:
+                f.write(plain)
+    compile_cmd = ([args.moe_compile, source, "--quiet"] + args.compile_arg +
                    quant_flags)
     if args.stage == "run":
         pass
@@ -213,8 +247,17 @@ def main():
     ref = Reference(model, quantize=args.quantize, quantize_only=args.quantize_only or "all",
                     int8_activations=cpu_int8 and args.max_batch_tokens == 1,
                     weights=gguf_weights, blocks=blocks)
-    # Teacher-forced: the reference sees exactly the tokens the binary fed.
-    expected = ref.forward(prompt + generated, ref.new_cache())
+    if args.no_renormalize:
+        ref.renormalize = False
+    # Teacher-forced: the reference sees exactly the tokens the binary fed;
+    # with dynamic RoPE in the binary's calls too (the prompt in chunks of
+    # --max-batch-tokens, then one call per token), since a call's length
+    # sets its frequencies.
+    dynamic = ref.rope_params["rope_type"] == "dynamic"
+    if dynamic:
+        expected = ref.forward_calls(prompt, generated, args.max_batch_tokens)
+    else:
+        expected = ref.forward(prompt + generated, ref.new_cache())
     worst = 0.0
     for i, (row, want) in enumerate(zip(logits, expected)):
         err = float(np.max(np.abs(row - want)))
@@ -222,7 +265,19 @@ def main():
         worst = max(worst, err / scale)
         if err > args.tol * scale:
             sys.exit(f"row {i}: max |diff| {err:.3e} > {args.tol} * max |logit| {scale:.3e}")
-    greedy, _ = ref.generate(prompt, args.n)
+    rope_effect = ""
+    if args.require_rope_effect:
+        scaled = dict(ref.rope_params)
+        ref.rope_params = {"rope_type": "default", "rope_theta": scaled["rope_theta"]}
+        plain = ref.forward(prompt + generated, ref.new_cache())
+        ref.rope_params = scaled
+        effect = max(float(np.max(np.abs(row - want)) / np.max(np.abs(want)))
+                     for row, want in zip(logits, plain))
+        if effect <= 100 * args.tol:
+            sys.exit(f"the {scaled['rope_type']} RoPE scaling changes the logits by only "
+                     f"{effect:.2e} (relative) against the default RoPE")
+        rope_effect = f"; {scaled['rope_type']} RoPE differs from the default by {effect:.2e}"
+    greedy, _ = ref.generate(prompt, args.n, args.max_batch_tokens if dynamic else 0)
     if generated != greedy:
         sys.exit(f"greedy tokens differ:\n  binary    {generated}\n  reference {greedy}")
 
@@ -264,7 +319,7 @@ def main():
         sys.exit("--differential compares -O0 with -O2, which only the CPU target builds")
     if args.differential:
         o0 = os.path.join(args.work, "model-O0.bin")
-        run([args.moe_compile, gguf_path or model, "-o", o0, "--quiet", "-O0"] + args.compile_arg +
+        run([args.moe_compile, source, "-o", o0, "--quiet", "-O0"] + args.compile_arg +
             quant_flags)
         o0_tokens, o0_logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "O0.npy"), o0)
         diff = float(np.max(np.abs(o0_logits - logits)))
@@ -276,7 +331,7 @@ def main():
     if gguf_path:
         weights = f" from a {args.gguf} GGUF ({args.gguf_experts} experts, v{args.gguf_version})"
     print(f"e2e OK{weights}: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} "
-          f"(tol {args.tol}); {args.n} greedy tokens match the reference")
+          f"(tol {args.tol}); {args.n} greedy tokens match the reference{rope_effect}")
 
 
 if __name__ == "__main__":

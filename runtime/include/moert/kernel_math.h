@@ -83,6 +83,167 @@ MOERT_HOST_DEVICE MOERT_INLINE void ropeCosSin(int64_t pos, double invFreq,
 #endif
 }
 
+//===----------------------------------------------------------------------===//
+// RoPE scaling (transformers' rope_type)
+//===----------------------------------------------------------------------===//
+//
+// transformers' RoPE types change which frequency pair i turns at, and yarn
+// also multiplies cos and sin by an attention factor (modeling_rope_utils.py:
+// _compute_linear_scaling_rope_parameters, _compute_dynamic_ntk_parameters
+// with the dynamic_rope_update decorator, _compute_yarn_parameters,
+// _compute_llama3_parameters). transformers computes inv_freq in float32;
+// here, as for the default type, it is computed in double (the angle's
+// convention above), with the same formula, the same parameters and the
+// same positions.
+
+/// transformers' rope_type (`default` is RopeDefault: no scaling).
+enum RopeKind : int32_t {
+  RopeDefault = 0,
+  RopeLinear = 1,
+  RopeDynamic = 2,
+  RopeYarn = 3,
+  RopeLlama3 = 4,
+};
+
+/// A RoPE type's parameters as the kernels take them, resolved by the
+/// compiler from the IR's `scaling <...>` (ropeYarnRange and
+/// ropeYarnAttention below, called at compile time). Fields a kind does not
+/// use keep their defaults.
+struct RopeScaling {
+  int32_t kind = RopeDefault;
+  /// linear, dynamic, yarn, llama3: `factor`.
+  double factor = 1.0;
+  /// yarn: the first pair of the ramp from extrapolation to interpolation
+  /// (find_correction_range's low); llama3: `low_freq_factor`.
+  double low = 0.0;
+  /// yarn: the ramp's end (high, already + 0.001 where it equals low);
+  /// llama3: `high_freq_factor`.
+  double high = 0.0;
+  /// dynamic: `max_position_embeddings`, above which the base grows;
+  /// llama3: `original_max_position_embeddings`.
+  double context = 0.0;
+  /// yarn: the factor of cos and sin (attention_factor); others 1.
+  double attention = 1.0;
+};
+
+/// pi, as math.pi (not every host library defines M_PI).
+#define MOERT_ROPE_PI 3.14159265358979323846
+
+/// yarn's find_correction_dim: the (fractional) pair index whose wavelength
+/// makes `rotations` turns over `context` positions.
+MOERT_HOST_DEVICE MOERT_INLINE double ropeYarnCorrectionDim(double rotations,
+                                                            int64_t d,
+                                                            double theta,
+                                                            double context) {
+  return double(d) * log(context / (rotations * 2.0 * MOERT_ROPE_PI)) /
+         (2.0 * log(theta));
+}
+
+/// yarn's ramp [low, high] over pair indices from beta_fast, beta_slow and
+/// original_max_position_embeddings (find_correction_range: floor and ceil
+/// with truncate, clamped to [0, d - 1]; linear_ramp_factor's + 0.001 when
+/// the two meet).
+MOERT_HOST_DEVICE MOERT_INLINE void
+ropeYarnRange(int64_t d, double theta, double betaFast, double betaSlow,
+              double originalContext, bool truncate, double &low,
+              double &high) {
+  low = ropeYarnCorrectionDim(betaFast, d, theta, originalContext);
+  high = ropeYarnCorrectionDim(betaSlow, d, theta, originalContext);
+  if (truncate)
+    low = floor(low), high = ceil(high);
+  low = low > 0.0 ? low : 0.0;
+  high = high < double(d - 1) ? high : double(d - 1);
+  if (low == high)
+    high += 0.001;
+}
+
+/// yarn's get_mscale: 1 for scale <= 1, else 0.1 * mscale * ln(scale) + 1.
+MOERT_HOST_DEVICE MOERT_INLINE double ropeYarnMscale(double scale,
+                                                     double mscale) {
+  return scale <= 1.0 ? 1.0 : 0.1 * mscale * log(scale) + 1.0;
+}
+
+/// yarn's attention factor when config.json gives none: get_mscale(factor,
+/// mscale) / get_mscale(factor, mscale_all_dim) when both are given and
+/// non-zero, else get_mscale(factor).
+MOERT_HOST_DEVICE MOERT_INLINE double
+ropeYarnAttention(double factor, double mscale, double mscaleAllDim) {
+  if (mscale != 0.0 && mscaleAllDim != 0.0)
+    return ropeYarnMscale(factor, mscale) /
+           ropeYarnMscale(factor, mscaleAllDim);
+  return ropeYarnMscale(factor, 1.0);
+}
+
+/// The sequence length dynamic scaling sees in a forward call of `n` tokens
+/// at positions `pos`: max(pos) + 1, the last position + 1 since a call's
+/// positions are consecutive (program.h's forward contract).
+MOERT_HOST_DEVICE MOERT_INLINE int64_t ropeSeqLen(const int32_t *pos,
+                                                  int64_t n) {
+  return n > 0 ? int64_t(pos[n - 1]) + 1 : 0;
+}
+
+/// inv_freq of pair i of a head of D under `s`; seqLen (ropeSeqLen) matters
+/// only to dynamic.
+MOERT_HOST_DEVICE MOERT_INLINE double ropeScaledInvFreq(double theta, int64_t i,
+                                                        int64_t d,
+                                                        const RopeScaling &s,
+                                                        int64_t seqLen) {
+  switch (s.kind) {
+  case RopeLinear:
+    return ropeInvFreq(theta, i, d) / s.factor;
+  case RopeDynamic: {
+    // dynamic_rope_update: the default frequencies up to
+    // max_position_embeddings, then the NTK base of the call's length.
+    if (double(seqLen) <= s.context)
+      return ropeInvFreq(theta, i, d);
+    double base =
+        theta * pow(s.factor * double(seqLen) / s.context - (s.factor - 1.0),
+                    double(d) / double(d - 2));
+    return ropeInvFreq(base, i, d);
+  }
+  case RopeYarn: {
+    // Pairs before `low` (the fast ones) extrapolate: they keep their
+    // frequency; pairs after `high` interpolate: frequency / factor; a
+    // linear ramp between.
+    double extrapolated = ropeInvFreq(theta, i, d);
+    double ramp = (double(i) - s.low) / (s.high - s.low);
+    ramp = ramp < 0.0 ? 0.0 : ramp > 1.0 ? 1.0 : ramp;
+    return extrapolated / s.factor * ramp + extrapolated * (1.0 - ramp);
+  }
+  case RopeLlama3: {
+    // Wavelengths shorter than original / high_freq_factor keep their
+    // frequency, longer than original / low_freq_factor divide it by
+    // factor, and those between blend the two.
+    double f = ropeInvFreq(theta, i, d);
+    double wavelen = 2.0 * MOERT_ROPE_PI / f;
+    if (wavelen < s.context / s.high)
+      return f;
+    if (wavelen > s.context / s.low)
+      return f / s.factor;
+    double smooth = (s.context / wavelen - s.low) / (s.high - s.low);
+    return (1.0 - smooth) * f / s.factor + smooth * f;
+  }
+  default:
+    return ropeInvFreq(theta, i, d);
+  }
+}
+
+/// The cosine and sine of pos * invFreq times `attention` (yarn's factor),
+/// as floats.
+MOERT_HOST_DEVICE MOERT_INLINE void ropeScaledCosSin(int64_t pos,
+                                                     double invFreq,
+                                                     double attention, float &c,
+                                                     float &s) {
+  double a = double(pos) * invFreq;
+#ifdef __CUDA_ARCH__
+  double sd, cd;
+  sincos(a, &sd, &cd);
+  c = float(cd * attention), s = float(sd * attention);
+#else
+  c = float(cos(a) * attention), s = float(sin(a) * attention);
+#endif
+}
+
 /// The pair (x1, x2) = (element i, element i + D / 2) rotated by the angle
 /// whose cosine and sine are c and s.
 MOERT_HOST_DEVICE MOERT_INLINE void ropeRotate(float x1, float x2, float c,

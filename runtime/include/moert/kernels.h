@@ -1333,18 +1333,28 @@ void rmsNorm(const float *x, const W *w, float eps, int64_t T, float *out) {
 }
 
 /// RoPE on [T][Width] with heads of D: rotate-half pairs, or interleaved
-/// ones (kernel_math.h).
-template <int64_t Width, int64_t D, bool Interleaved = false>
+/// ones (kernel_math.h). A scaled RoPE type (Kind, a RopeKind other than
+/// RopeDefault) takes its resolved parameters after `out` (RopeScaling's
+/// fields in order); the default type's code is the same as without them.
+template <int64_t Width, int64_t D, bool Interleaved = false, int Kind = 0>
 void rope(const float *x, const int32_t *pos, double theta, int64_t T,
-          float *out) {
+          float *out, double factor = 1.0, double low = 0.0, double high = 0.0,
+          double context = 0.0, double attention = 1.0) {
   constexpr int64_t Half = D / 2;
   double invFreq[Half];
+  RopeScaling scaling{Kind, factor, low, high, context, attention};
   for (int64_t i = 0; i < Half; ++i)
-    invFreq[i] = ropeInvFreq(theta, i, D);
+    invFreq[i] = Kind == RopeDefault ? ropeInvFreq(theta, i, D)
+                                     : ropeScaledInvFreq(theta, i, D, scaling,
+                                                         ropeSeqLen(pos, T));
   for (int64_t t = 0; t < T; ++t) {
     float c[Half], s[Half];
-    for (int64_t i = 0; i < Half; ++i)
-      ropeCosSin(pos[t], invFreq[i], c[i], s[i]);
+    for (int64_t i = 0; i < Half; ++i) {
+      if constexpr (Kind == RopeDefault)
+        ropeCosSin(pos[t], invFreq[i], c[i], s[i]);
+      else
+        ropeScaledCosSin(pos[t], invFreq[i], attention, c[i], s[i]);
+    }
     for (int64_t h = 0; h < Width / D; ++h) {
       const float *r = x + t * Width + h * D;
       float *o = out + t * Width + h * D;

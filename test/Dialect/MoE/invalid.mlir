@@ -300,6 +300,112 @@ func.func @rope_positions(%x: tensor<3x64xf32>, %p: tensor<4xi32>) {
 
 // -----
 
+func.func @rope_scaling_factor(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<linear> factor must be positive and finite, got 0}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <linear, factor = 0.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_negative_factor(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<yarn> factor must be positive and finite, got -2}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <yarn, factor = -2.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0, attention = 1.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_foreign(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<linear> takes no beta_fast}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <linear, factor = 2.0, beta_fast = 32.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_foreign_truncate(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<llama3> takes no truncate}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <llama3, factor = 8.0, original_max_positions = 64, low_freq_factor = 1.0, high_freq_factor = 4.0, truncate = true> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_dynamic_positions(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<dynamic> max_positions must be an integer in [1, 2147483647], got 0}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <dynamic, factor = 2.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_yarn_positions(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<yarn> original_max_positions must be an integer in [1, 2147483647], got -4}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <yarn, factor = 2.0, original_max_positions = -4, beta_fast = 32.0, beta_slow = 1.0, attention = 1.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_yarn_betas(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<yarn> needs beta_fast >= beta_slow > 0 (finite), got 1.000000e+00 and 3.200000e+01}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <yarn, factor = 2.0, original_max_positions = 16, beta_fast = 1.0, beta_slow = 32.0, attention = 1.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_yarn_attention(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<yarn> attention must be positive and finite, got 0}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <yarn, factor = 2.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_llama3_factors(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<llama3> needs 0 < low_freq_factor < high_freq_factor (finite), got 4.000000e+00 and 1.000000e+00}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <llama3, factor = 8.0, original_max_positions = 64, low_freq_factor = 4.0, high_freq_factor = 1.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_unknown_type(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{expected ::mlir::moe::RopeType to be one of: linear, dynamic, yarn, llama3}}
+  // expected-error @below {{failed to parse MoE_RopeScalingAttr parameter 'type' which is to be a `::mlir::moe::RopeType`}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <longrope, factor = 2.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_dynamic_head_dim(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{'moe.rope' op dynamic RoPE scaling needs head_dim > 2, got 2}}
+  %0 = moe.rope %x, %p head_dim 2 theta 1.0e+04 scaling <dynamic, factor = 2.0, max_positions = 8> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @rope_scaling_yarn_theta(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{'moe.rope' op yarn RoPE scaling needs theta != 1}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0 scaling <yarn, factor = 2.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0, attention = 1.0> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @fused_linear_scaling_without_rope(%x: tensor<?x64xf32>) {
+  %a = moe.weight "a" : tensor<32x64xf32>
+  // expected-error @below {{'moe.fused_linear' op scaling needs rope}}
+  %0:2 = moe.fused_linear %x weights [%a, %a] : tensor<32x64xf32> scaling <linear, factor = 2.0> : tensor<?x64xf32>
+  return
+}
+
+// -----
+
 func.func @rope_theta(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
   // expected-error @below {{'moe.rope' op theta must be a positive finite number, got -1}}
   %0 = moe.rope %x, %p head_dim 16 theta -1.0 : tensor<?x64xf32>, tensor<?xi32>

@@ -64,6 +64,25 @@ func.func @rope(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) -> tensor<?x64xf32> {
 
 // -----
 
+// Scaled RoPE types: parameters in any order, printed in declaration order
+// with exactly the digits that read back; interleaved after the scaling.
+// CHECK-LABEL: func.func @rope_scaling
+func.func @rope_scaling(%x: tensor<?x64xf32>, %pos: tensor<?xi32>) -> tensor<?x64xf32> {
+  // CHECK: moe.rope %{{.+}}, %{{.+}} head_dim 16 theta 1.000000e+06 scaling <linear, factor = 2.000000e+00> : tensor<?x64xf32>, tensor<?xi32>
+  %0 = moe.rope %x, %pos head_dim 16 theta 1.0e+06 scaling <linear, factor = 2.0> : tensor<?x64xf32>, tensor<?xi32>
+  // CHECK: moe.rope %{{.+}}, %{{.+}} head_dim 16 theta 1.000000e+06 scaling <dynamic, factor = 4.000000e+00, max_positions = 64> interleaved : tensor<?x64xf32>, tensor<?xi32>
+  %1 = moe.rope %x, %pos head_dim 16 theta 1.0e+06 scaling <dynamic, max_positions = 64, factor = 4.0> interleaved : tensor<?x64xf32>, tensor<?xi32>
+  // CHECK: moe.rope %{{.+}}, %{{.+}} head_dim 16 theta 1.000000e+06 scaling <yarn, factor = 4.000000e+00, original_max_positions = 16, beta_fast = 3.200000e+01, beta_slow = 1.000000e+00, attention = 1.1386294361119891, truncate = true> : tensor<?x64xf32>, tensor<?xi32>
+  %2 = moe.rope %x, %pos head_dim 16 theta 1.0e+06 scaling <yarn, truncate = true, factor = 4.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0, attention = 1.1386294361119891> : tensor<?x64xf32>, tensor<?xi32>
+  // CHECK: moe.rope %{{.+}}, %{{.+}} head_dim 16 theta 1.000000e+06 scaling <yarn, factor = 4.000000e+00, original_max_positions = 16, beta_fast = 3.200000e+01, beta_slow = 1.000000e+00, attention = 1.000000e+00> : tensor<?x64xf32>, tensor<?xi32>
+  %3 = moe.rope %x, %pos head_dim 16 theta 1.0e+06 scaling <yarn, factor = 4.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0, attention = 1.0, truncate = false> : tensor<?x64xf32>, tensor<?xi32>
+  // CHECK: moe.rope %{{.+}}, %{{.+}} head_dim 16 theta 1.000000e+06 scaling <llama3, factor = 8.000000e+00, original_max_positions = 8192, low_freq_factor = 1.000000e+00, high_freq_factor = 4.000000e+00> : tensor<?x64xf32>, tensor<?xi32>
+  %4 = moe.rope %x, %pos head_dim 16 theta 1.0e+06 scaling <llama3, factor = 8.0, original_max_positions = 8192, low_freq_factor = 1.0, high_freq_factor = 4.0> : tensor<?x64xf32>, tensor<?xi32>
+  return %0 : tensor<?x64xf32>
+}
+
+// -----
+
 // CHECK-LABEL: func.func @attention
 func.func @attention(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>,
                      %c: !moe.kv_cache<2x?x16xf32>, %p: !moe.kv_cache<2x4096x16xf16>)
@@ -232,4 +251,14 @@ func.func @fused_linear_rope(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tens
   %w = moe.weight "w" : tensor<32x64xf16>
   %q, %k, %v = moe.fused_linear %a weights [%w, %w, %w] : tensor<32x64xf16> rope [0, 1] at %pos head_dim 16 theta 1.0e+06 : tensor<?x64xf32>, tensor<?xi32>
   return %q, %k, %v : tensor<?x32xf32>, tensor<?x32xf32>, tensor<?x32xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @fused_linear_rope_scaling
+// CHECK: moe.fused_linear %{{.+}} weights [%{{.+}}, %{{.+}}] : tensor<32x64xf16> rope [0, 1] at %{{.+}} head_dim 16 theta 1.000000e+06 scaling <linear, factor = 2.500000e-01> interleaved : tensor<?x64xf32>, tensor<?xi32>
+func.func @fused_linear_rope_scaling(%a: tensor<?x64xf32>, %pos: tensor<?xi32>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
+  %w = moe.weight "w" : tensor<32x64xf16>
+  %q, %k = moe.fused_linear %a weights [%w, %w] : tensor<32x64xf16> rope [0, 1] at %pos head_dim 16 theta 1.0e+06 scaling <linear, factor = 0.25> interleaved : tensor<?x64xf32>, tensor<?xi32>
+  return %q, %k : tensor<?x32xf32>, tensor<?x32xf32>
 }

@@ -175,12 +175,29 @@ __device__ __forceinline__ void ropePair(float x1, float x2, int p, int i,
   ropeRotate(x1, x2, c, s, o1, o2);
 }
 
+/// ropePair under a scaled RoPE type (kernel_math.h's RopeScaling; seqLen
+/// for dynamic: ropeSeqLen of the call).
+template <int D>
+__device__ __forceinline__ void
+ropePairScaled(float x1, float x2, int p, int i, double theta,
+               const RopeScaling &scaling, int64_t seqLen, float &o1,
+               float &o2) {
+  float c, s;
+  ropeScaledCosSin(p, ropeScaledInvFreq(theta, i, D, scaling, seqLen),
+                   scaling.attention, c, s);
+  ropeRotate(x1, x2, c, s, o1, o2);
+}
+
 /// RoPE on [T][Width] with heads of D, rotate-half or interleaved pairs
 /// (kernel_math.h); angles in double as on the CPU. grid (ceil(T * Width /
 /// 2 / 256)), block 256.
-template <int Width, int D, bool Interleaved = false>
+/// A scaled RoPE type (Kind, a RopeKind other than RopeDefault) takes its
+/// resolved parameters after `out`, RopeScaling's fields in order.
+template <int Width, int D, bool Interleaved = false, int Kind = 0>
 __device__ void rope(const float *x, const int32_t *pos, double theta, int n,
-                     float *out) {
+                     float *out, double factor = 1.0, double low = 0.0,
+                     double high = 0.0, double context = 0.0,
+                     double attention = 1.0) {
   constexpr int Half = D / 2, Pairs = Width / 2;
   int idx = blockIdx.x * 256 + threadIdx.x;
   if (idx >= n * Pairs)
@@ -190,7 +207,12 @@ __device__ void rope(const float *x, const int32_t *pos, double theta, int n,
   float *o = out + int64_t(t) * Width + h * D;
   int64_t a, b;
   ropePairElements<D, Interleaved>(i, a, b);
-  ropePair<D>(r[a], r[b], pos[t], i, theta, o[a], o[b]);
+  if constexpr (Kind == RopeDefault)
+    ropePair<D>(r[a], r[b], pos[t], i, theta, o[a], o[b]);
+  else
+    ropePairScaled<D>(r[a], r[b], pos[t], i, theta,
+                      RopeScaling{Kind, factor, low, high, context, attention},
+                      ropeSeqLen(pos, n), o[a], o[b]);
 }
 
 /// grid (ceil(T * Size / 256)), block 256.
@@ -647,10 +669,11 @@ __device__ void gemv(const float *x, const int32_t *perm,
 /// Rope has N / 2 items, each a pair of features (h * D + i, h * D + i +
 /// D / 2) of one head: the warp streams both weight rows and stores them
 /// rotated for each token's position.
-template <typename W, int In, int N, bool Rope, int D, bool Interleaved>
-__device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
-                                         int item, float *out,
-                                         const int32_t *pos, double theta) {
+template <typename W, int In, int N, bool Rope, int D, bool Interleaved,
+          int Kind>
+__device__ __forceinline__ void
+gemvPart(const void *w, const float *x, int n, int item, float *out,
+         const int32_t *pos, double theta, const RopeScaling &scaling) {
   const W *rows = static_cast<const W *>(w);
   if constexpr (Rope) {
     int h = item / (D / 2), i = item % (D / 2);
@@ -660,8 +683,13 @@ __device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
     gemvRows<W, W, In, 1, false, true>(
         weightRow(rows, a, In), weightRow(rows, b, In), x, nullptr, 0, n,
         [&](int t, float s, float s2) {
-          ropePair<D>(s, s2, pos[t], i, theta, out[int64_t(t) * N + a],
-                      out[int64_t(t) * N + b]);
+          if constexpr (Kind == RopeDefault)
+            ropePair<D>(s, s2, pos[t], i, theta, out[int64_t(t) * N + a],
+                        out[int64_t(t) * N + b]);
+          else
+            ropePairScaled<D>(s, s2, pos[t], i, theta, scaling,
+                              ropeSeqLen(pos, n), out[int64_t(t) * N + a],
+                              out[int64_t(t) * N + b]);
         });
   } else {
     gemvRow<W, W, In, 1, false, false>(weightRow(rows, item, In), nullptr, x,
@@ -673,24 +701,30 @@ __device__ __forceinline__ void gemvPart(const void *w, const float *x, int n,
 /// input (widths N0, N1, N2; N2 = 0 for two) in one launch, one warp per
 /// feature of their concatenated width, or per rotated pair of features for
 /// a part with RoPE (R0, R1, R2; head_dim D, interleaved pairs or not,
-/// `pos`, `theta`). grid (ceil(items / 8)), block 256.
+/// `pos`, `theta`; a scaled RoPE type Kind with RopeScaling's fields after
+/// `theta`, as moert::cuda::rope takes them). grid (ceil(items / 8)), block
+/// 256.
 template <typename W0, typename W1, typename W2, int In, int N0, int N1, int N2,
-          bool R0, bool R1, bool R2, int D, bool Interleaved = false>
+          bool R0, bool R1, bool R2, int D, bool Interleaved = false,
+          int Kind = 0>
 __device__ void gemvMulti(const float *x, const Ptrs<3> &w, int n,
-                          const Outs<3> &out, const int32_t *pos,
-                          double theta) {
+                          const Outs<3> &out, const int32_t *pos, double theta,
+                          double factor = 1.0, double low = 0.0,
+                          double high = 0.0, double context = 0.0,
+                          double attention = 1.0) {
   constexpr int I0 = R0 ? N0 / 2 : N0, I1 = R1 ? N1 / 2 : N1,
                 I2 = R2 ? N2 / 2 : N2;
+  RopeScaling scaling{Kind, factor, low, high, context, attention};
   int item = blockIdx.x * 8 + threadIdx.x / 32;
   if (item < I0)
-    gemvPart<W0, In, N0, R0, D, Interleaved>(w.p[0], x, n, item, out.p[0], pos,
-                                             theta);
+    gemvPart<W0, In, N0, R0, D, Interleaved, Kind>(w.p[0], x, n, item, out.p[0],
+                                                   pos, theta, scaling);
   else if (item < I0 + I1)
-    gemvPart<W1, In, N1, R1, D, Interleaved>(w.p[1], x, n, item - I0, out.p[1],
-                                             pos, theta);
+    gemvPart<W1, In, N1, R1, D, Interleaved, Kind>(
+        w.p[1], x, n, item - I0, out.p[1], pos, theta, scaling);
   else if (item < I0 + I1 + I2)
-    gemvPart<W2, In, N2, R2, D, Interleaved>(w.p[2], x, n, item - I0 - I1,
-                                             out.p[2], pos, theta);
+    gemvPart<W2, In, N2, R2, D, Interleaved, Kind>(
+        w.p[2], x, n, item - I0 - I1, out.p[2], pos, theta, scaling);
 }
 
 /// The block's rows for the prefill variant: m-tile blockIdx.x counted over

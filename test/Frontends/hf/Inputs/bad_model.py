@@ -102,7 +102,7 @@ def main(case, out):
     elif case == "config-model-type":
         edit_config(out, lambda c: c.update(model_type="llama"))
     elif case == "config-rope-scaling":
-        edit_config(out, lambda c: c.update(rope_scaling={"type": "linear", "factor": 2.0}))
+        edit_config(out, lambda c: c.update(rope_scaling={"type": "su", "factor": 2.0}))
     elif case == "config-act":
         edit_config(out, lambda c: c.update(hidden_act="gelu"))
     elif case == "index-missing-shard":
