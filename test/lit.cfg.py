@@ -25,7 +25,8 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
 tools = [ToolSubst("moe-opt", unresolved="fatal"),
          ToolSubst("moe-translate", unresolved="fatal"),
-         ToolSubst("moe-compile", unresolved="fatal")]
+         ToolSubst("moe-compile", unresolved="fatal"),
+         ToolSubst("moe-chat-template", unresolved="fatal")]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 # Python (with numpy) and the project's own Python package: the test-model
