@@ -54,6 +54,11 @@ import subprocess
 if subprocess.run([config.python_executable, "-c", "import gguf"],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
     config.available_features.add("gguf")
+# PyPI's jinja2 (python/requirements-test.txt): the reference renderer for
+# the chat-template tests.
+if subprocess.run([config.python_executable, "-c", "import jinja2"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("jinja2")
 
 # The CUDA target. nvcc compiles the generated kernels (no GPU needed); the
 # CPU emulator (test/cuda-emu) runs them; tests that need a real GPU are in

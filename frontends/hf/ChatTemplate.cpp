@@ -792,7 +792,7 @@ public:
         size_t lpos = text.rfind('\n');
         lpos = lpos == std::string::npos ? 0 : lpos + 1;
         if (lpos > 0 || lineStarting) {
-          if (text.find_first_not_of(" \t", lpos) == std::string::npos)
+          if (skipSpace(text, lpos) == text.size())
             text.resize(lpos);
         }
       }

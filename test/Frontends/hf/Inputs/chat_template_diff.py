@@ -223,6 +223,55 @@ MESSAGES = {
 UPPER_INPUT = [{"role": "user", "content": "ünïcode"}]
 
 
+def random_whitespace_templates(count, seed):
+    """Templates of random text, tags and whitespace control (fixed seed):
+    trim_blocks, lstrip_blocks, '-' and '+' against jinja2's lexer."""
+    import random
+    rng = random.Random(seed)
+    texts = ["", " ", "  ", "\t", "\n", " \n", "\n  ", "\n\t \n", "x", " x ",
+             "x\n", "\n x", "\r\n", "\u3000", "\n\n "]
+    def tag(kind, body):
+        left = rng.choice(["", "", "-", "+"])
+        right = rng.choice(["", "", "-", "+"]) if kind != "{" else rng.choice(["", "-"])
+        if kind == "{":
+            return "{{" + left + " " + body + " " + right + "}}"
+        if kind == "#":
+            return "{#" + left + " " + body + " " + right + "#}"
+        return "{%" + left + " " + body + " " + right + "%}"
+    out = []
+    for _ in range(count):
+        parts = []
+        depth = 0
+        for _ in range(rng.randint(1, 8)):
+            parts.append(rng.choice(texts))
+            r = rng.random()
+            if r < 0.2:
+                parts.append(tag("{", rng.choice(["'v'", "messages|length", "bos_token"])))
+            elif r < 0.3:
+                parts.append(tag("#", "comment"))
+            elif r < 0.5:
+                parts.append(tag("%", "if messages"))
+                depth += 1
+            elif r < 0.6:
+                parts.append(tag("%", "for m in messages"))
+                parts.append(rng.choice(texts))
+                parts.append(tag("{", "m.role"))
+                parts.append(rng.choice(texts))
+                parts.append(tag("%", "endfor"))
+            elif r < 0.75 and depth:
+                parts.append(tag("%", "endif"))
+                depth -= 1
+            elif r < 0.85:
+                parts.append(tag("%", "set v = 1"))
+        while depth:
+            parts.append(rng.choice(texts))
+            parts.append(tag("%", "endif"))
+            depth -= 1
+        parts.append(rng.choice(texts))
+        out.append("".join(parts))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--driver", required=True)
@@ -241,6 +290,13 @@ def main():
                                   "add_generation_prompt": gen})
                     expected.append(render_jinja(env, template, messages, "<s>", "</s>", gen))
                     names.append(f"{tname} / {mname} / add_generation_prompt={gen}")
+    for k, template in enumerate(random_whitespace_templates(1000, 16)):
+        messages = MESSAGES["user-assistant-user"]
+        cases.append({"template": template, "messages": messages,
+                      "bos_token": "<s>", "eos_token": "</s>",
+                      "add_generation_prompt": False})
+        expected.append(render_jinja(env, template, messages, "<s>", "</s>", False))
+        names.append(f"whitespace {k}: {template!r}")
     for tname, (template, message) in UNSUPPORTED.items():
         cases.append({"template": template, "messages": UPPER_INPUT,
                       "bos_token": "<s>", "eos_token": "</s>",
