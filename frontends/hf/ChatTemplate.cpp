@@ -360,6 +360,17 @@ void Dict::set(const Value &key, Value value) {
   entries.emplace_back(key, std::move(value));
 }
 
+/// Python's hashability: lists and dicts are not, nor tuples holding them.
+bool isHashable(const Value &v, unsigned depth = 0) {
+  if (v.kind == Kind::List || v.kind == Kind::Dict)
+    return false;
+  if (v.kind == Kind::Tuple && depth < 2 * kMaxValueDepth)
+    for (const Value &item : *v.list)
+      if (!isHashable(item, depth + 1))
+        return false;
+  return true;
+}
+
 bool truthy(const Value &v) {
   switch (v.kind) {
   case Kind::Undefined:
@@ -2031,12 +2042,16 @@ private:
     return Value::undefined("the item");
   }
 
+  /// obj[start:stop:step]: jinja2 compiles slices to Python subscripts, so
+  /// anything but a string or a sequence with integer bounds is an error.
   Value slice(const Value &obj, const Value *bounds[3], size_t pos) {
     if (obj.isUndefined())
       undefinedError(obj, pos);
+    if (obj.kind != Kind::Str && !obj.isSequence())
+      fail(pos, "slicing a " + typeName(obj) + " is not supported");
     for (int k = 0; k < 3; ++k)
       if (bounds[k] && !bounds[k]->isIntLike() && bounds[k]->kind != Kind::None)
-        return Value::undefined("the slice");
+        fail(pos, "slice indices must be integers or none");
     auto get = [&](int k, bool &present) -> int64_t {
       present = bounds[k] && bounds[k]->kind != Kind::None;
       return present ? bounds[k]->asInt() : 0;
@@ -2055,7 +2070,7 @@ private:
     } else if (obj.isSequence()) {
       n = obj.list->size();
     } else {
-      return Value::undefined("the slice");
+      fail(pos, "slicing a " + typeName(obj) + " is not supported");
     }
     // CPython's PySlice_AdjustIndices.
     int64_t start = get(0, hasStart), stop = get(1, hasStop);
@@ -2137,7 +2152,7 @@ private:
 
   Value intResult(bool overflow, int64_t r, size_t pos) {
     if (overflow)
-      fail(pos, "integer overflow (more than 64 bits)");
+      fail(pos, "integers beyond 64 bits are not supported");
     return Value::integer(r);
   }
 
@@ -2208,7 +2223,7 @@ private:
         if (y == 0)
           fail(pos, "integer division or modulo by zero");
         if (x == INT64_MIN && y == -1)
-          fail(pos, "integer overflow (more than 64 bits)");
+          fail(pos, "integers beyond 64 bits are not supported");
         int64_t q = x / y, m = x % y;
         if (m != 0 && ((m < 0) != (y < 0))) {
           --q;
@@ -2261,7 +2276,13 @@ private:
       if (nums) {
         if (a.asFloat() == 0 && b.asFloat() < 0)
           fail(pos, "zero cannot be raised to a negative power");
-        return Value::real(std::pow(a.asFloat(), b.asFloat()));
+        if (a.asFloat() < 0 && b.asFloat() != std::floor(b.asFloat()))
+          fail(pos, "complex numbers are not supported");
+        double r = std::pow(a.asFloat(), b.asFloat());
+        if (std::isinf(r) && std::isfinite(a.asFloat()) &&
+            std::isfinite(b.asFloat()))
+          fail(pos, "numerical result out of range");
+        return Value::real(r);
       }
     }
     badOperands(op, a, b, pos);
@@ -2328,6 +2349,8 @@ private:
       }
       return StringRef(hay.s).contains(needle.s);
     case Kind::Dict:
+      if (!isHashable(needle))
+        fail(pos, "unhashable type: '" + typeName(needle) + "'");
       return hay.dict->find(needle) != nullptr;
     case Kind::List:
     case Kind::Tuple:
@@ -2366,9 +2389,8 @@ private:
       Dict d;
       for (size_t k = 0; k < e.args.size(); k += 2) {
         Value key = eval(*e.args[k], scope);
-        if (key.kind == Kind::List || key.kind == Kind::Dict ||
-            key.kind == Kind::Namespace)
-          fail(e.args[k]->pos, "unhashable dictionary key");
+        if (!isHashable(key))
+          fail(e.args[k]->pos, "unhashable type: '" + typeName(key) + "'");
         d.set(key, eval(*e.args[k + 1], scope));
       }
       return makeDict(std::move(d), e.pos);
@@ -2649,20 +2671,10 @@ private:
       return v.kind == Kind::Str || v.isSequence() || v.kind == Kind::Dict ||
              v.isUndefined() || v.kind == Kind::Generator;
     if (name == "even" || name == "odd" || name == "divisibleby") {
-      if (v.isUndefined())
-        undefinedError(v, pos);
-      if (!v.isIntLike())
-        fail(pos, "test '" + name + "' expects an integer, not " + typeName(v));
-      int64_t d = 2;
-      if (name == "divisibleby") {
-        if (!args[0].isIntLike())
-          fail(pos, "test 'divisibleby' expects an integer argument");
-        d = args[0].asInt();
-        if (d == 0)
-          fail(pos, "integer division or modulo by zero");
-      }
-      int64_t m = d == -1 ? 0 : v.asInt() % d;
-      return name == "odd" ? m != 0 : m == 0;
+      // jinja2: value % 2 == 0, value % 2 == 1, value % num == 0.
+      Value m = binary(
+          "%", v, name == "divisibleby" ? args[0] : Value::integer(2), pos);
+      return equals(m, Value::integer(name == "odd" ? 1 : 0), pos);
     }
     if (name == "equalto" || name == "eq" || name == "==")
       return compare("==", v, args[0], pos);
@@ -2778,7 +2790,8 @@ private:
     if (name == "selectattr" || name == "rejectattr") {
       const std::string &attr = needStr(args[0], name, pos);
       List kept;
-      for (const Value &item : iterate(v, pos)) {
+      // jinja2's select_or_reject skips a false sequence without iterating.
+      for (const Value &item : truthy(v) ? iterate(v, pos) : List()) {
         step(pos);
         Value a = item;
         for (StringRef part : split(attr, '.'))
