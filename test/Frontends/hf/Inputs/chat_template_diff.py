@@ -23,6 +23,8 @@ import os
 import subprocess
 import sys
 
+import warnings
+
 import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
@@ -38,6 +40,10 @@ class Generation(Extension):
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
         return nodes.Scope(body, lineno=lineno)
+
+
+# jinja2 compiles `(1)[1:]` to Python that warns "not subscriptable".
+warnings.filterwarnings("ignore", category=SyntaxWarning)
 
 
 def make_env():
