@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 using namespace llvm;
@@ -43,7 +44,7 @@ namespace {
 
 constexpr size_t kMaxOutput = 4u << 20;    // bytes of output, and of a string
 constexpr size_t kMaxListSize = 1u << 20;  // elements of a list
-constexpr uint64_t kMaxSteps = 20'000'000; // evaluation steps per rendering
+constexpr uint64_t kMaxSteps = 10'000'000; // work units (tick()) per rendering
 constexpr unsigned kMaxParseDepth = 100;   // nesting of expressions, blocks
 constexpr unsigned kMaxValueDepth = 64;    // nesting of list/dict values
 constexpr unsigned kMaxNamespaces = 64;    // namespace() calls per rendering
@@ -57,6 +58,20 @@ struct Failure {
 [[noreturn]] void fail(size_t pos, const Twine &message) {
   throw Failure{pos, message.str()};
 }
+
+/// The work budget of the rendering in progress on this thread (none while
+/// parsing): one unit per evaluation step, value copied, or 64 bytes of
+/// string copied or scanned. `gPos` is where the evaluation is.
+thread_local uint64_t *gSteps = nullptr;
+thread_local size_t gPos = 0;
+
+void tick(uint64_t units) {
+  if (gSteps && (*gSteps += units) > kMaxSteps)
+    fail(gPos, "the template runs too long (more than " + Twine(kMaxSteps) +
+                   " steps)");
+}
+
+void tickBytes(size_t bytes) { tick(1 + bytes / 64); }
 
 //===----------------------------------------------------------------------===//
 // UTF-8 and Python's notion of whitespace
@@ -116,6 +131,7 @@ bool isPySpace(uint32_t cp) {
 
 /// The byte offsets where each code point of `s` starts, plus s.size().
 std::vector<size_t> codePointStarts(StringRef s) {
+  tickBytes(s.size());
   std::vector<size_t> starts;
   for (size_t i = 0; i < s.size();) {
     starts.push_back(i);
@@ -126,6 +142,7 @@ std::vector<size_t> codePointStarts(StringRef s) {
 }
 
 size_t codePointCount(StringRef s) {
+  tickBytes(s.size());
   size_t n = 0;
   for (size_t i = 0; i < s.size(); ++n)
     decode(s, i);
@@ -182,8 +199,23 @@ struct Value;
 using List = std::vector<Value>;
 struct Dict;
 struct GenState;
+struct LoopState;
 
 struct Value {
+  Value() = default;
+  Value(const Value &o)
+      : kind(o.kind), b(o.b), depth(o.depth), i(o.i), f(o.f), s(o.s),
+        list(o.list), dict(o.dict), gen(o.gen), loop(o.loop) {
+    tickBytes(s.size());
+  }
+  Value(Value &&) noexcept = default;
+  Value &operator=(const Value &o) {
+    if (this != &o)
+      *this = Value(o);
+    return *this;
+  }
+  Value &operator=(Value &&) noexcept = default;
+
   Kind kind = Kind::Undefined;
   bool b = false;
   unsigned depth = 0; // nesting of containers, for the limits
@@ -191,9 +223,10 @@ struct Value {
   double f = 0;
   /// Str: the text; Undefined: the name (for messages); Callable: the name.
   std::string s;
-  std::shared_ptr<List> list;    // List, Tuple; Callable: the bound object
-  std::shared_ptr<Dict> dict;    // Dict, Namespace, Loop
-  std::shared_ptr<GenState> gen; // Generator
+  std::shared_ptr<List> list;      // List, Tuple; Callable: the bound object
+  std::shared_ptr<Dict> dict;      // Dict, Namespace, Loop
+  std::shared_ptr<GenState> gen;   // Generator
+  std::shared_ptr<LoopState> loop; // Loop
 
   static Value undefined(std::string name) {
     Value v;
@@ -257,6 +290,15 @@ struct Dict {
 struct GenState {
   List items;
   size_t cursor = 0;
+};
+
+/// A for loop's `loop`: its attributes are computed when read.
+struct LoopState {
+  std::shared_ptr<const List> items;
+  int64_t index0;
+  int64_t length() const { return items->size(); }
+  /// loop.NAME, or nullptr when there is no such attribute.
+  std::optional<Value> get(StringRef name) const;
 };
 
 unsigned childDepth(const Value &v) {
@@ -340,7 +382,7 @@ bool equals(const Value &a, const Value &b, size_t pos, unsigned depth = 0) {
   case Kind::Callable:
     return a.s == b.s && a.list == b.list;
   default:
-    return a.dict == b.dict && a.gen == b.gen;
+    return a.dict == b.dict && a.gen == b.gen && a.loop == b.loop;
   }
 }
 
@@ -369,6 +411,33 @@ bool isHashable(const Value &v, unsigned depth = 0) {
       if (!isHashable(item, depth + 1))
         return false;
   return true;
+}
+
+std::optional<Value> LoopState::get(StringRef name) const {
+  int64_t n = length(), k = index0;
+  if (name == "index0")
+    return Value::integer(k);
+  if (name == "index")
+    return Value::integer(k + 1);
+  if (name == "revindex0")
+    return Value::integer(n - k - 1);
+  if (name == "revindex")
+    return Value::integer(n - k);
+  if (name == "first")
+    return Value::boolean(k == 0);
+  if (name == "last")
+    return Value::boolean(k == n - 1);
+  if (name == "length")
+    return Value::integer(n);
+  if (name == "depth0")
+    return Value::integer(0);
+  if (name == "depth")
+    return Value::integer(1);
+  if (name == "previtem" && k > 0)
+    return (*items)[k - 1];
+  if (name == "nextitem" && k + 1 < n)
+    return (*items)[k + 1];
+  return std::nullopt;
 }
 
 bool truthy(const Value &v) {
@@ -449,6 +518,7 @@ bool isPrintableNonAscii(uint32_t cp) {
 
 /// Python's repr(str).
 std::string strRepr(StringRef s) {
+  tickBytes(s.size());
   char quote = '\'';
   if (s.contains('\'') && !s.contains('"'))
     quote = '"';
@@ -544,12 +614,9 @@ std::string repr(const Value &v, size_t pos, unsigned depth) {
     out += "}";
     return v.kind == Kind::Namespace ? "<Namespace " + out + ">" : out;
   }
-  case Kind::Loop: {
-    const Value *index = v.dict->find(Value::str("index"));
-    const Value *length = v.dict->find(Value::str("length"));
-    return "<LoopContext " + std::to_string(index->i) + "/" +
-           std::to_string(length->i) + ">";
-  }
+  case Kind::Loop:
+    return "<LoopContext " + std::to_string(v.loop->index0 + 1) + "/" +
+           std::to_string(v.loop->length()) + ">";
   case Kind::Callable:
     fail(pos, "cannot render the function '" + v.s + "'");
   case Kind::Generator:
@@ -575,6 +642,7 @@ std::string toJson(const Value &v, size_t pos, unsigned depth = 0) {
       return v.f < 0 ? "-Infinity" : "Infinity";
     return floatRepr(v.f);
   case Kind::Str: {
+    tickBytes(v.s.size());
     std::string out = "\"";
     for (char c : v.s) {
       switch (c) {
@@ -1808,9 +1876,8 @@ public:
 
 private:
   void step(size_t pos) {
-    if (++steps > kMaxSteps)
-      fail(pos, "the template runs too long (more than " + Twine(kMaxSteps) +
-                    " steps)");
+    gPos = pos;
+    tick(1);
   }
 
   void emit(StringRef text, size_t pos) {
@@ -1903,33 +1970,17 @@ private:
     }
     if (items.empty())
       return exec(n.elseBody, scope);
-    int64_t length = items.size();
+    auto shared = std::make_shared<const List>(std::move(items));
+    int64_t length = shared->size();
     for (int64_t k = 0; k < length; ++k) {
       step(n.pos);
       Scope s{&scope, {}};
-      Dict loop;
-      auto put = [&](const char *key, Value v) {
-        loop.entries.emplace_back(Value::str(key), std::move(v));
-      };
-      put("index0", Value::integer(k));
-      put("index", Value::integer(k + 1));
-      put("revindex0", Value::integer(length - k - 1));
-      put("revindex", Value::integer(length - k));
-      put("first", Value::boolean(k == 0));
-      put("last", Value::boolean(k == length - 1));
-      put("length", Value::integer(length));
-      put("depth0", Value::integer(0));
-      put("depth", Value::integer(1));
-      if (k > 0)
-        put("previtem", items[k - 1]);
-      if (k + 1 < length)
-        put("nextitem", items[k + 1]);
       Value loopValue;
       loopValue.kind = Kind::Loop;
       loopValue.depth = 1;
-      loopValue.dict = std::make_shared<Dict>(std::move(loop));
+      loopValue.loop = std::make_shared<LoopState>(LoopState{shared, k});
       s.set("loop", std::move(loopValue));
-      bindTargets(n, items[k], s);
+      bindTargets(n, (*shared)[k], s);
       if (exec(n.bodies[0], s) == Flow::Break)
         break;
     }
@@ -1986,8 +2037,11 @@ private:
         return *v;
       return Value::undefined(what);
     case Kind::Namespace:
-    case Kind::Loop:
       if (const Value *v = obj.dict->find(Value::str(name.str())))
+        return *v;
+      return Value::undefined(what);
+    case Kind::Loop:
+      if (std::optional<Value> v = obj.loop->get(name))
         return *v;
       return Value::undefined(what);
     case Kind::Str:
@@ -2347,6 +2401,8 @@ private:
         fail(pos, "'in <string>' requires a string as left operand, not " +
                       typeName(needle));
       }
+      // std::string::find may take |hay| * |needle| steps.
+      tick(1 + hay.s.size() / 64 * (1 + needle.s.size() / 64));
       return StringRef(hay.s).contains(needle.s);
     case Kind::Dict:
       if (!isHashable(needle))
@@ -2512,6 +2568,7 @@ private:
   Value replace(const std::string &s, const std::string &old,
                 const std::string &with, int64_t count, size_t pos) {
     std::string out;
+    tick(1 + s.size() / 64 * (1 + old.size() / 64));
     if (old.empty()) {
       // Python inserts `with` around every code point.
       std::vector<size_t> starts = codePointStarts(s);
@@ -2583,8 +2640,10 @@ private:
           fail(e.pos,
                "range too big, maximum size for range is " + Twine(kMaxRange));
         List items;
-        for (int64_t i = v[0]; v[2] > 0 ? i < v[1] : i > v[1]; i += v[2])
+        for (int64_t i = v[0]; v[2] > 0 ? i < v[1] : i > v[1]; i += v[2]) {
+          step(e.pos);
           items.push_back(Value::integer(i));
+        }
         return makeList(std::move(items), e.pos);
       }
       fail(e.pos, "unsupported function '" + name + "'");
@@ -2838,7 +2897,6 @@ private:
     fail(pos, "unsupported filter '" + name + "'");
   }
 
-  uint64_t steps = 0;
   unsigned namespaces = 0;
 };
 
@@ -2903,6 +2961,11 @@ Expected<std::string> renderChatTemplate(StringRef file, StringRef templateText,
     root.set("add_generation_prompt", Value::boolean(addGenerationPrompt));
     root.set("bos_token", Value::str(bosToken.str()));
     root.set("eos_token", Value::str(eosToken.str()));
+    struct Budget {
+      uint64_t steps = 0;
+      Budget() { gSteps = &steps; }
+      ~Budget() { gSteps = nullptr; }
+    } budget;
     Renderer renderer;
     renderer.run(body, root);
     return std::move(renderer.output);
