@@ -1164,6 +1164,21 @@ private:
     ~DepthGuard() { --p.depth; }
   };
 
+  /// Each node a loop wraps around the expression so far (a + b + c, x.a.b,
+  /// x|f|g) deepens the tree as nesting does, so it counts the same.
+  struct ChainGuard {
+    Parser &p;
+    unsigned n = 0;
+    explicit ChainGuard(Parser &p) : p(p) {}
+    void add(size_t pos) {
+      ++n;
+      if (++p.depth > kMaxParseDepth)
+        fail(pos,
+             "the template nests more than " + Twine(kMaxParseDepth) + " deep");
+    }
+    ~ChainGuard() { p.depth -= n; }
+  };
+
   // Token access within the current tag.
   const Token &cur() const { return items[itemIndex].tokens[tokIndex]; }
   const Token &peek(size_t k = 1) const {
@@ -1378,7 +1393,9 @@ private:
   ExprP parseCondexpr() {
     DepthGuard guard(*this, cur().pos);
     ExprP e = parseOr();
+    ChainGuard chain(*this);
     while (cur().isName("if")) {
+      chain.add(cur().pos);
       size_t pos = next().pos;
       auto c = make(Expr::Cond, pos);
       c->args.push_back(parseOr());
@@ -1396,7 +1413,9 @@ private:
 
   ExprP parseOr() {
     ExprP e = parseAnd();
+    ChainGuard chain(*this);
     while (cur().isName("or")) {
+      chain.add(cur().pos);
       auto o = make(Expr::Or, next().pos);
       o->args.push_back(std::move(e));
       o->args.push_back(parseAnd());
@@ -1407,7 +1426,9 @@ private:
 
   ExprP parseAnd() {
     ExprP e = parseNot();
+    ChainGuard chain(*this);
     while (cur().isName("and")) {
+      chain.add(cur().pos);
       auto o = make(Expr::And, next().pos);
       o->args.push_back(std::move(e));
       o->args.push_back(parseNot());
@@ -1467,7 +1488,9 @@ private:
 
   ExprP parseMath1() {
     ExprP e = parseConcat();
+    ChainGuard chain(*this);
     while (cur().isOp("+") || cur().isOp("-")) {
+      chain.add(cur().pos);
       Token op = next();
       e = binary(op.text, op.pos, std::move(e), parseConcat());
     }
@@ -1489,8 +1512,10 @@ private:
 
   ExprP parseMath2() {
     ExprP e = parsePow();
+    ChainGuard chain(*this);
     while (cur().isOp("*") || cur().isOp("/") || cur().isOp("//") ||
            cur().isOp("%")) {
+      chain.add(cur().pos);
       Token op = next();
       e = binary(op.text, op.pos, std::move(e), parsePow());
     }
@@ -1499,7 +1524,9 @@ private:
 
   ExprP parsePow() {
     ExprP e = parseUnary(true);
+    ChainGuard chain(*this);
     while (cur().isOp("**")) {
+      chain.add(cur().pos);
       Token op = next();
       e = binary(op.text, op.pos, std::move(e), parseUnary(true));
     }
@@ -1618,8 +1645,12 @@ private:
   }
 
   ExprP parsePostfix(ExprP e) {
+    ChainGuard chain(*this);
     while (true) {
       const Token &t = cur();
+      if (!t.isOp(".") && !t.isOp("[") && !t.isOp("("))
+        return e;
+      chain.add(t.pos);
       if (t.isOp(".")) {
         size_t pos = next().pos;
         if (cur().kind == Tok::Int) {
@@ -1752,7 +1783,11 @@ private:
   }
 
   ExprP parseFilterExpr(ExprP e) {
+    ChainGuard chain(*this);
     while (true) {
+      if (!cur().isOp("|") && !cur().isName("is") && !cur().isOp("("))
+        return e;
+      chain.add(cur().pos);
       if (cur().isOp("|")) {
         next();
         auto f = make(Expr::Filter, cur().pos);

@@ -291,6 +291,17 @@ TEST(ChatTemplate, Limits) {
       "{{ " + std::string(200, '(') + "1" + std::string(200, ')') + " }}";
   EXPECT_EQ(render(deep), "error: t.json: chat_template:1:53: the template "
                           "nests more than 100 deep");
+  // Long chains deepen the tree as nesting does.
+  std::string sum = "{{ 1";
+  for (int i = 0; i < 1000; ++i)
+    sum += " + 1";
+  EXPECT_EQ(render(sum + " }}"), "error: t.json: chat_template:1:396: the "
+                                 "template nests more than 100 deep");
+  std::string attrs = "{{ x";
+  for (int i = 0; i < 1000; ++i)
+    attrs += ".a[0]";
+  EXPECT_EQ(render(attrs + " }}"), "error: t.json: chat_template:1:243: the "
+                                   "template nests more than 100 deep");
   std::string ifs;
   for (int i = 0; i < 200; ++i)
     ifs += "{% if 1 %}";
