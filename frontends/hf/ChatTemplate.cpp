@@ -2656,7 +2656,9 @@ private:
         Dict d;
         for (const auto &[key, value] : e.kwargs)
           d.set(Value::str(key), eval(*value, scope));
-        return makeDict(std::move(d), e.pos, Kind::Namespace);
+        Value ns = makeDict(std::move(d), e.pos, Kind::Namespace);
+        namespaceDicts.push_back(ns.dict);
+        return ns;
       }
       if (name == "range") {
         int64_t v[3] = {0, 0, 1};
@@ -2933,6 +2935,14 @@ private:
   }
 
   unsigned namespaces = 0;
+  /// Every namespace made, emptied at the end: `ns.x = ns` makes a cycle.
+  std::vector<std::shared_ptr<Dict>> namespaceDicts;
+
+public:
+  ~Renderer() {
+    for (const std::shared_ptr<Dict> &d : namespaceDicts)
+      d->entries.clear();
+  }
 };
 
 //===----------------------------------------------------------------------===//
