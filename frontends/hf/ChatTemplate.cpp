@@ -20,6 +20,8 @@
 
 #include "frontends/hf/ChatTemplate.h"
 
+#include "frontends/InputFiles.h"
+
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/ConvertUTF.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -3045,9 +3047,10 @@ readTokenizerChatConfig(StringRef file, StringRef text) {
     return createStringError(inconvertibleErrorCode(),
                              (file + ": " + message).str());
   };
-  Expected<json::Value> parsed = json::parse(text);
+  // Nesting bounded and duplicate keys refused before llvm::json parses.
+  Expected<json::Value> parsed = parseJSON(file, text);
   if (!parsed)
-    return error("not valid JSON: " + toString(parsed.takeError()));
+    return parsed.takeError();
   const json::Object *object = parsed->getAsObject();
   if (!object)
     return error("expected a JSON object");

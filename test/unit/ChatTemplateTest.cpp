@@ -350,8 +350,12 @@ TEST(ChatTemplate, TokenizerConfig) {
             "string \"content\"");
   EXPECT_EQ(read("[1]"), "error: tc.json: expected a JSON object");
   EXPECT_EQ(read("{"),
-            "error: tc.json: not valid JSON: [1:1, byte=1]: Expected object "
-            "key");
+            "error: tc.json: invalid JSON: [1:1, byte=1]: Expected object key");
+  EXPECT_EQ(read(std::string(100000, '[')),
+            "error: tc.json: JSON nests deeper than 64 levels (at byte 64)");
+  EXPECT_EQ(read(R"({"chat_template": "a", "chat_template": "b"})"),
+            "error: tc.json: key \"chat_template\" appears twice in one "
+            "object (at byte 23)");
 }
 
 } // namespace
