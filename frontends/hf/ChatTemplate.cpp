@@ -967,6 +967,11 @@ private:
               ++q;
           }
         }
+        if (q < src.size() &&
+            (src[q] == '_' || (q == p + 1 && src[p] == '0' &&
+                               StringRef("xXoObB").contains(src[q]))))
+          fail(p, "number literals with '_' or a base prefix (0x, 0o, 0b) "
+                  "are not supported");
         std::string text = src.substr(p, q - p);
         Token tok{isFloat ? Tok::Float : Tok::Int, text, 0, 0, p};
         if (isFloat) {

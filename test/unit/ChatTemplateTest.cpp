@@ -207,6 +207,17 @@ TEST(ChatTemplate, SyntaxErrors) {
             "loop");
   EXPECT_EQ(render("{% frobnicate %}"),
             "error: t.json: chat_template:1:1: unknown tag 'frobnicate'");
+  EXPECT_EQ(render("{{ 1_000 }}"),
+            "error: t.json: chat_template:1:4: number literals with '_' or a "
+            "base prefix (0x, 0o, 0b) are not supported");
+  EXPECT_EQ(render("{{ 0x1F }}"),
+            "error: t.json: chat_template:1:4: number literals with '_' or a "
+            "base prefix (0x, 0o, 0b) are not supported");
+  EXPECT_EQ(render("{{ a, b }}"), "error: t.json: chat_template:1:5: tuples "
+                                  "without parentheses are not supported");
+  EXPECT_EQ(render("{{ messages[0]() }}"),
+            "error: t.json: chat_template:1:12: only functions and methods "
+            "can be called");
   EXPECT_EQ(render("{{ 99999999999999999999 }}"),
             "error: t.json: chat_template:1:4: the integer literal "
             "99999999999999999999 is too large");
