@@ -104,7 +104,13 @@ MISTRAL_V3_TEKKEN = MISTRAL_V3_TOOLS.replace("[AVAILABLE_TOOLS] [", "[AVAILABLE_
 # mistralai 'v7' template (Mistral-Large-Instruct-2411).
 MISTRAL_V7 = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + '[/INST]' }}{% elif message['role'] == 'system' %}{{ '[SYSTEM_PROMPT] ' + message['content'] + '[/SYSTEM_PROMPT]' }}{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + eos_token }}{% else %}{{ raise_exception('Only user, system and assistant roles are supported!') }}{% endif %}{% endfor %}"
 
+# mistralai/Mixtral-8x22B-Instruct-v0.1: a list of named templates.
+MIXTRAL_8X22B_DEFAULT = "{{bos_token}}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ ' [INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + ' ' + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+MIXTRAL_8X22B_TOOL_USE = "{{bos_token}}{% set user_messages = messages | selectattr('role', 'equalto', 'user') | list %}{% for message in messages %}{% if message['role'] == 'user' %}{% if message == user_messages[-1] %}{% if tools %}{{'[AVAILABLE_TOOLS]'+ tools|string + '[/AVAILABLE_TOOLS]'}}{% endif %}{{ '[INST]' + message['content'] + '[/INST]' }}{% else %}{{ '[INST]' + message['content'] + '[/INST]' }}{% endif %}{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + ' ' + eos_token}}{% elif message['role'] == 'tool_results' %}{{'[TOOL_RESULTS]' + message['content']|string + '[/TOOL_RESULTS]'}}{% elif message['role'] == 'tool_calls' %}{{'[TOOL_CALLS]' + message['content']|string + eos_token}}{% endif %}{% endfor %}"
+
 REAL = {
+    "mixtral-8x22b-instruct-v0.1 default": MIXTRAL_8X22B_DEFAULT,
+    "mixtral-8x22b-instruct-v0.1 tool_use": MIXTRAL_8X22B_TOOL_USE,
     "mixtral-8x7b-instruct-v0.1-original": MIXTRAL_8X7B_V01_ORIGINAL,
     "mistral-7b-instruct-v0.1-original": MISTRAL_7B_V01_ORIGINAL,
     "mistral-v1-system (Mistral-7B-Instruct-v0.1/v0.2, Mixtral-8x7B-Instruct-v0.1)": MISTRAL_V1_SYSTEM,
