@@ -973,6 +973,9 @@ private:
           fail(p, "number literals with '_' or a base prefix (0x, 0o, 0b) "
                   "are not supported");
         std::string text = src.substr(p, q - p);
+        if (!isFloat && text.size() > 1 && text[0] == '0' &&
+            text.find_first_not_of('0') != std::string::npos)
+          fail(p, "integer literals with leading zeros are not allowed");
         Token tok{isFloat ? Tok::Float : Tok::Int, text, 0, 0, p};
         if (isFloat) {
           tok.f = std::strtod(text.c_str(), nullptr);

@@ -131,7 +131,7 @@ SYNTHETIC = {
     "comment-ws": "x  {#- c -#}  y\n  {# c #}\nz {#+ c +#}\nw",
     "multiline-tag": "{%\n if messages|length > 0\n%}\nyes\n{% endif %}",
     "output-none-bool": "{{ none }} {{ true }} {{ False }} {{ undefined_name }}|",
-    "ints-floats": "{{ 1 + 2 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 2 ** 3 ** 2 }} {{ 1.5 * 2 }} {{ 0.1 + 0.2 }} {{ 1e20 }} {{ 1e-5 }} {{ 10 / 4 }} {{ 7.5 // 2 }} {{ -7.5 % 2 }} {{ 1 == 1.0 }} {{ true + 1 }}",
+    "ints-floats": "{{ 1E3 }} {{ 2.5e-3 }} {{ 00 }} {{ 007.5 }} {{ 1 + 2 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 2 ** 3 ** 2 }} {{ 1.5 * 2 }} {{ 0.1 + 0.2 }} {{ 1e20 }} {{ 1e-5 }} {{ 10 / 4 }} {{ 7.5 // 2 }} {{ -7.5 % 2 }} {{ 1 == 1.0 }} {{ true + 1 }}",
     "strings": "{{ 'a' + \"b\" ~ 1 ~ none }} {{ 'it\\'s' }} {{ \"tab\\there\\nnl\" }} {{ '\\x41\\u00e9\\101' }} {{ 'ab' * 3 }} {{ 'a' 'b' }} {{ '\\d' }}",
     "compare": "{{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ 'a' < 'b' }} {{ [1, 2] == [1, 2] }} {{ {'a': 1} == {'a': 1} }} {{ 1 != 2 }} {{ 2 >= 2 }} {{ none == none }}",
     "logic": "{{ 0 or 'x' }} {{ 1 and 'y' }} {{ not 0 }} {{ '' or [] }} {{ none and 1 }} {{ not (1 and 0) }}",
@@ -173,6 +173,7 @@ SYNTHETIC = {
     "errors-syntax-6": "{# never closed",
     "errors-syntax-7": "{% break %}",
     "errors-syntax-8": "{{ (1 }}",
+    "errors-syntax-9": "{{ 007 }}",
 }
 
 # Outside the subset: ours must fail with exactly this message.
