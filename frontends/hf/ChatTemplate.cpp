@@ -2013,8 +2013,9 @@ private:
       }
       items = std::move(kept);
     }
-    if (items.empty())
-      return exec(n.elseBody, scope);
+    // jinja2 runs the else block unless some iteration reached the end of
+    // the body: a loop that only breaks or continues runs it too.
+    bool completed = false;
     auto shared = std::make_shared<const List>(std::move(items));
     int64_t length = shared->size();
     for (int64_t k = 0; k < length; ++k) {
@@ -2026,9 +2027,14 @@ private:
       loopValue.loop = std::make_shared<LoopState>(LoopState{shared, k});
       s.set("loop", std::move(loopValue));
       bindTargets(n, (*shared)[k], s);
-      if (exec(n.bodies[0], s) == Flow::Break)
+      Flow flow = exec(n.bodies[0], s);
+      if (flow == Flow::Break)
         break;
+      if (flow == Flow::Normal)
+        completed = true;
     }
+    if (!completed)
+      return exec(n.elseBody, scope);
     return Flow::Normal;
   }
 

@@ -179,6 +179,13 @@ TEST(ChatTemplate, LoopsAndScopes) {
                    "}}{% else %}-{% endfor %}",
                    kChat),
             "HiBye");
+  // jinja2 runs a for loop's else block unless an iteration reached the end
+  // of the body.
+  EXPECT_EQ(render("{% for i in [1, 2] %}{% break %}{% else %}E{% endfor %}|{% "
+                   "for i in [1, 2] %}{% continue %}{% else %}E{% endfor %}|{% "
+                   "for i in [1, 2] %}{% if i == 2 %}{% continue %}{% endif "
+                   "%}{% else %}E{% endfor %}"),
+            "E|E|");
   EXPECT_EQ(render("{% for k, v in {'a': 1}.items() %}{{ k }}={{ v }}{% "
                    "endfor %}"),
             "a=1");

@@ -341,6 +341,49 @@ def random_expression_templates(count, seed):
     return out
 
 
+def random_statement_templates(count, seed):
+    """Random nests of for/if/set/break/continue and namespaces (fixed
+    seed): jinja2's scoping (a for body's per-iteration scope, if's none,
+    loop variables, namespaces) and loop controls."""
+    import random
+    rng = random.Random(seed)
+    names = ["a", "b", "x", "y", "ns.n", "loop.index", "loop.last", "nothing"]
+
+    def value():
+        return rng.choice(["1", "a", "b", "x", "y", "ns.n", "a ~ b", "x ~ 'z'",
+                           "loop.index0", "(a or 0) + 1", "messages|length"])
+
+    def body(depth, in_loop):
+        out = []
+        for _ in range(rng.randint(1, 4)):
+            r = rng.random()
+            if r < 0.25:
+                out.append("{{ " + rng.choice(names) + " }},")
+            elif r < 0.45:
+                out.append("{% set " + rng.choice(["a", "b", "x"]) + " = " + value() + " %}")
+            elif r < 0.55:
+                out.append("{% set ns.n = " + value() + " %}")
+            elif r < 0.7 and depth:
+                var = rng.choice(["x", "y", "m"])
+                seq = rng.choice(["[1, 2, 3]", "messages", "range(3)", "'ab'", "[]"])
+                cond = rng.choice(["", "", " if " + var + " != 2"])
+                tail = ("{% else %}E" if rng.random() < 0.3 else "")
+                out.append("{% for " + var + " in " + seq + cond + " %}" +
+                           body(depth - 1, True) + tail + "{% endfor %}")
+            elif r < 0.85 and depth:
+                cond = rng.choice(["a", "b == 1", "loop.first", "x", "ns.n", "not y"])
+                els = ("{% else %}" + body(depth - 1, in_loop)) if rng.random() < 0.5 else ""
+                out.append("{% if " + cond + " %}" + body(depth - 1, in_loop) + els + "{% endif %}")
+            elif in_loop:
+                out.append(rng.choice(["{% break %}", "{% continue %}"]))
+            else:
+                out.append("|")
+        return "".join(out)
+
+    return ["{% set ns = namespace(n=0) %}" + body(3, False) + "{{ a }};{{ b }};{{ x }};{{ ns.n }}"
+            for _ in range(count)]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--driver", required=True)
@@ -373,6 +416,13 @@ def main():
                       "add_generation_prompt": True})
         expected.append(render_jinja(env, template, messages, "<s>", "</s>", True))
         names.append(f"expression {k}: {template!r}")
+    for k, template in enumerate(random_statement_templates(1000, 7)):
+        messages = MESSAGES["user-assistant-user"]
+        cases.append({"template": template, "messages": messages,
+                      "bos_token": "<s>", "eos_token": "</s>",
+                      "add_generation_prompt": False})
+        expected.append(render_jinja(env, template, messages, "<s>", "</s>", False))
+        names.append(f"statements {k}: {template!r}")
     for tname, (template, message) in UNSUPPORTED.items():
         cases.append({"template": template, "messages": UPPER_INPUT,
                       "bos_token": "<s>", "eos_token": "</s>",
