@@ -44,7 +44,7 @@ namespace {
 // Limits
 //===----------------------------------------------------------------------===//
 
-constexpr size_t kMaxOutput = 4u << 20;    // bytes of output, and of a string
+constexpr size_t kMaxOutput = 1u << 20;    // bytes of output, and of a string
 constexpr size_t kMaxListSize = 1u << 20;  // elements of a list
 constexpr uint64_t kMaxSteps = 10'000'000; // work units (tick()) per rendering
 constexpr unsigned kMaxParseDepth = 100;   // nesting of expressions, blocks
@@ -62,8 +62,9 @@ struct Failure {
 }
 
 /// The work budget of the rendering in progress on this thread (none while
-/// parsing): one unit per evaluation step, value copied, or 64 bytes of
-/// string copied or scanned. `gPos` is where the evaluation is.
+/// parsing): one unit per evaluation step, value copied, or 16 bytes of
+/// string copied or scanned (so at most 160 MB are copied in all). `gPos` is
+/// where the evaluation is.
 thread_local uint64_t *gSteps = nullptr;
 thread_local size_t gPos = 0;
 
@@ -73,7 +74,7 @@ void tick(uint64_t units) {
                    " steps)");
 }
 
-void tickBytes(size_t bytes) { tick(1 + bytes / 64); }
+void tickBytes(size_t bytes) { tick(1 + bytes / 16); }
 
 //===----------------------------------------------------------------------===//
 // UTF-8 and Python's notion of whitespace

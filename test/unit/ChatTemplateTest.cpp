@@ -286,22 +286,22 @@ TEST(ChatTemplate, Limits) {
             "error: t.json: chat_template:1:41: the template runs too long "
             "(more than 10000000 steps)");
   // Copying and scanning big strings counts against the budget too.
-  EXPECT_EQ(render("{% set s = 'x' * 4000000 %}{% for i in range(100000) %}{% "
+  EXPECT_EQ(render("{% set s = 'x' * 1000000 %}{% for i in range(100000) %}{% "
                    "set t = s %}{% endfor %}"),
             "error: t.json: chat_template:1:67: the template runs too long "
             "(more than 10000000 steps)");
-  EXPECT_EQ(render("{% set s = 'a' * 2000000 %}{% for i in range(100) %}{{ "
+  EXPECT_EQ(render("{% set s = 'a' * 1000000 %}{% for i in range(100) %}{{ "
                    "(s ~ 'b') in s }}{% endfor %}"),
             "error: t.json: chat_template:1:69: the template runs too long "
             "(more than 10000000 steps)");
   EXPECT_EQ(render("{{ range(100001) }}"),
             "error: t.json: chat_template:1:4: range too big, maximum size for "
             "range is 100000");
-  EXPECT_EQ(render("{{ 'x' * 5000000 }}"),
-            "error: t.json: chat_template:1:8: a string longer than 4194304 "
+  EXPECT_EQ(render("{{ 'x' * 2000000 }}"),
+            "error: t.json: chat_template:1:8: a string longer than 1048576 "
             "bytes");
   EXPECT_EQ(render("{% for i in range(5000) %}{{ 'x' * 1000 }}{% endfor %}"),
-            "error: t.json: chat_template:1:27: the output exceeds 4194304 "
+            "error: t.json: chat_template:1:27: the output exceeds 1048576 "
             "bytes");
   EXPECT_EQ(render("{{ " + std::string(5000, '(') + " }}"),
             "error: t.json: chat_template:1:5005: unexpected '}'");

@@ -46,7 +46,7 @@ static void renderAll(llvm::StringRef text, llvm::StringRef bos,
       checkError(r.takeError());
       return; // the other lists would most likely fail the same way
     }
-    check(r->size() <= (4u << 20));
+    check(r->size() <= (1u << 20));
   }
   llvm::Expected<hf::ChatFormat> f =
       hf::chatFormat("fuzz/tokenizer_config.json", text, bos, eos);
