@@ -23,7 +23,6 @@
 #include "frontends/InputFiles.h"
 
 #include "llvm/ADT/StringExtras.h"
-#include "llvm/Support/ConvertUTF.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 
@@ -1228,6 +1227,15 @@ private:
       unexpected("a name");
     return next().text;
   }
+  /// A name a for or set may bind.
+  std::string expectTarget() {
+    size_t pos = cur().pos;
+    std::string name = expectName();
+    if (name == "true" || name == "false" || name == "none" || name == "True" ||
+        name == "False" || name == "None")
+      fail(pos, "cannot assign to '" + name + "'");
+    return name;
+  }
   void expectEnd() {
     if (cur().kind != Tok::End)
       unexpected("the end of the tag");
@@ -1312,10 +1320,10 @@ private:
     }
     if (name == "for") {
       n->kind = Node::For;
-      n->targets.push_back(expectName());
+      n->targets.push_back(expectTarget());
       while (cur().isOp(",")) {
         next();
-        n->targets.push_back(expectName());
+        n->targets.push_back(expectTarget());
       }
       if (!cur().isName("in"))
         unexpected("'in'");
@@ -1342,7 +1350,7 @@ private:
       return n;
     }
     if (name == "set") {
-      n->text = expectName();
+      n->text = expectTarget();
       if (cur().isOp(".")) {
         next();
         n->kind = Node::SetAttr;

@@ -174,6 +174,9 @@ SYNTHETIC = {
     "errors-syntax-7": "{% break %}",
     "errors-syntax-8": "{{ (1 }}",
     "errors-syntax-9": "{{ 007 }}",
+    "errors-syntax-10": "{% set true = 1 %}",
+    "errors-syntax-11": "{% for none in messages %}{% endfor %}",
+    "set-keyword-names": "{% set in = 1 %}{% set loop = 2 %}{{ loop }}{% for if in [1] %}{{ if }}{% endfor %}",
 }
 
 # Outside the subset: ours must fail with exactly this message.
