@@ -1,5 +1,4 @@
-//===- ChatTemplate.cpp - chat templates of a Hugging Face tokenizer
-//-------===//
+//===- ChatTemplate.cpp - Hugging Face chat templates -----------*- C++ -*-===//
 //
 // Part of moe-compile.
 //

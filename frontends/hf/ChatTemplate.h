@@ -1,5 +1,4 @@
-//===- ChatTemplate.h - chat templates of a Hugging Face tokenizer -*- C++
-//-*-=//
+//===- ChatTemplate.h - Hugging Face chat templates -------------*- C++ -*-===//
 //
 // Part of moe-compile.
 //

@@ -1,5 +1,4 @@
-//===- ChatTemplateDriver.cpp - the chat-template renderer alone -*- C++
-//-*-===//
+//===- ChatTemplateDriver.cpp - the chat-template renderer ------*- C++ -*-===//
 //
 // Part of moe-compile.
 //

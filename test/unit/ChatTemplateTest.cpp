@@ -1,5 +1,4 @@
-//===- ChatTemplateTest.cpp - the chat-template renderer ---------*- C++
-//-*-===//
+//===- ChatTemplateTest.cpp - the chat-template renderer --------*- C++ -*-===//
 //
 // Part of moe-compile.
 //

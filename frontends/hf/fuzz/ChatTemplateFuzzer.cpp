@@ -1,5 +1,4 @@
-//===- ChatTemplateFuzzer.cpp - libFuzzer target for chat templates -*- C++
-//-*-//
+//===- ChatTemplateFuzzer.cpp - fuzzing chat templates ----------*- C++ -*-===//
 //
 // Part of moe-compile.
 //
