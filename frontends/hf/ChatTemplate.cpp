@@ -1375,10 +1375,15 @@ private:
       return n;
     }
     if (name == "generation") {
+      // transformers' AssistantTracker: a call block, so its body is a
+      // scope of its own and no loop control reaches out of it.
       n->kind = Node::Block;
       finishTag();
       std::string end;
+      unsigned outerLoops = loopDepth;
+      loopDepth = 0;
       n->bodies.push_back(parseBody({"endgeneration"}, end, pos, "generation"));
+      loopDepth = outerLoops;
       next();
       finishTag();
       return n;
@@ -1980,8 +1985,10 @@ private:
       return Flow::Break;
     case Node::Continue:
       return Flow::Continue;
-    case Node::Block:
-      return exec(n.bodies[0], scope);
+    case Node::Block: {
+      Scope inner{&scope, {}};
+      return exec(n.bodies[0], inner);
+    }
     case Node::For:
       return execFor(n, scope);
     }

@@ -32,14 +32,19 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
 class Generation(Extension):
-    """transformers' {% generation %} tag, without the mask tracking."""
+    """transformers' {% generation %} tag (AssistantTracker: a call block),
+    without the mask tracking."""
 
     tags = {"generation"}
 
     def parse(self, parser):
         lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return nodes.Scope(body, lineno=lineno)
+        body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+        return nodes.CallBlock(self.call_method("_generation_support"), [], [],
+                               body).set_lineno(lineno)
+
+    def _generation_support(self, caller):
+        return caller()
 
 
 # jinja2 compiles `(1)[1:]` to Python that warns "not subscriptable".
@@ -152,6 +157,8 @@ SYNTHETIC = {
     "selectattr": "{{ messages|selectattr('role', 'equalto', 'user')|list|length }} {{ messages|rejectattr('role', 'equalto', 'user')|list|length }} {{ messages|selectattr('content')|list|length }} {% for m in messages|selectattr('role', 'eq', 'assistant') %}{{ m.content }};{% endfor %}",
     "generator-once": "{% set g = messages|selectattr('role', 'equalto', 'user') %}{{ g|first }}{% for m in g %}{{ m.role }}{% endfor %}|{% for m in g %}again{% endfor %}",
     "items-filter": "{% for k, v in messages[0]|items %}{{ k }}:{{ v }};{% endfor %}",
+    "generation-scope": "{% set x = 1 %}{% generation %}{{ x }}{% set x = 2 %}{{ x }}{% endgeneration %}{{ x }}{% for m in messages %}{% generation %}{{ loop.index }}{{ m.role }}{% endgeneration %}{% endfor %}",
+    "errors-syntax-12": "{% for m in messages %}{% generation %}{% break %}{% endgeneration %}{% endfor %}",
     "generation": "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}{% else %}[{{ m.content }}]{% endif %}{% endfor %}",
     "system-fold": "{%- if messages[0]['role'] == 'system' -%}\n  {%- set sys = messages[0]['content'] | trim -%}\n  {%- set msgs = messages[1:] -%}\n{%- else -%}\n  {%- set msgs = messages -%}\n{%- endif -%}\n{{- bos_token -}}\n{%- for m in msgs -%}\n  {%- if m.role == 'user' and loop.last and sys is defined -%}\n    {{- '[INST] ' ~ sys ~ '\\n\\n' ~ m.content ~ ' [/INST]' -}}\n  {%- elif m.role == 'user' -%}\n    {{- '[INST] ' ~ m.content ~ ' [/INST]' -}}\n  {%- else -%}\n    {{- ' ' ~ m.content.strip() ~ eos_token -}}\n  {%- endif -%}\n{%- endfor -%}\n{%- if add_generation_prompt %} {% endif -%}\n",
     "errors-runtime-1": "{{ messages[0].role + 1 }}",
