@@ -836,8 +836,10 @@ std::string unescape(StringRef body, size_t pos) {
       out += e;
       continue;
     }
-    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+    if (cp > 0x10FFFF)
       fail(pos, "an escape for an invalid code point in a string literal");
+    if (cp >= 0xD800 && cp <= 0xDFFF)
+      fail(pos, "escapes for surrogate code points are not supported");
     encode(cp, out);
   }
   return out;
@@ -979,7 +981,7 @@ private:
         if (isFloat) {
           tok.f = std::strtod(text.c_str(), nullptr);
         } else if (StringRef(text).getAsInteger(10, tok.i)) {
-          fail(p, "the integer literal " + text + " is too large");
+          fail(p, "integers beyond 64 bits are not supported");
         }
         item.tokens.push_back(std::move(tok));
         p = q;

@@ -225,8 +225,11 @@ TEST(ChatTemplate, SyntaxErrors) {
             "error: t.json: chat_template:1:12: only functions and methods "
             "can be called");
   EXPECT_EQ(render("{{ 99999999999999999999 }}"),
-            "error: t.json: chat_template:1:4: the integer literal "
-            "99999999999999999999 is too large");
+            "error: t.json: chat_template:1:4: integers beyond 64 bits are not "
+            "supported");
+  EXPECT_EQ(render("{{ '\\ud800' }}"),
+            "error: t.json: chat_template:1:4: escapes for surrogate code "
+            "points are not supported");
 }
 
 TEST(ChatTemplate, Unsupported) {

@@ -244,7 +244,7 @@ MESSAGES = {
 }
 
 # The messages with which ours declines what jinja2 renders (random
-# expressions only): see docs/chat-templates.md.
+# expressions and literals only): see docs/chat-templates.md.
 DECLINED = ["not supported", "cannot render a generator",
             "cannot render the function"]
 
@@ -394,6 +394,28 @@ def random_statement_templates(count, seed):
             for _ in range(count)]
 
 
+def random_literal_templates(count, seed):
+    """Random string and number literals (fixed seed): escapes, quotes,
+    Unicode, exponents, against jinja2's lexer."""
+    import random
+    rng = random.Random(seed)
+    pieces = ["a", " ", "\\n", "\\t", "\\\\", "\\'", '\\"', "\\x41", "\\x4", "\\u00e9",
+              "\\u12", "\\U0001F600", "\\101", "\\8", "\\0", "\\q", "\\\n", "é", "日",
+              "}}", "%}", "{{", "\\a", "\\b", "\\f", "\\v", "\\ud800", "\\U00110000", "'", '"']
+    numbers = ["0", "00", "1", "10", "1.5", "1e3", "1E3", "1.5e-3", "2e+2", "1.", ".5",
+               "1_0", "0x1", "1e", "12345678901234567890", "9223372036854775807", "1.0e400"]
+    out = []
+    for _ in range(count):
+        if rng.random() < 0.7:
+            quote = rng.choice(["'", '"'])
+            body = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+            out.append("{{ " + quote + body + quote + " }}|{{ (" + quote + body + quote + ")|length }}")
+        else:
+            n = rng.choice(numbers)
+            out.append("{{ " + n + " }}|{{ -" + n + " }}|{{ " + n + " * 2 }}")
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--driver", required=True)
@@ -433,6 +455,13 @@ def main():
                       "add_generation_prompt": False})
         expected.append(render_jinja(env, template, messages, "<s>", "</s>", False))
         names.append(f"statements {k}: {template!r}")
+    for k, template in enumerate(random_literal_templates(1000, 3)):
+        messages = MESSAGES["one-user"]
+        cases.append({"template": template, "messages": messages,
+                      "bos_token": "<s>", "eos_token": "</s>",
+                      "add_generation_prompt": False})
+        expected.append(render_jinja(env, template, messages, "<s>", "</s>", False))
+        names.append(f"literal {k}: {template!r}")
     for tname, (template, message) in UNSUPPORTED.items():
         cases.append({"template": template, "messages": UPPER_INPUT,
                       "bos_token": "<s>", "eos_token": "</s>",
@@ -463,7 +492,7 @@ def main():
             good = "error" in got
         else:
             good = got.get("error") == want
-        if (not good and name.startswith("expression ")
+        if (not good and name.startswith(("expression ", "literal "))
                 and any(d in got.get("error", "") for d in DECLINED)):
             declined += 1  # outside the subset, said so: counted, not failed
             print(f"declined {name}: {got['error']}")
@@ -474,7 +503,7 @@ def main():
     print(f"{len(cases)} cases: {counts['ok']} renderings, {counts['raised']} "
           f"raise_exception, {counts['error']} other errors, "
           f"{counts['unsupported']} unsupported; {declined} random expressions "
-          f"declined as unsupported; {failures} mismatches")
+          f"and literals declined as unsupported; {failures} mismatches")
     return 1 if failures else 0
 
 
