@@ -25,7 +25,8 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
 tools = [ToolSubst("moe-opt", unresolved="fatal"),
          ToolSubst("moe-translate", unresolved="fatal"),
-         ToolSubst("moe-compile", unresolved="fatal")]
+         ToolSubst("moe-compile", unresolved="fatal"),
+         ToolSubst("moe-chat-template", unresolved="fatal")]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 # Python (with numpy) and the project's own Python package: the test-model
@@ -53,6 +54,11 @@ import subprocess
 if subprocess.run([config.python_executable, "-c", "import gguf"],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
     config.available_features.add("gguf")
+# PyPI's jinja2 (python/requirements-test.txt): the reference renderer for
+# the chat-template tests.
+if subprocess.run([config.python_executable, "-c", "import jinja2"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("jinja2")
 
 # The CUDA target. nvcc compiles the generated kernels (no GPU needed); the
 # CPU emulator (test/cuda-emu) runs them; tests that need a real GPU are in
