@@ -53,6 +53,11 @@ import subprocess
 if subprocess.run([config.python_executable, "-c", "import gguf"],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
     config.available_features.add("gguf")
+# PyPI's tokenizers and sentencepiece (the same requirements): the references
+# test/tokenizer checks our tokenizers against.
+if subprocess.run([config.python_executable, "-c", "import tokenizers, sentencepiece"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("tokenizers")
 
 # The CUDA target. nvcc compiles the generated kernels (no GPU needed); the
 # CPU emulator (test/cuda-emu) runs them; tests that need a real GPU are in
@@ -71,4 +76,4 @@ if config.moe_cuda_emu_lib:
              "--emu-driver", config.moe_cuda_emu_lib,
              "--emu-include", os.path.join(config.moe_src_root, "test", "cuda-emu"),
              "--runtime-include", os.path.join(config.moe_src_root, "runtime", "include")]
-            + [f"--runtime-lib {lib}" for lib in config.moe_runtime_libs])))
+            + [f"--runtime-lib={lib}" for lib in config.moe_runtime_libs])))

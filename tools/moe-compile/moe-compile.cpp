@@ -24,6 +24,7 @@
 #include "frontends/InputFiles.h"
 #include "frontends/gguf/GGUFImporter.h"
 #include "frontends/hf/HFImporter.h"
+#include "frontends/hf/Tokenizer.h"
 #include "frontends/hf/WeightFiles.h"
 #include "passes/Passes.h"
 #include "tools/common/CommandLine.h"
@@ -161,6 +162,15 @@ static cl::opt<bool> checkWeights(
     cl::desc("Scan every weight for NaN and infinity before compiling "
              "(reads all the weights once; off by default)"),
     cl::cat(category));
+
+static cl::opt<std::string> tokenizerOpt(
+    "tokenizer",
+    cl::desc("The tokenizer embedded in the executable (for --prompt): "
+             "'auto' (default: the model directory's tokenizer.json, else "
+             "its tokenizer.model), 'none', or the path of a tokenizer.json "
+             "or SentencePiece .model file (BOS/EOS from the model "
+             "directory's config.json and tokenizer_config.json)"),
+    cl::init("auto"), cl::value_desc("auto|none|PATH"), cl::cat(category));
 
 namespace {
 
@@ -407,8 +417,12 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
     args.push_back("-DMOERT_FATBIN=\"" + std::string(fatbin) + "\"");
   }
   args.insert(args.end(),
-              {std::string(cpp), MOE_RUNTIME_MAIN_LIB, MOE_RUNTIME_LIB,
-               "-lpthread", "-ldl", "-o", std::string(built)});
+              {std::string(cpp), MOE_RUNTIME_MAIN_LIB, MOE_RUNTIME_LIB});
+  // The tokenizer's libraries (libsentencepiece, libpcre2-8).
+  for (StringRef lib : split(MOE_RUNTIME_EXTRA_LIBS, ' '))
+    if (!lib.empty())
+      args.push_back(lib.str());
+  args.insert(args.end(), {"-lpthread", "-ldl", "-o", std::string(built)});
   progress(step, steps, "building " + path + " with " + cxx);
   if (!run(args, log, "building the executable"))
     return 1;
@@ -580,6 +594,28 @@ int main(int argc, char **argv) {
     if (Error e = mlir::moe::checkNotAnInput(weightsPath, inputs))
       return fail(toString(std::move(e)));
   }
+  // The tokenizer, converted now so that a bad one fails before any work.
+  mlir::moe::hf::TokenizerBlob tokenizer;
+  if (tokenizerOpt != "none") {
+    auto dir = (*module)->getAttrOfType<mlir::StringAttr>("moe.weight_dir");
+    mlir::moe::ModelAttr model = mlir::moe::getModel(*module);
+    // A GGUF file carries its tokenizer in its metadata (moe.tokenizer),
+    // which is not converted yet: such a model has none unless given one.
+    bool fromGguf = (*module)->hasAttr("moe.tokenizer");
+    if (dir && model && (tokenizerOpt != "auto" || !fromGguf)) {
+      auto blob = tokenizerOpt == "auto"
+                      ? mlir::moe::hf::findTokenizer(dir.getValue(),
+                                                     model.getVocabSize())
+                      : mlir::moe::hf::convertTokenizer(
+                            tokenizerOpt, dir.getValue(), model.getVocabSize());
+      if (!blob)
+        return fail(toString(blob.takeError()));
+      tokenizer = std::move(*blob);
+      if (!tokenizer.data.empty() && !quiet)
+        errs() << "      tokenizer: " << tokenizer.source << " ("
+               << tokenizer.pieces << " pieces)\n";
+    }
+  }
   if (checkWeights) {
     ByteProgress report("checking weights:");
     if (failed(mlir::moe::hf::checkWeightValues(*module, report)))
@@ -643,6 +679,8 @@ int main(int argc, char **argv) {
   mlir::TimingScope emitTimer = timing.nest(isCuda ? "emit CUDA" : "emit C++");
   mlir::moe::EmitOptions options;
   options.modelName = displayName();
+  options.tokenizer = tokenizer.data;
+  options.tokenizerSource = sys::path::filename(tokenizer.source).str();
   if (!quantized->empty()) {
     options.artifactDir = std::string(artifactDir);
     options.artifactBuild = quantized->buildId;
