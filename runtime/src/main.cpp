@@ -506,9 +506,10 @@ int run(int argc, char **argv) {
       die("%s%s", error.c_str(),
           program->tokenizer_size
               ? ""
-              : " (the model directory had no tokenizer.json or "
-                "tokenizer.model; give moe-compile --tokenizer=PATH, or use "
-                "--tokens)");
+              : " (moe-compile found no tokenizer.json or tokenizer.model "
+                "in the model directory, or the model is a GGUF file, whose "
+                "tokenizer is not converted yet; give moe-compile "
+                "--tokenizer=PATH, or use --tokens)");
   }
   if (detokenizeArg) {
     // Through the streaming decoder, piece by piece, as --prompt prints.
