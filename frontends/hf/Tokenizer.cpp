@@ -640,16 +640,24 @@ Expected<TokenizerBlob> convertJSON(StringRef path, StringRef text,
   bool addBos = false;
   if (special.addBos) {
     addBos = *special.addBos;
-  } else if (const json::Object *post =
-                 root->get("post_processor")
-                     ? root->get("post_processor")->getAsObject()
-                     : nullptr) {
-    if (post->getString("type") ==
-        std::optional<StringRef>("TemplateProcessing"))
-      if (const json::Array *single = post->getArray("single"))
-        if (!single->empty())
-          if (const json::Object *first = (*single)[0].getAsObject())
-            addBos = first->get("SpecialToken") != nullptr;
+  } else if (const json::Value *post = root->get("post_processor")) {
+    // A TemplateProcessing, alone or in a Sequence (Llama 3's: ByteLevel,
+    // then the template).
+    std::vector<const json::Object *> processors;
+    if (const json::Object *o = post->getAsObject()) {
+      processors.push_back(o);
+      if (const json::Array *list = o->getArray("processors"))
+        for (const json::Value &v : *list)
+          if (const json::Object *p = v.getAsObject())
+            processors.push_back(p);
+    }
+    for (const json::Object *p : processors)
+      if (p->getString("type") ==
+          std::optional<StringRef>("TemplateProcessing"))
+        if (const json::Array *single = p->getArray("single"))
+          if (!single->empty())
+            if (const json::Object *first = (*single)[0].getAsObject())
+              addBos = first->get("SpecialToken") != nullptr;
   }
   if (Error e = checkAddBos(path, special, addBos))
     return std::move(e);

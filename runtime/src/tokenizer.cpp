@@ -337,6 +337,9 @@ struct Added {
   int32_t id;
   bool special, lstrip, rstrip, normalized;
   std::string content;
+  /// What is matched: the content, normalised when `normalized` (as the
+  /// library's AddedVocabulary does).
+  std::string match;
 };
 
 /// A piece of the text on its way to the model: text, or an added token.
@@ -389,6 +392,8 @@ private:
   };
   std::unordered_map<uint64_t, MergeInfo> merges;
   std::vector<Added> added;
+  /// Whether an added token (not normalized, normalized) starts with a byte.
+  bool addedFirst[2][256] = {};
   std::vector<Step> normalizers, pretokenizers, decoders;
   bool decoderHasByteLevel = false, decoderHasByteFallback = false;
   std::shared_ptr<Regex> gpt2;
@@ -560,7 +565,15 @@ bool BpeTokenizer::parse(Reader &r, int64_t vocabSize, std::string &error) {
     }
     return true;
   };
-  return steps(normalizers, 0) && steps(pretokenizers, 1) && steps(decoders, 2);
+  if (!steps(normalizers, 0) || !steps(pretokenizers, 1) || !steps(decoders, 2))
+    return false;
+  for (Added &a : added) {
+    a.match = a.content;
+    if (a.normalized)
+      normalize(a.match);
+    addedFirst[a.normalized][(unsigned char)a.match[0]] = true;
+  }
+  return true;
 }
 
 /// tokenizers' AddedVocabulary::find_matches: leftmost-longest matches of
@@ -575,17 +588,21 @@ void BpeTokenizer::splitAdded(const std::string &text, bool normalized,
     any |= a.normalized == normalized;
   while (any && i < n) {
     const Added *best = nullptr;
+    if (!addedFirst[normalized][p[i]]) {
+      ++i;
+      continue;
+    }
     for (const Added &a : added)
       if (a.normalized == normalized &&
-          (!best || a.content.size() > best->content.size()) &&
-          text.compare(i, a.content.size(), a.content) == 0)
+          (!best || a.match.size() > best->match.size()) &&
+          text.compare(i, a.match.size(), a.match) == 0)
         best = &a;
     if (!best) {
       size_t len = utf8Length(p, i, n);
       i += len ? len : 1;
       continue;
     }
-    size_t b = i, e = i + best->content.size();
+    size_t b = i, e = i + best->match.size();
     if (best->lstrip) {
       size_t nb = b;
       while (nb > start) {

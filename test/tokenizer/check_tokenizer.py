@@ -31,8 +31,8 @@ import sys
 import time
 
 import sentencepiece as spm
-from tokenizers import (Regex, Tokenizer, decoders, models, normalizers,
-                        pre_tokenizers, trainers)
+from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models,
+                        normalizers, pre_tokenizers, trainers)
 
 from moe_ref import generate
 
@@ -88,6 +88,8 @@ def corpus(specials):
         f"{s0} {s0}{s0}  {s1}",
         f"almost {s0[:-1]} special",
         "def f(x):\n    return x  # comment\n",
+        "hello wörld, wörld.wörld",
+        "a <mask> b  <mask>\t\tc<mask>",
         "numbers 0 12 345 6789 3.14159 1e-5",
         "it's we're they've I'm you'll he'd",
         "\U0001F600\U0001F601 \U00010348 gothic",
@@ -129,6 +131,11 @@ def train_hf(kind):
                                       limit_alphabet=60, show_progress=False)
         tok.train_from_iterator(TRAIN, trainer)
         tok = with_byte_vocab(tok, specials)
+        # Added tokens beyond the specials: one matched in the normalised
+        # text (its content normalised too), one that takes the whitespace
+        # beside it.
+        tok.add_tokens([AddedToken("wörld", normalized=True)])
+        tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True)])
         return tok, specials, {"bos": 1, "eos": 2}
     specials = ["<|begin|>", "<|end|>", "<|pad|>"]
     tok = Tokenizer(models.BPE(ignore_merges=(kind == "bytelevel-split")))

@@ -611,6 +611,10 @@ int main(int argc, char **argv) {
       if (!blob)
         return fail(toString(blob.takeError()));
       tokenizer = std::move(*blob);
+      if (!outputPath.empty() && !tokenizer.source.empty())
+        if (Error e =
+                mlir::moe::checkNotAnInput(outputPath, {tokenizer.source}))
+          return fail(toString(std::move(e)));
       if (!tokenizer.data.empty() && !quiet)
         errs() << "      tokenizer: " << tokenizer.source << " ("
                << tokenizer.pieces << " pieces)\n";
