@@ -722,6 +722,7 @@ Expected<TokenizerBlob> convertSentencePiece(StringRef path, StringRef bytes,
   blob.source = path.str();
   blob.data = std::move(w.out);
   blob.pieces = sp.GetPieceSize();
+  blob.sentencePiece = true;
   return blob;
 }
 

@@ -32,6 +32,8 @@ struct TokenizerBlob {
   std::string data;
   /// Pieces in the tokenizer, for messages.
   int64_t pieces = 0;
+  /// A SentencePiece model (the executable links libsentencepiece).
+  bool sentencePiece = false;
 };
 
 struct TokenizerExtras {

@@ -14,7 +14,6 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
-#include <sentencepiece_processor.h>
 
 #include <algorithm>
 #include <cctype>
@@ -410,7 +409,7 @@ private:
 };
 
 bool BpeTokenizer::parse(Reader &r, int64_t vocabSize, std::string &error) {
-  uint32_t flags, n;
+  uint32_t flags = 0, n = 0;
   if (!r.u32(flags))
     return false;
   if (flags > 7)
@@ -487,7 +486,7 @@ bool BpeTokenizer::parse(Reader &r, int64_t vocabSize, std::string &error) {
     added.push_back(std::move(a));
   }
   auto steps = [&](std::vector<Step> &out, int kind) -> bool {
-    uint32_t count;
+    uint32_t count = 0;
     if (!r.count(count, 4))
       return false;
     for (uint32_t i = 0; i < count; ++i) {
@@ -1005,69 +1004,6 @@ bool BpeTokenizer::closes(int32_t id, bool skipSpecial) const {
   return true;
 }
 
-//===----------------------------------------------------------------------===//
-// SentencePiece
-//===----------------------------------------------------------------------===//
-
-class SpmTokenizer : public Tokenizer {
-public:
-  bool parse(Reader &r, int64_t vocabSize, std::string &error) {
-    std::string proto;
-    if (!r.str(proto))
-      return false;
-    auto status = sp.LoadFromSerializedProto(proto);
-    if (!status.ok()) {
-      error = "libsentencepiece cannot load the model: " + status.ToString();
-      return false;
-    }
-    if (sp.GetPieceSize() > vocabSize) {
-      error = "the SentencePiece model has " +
-              std::to_string(sp.GetPieceSize()) + " pieces, more than the " +
-              std::to_string(vocabSize) + " of the model's vocabulary";
-      return false;
-    }
-    return true;
-  }
-  bool encode(const std::string &text, bool addSpecial,
-              std::vector<int32_t> &ids, std::string &error) const override {
-    ids.clear();
-    if (!isValidUtf8(text)) {
-      error = "the text is not valid UTF-8";
-      return false;
-    }
-    std::vector<int> out;
-    auto status = sp.Encode(text, &out);
-    if (!status.ok()) {
-      error = "libsentencepiece: " + status.ToString();
-      return false;
-    }
-    if (addSpecial && addBosFlag && bosId >= 0)
-      ids.push_back(bosId);
-    ids.insert(ids.end(), out.begin(), out.end());
-    return true;
-  }
-  std::string decode(const std::vector<int32_t> &ids,
-                     bool skipSpecial) const override {
-    std::vector<int> in;
-    for (int32_t id : ids)
-      if (id >= 0 && id < sp.GetPieceSize() &&
-          !(skipSpecial && sp.IsControl(id)))
-        in.push_back(id);
-    std::string text;
-    if (!sp.Decode(in, &text).ok())
-      return "";
-    return text;
-  }
-  bool closes(int32_t id, bool) const override {
-    return id >= 0 && id < sp.GetPieceSize() && !sp.IsByte(id) &&
-           !sp.IsControl(id);
-  }
-  int64_t size() const override { return sp.GetPieceSize(); }
-
-private:
-  sentencepiece::SentencePieceProcessor sp;
-};
-
 } // namespace
 
 bool isValidUtf8(const std::string &s) {
@@ -1094,7 +1030,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const void *blob, size_t size,
     return nullptr;
   }
   Reader r(blob, size);
-  uint32_t kind, nEos;
+  uint32_t kind = 0, nEos = 0;
   int32_t bos;
   bool addBos;
   std::string prefix, suffix;
@@ -1117,9 +1053,15 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const void *blob, size_t size,
       ok = bpe->parse(r, vocabSize, error);
       tok = std::move(bpe);
     } else if (kind == 2) {
-      auto spm = std::make_unique<SpmTokenizer>();
-      ok = spm->parse(r, vocabSize, error);
-      tok = std::move(spm);
+      std::string proto;
+      ok = r.str(proto);
+      if (ok && !loadSentencePiece) {
+        error = "the tokenizer is a SentencePiece model, and this program "
+                "was built without libsentencepiece (link all of "
+                "libmoert_spm and -lsentencepiece)";
+        return nullptr;
+      }
+      ok = ok && loadSentencePiece(proto, vocabSize, tok, error);
     } else {
       ok = r.fail("unknown tokenizer kind " + std::to_string(kind));
     }

@@ -114,6 +114,13 @@ private:
   std::string emitNew(const std::string &text);
 };
 
+/// A SentencePiece tokenizer from its serialized model proto
+/// (tokenizer_spm.cpp, libmoert_spm). Weak: programs whose tokenizer is not
+/// SentencePiece are built without it and libsentencepiece.
+bool loadSentencePiece(const std::string &proto, int64_t vocabSize,
+                       std::unique_ptr<Tokenizer> &out, std::string &error)
+    __attribute__((weak));
+
 /// Whether `s` is valid UTF-8 (no surrogates, no overlong forms).
 bool isValidUtf8(const std::string &s);
 

@@ -366,7 +366,8 @@ bool writeFile(StringRef path, StringRef text) {
 /// nvcc, into a fatbin the plan embeds) into the executable `path`,
 /// atomically: PATH is replaced only when every step succeeded.
 int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
-          int step, int steps, function_ref<int()> writeBeside) {
+          int step, int steps, bool sentencePiece,
+          function_ref<int()> writeBeside) {
   SmallString<128> dir;
   if (std::error_code ec = sys::fs::createUniqueDirectory("moe-compile", dir))
     return fail("cannot create a temporary directory: " + ec.message());
@@ -416,12 +417,20 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
       return 1;
     args.push_back("-DMOERT_FATBIN=\"" + std::string(fatbin) + "\"");
   }
-  args.insert(args.end(),
-              {std::string(cpp), MOE_RUNTIME_MAIN_LIB, MOE_RUNTIME_LIB});
-  // The tokenizer's libraries (libsentencepiece, libpcre2-8).
-  for (StringRef lib : split(MOE_RUNTIME_EXTRA_LIBS, ' '))
-    if (!lib.empty())
-      args.push_back(lib.str());
+  args.insert(args.end(), {std::string(cpp), MOE_RUNTIME_MAIN_LIB});
+  // A SentencePiece tokenizer runs through libsentencepiece (shared: Debian
+  // ships no archive); other programs do without it.
+  // (Whole: libmoert refers to it weakly, which pulls nothing from an
+  // archive.)
+  if (sentencePiece)
+    args.insert(args.end(), {"-Wl,--whole-archive", MOE_RUNTIME_SPM_LIB,
+                             "-Wl,--no-whole-archive"});
+  args.push_back(MOE_RUNTIME_LIB);
+  // The tokenizer's regexes: libpcre2-8's archive, so that the executable
+  // needs no shared library it did not need before.
+  args.push_back("-l:libpcre2-8.a");
+  if (sentencePiece)
+    args.push_back("-lsentencepiece");
   args.insert(args.end(), {"-lpthread", "-ldl", "-o", std::string(built)});
   progress(step, steps, "building " + path + " with " + cxx);
   if (!run(args, log, "building the executable"))
@@ -745,5 +754,5 @@ int main(int argc, char **argv) {
   emitTimer.stop();
   mlir::TimingScope buildTimer = timing.nest("build executable");
   return build(source, cuda ? &*cuda : nullptr, outputPath, 4, steps,
-               writeWeights);
+               tokenizer.sentencePiece, writeWeights);
 }
