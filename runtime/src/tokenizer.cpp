@@ -1105,7 +1105,29 @@ std::string DecodeStream::push(int32_t id) {
   ids.push_back(id);
   if (!tokenizer.closes(id, skipSpecial))
     return "";
-  return emitNew(tokenizer.decode(ids, skipSpecial));
+  std::string out = emitNew(tokenizer.decode(ids, skipSpecial));
+  slide();
+  return out;
+}
+
+void DecodeStream::slide() {
+  constexpr size_t kMax = 32, kKeep = 8;
+  if (ids.size() < kMax || !tokenizer.closes(ids.back(), skipSpecial))
+    return;
+  // Everything in the window is emitted (the last id closes). Start the
+  // window after a closing id among the last kKeep.
+  for (size_t start = ids.size() - kKeep; start < ids.size(); ++start) {
+    if (!tokenizer.closes(ids[start - 1], skipSpecial))
+      continue;
+    std::vector<int32_t> window(ids.begin() + std::ptrdiff_t(start), ids.end());
+    std::string text = tokenizer.decode(window, skipSpecial);
+    if (text.empty() || text.size() > emitted.size() ||
+        emitted.compare(emitted.size() - text.size(), text.size(), text) != 0)
+      continue;
+    ids.swap(window);
+    emitted.swap(text);
+    return;
+  }
 }
 
 std::string DecodeStream::finish() {

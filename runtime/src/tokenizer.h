@@ -99,6 +99,14 @@ protected:
 /// Text as it completes: push ids one at a time; each push returns the text
 /// that is now final. The concatenation of every push and finish() equals
 /// tokenizer.decode(all ids, skipSpecial).
+///
+/// It decodes a window of the latest ids, not all of them, and emits what
+/// decoding the window gains from the new ids. The window moves on to start
+/// after an id that closes (tokenizer.closes) once the decode of the shorter
+/// window is a non-empty suffix of the longer one's: the decoders' rules for
+/// the start of the text (Strip, Metaspace's first piece, SentencePiece's
+/// leading space) then touch only text already emitted. Each push costs
+/// O(window), not O(ids so far).
 class DecodeStream {
 public:
   DecodeStream(const Tokenizer &tokenizer, bool skipSpecial)
@@ -109,9 +117,10 @@ public:
 private:
   const Tokenizer &tokenizer;
   bool skipSpecial;
-  std::vector<int32_t> ids;
-  std::string emitted;
+  std::vector<int32_t> ids; // the window
+  std::string emitted;      // what decoding the window has given so far
   std::string emitNew(const std::string &text);
+  void slide();
 };
 
 /// A SentencePiece tokenizer from its serialized model proto
