@@ -2,8 +2,9 @@
 
 Trains tokenizers inside the test with PyPI's `tokenizers` (a Mistral-style
 BPE with byte fallback, in both of its forms: the legacy Prepend+Replace
-normaliser and the Metaspace pre-tokeniser; a ByteLevel BPE with the GPT-2
-Split regex; a GPT-2-style ByteLevel with its own regex) and `sentencepiece`
+normaliser and the Metaspace pre-tokeniser; a Metaspace BPE without byte
+fallback, unknown characters as <unk>; a ByteLevel BPE with Llama 3's Split
+regex; a GPT-2-style ByteLevel with its own regex) and `sentencepiece`
 (a BPE and a unigram .model), writes them beside a generated tiny model,
 compiles one binary per tokenizer with moe-compile, and checks:
 
@@ -136,6 +137,18 @@ def train_hf(kind):
         # beside it.
         tok.add_tokens([AddedToken("wörld", normalized=True)])
         tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True)])
+        return tok, specials, {"bos": 1, "eos": 2}
+    if kind == "unk-metaspace":
+        # No byte fallback: characters outside the vocabulary are <unk>,
+        # one per character (fuse_unk off).
+        specials = ["<unk>", "<s>", "</s>"]
+        tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=False))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme="always",
+                                                     split=False)
+        tok.decoder = decoders.Metaspace("▁", prepend_scheme="always")
+        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                      limit_alphabet=50, show_progress=False)
+        tok.train_from_iterator(TRAIN, trainer)
         return tok, specials, {"bos": 1, "eos": 2}
     specials = ["<|begin|>", "<|end|>", "<|pad|>"]
     tok = Tokenizer(models.BPE(ignore_merges=(kind == "bytelevel-split")))
@@ -282,7 +295,8 @@ def main():
         json.dump({"add_bos_token": True}, f)
 
     cases = []
-    for kind in ("mistral-legacy", "mistral-metaspace", "bytelevel-split", "bytelevel-gpt2"):
+    for kind in ("mistral-legacy", "mistral-metaspace", "unk-metaspace", "bytelevel-split",
+                 "bytelevel-gpt2"):
         tok, specials, ids = train_hf(kind)
         assert tok.get_vocab_size() <= VOCAB
         path = os.path.join(args.work, kind + ".json")
