@@ -612,11 +612,16 @@ int main(int argc, char **argv) {
     // which is not converted yet: such a model has none unless given one.
     bool fromGguf = (*module)->hasAttr("moe.tokenizer");
     if (dir && model && (tokenizerOpt != "auto" || !fromGguf)) {
-      auto blob = tokenizerOpt == "auto"
-                      ? mlir::moe::hf::findTokenizer(dir.getValue(),
-                                                     model.getVocabSize())
-                      : mlir::moe::hf::convertTokenizer(
-                            tokenizerOpt, dir.getValue(), model.getVocabSize());
+      // The chat template's text around one user message (--chat): none
+      // yet; issue 16 item 5's renderer (frontends/hf/ChatTemplate) fills
+      // it here.
+      mlir::moe::hf::TokenizerExtras extras;
+      auto blob =
+          tokenizerOpt == "auto"
+              ? mlir::moe::hf::findTokenizer(dir.getValue(),
+                                             model.getVocabSize(), extras)
+              : mlir::moe::hf::convertTokenizer(tokenizerOpt, dir.getValue(),
+                                                model.getVocabSize(), extras);
       if (!blob)
         return fail(toString(blob.takeError()));
       tokenizer = std::move(*blob);
