@@ -14,6 +14,8 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include "tokenizer.h" // runtime/src: the runtime's blob parser
+
 #include <sentencepiece_processor.h>
 
 #include <map>
@@ -682,6 +684,13 @@ Expected<TokenizerBlob> convertJSON(StringRef path, StringRef text,
   w.out += pretokenizers.out.out;
   w.u32(decoders.count);
   w.out += decoders.out.out;
+  // What the runtime will do with it: load it now.
+  std::string error;
+  if (!moert::Tokenizer::load(w.out.data(), w.out.size(), vocabSize, error)) {
+    StringRef why = error;
+    why.consume_front("the embedded tokenizer is corrupt: ");
+    return configError(path, "the runtime cannot use this tokenizer: " + why);
+  }
   TokenizerBlob blob;
   blob.source = path.str();
   blob.data = std::move(w.out);
