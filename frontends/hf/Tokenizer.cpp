@@ -14,6 +14,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include "gguf.h"      // runtime/src: the GGUF parser
 #include "tokenizer.h" // runtime/src: the runtime's blob parser
 
 #include <sentencepiece_processor.h>
@@ -743,6 +744,12 @@ Expected<TokenizerBlob> convertTokenizer(StringRef path, StringRef configDir,
   Expected<Special> special = readSpecial(configDir, vocabSize);
   if (!special)
     return special.takeError();
+  if (special->bos < 0 && extras.fallbackBos >= 0 &&
+      extras.fallbackBos < vocabSize)
+    special->bos = int32_t(extras.fallbackBos);
+  if (special->eos.empty() && extras.fallbackEos >= 0 &&
+      extras.fallbackEos < vocabSize)
+    special->eos.push_back(int32_t(extras.fallbackEos));
   auto file = readInputFile(path, kMaxTokenizerBytes);
   if (!file)
     return file.takeError();
@@ -750,6 +757,196 @@ Expected<TokenizerBlob> convertTokenizer(StringRef path, StringRef configDir,
     return convertJSON(path, (*file)->getBuffer(), *special, vocabSize, extras);
   return convertSentencePiece(path, (*file)->getBuffer(), *special, vocabSize,
                               extras);
+}
+
+Expected<TokenizerBlob> convertGGUFTokenizer(StringRef path, int64_t vocabSize,
+                                             const TokenizerExtras &extras) {
+  namespace G = moert::gguf;
+  Expected<InputFile> input = InputFile::open(path);
+  if (!input)
+    return input.takeError();
+  Expected<std::unique_ptr<MemoryBuffer>> mapped = input->map();
+  if (!mapped)
+    return mapped.takeError();
+  G::File file;
+  std::string parseError = G::parse(
+      reinterpret_cast<const unsigned char *>((*mapped)->getBufferStart()),
+      (*mapped)->getBufferSize(), file);
+  if (!parseError.empty())
+    return configError(path, parseError);
+  auto bad = [&](StringRef key, const Twine &message) {
+    return configError(path, "tokenizer metadata '" + key + "': " + message);
+  };
+
+  const G::Value *model = file.find("tokenizer.ggml.model");
+  if (!model || !model->asString())
+    return bad("tokenizer.ggml.model", "missing or not a string");
+  if (*model->asString() != "llama")
+    return bad("tokenizer.ggml.model",
+               "'" + printableText(*model->asString()) +
+                   "' is not supported (supported: llama)");
+  const G::Value *tokens = file.find("tokenizer.ggml.tokens");
+  if (!tokens || !tokens->isArray() || tokens->elemType != G::ValueType::STRING)
+    return bad("tokenizer.ggml.tokens", "missing or not an array of strings");
+  const std::vector<std::string> &pieces = tokens->strings;
+  int64_t n = int64_t(pieces.size());
+  if (n == 0 || n > vocabSize)
+    return bad("tokenizer.ggml.tokens",
+               Twine(n) + " tokens for a vocabulary of " + Twine(vocabSize));
+  const G::Value *scores = file.find("tokenizer.ggml.scores");
+  if (!scores || !scores->isArray() || int64_t(scores->floats.size()) != n)
+    return bad("tokenizer.ggml.scores", "missing or not one float per token");
+  const G::Value *types = file.find("tokenizer.ggml.token_type");
+  std::vector<int64_t> type(size_t(n), 1);
+  if (types) {
+    if (!types->isArray() || int64_t(types->ints.size()) != n)
+      return bad("tokenizer.ggml.token_type", "not one integer per token");
+    type = types->ints;
+  }
+  auto id = [&](StringRef key, int32_t &out) -> Error {
+    out = -1;
+    const G::Value *v = file.find(("tokenizer.ggml." + key).str());
+    if (!v)
+      return Error::success();
+    std::optional<uint64_t> u = v->asUInt();
+    if (!u || int64_t(*u) >= n)
+      return bad("tokenizer.ggml." + key.str(), "not a token id");
+    out = int32_t(*u);
+    return Error::success();
+  };
+  auto flag = [&](StringRef key, bool fallback) {
+    const G::Value *v = file.find(("tokenizer.ggml." + key).str());
+    std::optional<bool> b = v ? v->asBool() : std::nullopt;
+    return b ? *b : fallback;
+  };
+  Special special;
+  int32_t eos = -1, unk = -1;
+  if (Error e = id("bos_token_id", special.bos))
+    return std::move(e);
+  if (Error e = id("eos_token_id", eos))
+    return std::move(e);
+  if (Error e = id("unknown_token_id", unk))
+    return std::move(e);
+  if (eos >= 0)
+    special.eos.push_back(eos);
+  bool addBos = flag("add_bos_token", true);
+  bool spacePrefix = flag("add_space_prefix", true);
+  if (addBos && special.bos < 0)
+    return bad("tokenizer.ggml.add_bos_token",
+               "a BOS token is added, but there is no bos_token_id");
+
+  // The vocabulary, added tokens (control: special; user-defined), merges.
+  enum {
+    kNormal = 1,
+    kUnknown = 2,
+    kControl = 3,
+    kUser = 4,
+    kUnused = 5,
+    kByte = 6
+  };
+  StringMap<int32_t> ids;
+  bool byteFallback = false;
+  BlobWriter added;
+  uint32_t numAdded = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string &piece = pieces[size_t(i)];
+    if (!json::isUTF8(piece))
+      return bad("tokenizer.ggml.tokens",
+                 "token " + Twine(i) + " is not UTF-8");
+    if (type[size_t(i)] < kNormal || type[size_t(i)] > kByte)
+      return bad("tokenizer.ggml.token_type",
+                 "token " + Twine(i) + " has an unknown type");
+    if (!ids.try_emplace(piece, int32_t(i)).second)
+      return bad("tokenizer.ggml.tokens",
+                 "token " + Twine(i) + " repeats an earlier token");
+    byteFallback |= type[size_t(i)] == kByte;
+    if ((type[size_t(i)] == kControl || type[size_t(i)] == kUser) &&
+        !piece.empty()) {
+      added.i32(int32_t(i));
+      added.u32(type[size_t(i)] == kControl ? 1 : 0);
+      added.str(piece);
+      ++numAdded;
+    }
+  }
+  struct Merge {
+    double score;
+    int32_t result, left, right;
+  };
+  std::vector<Merge> merges;
+  for (int64_t i = 0; i < n; ++i) {
+    if (type[size_t(i)] != kNormal)
+      continue;
+    StringRef piece = pieces[size_t(i)];
+    std::vector<Merge> local;
+    for (size_t k = 1; k < piece.size(); ++k) {
+      if ((piece[k] & 0xc0) == 0x80)
+        continue; // inside a character
+      auto l = ids.find(piece.take_front(k)), r = ids.find(piece.drop_front(k));
+      if (l != ids.end() && r != ids.end())
+        local.push_back(
+            {scores->floats[size_t(i)], int32_t(i), l->second, r->second});
+    }
+    std::sort(local.begin(), local.end(), [](const Merge &a, const Merge &b) {
+      return std::make_pair(a.left, a.right) < std::make_pair(b.left, b.right);
+    });
+    merges.insert(merges.end(), local.begin(), local.end());
+  }
+  std::stable_sort(
+      merges.begin(), merges.end(),
+      [](const Merge &a, const Merge &b) { return a.score > b.score; });
+
+  BlobWriter w;
+  writeHeader(w, 1, special, addBos, extras);
+  w.u32(uint32_t(byteFallback) | 2u); // fuse_unk
+  w.i32(unk);
+  w.u32(uint32_t(n));
+  for (int64_t i = 0; i < n; ++i) {
+    w.i32(int32_t(i));
+    w.str(pieces[size_t(i)]);
+  }
+  w.u32(uint32_t(merges.size()));
+  for (const Merge &m : merges) {
+    w.i32(m.left);
+    w.i32(m.right);
+    w.i32(m.result);
+  }
+  w.u32(numAdded);
+  w.out += added.out;
+  const char *space = "\xe2\x96\x81";
+  // Normalizer: Prepend("▁") (add_space_prefix), Replace(" ", "▁").
+  w.u32(spacePrefix ? 2 : 1);
+  if (spacePrefix) {
+    w.u32(1);
+    w.str(space);
+  }
+  w.u32(2);
+  w.str(" ");
+  w.str(space);
+  w.u32(0); // no pre-tokenizer
+  // Decoder: Replace("▁", " "), ByteFallback, Fuse, Strip(" ", 1, 0).
+  w.u32(spacePrefix ? 4 : 3);
+  w.u32(1);
+  w.str(space);
+  w.str(" ");
+  w.u32(2);
+  w.u32(3);
+  if (spacePrefix) {
+    w.u32(4);
+    w.str(" ");
+    w.u32(1);
+    w.u32(0);
+  }
+  std::string error;
+  if (!moert::Tokenizer::load(w.out.data(), w.out.size(), vocabSize, error)) {
+    StringRef why = error;
+    why.consume_front("the embedded tokenizer is corrupt: ");
+    return configError(path, "the runtime cannot use its tokenizer: " + why);
+  }
+  TokenizerBlob blob;
+  blob.source = path.str();
+  blob.data = std::move(w.out);
+  blob.pieces = n;
+  return blob;
 }
 
 Expected<TokenizerBlob> findTokenizer(StringRef dir, int64_t vocabSize,

@@ -40,6 +40,9 @@ struct TokenizerExtras {
   /// The text around one user message that --chat wraps it in (a rendering
   /// of the model's chat template); empty: the model has none.
   std::string chatPrefix, chatSuffix;
+  /// BOS and EOS ids where config.json names none (a GGUF file's own);
+  /// -1: none.
+  int64_t fallbackBos = -1, fallbackEos = -1;
 };
 
 /// The tokenizer of model directory `dir`: tokenizer.json when present
@@ -54,6 +57,15 @@ llvm::Expected<TokenizerBlob> findTokenizer(llvm::StringRef dir,
 llvm::Expected<TokenizerBlob>
 convertTokenizer(llvm::StringRef path, llvm::StringRef configDir,
                  int64_t vocabSize, const TokenizerExtras &extras = {});
+
+/// The tokenizer in the metadata of GGUF file `path` (tokenizer.ggml.*):
+/// the "llama" kind (SentencePiece pieces with scores), converted as
+/// transformers converts a SentencePiece BPE to tokenizer.json: the pieces,
+/// merges ranked by the score of the piece they make, byte fallback, and
+/// the Prepend/Replace normaliser. Every id must be below `vocabSize`.
+llvm::Expected<TokenizerBlob>
+convertGGUFTokenizer(llvm::StringRef path, int64_t vocabSize,
+                     const TokenizerExtras &extras = {});
 
 /// Largest tokenizer file read.
 constexpr uint64_t kMaxTokenizerBytes = uint64_t(256) << 20;

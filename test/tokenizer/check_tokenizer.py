@@ -199,10 +199,16 @@ class SP:
 def train_spm(kind):
     import io
     out = io.BytesIO()
+    # "llama": as Llama's and Mistral's models are trained (no normalisation,
+    # whitespace kept), for a GGUF file's tokenizer metadata.
+    extra = dict(normalization_rule_name="identity", remove_extra_whitespaces=False) \
+        if kind == "llama" else dict(user_defined_symbols=["<sep>"])
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(TRAIN), model_writer=out, vocab_size=400 if kind == "bpe" else 340,
-        model_type=kind, byte_fallback=True, character_coverage=0.98, unk_id=0, bos_id=1,
-        eos_id=2, pad_id=-1, minloglevel=2, user_defined_symbols=["<sep>"])
+        sentence_iterator=iter(TRAIN), model_writer=out,
+        vocab_size=340 if kind == "unigram" else 400,
+        model_type="bpe" if kind == "llama" else kind, byte_fallback=True,
+        character_coverage=0.98, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+        **extra)
     return out.getvalue()
 
 
@@ -332,6 +338,38 @@ def main():
             c.compile(d, binary, path)
         c.check(kind, binary, ref, specials, bos)
         c.streamed(kind, binary, ref, bos)
+
+    # A GGUF file's "llama" tokenizer (pieces, scores, types from a
+    # SentencePiece BPE), converted by moe-compile to BPE merges ranked by
+    # score, against libsentencepiece on the model it came from: the ids,
+    # and the text of the ids of a text. (Special
+    # tokens in text are left out: the binary matches them as tokenizer.json
+    # does, SentencePiece does not.)
+    try:
+        from moe_ref import gguf_writer
+    except ImportError:
+        gguf_writer = None
+    if gguf_writer is not None:
+        proto = train_spm("llama")
+        spm_path = os.path.join(args.work, "llama.model")
+        with open(spm_path, "wb") as f:
+            f.write(proto)
+        gguf_path = os.path.join(model, "model.gguf")
+        gguf_writer.write_gguf(model, gguf_path, "f32", tokenizer=spm_path)
+        binary = os.path.join(args.work, "gguf.bin")
+        c.compile(gguf_path, binary)
+        ref = SP(proto)
+        for i, text in enumerate(corpus(["<s>", "</s>"])):
+            if "<s>" in text or "</s>" in text:
+                continue
+            ids = ref.encode(text)
+            c.expect(f"gguf tokenize #{i} {text[:40]!r}", c.tokenize(binary, text), [1] + ids)
+            r = c.run([binary, "--detokenize", ",".join(map(str, ids))])
+            c.expect(f"gguf round trip #{i}", r.stdout.decode("utf-8", "surrogateescape"),
+                     ref.decode(ids))
+        # (Not streamed(): decoding follows transformers' conversion, whose
+        # text for stray byte pieces and <unk> is not SentencePiece's.)
+        os.remove(gguf_path)
 
     # EOS: config.json's eos_token_id set to the id greedy decoding produces
     # at step 3; --prompt stops before it, --ignore-eos goes on.

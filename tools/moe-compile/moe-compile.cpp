@@ -608,14 +608,31 @@ int main(int argc, char **argv) {
   if (tokenizerOpt != "none") {
     auto dir = (*module)->getAttrOfType<mlir::StringAttr>("moe.weight_dir");
     mlir::moe::ModelAttr model = mlir::moe::getModel(*module);
-    // A GGUF file carries its tokenizer in its metadata (moe.tokenizer),
-    // which is not converted yet: such a model has none unless given one.
-    bool fromGguf = (*module)->hasAttr("moe.tokenizer");
-    if (dir && model && (tokenizerOpt != "auto" || !fromGguf)) {
+    // A GGUF file carries its tokenizer in its metadata (moe.tokenizer
+    // names the file).
+    auto gguf = (*module)->getAttrOfType<mlir::DictionaryAttr>("moe.tokenizer");
+    auto ggufFile = gguf ? gguf.getAs<mlir::StringAttr>("file") : nullptr;
+    if (dir && model && ggufFile && tokenizerOpt == "auto") {
+      SmallString<256> path(dir.getValue());
+      sys::path::append(path, ggufFile.getValue());
+      auto blob = mlir::moe::hf::convertGGUFTokenizer(
+          path, model.getVocabSize(), mlir::moe::hf::TokenizerExtras());
+      if (!blob)
+        return fail(toString(blob.takeError()));
+      tokenizer = std::move(*blob);
+    } else if (dir && model) {
       // The chat template's text around one user message (--chat): none
       // yet; issue 16 item 5's renderer (frontends/hf/ChatTemplate) fills
       // it here.
       mlir::moe::hf::TokenizerExtras extras;
+      // A GGUF file's BOS and EOS, where its directory has no config.json
+      // that names them.
+      if (gguf) {
+        if (auto bos = gguf.getAs<mlir::IntegerAttr>("bos_token_id"))
+          extras.fallbackBos = bos.getInt();
+        if (auto eos = gguf.getAs<mlir::IntegerAttr>("eos_token_id"))
+          extras.fallbackEos = eos.getInt();
+      }
       auto blob =
           tokenizerOpt == "auto"
               ? mlir::moe::hf::findTokenizer(dir.getValue(),
