@@ -507,9 +507,8 @@ int run(int argc, char **argv) {
           program->tokenizer_size
               ? ""
               : " (moe-compile found no tokenizer.json or tokenizer.model "
-                "in the model directory, or the model is a GGUF file, whose "
-                "tokenizer is not converted yet; give moe-compile "
-                "--tokenizer=PATH, or use --tokens)");
+                "in the model directory, or was given --tokenizer=none; give "
+                "moe-compile --tokenizer=PATH, or use --tokens)");
   }
   if (detokenizeArg) {
     // Through the streaming decoder, piece by piece, as --prompt prints.

@@ -618,7 +618,10 @@ int main(int argc, char **argv) {
       auto blob = mlir::moe::hf::convertGGUFTokenizer(
           path, model.getVocabSize(), mlir::moe::hf::TokenizerExtras());
       if (!blob)
-        return fail(toString(blob.takeError()));
+        return fail(toString(blob.takeError()) +
+                    " (--tokenizer=none compiles the model without a "
+                    "tokenizer; --tokenizer=PATH takes a tokenizer.json or "
+                    ".model instead)");
       tokenizer = std::move(*blob);
     } else if (dir && model) {
       // The chat template's text around one user message (--chat): none
