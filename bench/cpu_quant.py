@@ -249,6 +249,7 @@ def main():
                     binary = os.path.join(work, f"mini-{args.source}-{wtype}-{label}.bin")
                     sh(["c++", "-std=c++17", "-O2", "-march=native", "-w", "-I" + inc, cpp,
                         os.path.join(lib, "libmoert_main.a"), os.path.join(lib, "libmoert.a"),
+                        "-l:libpcre2-8.a",
                         "-lpthread", "-ldl", "-o", binary])
                     binaries.append((label, binary))
         llama = None

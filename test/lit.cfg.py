@@ -60,6 +60,12 @@ if subprocess.run([config.python_executable, "-c", "import jinja2"],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
     config.available_features.add("jinja2")
 
+# PyPI's tokenizers and sentencepiece (the same requirements): the references
+# test/tokenizer checks our tokenizers against.
+if subprocess.run([config.python_executable, "-c", "import tokenizers, sentencepiece"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("tokenizers")
+
 # The CUDA target. nvcc compiles the generated kernels (no GPU needed); the
 # CPU emulator (test/cuda-emu) runs them; tests that need a real GPU are in
 # scripts/gpu-check.sh and the gpu-labelled ctest.
@@ -77,4 +83,4 @@ if config.moe_cuda_emu_lib:
              "--emu-driver", config.moe_cuda_emu_lib,
              "--emu-include", os.path.join(config.moe_src_root, "test", "cuda-emu"),
              "--runtime-include", os.path.join(config.moe_src_root, "runtime", "include")]
-            + [f"--runtime-lib {lib}" for lib in config.moe_runtime_libs])))
+            + [f"--runtime-lib={lib}" for lib in config.moe_runtime_libs])))

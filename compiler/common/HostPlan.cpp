@@ -644,6 +644,19 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
       << (c.window ? " (rolling, window " + std::to_string(c.window) + ")"
                    : std::string(" (full)"))
       << "\n";
+  if (!options.tokenizer.empty()) {
+    p << "tokenizer: " << printableText(options.tokenizerSource) << " ("
+      << options.tokenizer.size() << " bytes embedded)\n";
+    // The blob as a string literal in lines of 64 bytes (an unsigned char
+    // array may be initialised from one; +1 for its NUL): far quicker to
+    // compile than a list of numbers.
+    os << "const unsigned char kTokenizer[" << options.tokenizer.size() + 1
+       << "] =\n";
+    StringRef blob = options.tokenizer;
+    for (size_t i = 0; i < blob.size(); i += 64)
+      os << "    " << cppQuoted(blob.substr(i, 64)) << "\n";
+    os << "    ;\n\n";
+  }
   os << "} // namespace\n\n"
      << "extern \"C\" const moert_program moert_compiled_program = {\n"
      << "  MOERT_ABI_VERSION, " << cppQuoted(options.modelName) << ", "
@@ -660,6 +673,10 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
      << ", "
      << (options.artifactBuild.empty() ? std::string("nullptr")
                                        : cppQuoted(options.artifactBuild))
+     << ",\n  "
+     << (options.tokenizer.empty()
+             ? std::string("nullptr, 0")
+             : "kTokenizer, " + std::to_string(options.tokenizer.size()))
      << "};\n";
 }
 

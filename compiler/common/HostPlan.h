@@ -39,6 +39,11 @@ struct EmitOptions {
   /// The quantised weights file's build id ("moe.build" in its metadata),
   /// which the runtime requires of the file it maps; empty when none.
   std::string artifactBuild;
+  /// The tokenizer blob embedded in the program (frontends/hf/Tokenizer.h;
+  /// moert_program::tokenizer), and the file it was converted from; empty:
+  /// none.
+  std::string tokenizer;
+  std::string tokenizerSource;
 };
 
 /// `s` as a C/C++ string literal: every byte that is not printable ASCII is

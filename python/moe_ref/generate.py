@@ -162,6 +162,10 @@ def main(argv=None):
     p.add_argument("--gguf-quantize-only", default="all", choices=["all", "experts"],
                    help="which rank-2 weights --gguf's TYPE applies to (default all)")
     add_rope_arguments(p)
+    p.add_argument("--gguf-tokenizer", metavar="SPM.model",
+                   help="the SentencePiece model whose pieces, scores and types --gguf "
+                        "writes as the file's tokenizer (default: placeholder tokens; "
+                        "needs PyPI's sentencepiece)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.shards < 1:
@@ -178,7 +182,8 @@ def main(argv=None):
             if progress:
                 progress(f"writing {path}")
             gguf_writer.write_gguf(args.out, path, wtype, args.gguf_quantize_only,
-                                   args.gguf_experts, args.gguf_version)
+                                   args.gguf_experts, args.gguf_version,
+                                   tokenizer=args.gguf_tokenizer)
     except ValueError as e:
         p.error(str(e))
 

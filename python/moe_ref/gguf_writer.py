@@ -83,8 +83,11 @@ def tensor_type(gname, wtype):
 
 
 def write_gguf(model_dir, out, wtype="f32", quantize_only="all", expert_layout="stacked",
-               version=3, progress=None):
-    """Writes MODEL_DIR as a llama.cpp GGUF at `out` (see the module doc)."""
+               version=3, progress=None, tokenizer=None):
+    """Writes MODEL_DIR as a llama.cpp GGUF at `out` (see the module doc).
+    tokenizer: a SentencePiece .model whose pieces, scores and types go into
+    the file's "llama" tokenizer metadata, as convert_hf_to_gguf.py writes
+    them (default: placeholder tokens t3, t4, ...)."""
     import gguf
 
     if wtype not in TYPES:
@@ -138,14 +141,32 @@ def write_gguf(model_dir, out, wtype="f32", quantize_only="all", expert_layout="
     wr.add_vocab_size(V)
     wr.add_file_type(file_types[wtype])
     wr.add_tokenizer_model("llama")
-    tokens = ["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(3, V)]
-    wr.add_token_list(tokens[:V])
-    wr.add_token_scores([0.0] * V)
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-    wr.add_token_types((types + [gguf.TokenType.NORMAL] * V)[:V])
-    wr.add_bos_token_id(c.get("bos_token_id", 1))
-    wr.add_eos_token_id(c.get("eos_token_id", 2))
-    wr.add_add_bos_token(False)
+    if tokenizer:
+        import sentencepiece
+        sp = sentencepiece.SentencePieceProcessor(model_file=tokenizer)
+        T = gguf.TokenType
+        n = sp.get_piece_size()
+        if n > V:
+            raise ValueError(f"{tokenizer} has {n} pieces, more than vocab_size {V}")
+        wr.add_token_list([sp.id_to_piece(i) for i in range(n)])
+        wr.add_token_scores([sp.get_score(i) for i in range(n)])
+        wr.add_token_types([T.UNKNOWN if sp.is_unknown(i) else T.CONTROL if sp.is_control(i)
+                            else T.BYTE if sp.is_byte(i) else T.UNUSED if sp.is_unused(i)
+                            else T.NORMAL for i in range(n)])
+        wr.add_unk_token_id(sp.unk_id())
+        wr.add_bos_token_id(sp.bos_id())
+        wr.add_eos_token_id(sp.eos_id())
+        wr.add_add_bos_token(True)
+        wr.add_add_space_prefix(True)
+    else:
+        tokens = ["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(3, V)]
+        wr.add_token_list(tokens[:V])
+        wr.add_token_scores([0.0] * V)
+        types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+        wr.add_token_types((types + [gguf.TokenType.NORMAL] * V)[:V])
+        wr.add_bos_token_id(c.get("bos_token_id", 1))
+        wr.add_eos_token_id(c.get("eos_token_id", 2))
+        wr.add_add_bos_token(False)
 
     def add(gname, arrays, hf_names, force_f32=False):
         """arrays: the float32 weight (stacked for experts); hf_names: the HF

@@ -9,7 +9,12 @@
 
 #include "moert/moert.h"
 
+#include <string>
 #include <vector>
+
+namespace moert {
+class Tokenizer;
+}
 
 /// Records the message of the failing call (moert_last_error) and returns
 /// `status`.
@@ -26,6 +31,11 @@ moert_status moert_scratch_floats(const moert_program *program, int64_t tokens,
 /// What a file that is not regular is, for messages: "a FIFO", "a
 /// directory", ... (`mode` is struct stat's st_mode).
 const char *moert_file_kind(unsigned mode);
+
+/// The program's tokenizer, parsed on the first call (thread-safe); null
+/// with `error` set when the program has none or it is corrupt.
+const moert::Tokenizer *moert_model_tokenizer(moert_model *model,
+                                              std::string &error);
 
 // The CUDA backend (cuda.cpp).
 struct moert_cuda_model;

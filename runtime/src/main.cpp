@@ -9,16 +9,18 @@
 // line, loads the weights, runs prefill and decode, samples, and reports.
 //
 // Every failure ends in one message on stderr and exit status 1, before
-// anything is printed on stdout: bad options, weight files (checked at load;
-// a file truncated while the model runs raises SIGBUS, which is caught and
-// reported), logits that are not finite, and --dump-logits, which only ever
-// creates a new file or replaces a regular one, through a temporary file
-// created beside it and renamed into place once complete.
+// anything is printed on stdout (but for --prompt/--chat, which print text
+// as it is generated, when a decode step fails): bad options, weight files
+// (checked at load; a file truncated while the model runs raises SIGBUS, which
+// is caught and reported), logits that are not finite, and --dump-logits, which
+// only ever creates a new file or replaces a regular one, through a temporary
+// file created beside it and renamed into place once complete.
 //
 //===----------------------------------------------------------------------===//
 
 #include "internal.h"
 #include "moert/moert.h"
+#include "tokenizer.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -35,6 +37,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <numeric>
 #include <random>
@@ -46,14 +49,30 @@ extern "C" const moert_program moert_compiled_program;
 namespace {
 
 const char *kUsage =
-    "usage: %s --tokens IDS [-n N] [options]\n"
+    "usage: %s (--prompt TEXT | --chat TEXT | --tokens IDS) [-n N] [options]\n"
+    "       %s --tokenize TEXT | --detokenize IDS\n"
     "\n"
-    "Runs the compiled model '%s': prefill on the prompt's token ids, then\n"
-    "decodes N tokens. Generated ids go to stdout on one line; speeds go to\n"
-    "stderr.\n"
+    "Runs the compiled model '%s': prefill on the prompt, then generates up\n"
+    "to N tokens. With --prompt or --chat the generated text is printed to\n"
+    "stdout as it is generated (then one newline), and generation stops at\n"
+    "the model's EOS token; with --tokens the generated ids go to stdout on\n"
+    "one line. Speeds go to stderr.\n"
     "\n"
-    "  --tokens IDS          prompt token ids, comma-separated (required)\n"
-    "  -n N                  tokens to generate (default 16)\n"
+    "  --prompt TEXT         the prompt as text, tokenised with the model's\n"
+    "                        tokenizer (a BOS token first when the model's\n"
+    "                        config asks for it)\n"
+    "  --chat TEXT           one user message, wrapped in the model's chat\n"
+    "                        template, then as --prompt (no BOS added: the\n"
+    "                        template has it)\n"
+    "  --tokens IDS          the prompt as token ids, comma-separated; prints\n"
+    "                        ids and never stops early\n"
+    "  --tokenize TEXT       print the token ids of TEXT (as --prompt would\n"
+    "                        feed them) on one line and exit\n"
+    "  --detokenize IDS      print the text of comma-separated ids (special\n"
+    "                        tokens left out, decoded as --prompt streams\n"
+    "                        them) and exit\n"
+    "  -n N                  most tokens to generate (default 16)\n"
+    "  --ignore-eos          with --prompt/--chat, generate all N tokens\n"
     "  --temperature T       sampling temperature; 0 = greedy (default 0)\n"
     "  --top-p P             nucleus sampling threshold in (0, 1] (default 1)\n"
     "  --seed N              seed of the sampler (default 0)\n"
@@ -69,7 +88,8 @@ const char *kUsage =
     "                        directory)\n"
     "  --dump-logits FILE    write the logits as float32 .npy [prompt + N,\n"
     "                        vocab]: row i holds the logits after position i\n"
-    "                        (FILE: a new or a regular file, replaced whole)\n"
+    "                        (FILE: a new or a regular file, replaced whole;\n"
+    "                        with --prompt/--chat it needs --ignore-eos)\n"
     "  --print-plan          print the compiled plan and exit\n"
     "  --help                this text\n";
 
@@ -198,14 +218,15 @@ double parseFloat(const char *flag, const char *text, double lo, double hi) {
   return v;
 }
 
-std::vector<int32_t> parseTokens(const char *text) {
+std::vector<int32_t> parseTokens(const char *text,
+                                 const char *flag = "--tokens") {
   std::vector<int32_t> ids;
   std::string s(text);
   size_t start = 0;
   while (start <= s.size()) {
     size_t comma = s.find(',', start);
     std::string item = s.substr(start, comma - start);
-    ids.push_back(int32_t(parseInt("--tokens", item.c_str(), 0, INT32_MAX)));
+    ids.push_back(int32_t(parseInt(flag, item.c_str(), 0, INT32_MAX)));
     if (comma == std::string::npos)
       break;
     start = comma + 1;
@@ -405,9 +426,11 @@ int run(int argc, char **argv) {
   const moert_program *program = &moert_compiled_program;
   const char *tokensArg = nullptr, *weights = nullptr, *dump = nullptr;
   const char *quantized = nullptr;
+  const char *promptArg = nullptr, *chatArg = nullptr, *tokenizeArg = nullptr;
+  const char *detokenizeArg = nullptr;
   long long n = 16, seed = 0, threads = 0, maxBatch = 512;
   double temperature = 0, topP = 1;
-  bool printPlan = false;
+  bool printPlan = false, ignoreEos = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char * {
@@ -416,11 +439,21 @@ int run(int argc, char **argv) {
       return argv[++i];
     };
     if (a == "--help" || a == "-h") {
-      std::printf(kUsage, argv[0], program->model_name);
+      std::printf(kUsage, argv[0], argv[0], program->model_name);
       checkStdout();
       return 0;
     } else if (a == "--tokens") {
       tokensArg = value();
+    } else if (a == "--prompt") {
+      promptArg = value();
+    } else if (a == "--chat") {
+      chatArg = value();
+    } else if (a == "--tokenize") {
+      tokenizeArg = value();
+    } else if (a == "--detokenize") {
+      detokenizeArg = value();
+    } else if (a == "--ignore-eos") {
+      ignoreEos = true;
     } else if (a == "-n") {
       n = parseInt("-n", value(), 0, 1 << 30);
     } else if (a == "--temperature") {
@@ -456,9 +489,82 @@ int run(int argc, char **argv) {
     checkStdout();
     return 0;
   }
-  if (!tokensArg)
-    die("--tokens is required (see --help)");
-  std::vector<int32_t> prompt = parseTokens(tokensArg);
+  if (int(!!tokensArg) + int(!!promptArg) + int(!!chatArg) +
+          int(!!tokenizeArg) + int(!!detokenizeArg) >
+      1)
+    die("give one of --tokens, --prompt, --chat, --tokenize and --detokenize");
+  if (!tokensArg && !promptArg && !chatArg && !tokenizeArg && !detokenizeArg)
+    die("--prompt, --chat or --tokens is required (see --help)");
+  // The tokenizer, for everything but --tokens.
+  std::unique_ptr<moert::Tokenizer> tokenizer;
+  if (!tokensArg) {
+    std::string error;
+    tokenizer = moert::Tokenizer::load(program->tokenizer,
+                                       size_t(program->tokenizer_size),
+                                       program->vocab_size, error);
+    if (!tokenizer)
+      die("%s%s", error.c_str(),
+          program->tokenizer_size
+              ? ""
+              : " (moe-compile found no tokenizer.json or tokenizer.model "
+                "in the model directory, or was given --tokenizer=none; give "
+                "moe-compile --tokenizer=PATH, or use --tokens)");
+  }
+  if (detokenizeArg) {
+    // Through the streaming decoder, piece by piece, as --prompt prints.
+    std::vector<int32_t> ids;
+    if (*detokenizeArg)
+      ids = parseTokens(detokenizeArg, "--detokenize");
+    moert::DecodeStream stream(*tokenizer, true);
+    std::string text;
+    for (int32_t id : ids) {
+      if (id >= program->vocab_size)
+        die("--detokenize: id %d is not below the vocabulary size %lld", id,
+            (long long)program->vocab_size);
+      text += stream.push(id);
+    }
+    text += stream.finish();
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    checkStdout();
+    return 0;
+  }
+  std::vector<int32_t> prompt;
+  if (tokensArg) {
+    prompt = parseTokens(tokensArg);
+  } else {
+    std::string text;
+    bool addSpecial = true;
+    if (chatArg) {
+      if (tokenizer->chatPrefix().empty() && tokenizer->chatSuffix().empty())
+        die("this model was compiled without a chat template; use --prompt");
+      text = tokenizer->chatPrefix() + chatArg + tokenizer->chatSuffix();
+      addSpecial = false;
+    } else {
+      text = promptArg ? promptArg : tokenizeArg;
+    }
+    std::string error;
+    if (!tokenizer->encode(text, addSpecial, prompt, error))
+      die("%s: %s",
+          chatArg     ? "--chat"
+          : promptArg ? "--prompt"
+                      : "--tokenize",
+          error.c_str());
+    if (tokenizeArg) {
+      for (size_t i = 0; i < prompt.size(); ++i)
+        std::printf("%s%d", i ? " " : "", prompt[i]);
+      std::printf("\n");
+      checkStdout();
+      return 0;
+    }
+    if (prompt.empty())
+      die("the prompt gives no tokens (an empty text, and the model adds no "
+          "BOS token)");
+  }
+  const bool textMode = !tokensArg;
+  const bool stopAtEos = textMode && !ignoreEos;
+  if (dump && stopAtEos)
+    die("--dump-logits with --prompt or --chat needs --ignore-eos (the file's "
+        "rows are fixed before generation)");
   if (int64_t(prompt.size()) + n > program->max_positions) {
     std::fprintf(stderr,
                  "error: prompt (%zu) + generated (%lld) tokens exceed the "
@@ -510,9 +616,24 @@ int run(int argc, char **argv) {
     dumped.write(logits, size_t(rows * vocab) * sizeof(float));
   std::vector<int32_t> generated;
   const float *last = logits + (rows - 1) * vocab;
+  // --prompt/--chat: the text as it completes, special tokens left out.
+  std::unique_ptr<moert::DecodeStream> stream;
+  if (textMode)
+    stream = std::make_unique<moert::DecodeStream>(*tokenizer, true);
+  auto print = [&](const std::string &text) {
+    if (text.empty())
+      return;
+    if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size())
+      die("cannot write to stdout: %s", std::strerror(errno));
+    checkStdout();
+  };
   for (long long i = 0; i < n; ++i) {
     int32_t token = sample(last, vocab, temperature, topP, rng);
+    if (stopAtEos && tokenizer->isEos(token))
+      break;
     generated.push_back(token);
+    if (stream)
+      print(stream->push(token));
     if (moert_decode(session, token) != MOERT_OK)
       die("%s", moert_last_error());
     last = moert_logits(session, &rows);
@@ -527,8 +648,12 @@ int run(int argc, char **argv) {
   if (dumped.active())
     dumped.commit();
 
-  for (size_t i = 0; i < generated.size(); ++i)
-    std::printf("%s%d", i ? " " : "", generated[i]);
+  if (stream) {
+    print(stream->finish());
+  } else {
+    for (size_t i = 0; i < generated.size(); ++i)
+      std::printf("%s%d", i ? " " : "", generated[i]);
+  }
   std::printf("\n");
   checkStdout();
   double prefillS = std::chrono::duration<double>(t1 - t0).count();
@@ -536,8 +661,9 @@ int run(int argc, char **argv) {
   std::fprintf(stderr,
                "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld "
                "tokens in %.3f s (%.1f tok/s) on %s\n",
-               prompt.size(), prefillS, double(prompt.size()) / prefillS, n,
-               decodeS, n ? double(n) / decodeS : 0.0,
+               prompt.size(), prefillS, double(prompt.size()) / prefillS,
+               (long long)generated.size(), decodeS,
+               generated.empty() ? 0.0 : double(generated.size()) / decodeS,
                moert_model_device(model));
   loadedModel.store(nullptr);
   moert_session_free(session);

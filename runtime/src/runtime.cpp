@@ -14,6 +14,7 @@
 #include "header.h"
 #include "internal.h"
 #include "moert/pool.h"
+#include "tokenizer.h"
 
 #include <fcntl.h>
 #include <strings.h>
@@ -29,6 +30,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -254,7 +256,23 @@ struct moert_model {
   moert_pool *pool = nullptr;
   int64_t maxTokens = 0;
   moert_cuda_model *cuda = nullptr;
+  /// The program's tokenizer, parsed on first use (moert_model_tokenizer).
+  std::once_flag tokenizerOnce;
+  std::unique_ptr<moert::Tokenizer> tokenizer;
+  std::string tokenizerError;
 };
+
+const moert::Tokenizer *moert_model_tokenizer(moert_model *model,
+                                              std::string &error) {
+  std::call_once(model->tokenizerOnce, [&] {
+    const moert_program *p = model->program;
+    model->tokenizer =
+        moert::Tokenizer::load(p->tokenizer, size_t(p->tokenizer_size),
+                               p->vocab_size, model->tokenizerError);
+  });
+  error = model->tokenizerError;
+  return model->tokenizer.get();
+}
 
 struct moert_session {
   moert_model *model = nullptr;

@@ -38,7 +38,8 @@
 // CHECK: moert::linear<float, 256, 64>(pool, [[S]], W6, n, logits);
 // CHECK-NEXT: }
 // CHECK: MOERT_TARGET_CPU, nullptr, nullptr, 0, nullptr,
-// CHECK-NEXT: nullptr};
+// CHECK-NEXT: nullptr, nullptr,
+// CHECK-NEXT: nullptr, 0};
 
 // CALLEE: error: 'moert.call' op calls 'system', which is not a kernel of the CPU library
 // NOTLOWERED: error: the module is not lowered for the CPU target: run --moe-lower-to-cpu first

@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TokenizerBlob.h"
 #include "moert/kernels.h"
 #include "moert/moert.h"
 
@@ -153,6 +154,79 @@ TEST_F(Load, RunsFromAMatchingFile) {
   for (int i = 0; i < 8; ++i)
     EXPECT_EQ(l[i], want[i]) << i;
   moert_session_free(s);
+}
+
+// The tokenizer through the C API: a 4-piece Mistral-style BPE.
+TEST_F(Load, TokenizesAndDetokenizes) {
+  std::string blob = moert_test::mistralBlob(
+      {"<s>", "\xe2\x96\x81", "h", "\xe2\x96\x81h"}, {{1, 2, 3}}, 0);
+  program.tokenizer = reinterpret_cast<const unsigned char *>(blob.data());
+  program.tokenizer_size = int64_t(blob.size());
+  write(weightImage());
+  ASSERT_EQ(load(), MOERT_OK) << moert_last_error();
+  int32_t ids[4] = {};
+  int64_t n = -1;
+  // Too small: the count needed, nothing written.
+  EXPECT_EQ(moert_tokenize(model, "h h", 3, 1, ids, 2, &n),
+            MOERT_ERROR_INVALID);
+  EXPECT_EQ(n, 3);
+  EXPECT_STREQ(moert_last_error(), "moert_tokenize: 3 ids do not fit in 2");
+  ASSERT_EQ(moert_tokenize(model, "h h", 3, 1, ids, 4, &n), MOERT_OK)
+      << moert_last_error();
+  ASSERT_EQ(n, 3);
+  EXPECT_EQ(ids[0], 0);
+  EXPECT_EQ(ids[1], 3);
+  EXPECT_EQ(ids[2], 3);
+  ASSERT_EQ(moert_tokenize(model, "h h", 3, 0, ids, 4, &n), MOERT_OK);
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(moert_tokenize(model, "\xff", 1, 0, ids, 4, &n),
+            MOERT_ERROR_INVALID);
+  EXPECT_STREQ(moert_last_error(),
+               "moert_tokenize: the text is not valid UTF-8");
+
+  const int32_t text[3] = {0, 3, 3};
+  char out[16];
+  size_t len = 0;
+  EXPECT_EQ(moert_detokenize(model, text, 3, 1, out, 3, &len),
+            MOERT_ERROR_INVALID);
+  EXPECT_EQ(len, 3u);
+  ASSERT_EQ(moert_detokenize(model, text, 3, 1, out, sizeof(out), &len),
+            MOERT_OK);
+  EXPECT_STREQ(out, "h h");
+  ASSERT_EQ(moert_detokenize(model, text, 3, 0, out, sizeof(out), &len),
+            MOERT_OK);
+  EXPECT_STREQ(out, "<s> h h");
+  EXPECT_EQ(moert_token_is_eos(model, 0), 1);
+  EXPECT_EQ(moert_token_is_eos(model, 3), 0);
+
+  moert_detokenizer *stream = nullptr;
+  ASSERT_EQ(moert_detokenizer_create(model, 1, &stream), MOERT_OK);
+  std::string streamed;
+  for (int32_t id : text) {
+    const char *piece = nullptr;
+    size_t pieceLen = 0;
+    ASSERT_EQ(moert_detokenizer_push(stream, id, &piece, &pieceLen), MOERT_OK);
+    streamed.append(piece, pieceLen);
+  }
+  const char *rest = nullptr;
+  ASSERT_EQ(moert_detokenizer_finish(stream, &rest, &len), MOERT_OK);
+  streamed.append(rest, len);
+  EXPECT_EQ(streamed, "h h");
+  moert_detokenizer_free(stream);
+}
+
+TEST_F(Load, TokenizeWithoutATokenizerSaysSo) {
+  write(weightImage());
+  ASSERT_EQ(load(), MOERT_OK) << moert_last_error();
+  int32_t ids[4];
+  int64_t n = 0;
+  EXPECT_EQ(moert_tokenize(model, "h", 1, 1, ids, 4, &n), MOERT_ERROR_INVALID);
+  EXPECT_STREQ(moert_last_error(),
+               "moert_tokenize: this model was compiled without a tokenizer");
+  moert_detokenizer *stream = nullptr;
+  EXPECT_EQ(moert_detokenizer_create(model, 1, &stream), MOERT_ERROR_INVALID);
+  EXPECT_EQ(stream, nullptr);
+  EXPECT_EQ(moert_token_is_eos(model, 0), 0);
 }
 
 TEST_F(Load, NamesTheMappedFileOfAnAddress) {

@@ -24,6 +24,7 @@
 #include "frontends/InputFiles.h"
 #include "frontends/gguf/GGUFImporter.h"
 #include "frontends/hf/HFImporter.h"
+#include "frontends/hf/Tokenizer.h"
 #include "frontends/hf/WeightFiles.h"
 #include "passes/Passes.h"
 #include "tools/common/CommandLine.h"
@@ -161,6 +162,15 @@ static cl::opt<bool> checkWeights(
     cl::desc("Scan every weight for NaN and infinity before compiling "
              "(reads all the weights once; off by default)"),
     cl::cat(category));
+
+static cl::opt<std::string> tokenizerOpt(
+    "tokenizer",
+    cl::desc("The tokenizer embedded in the executable (for --prompt): "
+             "'auto' (default: the model directory's tokenizer.json, else "
+             "its tokenizer.model), 'none', or the path of a tokenizer.json "
+             "or SentencePiece .model file (BOS/EOS from the model "
+             "directory's config.json and tokenizer_config.json)"),
+    cl::init("auto"), cl::value_desc("auto|none|PATH"), cl::cat(category));
 
 namespace {
 
@@ -356,7 +366,8 @@ bool writeFile(StringRef path, StringRef text) {
 /// nvcc, into a fatbin the plan embeds) into the executable `path`,
 /// atomically: PATH is replaced only when every step succeeded.
 int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
-          int step, int steps, function_ref<int()> writeBeside) {
+          int step, int steps, bool sentencePiece,
+          function_ref<int()> writeBeside) {
   SmallString<128> dir;
   if (std::error_code ec = sys::fs::createUniqueDirectory("moe-compile", dir))
     return fail("cannot create a temporary directory: " + ec.message());
@@ -406,9 +417,21 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
       return 1;
     args.push_back("-DMOERT_FATBIN=\"" + std::string(fatbin) + "\"");
   }
-  args.insert(args.end(),
-              {std::string(cpp), MOE_RUNTIME_MAIN_LIB, MOE_RUNTIME_LIB,
-               "-lpthread", "-ldl", "-o", std::string(built)});
+  args.insert(args.end(), {std::string(cpp), MOE_RUNTIME_MAIN_LIB});
+  // A SentencePiece tokenizer runs through libsentencepiece (shared: Debian
+  // ships no archive); other programs do without it.
+  // (Whole: libmoert refers to it weakly, which pulls nothing from an
+  // archive.)
+  if (sentencePiece)
+    args.insert(args.end(), {"-Wl,--whole-archive", MOE_RUNTIME_SPM_LIB,
+                             "-Wl,--no-whole-archive"});
+  args.push_back(MOE_RUNTIME_LIB);
+  // The tokenizer's regexes: libpcre2-8's archive, so that the executable
+  // needs no shared library it did not need before.
+  args.push_back("-l:libpcre2-8.a");
+  if (sentencePiece)
+    args.push_back("-lsentencepiece");
+  args.insert(args.end(), {"-lpthread", "-ldl", "-o", std::string(built)});
   progress(step, steps, "building " + path + " with " + cxx);
   if (!run(args, log, "building the executable"))
     return 1;
@@ -580,6 +603,57 @@ int main(int argc, char **argv) {
     if (Error e = mlir::moe::checkNotAnInput(weightsPath, inputs))
       return fail(toString(std::move(e)));
   }
+  // The tokenizer, converted now so that a bad one fails before any work.
+  mlir::moe::hf::TokenizerBlob tokenizer;
+  if (tokenizerOpt != "none") {
+    auto dir = (*module)->getAttrOfType<mlir::StringAttr>("moe.weight_dir");
+    mlir::moe::ModelAttr model = mlir::moe::getModel(*module);
+    // A GGUF file carries its tokenizer in its metadata (moe.tokenizer
+    // names the file).
+    auto gguf = (*module)->getAttrOfType<mlir::DictionaryAttr>("moe.tokenizer");
+    auto ggufFile = gguf ? gguf.getAs<mlir::StringAttr>("file") : nullptr;
+    if (dir && model && ggufFile && tokenizerOpt == "auto") {
+      SmallString<256> path(dir.getValue());
+      sys::path::append(path, ggufFile.getValue());
+      auto blob = mlir::moe::hf::convertGGUFTokenizer(
+          path, model.getVocabSize(), mlir::moe::hf::TokenizerExtras());
+      if (!blob)
+        return fail(toString(blob.takeError()) +
+                    " (--tokenizer=none compiles the model without a "
+                    "tokenizer; --tokenizer=PATH takes a tokenizer.json or "
+                    ".model instead)");
+      tokenizer = std::move(*blob);
+    } else if (dir && model) {
+      // The chat template's text around one user message (--chat): none
+      // yet; issue 16 item 5's renderer (frontends/hf/ChatTemplate) fills
+      // it here.
+      mlir::moe::hf::TokenizerExtras extras;
+      // A GGUF file's BOS and EOS, where its directory has no config.json
+      // that names them.
+      if (gguf) {
+        if (auto bos = gguf.getAs<mlir::IntegerAttr>("bos_token_id"))
+          extras.fallbackBos = bos.getInt();
+        if (auto eos = gguf.getAs<mlir::IntegerAttr>("eos_token_id"))
+          extras.fallbackEos = eos.getInt();
+      }
+      auto blob =
+          tokenizerOpt == "auto"
+              ? mlir::moe::hf::findTokenizer(dir.getValue(),
+                                             model.getVocabSize(), extras)
+              : mlir::moe::hf::convertTokenizer(tokenizerOpt, dir.getValue(),
+                                                model.getVocabSize(), extras);
+      if (!blob)
+        return fail(toString(blob.takeError()));
+      tokenizer = std::move(*blob);
+      if (!outputPath.empty() && !tokenizer.source.empty())
+        if (Error e =
+                mlir::moe::checkNotAnInput(outputPath, {tokenizer.source}))
+          return fail(toString(std::move(e)));
+      if (!tokenizer.data.empty() && !quiet)
+        errs() << "      tokenizer: " << tokenizer.source << " ("
+               << tokenizer.pieces << " pieces)\n";
+    }
+  }
   if (checkWeights) {
     ByteProgress report("checking weights:");
     if (failed(mlir::moe::hf::checkWeightValues(*module, report)))
@@ -643,6 +717,8 @@ int main(int argc, char **argv) {
   mlir::TimingScope emitTimer = timing.nest(isCuda ? "emit CUDA" : "emit C++");
   mlir::moe::EmitOptions options;
   options.modelName = displayName();
+  options.tokenizer = tokenizer.data;
+  options.tokenizerSource = sys::path::filename(tokenizer.source).str();
   if (!quantized->empty()) {
     options.artifactDir = std::string(artifactDir);
     options.artifactBuild = quantized->buildId;
@@ -703,5 +779,5 @@ int main(int argc, char **argv) {
   emitTimer.stop();
   mlir::TimingScope buildTimer = timing.nest("build executable");
   return build(source, cuda ? &*cuda : nullptr, outputPath, 4, steps,
-               writeWeights);
+               tokenizer.sentencePiece, writeWeights);
 }

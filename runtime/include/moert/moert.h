@@ -87,6 +87,45 @@ moert_status moert_decode(moert_session *session, int32_t token);
 /* Logits of the last prefill/decode: `*rows` rows of `vocab` floats. */
 const float *moert_logits(const moert_session *session, int64_t *rows);
 
+/* Tokenizer. Programs compiled from a model directory with tokenizer.json or
+ * tokenizer.model carry its tokenizer (docs/tokenizers.md); for a program
+ * compiled without one these calls return MOERT_ERROR_INVALID and say so.
+ * The tokenizer is parsed on the first call; the calls are thread-safe. */
+
+/* The ids of UTF-8 `text` (`len` bytes; invalid UTF-8 is
+ * MOERT_ERROR_INVALID). With `add_special`, the BOS id comes first when the
+ * model's config asks for it. `*n` is set to the number of ids even when
+ * `capacity` is too small, in which case nothing is written and the call
+ * returns MOERT_ERROR_INVALID: call again with `*n` slots. */
+moert_status moert_tokenize(moert_model *model, const char *text, size_t len,
+                            int add_special, int32_t *out, int64_t capacity,
+                            int64_t *n);
+/* The text of `ids[0..n)` (special tokens left out when `skip_special`),
+ * NUL-terminated in `out`. `*len` is set to its length in bytes (without
+ * the NUL) even when `capacity` (bytes, NUL included) is too small, in which
+ * case nothing is written and the call returns MOERT_ERROR_INVALID. */
+moert_status moert_detokenize(moert_model *model, const int32_t *ids, int64_t n,
+                              int skip_special, char *out, size_t capacity,
+                              size_t *len);
+/* Whether `id` ends generation (one of the model's EOS ids); 0 when the
+ * program has no tokenizer. */
+int moert_token_is_eos(moert_model *model, int32_t id);
+
+/* Streaming detokenisation: push ids as they are generated; each push gives
+ * the text that became final (possibly empty: the start of a character
+ * whose bytes are split over several ids is held back). After the last id,
+ * finish gives the rest. The concatenation of all the texts equals
+ * moert_detokenize of all the ids. The text stays valid until the next call
+ * on the handle. */
+typedef struct moert_detokenizer moert_detokenizer;
+moert_status moert_detokenizer_create(moert_model *model, int skip_special,
+                                      moert_detokenizer **out);
+moert_status moert_detokenizer_push(moert_detokenizer *stream, int32_t id,
+                                    const char **text, size_t *len);
+moert_status moert_detokenizer_finish(moert_detokenizer *stream,
+                                      const char **text, size_t *len);
+void moert_detokenizer_free(moert_detokenizer *stream);
+
 #ifdef __cplusplus
 }
 #endif

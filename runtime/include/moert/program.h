@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 4
+#define MOERT_ABI_VERSION 5
 
 typedef enum moert_target {
   MOERT_TARGET_CPU = 0,
@@ -118,6 +118,11 @@ typedef struct moert_program {
   /* The quantised weights file's "__metadata__" "moe.build": the file must
    * be the one written with this program. NULL when there is none. */
   const char *artifact_build;
+  /* The model's tokenizer as moe-compile converted it from tokenizer.json
+   * or tokenizer.model (format: runtime/src/tokenizer.h,
+   * docs/tokenizers.md), or NULL with size 0 when compiled without one. */
+  const unsigned char *tokenizer;
+  int64_t tokenizer_size;
 } moert_program;
 
 #ifdef __cplusplus

@@ -1,0 +1,121 @@
+//===- TokenizerTest.cpp - the runtime's tokenizer ----------------*- C++
+//-*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// moert::Tokenizer on hand-written blobs: encoding with merges and byte
+// fallback, decoding, the streaming decoder holding back a character split
+// over byte pieces, and the exact message for each way a blob is corrupt.
+// (test/tokenizer compares whole tokenizers with the reference libraries.)
+//
+//===----------------------------------------------------------------------===//
+
+#include "tokenizer.h"
+#include "TokenizerBlob.h"
+
+#include <gtest/gtest.h>
+
+using moert::DecodeStream;
+using moert::Tokenizer;
+
+namespace {
+
+// "é" is C3 A9: both bytes are pieces, the character is not.
+const std::vector<std::string> kVocab = {
+    "<s>",           "</s>",           "\xe2\x96\x81", "h",      "i",
+    "\xe2\x96\x81h", "\xe2\x96\x81hi", "<0xC3>",       "<0xA9>", "<0x21>"};
+const std::vector<std::vector<int>> kMerges = {{2, 3, 5}, {5, 4, 6}};
+
+std::unique_ptr<Tokenizer> load(const std::string &blob, int64_t vocab = 16) {
+  std::string error;
+  auto tok = Tokenizer::load(blob.data(), blob.size(), vocab, error);
+  EXPECT_TRUE(tok) << error;
+  return tok;
+}
+
+std::string loadError(const std::string &blob, int64_t vocab = 16) {
+  std::string error;
+  EXPECT_FALSE(Tokenizer::load(blob.data(), blob.size(), vocab, error));
+  return error;
+}
+
+TEST(Tokenizer, EncodesWithMergesAndByteFallback) {
+  auto tok = load(moert_test::mistralBlob(kVocab, kMerges, 1));
+  std::vector<int32_t> ids;
+  std::string error;
+  ASSERT_TRUE(tok->encode("hi h\xc3\xa9!", true, ids, error)) << error;
+  EXPECT_EQ(ids, (std::vector<int32_t>{0, 6, 5, 7, 8, 9}));
+  ASSERT_TRUE(tok->encode("", true, ids, error));
+  EXPECT_EQ(ids, (std::vector<int32_t>{0}));
+  ASSERT_TRUE(tok->encode("<s>hi", false, ids, error));
+  // Prepend applies to each part between added tokens (as in tokenizers).
+  EXPECT_EQ(ids, (std::vector<int32_t>{0, 6}));
+  EXPECT_FALSE(tok->encode("bad \xff", true, ids, error));
+  EXPECT_EQ(error, "the text is not valid UTF-8");
+  EXPECT_TRUE(tok->isEos(1));
+  EXPECT_FALSE(tok->isEos(0));
+}
+
+TEST(Tokenizer, DecodesAndStreamsWholeCharacters) {
+  auto tok = load(moert_test::mistralBlob(kVocab, kMerges, 1));
+  std::vector<int32_t> ids = {0, 6, 5, 7, 8, 9, 1, 15};
+  // "</s>" is an ordinary piece here: only "<s>" is an added special token.
+  EXPECT_EQ(tok->decode(ids, true), "hi h\xc3\xa9!</s>");
+  EXPECT_EQ(tok->decode(ids, false), "<s> hi h\xc3\xa9!</s>");
+  DecodeStream stream(*tok, true);
+  std::vector<std::string> pieces;
+  for (int32_t id : ids)
+    pieces.push_back(stream.push(id));
+  pieces.push_back(stream.finish());
+  // The byte pieces are held back until a piece that is not one ends their
+  // run (the reference decodes a run of byte pieces as a whole).
+  EXPECT_EQ(pieces, (std::vector<std::string>{"", "hi", " h", "", "", "",
+                                              "\xc3\xa9!</s>", "", ""}));
+  // A lone byte piece at the end comes out as U+FFFD, as the reference's.
+  DecodeStream cut(*tok, true);
+  EXPECT_EQ(cut.push(6), "hi");
+  EXPECT_EQ(cut.push(7), "");
+  EXPECT_EQ(cut.finish(), "\xef\xbf\xbd");
+  EXPECT_EQ(tok->decode({6, 7}, true), "hi\xef\xbf\xbd");
+}
+
+TEST(Tokenizer, CarriesTheChatTemplateText) {
+  auto tok =
+      load(moert_test::mistralBlob(kVocab, kMerges, 1, "[INST] ", " [/INST]"));
+  EXPECT_EQ(tok->chatPrefix(), "[INST] ");
+  EXPECT_EQ(tok->chatSuffix(), " [/INST]");
+}
+
+TEST(Tokenizer, RefusesCorruptBlobs) {
+  std::string good = moert_test::mistralBlob(kVocab, kMerges, 1);
+  EXPECT_EQ(loadError(""), "this model was compiled without a tokenizer");
+  EXPECT_EQ(loadError("MOETOK02" + good.substr(8)),
+            "the embedded tokenizer is corrupt: not a moe-compile tokenizer "
+            "(bad magic) at byte 0");
+  EXPECT_EQ(loadError(good.substr(0, good.size() - 1)),
+            "the embedded tokenizer is corrupt: truncated at byte " +
+                std::to_string(good.size() - 4));
+  EXPECT_EQ(loadError(good + "x"),
+            "the embedded tokenizer is corrupt: trailing bytes at byte " +
+                std::to_string(good.size()));
+  // Ids at or above the model's vocabulary.
+  EXPECT_EQ(loadError(good, 8),
+            "the embedded tokenizer is corrupt: a vocabulary id 8 is out of "
+            "range at byte 143");
+  EXPECT_EQ(loadError(moert_test::mistralBlob(kVocab, kMerges, 20)),
+            "the embedded tokenizer is corrupt: an EOS id 20 is out of range "
+            "at byte 28");
+  EXPECT_EQ(loadError(moert_test::mistralBlob(kVocab, {{2, 3, 12}}, 1)),
+            "the embedded tokenizer is corrupt: a merge names an id without "
+            "a piece at byte 183");
+  // A string whose length runs past the end.
+  std::string longString = good;
+  longString[31] = '\x7f'; // the chat prefix's length, high byte
+  EXPECT_EQ(loadError(longString),
+            "the embedded tokenizer is corrupt: a string runs past the end at "
+            "byte 32");
+}
+
+} // namespace
