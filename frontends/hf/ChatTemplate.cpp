@@ -21,9 +21,12 @@
 
 #include "frontends/InputFiles.h"
 
+#include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 
 #include <charconv>
 #include <cmath>
@@ -3072,6 +3075,34 @@ Expected<ChatFormat> chatFormat(StringRef file, StringRef templateText,
                     s.drop_front(at + strlen(kSentinel)).str()};
 }
 
+/// tokenizer_config.json's bos_token and eos_token: strings, or objects with
+/// a string "content" (AddedToken); "" when absent or null.
+static Expected<TokenizerChatConfig>
+readSpecialTokens(StringRef file, const json::Object &object) {
+  TokenizerChatConfig config;
+  for (auto [key, out] :
+       {std::pair<const char *, std::string *>{"bos_token", &config.bosToken},
+        {"eos_token", &config.eosToken}}) {
+    const json::Value *v = object.get(key);
+    if (!v || v->kind() == json::Value::Null)
+      continue;
+    if (std::optional<StringRef> s = v->getAsString()) {
+      *out = s->str();
+      continue;
+    }
+    const json::Object *o = v->getAsObject();
+    std::optional<StringRef> content =
+        o ? o->getString("content") : std::nullopt;
+    if (!content)
+      return createStringError(inconvertibleErrorCode(),
+                               file + ": " + key +
+                                   ": expected a string or an object with a "
+                                   "string \"content\"");
+    *out = content->str();
+  }
+  return config;
+}
+
 Expected<std::optional<TokenizerChatConfig>>
 readTokenizerChatConfig(StringRef file, StringRef text) {
   auto error = [&](const Twine &message) {
@@ -3088,9 +3119,11 @@ readTokenizerChatConfig(StringRef file, StringRef text) {
   const json::Value *chat = object->get("chat_template");
   if (!chat || chat->kind() == json::Value::Null)
     return std::nullopt;
-  TokenizerChatConfig config;
+  Expected<TokenizerChatConfig> config = readSpecialTokens(file, *object);
+  if (!config)
+    return config.takeError();
   if (std::optional<StringRef> s = chat->getAsString()) {
-    config.chatTemplate = s->str();
+    config->chatTemplate = s->str();
   } else if (const json::Array *list = chat->getAsArray()) {
     bool found = false;
     for (const json::Value &entry : *list) {
@@ -3102,7 +3135,7 @@ readTokenizerChatConfig(StringRef file, StringRef text) {
         return error("chat_template: expected a list of {\"name\": string, "
                      "\"template\": string} objects");
       if (*name == "default") {
-        config.chatTemplate = tmpl->str();
+        config->chatTemplate = tmpl->str();
         found = true;
       }
     }
@@ -3113,26 +3146,87 @@ readTokenizerChatConfig(StringRef file, StringRef text) {
     return error("chat_template: expected a string or a list of named "
                  "templates");
   }
-  for (auto [key, out] :
-       {std::pair<const char *, std::string *>{"bos_token", &config.bosToken},
-        {"eos_token", &config.eosToken}}) {
-    const json::Value *v = object->get(key);
-    if (!v || v->kind() == json::Value::Null)
-      continue;
-    if (std::optional<StringRef> s = v->getAsString()) {
-      *out = s->str();
-      continue;
-    }
-    const json::Object *o = v->getAsObject();
-    std::optional<StringRef> content =
-        o ? o->getString("content") : std::nullopt;
-    if (!content)
-      return error(Twine(key) +
-                   ": expected a string or an object with a string "
-                   "\"content\"");
-    *out = content->str();
+  return std::move(*config);
+}
+
+Expected<std::optional<ModelChatTemplate>> findChatTemplate(StringRef dir,
+                                                            StringRef path) {
+  constexpr uint64_t kMaxConfigBytes = 64 << 20;
+  auto read = [&](StringRef file) -> Expected<std::string> {
+    auto buffer = readInputFile(file, kMaxConfigBytes);
+    if (!buffer)
+      return buffer.takeError();
+    return (*buffer)->getBuffer().str();
+  };
+  auto exists = [](StringRef file) { return pathExists(file); };
+
+  // tokenizer_config.json's BOS and EOS, whichever file holds the template.
+  SmallString<256> configPath(dir);
+  sys::path::append(configPath, "tokenizer_config.json");
+  TokenizerChatConfig special;
+  std::optional<TokenizerChatConfig> fromConfig;
+  Expected<bool> hasConfig = exists(configPath);
+  if (!hasConfig)
+    return hasConfig.takeError();
+  if (*hasConfig) {
+    Expected<std::string> text = read(configPath);
+    if (!text)
+      return text.takeError();
+    Expected<json::Value> parsed = parseJSON(configPath, *text);
+    if (!parsed)
+      return parsed.takeError();
+    const json::Object *object = parsed->getAsObject();
+    if (!object)
+      return createStringError(inconvertibleErrorCode(),
+                               configPath + ": expected a JSON object");
+    Expected<TokenizerChatConfig> tokens =
+        readSpecialTokens(configPath, *object);
+    if (!tokens)
+      return tokens.takeError();
+    special = std::move(*tokens);
+    Expected<std::optional<TokenizerChatConfig>> config =
+        readTokenizerChatConfig(configPath, *text);
+    if (!config)
+      return config.takeError();
+    fromConfig = std::move(*config);
   }
-  return config;
+
+  // A template file: a .jinja template, or a tokenizer_config.json.
+  auto fromJinja = [&](StringRef file) -> Expected<ModelChatTemplate> {
+    Expected<std::string> text = read(file);
+    if (!text)
+      return text.takeError();
+    ModelChatTemplate result{file.str(), special};
+    result.config.chatTemplate = std::move(*text);
+    return result;
+  };
+  if (!path.empty()) {
+    if (!sys::path::extension(path).equals_insensitive(".json"))
+      return fromJinja(path);
+    Expected<std::string> text = read(path);
+    if (!text)
+      return text.takeError();
+    Expected<std::optional<TokenizerChatConfig>> config =
+        readTokenizerChatConfig(path, *text);
+    if (!config)
+      return config.takeError();
+    if (!*config)
+      return createStringError(inconvertibleErrorCode(),
+                               path + ": no chat_template");
+    return ModelChatTemplate{path.str(), std::move(**config)};
+  }
+  // transformers 5 writes the template to chat_template.jinja, and loads it
+  // from there before tokenizer_config.json.
+  SmallString<256> jinjaPath(dir);
+  sys::path::append(jinjaPath, "chat_template.jinja");
+  Expected<bool> hasJinja = exists(jinjaPath);
+  if (!hasJinja)
+    return hasJinja.takeError();
+  if (*hasJinja)
+    return fromJinja(jinjaPath);
+  if (fromConfig)
+    return ModelChatTemplate{configPath.str().str(), std::move(*fromConfig)};
+  return std::nullopt;
 }
 
 } // namespace mlir::moe::hf

@@ -69,6 +69,21 @@ struct TokenizerChatConfig {
 llvm::Expected<std::optional<TokenizerChatConfig>>
 readTokenizerChatConfig(llvm::StringRef file, llvm::StringRef json);
 
+/// A model's chat template and the file it came from.
+struct ModelChatTemplate {
+  std::string file;
+  TokenizerChatConfig config;
+};
+
+/// The chat template of model directory `dir`, found as transformers finds
+/// it: chat_template.jinja (what transformers 5 writes) when present, else
+/// tokenizer_config.json's chat_template; BOS and EOS text from
+/// tokenizer_config.json either way. A non-empty `path` names the template
+/// instead: a tokenizer_config.json (a name ending in .json), or a template
+/// file. std::nullopt when `path` is empty and the directory has none.
+llvm::Expected<std::optional<ModelChatTemplate>>
+findChatTemplate(llvm::StringRef dir, llvm::StringRef path);
+
 } // namespace mlir::moe::hf
 
 #endif // MOE_FRONTENDS_HF_CHATTEMPLATE_H

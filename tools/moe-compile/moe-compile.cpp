@@ -23,6 +23,7 @@
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/InputFiles.h"
 #include "frontends/gguf/GGUFImporter.h"
+#include "frontends/hf/ChatTemplate.h"
 #include "frontends/hf/HFImporter.h"
 #include "frontends/hf/Tokenizer.h"
 #include "frontends/hf/WeightFiles.h"
@@ -170,6 +171,17 @@ static cl::opt<std::string> tokenizerOpt(
              "its tokenizer.model), 'none', or the path of a tokenizer.json "
              "or SentencePiece .model file (BOS/EOS from the model "
              "directory's config.json and tokenizer_config.json)"),
+    cl::init("auto"), cl::value_desc("auto|none|PATH"), cl::cat(category));
+
+static cl::opt<std::string> chatTemplateOpt(
+    "chat-template",
+    cl::desc("The chat template whose text around one user message the "
+             "executable's --chat uses: 'auto' (default: the model "
+             "directory's chat_template.jinja, else its "
+             "tokenizer_config.json's chat_template; one our Jinja subset "
+             "cannot render is a warning and leaves --chat off), 'none', or "
+             "the path of a template file or a tokenizer_config.json (which "
+             "must render)"),
     cl::init("auto"), cl::value_desc("auto|none|PATH"), cl::cat(category));
 
 namespace {
@@ -612,11 +624,42 @@ int main(int argc, char **argv) {
     // names the file).
     auto gguf = (*module)->getAttrOfType<mlir::DictionaryAttr>("moe.tokenizer");
     auto ggufFile = gguf ? gguf.getAs<mlir::StringAttr>("file") : nullptr;
+    mlir::moe::hf::TokenizerExtras extras;
+    // The chat template's text around one user message (--chat), from
+    // the model's directory (a GGUF file's own is not read yet).
+    if (dir && chatTemplateOpt != "none") {
+      bool given = chatTemplateOpt != "auto";
+      auto found = mlir::moe::hf::findChatTemplate(
+          dir.getValue(), given ? StringRef(chatTemplateOpt) : "");
+      auto format = [&]() -> Expected<mlir::moe::hf::ChatFormat> {
+        if (!found)
+          return found.takeError();
+        const mlir::moe::hf::ModelChatTemplate &t = **found;
+        return mlir::moe::hf::chatFormat(t.file, t.config.chatTemplate,
+                                         t.config.bosToken, t.config.eosToken);
+      };
+      if (!found || *found) {
+        Expected<mlir::moe::hf::ChatFormat> chat = format();
+        if (chat) {
+          extras.chatPrefix = std::move(chat->prefix);
+          extras.chatSuffix = std::move(chat->suffix);
+        } else if (given) {
+          return fail(toString(chat.takeError()));
+        } else {
+          WithColor::warning(errs(), "moe-compile")
+              << mlir::moe::printableText(toString(chat.takeError()))
+              << "; the executable's --chat is off "
+                 "(--chat-template=PATH gives another template)\n";
+        }
+      } else if (given) {
+        return fail(chatTemplateOpt + ": no chat template");
+      }
+    }
     if (dir && model && ggufFile && tokenizerOpt == "auto") {
       SmallString<256> path(dir.getValue());
       sys::path::append(path, ggufFile.getValue());
       auto blob = mlir::moe::hf::convertGGUFTokenizer(
-          path, model.getVocabSize(), mlir::moe::hf::TokenizerExtras());
+          path, model.getVocabSize(), extras);
       if (!blob)
         return fail(toString(blob.takeError()) +
                     " (--tokenizer=none compiles the model without a "
@@ -624,10 +667,6 @@ int main(int argc, char **argv) {
                     ".model instead)");
       tokenizer = std::move(*blob);
     } else if (dir && model) {
-      // The chat template's text around one user message (--chat): none
-      // yet; issue 16 item 5's renderer (frontends/hf/ChatTemplate) fills
-      // it here.
-      mlir::moe::hf::TokenizerExtras extras;
       // A GGUF file's BOS and EOS, where its directory has no config.json
       // that names them.
       if (gguf) {
