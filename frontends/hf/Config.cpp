@@ -278,6 +278,21 @@ void parseRope(StringRef file, const json::Object &top, ConfigReader &config,
     else
       r.originalMaxPositions = spec.maxPositions;
   }
+  if (r.type == Type::Yarn && spec.maxPositions > 0 &&
+      r.originalMaxPositions > 0) {
+    // transformers 5 uses the explicit factor and warns when the context
+    // lengths imply another (some 4.x releases used the ratio instead).
+    double implicit =
+        double(spec.maxPositions) / double(r.originalMaxPositions);
+    if (implicit != 1.0 && implicit != r.factor)
+      warnings.push_back((file + ": '" + prefix + "factor' (" +
+                          formatNumber(r.factor) +
+                          ") differs from max_position_embeddings / "
+                          "original_max_position_embeddings (" +
+                          formatNumber(implicit) +
+                          "); using the factor, as transformers 5 does")
+                             .str());
+  }
   if (r.type == Type::Yarn) {
     // transformers: `get("beta_fast") or 32`, so 0 or null is the default.
     std::optional<double> fast = rope.optionalNumber("beta_fast");
