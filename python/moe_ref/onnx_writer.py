@@ -41,8 +41,9 @@ def rope_cache(d, theta, max_positions):
     return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
 
 
-def build_model(model_dir, fusion="concat", ir_version=10, opset=21):
-    """The onnx.ModelProto (initializers inline, not yet saved)."""
+def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"):
+    """The onnx.ModelProto (initializers inline, not yet saved); weights
+    stored as `wtype` (f32 or f16; the RoPE caches stay float32)."""
     import onnx
     from onnx import TensorProto as TP, helper, numpy_helper
 
@@ -57,8 +58,8 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21):
     w = {n: np.asarray(a, dtype=np.float32) for n, a in safetensors.load_model_dir(model_dir).items()}
     nodes, inits = [], []
 
-    def init(name, array):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+    def init(name, array, dtype=np.float16 if wtype == "f16" else np.float32):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype), name))
         return name
 
     def node(op, inputs, outputs, name, domain="", **attrs):
@@ -74,8 +75,8 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21):
                     epsilon=float(eps), axis=-1, stash_type=1)
 
     cos, sin = rope_cache(d, float(theta), c["max_position_embeddings"])
-    init("cos_cache", cos)
-    init("sin_cache", sin)
+    init("cos_cache", cos, np.float32)
+    init("sin_cache", sin, np.float32)
     init("model.embed_tokens.weight", w["model.embed_tokens.weight"])
     # (a Constant node: ORT's shape inference reads a Reshape's shape inline)
     node("Constant", [], ["shape_rows_hidden"], "/shape_rows_hidden",
@@ -142,12 +143,13 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21):
                                             helper.make_opsetid("com.microsoft", 1)])
 
 
-def write_onnx(model_dir, out, fusion="concat", data=None, ir_version=10, opset=21):
+def write_onnx(model_dir, out, fusion="concat", data=None, ir_version=10, opset=21,
+               wtype="f32"):
     """Writes MODEL_DIR as `out` (an .onnx file) with every initializer in
     one external data file `data` (default: `<out's name>.data`) beside it."""
     import onnx
 
-    m = build_model(model_dir, fusion, ir_version, opset)
+    m = build_model(model_dir, fusion, ir_version, opset, wtype)
     data = data or os.path.basename(out) + ".data"
     path = os.path.join(os.path.dirname(os.path.abspath(out)), data)
     if os.path.exists(path):
@@ -183,8 +185,9 @@ def main(argv=None):
     p.add_argument("out")
     p.add_argument("--fusion", choices=FUSIONS, default="concat")
     p.add_argument("--data", help="external data file name (default OUT's name + .data)")
+    p.add_argument("--wtype", choices=["f32", "f16"], default="f32")
     a = p.parse_args(argv)
-    write_onnx(a.model_dir, a.out, a.fusion, a.data)
+    write_onnx(a.model_dir, a.out, a.fusion, a.data, wtype=a.wtype)
 
 
 if __name__ == "__main__":
