@@ -113,16 +113,28 @@ struct NodeProto {
   std::vector<AttributeProto> attribute_;
 
   const std::vector<std::string> &input() const { return input_; }
-  const std::string &input(int i) const { return input_[i]; }
+  /// Input or output `i`, "" (absent) past the end: patterns look at
+  /// positions a hostile node may not have.
+  const std::string &input(int i) const {
+    return i >= 0 && size_t(i) < input_.size() ? input_[i] : empty();
+  }
   int input_size() const { return int(input_.size()); }
   const std::vector<std::string> &output() const { return output_; }
-  const std::string &output(int i) const { return output_[i]; }
+  const std::string &output(int i) const {
+    return i >= 0 && size_t(i) < output_.size() ? output_[i] : empty();
+  }
   int output_size() const { return int(output_.size()); }
   const std::string &name() const { return name_; }
   const std::string &op_type() const { return op_type_; }
   const std::string &domain() const { return domain_; }
   const std::vector<AttributeProto> &attribute() const { return attribute_; }
   int attribute_size() const { return int(attribute_.size()); }
+
+private:
+  static const std::string &empty() {
+    static const std::string none;
+    return none;
+  }
 };
 
 struct ValueInfoProto {
