@@ -281,6 +281,7 @@ private:
   using Layer = RaisedModel::Layer;
   std::vector<Layer> layers;
   std::string ropeCos, ropeSin;
+  llvm::SmallVector<std::optional<int64_t>> windows;
 };
 
 std::string Importer::nodeName(const wire::NodeProto &n) const {
@@ -741,9 +742,9 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
   if (*rotary != 1)
     return nodeError(n, "do_rotary must be 1 (a separate RotaryEmbedding is "
                         "not raised yet)");
-  if (*window != -1)
+  if (*window < -1 || *window >= (int64_t(1) << 31) - 1)
     return nodeError(n, "local_window_size " + Twine(*window) +
-                            " is not supported yet (-1: full attention)");
+                            " is out of range (-1: full attention)");
   if (*smooth || *qkOut || *softcap != 0.0f)
     return nodeError(n, "smooth_softmax, qk_output and softcap must be 0");
   if (*interleaved != 0 && *interleaved != 1)
@@ -800,6 +801,11 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
     return nodeError(n, "scale must be 1/sqrt(head_dim) (or absent)");
   if (Error e = checkRope(n))
     return e;
+  // ORT's local_window_size W: a query sees itself and the W keys before
+  // it, transformers' sliding_window W + 1 (checked against onnxruntime in
+  // cpu-onnx.test).
+  windows.push_back(*window < 0 ? std::nullopt
+                                : std::optional<int64_t>(*window + 1));
   raise(n);
   Layer &layer = layers.back();
   int64_t H = spec.hiddenSize;
@@ -1117,7 +1123,7 @@ Error Importer::run(RaisedModel &out) {
   spec.architecture = "mixtral";
   spec.numLayers = int64_t(layers.size());
   spec.rmsNormEps = *eps;
-  spec.layerWindows.assign(layers.size(), std::nullopt);
+  spec.layerWindows = windows;
   if (Error e = spec.validate(path))
     return std::move(e);
 

@@ -12,8 +12,8 @@ shape, docs/frontends.md), batch 1:
   `SimplifiedLayerNormalization` (ai.onnx domain, as ORT registers it), the
   q/k/v/o projections as `MatMul(x, Transpose(W))` with W stored as Hugging
   Face does, [out, in], `com.microsoft.GroupQueryAttention` (do_rotary = 1
-  with the model's cos/sin caches [max_positions, head_dim / 2]), the
-  residual `Add`s, the router `MatMul(Reshape(x, [-1, H]), Transpose(gate))`
+  with the model's cos/sin caches [max_positions, head_dim / 2];
+  local_window_size = sliding_window - 1, or -1), the residual `Add`s, the router `MatMul(Reshape(x, [-1, H]), Transpose(gate))`
   and one `com.microsoft.MoE` node; the final norm and `lm_head`.
 * `fusion` says how MoE holds the gate (w1) and up (w3) experts:
   "concat" (swiglu_fusion = 2: fc1 [E, 2I, H], gate rows then up rows),
@@ -54,6 +54,9 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
     H, nH, nKV = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
     d, E, L, V = configs.head_dim(c), c["num_local_experts"], c["num_hidden_layers"], c["vocab_size"]
     I, K, eps = c["intermediate_size"], c["num_experts_per_tok"], c["rms_norm_eps"]
+    # transformers' sliding_window W is ORT's local_window_size W - 1 (a
+    # query sees itself and W - 1 keys before it).
+    window = c.get("sliding_window")
     theta = c.get("rope_theta") or c.get("rope_parameters", {}).get("rope_theta", 10000.0)
     w = {n: np.asarray(a, dtype=np.float32) for n, a in safetensors.load_model_dir(model_dir).items()}
     nodes, inits = [], []
@@ -104,7 +107,8 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
                      "sin_cache"],
                     [t + "/attn/GQA/out", f"present.{l}.key", f"present.{l}.value"],
                     t + "/attn/GroupQueryAttention", domain="com.microsoft", num_heads=nH,
-                    kv_num_heads=nKV, do_rotary=1, rotary_interleaved=0, local_window_size=-1)
+                    kv_num_heads=nKV, do_rotary=1, rotary_interleaved=0,
+                    local_window_size=window - 1 if window else -1)
         o = linear(attn, p + "self_attn.o_proj.weight", t + "/attn/o_proj")
         h = node("Add", [h, o], [t + "/attn_residual/out"], t + "/attn_residual")
         x = norm(h, p + "post_attention_layernorm.weight", t + "/post_attention_layernorm")
