@@ -611,11 +611,20 @@ Expected<Importer::Norm> Importer::matchNorm(StringRef value, StringRef what) {
                        "a second RMS norm of '" + printableText(value) + "'");
     found = c;
   }
-  if (!found)
+  if (!found) {
+    // torch.onnx.export writes the norm as Pow, ReduceMean, Add, Sqrt, ...
+    for (const wire::NodeProto *c : consumers(value))
+      if (is(*c, "Pow") || is(*c, "ReduceMean") || is(*c, "Mul"))
+        return nodeError(*c, "a decomposed RMS norm (the " + what +
+                                 "'s): torch.onnx.export's decomposed graphs "
+                                 "are not raised yet; moe-compile raises "
+                                 "ONNX Runtime GenAI's graph (docs/"
+                                 "frontends.md)");
     return error(path +
                  ": no RMS norm (SimplifiedLayerNormalization or "
                  "RMSNormalization) of '" +
                  printableText(value) + "' for the " + what);
+  }
   const wire::NodeProto &n = *found;
   if (input(n, 0) != value || n.input_size() != 2)
     return nodeError(n, "expected inputs (x, scale)");

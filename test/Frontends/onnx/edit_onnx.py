@@ -27,6 +27,9 @@ the edit says otherwise):
   matmul-in-out           the first q projection's MatMul takes the weight
                           directly (an [in, out] weight, no Transpose)
   attr NAME KEY VALUE     node NAME's integer attribute KEY is VALUE
+  decomposed-norm         the first layer's input norm as torch.onnx.export
+                          writes RMSNorm: Pow, ReduceMean, Add, Sqrt,
+                          Reciprocal, Mul, Mul
 """
 
 import os
@@ -119,6 +122,27 @@ def main():
                 break
         else:
             nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
+    elif edit == "decomposed-norm":
+        norm = nodes["/model/layers.0/input_layernorm"]
+        x, w, y, t = norm.input[0], norm.input[1], norm.output[0], "/decomposed"
+        two = helper.make_tensor(t + "/two", TensorProto.FLOAT, [], [2.0])
+        eps = helper.make_tensor(t + "/eps", TensorProto.FLOAT, [], [1e-5])
+        axes = helper.make_tensor(t + "/axes", TensorProto.INT64, [1], [-1])
+        new = [helper.make_node("Constant", [], [t + "/two"], name=t + "/c2", value=two),
+               helper.make_node("Constant", [], [t + "/eps"], name=t + "/ce", value=eps),
+               helper.make_node("Constant", [], [t + "/axes"], name=t + "/ca", value=axes),
+               helper.make_node("Pow", [x, t + "/two"], [t + "/sq"], name=t + "/Pow"),
+               helper.make_node("ReduceMean", [t + "/sq", t + "/axes"], [t + "/mean"],
+                                name=t + "/ReduceMean"),
+               helper.make_node("Add", [t + "/mean", t + "/eps"], [t + "/var"], name=t + "/Add"),
+               helper.make_node("Sqrt", [t + "/var"], [t + "/rms"], name=t + "/Sqrt"),
+               helper.make_node("Reciprocal", [t + "/rms"], [t + "/inv"], name=t + "/Reciprocal"),
+               helper.make_node("Mul", [x, t + "/inv"], [t + "/scaled"], name=t + "/Mul"),
+               helper.make_node("Mul", [w, t + "/scaled"], [y], name=t + "/Mul_1")]
+        i = list(g.node).index(norm)
+        g.node.remove(norm)
+        for k, n in enumerate(new):
+            g.node.insert(i + k, n)
     else:
         sys.exit(f"unknown edit {edit!r}")
     onnx.save(m, out)
