@@ -252,7 +252,9 @@ private:
   Error matchLayer(StringRef h, std::string &next);
   Error matchAttention(const Norm &norm, std::string &out);
   Error matchMoE(const Norm &norm, std::string &out);
-  Error checkRope(const wire::NodeProto &gqa);
+  /// Checks the RoPE tables `cosName`, `sinName` of `by`.
+  Error checkRope(const wire::NodeProto &by, StringRef cosName,
+                  StringRef sinName);
 
   /// Records initializer `name` as the weight `key` (for the manifest),
   /// checking its shape.
@@ -663,8 +665,8 @@ Expected<std::string> Importer::matchAdd(StringRef a, StringRef b,
                printableText(b) + "' (" + what + ")");
 }
 
-Error Importer::checkRope(const wire::NodeProto &gqa) {
-  StringRef cosName = input(gqa, 7), sinName = input(gqa, 8);
+Error Importer::checkRope(const wire::NodeProto &gqa, StringRef cosName,
+                          StringRef sinName) {
   if (!ropeCos.empty()) {
     if (cosName != ropeCos || sinName != ropeSin)
       return nodeError(gqa, "every layer must use the same cos_cache and "
@@ -748,9 +750,8 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
     return e;
   if (*heads < 1 || *kvHeads < 1)
     return nodeError(n, "num_heads and kv_num_heads must be positive");
-  if (*rotary != 1)
-    return nodeError(n, "do_rotary must be 1 (a separate RotaryEmbedding is "
-                        "not raised yet)");
+  if (*rotary != 0 && *rotary != 1)
+    return nodeError(n, "do_rotary must be 0 or 1");
   if (*window < -1 || *window >= (int64_t(1) << 31) - 1)
     return nodeError(n, "local_window_size " + Twine(*window) +
                             " is out of range (-1: full attention)");
@@ -763,8 +764,54 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
       return nodeError(n, "input " + Twine(i) +
                               " (position_ids, attention_bias, head_sink) is "
                               "not supported");
-  if (n.input_size() < 9)
-    return nodeError(n, "needs cos_cache and sin_cache (inputs 7 and 8)");
+  if (*rotary == 1 && (input(n, 7).empty() || input(n, 8).empty()))
+    return nodeError(n, "with do_rotary = 1 it needs cos_cache and sin_cache "
+                        "(inputs 7 and 8)");
+  if (*rotary == 0 && (!input(n, 7).empty() || !input(n, 8).empty()))
+    return nodeError(n, "with do_rotary = 0 it takes no cos_cache or "
+                        "sin_cache");
+  // The query and key, before RoPE: with do_rotary = 0, each is rotated by
+  // a com.microsoft.RotaryEmbedding(x, position_ids, cos_cache, sin_cache)
+  // of its own.
+  std::string qIn = input(n, 0).str(), kIn = input(n, 1).str();
+  std::string cosName = input(n, 7).str(), sinName = input(n, 8).str();
+  int64_t ropeInterleaved = *interleaved, ropeDim = 0;
+  if (*rotary == 0) {
+    for (int which : {0, 1}) {
+      const wire::NodeProto *r = producer(input(n, which));
+      if (!r || !is(*r, "RotaryEmbedding", "com.microsoft"))
+        return nodeError(n, Twine("with do_rotary = 0 its ") +
+                                (which ? "key" : "query") +
+                                " must come from a com.microsoft."
+                                "RotaryEmbedding (RoPE is not optional)");
+      Expected<int64_t> inter = intAttr(*r, "interleaved", 0),
+                        dim = intAttr(*r, "rotary_embedding_dim", 0),
+                        packed = intAttr(*r, "is_packed_batching", 0);
+      Expected<float> rscale = floatAttr(*r, "scale", 1.0f);
+      if (Error e = firstErrors(inter, dim, packed, rscale))
+        return e;
+      if (*packed || *rscale != 1.0f || (*inter != 0 && *inter != 1))
+        return nodeError(*r, "is_packed_batching must be 0, scale 1 and "
+                             "interleaved 0 or 1");
+      const wire::NodeProto *pos = producer(input(*r, 1));
+      if (input(*r, 1).empty() || pos || constant(input(*r, 1)))
+        return nodeError(*r, "position_ids must be a graph input");
+      if (which == 0) {
+        ropeInterleaved = *inter;
+        ropeDim = *dim;
+        cosName = input(*r, 2).str();
+        sinName = input(*r, 3).str();
+      } else if (*inter != ropeInterleaved || *dim != ropeDim ||
+                 input(*r, 2) != cosName || input(*r, 3) != sinName) {
+        return nodeError(*r, "the query's and the key's RotaryEmbedding "
+                             "must have the same attributes and tables");
+      }
+      if (consumers(r->output(0)).size() != 1)
+        return nodeError(*r, "its output must feed the attention alone");
+      raise(*r);
+      (which ? kIn : qIn) = input(*r, 0).str();
+    }
+  }
   for (int i = 3; i <= 6; ++i)
     if (!input(n, i).empty() &&
         (producer(input(n, i)) || constant(input(n, i))))
@@ -775,10 +822,10 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
     if (!consumers(n.output(i)).empty())
       return nodeError(n, "its present key/value outputs may only be graph "
                           "outputs");
-  Expected<Linear> q = matchLinear(input(n, 0), "query projection");
+  Expected<Linear> q = matchLinear(qIn, "query projection");
   if (!q)
     return q.takeError();
-  Expected<Linear> k = matchLinear(input(n, 1), "key projection");
+  Expected<Linear> k = matchLinear(kIn, "key projection");
   if (!k)
     return k.takeError();
   Expected<Linear> v = matchLinear(input(n, 2), "value projection");
@@ -798,17 +845,21 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
     spec.numHeads = *heads;
     spec.numKvHeads = *kvHeads;
     spec.headDim = headDim;
-    spec.ropeInterleaved = *interleaved == 1;
+    spec.ropeInterleaved = ropeInterleaved == 1;
   } else if (spec.numHeads != *heads || spec.numKvHeads != *kvHeads ||
              spec.headDim != headDim ||
-             spec.ropeInterleaved != (*interleaved == 1)) {
+             spec.ropeInterleaved != (ropeInterleaved == 1)) {
     return nodeError(n, "num_heads, kv_num_heads, head_dim and "
                         "rotary_interleaved must be the same in every layer");
   }
   if (*scale != 0.0f &&
       std::abs(double(*scale) * std::sqrt(double(headDim)) - 1.0) > 1e-6)
     return nodeError(n, "scale must be 1/sqrt(head_dim) (or absent)");
-  if (Error e = checkRope(n))
+  if (ropeDim != 0 && ropeDim != headDim)
+    return nodeError(n, "partial RoPE (rotary_embedding_dim " + Twine(ropeDim) +
+                            " of head_dim " + Twine(headDim) +
+                            ") is not supported");
+  if (Error e = checkRope(n, cosName, sinName))
     return e;
   // ORT's local_window_size W: a query sees itself and the W keys before
   // it, transformers' sliding_window W + 1 (checked against onnxruntime in

@@ -41,9 +41,12 @@ def rope_cache(d, theta, max_positions):
     return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
 
 
-def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"):
+def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32",
+                rotary="gqa"):
     """The onnx.ModelProto (initializers inline, not yet saved); weights
-    stored as `wtype` (f32 or f16; the RoPE caches stay float32)."""
+    stored as `wtype` (f32 or f16; the RoPE caches stay float32); RoPE in
+    GroupQueryAttention (`rotary` "gqa") or in com.microsoft.RotaryEmbedding
+    nodes on q and k ("separate", with a `position_ids` input)."""
     import onnx
     from onnx import TensorProto as TP, helper, numpy_helper
 
@@ -88,6 +91,8 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
     inputs = [helper.make_tensor_value_info("input_ids", TP.INT64, [1, "S"]),
               helper.make_tensor_value_info("seqlens_k", TP.INT32, [1]),
               helper.make_tensor_value_info("total_sequence_length", TP.INT32, [])]
+    if rotary == "separate":
+        inputs.append(helper.make_tensor_value_info("position_ids", TP.INT64, [1, "S"]))
     outputs = [helper.make_tensor_value_info("logits", TP.FLOAT, [1, "S", V])]
     for l in range(L):
         p, t = f"model.layers.{l}.", f"/model/layers.{l}"
@@ -102,12 +107,18 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
         inputs += [helper.make_tensor_value_info(n, TP.FLOAT, [1, nKV, "P", d]) for n in (pk, pv)]
         outputs += [helper.make_tensor_value_info(f"present.{l}.{n}", TP.FLOAT, [1, nKV, "T", d])
                     for n in ("key", "value")]
+        tables = ["cos_cache", "sin_cache"]
+        if rotary == "separate":
+            q = node("RotaryEmbedding", [q, "position_ids"] + tables, [t + "/attn/q_rotary/out"],
+                     t + "/attn/q_rotary", domain="com.microsoft", interleaved=0, num_heads=nH)
+            k = node("RotaryEmbedding", [k, "position_ids"] + tables, [t + "/attn/k_rotary/out"],
+                     t + "/attn/k_rotary", domain="com.microsoft", interleaved=0, num_heads=nKV)
+            tables = []
         attn = node("GroupQueryAttention",
-                    [q, k, v, pk, pv, "seqlens_k", "total_sequence_length", "cos_cache",
-                     "sin_cache"],
+                    [q, k, v, pk, pv, "seqlens_k", "total_sequence_length"] + tables,
                     [t + "/attn/GQA/out", f"present.{l}.key", f"present.{l}.value"],
                     t + "/attn/GroupQueryAttention", domain="com.microsoft", num_heads=nH,
-                    kv_num_heads=nKV, do_rotary=1, rotary_interleaved=0,
+                    kv_num_heads=nKV, do_rotary=int(rotary == "gqa"), rotary_interleaved=0,
                     local_window_size=window - 1 if window else -1)
         o = linear(attn, p + "self_attn.o_proj.weight", t + "/attn/o_proj")
         h = node("Add", [h, o], [t + "/attn_residual/out"], t + "/attn_residual")
@@ -148,12 +159,12 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
 
 
 def write_onnx(model_dir, out, fusion="concat", data=None, ir_version=10, opset=21,
-               wtype="f32"):
+               wtype="f32", rotary="gqa"):
     """Writes MODEL_DIR as `out` (an .onnx file) with every initializer in
     one external data file `data` (default: `<out's name>.data`) beside it."""
     import onnx
 
-    m = build_model(model_dir, fusion, ir_version, opset, wtype)
+    m = build_model(model_dir, fusion, ir_version, opset, wtype, rotary)
     data = data or os.path.basename(out) + ".data"
     path = os.path.join(os.path.dirname(os.path.abspath(out)), data)
     if os.path.exists(path):
@@ -174,6 +185,8 @@ def run_ort(path, tokens):
              "seqlens_k": np.array([len(tokens) - 1], np.int32),
              "total_sequence_length": np.array(len(tokens), np.int32)}
     for i in m.graph.input:
+        if i.name == "position_ids":
+            feeds[i.name] = np.arange(len(tokens), dtype=np.int64)[None, :]
         if i.name.startswith("past_key_values."):
             dims = [d.dim_value for d in i.type.tensor_type.shape.dim]
             feeds[i.name] = np.zeros((1, dims[1], 0, dims[3]), np.float32)
@@ -190,8 +203,9 @@ def main(argv=None):
     p.add_argument("--fusion", choices=FUSIONS, default="concat")
     p.add_argument("--data", help="external data file name (default OUT's name + .data)")
     p.add_argument("--wtype", choices=["f32", "f16"], default="f32")
+    p.add_argument("--rotary", choices=["gqa", "separate"], default="gqa")
     a = p.parse_args(argv)
-    write_onnx(a.model_dir, a.out, a.fusion, a.data, wtype=a.wtype)
+    write_onnx(a.model_dir, a.out, a.fusion, a.data, wtype=a.wtype, rotary=a.rotary)
 
 
 if __name__ == "__main__":

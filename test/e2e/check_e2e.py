@@ -120,6 +120,9 @@ def main():
                         "(moe_ref.onnx_writer; com.microsoft.MoE with fc1 = gate then up "
                         "rows, swiglu_fusion 2, or fc1/fc3, swiglu_fusion 0; weights in "
                         "external data) and compile that file instead of the directory")
+    p.add_argument("--onnx-rotary", choices=["gqa", "separate"], default="gqa",
+                   help="with --onnx: RoPE inside GroupQueryAttention or in separate "
+                        "com.microsoft.RotaryEmbedding nodes")
     p.add_argument("--ort", action="store_true",
                    help="with --onnx: also run onnxruntime's CPU provider on the same "
                         "graph with fc1's gate and up rows interleaved (swiglu_fusion 1, "
@@ -183,7 +186,8 @@ def main():
         if onnx_path:
             from moe_ref import onnx_writer
             onnx_writer.write_onnx(model, onnx_path, args.onnx,
-                                   wtype="f16" if args.dtype == "f16" else "f32")
+                                   wtype="f16" if args.dtype == "f16" else "f32",
+                                   rotary=args.onnx_rotary)
     quant_flags = []
     if args.quantize:
         quant_flags.append(f"--quantize={args.quantize}")
@@ -350,7 +354,7 @@ def main():
     if args.ort:
         from moe_ref import onnx_writer
         twin = os.path.join(args.work, "model-interleaved.onnx")
-        onnx_writer.write_onnx(model, twin, "interleaved")
+        onnx_writer.write_onnx(model, twin, "interleaved", rotary=args.onnx_rotary)
         ort = onnx_writer.run_ort(twin, prompt)
         vs_bin = float(np.max(np.abs(ort - logits[:len(prompt)])) / np.max(np.abs(ort)))
         vs_ref = float(np.max(np.abs(ort - expected[:len(prompt)])) / np.max(np.abs(expected[:len(prompt)])))
@@ -361,7 +365,8 @@ def main():
                     f"vs reference {vs_ref:.2e}")
     weights = f" with {args.quantize} weights ({args.quantize_only or 'all'})" if args.quantize else ""
     if onnx_path:
-        weights = f" from an ONNX graph ({args.onnx}, {'f16' if args.dtype == 'f16' else 'f32'})"
+        weights = (f" from an ONNX graph ({args.onnx}, {'f16' if args.dtype == 'f16' else 'f32'}"
+                   f"{', RotaryEmbedding' if args.onnx_rotary == 'separate' else ''})")
     if gguf_path:
         weights = f" from a {args.gguf} GGUF ({args.gguf_experts} experts, v{args.gguf_version})"
     print(f"e2e OK{weights}: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} "
