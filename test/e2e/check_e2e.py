@@ -4,6 +4,7 @@
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
         [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
         [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
+        [--onnx concat|fc3 [--onnx-rotary gqa|separate] [--ort]]
         [generator options: --preset --dtype --seed --shards --set K=V
          --rope-form v4|v5 --rope-scaling JSON ...] [--require-rope-effect]
 
