@@ -14,7 +14,9 @@
 //     q, k, v = linear(a)                MatMul(a, Transpose(W [out, in]))
 //                                        or Gemm(a, W, transB = 1)
 //     o = GroupQueryAttention(q, k, v, past..., cos_cache, sin_cache)
-//                                        com.microsoft, do_rotary = 1
+//                                        com.microsoft, do_rotary = 1; or
+//                                        do_rotary = 0 with q and k each
+//                                        through a RotaryEmbedding
 //     h = Add(h, linear(o))
 //     x = RMSNorm(h)
 //     r = linear(x or Reshape(x, [-1, H]))          the router logits
