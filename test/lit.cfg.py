@@ -41,6 +41,10 @@ config.substitutions.append(("%python", python))
 config.substitutions.append(
     ("%edit_gguf", python + " " +
      os.path.join(config.test_source_root, "Frontends", "gguf", "edit_gguf.py")))
+# Writes an ONNX model with one change (the ONNX frontend's bad-input tests).
+config.substitutions.append(
+    ("%edit_onnx", python + " " +
+     os.path.join(config.test_source_root, "Frontends", "onnx", "edit_onnx.py")))
 config.substitutions.append(
     ("%gen", python + " -m moe_ref.generate --quiet"))
 config.substitutions.append(
@@ -54,6 +58,11 @@ import subprocess
 if subprocess.run([config.python_executable, "-c", "import gguf"],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
     config.available_features.add("gguf")
+# PyPI's onnx and onnxruntime (python/requirements-test.txt): the ONNX
+# frontend's test inputs (moe_ref.onnx_writer) and the second reference.
+if subprocess.run([config.python_executable, "-c", "import onnx, onnxruntime"],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("onnx")
 # PyPI's jinja2 (python/requirements-test.txt): the reference renderer for
 # the chat-template tests.
 if subprocess.run([config.python_executable, "-c", "import jinja2"],

@@ -14,6 +14,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AffineExpr.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/Format.h"
@@ -168,6 +169,12 @@ public:
   std::string body;
   llvm::raw_string_ostream out{body};
   std::vector<WeightSourceOp> manifest;
+  /// The module's moe.raw_weight_files: files with no header (ONNX external
+  /// data) and their size when imported.
+  llvm::StringMap<uint64_t> rawFiles;
+  uint64_t rawFileSize(WeightSourceOp s) const {
+    return s.getArtifact() ? 0 : rawFiles.lookup(s.getFile());
+  }
   llvm::StringMap<size_t> manifestIndex;
   std::vector<moert::KernelOp> kernels;
   llvm::StringMap<size_t> kernelIndex;
@@ -557,6 +564,18 @@ LogicalResult PlanPrinter::run() {
       positions.getInt() < 1 || positions.getInt() > 2147483647)
     return func.emitOpError("needs moert.max_positions in [1, 2^31 - 1]");
   maxPositions = positions.getInt();
+  if (Attribute raw = module->getAttr("moe.raw_weight_files")) {
+    auto files = dyn_cast<DictionaryAttr>(raw);
+    if (!files)
+      return module.emitError("moe.raw_weight_files must be a dictionary");
+    for (NamedAttribute file : files) {
+      auto size = dyn_cast<IntegerAttr>(file.getValue());
+      if (!size || !size.getType().isSignlessInteger(64) || size.getInt() < 1)
+        return module.emitError("moe.raw_weight_files: the size of '")
+               << file.getName().getValue() << "' must be a positive i64";
+      rawFiles[file.getName().getValue()] = uint64_t(size.getInt());
+    }
+  }
   for (auto source : module.getOps<WeightSourceOp>()) {
     // The manifest names bytes that exist: a quantisation still pending is
     // moe-compile's to carry out (it writes the weights file first).
@@ -608,7 +627,7 @@ void PlanPrinter::writeTables(raw_ostream &os) const {
        << ", " << s.getOffset() << "ull, " << s.getSizeInBytes() << "ull, "
        << dtypeEnum(t.getElementType()) << ", " << t.getDimSize(0) << ", "
        << (t.getRank() > 1 ? t.getDimSize(1) : 1) << ", " << t.getRank() << ", "
-       << (s.getArtifact() ? 1 : 0) << "},\n";
+       << (s.getArtifact() ? 1 : 0) << ", " << rawFileSize(s) << "ull},\n";
   }
   os << "};\n\nconst moert_cache_desc kCaches[] = {\n";
   for (const Cache &c : caches)

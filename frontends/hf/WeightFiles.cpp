@@ -99,6 +99,10 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
     moert::gguf::File file;
   };
   StringMap<std::unique_ptr<Gguf>> ggufs;
+  // Files with no header (ONNX external data): their size when imported.
+  auto raw = module->getAttrOfType<DictionaryAttr>("moe.raw_weight_files");
+  if (module->hasAttr("moe.raw_weight_files") && !raw)
+    return module.emitError("moe.raw_weight_files must be a dictionary");
   for (WeightSourceOp source : sources) {
     if (source.getArtifact())
       return source.emitOpError("weight '")
@@ -107,6 +111,27 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
              << "built; compile from the model, or from --emit=mlir output, "
              << "which keeps the quantisation pending";
     std::string path = pathOf(dir, source.getFile());
+    if (auto recorded =
+            raw ? raw.getAs<IntegerAttr>(source.getFile()) : IntegerAttr()) {
+      Expected<InputFile> input = InputFile::open(path);
+      if (!input)
+        return source.emitOpError("weight '")
+               << source.getName() << "': " << toString(input.takeError());
+      uint64_t size = input->size(), offset = uint64_t(source.getOffset()),
+               bytes = uint64_t(source.getSizeInBytes());
+      if (recorded.getInt() < 1 || size != uint64_t(recorded.getInt()))
+        return source.emitOpError("weight '")
+               << source.getName() << "': " << path << " is " << size
+               << " bytes, but was " << recorded.getInt()
+               << " bytes when the model was imported; the file changed: "
+               << "import the model again";
+      if (offset > size || bytes > size - offset)
+        return source.emitOpError("weight '")
+               << source.getName() << "': bytes [" << offset << ", "
+               << offset + bytes << ") are beyond the end of " << path << " ("
+               << size << " bytes)";
+      continue;
+    }
     if (ggufs.count(path) || (!headers.count(path) && gguf::isGGUFFile(path))) {
       std::unique_ptr<Gguf> &g = ggufs[path];
       if (!g) {

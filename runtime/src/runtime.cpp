@@ -198,6 +198,35 @@ mapWeightFile(const std::string &path,
                       path.c_str(), moert_file_kind(st.st_mode), name);
   uint64_t size = uint64_t(st.st_size);
 
+  // A raw data file (ONNX external data) has no header to check: its size
+  // when compiled is recorded, and each weight's range must lie within it.
+  if (uint64_t raw = weights.front()->raw_file_size) {
+    if (size != raw)
+      return moert_fail(MOERT_ERROR_IO,
+                        "%s: is %llu bytes, but was %llu bytes when the model "
+                        "was compiled (weight '%s'); %s",
+                        path.c_str(), (unsigned long long)size,
+                        (unsigned long long)raw, name, kChanged);
+    for (const moert_weight_desc *w : weights)
+      if (w->raw_file_size != raw || w->offset > size ||
+          w->size > size - w->offset)
+        return moert_fail(MOERT_ERROR_IO,
+                          "%s: weight '%s' at bytes [%llu, %llu) is not "
+                          "within the %llu bytes the file had when compiled",
+                          path.c_str(), w->name, (unsigned long long)w->offset,
+                          (unsigned long long)(w->offset + w->size),
+                          (unsigned long long)raw);
+    void *base = mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, f.fd, 0);
+    if (base == MAP_FAILED)
+      return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
+                        path.c_str(), (unsigned long long)size,
+                        std::strerror(errno));
+    out.path = path;
+    out.base = base;
+    out.size = size_t(size);
+    return MOERT_OK;
+  }
+
   // The length prefix, then as much of the file as the check needs.
   unsigned char prefix[8];
   size_t got = size_t(std::min<uint64_t>(size, 8));

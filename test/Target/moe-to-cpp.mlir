@@ -19,7 +19,7 @@
 
 // CHECK: #include "moert/kernels.h"
 // CHECK: const moert_weight_desc kWeights[] = {
-// CHECK-NEXT: {"emb", "m.safetensors", 0ull, 65536ull, MOERT_F32, 256, 64, 2, 0},
+// CHECK-NEXT: {"emb", "m.safetensors", 0ull, 65536ull, MOERT_F32, 256, 64, 2, 0, 0ull},
 // CHECK: const moert_cache_desc kCaches[] = {
 // CHECK-NEXT: {4, 16, 8, 8},
 // CHECK: int64_t scratchFloats(int64_t n_max) { return n_max * 386; }

@@ -37,10 +37,10 @@
 
 // UNWRITTEN: error: 'moe.weight_source' op weight 'emb' is still to be quantised; moe-compile writes the quantised weights file and then prints the plan
 
-// CPP: {"emb", "m.bin.weights.safetensors", 0ull, 17408ull, MOERT_Q8_0, 256, 64, 2, 1},
-// CPP-NEXT: {"n", "m.safetensors", 65536ull, 256ull, MOERT_F32, 64, 1, 1, 0},
-// CPP-NEXT: {"gate", "m.safetensors", 65792ull, 512ull, MOERT_F32, 2, 64, 2, 0},
-// CPP-NEXT: {"w1", "m.bin.weights.safetensors", 66304ull, 2176ull, MOERT_Q8_0, 32, 64, 2, 1},
+// CPP: {"emb", "m.bin.weights.safetensors", 0ull, 17408ull, MOERT_Q8_0, 256, 64, 2, 1, 0ull},
+// CPP-NEXT: {"n", "m.safetensors", 65536ull, 256ull, MOERT_F32, 64, 1, 1, 0, 0ull},
+// CPP-NEXT: {"gate", "m.safetensors", 65792ull, 512ull, MOERT_F32, 2, 64, 2, 0, 0ull},
+// CPP-NEXT: {"w1", "m.bin.weights.safetensors", 66304ull, 2176ull, MOERT_Q8_0, 32, 64, 2, 1, 0ull},
 // CPP: const moert::q8_0 *W0 = static_cast<const moert::q8_0 *>(ex->weights[0]);
 // CPP: moert::embedding<moert::q8_0, 64>(W0,
 // CPP: moert::experts<moert::q8_0, moert::q8_0, moert::q8_0, 64, 32, 2, 1>(

@@ -4,6 +4,7 @@
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
         [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
         [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
+        [--onnx concat|fc3 [--onnx-rotary gqa|separate] [--ort]]
         [generator options: --preset --dtype --seed --shards --set K=V
          --rope-form v4|v5 --rope-scaling JSON ...] [--require-rope-effect]
 
@@ -115,6 +116,19 @@ def main():
                         "the reference computes with the file's weights dequantised by "
                         "PyPI's gguf (llama.cpp's format code)")
     p.add_argument("--gguf-experts", choices=["stacked", "split"], default="stacked")
+    p.add_argument("--onnx", metavar="FUSION", choices=["concat", "fc3"],
+                   help="also write the model as ONNX Runtime GenAI's graph "
+                        "(moe_ref.onnx_writer; com.microsoft.MoE with fc1 = gate then up "
+                        "rows, swiglu_fusion 2, or fc1/fc3, swiglu_fusion 0; weights in "
+                        "external data) and compile that file instead of the directory")
+    p.add_argument("--onnx-rotary", choices=["gqa", "separate"], default="gqa",
+                   help="with --onnx: RoPE inside GroupQueryAttention or in separate "
+                        "com.microsoft.RotaryEmbedding nodes")
+    p.add_argument("--ort", action="store_true",
+                   help="with --onnx: also run onnxruntime's CPU provider on the same "
+                        "graph with fc1's gate and up rows interleaved (swiglu_fusion 1, "
+                        "the only form its CPU MoE kernel runs) and check the binary's "
+                        "prompt rows against it")
     p.add_argument("--gguf-version", type=int, choices=[2, 3], default=3)
     p.add_argument("--quant-prefill-tol", type=float, default=5e-2,
                    help="with --quantize: tolerance of the default-chunk run's prompt rows "
@@ -143,6 +157,10 @@ def main():
         p.error("--quantize-only needs --quantize")
     if args.gguf and args.quantize:
         p.error("--gguf and --quantize: give one")
+    if args.onnx and (args.gguf or args.quantize):
+        p.error("--onnx takes neither --gguf nor --quantize")
+    if args.ort and not args.onnx:
+        p.error("--ort needs --onnx")
     # Block formats in the GGUF file (a float type keeps every weight float).
     gguf_blocks = args.gguf not in (None, "f32", "f16", "bf16")
     # The CPU kernels' int8 activations (see above); the CUDA ones dequantise.
@@ -157,6 +175,7 @@ def main():
     binary = os.path.join(args.work, "model.bin")
     cpu_npy = os.path.join(args.work, "cpu.npy")
     gguf_path = os.path.join(args.work, f"model-{args.gguf}.gguf") if args.gguf else None
+    onnx_path = os.path.join(args.work, f"model-{args.onnx}.onnx") if args.onnx else None
     if args.stage != "run":
         generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
                           dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype),
@@ -165,14 +184,19 @@ def main():
             from moe_ref import gguf_writer
             gguf_writer.write_gguf(model, gguf_path, args.gguf, "all", args.gguf_experts,
                                    args.gguf_version)
+        if onnx_path:
+            from moe_ref import onnx_writer
+            onnx_writer.write_onnx(model, onnx_path, args.onnx,
+                                   wtype="f16" if args.dtype == "f16" else "f32",
+                                   rotary=args.onnx_rotary)
     quant_flags = []
     if args.quantize:
         quant_flags.append(f"--quantize={args.quantize}")
         if args.quantize_only:
             quant_flags.append(f"--quantize-only={args.quantize_only}")
-    source = gguf_path or model
+    source = gguf_path or onnx_path or model
     if args.no_renormalize:
-        if gguf_path:
+        if gguf_path or onnx_path:
             p.error("--no-renormalize takes the HF directory, not --gguf")
         translate = os.path.join(os.path.dirname(args.moe_compile), "moe-translate")
         if not os.path.dirname(args.moe_compile):
@@ -327,11 +351,27 @@ def main():
             sys.exit(f"-O0 and -O2 differ: max |diff| {diff:.3e}, tokens {o0_tokens} vs {generated}")
         print(f"-O0 and -O2 agree: max |diff| {diff:.2e}")
 
+    ort_line = ""
+    if args.ort:
+        from moe_ref import onnx_writer
+        twin = os.path.join(args.work, "model-interleaved.onnx")
+        onnx_writer.write_onnx(model, twin, "interleaved", rotary=args.onnx_rotary)
+        ort = onnx_writer.run_ort(twin, prompt)
+        vs_bin = float(np.max(np.abs(ort - logits[:len(prompt)])) / np.max(np.abs(ort)))
+        vs_ref = float(np.max(np.abs(ort - expected[:len(prompt)])) / np.max(np.abs(expected[:len(prompt)])))
+        if vs_bin > args.tol or vs_ref > args.tol:
+            sys.exit(f"onnxruntime's prompt rows differ: from the binary's by {vs_bin:.3e}, "
+                     f"from the reference's by {vs_ref:.3e} (relative)")
+        ort_line = (f"; onnxruntime (interleaved twin) vs binary {vs_bin:.2e}, "
+                    f"vs reference {vs_ref:.2e}")
     weights = f" with {args.quantize} weights ({args.quantize_only or 'all'})" if args.quantize else ""
+    if onnx_path:
+        weights = (f" from an ONNX graph ({args.onnx}, {'f16' if args.dtype == 'f16' else 'f32'}"
+                   f"{', RotaryEmbedding' if args.onnx_rotary == 'separate' else ''})")
     if gguf_path:
         weights = f" from a {args.gguf} GGUF ({args.gguf_experts} experts, v{args.gguf_version})"
     print(f"e2e OK{weights}: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} "
-          f"(tol {args.tol}); {args.n} greedy tokens match the reference{rope_effect}")
+          f"(tol {args.tol}); {args.n} greedy tokens match the reference{rope_effect}{ort_line}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@
 #include "frontends/hf/HFImporter.h"
 #include "frontends/hf/Tokenizer.h"
 #include "frontends/hf/WeightFiles.h"
+#include "frontends/onnx/ONNXImporter.h"
 #include "passes/Passes.h"
 #include "tools/common/CommandLine.h"
 #include "tools/common/OutputFile.h"
@@ -227,15 +228,18 @@ mlir::OwningOpRef<mlir::ModuleOp> load(mlir::MLIRContext &context,
   sys::fs::file_status status;
   if (std::error_code ec = sys::fs::status(input, status)) {
     fail(input + (ec == std::errc::no_such_file_or_directory
-                      ? ": no such model directory, GGUF or .mlir file"
+                      ? ": no such model directory, GGUF, ONNX or .mlir file"
                       : ": cannot access: " + ec.message()));
     return nullptr;
   }
   bool gguf = status.type() != sys::fs::file_type::directory_file &&
               mlir::moe::gguf::isGGUFFile(input);
-  if (status.type() == sys::fs::file_type::directory_file || gguf) {
-    auto module = gguf ? mlir::moe::gguf::importModel(context, input)
-                       : mlir::moe::hf::importModel(context, input);
+  bool onnx = status.type() != sys::fs::file_type::directory_file &&
+              mlir::moe::onnxfe::isONNXFile(input);
+  if (status.type() == sys::fs::file_type::directory_file || gguf || onnx) {
+    auto module = onnx   ? mlir::moe::onnxfe::importModel(context, input)
+                  : gguf ? mlir::moe::gguf::importModel(context, input)
+                         : mlir::moe::hf::importModel(context, input);
     if (!module) {
       handleAllErrors(module.takeError(),
                       [](const ErrorInfoBase &e) { fail(e.message()); });
@@ -526,9 +530,14 @@ int main(int argc, char **argv) {
       "                                       BF16, Q8_0, Q4_0, Q4_1, Q4_K,\n"
       "                                       Q5_K, Q6_K weights, read in\n"
       "                                       place)\n"
+      "  moe-compile MODEL.onnx -o PATH      (ONNX Runtime GenAI's Mixtral\n"
+      "                                       graph, com.microsoft.MoE and\n"
+      "                                       GroupQueryAttention; weights\n"
+      "                                       in external data, in place)\n"
       "  moe-compile MODEL.mlir -o PATH      (IR from moe-translate)\n\n"
       "The executable runs the model on token ids (see PATH --help); it\n"
-      "memory-maps the weights from MODEL_DIR or the GGUF file's directory\n"
+      "memory-maps the weights from MODEL_DIR or the GGUF or ONNX file's\n"
+      "directory\n"
       "(or --weights DIR) at run time.\n"
       "PATH is checked before any work, is never one of the model's files,\n"
       "and is replaced only when every step succeeded (docs/hardening.md).\n");

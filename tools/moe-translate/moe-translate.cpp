@@ -19,6 +19,7 @@
 #include "frontends/gguf/GGUFImporter.h"
 #include "frontends/hf/HFImporter.h"
 #include "frontends/hf/WeightFiles.h"
+#include "frontends/onnx/ONNXImporter.h"
 #include "tools/common/CommandLine.h"
 #include "tools/common/OutputFile.h"
 
@@ -55,6 +56,14 @@ static cl::opt<std::string> importGGUF(
         "and reads only its header; the weights stay in it"),
     cl::value_desc("file"), cl::cat(category));
 
+static cl::opt<std::string> importONNX(
+    "import-onnx",
+    cl::desc("Import a Mixtral ONNX model (ONNX Runtime GenAI's graph: "
+             "GroupQueryAttention and com.microsoft.MoE nodes; weights in "
+             "external data files, [out, in]; docs/frontends.md). Reads the "
+             "ModelProto; the weights stay in their files"),
+    cl::value_desc("file"), cl::cat(category));
+
 static cl::opt<std::string> outputFile("o", cl::desc("Output file"),
                                        cl::value_desc("file"), cl::init("-"),
                                        cl::cat(category));
@@ -85,18 +94,20 @@ int main(int argc, char **argv) {
       "plans\n\n"
       "  moe-translate --import-hf MODEL_DIR [-o out.mlir]\n"
       "  moe-translate --import-gguf MODEL.gguf [-o out.mlir]\n"
+      "  moe-translate --import-onnx MODEL.onnx [-o out.mlir]\n"
       "  moe-translate --moe-to-cpp lowered.mlir [-o out.cpp]\n"
       "  moe-translate --moe-to-cuda lowered.mlir [-o out.cu]\n"
       "  moe-translate --moe-to-cuda-host lowered.mlir [-o out.cpp]\n");
 
-  int actions = !importHF.empty() + !importGGUF.empty() + (translation ? 1 : 0);
+  int actions = !importHF.empty() + !importGGUF.empty() + !importONNX.empty() +
+                (translation ? 1 : 0);
   if (actions != 1)
     return fail(actions == 0
                     ? "nothing to do: give --import-hf MODEL_DIR, "
-                      "--import-gguf MODEL.gguf or a --moe-to-* translation "
-                      "(see --help)"
-                    : "give one of --import-hf, --import-gguf or a --moe-to-* "
-                      "translation");
+                      "--import-gguf MODEL.gguf, --import-onnx MODEL.onnx or "
+                      "a --moe-to-* translation (see --help)"
+                    : "give one of --import-hf, --import-gguf, --import-onnx "
+                      "or a --moe-to-* translation");
   if (Error e =
           mlir::moe::checkOutputPath(outputFile, mlir::moe::OutputKind::Text))
     return fail(toString(std::move(e)));
@@ -131,9 +142,10 @@ int main(int argc, char **argv) {
   // Diagnostics quote names from the user's files: shown printable.
   mlir::moe::PrintableDiagnostics diagnostics(&context);
   context.printOpOnDiagnostic(false);
-  auto module = importHF.empty()
-                    ? mlir::moe::gguf::importModel(context, importGGUF)
-                    : mlir::moe::hf::importModel(context, importHF);
+  auto module =
+      !importONNX.empty() ? mlir::moe::onnxfe::importModel(context, importONNX)
+      : importHF.empty()  ? mlir::moe::gguf::importModel(context, importGGUF)
+                          : mlir::moe::hf::importModel(context, importHF);
   if (!module) {
     handleAllErrors(module.takeError(),
                     [](const ErrorInfoBase &e) { fail(e.message()); });

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 5
+#define MOERT_ABI_VERSION 6
 
 typedef enum moert_target {
   MOERT_TARGET_CPU = 0,
@@ -57,6 +57,11 @@ typedef struct moert_weight_desc {
   int64_t rank;        /* 1: shape [rows] in its file; 2: [rows, cols] */
   int32_t in_artifact; /* 1: in the quantised weights file moe-compile wrote
                           beside the executable */
+  /* 0: `file` has a header (safetensors, GGUF) that the load-time check
+   * holds the entry against. Otherwise `file` is raw bytes with no header
+   * (an ONNX external-data file) that was exactly `raw_file_size` bytes when
+   * compiled: the runtime checks that size and each range against it. */
+  uint64_t raw_file_size;
 } moert_weight_desc;
 
 /* One layer's KV cache: a ring of `capacity` slots per kv head; the key and

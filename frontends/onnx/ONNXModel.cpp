@@ -1,0 +1,1250 @@
+//===- ONNXModel.cpp - raise an ONNX graph into a ModelSpec ----*- C++ -*-===//
+//
+// Part of moe-compile.
+//
+//===----------------------------------------------------------------------===//
+//
+// The graph shape raised (docs/frontends.md, "ONNX"), ONNX Runtime GenAI's
+// for Mixtral, batch dimension free:
+//
+//   h = Gather(embedding [V, H], input_ids)
+//   per layer:
+//     a = RMSNorm(h)                     SimplifiedLayerNormalization or
+//                                        RMSNormalization, axis -1
+//     q, k, v = linear(a)                MatMul(a, Transpose(W [out, in]))
+//                                        or Gemm(a, W, transB = 1)
+//     o = GroupQueryAttention(q, k, v, past..., cos_cache, sin_cache)
+//                                        com.microsoft, do_rotary = 1; or
+//                                        do_rotary = 0 with q and k each
+//                                        through a RotaryEmbedding
+//     h = Add(h, linear(o))
+//     x = RMSNorm(h)
+//     r = linear(x or Reshape(x, [-1, H]))          the router logits
+//     h = Add(h, MoE(x, r, fc1, fc2[, fc3]))        com.microsoft
+//   logits = linear(RMSNorm(h))
+//
+// Every node must be part of that pattern: a node left over is an error
+// naming it, never a silent fallback.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/onnx/ONNXModel.h"
+
+#include "frontends/InputFiles.h"
+#include "frontends/ModelSpec.h"
+#include "frontends/onnx/ONNXProto.h"
+
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+
+#include <climits>
+#include <cmath>
+#include <map>
+
+using namespace llvm;
+
+namespace mlir::moe::onnxfe {
+
+namespace {
+
+/// IR versions read: 7 (opset 13's) to 11 (onnx 1.19's).
+constexpr int64_t kMinIRVersion = 7, kMaxIRVersion = 11;
+/// Default-domain opsets whose ops used here mean what this file assumes.
+constexpr int64_t kMinOpset = 13, kMaxOpset = 23;
+/// Largest non-weight tensor read into memory (the RoPE caches, shapes).
+constexpr uint64_t kMaxValueBytes = uint64_t(256) << 20;
+
+Error error(const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), message);
+}
+
+Error error(const formatv_object_base &message) {
+  return error(Twine(message.str()));
+}
+
+/// The errors of the Expected values `xs`, joined (success when none).
+template <typename... Ts> Error firstErrors(Ts &...xs) {
+  Error out = Error::success();
+  ((out = joinErrors(std::move(out), xs.takeError())), ...);
+  return out;
+}
+
+std::string shapeText(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (auto [i, d] : llvm::enumerate(shape))
+    s += (i ? ", " : "") + std::to_string(d);
+  return s + "]";
+}
+
+const char *dataTypeName(int32_t t) {
+  static const char *names[] = {
+      "UNDEFINED",      "FLOAT",        "UINT8",          "INT8",
+      "UINT16",         "INT16",        "INT32",          "INT64",
+      "STRING",         "BOOL",         "FLOAT16",        "DOUBLE",
+      "UINT32",         "UINT64",       "COMPLEX64",      "COMPLEX128",
+      "BFLOAT16",       "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+      "FLOAT8E5M2FNUZ", "UINT4",        "INT4",           "FLOAT4E2M1"};
+  return t >= 0 && size_t(t) < std::size(names) ? names[t] : "unknown";
+}
+
+Expected<std::unique_ptr<wire::ModelProto>> parseProto(StringRef file,
+                                                       StringRef bytes) {
+  if (bytes.size() > kMaxModelBytes)
+    return error(file + ": is " + Twine(bytes.size()) +
+                 " bytes; an .onnx file is at most 2 GB (larger models keep "
+                 "their weights in external data files)");
+  auto model = std::make_unique<wire::ModelProto>();
+  if (Error e = wire::parseModel(bytes, *model))
+    return error(file + ": not a valid ONNX model (" + toString(std::move(e)) +
+                 ")");
+  if (!model->has_graph()) {
+    return error(file + ": not an ONNX model: it has no graph");
+  }
+  int64_t ir = model->ir_version();
+  if (ir < kMinIRVersion || ir > kMaxIRVersion) {
+    return error(formatv("{0}: IR version {1} is not supported (moe-compile "
+                         "reads IR versions {2} to {3})",
+                         file, ir, kMinIRVersion, kMaxIRVersion));
+  }
+  bool sawDefault = false;
+  for (const wire::OperatorSetIdProto &op : model->opset_import()) {
+    StringRef domain = op.domain();
+    if (domain.empty() || domain == "ai.onnx") {
+      sawDefault = true;
+      if (op.version() < kMinOpset || op.version() > kMaxOpset) {
+        return error(formatv("{0}: opset {1} of the default domain is not "
+                             "supported (moe-compile reads opsets {2} to {3})",
+                             file, op.version(), kMinOpset, kMaxOpset));
+      }
+    } else if (domain == "com.microsoft") {
+      if (op.version() != 1) {
+        return error(formatv("{0}: opset {1} of domain com.microsoft is not "
+                             "supported (moe-compile reads version 1)",
+                             file, op.version()));
+      }
+    } else {
+      return error(file + ": operator set domain '" + printableText(domain) +
+                   "' is not supported (moe-compile reads the default domain "
+                   "and com.microsoft)");
+    }
+  }
+  if (!sawDefault) {
+    return error(file + ": the model imports no opset of the default domain");
+  }
+  return model;
+}
+
+/// The float storage types of weights.
+std::optional<WeightDType> weightDType(int32_t t) {
+  switch (t) {
+  case wire::TensorProto::FLOAT:
+    return WeightDType::F32;
+  case wire::TensorProto::FLOAT16:
+    return WeightDType::F16;
+  case wire::TensorProto::BFLOAT16:
+    return WeightDType::BF16;
+  default:
+    return std::nullopt;
+  }
+}
+
+/// A decimal string of at most 19 digits (no sign, no spaces).
+std::optional<uint64_t> parseDecimal(StringRef s) {
+  if (s.empty() || s.size() > 19 ||
+      !llvm::all_of(s, [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s)
+    v = v * 10 + uint64_t(c - '0');
+  return v;
+}
+
+/// The float32 `f` as the shortest decimal that reads back as `f` (an
+/// epsilon of 1e-5 stored as float32 is 1e-5 again).
+double shortestDecimal(float f) {
+  char text[32];
+  for (int digits = 1; digits <= 9; ++digits) {
+    std::snprintf(text, sizeof(text), "%.*g", digits, double(f));
+    if (float(std::strtod(text, nullptr)) == f)
+      return std::strtod(text, nullptr);
+  }
+  return double(f);
+}
+
+class Importer {
+public:
+  Importer(StringRef path, StringRef dir, const wire::ModelProto &model)
+      : path(path), dir(dir), model(model), graph(model.graph()) {}
+
+  Error run(RaisedModel &out);
+
+private:
+  // --- Tensors --------------------------------------------------------------
+  /// Where initializer `name`'s bytes are, checked (external data only).
+  Expected<WeightSource> weightSource(const wire::TensorProto &t);
+  /// The FLOAT tensor's values (inline or external), for the RoPE caches.
+  Expected<std::vector<float>> floatValues(const wire::TensorProto &t);
+  /// An INT64 tensor's values (inline only), for shapes.
+  Expected<std::vector<int64_t>> intValues(const wire::TensorProto &t);
+  Expected<uint64_t> dataFileSize(StringRef location, StringRef tensor);
+  /// The initializer (or Constant node's value) named `value`, or null.
+  const wire::TensorProto *constant(StringRef value) const;
+  const wire::TensorProto *initializer(StringRef value) const {
+    auto it = initializers.find(value);
+    return it == initializers.end() ? nullptr : it->second;
+  }
+
+  // --- Nodes ----------------------------------------------------------------
+  Error nodeError(const wire::NodeProto &n, const Twine &message) const;
+  std::string nodeName(const wire::NodeProto &n) const;
+  bool is(const wire::NodeProto &n, StringRef op, StringRef domain = "") const {
+    StringRef d = n.domain();
+    if (d == "ai.onnx")
+      d = "";
+    return n.op_type() == op && d == domain;
+  }
+  const wire::NodeProto *producer(StringRef value) const {
+    auto it = producers.find(value);
+    return it == producers.end() ? nullptr : &graph.node(it->second);
+  }
+  std::vector<const wire::NodeProto *> consumers(StringRef value) const {
+    std::vector<const wire::NodeProto *> out;
+    auto it = consumerMap.find(value);
+    if (it != consumerMap.end())
+      for (int i : it->second)
+        out.push_back(&graph.node(i));
+    return out;
+  }
+  void raise(const wire::NodeProto &n) { raised.insert(&n); }
+  const wire::AttributeProto *attr(const wire::NodeProto &n,
+                                   StringRef name) const {
+    for (const wire::AttributeProto &a : n.attribute())
+      if (a.name() == name)
+        return &a;
+    return nullptr;
+  }
+  Expected<int64_t> intAttr(const wire::NodeProto &n, StringRef name,
+                            std::optional<int64_t> dflt) const;
+  Expected<float> floatAttr(const wire::NodeProto &n, StringRef name,
+                            std::optional<float> dflt) const;
+  Expected<std::string> stringAttr(const wire::NodeProto &n, StringRef name,
+                                   std::optional<StringRef> dflt) const;
+  /// Input `i` of `n`, or "" when absent.
+  static StringRef input(const wire::NodeProto &n, int i) {
+    return i < n.input_size() ? StringRef(n.input(i)) : StringRef();
+  }
+
+  // --- Patterns -------------------------------------------------------------
+  struct Linear {
+    std::string x, weight;
+  };
+  /// `value` as the output of a linear layer (weight [out, in]).
+  Expected<Linear> matchLinear(StringRef value, StringRef what);
+  struct Norm {
+    std::string x, out, weight;
+    const wire::NodeProto *node;
+  };
+  /// The RMS norm among `value`'s consumers.
+  Expected<Norm> matchNorm(StringRef value, StringRef what);
+  /// The one Add of `a` and `b` (either order).
+  Expected<std::string> matchAdd(StringRef a, StringRef b, StringRef what);
+  Error matchLayer(StringRef h, std::string &next);
+  Error matchAttention(const Norm &norm, std::string &out);
+  Error matchMoE(const Norm &norm, std::string &out);
+  /// Checks the RoPE tables `cosName`, `sinName` of `by`.
+  Error checkRope(const wire::NodeProto &by, StringRef cosName,
+                  StringRef sinName);
+
+  /// Records initializer `name` as the weight `key` (for the manifest),
+  /// checking its shape.
+  Error addWeight(const std::string &key, StringRef initializerName,
+                  ArrayRef<int64_t> shape, const wire::NodeProto &by,
+                  StringRef role);
+  Error addSlice(const std::string &key, StringRef initializerName,
+                 uint64_t byteOffset, ArrayRef<int64_t> shape);
+
+  StringRef path, dir;
+  const wire::ModelProto &model;
+  const wire::GraphProto &graph;
+  StringMap<const wire::TensorProto *> initializers;
+  StringMap<const wire::TensorProto *> constants;
+  StringMap<int> producers;
+  StringMap<std::vector<int>> consumerMap;
+  DenseSet<const wire::NodeProto *> raised;
+  StringMap<uint64_t> dataFiles;
+  StringMap<WeightSource> weights;
+  /// Per weight key, the initializer's own WeightSource (cached).
+  StringMap<WeightSource> sources;
+
+  ModelSpec spec;
+  std::optional<double> eps;
+  std::string embedding, finalNorm, lmHead;
+  using Layer = RaisedModel::Layer;
+  std::vector<Layer> layers;
+  std::string ropeCos, ropeSin;
+  llvm::SmallVector<std::optional<int64_t>> windows;
+};
+
+std::string Importer::nodeName(const wire::NodeProto &n) const {
+  std::string op = n.domain().empty() || n.domain() == "ai.onnx"
+                       ? n.op_type()
+                       : n.domain() + "." + n.op_type();
+  return "node '" + printableText(n.name()) + "' (" + printableText(op) + ")";
+}
+
+Error Importer::nodeError(const wire::NodeProto &n,
+                          const Twine &message) const {
+  return error(path + ": " + nodeName(n) + ": " + message);
+}
+
+Expected<int64_t> Importer::intAttr(const wire::NodeProto &n, StringRef name,
+                                    std::optional<int64_t> dflt) const {
+  const wire::AttributeProto *a = attr(n, name);
+  if (!a) {
+    if (dflt)
+      return *dflt;
+    return nodeError(n, "attribute '" + name + "' is missing");
+  }
+  if (a->type() != wire::AttributeProto::INT)
+    return nodeError(n, "attribute '" + name + "' must be an integer");
+  return a->i();
+}
+
+Expected<float> Importer::floatAttr(const wire::NodeProto &n, StringRef name,
+                                    std::optional<float> dflt) const {
+  const wire::AttributeProto *a = attr(n, name);
+  if (!a) {
+    if (dflt)
+      return *dflt;
+    return nodeError(n, "attribute '" + name + "' is missing");
+  }
+  if (a->type() != wire::AttributeProto::FLOAT)
+    return nodeError(n, "attribute '" + name + "' must be a float");
+  return a->f();
+}
+
+Expected<std::string>
+Importer::stringAttr(const wire::NodeProto &n, StringRef name,
+                     std::optional<StringRef> dflt) const {
+  const wire::AttributeProto *a = attr(n, name);
+  if (!a) {
+    if (dflt)
+      return dflt->str();
+    return nodeError(n, "attribute '" + name + "' is missing");
+  }
+  if (a->type() != wire::AttributeProto::STRING)
+    return nodeError(n, "attribute '" + name + "' must be a string");
+  return a->s();
+}
+
+const wire::TensorProto *Importer::constant(StringRef value) const {
+  if (const wire::TensorProto *t = initializer(value))
+    return t;
+  auto it = constants.find(value);
+  return it == constants.end() ? nullptr : it->second;
+}
+
+Expected<uint64_t> Importer::dataFileSize(StringRef location,
+                                          StringRef tensor) {
+  auto it = dataFiles.find(location);
+  if (it != dataFiles.end())
+    return it->second;
+  auto fail = [&](const Twine &why) {
+    return error(path + ": tensor '" + printableText(tensor) +
+                 "': external data location '" + printableText(location) +
+                 "' " + why);
+  };
+  if (location.empty())
+    return fail("is empty");
+  if (location.contains('\0') || location.contains('\\'))
+    return fail("has a NUL or backslash");
+  if (sys::path::is_absolute(location) || location.starts_with("/"))
+    return fail("is an absolute path; it must be relative to the model's "
+                "directory");
+  SmallVector<StringRef> parts;
+  location.split(parts, '/');
+  for (StringRef part : parts)
+    if (part == "..")
+      return fail("leaves the model's directory ('..')");
+  SmallString<256> joined(dir), real;
+  sys::path::append(joined, location);
+  if (std::error_code ec = sys::fs::real_path(joined, real))
+    return fail(ec == std::errc::no_such_file_or_directory
+                    ? Twine("names no file in ") + dir
+                    : Twine("cannot be accessed: ") + ec.message());
+  std::string prefix = (dir + "/").str();
+  if (!StringRef(real).starts_with(prefix))
+    return fail("resolves to " + real +
+                ", outside the model's directory (a symbolic link out)");
+  Expected<InputFile> file = InputFile::open(real);
+  if (!file)
+    return fail(toString(file.takeError()));
+  dataFiles[location] = file->size();
+  return file->size();
+}
+
+Expected<WeightSource> Importer::weightSource(const wire::TensorProto &t) {
+  std::string name = printableText(t.name());
+  std::optional<WeightDType> dtype = weightDType(t.data_type());
+  if (!dtype)
+    return error(path + ": tensor '" + name + "' has element type " +
+                 dataTypeName(t.data_type()) +
+                 "; weights must be FLOAT, FLOAT16 or BFLOAT16");
+  WeightSource w;
+  w.dtype = *dtype;
+  uint64_t elements = 1;
+  for (int64_t d : t.dims()) {
+    if (d < 0 || d > (int64_t(1) << 40))
+      return error(path + ": tensor '" + name + "' has dimension " + Twine(d) +
+                   " out of range");
+    if (d && elements > (uint64_t(1) << 50) / uint64_t(d))
+      return error(path + ": tensor '" + name + "' has too many elements");
+    elements *= uint64_t(d);
+    w.shape.push_back(d);
+  }
+  uint64_t bytes = elements * uint64_t(bytesPerElement(*dtype));
+  if (t.data_location() != wire::TensorProto::EXTERNAL)
+    return error(
+        path + ": tensor '" + name + "' is stored inside the .onnx file (" +
+        Twine(bytes) +
+        " bytes); moe-compile maps weights in place from external data: save "
+        "the model with every initializer in an external data file (onnx: "
+        "onnx.save_model(m, path, save_as_external_data=True, "
+        "size_threshold=0))");
+  std::optional<std::string> location;
+  std::optional<uint64_t> offset, length;
+  for (const wire::StringStringEntryProto &kv : t.external_data()) {
+    StringRef key = kv.key();
+    if ((key == "location" && location) || (key == "offset" && offset) ||
+        (key == "length" && length))
+      return error(path + ": tensor '" + name + "': external data key '" + key +
+                   "' is given twice");
+    if (key == "location") {
+      location = kv.value();
+    } else if (key == "offset" || key == "length") {
+      std::optional<uint64_t> v = parseDecimal(kv.value());
+      if (!v)
+        return error(path + ": tensor '" + name + "': external data '" + key +
+                     "' is '" + printableText(kv.value()) +
+                     "', not a non-negative integer");
+      (key == "offset" ? offset : length) = v;
+    } else if (key != "checksum") {
+      return error(path + ": tensor '" + name +
+                   "': unknown external data key '" + printableText(key) + "'");
+    }
+  }
+  if (!location)
+    return error(path + ": tensor '" + name +
+                 "' is external data without a 'location'");
+  Expected<uint64_t> size = dataFileSize(*location, t.name());
+  if (!size)
+    return size.takeError();
+  if (length && *length != bytes)
+    return error(formatv("{0}: tensor '{1}': external data length {2} is not "
+                         "the {3} bytes of its shape {4} in {5}",
+                         path, name, *length, bytes, shapeText(w.shape),
+                         dataTypeName(t.data_type())));
+  uint64_t start = offset.value_or(0);
+  if (start > *size || bytes > *size - start)
+    return error(formatv("{0}: tensor '{1}': bytes [{2}, {3}) are beyond the "
+                         "end of {4} ({5} bytes)",
+                         path, name, start, start + bytes,
+                         printableText(*location), *size));
+  w.file = *location;
+  w.offset = start;
+  w.size = bytes;
+  return w;
+}
+
+Expected<std::vector<float>> Importer::floatValues(const wire::TensorProto &t) {
+  std::string name = printableText(t.name());
+  if (t.data_type() != wire::TensorProto::FLOAT)
+    return error(path + ": tensor '" + name + "' must be FLOAT, not " +
+                 dataTypeName(t.data_type()));
+  uint64_t elements = 1;
+  for (int64_t d : t.dims()) {
+    if (d < 0 || (d && elements > kMaxValueBytes / 4 / uint64_t(d)))
+      return error(path + ": tensor '" + name + "' is too large to read");
+    elements *= uint64_t(d);
+  }
+  std::vector<float> values(elements);
+  if (t.data_location() == wire::TensorProto::EXTERNAL) {
+    Expected<WeightSource> w = weightSource(t);
+    if (!w)
+      return w.takeError();
+    SmallString<256> file(dir);
+    sys::path::append(file, w->file);
+    Expected<InputFile> in = InputFile::open(file);
+    if (!in)
+      return in.takeError();
+    auto data = in->read(w->offset, w->size);
+    if (!data)
+      return data.takeError();
+    std::memcpy(values.data(), (*data)->getBufferStart(), w->size);
+  } else if (t.has_raw_data()) {
+    if (t.raw_data().size() != elements * 4)
+      return error(path + ": tensor '" + name + "' has " +
+                   Twine(t.raw_data().size()) + " bytes of raw data for " +
+                   Twine(elements) + " floats");
+    std::memcpy(values.data(), t.raw_data().data(), elements * 4);
+  } else {
+    if (uint64_t(t.float_data_size()) != elements)
+      return error(path + ": tensor '" + name + "' has " +
+                   Twine(t.float_data_size()) + " values for " +
+                   Twine(elements) + " elements");
+    std::copy(t.float_data().begin(), t.float_data().end(), values.begin());
+  }
+  return values;
+}
+
+Expected<std::vector<int64_t>> Importer::intValues(const wire::TensorProto &t) {
+  std::string name = printableText(t.name());
+  if (t.data_type() != wire::TensorProto::INT64 ||
+      t.data_location() == wire::TensorProto::EXTERNAL || t.dims_size() > 1)
+    return error(path + ": tensor '" + name +
+                 "' must be an inline INT64 vector");
+  std::vector<int64_t> values;
+  if (t.has_raw_data()) {
+    if (t.raw_data().size() % 8 || t.raw_data().size() > 64)
+      return error(path + ": tensor '" + name + "' has a bad raw_data size");
+    values.resize(t.raw_data().size() / 8);
+    std::memcpy(values.data(), t.raw_data().data(), t.raw_data().size());
+  } else {
+    values.assign(t.int64_data().begin(), t.int64_data().end());
+  }
+  int64_t n = t.dims_size() ? t.dims(0) : 1;
+  if (int64_t(values.size()) != n)
+    return error(path + ": tensor '" + name + "' has " + Twine(values.size()) +
+                 " values for " + Twine(n) + " elements");
+  return values;
+}
+
+Error Importer::addWeight(const std::string &key, StringRef initializerName,
+                          ArrayRef<int64_t> shape, const wire::NodeProto &by,
+                          StringRef role) {
+  const wire::TensorProto *t = initializer(initializerName);
+  if (!t)
+    return nodeError(by, "the " + role + " weight '" +
+                             printableText(initializerName) +
+                             "' is not an initializer");
+  Expected<WeightSource> w = weightSource(*t);
+  if (!w)
+    return w.takeError();
+  if (ArrayRef<int64_t>(w->shape) != shape)
+    return nodeError(by, "the " + role + " weight '" +
+                             printableText(initializerName) + "' has shape " +
+                             shapeText(w->shape) + ", expected " +
+                             shapeText(shape));
+  weights[key] = *w;
+  return Error::success();
+}
+
+Error Importer::addSlice(const std::string &key, StringRef initializerName,
+                         uint64_t byteOffset, ArrayRef<int64_t> shape) {
+  // The stacked tensor was checked by the caller (addWeight).
+  WeightSource w = weights.lookup(initializerName);
+  uint64_t elements = 1;
+  for (int64_t d : shape)
+    elements *= uint64_t(d);
+  w.offset += byteOffset;
+  w.size = elements * uint64_t(bytesPerElement(w.dtype));
+  w.shape.assign(shape.begin(), shape.end());
+  weights[key] = w;
+  return Error::success();
+}
+
+Expected<Importer::Linear> Importer::matchLinear(StringRef value,
+                                                 StringRef what) {
+  const wire::NodeProto *n = producer(value);
+  if (!n)
+    return error(path + ": the " + what + " ('" + printableText(value) +
+                 "') is not computed by a node");
+  if (is(*n, "Gemm")) {
+    Expected<int64_t> transA = intAttr(*n, "transA", 0),
+                      transB = intAttr(*n, "transB", 0);
+    Expected<float> alpha = floatAttr(*n, "alpha", 1.0f),
+                    beta = floatAttr(*n, "beta", 1.0f);
+    if (Error e = firstErrors(transA, transB, alpha, beta))
+      return std::move(e);
+    if (*transA || *transB != 1 || *alpha != 1.0f || !input(*n, 2).empty())
+      return nodeError(*n, "the " + what +
+                               " must be a Gemm with transB = 1, transA = 0, "
+                               "alpha = 1 and no C (weight [out, in])");
+    raise(*n);
+    return Linear{input(*n, 0).str(), input(*n, 1).str()};
+  }
+  if (!is(*n, "MatMul"))
+    return nodeError(*n, "the " + what +
+                             " must be a MatMul of a transposed weight or a "
+                             "Gemm with transB = 1");
+  StringRef b = input(*n, 1);
+  if (initializer(b))
+    return nodeError(
+        *n, "the " + what + "'s weight '" + printableText(b) +
+                "' is stored [in, out] (MatMul's B): moe-compile reads "
+                "weights in place in the [out, in] layout (MatMul(x, "
+                "Transpose(W)) or Gemm transB = 1); copying them transposed "
+                "is not supported yet");
+  const wire::NodeProto *t = producer(b);
+  if (!t || !is(*t, "Transpose") || !initializer(input(*t, 0)))
+    return nodeError(*n, "the " + what +
+                             "'s B must be Transpose(W) of an initializer W "
+                             "[out, in]");
+  const wire::AttributeProto *perm = attr(*t, "perm");
+  if (perm &&
+      (perm->type() != wire::AttributeProto::INTS || perm->ints_size() != 2 ||
+       perm->ints(0) != 1 || perm->ints(1) != 0))
+    return nodeError(*t, "perm must be [1, 0]");
+  raise(*n);
+  raise(*t);
+  return Linear{input(*n, 0).str(), input(*t, 0).str()};
+}
+
+Expected<Importer::Norm> Importer::matchNorm(StringRef value, StringRef what) {
+  const wire::NodeProto *found = nullptr;
+  for (const wire::NodeProto *c : consumers(value)) {
+    if (!is(*c, "SimplifiedLayerNormalization") &&
+        !is(*c, "SimplifiedLayerNormalization", "com.microsoft") &&
+        !is(*c, "RMSNormalization"))
+      continue;
+    if (found)
+      return nodeError(*c,
+                       "a second RMS norm of '" + printableText(value) + "'");
+    found = c;
+  }
+  if (!found) {
+    // torch.onnx.export writes the norm as Pow, ReduceMean, Add, Sqrt, ...
+    for (const wire::NodeProto *c : consumers(value))
+      if (is(*c, "Pow") || is(*c, "ReduceMean") || is(*c, "Mul"))
+        return nodeError(*c, "a decomposed RMS norm (the " + what +
+                                 "'s): torch.onnx.export's decomposed graphs "
+                                 "are not raised yet; moe-compile raises "
+                                 "ONNX Runtime GenAI's graph (docs/"
+                                 "frontends.md)");
+    return error(path +
+                 ": no RMS norm (SimplifiedLayerNormalization or "
+                 "RMSNormalization) of '" +
+                 printableText(value) + "' for the " + what);
+  }
+  const wire::NodeProto &n = *found;
+  if (input(n, 0) != value || n.input_size() != 2)
+    return nodeError(n, "expected inputs (x, scale)");
+  for (int i = 1; i < n.output_size(); ++i)
+    if (!n.output(i).empty() && !consumers(n.output(i)).empty())
+      return nodeError(n, "only its first output may be used");
+  Expected<int64_t> axis = intAttr(n, "axis", -1);
+  Expected<float> epsilon = floatAttr(n, "epsilon", 1e-5f);
+  if (Error e = firstErrors(axis, epsilon))
+    return std::move(e);
+  if (*axis != -1 && *axis != 2)
+    return nodeError(n, "axis must be the last (-1), got " + Twine(*axis));
+  double e = shortestDecimal(*epsilon);
+  if (!(e > 0))
+    return nodeError(n, "epsilon must be positive");
+  if (eps && *eps != e)
+    return nodeError(n, "epsilon " + formatNumber(e) +
+                            " differs from the other norms' " +
+                            formatNumber(*eps) +
+                            " (moe-compile takes one epsilon per model)");
+  eps = e;
+  raise(n);
+  return Norm{value.str(), n.output(0), input(n, 1).str(), &n};
+}
+
+Expected<std::string> Importer::matchAdd(StringRef a, StringRef b,
+                                         StringRef what) {
+  for (const wire::NodeProto *c : consumers(b))
+    if (is(*c, "Add") && c->input_size() == 2 &&
+        ((input(*c, 0) == a && input(*c, 1) == b) ||
+         (input(*c, 0) == b && input(*c, 1) == a))) {
+      raise(*c);
+      return c->output(0);
+    }
+  return error(path + ": no residual Add of '" + printableText(a) + "' and '" +
+               printableText(b) + "' (" + what + ")");
+}
+
+Error Importer::checkRope(const wire::NodeProto &gqa, StringRef cosName,
+                          StringRef sinName) {
+  if (!ropeCos.empty()) {
+    if (cosName != ropeCos || sinName != ropeSin)
+      return nodeError(gqa, "every layer must use the same cos_cache and "
+                            "sin_cache");
+    return Error::success();
+  }
+  const wire::TensorProto *c = initializer(cosName), *s = initializer(sinName);
+  if (!c || !s)
+    return nodeError(gqa, "cos_cache and sin_cache must be initializers");
+  int64_t half = spec.headDim / 2;
+  if (c->dims_size() != 2 || s->dims_size() != 2 || c->dims(1) != half ||
+      s->dims(1) != half || c->dims(0) != s->dims(0) || c->dims(0) < 2)
+    return nodeError(gqa, "cos_cache and sin_cache must be [max_positions, " +
+                              Twine(half) + "] with max_positions >= 2");
+  Expected<std::vector<float>> cosv = floatValues(*c);
+  if (!cosv)
+    return cosv.takeError();
+  Expected<std::vector<float>> sinv = floatValues(*s);
+  if (!sinv)
+    return sinv.takeError();
+  int64_t positions = c->dims(0), d = spec.headDim;
+  // Position 1, pair 1: sin(theta^(-2/d)); then theta rounded to an integer
+  // when that reproduces it, and the whole table checked with it.
+  double theta = 10000.0;
+  if (half >= 2) {
+    double inv = std::asin(double((*sinv)[half + 1]));
+    theta = std::pow(inv, -double(d) / 2.0);
+    double rounded = std::round(theta);
+    if (std::abs(rounded - theta) <= 1e-4 * theta)
+      theta = rounded;
+  }
+  if (!(theta > 1.0) || !std::isfinite(theta))
+    return nodeError(gqa, "sin_cache is not a RoPE table (theta " +
+                              formatNumber(theta) + ")");
+  double worst = 0;
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      double angle = double(p) * std::pow(theta, -2.0 * double(i) / double(d));
+      worst =
+          std::max({worst, std::abs(std::cos(angle) - (*cosv)[p * half + i]),
+                    std::abs(std::sin(angle) - (*sinv)[p * half + i])});
+    }
+  if (worst > 2e-3)
+    return nodeError(gqa, "cos_cache/sin_cache are not the default RoPE's "
+                          "for theta " +
+                              formatNumber(theta) + " (differ by " +
+                              formatNumber(worst) +
+                              "); scaled RoPE tables are not supported yet");
+  spec.ropeTheta = theta;
+  spec.maxPositions = positions;
+  ropeCos = cosName.str();
+  ropeSin = sinName.str();
+  return Error::success();
+}
+
+Error Importer::matchAttention(const Norm &norm, std::string &out) {
+  // The GroupQueryAttention fed by linear layers of the norm's output.
+  const wire::NodeProto *gqa = nullptr;
+  for (const wire::NodeProto *c : consumers(norm.out))
+    if (is(*c, "MatMul") || is(*c, "Gemm"))
+      for (const wire::NodeProto *cc : consumers(c->output(0)))
+        if (is(*cc, "GroupQueryAttention", "com.microsoft"))
+          gqa = cc;
+  if (!gqa)
+    return nodeError(*norm.node,
+                     "its output feeds no com.microsoft.GroupQueryAttention "
+                     "through q/k/v projections (decomposed attention is not "
+                     "raised yet)");
+  const wire::NodeProto &n = *gqa;
+  Expected<int64_t> heads = intAttr(n, "num_heads", std::nullopt),
+                    kvHeads = intAttr(n, "kv_num_heads", std::nullopt),
+                    rotary = intAttr(n, "do_rotary", 0),
+                    interleaved = intAttr(n, "rotary_interleaved", 0),
+                    window = intAttr(n, "local_window_size", -1),
+                    smooth = intAttr(n, "smooth_softmax", 0),
+                    qkOut = intAttr(n, "qk_output", 0);
+  Expected<float> scale = floatAttr(n, "scale", 0.0f),
+                  softcap = floatAttr(n, "softcap", 0.0f);
+  if (Error e = firstErrors(heads, kvHeads, rotary, interleaved, window, smooth,
+                            qkOut, scale, softcap))
+    return e;
+  if (*heads < 1 || *kvHeads < 1)
+    return nodeError(n, "num_heads and kv_num_heads must be positive");
+  if (*rotary != 0 && *rotary != 1)
+    return nodeError(n, "do_rotary must be 0 or 1");
+  if (*window < -1 || *window >= (int64_t(1) << 31) - 1)
+    return nodeError(n, "local_window_size " + Twine(*window) +
+                            " is out of range (-1: full attention)");
+  if (*smooth || *qkOut || *softcap != 0.0f)
+    return nodeError(n, "smooth_softmax, qk_output and softcap must be 0");
+  if (*interleaved != 0 && *interleaved != 1)
+    return nodeError(n, "rotary_interleaved must be 0 or 1");
+  for (int i = 9; i < n.input_size(); ++i)
+    if (!input(n, i).empty())
+      return nodeError(n, "input " + Twine(i) +
+                              " (position_ids, attention_bias, head_sink) is "
+                              "not supported");
+  if (*rotary == 1 && (input(n, 7).empty() || input(n, 8).empty()))
+    return nodeError(n, "with do_rotary = 1 it needs cos_cache and sin_cache "
+                        "(inputs 7 and 8)");
+  if (*rotary == 0 && (!input(n, 7).empty() || !input(n, 8).empty()))
+    return nodeError(n, "with do_rotary = 0 it takes no cos_cache or "
+                        "sin_cache");
+  // The query and key, before RoPE: with do_rotary = 0, each is rotated by
+  // a com.microsoft.RotaryEmbedding(x, position_ids, cos_cache, sin_cache)
+  // of its own.
+  std::string qIn = input(n, 0).str(), kIn = input(n, 1).str();
+  std::string cosName = input(n, 7).str(), sinName = input(n, 8).str();
+  int64_t ropeInterleaved = *interleaved, ropeDim = 0;
+  if (*rotary == 0) {
+    for (int which : {0, 1}) {
+      const wire::NodeProto *r = producer(input(n, which));
+      if (!r || !is(*r, "RotaryEmbedding", "com.microsoft"))
+        return nodeError(n, Twine("with do_rotary = 0 its ") +
+                                (which ? "key" : "query") +
+                                " must come from a com.microsoft."
+                                "RotaryEmbedding (RoPE is not optional)");
+      Expected<int64_t> inter = intAttr(*r, "interleaved", 0),
+                        dim = intAttr(*r, "rotary_embedding_dim", 0),
+                        packed = intAttr(*r, "is_packed_batching", 0);
+      Expected<float> rscale = floatAttr(*r, "scale", 1.0f);
+      if (Error e = firstErrors(inter, dim, packed, rscale))
+        return e;
+      if (*packed || *rscale != 1.0f || (*inter != 0 && *inter != 1))
+        return nodeError(*r, "is_packed_batching must be 0, scale 1 and "
+                             "interleaved 0 or 1");
+      const wire::NodeProto *pos = producer(input(*r, 1));
+      if (input(*r, 1).empty() || pos || constant(input(*r, 1)))
+        return nodeError(*r, "position_ids must be a graph input");
+      if (which == 0) {
+        ropeInterleaved = *inter;
+        ropeDim = *dim;
+        cosName = input(*r, 2).str();
+        sinName = input(*r, 3).str();
+      } else if (*inter != ropeInterleaved || *dim != ropeDim ||
+                 input(*r, 2) != cosName || input(*r, 3) != sinName) {
+        return nodeError(*r, "the query's and the key's RotaryEmbedding "
+                             "must have the same attributes and tables");
+      }
+      if (consumers(r->output(0)).size() != 1)
+        return nodeError(*r, "its output must feed the attention alone");
+      raise(*r);
+      (which ? kIn : qIn) = input(*r, 0).str();
+    }
+  }
+  for (int i = 3; i <= 6; ++i)
+    if (!input(n, i).empty() &&
+        (producer(input(n, i)) || constant(input(n, i))))
+      return nodeError(n, "input " + Twine(i) +
+                              " (past key/value, seqlens_k, "
+                              "total_sequence_length) must be a graph input");
+  for (int i = 1; i < n.output_size(); ++i)
+    if (!consumers(n.output(i)).empty())
+      return nodeError(n, "its present key/value outputs may only be graph "
+                          "outputs");
+  Expected<Linear> q = matchLinear(qIn, "query projection");
+  if (!q)
+    return q.takeError();
+  Expected<Linear> k = matchLinear(kIn, "key projection");
+  if (!k)
+    return k.takeError();
+  Expected<Linear> v = matchLinear(input(n, 2), "value projection");
+  if (!v)
+    return v.takeError();
+  if (q->x != norm.out || k->x != norm.out || v->x != norm.out)
+    return nodeError(n, "query, key and value must be projections of the "
+                        "same RMS norm's output");
+  int64_t l = int64_t(layers.size()) - 1;
+  bool first = l == 0;
+  const wire::TensorProto *qw = initializer(q->weight);
+  if (!qw || qw->dims_size() != 2 || qw->dims(0) % *heads)
+    return nodeError(n, "the query weight must be [num_heads * head_dim, "
+                        "hidden]");
+  int64_t headDim = qw->dims(0) / *heads;
+  if (first) {
+    spec.numHeads = *heads;
+    spec.numKvHeads = *kvHeads;
+    spec.headDim = headDim;
+    spec.ropeInterleaved = ropeInterleaved == 1;
+  } else if (spec.numHeads != *heads || spec.numKvHeads != *kvHeads ||
+             spec.headDim != headDim ||
+             spec.ropeInterleaved != (ropeInterleaved == 1)) {
+    return nodeError(n, "num_heads, kv_num_heads, head_dim and "
+                        "rotary_interleaved must be the same in every layer");
+  }
+  if (*scale != 0.0f &&
+      std::abs(double(*scale) * std::sqrt(double(headDim)) - 1.0) > 1e-6)
+    return nodeError(n, "scale must be 1/sqrt(head_dim) (or absent)");
+  if (ropeDim != 0 && ropeDim != headDim)
+    return nodeError(n, "partial RoPE (rotary_embedding_dim " + Twine(ropeDim) +
+                            " of head_dim " + Twine(headDim) +
+                            ") is not supported");
+  if (Error e = checkRope(n, cosName, sinName))
+    return e;
+  // ORT's local_window_size W: a query sees itself and the W keys before
+  // it, transformers' sliding_window W + 1 (checked against onnxruntime in
+  // cpu-onnx.test).
+  windows.push_back(*window < 0 ? std::nullopt
+                                : std::optional<int64_t>(*window + 1));
+  raise(n);
+  Layer &layer = layers.back();
+  int64_t H = spec.hiddenSize;
+  if (Error e = addWeight(layer.q = q->weight, q->weight,
+                          {spec.numHeads * headDim, H}, n, "query"))
+    return e;
+  if (Error e = addWeight(layer.k = k->weight, k->weight,
+                          {spec.numKvHeads * headDim, H}, n, "key"))
+    return e;
+  if (Error e = addWeight(layer.v = v->weight, v->weight,
+                          {spec.numKvHeads * headDim, H}, n, "value"))
+    return e;
+  // The output projection of the attention.
+  std::vector<const wire::NodeProto *> users = consumers(n.output(0));
+  if (users.size() != 1)
+    return nodeError(n, "its output must feed the output projection alone");
+  Expected<Linear> o = matchLinear(users[0]->output(0), "output projection");
+  if (!o)
+    return o.takeError();
+  if (Error e = addWeight(layer.o = o->weight, o->weight,
+                          {H, spec.numHeads * headDim}, *users[0], "output"))
+    return e;
+  out = users[0]->output(0);
+  return Error::success();
+}
+
+Error Importer::matchMoE(const Norm &norm, std::string &out) {
+  const wire::NodeProto *moe = nullptr;
+  for (const wire::NodeProto *c : consumers(norm.out))
+    if (is(*c, "MoE", "com.microsoft"))
+      moe = c;
+    else if (is(*c, "QMoE", "com.microsoft"))
+      return nodeError(*c, "QMoE (quantised experts) is not raised yet");
+  if (!moe)
+    return nodeError(*norm.node, "its output feeds no com.microsoft.MoE "
+                                 "(decomposed experts are not raised yet)");
+  const wire::NodeProto &n = *moe;
+  Expected<int64_t> k = intAttr(n, "k", 1),
+                    normalize = intAttr(n, "normalize_routing_weights", 0),
+                    fusion = intAttr(n, "swiglu_fusion", 0),
+                    sparse = intAttr(n, "use_sparse_mixer", 0);
+  Expected<std::string> act = stringAttr(n, "activation_type", "relu");
+  if (Error e = firstErrors(k, normalize, fusion, sparse, act))
+    return e;
+  for (StringRef a : {"activation_alpha", "activation_beta", "swiglu_limit"})
+    if (attr(n, a))
+      return nodeError(n, "attribute '" + a +
+                              "' is not supported (plain SiLU gating only)");
+  if (*sparse)
+    return nodeError(n, "use_sparse_mixer is not supported");
+  if (*normalize != 0 && *normalize != 1)
+    return nodeError(n, "normalize_routing_weights must be 0 or 1");
+  bool hasFc3 = !input(n, 6).empty();
+  if (*fusion == 1)
+    return nodeError(
+        n, "swiglu_fusion = 1 (gate and up rows interleaved in fc1) cannot be "
+           "read in place; moe-compile takes swiglu_fusion = 2 (fc1 = gate "
+           "rows, then up rows) or swiglu_fusion = 0 with fc3");
+  if (*fusion == 2 ? (*act != "swiglu" || hasFc3)
+                   : (*fusion != 0 || *act != "silu" || !hasFc3))
+    return nodeError(n, "activation_type '" + printableText(*act) +
+                            "' with swiglu_fusion " + Twine(*fusion) +
+                            (hasFc3 ? " and fc3" : " and no fc3") +
+                            " is not supported: Mixtral's experts are "
+                            "swiglu with swiglu_fusion = 2, or silu with "
+                            "swiglu_fusion = 0 and fc3");
+  for (int i : {3, 5, 7})
+    if (!input(n, i).empty())
+      return nodeError(n, "expert biases (input " + Twine(i) +
+                              ") are not supported");
+  for (int i = 8; i < n.input_size(); ++i)
+    if (!input(n, i).empty())
+      return nodeError(n, "input " + Twine(i) + " is not supported");
+  if (input(n, 0) != norm.out)
+    return nodeError(n, "its input must be the RMS norm's output");
+  // The router logits: a linear layer of the norm's output, or of it
+  // reshaped to [-1, H] rows.
+  Expected<Linear> router = matchLinear(input(n, 1), "router");
+  if (!router)
+    return router.takeError();
+  if (router->x != norm.out) {
+    const wire::NodeProto *r = producer(router->x);
+    if (!r || !is(*r, "Reshape") || input(*r, 0) != norm.out)
+      return nodeError(n, "the router must be a linear layer of the RMS "
+                          "norm's output (or of it Reshape'd to [-1, H])");
+    const wire::TensorProto *shape = constant(input(*r, 1));
+    if (!shape)
+      return nodeError(*r, "its shape must be a constant");
+    Expected<std::vector<int64_t>> dims = intValues(*shape);
+    if (!dims)
+      return dims.takeError();
+    if (*dims != std::vector<int64_t>{-1, spec.hiddenSize})
+      return nodeError(*r, "its shape must be [-1, " + Twine(spec.hiddenSize) +
+                               "]");
+    if (const wire::NodeProto *c = producer(input(*r, 1)))
+      raise(*c);
+    raise(*r);
+  }
+  const wire::TensorProto *fc2 = initializer(input(n, 4));
+  if (!fc2 || fc2->dims_size() != 3)
+    return nodeError(n, "fc2 (input 4) must be an initializer [E, H, I]");
+  int64_t E = fc2->dims(0), I = fc2->dims(2);
+  int64_t l = int64_t(layers.size()) - 1;
+  if (l == 0) {
+    spec.numExperts = E;
+    spec.intermediateSize = I;
+    spec.topK = *k;
+    spec.normTopKProb = *normalize == 1;
+  } else if (spec.numExperts != E || spec.intermediateSize != I ||
+             spec.topK != *k || spec.normTopKProb != (*normalize == 1)) {
+    return nodeError(n, "experts, their size, k and normalize_routing_weights "
+                        "must be the same in every layer");
+  }
+  if (*k < 1 || *k > E)
+    return nodeError(n, "k " + Twine(*k) + " must be in [1, " + Twine(E) + "]");
+  int64_t H = spec.hiddenSize;
+  Layer &layer = layers.back();
+  if (Error e = addWeight(layer.router = router->weight, router->weight, {E, H},
+                          *producer(input(n, 1)), "router"))
+    return e;
+  std::string fc1Name = input(n, 2).str(), fc2Name = input(n, 4).str();
+  if (Error e = addWeight(fc1Name, fc1Name, {E, *fusion == 2 ? 2 * I : I, H}, n,
+                          "fc1"))
+    return e;
+  if (Error e = addWeight(fc2Name, fc2Name, {E, H, I}, n, "fc2"))
+    return e;
+  std::string fc3Name = hasFc3 ? input(n, 6).str() : "";
+  if (hasFc3)
+    if (Error e = addWeight(fc3Name, fc3Name, {E, I, H}, n, "fc3"))
+      return e;
+  uint64_t bytes = uint64_t(bytesPerElement(weights[fc1Name].dtype));
+  uint64_t matrix = uint64_t(I) * uint64_t(H) * bytes;
+  for (int64_t e = 0; e < E; ++e) {
+    std::string idx = "[" + std::to_string(e) + "]";
+    if (*fusion == 2) {
+      layer.gate.push_back(fc1Name + idx + ".gate");
+      layer.up.push_back(fc1Name + idx + ".up");
+      (void)addSlice(layer.gate.back(), fc1Name, 2 * e * matrix, {I, H});
+      (void)addSlice(layer.up.back(), fc1Name, (2 * e + 1) * matrix, {I, H});
+    } else {
+      layer.gate.push_back(fc1Name + idx);
+      layer.up.push_back(fc3Name + idx);
+      (void)addSlice(layer.gate.back(), fc1Name, e * matrix, {I, H});
+      (void)addSlice(layer.up.back(), fc3Name, e * matrix, {I, H});
+    }
+    layer.down.push_back(fc2Name + idx);
+    (void)addSlice(layer.down.back(), fc2Name,
+                   e * uint64_t(H) * uint64_t(I) *
+                       uint64_t(bytesPerElement(weights[fc2Name].dtype)),
+                   {H, I});
+  }
+  // The stacked tensors themselves are not weights of the module.
+  weights.erase(fc1Name);
+  weights.erase(fc2Name);
+  if (hasFc3)
+    weights.erase(fc3Name);
+  raise(n);
+  out = n.output(0);
+  return Error::success();
+}
+
+Error Importer::matchLayer(StringRef h, std::string &next) {
+  Expected<Norm> attnNorm = matchNorm(h, "attention");
+  if (!attnNorm)
+    return attnNorm.takeError();
+  layers.emplace_back();
+  if (Error e =
+          addWeight(layers.back().attnNorm = attnNorm->weight, attnNorm->weight,
+                    {spec.hiddenSize}, *attnNorm->node, "norm"))
+    return e;
+  std::string attn;
+  if (Error e = matchAttention(*attnNorm, attn))
+    return e;
+  Expected<std::string> h2 = matchAdd(h, attn, "after attention");
+  if (!h2)
+    return h2.takeError();
+  Expected<Norm> ffnNorm = matchNorm(*h2, "experts");
+  if (!ffnNorm)
+    return ffnNorm.takeError();
+  if (Error e =
+          addWeight(layers.back().ffnNorm = ffnNorm->weight, ffnNorm->weight,
+                    {spec.hiddenSize}, *ffnNorm->node, "norm"))
+    return e;
+  std::string moe;
+  if (Error e = matchMoE(*ffnNorm, moe))
+    return e;
+  Expected<std::string> h3 = matchAdd(*h2, moe, "after the experts");
+  if (!h3)
+    return h3.takeError();
+  next = *h3;
+  return Error::success();
+}
+
+Error Importer::run(RaisedModel &out) {
+  for (const wire::TensorProto &t : graph.initializer())
+    if (!initializers.try_emplace(t.name(), &t).second)
+      return error(path + ": initializer '" + printableText(t.name()) +
+                   "' is given twice");
+  if (graph.sparse_initializer_size())
+    return error(path + ": sparse initializers are not supported");
+  for (int i = 0; i < graph.node_size(); ++i) {
+    const wire::NodeProto &n = graph.node(i);
+    StringRef d = n.domain();
+    if (!d.empty() && d != "ai.onnx" && d != "com.microsoft")
+      return nodeError(n, "domain '" + printableText(d) + "' is not supported");
+    for (const std::string &o : n.output())
+      if (!o.empty() &&
+          (!producers.try_emplace(o, i).second || initializers.count(o)))
+        return nodeError(n,
+                         "output '" + printableText(o) + "' is defined twice");
+    for (const std::string &in : n.input())
+      if (!in.empty())
+        consumerMap[in].push_back(i);
+    if (is(n, "Constant")) {
+      const wire::AttributeProto *v = attr(n, "value");
+      if (!v || v->type() != wire::AttributeProto::TENSOR ||
+          n.output_size() != 1 || n.attribute_size() != 1)
+        return nodeError(n, "only a Constant with a 'value' tensor is "
+                            "supported");
+      constants[n.output(0)] = &v->t();
+    }
+  }
+  if (graph.output_size() < 1)
+    return error(path + ": the graph has no outputs");
+
+  // The embedding: Gather(initializer [V, H], a graph input).
+  const wire::NodeProto *gather = nullptr;
+  for (const wire::NodeProto &n : graph.node())
+    if (is(n, "Gather") && initializer(input(n, 0)) && !producer(input(n, 1)) &&
+        !constant(input(n, 1))) {
+      if (gather)
+        return nodeError(n, "a second embedding Gather");
+      gather = &n;
+    }
+  if (!gather)
+    return error(path + ": no embedding (a Gather of an initializer [vocab, "
+                        "hidden] by the graph's token ids input)");
+  {
+    Expected<int64_t> axis = intAttr(*gather, "axis", 0);
+    if (!axis)
+      return axis.takeError();
+    const wire::TensorProto *t = initializer(input(*gather, 0));
+    if (*axis != 0 || t->dims_size() != 2)
+      return nodeError(*gather, "the embedding must be a Gather on axis 0 of "
+                                "a [vocab, hidden] initializer");
+    spec.vocabSize = t->dims(0);
+    spec.hiddenSize = t->dims(1);
+    embedding = t->name();
+    if (Error e =
+            addWeight(embedding, embedding, {spec.vocabSize, spec.hiddenSize},
+                      *gather, "embedding"))
+      return std::move(e);
+    raise(*gather);
+  }
+
+  // Layers until the residual stream feeds the final norm and lm_head.
+  std::string h = gather->output(0);
+  constexpr int64_t kMaxLayers = 1024;
+  while (true) {
+    // The final norm: its output is the lm_head's input alone.
+    bool isFinal = false;
+    for (const wire::NodeProto *c : consumers(h))
+      if (is(*c, "SimplifiedLayerNormalization") ||
+          is(*c, "SimplifiedLayerNormalization", "com.microsoft") ||
+          is(*c, "RMSNormalization")) {
+        std::vector<const wire::NodeProto *> users = consumers(c->output(0));
+        isFinal = users.size() == 1 && consumers(h).size() == 1 &&
+                  !users[0]->output(0).empty() &&
+                  users[0]->output(0) == graph.output(0).name();
+      }
+    if (isFinal)
+      break;
+    if (int64_t(layers.size()) >= kMaxLayers)
+      return error(path + ": more than " + Twine(kMaxLayers) + " layers");
+    std::string next;
+    if (Error e = matchLayer(h, next))
+      return std::move(e);
+    h = next;
+  }
+  if (layers.empty())
+    return error(path + ": the graph has no decoder layers");
+  Expected<Norm> norm = matchNorm(h, "final norm");
+  if (!norm)
+    return norm.takeError();
+  finalNorm = norm->weight;
+  if (Error e = addWeight(finalNorm, finalNorm, {spec.hiddenSize}, *norm->node,
+                          "norm"))
+    return std::move(e);
+  Expected<Linear> head = matchLinear(graph.output(0).name(), "lm_head");
+  if (!head)
+    return head.takeError();
+  if (head->x != norm->out)
+    return error(path + ": the lm_head's input is not the final norm");
+  lmHead = head->weight;
+  spec.tieWordEmbeddings = lmHead == embedding;
+  if (!spec.tieWordEmbeddings)
+    if (Error e = addWeight(lmHead, lmHead, {spec.vocabSize, spec.hiddenSize},
+                            *producer(graph.output(0).name()), "lm_head"))
+      return std::move(e);
+
+  // Nothing may be left over.
+  for (const wire::NodeProto &n : graph.node())
+    if (!raised.count(&n))
+      return nodeError(n, "is not part of a pattern moe-compile raises (see "
+                          "docs/frontends.md, ONNX)");
+  for (int i = 1; i < graph.output_size(); ++i) {
+    const wire::NodeProto *p = producer(graph.output(i).name());
+    if (!p || !is(*p, "GroupQueryAttention", "com.microsoft"))
+      return error(path + ": graph output '" +
+                   printableText(graph.output(i).name()) +
+                   "' is neither the logits nor an attention's present "
+                   "key/value");
+  }
+
+  spec.architecture = "mixtral";
+  spec.numLayers = int64_t(layers.size());
+  spec.rmsNormEps = *eps;
+  spec.layerWindows = windows;
+  if (Error e = spec.validate(path))
+    return std::move(e);
+
+  out.spec = spec;
+  out.weights = std::move(weights);
+  out.embedding = embedding;
+  out.finalNorm = finalNorm;
+  out.lmHead = lmHead;
+  out.layers = std::move(layers);
+  for (auto &f : dataFiles)
+    out.dataFiles.emplace_back(f.getKey().str(), f.getValue());
+  llvm::sort(out.dataFiles);
+  return Error::success();
+}
+
+} // namespace
+
+std::string RaisedModel::weightName(WeightRole role, int64_t l,
+                                    int64_t e) const {
+  switch (role) {
+  case WeightRole::Embedding:
+    return embedding;
+  case WeightRole::FinalNorm:
+    return finalNorm;
+  case WeightRole::LmHead:
+    return lmHead;
+  case WeightRole::AttnNorm:
+    return layers[l].attnNorm;
+  case WeightRole::QProj:
+    return layers[l].q;
+  case WeightRole::KProj:
+    return layers[l].k;
+  case WeightRole::VProj:
+    return layers[l].v;
+  case WeightRole::OProj:
+    return layers[l].o;
+  case WeightRole::FfnNorm:
+    return layers[l].ffnNorm;
+  case WeightRole::RouterGate:
+    return layers[l].router;
+  case WeightRole::ExpertGate:
+    return layers[l].gate[e];
+  case WeightRole::ExpertUp:
+    return layers[l].up[e];
+  case WeightRole::ExpertDown:
+    return layers[l].down[e];
+  }
+  return "";
+}
+
+Expected<RaisedModel> raiseModel(StringRef path, StringRef dir,
+                                 StringRef bytes) {
+  auto model = parseProto(path, bytes);
+  if (!model)
+    return model.takeError();
+  RaisedModel out;
+  if (Error e = Importer(path, dir, **model).run(out))
+    return std::move(e);
+  return out;
+}
+
+} // namespace mlir::moe::onnxfe

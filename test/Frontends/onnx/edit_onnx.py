@@ -1,0 +1,152 @@
+"""Writes an ONNX model with one change, for the ONNX frontend's bad-input
+tests.
+
+    edit_onnx.py MODEL_DIR OUT.onnx EDIT [ARG]
+
+MODEL_DIR is a generated Hugging Face model; the good graph is written by
+moe_ref.onnx_writer (fusion "concat") with its weights in OUT.onnx.data,
+then EDIT changes the ModelProto (the data file is left as written, unless
+the edit says otherwise):
+
+  none                    the model as written
+  fusion F                onnx_writer's fusion F (concat, fc3, interleaved)
+  garbage                 bytes that are not a protobuf message
+  truncate                the .onnx file cut in half
+  location PATH           the first weight's external data location is PATH
+  symlink-out             the location is a symbolic link to a file outside
+  offset-past-end         the first weight's offset is the data file's size
+  length N                the first weight's external data length is N
+  inline                  the first norm weight stored inline (raw_data)
+  dtype NAME T            initializer NAME's data_type is T (a TensorProto
+                          enum name, e.g. INT32)
+  dims NAME D0,D1,...     initializer NAME's dims
+  ir-version N, opset N   the model's IR version, default-domain opset
+  domain D                also import operator set domain D
+  extra-node              a Relu of the embedding output (used by nothing)
+  op NAME OP              node NAME's op_type is OP
+  matmul-in-out           the first q projection's MatMul takes the weight
+                          directly (an [in, out] weight, no Transpose)
+  attr NAME KEY VALUE     node NAME's integer attribute KEY is VALUE
+  decomposed-norm         the first layer's input norm as torch.onnx.export
+                          writes RMSNorm: Pow, ReduceMean, Add, Sqrt,
+                          Reciprocal, Mul, Mul
+"""
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "python"))
+from moe_ref import onnx_writer  # noqa: E402
+
+
+def main():
+    import onnx
+    from onnx import TensorProto, helper
+
+    model_dir, out, edit, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    fusion = args[0] if edit == "fusion" else "concat"
+    onnx_writer.write_onnx(model_dir, out, fusion)
+    if edit in ("none", "fusion"):
+        return
+    data = out + ".data"
+    if edit == "garbage":
+        with open(out, "wb") as f:
+            f.write(b"\xff\xff\xff\xff not a protobuf message\n")
+        return
+    if edit == "truncate":
+        size = os.path.getsize(out)
+        with open(out, "r+b") as f:
+            f.truncate(size // 2)
+        return
+    m = onnx.load(out, load_external_data=False)
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes = {n.name: n for n in g.node}
+    first = inits["model.embed_tokens.weight"]
+
+    def set_external(t, key, value):
+        for kv in t.external_data:
+            if kv.key == key:
+                kv.value = value
+                return
+        t.external_data.add(key=key, value=value)
+
+    if edit == "location":
+        set_external(first, "location", args[0])
+    elif edit == "symlink-out":
+        outside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(out))),
+                               "outside.data")
+        with open(data, "rb") as f, open(outside, "wb") as o:
+            o.write(f.read())
+        link = os.path.join(os.path.dirname(os.path.abspath(out)), "link.data")
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(outside, link)
+        set_external(first, "location", "link.data")
+    elif edit == "offset-past-end":
+        set_external(first, "offset", str(os.path.getsize(data)))
+    elif edit == "length":
+        set_external(first, "length", args[0])
+    elif edit == "inline":
+        t = inits["model.layers.0.input_layernorm.weight"]
+        t.data_location = TensorProto.DEFAULT
+        del t.external_data[:]
+        t.raw_data = np.ones(t.dims[0], np.float32).tobytes()
+    elif edit == "dtype":
+        inits[args[0]].data_type = getattr(TensorProto, args[1])
+    elif edit == "dims":
+        del inits[args[0]].dims[:]
+        inits[args[0]].dims.extend(int(d) for d in args[1].split(","))
+    elif edit == "ir-version":
+        m.ir_version = int(args[0])
+    elif edit == "opset":
+        for o in m.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = int(args[0])
+    elif edit == "domain":
+        m.opset_import.append(helper.make_opsetid(args[0], 1))
+    elif edit == "extra-node":
+        g.node.append(helper.make_node("Relu", ["embed/out"], ["dangling"], name="/extra/Relu"))
+    elif edit == "op":
+        nodes[args[0]].op_type = args[1]
+    elif edit == "matmul-in-out":
+        mm = nodes["/model/layers.0/attn/q_proj/MatMul"]
+        mm.input[1] = "model.layers.0.self_attn.q_proj.weight"
+        g.node.remove(nodes["/model/layers.0/attn/q_proj/Transpose"])
+    elif edit == "attr":
+        for a in nodes[args[0]].attribute:
+            if a.name == args[1]:
+                a.i = int(args[2])
+                break
+        else:
+            nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
+    elif edit == "decomposed-norm":
+        norm = nodes["/model/layers.0/input_layernorm"]
+        x, w, y, t = norm.input[0], norm.input[1], norm.output[0], "/decomposed"
+        two = helper.make_tensor(t + "/two", TensorProto.FLOAT, [], [2.0])
+        eps = helper.make_tensor(t + "/eps", TensorProto.FLOAT, [], [1e-5])
+        axes = helper.make_tensor(t + "/axes", TensorProto.INT64, [1], [-1])
+        new = [helper.make_node("Constant", [], [t + "/two"], name=t + "/c2", value=two),
+               helper.make_node("Constant", [], [t + "/eps"], name=t + "/ce", value=eps),
+               helper.make_node("Constant", [], [t + "/axes"], name=t + "/ca", value=axes),
+               helper.make_node("Pow", [x, t + "/two"], [t + "/sq"], name=t + "/Pow"),
+               helper.make_node("ReduceMean", [t + "/sq", t + "/axes"], [t + "/mean"],
+                                name=t + "/ReduceMean"),
+               helper.make_node("Add", [t + "/mean", t + "/eps"], [t + "/var"], name=t + "/Add"),
+               helper.make_node("Sqrt", [t + "/var"], [t + "/rms"], name=t + "/Sqrt"),
+               helper.make_node("Reciprocal", [t + "/rms"], [t + "/inv"], name=t + "/Reciprocal"),
+               helper.make_node("Mul", [x, t + "/inv"], [t + "/scaled"], name=t + "/Mul"),
+               helper.make_node("Mul", [w, t + "/scaled"], [y], name=t + "/Mul_1")]
+        i = list(g.node).index(norm)
+        g.node.remove(norm)
+        for k, n in enumerate(new):
+            g.node.insert(i + k, n)
+    else:
+        sys.exit(f"unknown edit {edit!r}")
+    onnx.save(m, out)
+
+
+if __name__ == "__main__":
+    main()
