@@ -1,5 +1,4 @@
-//===- ONNXProto.h - the ONNX protobuf messages the importer reads -*- C++
-//-*-===//
+//===- ONNXProto.h - the ONNX messages the importer reads -----*- C++ -*-===//
 //
 // Part of moe-compile.
 //
