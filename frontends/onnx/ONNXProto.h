@@ -1,4 +1,4 @@
-//===- ONNXProto.h - the ONNX messages the importer reads -----*- C++ -*-===//
+//===- ONNXProto.h - the ONNX messages the importer reads -------*- C++ -*-===//
 //
 // Part of moe-compile.
 //
