@@ -118,4 +118,65 @@ TEST(Tokenizer, RefusesCorruptBlobs) {
             "byte 32");
 }
 
+/// mistralBlob with one Split pre-tokenizer (a regex; 1: Isolated).
+std::string splitBlob(const std::string &pattern) {
+  std::string good = moert_test::mistralBlob(kVocab, kMerges, 1);
+  // The pre-tokenizers' count (0) comes before the decoders' 45 bytes.
+  size_t at = good.size() - 49;
+  EXPECT_EQ(good.substr(at, 8), std::string("\0\0\0\0\4\0\0\0", 8));
+  moert_test::Blob split;
+  split.out.clear();
+  split.u32(1);
+  split.u32(3);
+  split.str(pattern);
+  split.u32(1);
+  split.u32(1);
+  return good.substr(0, at) + split.out + good.substr(at + 4);
+}
+
+TEST(Tokenizer, RefusesNonUtf8NormalizerText) {
+  // PCRE2 matches the normalised text without checking its UTF-8.
+  std::string good = moert_test::mistralBlob(kVocab, kMerges, 1);
+  const std::string prepend("\2\0\0\0\1\0\0\0\3\0\0\0\xe2\x96\x81", 15);
+  size_t at = good.find(prepend);
+  ASSERT_NE(at, std::string::npos);
+  std::string bad = good;
+  bad[at + 12] = '\xff';
+  EXPECT_EQ(loadError(bad),
+            "the embedded tokenizer is corrupt: a Prepend or Replace text is "
+            "not UTF-8 at byte " +
+                std::to_string(at + 15));
+}
+
+TEST(Tokenizer, RegexThatBacktracksTooMuchIsAnError) {
+  // (a|aa)+c backtracks exponentially on a run of a's: PCRE2's match limit
+  // ends it, and the encoding fails instead of leaving the rest unsplit.
+  auto tok = load(splitBlob("(a|aa)+c|h"));
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> ids;
+  std::string error;
+  ASSERT_TRUE(tok->encode("hi", true, ids, error)) << error;
+  EXPECT_EQ(ids, (std::vector<int32_t>{0, 2, 3, 4}));
+  EXPECT_FALSE(
+      tok->encode("hi " + std::string(40, 'a') + " hi", true, ids, error));
+  EXPECT_EQ(error, "the Split regex gives up on the text (PCRE2: match limit "
+                   "exceeded; the tokenizer's pattern backtracks too much)");
+  EXPECT_TRUE(ids.empty());
+}
+
+TEST(Tokenizer, RegexMatchingEmptyStringsIsLinear) {
+  // \b matches only empty strings, here at the ends of a long run: each
+  // search must start after the last empty match, not one character on
+  // (which took minutes for 100 000 characters).
+  auto tok = load(splitBlob("\\b"));
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> ids;
+  std::string error;
+  ASSERT_TRUE(tok->encode(std::string(1000000, 'i') + " hi", true, ids, error))
+      << error;
+  // <s>, then the one unsplit piece: ▁, a million i, ▁hi.
+  EXPECT_EQ(ids.size(), 1000003u);
+  EXPECT_EQ(ids.back(), 6);
+}
+
 } // namespace
