@@ -426,8 +426,12 @@ private:
   };
   std::unordered_map<uint64_t, MergeInfo> merges;
   std::vector<Added> added;
-  /// Whether an added token (not normalized, normalized) starts with a byte.
-  bool addedFirst[2][256] = {};
+  /// The added tokens' match texts as a byte trie for each `normalized`
+  /// (false, true): node n's child by byte c is trieEdges[k][n << 8 | c];
+  /// trieToken[k][n] is the first added token that ends at node n, or -1.
+  /// Node 0 is the root (there is none without tokens).
+  std::unordered_map<uint64_t, uint32_t> trieEdges[2];
+  std::vector<int32_t> trieToken[2];
   std::vector<Step> normalizers, pretokenizers, decoders;
   bool decoderHasByteLevel = false, decoderHasByteFallback = false;
   std::shared_ptr<Regex> gpt2;
@@ -607,11 +611,28 @@ bool BpeTokenizer::parse(Reader &r, int64_t vocabSize, std::string &error) {
   };
   if (!steps(normalizers, 0) || !steps(pretokenizers, 1) || !steps(decoders, 2))
     return false;
-  for (Added &a : added) {
+  for (size_t k = 0; k < added.size(); ++k) {
+    Added &a = added[k];
     a.match = a.content;
     if (a.normalized)
       normalize(a.match);
-    addedFirst[a.normalized][(unsigned char)a.match[0]] = true;
+    // An empty match would be found everywhere without consuming anything.
+    if (a.match.empty())
+      return r.fail("the added token " + std::to_string(a.id) +
+                    " is empty once normalized");
+    std::vector<int32_t> &ends = trieToken[a.normalized];
+    if (ends.empty())
+      ends.push_back(-1);
+    uint64_t node = 0;
+    for (unsigned char c : a.match) {
+      auto [it, fresh] =
+          trieEdges[a.normalized].emplace(node << 8 | c, uint32_t(ends.size()));
+      if (fresh)
+        ends.push_back(-1);
+      node = it->second;
+    }
+    if (ends[node] < 0)
+      ends[node] = int32_t(k);
   }
   return true;
 }
@@ -623,20 +644,21 @@ void BpeTokenizer::splitAdded(const std::string &text, bool normalized,
                               bool atStart, std::vector<Piece> &out) const {
   const auto *p = reinterpret_cast<const unsigned char *>(text.data());
   size_t start = 0, i = 0, n = text.size();
-  bool any = false;
-  for (const Added &a : added)
-    any |= a.normalized == normalized;
-  while (any && i < n) {
+  const std::vector<int32_t> &ends = trieToken[normalized];
+  const std::unordered_map<uint64_t, uint32_t> &edges = trieEdges[normalized];
+  while (!ends.empty() && i < n) {
+    // The longest token that matches at i (the first of equal ones), down
+    // the trie: a step per byte matched, whatever the number of tokens.
     const Added *best = nullptr;
-    if (!addedFirst[normalized][p[i]]) {
-      ++i;
-      continue;
+    uint64_t node = 0;
+    for (size_t k = i; k < n; ++k) {
+      auto it = edges.find(node << 8 | p[k]);
+      if (it == edges.end())
+        break;
+      node = it->second;
+      if (ends[node] >= 0)
+        best = &added[size_t(ends[node])];
     }
-    for (const Added &a : added)
-      if (a.normalized == normalized &&
-          (!best || a.match.size() > best->match.size()) &&
-          text.compare(i, a.match.size(), a.match) == 0)
-        best = &a;
     if (!best) {
       size_t len = utf8Length(p, i, n);
       i += len ? len : 1;
