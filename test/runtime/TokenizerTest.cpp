@@ -181,6 +181,24 @@ TEST(Tokenizer, RegexMatchingEmptyStringsIsLinear) {
   EXPECT_EQ(ids.back(), 6);
 }
 
+TEST(Tokenizer, StreamWindowSlidesPastRunsOfBytePieces) {
+  // Nine byte pieces ('!') and a word, repeated: the window must still
+  // slide (it grew with every id, a decode of all of them per word).
+  auto tok = load(moert_test::mistralBlob(kVocab, kMerges, 1));
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> ids;
+  for (int k = 0; k < 60000; ++k)
+    for (int32_t id : {9, 9, 9, 9, 9, 9, 9, 9, 9, 6})
+      ids.push_back(id);
+  DecodeStream stream(*tok, true);
+  std::string streamed;
+  for (int32_t id : ids)
+    streamed += stream.push(id);
+  streamed += stream.finish();
+  EXPECT_EQ(streamed, tok->decode(ids, true));
+  EXPECT_EQ(streamed.size(), 60000u * 12); // "!!!!!!!!! hi" each
+}
+
 /// mistralBlob with these added tokens (not special, not normalized) from
 /// id 16 on, instead of <s>.
 std::string addedBlob(const std::vector<std::string> &contents) {
