@@ -95,6 +95,14 @@ validateRopeScaling(const ModelSpec &spec,
   if (!(r.factor > 0) || !std::isfinite(r.factor))
     return fail(key("factor") + " must be positive and finite, got " +
                 formatNumber(r.factor));
+  // All but dynamic divide frequencies by the factor: the angles at every
+  // position an int32 can name must stay finite (the cosine of an infinite
+  // angle is NaN, the logits too).
+  if (r.type != Type::Dynamic &&
+      !std::isfinite(double((int64_t(1) << 31) - 1) / r.factor))
+    return fail(key("factor") +
+                " is so small that the RoPE angles overflow, got " +
+                formatNumber(r.factor));
   if (r.type == Type::Dynamic && spec.headDim <= 2)
     return fail(formatv("rope_type 'dynamic' needs head_dim > 2, got {0}",
                         spec.headDim));

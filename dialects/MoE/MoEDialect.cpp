@@ -183,6 +183,12 @@ LogicalResult RopeScalingAttr::verify(
     return fail() << "factor must be positive and finite, got " << factor;
   bool dynamic = type == RopeType::Dynamic, yarn = type == RopeType::Yarn,
        llama3 = type == RopeType::Llama3;
+  // All but dynamic divide frequencies by the factor: the angles at every
+  // position an int32 can name must stay finite (the cosine of an infinite
+  // angle is NaN).
+  if (!dynamic && !std::isfinite(double(kMaxCacheCapacity) / factor))
+    return fail() << "factor is so small that the angles overflow, got "
+                  << factor;
   // Every parameter belongs to some types: none of another type's.
   struct Field {
     const char *name;

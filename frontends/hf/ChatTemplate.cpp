@@ -3057,22 +3057,61 @@ Expected<std::string> renderChatTemplate(StringRef file, StringRef templateText,
 
 Expected<ChatFormat> chatFormat(StringRef file, StringRef templateText,
                                 StringRef bosToken, StringRef eosToken) {
-  static constexpr const char *kSentinel = "\x01moe-chat-user-text\x02";
-  ChatMessage message{"user", kSentinel};
-  Expected<std::string> text =
-      renderChatTemplate(file, templateText, message, bosToken, eosToken, true);
-  if (!text)
-    return text.takeError();
-  StringRef s = *text;
-  size_t at = s.find(kSentinel);
-  if (at == StringRef::npos || s.find(kSentinel, at + 1) != StringRef::npos)
+  // The binary puts the user's text between a fixed prefix and suffix, so
+  // the template must not look at the text: rendered with texts that differ
+  // in length, case and surrounding whitespace (a `| trim`, a `| length`
+  // test, an `.upper()`), and with none, it must put each in the same place.
+  static constexpr const char *kProbes[] = {
+      "\x01moe-chat-user-text\x02",
+      " \n\x01MOE-CHAT-USER-TEXT, A LONGER SECOND PROBE\x02\n "};
+  std::optional<ChatFormat> format;
+  bool same = true;
+  for (const char *probe : kProbes) {
+    ChatMessage message{"user", probe};
+    Expected<std::string> text = renderChatTemplate(file, templateText, message,
+                                                    bosToken, eosToken, true);
+    if (!text)
+      return text.takeError();
+    StringRef s = *text;
+    size_t at = s.find(probe);
+    bool once =
+        at != StringRef::npos && s.find(probe, at + 1) == StringRef::npos;
+    if (!once && !format)
+      return createStringError(
+          inconvertibleErrorCode(),
+          formatv("{0}: chat_template: the template must show a single user "
+                  "message's content exactly once, but shows it {1}",
+                  file, at == StringRef::npos ? "nowhere" : "more than once"));
+    if (!once) {
+      same = false;
+      break;
+    }
+    ChatFormat f{s.take_front(at).str(),
+                 s.drop_front(at + strlen(probe)).str()};
+    if (!format)
+      format = std::move(f);
+    else
+      same &= f.prefix == format->prefix && f.suffix == format->suffix;
+  }
+  if (same) {
+    // An empty text (`--chat ""`) too: what a failure here says is no more
+    // than that the template looks at the text.
+    ChatMessage empty{"user", ""};
+    Expected<std::string> text =
+        renderChatTemplate(file, templateText, empty, bosToken, eosToken, true);
+    if (!text)
+      consumeError(text.takeError());
+    same = text && *text == format->prefix + format->suffix;
+  }
+  if (!same)
     return createStringError(
         inconvertibleErrorCode(),
-        formatv("{0}: chat_template: the template must show a single user "
-                "message's content exactly once, but shows it {1}",
-                file, at == StringRef::npos ? "nowhere" : "more than once"));
-  return ChatFormat{s.take_front(at).str(),
-                    s.drop_front(at + strlen(kSentinel)).str()};
+        formatv("{0}: chat_template: the text around a user message depends "
+                "on the message (the template tests or transforms it, e.g. "
+                "with trim or length), which --chat's fixed prefix and suffix "
+                "cannot reproduce",
+                file));
+  return std::move(*format);
 }
 
 /// tokenizer_config.json's bos_token and eos_token: strings, or objects with

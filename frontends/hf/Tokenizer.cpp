@@ -19,6 +19,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include <cmath>
 #include <map>
 #include <optional>
 #include <set>
@@ -853,6 +854,10 @@ Expected<TokenizerBlob> convertGGUFTokenizer(StringRef path, int64_t vocabSize,
     if (!json::isUTF8(piece))
       return bad("tokenizer.ggml.tokens",
                  "token " + Twine(i) + " is not UTF-8");
+    // The scores rank the merges: a NaN would make the order arbitrary.
+    if (!std::isfinite(scores->floats[size_t(i)]))
+      return bad("tokenizer.ggml.scores",
+                 "token " + Twine(i) + "'s score is not finite");
     if (type[size_t(i)] < kNormal || type[size_t(i)] > kByte)
       return bad("tokenizer.ggml.token_type",
                  "token " + Twine(i) + " has an unknown type");

@@ -49,7 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int32_t id : ids)
       streamed += stream.push(id);
     streamed += stream.finish();
-    (void)whole;
+    check(streamed == whole);
   }
   return 0;
 }

@@ -266,40 +266,68 @@ private:
 // tokenizer.json BPE
 //===----------------------------------------------------------------------===//
 
+/// PCRE2's limits for one match: its defaults, but for the heap (256 MiB,
+/// not 20 GiB). A pattern that backtracks exponentially (`(a|aa)+c` on a run
+/// of a's) fails the encoding with a message instead of silently leaving the
+/// rest of the text unsplit. The limits bound each match, not the text's sum:
+/// the patterns of real tokenizers take a few steps per match.
+constexpr uint32_t kRegexMatchLimit = 10'000'000; // PCRE2's own default
+constexpr uint32_t kRegexDepthLimit = 10'000'000; // PCRE2's own default
+constexpr uint32_t kRegexHeapLimitKiB = 256 * 1024;
+
 struct Regex {
   pcre2_code *code = nullptr;
+  pcre2_match_context *context = nullptr;
+  /// What the error messages call it.
+  std::string name;
   ~Regex() {
     if (code)
       pcre2_code_free(code);
+    if (context)
+      pcre2_match_context_free(context);
   }
-  /// The [start, end) of every non-empty match in `s`.
-  std::vector<std::pair<size_t, size_t>> findAll(const std::string &s) const {
-    std::vector<std::pair<size_t, size_t>> out;
+  /// The [start, end) of every non-empty match in `s`; false, with `error`,
+  /// when PCRE2 gives up.
+  bool findAll(const std::string &s,
+               std::vector<std::pair<size_t, size_t>> &out,
+               std::string &error) const {
+    out.clear();
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(code, nullptr);
     if (!md)
       throw std::bad_alloc();
+    const auto *p = reinterpret_cast<const unsigned char *>(s.data());
     size_t at = 0;
     while (at <= s.size()) {
-      int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()),
-                           s.size(), at, PCRE2_NO_UTF_CHECK, md, nullptr);
-      if (rc < 0)
+      int rc =
+          pcre2_match(code, p, s.size(), at, PCRE2_NO_UTF_CHECK, md, context);
+      if (rc == PCRE2_ERROR_NOMATCH)
         break;
+      if (rc < 0) {
+        PCRE2_UCHAR message[256];
+        pcre2_get_error_message(rc, message, sizeof(message));
+        error = name + " gives up on the text (PCRE2: " +
+                reinterpret_cast<const char *>(message) +
+                "; the tokenizer's pattern backtracks too much)";
+        pcre2_match_data_free(md);
+        return false;
+      }
       PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
       size_t b = ov[0], e = ov[1];
       if (e > b) {
         out.push_back({b, e});
         at = e;
       } else {
-        // An empty match: on to the next character.
-        if (at >= s.size())
+        // An empty match: on from the character after it (not after `at`,
+        // which would find the same match again and again, for a time
+        // quadratic in the text).
+        if (b >= s.size())
           break;
-        size_t len = utf8Length(
-            reinterpret_cast<const unsigned char *>(s.data()), at, s.size());
-        at += len ? len : 1;
+        size_t len = utf8Length(p, b, s.size());
+        at = b + (len ? len : 1);
       }
     }
     pcre2_match_data_free(md);
-    return out;
+    return true;
   }
 };
 
@@ -349,10 +377,11 @@ struct Piece {
 };
 
 std::shared_ptr<Regex> compileRegex(const std::string &pattern, bool literal,
-                                    std::string &error) {
+                                    const char *name, std::string &error) {
   int code = 0;
   PCRE2_SIZE offset = 0;
   auto re = std::make_shared<Regex>();
+  re->name = name;
   re->code = pcre2_compile(
       reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
       PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &code, &offset,
@@ -360,11 +389,17 @@ std::shared_ptr<Regex> compileRegex(const std::string &pattern, bool literal,
   if (!re->code) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(code, message, sizeof(message));
-    error = "the Split regex does not compile at offset " +
+    error = name + std::string(" does not compile at offset ") +
             std::to_string(offset) + ": " +
             reinterpret_cast<const char *>(message);
     return nullptr;
   }
+  re->context = pcre2_match_context_create(nullptr);
+  if (!re->context)
+    throw std::bad_alloc();
+  pcre2_set_match_limit(re->context, kRegexMatchLimit);
+  pcre2_set_depth_limit(re->context, kRegexDepthLimit);
+  pcre2_set_heap_limit(re->context, kRegexHeapLimitKiB);
   return re;
 }
 
@@ -391,8 +426,12 @@ private:
   };
   std::unordered_map<uint64_t, MergeInfo> merges;
   std::vector<Added> added;
-  /// Whether an added token (not normalized, normalized) starts with a byte.
-  bool addedFirst[2][256] = {};
+  /// The added tokens' match texts as a byte trie for each `normalized`
+  /// (false, true): node n's child by byte c is trieEdges[k][n << 8 | c];
+  /// trieToken[k][n] is the first added token that ends at node n, or -1.
+  /// Node 0 is the root (there is none without tokens).
+  std::unordered_map<uint64_t, uint32_t> trieEdges[2];
+  std::vector<int32_t> trieToken[2];
   std::vector<Step> normalizers, pretokenizers, decoders;
   bool decoderHasByteLevel = false, decoderHasByteFallback = false;
   std::shared_ptr<Regex> gpt2;
@@ -400,7 +439,7 @@ private:
   void splitAdded(const std::string &text, bool normalized, bool atStart,
                   std::vector<Piece> &out) const;
   void normalize(std::string &s) const;
-  void pretokenize(std::vector<Piece> &pieces) const;
+  bool pretokenize(std::vector<Piece> &pieces, std::string &error) const;
   void model(const std::string &word, std::vector<int32_t> &ids) const;
   static uint64_t pairKey(int32_t a, int32_t b) {
     return uint64_t(uint32_t(a)) << 32 | uint32_t(b);
@@ -512,7 +551,8 @@ bool BpeTokenizer::parse(Reader &r, int64_t vocabSize, std::string &error) {
         } else if (s.type == kByteLevel) {
           ok = r.flag(s.flag1) && r.flag(s.flag2);
           if (ok && s.flag2 && !gpt2) {
-            gpt2 = compileRegex(kGpt2Pattern, false, error);
+            gpt2 =
+                compileRegex(kGpt2Pattern, false, "the ByteLevel regex", error);
             if (!gpt2)
               return false;
           }
@@ -523,7 +563,7 @@ bool BpeTokenizer::parse(Reader &r, int64_t vocabSize, std::string &error) {
           if (ok && !isValidUtf8(s.a))
             return r.fail("a Split pattern is not UTF-8");
           if (ok) {
-            s.regex = compileRegex(s.a, !s.flag1, error);
+            s.regex = compileRegex(s.a, !s.flag1, "the Split regex", error);
             if (!s.regex)
               return false;
           }
@@ -560,17 +600,39 @@ bool BpeTokenizer::parse(Reader &r, int64_t vocabSize, std::string &error) {
           (s.type == kDecReplace && kind == 2))
         if (s.a.empty())
           return r.fail("an empty Replace pattern");
+      // The text stays UTF-8 through every step (PCRE2 matches it without
+      // checking).
+      if ((kind == 0 || (kind == 2 && s.type == kDecReplace)) &&
+          (!isValidUtf8(s.a) || !isValidUtf8(s.b)))
+        return r.fail("a Prepend or Replace text is not UTF-8");
       out.push_back(std::move(s));
     }
     return true;
   };
   if (!steps(normalizers, 0) || !steps(pretokenizers, 1) || !steps(decoders, 2))
     return false;
-  for (Added &a : added) {
+  for (size_t k = 0; k < added.size(); ++k) {
+    Added &a = added[k];
     a.match = a.content;
     if (a.normalized)
       normalize(a.match);
-    addedFirst[a.normalized][(unsigned char)a.match[0]] = true;
+    // An empty match would be found everywhere without consuming anything.
+    if (a.match.empty())
+      return r.fail("the added token " + std::to_string(a.id) +
+                    " is empty once normalized");
+    std::vector<int32_t> &ends = trieToken[a.normalized];
+    if (ends.empty())
+      ends.push_back(-1);
+    uint64_t node = 0;
+    for (unsigned char c : a.match) {
+      auto [it, fresh] =
+          trieEdges[a.normalized].emplace(node << 8 | c, uint32_t(ends.size()));
+      if (fresh)
+        ends.push_back(-1);
+      node = it->second;
+    }
+    if (ends[node] < 0)
+      ends[node] = int32_t(k);
   }
   return true;
 }
@@ -582,20 +644,21 @@ void BpeTokenizer::splitAdded(const std::string &text, bool normalized,
                               bool atStart, std::vector<Piece> &out) const {
   const auto *p = reinterpret_cast<const unsigned char *>(text.data());
   size_t start = 0, i = 0, n = text.size();
-  bool any = false;
-  for (const Added &a : added)
-    any |= a.normalized == normalized;
-  while (any && i < n) {
+  const std::vector<int32_t> &ends = trieToken[normalized];
+  const std::unordered_map<uint64_t, uint32_t> &edges = trieEdges[normalized];
+  while (!ends.empty() && i < n) {
+    // The longest token that matches at i (the first of equal ones), down
+    // the trie: a step per byte matched, whatever the number of tokens.
     const Added *best = nullptr;
-    if (!addedFirst[normalized][p[i]]) {
-      ++i;
-      continue;
+    uint64_t node = 0;
+    for (size_t k = i; k < n; ++k) {
+      auto it = edges.find(node << 8 | p[k]);
+      if (it == edges.end())
+        break;
+      node = it->second;
+      if (ends[node] >= 0)
+        best = &added[size_t(ends[node])];
     }
-    for (const Added &a : added)
-      if (a.normalized == normalized &&
-          (!best || a.match.size() > best->match.size()) &&
-          text.compare(i, a.match.size(), a.match) == 0)
-        best = &a;
     if (!best) {
       size_t len = utf8Length(p, i, n);
       i += len ? len : 1;
@@ -645,7 +708,9 @@ void BpeTokenizer::normalize(std::string &s) const {
   }
 }
 
-void BpeTokenizer::pretokenize(std::vector<Piece> &in) const {
+bool BpeTokenizer::pretokenize(std::vector<Piece> &in,
+                               std::string &error) const {
+  std::vector<std::pair<size_t, size_t>> matches;
   for (const Step &step : pretokenizers) {
     std::vector<Piece> out;
     for (Piece &piece : in) {
@@ -682,7 +747,9 @@ void BpeTokenizer::pretokenize(std::vector<Piece> &in) const {
           s.insert(0, " ");
         std::vector<std::string> parts;
         if (step.flag2) {
-          for (auto [b, e] : gpt2->findAll(s))
+          if (!gpt2->findAll(s, matches, error))
+            return false;
+          for (auto [b, e] : matches)
             parts.push_back(s.substr(b, e - b));
         } else {
           parts.push_back(s);
@@ -697,7 +764,9 @@ void BpeTokenizer::pretokenize(std::vector<Piece> &in) const {
       } else if (step.type == kSplit) {
         size_t last = 0;
         bool first = true;
-        for (auto [b, e] : step.regex->findAll(s)) {
+        if (!step.regex->findAll(s, matches, error))
+          return false;
+        for (auto [b, e] : matches) {
           push(s.substr(last, b - last), first);
           first = false;
           if (step.x == 1)
@@ -709,6 +778,7 @@ void BpeTokenizer::pretokenize(std::vector<Piece> &in) const {
     }
     in.swap(out);
   }
+  return true;
 }
 
 /// tokenizers' BPE::merge_word and Word::merge_all.
@@ -852,7 +922,10 @@ bool BpeTokenizer::encode(const std::string &text, bool addSpecial,
     normalize(part.text);
     splitAdded(part.text, true, part.atStart, pieces);
   }
-  pretokenize(pieces);
+  if (!pretokenize(pieces, error)) {
+    ids.clear();
+    return false;
+  }
   for (const Piece &piece : pieces) {
     if (piece.added >= 0)
       ids.push_back(piece.added);
@@ -1116,18 +1189,28 @@ void DecodeStream::slide() {
     return;
   // Everything in the window is emitted (the last id closes). Start the
   // window after a closing id among the last kKeep.
-  for (size_t start = ids.size() - kKeep; start < ids.size(); ++start) {
-    if (!tokenizer.closes(ids[start - 1], skipSpecial))
-      continue;
+  auto tryStart = [&](size_t start) {
     std::vector<int32_t> window(ids.begin() + std::ptrdiff_t(start), ids.end());
     std::string text = tokenizer.decode(window, skipSpecial);
     if (text.empty() || text.size() > emitted.size() ||
         emitted.compare(emitted.size() - text.size(), text.size(), text) != 0)
-      continue;
+      return false;
     ids.swap(window);
     emitted.swap(text);
-    return;
-  }
+    return true;
+  };
+  for (size_t start = ids.size() - kKeep; start < ids.size(); ++start)
+    if (tokenizer.closes(ids[start - 1], skipSpecial) && tryStart(start))
+      return;
+  // None there (the last kKeep ids but one do not close: byte pieces): after
+  // the last closing id before them, or the window would only grow, and
+  // every id that closes would decode all of it (quadratic: 13 s for --
+  // detokenize of 60 000 ids, nine byte pieces and a word, repeated).
+  for (size_t start = ids.size() - kKeep - 1; start > 0; --start)
+    if (tokenizer.closes(ids[start - 1], skipSpecial)) {
+      tryStart(start);
+      return;
+    }
 }
 
 std::string DecodeStream::finish() {

@@ -17,6 +17,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 using moert::DecodeStream;
 using moert::Tokenizer;
 
@@ -116,6 +118,126 @@ TEST(Tokenizer, RefusesCorruptBlobs) {
   EXPECT_EQ(loadError(longString),
             "the embedded tokenizer is corrupt: a string runs past the end at "
             "byte 32");
+}
+
+/// mistralBlob with one Split pre-tokenizer (a regex; 1: Isolated).
+std::string splitBlob(const std::string &pattern) {
+  std::string good = moert_test::mistralBlob(kVocab, kMerges, 1);
+  // The pre-tokenizers' count (0) comes before the decoders' 45 bytes.
+  size_t at = good.size() - 49;
+  EXPECT_EQ(good.substr(at, 8), std::string("\0\0\0\0\4\0\0\0", 8));
+  moert_test::Blob split;
+  split.out.clear();
+  split.u32(1);
+  split.u32(3);
+  split.str(pattern);
+  split.u32(1);
+  split.u32(1);
+  return good.substr(0, at) + split.out + good.substr(at + 4);
+}
+
+TEST(Tokenizer, RefusesNonUtf8NormalizerText) {
+  // PCRE2 matches the normalised text without checking its UTF-8.
+  std::string good = moert_test::mistralBlob(kVocab, kMerges, 1);
+  const std::string prepend("\2\0\0\0\1\0\0\0\3\0\0\0\xe2\x96\x81", 15);
+  size_t at = good.find(prepend);
+  ASSERT_NE(at, std::string::npos);
+  std::string bad = good;
+  bad[at + 12] = '\xff';
+  EXPECT_EQ(loadError(bad),
+            "the embedded tokenizer is corrupt: a Prepend or Replace text is "
+            "not UTF-8 at byte " +
+                std::to_string(at + 15));
+}
+
+TEST(Tokenizer, RegexThatBacktracksTooMuchIsAnError) {
+  // (a|aa)+c backtracks exponentially on a run of a's: PCRE2's match limit
+  // ends it, and the encoding fails instead of leaving the rest unsplit.
+  auto tok = load(splitBlob("(a|aa)+c|h"));
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> ids;
+  std::string error;
+  ASSERT_TRUE(tok->encode("hi", true, ids, error)) << error;
+  EXPECT_EQ(ids, (std::vector<int32_t>{0, 2, 3, 4}));
+  EXPECT_FALSE(
+      tok->encode("hi " + std::string(40, 'a') + " hi", true, ids, error));
+  EXPECT_EQ(error, "the Split regex gives up on the text (PCRE2: match limit "
+                   "exceeded; the tokenizer's pattern backtracks too much)");
+  EXPECT_TRUE(ids.empty());
+}
+
+TEST(Tokenizer, RegexMatchingEmptyStringsIsLinear) {
+  // \b matches only empty strings, here at the ends of a long run: each
+  // search must start after the last empty match, not one character on
+  // (which took minutes for 100 000 characters).
+  auto tok = load(splitBlob("\\b"));
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> ids;
+  std::string error;
+  ASSERT_TRUE(tok->encode(std::string(1000000, 'i') + " hi", true, ids, error))
+      << error;
+  // <s>, then the one unsplit piece: ▁, a million i, ▁hi.
+  EXPECT_EQ(ids.size(), 1000003u);
+  EXPECT_EQ(ids.back(), 6);
+}
+
+TEST(Tokenizer, StreamWindowSlidesPastRunsOfBytePieces) {
+  // Nine byte pieces ('!') and a word, repeated: the window must still
+  // slide (it grew with every id, a decode of all of them per word).
+  auto tok = load(moert_test::mistralBlob(kVocab, kMerges, 1));
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> ids;
+  for (int k = 0; k < 60000; ++k)
+    for (int32_t id : {9, 9, 9, 9, 9, 9, 9, 9, 9, 6})
+      ids.push_back(id);
+  DecodeStream stream(*tok, true);
+  std::string streamed;
+  for (int32_t id : ids)
+    streamed += stream.push(id);
+  streamed += stream.finish();
+  EXPECT_EQ(streamed, tok->decode(ids, true));
+  EXPECT_EQ(streamed.size(), 60000u * 12); // "!!!!!!!!! hi" each
+}
+
+/// mistralBlob with these added tokens (not special, not normalized) from
+/// id 16 on, instead of <s>.
+std::string addedBlob(const std::vector<std::string> &contents) {
+  std::string good = moert_test::mistralBlob(kVocab, kMerges, 1);
+  const std::string one("\1\0\0\0\0\0\0\0\1\0\0\0\3\0\0\0<s>", 19);
+  size_t at = good.find(one);
+  EXPECT_NE(at, std::string::npos);
+  moert_test::Blob list;
+  list.out.clear();
+  list.u32(uint32_t(contents.size()));
+  for (size_t i = 0; i < contents.size(); ++i) {
+    list.u32(uint32_t(16 + i));
+    list.u32(0);
+    list.str(contents[i]);
+  }
+  return good.substr(0, at) + list.out + good.substr(at + one.size());
+}
+
+TEST(Tokenizer, AddedTokensLongestFirstInAnyNumber) {
+  // The longest added token wins; 60 000 tokens sharing a prefix cost a
+  // step per byte matched, not a comparison per token at each '<' (which
+  // took a minute for 100 000 of them).
+  std::vector<std::string> contents = {"<|a", "<|ab", "b"};
+  char name[16];
+  for (int k = 0; k < 60000; ++k) {
+    std::snprintf(name, sizeof(name), "<|tok%05d|>", k);
+    contents.push_back(name);
+  }
+  auto tok = load(addedBlob(contents), 70000);
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> ids;
+  std::string error;
+  ASSERT_TRUE(tok->encode("<|ab<|a<|tok00042|>", false, ids, error)) << error;
+  EXPECT_EQ(ids, (std::vector<int32_t>{17, 16, 16 + 3 + 42}));
+  std::string many;
+  for (int k = 0; k < 100000; ++k)
+    many += "<|";
+  ASSERT_TRUE(tok->encode(many + "<|tok59999|>", false, ids, error)) << error;
+  EXPECT_EQ(ids.back(), 16 + 3 + 59999);
 }
 
 } // namespace

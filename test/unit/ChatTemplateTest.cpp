@@ -131,6 +131,28 @@ TEST(ChatTemplate, ChatFormat) {
                  "", "");
   ASSERT_TRUE(bool(f));
   EXPECT_EQ(f->suffix, "<gen>");
+
+  // A template that looks at the text cannot be a fixed prefix and suffix:
+  // `--chat "  hi  "` would not be trimmed, and the length test would
+  // decide by the probe's length.
+  const std::string depends =
+      "t.json: chat_template: the text around a user message depends on the "
+      "message (the template tests or transforms it, e.g. with trim or "
+      "length), which --chat's fixed prefix and suffix cannot reproduce";
+  for (const char *t :
+       {"[INST] {{ messages[0].content | trim }} [/INST]",
+        "{% if messages[0].content | length > 10 %}LONG{% endif %}[INST] {{ "
+        "messages[0].content }}",
+        "{% if messages[0].content %}{{ messages[0].content }}{% else "
+        "%}empty{% endif %}",
+        "{{ messages[0].content }}{% if messages[0].content.startswith(' ') "
+        "%}!{% endif %}",
+        "{% if not messages[0].content %}{{ raise_exception('empty') }}{% "
+        "endif %}{{ messages[0].content }}"}) {
+    f = chatFormat("t.json", t, "<s>", "</s>");
+    ASSERT_FALSE(bool(f)) << t;
+    EXPECT_EQ(llvm::toString(f.takeError()), depends) << t;
+  }
 }
 
 TEST(ChatTemplate, Whitespace) {

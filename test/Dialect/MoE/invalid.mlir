@@ -308,6 +308,14 @@ func.func @rope_scaling_factor(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
 
 // -----
 
+func.func @rope_scaling_tiny_factor(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
+  // expected-error @below {{#moe.rope_scaling<linear> factor is so small that the angles overflow, got 1.000000e-308}}
+  %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <linear, factor = 1.0e-308> : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
 func.func @rope_scaling_negative_factor(%x: tensor<?x64xf32>, %p: tensor<?xi32>) {
   // expected-error @below {{#moe.rope_scaling<yarn> factor must be positive and finite, got -2}}
   %0 = moe.rope %x, %p head_dim 16 theta 1.0e+04 scaling <yarn, factor = -2.0, original_max_positions = 16, beta_fast = 32.0, beta_slow = 1.0, attention = 1.0> : tensor<?x64xf32>, tensor<?xi32>
