@@ -6,6 +6,7 @@
 
 #include "frontends/InputFiles.h"
 
+#include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileSystem.h"
@@ -112,6 +113,16 @@ Expected<std::unique_ptr<MemoryBuffer>> readInputFile(StringRef path,
                                    "limit for this file",
                                    file->size(), limit));
   return file->read(0, file->size());
+}
+
+Expected<std::string> realInputPath(StringRef path) {
+  SmallString<256> real;
+  if (std::error_code ec = sys::fs::real_path(path, real))
+    return createStringError(ec, path + ": " +
+                                     (ec == std::errc::no_such_file_or_directory
+                                          ? "no such file"
+                                          : "cannot access: " + ec.message()));
+  return std::string(real);
 }
 
 Expected<bool> pathExists(StringRef path) {

@@ -62,6 +62,10 @@ private:
 llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
 readInputFile(llvm::StringRef path, uint64_t limit);
 
+/// `path` made absolute with every symbolic link resolved (realpath), or an
+/// error "PATH: no such file" / "PATH: cannot access: REASON".
+llvm::Expected<std::string> realInputPath(llvm::StringRef path);
+
 /// Whether `path` exists; an error other than "no such file" (a symlink
 /// loop, a permission problem) is returned as an error naming `path`.
 llvm::Expected<bool> pathExists(llvm::StringRef path);

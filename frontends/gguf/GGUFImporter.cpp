@@ -223,26 +223,32 @@ std::string tensorName(const ModelSpec &spec, WeightRole role, int64_t layer,
   llvm_unreachable("unknown WeightRole");
 }
 
-Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
-                                            StringRef pathArg) {
-  SmallString<256> path;
-  if (std::error_code ec = sys::fs::real_path(pathArg, path))
-    return createStringError(ec, pathArg + ": " +
-                                     (ec == std::errc::no_such_file_or_directory
-                                          ? "no such file"
-                                          : "cannot access: " + ec.message()));
+Expected<MappedFile> mapFile(StringRef path) {
   Expected<InputFile> input = InputFile::open(path);
   if (!input)
     return input.takeError();
   Expected<std::unique_ptr<MemoryBuffer>> mapped = input->map();
   if (!mapped)
     return mapped.takeError();
-  G::File file;
+  MappedFile result{std::move(*mapped), {}};
   std::string error = G::parse(
-      reinterpret_cast<const unsigned char *>((*mapped)->getBufferStart()),
-      (*mapped)->getBufferSize(), file);
+      reinterpret_cast<const unsigned char *>(result.buffer->getBufferStart()),
+      result.buffer->getBufferSize(), result.header);
   if (!error.empty())
     return createStringError(inconvertibleErrorCode(), path + ": " + error);
+  return std::move(result);
+}
+
+Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
+                                            StringRef pathArg) {
+  Expected<std::string> realPath = realInputPath(pathArg);
+  if (!realPath)
+    return realPath.takeError();
+  StringRef path = *realPath;
+  Expected<MappedFile> mapped = mapFile(path);
+  if (!mapped)
+    return mapped.takeError();
+  const G::File &file = mapped->header;
 
   hf::Problems problems;
   Metadata meta(file, path, problems);

@@ -18,16 +18,31 @@
 #define MOE_FRONTENDS_GGUF_GGUFIMPORTER_H
 
 #include "frontends/ModelSpec.h"
+#include "runtime/src/gguf.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 #include "llvm/Support/Error.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <memory>
 
 namespace mlir::moe::gguf {
 
 /// Whether `path` names a GGUF file: a regular file whose first four bytes
 /// are "GGUF" (false for a directory, a missing file or another format).
 bool isGGUFFile(llvm::StringRef path);
+
+/// A GGUF file memory-mapped with its header parsed (`header` points into
+/// `buffer`).
+struct MappedFile {
+  std::unique_ptr<llvm::MemoryBuffer> buffer;
+  ::moert::gguf::File header;
+};
+
+/// Maps the regular file `path` and parses its GGUF header; a parse error
+/// is "PATH: message".
+llvm::Expected<MappedFile> mapFile(llvm::StringRef path);
 
 /// The GGUF name of a weight (`blk.L.attn_q.weight`, ...). Experts stacked
 /// in one tensor per layer (`blk.L.ffn_gate_exps.weight`) are named

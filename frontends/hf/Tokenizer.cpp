@@ -6,6 +6,7 @@
 
 #include "frontends/hf/Tokenizer.h"
 #include "frontends/InputFiles.h"
+#include "frontends/gguf/GGUFImporter.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
@@ -763,18 +764,10 @@ Expected<TokenizerBlob> convertTokenizer(StringRef path, StringRef configDir,
 Expected<TokenizerBlob> convertGGUFTokenizer(StringRef path, int64_t vocabSize,
                                              const TokenizerExtras &extras) {
   namespace G = moert::gguf;
-  Expected<InputFile> input = InputFile::open(path);
-  if (!input)
-    return input.takeError();
-  Expected<std::unique_ptr<MemoryBuffer>> mapped = input->map();
+  Expected<moe::gguf::MappedFile> mapped = moe::gguf::mapFile(path);
   if (!mapped)
     return mapped.takeError();
-  G::File file;
-  std::string parseError = G::parse(
-      reinterpret_cast<const unsigned char *>((*mapped)->getBufferStart()),
-      (*mapped)->getBufferSize(), file);
-  if (!parseError.empty())
-    return configError(path, parseError);
+  const G::File &file = mapped->header;
   auto bad = [&](StringRef key, const Twine &message) {
     return configError(path, "tokenizer metadata '" + key + "': " + message);
   };

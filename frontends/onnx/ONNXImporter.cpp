@@ -25,12 +25,10 @@ bool isONNXFile(StringRef path) {
 
 Expected<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
                                             StringRef pathArg) {
-  SmallString<256> path;
-  if (std::error_code ec = sys::fs::real_path(pathArg, path))
-    return createStringError(ec, pathArg + ": " +
-                                     (ec == std::errc::no_such_file_or_directory
-                                          ? "no such file"
-                                          : "cannot access: " + ec.message()));
+  Expected<std::string> realPath = realInputPath(pathArg);
+  if (!realPath)
+    return realPath.takeError();
+  StringRef path = *realPath;
   Expected<std::unique_ptr<MemoryBuffer>> bytes =
       readInputFile(path, kMaxModelBytes);
   if (!bytes)

@@ -9,6 +9,8 @@
 
 #include "moert/moert.h"
 
+#include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,21 @@ class Tokenizer;
 /// `status`.
 moert_status moert_fail(moert_status status, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
+
+/// Runs a C API entry point's body; turns any exception into a status and
+/// a message naming `what`.
+template <typename Body>
+moert_status moert_guarded(const char *what, const Body &body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc &) {
+    return moert_fail(MOERT_ERROR_MEMORY, "%s: out of memory", what);
+  } catch (const std::exception &e) {
+    return moert_fail(MOERT_ERROR_INTERNAL, "%s: %s", what, e.what());
+  } catch (...) {
+    return moert_fail(MOERT_ERROR_INTERNAL, "%s: unknown exception", what);
+  }
+}
 
 /// The floats of every layer's KV cache, keys and values, checked against
 /// overflow (MOERT_ERROR_MEMORY with a message when it does not fit).

@@ -4,7 +4,7 @@
 //
 //===----------------------------------------------------------------------===//
 //
-// Every extern "C" entry point runs inside `guarded`: no C++ exception
+// Every extern "C" entry point runs inside `moert_guarded`: no C++ exception
 // crosses the C ABI (out of memory becomes MOERT_ERROR_MEMORY with a
 // message). Every size is computed with checked arithmetic.
 //
@@ -54,21 +54,6 @@ moert_status moert_fail(moert_status status, const char *format, ...) {
 }
 
 namespace {
-
-/// Runs an entry point's body; turns any exception into a status and a
-/// message.
-template <typename Body>
-moert_status guarded(const char *what, const Body &body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc &) {
-    return moert_fail(MOERT_ERROR_MEMORY, "%s: out of memory", what);
-  } catch (const std::exception &e) {
-    return moert_fail(MOERT_ERROR_INTERNAL, "%s: %s", what, e.what());
-  } catch (...) {
-    return moert_fail(MOERT_ERROR_INTERNAL, "%s: unknown exception", what);
-  }
-}
 
 struct Mapping {
   std::string path;
@@ -434,7 +419,7 @@ extern "C" moert_status moert_model_load_from(const moert_program *program,
                                               int threads, int maxBatchTokens,
                                               moert_model **out) {
   *out = nullptr;
-  return guarded("loading the model", [&] {
+  return moert_guarded("loading the model", [&] {
     if (!program || program->abi_version != MOERT_ABI_VERSION)
       return moert_fail(MOERT_ERROR_INVALID,
                         "program was compiled for another runtime ABI");
@@ -520,7 +505,7 @@ extern "C" const moert_program *moert_model_program(const moert_model *m) {
 extern "C" moert_status moert_session_create(moert_model *model,
                                              moert_session **out) {
   *out = nullptr;
-  return guarded("creating a session", [&] {
+  return moert_guarded("creating a session", [&] {
     const moert_program *p = model->program;
     std::unique_ptr<moert_session> s(new moert_session);
     s->model = model;
@@ -579,7 +564,7 @@ extern "C" int64_t moert_session_position(const moert_session *s) {
 
 extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
                                       int64_t n) {
-  return guarded("running the model", [&] {
+  return moert_guarded("running the model", [&] {
     const moert_program *p = s->model->program;
     if (n < 1)
       return moert_fail(MOERT_ERROR_INVALID, "no tokens to run");

@@ -31,19 +31,6 @@ struct moert_detokenizer {
 
 namespace {
 
-template <typename Body>
-moert_status guardedTokenizer(const char *what, const Body &body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc &) {
-    return moert_fail(MOERT_ERROR_MEMORY, "%s: out of memory", what);
-  } catch (const std::exception &e) {
-    return moert_fail(MOERT_ERROR_INTERNAL, "%s: %s", what, e.what());
-  } catch (...) {
-    return moert_fail(MOERT_ERROR_INTERNAL, "%s: unexpected failure", what);
-  }
-}
-
 /// The model's tokenizer, or null after recording why there is none.
 const moert::Tokenizer *tokenizerOf(moert_model *model, const char *what) {
   if (!model) {
@@ -63,7 +50,7 @@ extern "C" moert_status moert_tokenize(moert_model *model, const char *text,
                                        size_t len, int add_special,
                                        int32_t *out, int64_t capacity,
                                        int64_t *n) {
-  return guardedTokenizer("moert_tokenize", [&]() -> moert_status {
+  return moert_guarded("moert_tokenize", [&]() -> moert_status {
     if (n)
       *n = 0;
     const moert::Tokenizer *tok = tokenizerOf(model, "moert_tokenize");
@@ -92,7 +79,7 @@ extern "C" moert_status moert_tokenize(moert_model *model, const char *text,
 extern "C" moert_status moert_detokenize(moert_model *model, const int32_t *ids,
                                          int64_t n, int skip_special, char *out,
                                          size_t capacity, size_t *len) {
-  return guardedTokenizer("moert_detokenize", [&]() -> moert_status {
+  return moert_guarded("moert_detokenize", [&]() -> moert_status {
     if (len)
       *len = 0;
     const moert::Tokenizer *tok = tokenizerOf(model, "moert_detokenize");
@@ -130,7 +117,7 @@ extern "C" int moert_token_is_eos(moert_model *model, int32_t id) {
 extern "C" moert_status moert_detokenizer_create(moert_model *model,
                                                  int skip_special,
                                                  moert_detokenizer **out) {
-  return guardedTokenizer("moert_detokenizer_create", [&]() -> moert_status {
+  return moert_guarded("moert_detokenizer_create", [&]() -> moert_status {
     if (!out)
       return moert_fail(MOERT_ERROR_INVALID,
                         "moert_detokenizer_create: a null pointer");
@@ -148,7 +135,7 @@ extern "C" moert_status moert_detokenizer_create(moert_model *model,
 extern "C" moert_status moert_detokenizer_push(moert_detokenizer *stream,
                                                int32_t id, const char **text,
                                                size_t *len) {
-  return guardedTokenizer("moert_detokenizer_push", [&]() -> moert_status {
+  return moert_guarded("moert_detokenizer_push", [&]() -> moert_status {
     if (!stream || !text || !len)
       return moert_fail(MOERT_ERROR_INVALID,
                         "moert_detokenizer_push: a null pointer");
@@ -162,7 +149,7 @@ extern "C" moert_status moert_detokenizer_push(moert_detokenizer *stream,
 extern "C" moert_status moert_detokenizer_finish(moert_detokenizer *stream,
                                                  const char **text,
                                                  size_t *len) {
-  return guardedTokenizer("moert_detokenizer_finish", [&]() -> moert_status {
+  return moert_guarded("moert_detokenizer_finish", [&]() -> moert_status {
     if (!stream || !text || !len)
       return moert_fail(MOERT_ERROR_INVALID,
                         "moert_detokenizer_finish: a null pointer");
