@@ -165,35 +165,54 @@ struct Steps {
   BlobWriter out;
 };
 
-void normalizer(Reader &r, const json::Value *v, const Twine &path,
-                Steps &steps) {
+using StepReader = void (*)(Reader &, const json::Value *, const Twine &,
+                            Steps &);
+
+/// The object of one step of a normalizer, pre-tokenizer or decoder chain
+/// at `path`, with its "type" in `type`; null when there is none (absent or
+/// null), after a failure, and for a "Sequence", whose steps (the array
+/// under `listKey`) are read here with `step`.
+const json::Object *stepObject(Reader &r, const json::Value *v,
+                               const Twine &path, StringRef listKey,
+                               StepReader step, Steps &steps,
+                               std::string &type) {
   if (!v || v->kind() == json::Value::Null || r.failed())
-    return;
+    return nullptr;
   const json::Object *o = r.object(v, path);
   if (!o)
-    return;
-  std::optional<std::string> type = r.string(*o, "type", path);
-  if (!type)
-    return;
-  if (*type == "Sequence") {
-    const json::Array *list =
-        o->get("normalizers") ? o->get("normalizers")->getAsArray() : nullptr;
-    if (!list) {
-      r.fail(path + ".normalizers", "expected an array");
-      return;
-    }
-    for (size_t i = 0; i < list->size(); ++i)
-      normalizer(r, &(*list)[i], path + ".normalizers[" + Twine(i) + "]",
-                 steps);
-    return;
+    return nullptr;
+  std::optional<std::string> t = r.string(*o, "type", path);
+  if (!t)
+    return nullptr;
+  if (*t != "Sequence") {
+    type = std::move(*t);
+    return o;
   }
-  if (*type == "Prepend") {
+  const json::Value *listValue = o->get(listKey);
+  const json::Array *list = listValue ? listValue->getAsArray() : nullptr;
+  if (!list) {
+    r.fail(path + "." + listKey, "expected an array");
+    return nullptr;
+  }
+  for (size_t i = 0; i < list->size(); ++i)
+    step(r, &(*list)[i], path + "." + listKey + "[" + Twine(i) + "]", steps);
+  return nullptr;
+}
+
+void normalizer(Reader &r, const json::Value *v, const Twine &path,
+                Steps &steps) {
+  std::string type;
+  const json::Object *o =
+      stepObject(r, v, path, "normalizers", normalizer, steps, type);
+  if (!o)
+    return;
+  if (type == "Prepend") {
     std::optional<std::string> s = r.string(*o, "prepend", path);
     if (!s)
       return;
     steps.out.u32(1);
     steps.out.str(*s);
-  } else if (*type == "Replace") {
+  } else if (type == "Replace") {
     auto p = pattern(r, *o, path);
     std::optional<std::string> content = r.string(*o, "content", path);
     if (!p || !content)
@@ -207,7 +226,7 @@ void normalizer(Reader &r, const json::Value *v, const Twine &path,
     steps.out.str(p->first);
     steps.out.str(*content);
   } else {
-    r.fail(path + ".type", "the normalizer '" + *type +
+    r.fail(path + ".type", "the normalizer '" + type +
                                "' is not supported (supported: Prepend, "
                                "Replace, Sequence of them)");
     return;
@@ -217,28 +236,12 @@ void normalizer(Reader &r, const json::Value *v, const Twine &path,
 
 void preTokenizer(Reader &r, const json::Value *v, const Twine &path,
                   Steps &steps) {
-  if (!v || v->kind() == json::Value::Null || r.failed())
-    return;
-  const json::Object *o = r.object(v, path);
+  std::string type;
+  const json::Object *o =
+      stepObject(r, v, path, "pretokenizers", preTokenizer, steps, type);
   if (!o)
     return;
-  std::optional<std::string> type = r.string(*o, "type", path);
-  if (!type)
-    return;
-  if (*type == "Sequence") {
-    const json::Array *list = o->get("pretokenizers")
-                                  ? o->get("pretokenizers")->getAsArray()
-                                  : nullptr;
-    if (!list) {
-      r.fail(path + ".pretokenizers", "expected an array");
-      return;
-    }
-    for (size_t i = 0; i < list->size(); ++i)
-      preTokenizer(r, &(*list)[i], path + ".pretokenizers[" + Twine(i) + "]",
-                   steps);
-    return;
-  }
-  if (*type == "Metaspace") {
+  if (type == "Metaspace") {
     std::optional<std::string> rep = r.string(*o, "replacement", path);
     std::optional<uint32_t> scheme = prependScheme(r, *o, path);
     bool split = r.boolean(*o, "split", true, path);
@@ -252,13 +255,13 @@ void preTokenizer(Reader &r, const json::Value *v, const Twine &path,
     steps.out.str(*rep);
     steps.out.u32(*scheme);
     steps.out.u32(split);
-  } else if (*type == "ByteLevel") {
+  } else if (type == "ByteLevel") {
     bool prefix = r.boolean(*o, "add_prefix_space", true, path);
     bool regex = r.boolean(*o, "use_regex", true, path);
     steps.out.u32(2);
     steps.out.u32(prefix);
     steps.out.u32(regex);
-  } else if (*type == "Split") {
+  } else if (type == "Split") {
     auto p = pattern(r, *o, path);
     std::optional<std::string> behavior = r.string(*o, "behavior", path);
     if (!p || !behavior)
@@ -283,7 +286,7 @@ void preTokenizer(Reader &r, const json::Value *v, const Twine &path,
     steps.out.u32(p->second);
     steps.out.u32(b);
   } else {
-    r.fail(path + ".type", "the pre-tokenizer '" + *type +
+    r.fail(path + ".type", "the pre-tokenizer '" + type +
                                "' is not supported (supported: Metaspace, "
                                "ByteLevel, Split, Sequence of them)");
     return;
@@ -292,26 +295,12 @@ void preTokenizer(Reader &r, const json::Value *v, const Twine &path,
 }
 
 void decoder(Reader &r, const json::Value *v, const Twine &path, Steps &steps) {
-  if (!v || v->kind() == json::Value::Null || r.failed())
-    return;
-  const json::Object *o = r.object(v, path);
+  std::string type;
+  const json::Object *o =
+      stepObject(r, v, path, "decoders", decoder, steps, type);
   if (!o)
     return;
-  std::optional<std::string> type = r.string(*o, "type", path);
-  if (!type)
-    return;
-  if (*type == "Sequence") {
-    const json::Array *list =
-        o->get("decoders") ? o->get("decoders")->getAsArray() : nullptr;
-    if (!list) {
-      r.fail(path + ".decoders", "expected an array");
-      return;
-    }
-    for (size_t i = 0; i < list->size(); ++i)
-      decoder(r, &(*list)[i], path + ".decoders[" + Twine(i) + "]", steps);
-    return;
-  }
-  if (*type == "Replace") {
+  if (type == "Replace") {
     auto p = pattern(r, *o, path);
     std::optional<std::string> content = r.string(*o, "content", path);
     if (!p || !content)
@@ -324,11 +313,11 @@ void decoder(Reader &r, const json::Value *v, const Twine &path, Steps &steps) {
     steps.out.u32(1);
     steps.out.str(p->first);
     steps.out.str(*content);
-  } else if (*type == "ByteFallback") {
+  } else if (type == "ByteFallback") {
     steps.out.u32(2);
-  } else if (*type == "Fuse") {
+  } else if (type == "Fuse") {
     steps.out.u32(3);
-  } else if (*type == "Strip") {
+  } else if (type == "Strip") {
     std::optional<std::string> content = r.string(*o, "content", path);
     std::optional<int64_t> start = r.integer(*o, "start", path, 0, 1 << 20);
     std::optional<int64_t> stop = r.integer(*o, "stop", path, 0, 1 << 20);
@@ -348,7 +337,7 @@ void decoder(Reader &r, const json::Value *v, const Twine &path, Steps &steps) {
     steps.out.str(*content);
     steps.out.u32(uint32_t(*start));
     steps.out.u32(uint32_t(*stop));
-  } else if (*type == "Metaspace") {
+  } else if (type == "Metaspace") {
     std::optional<std::string> rep = r.string(*o, "replacement", path);
     std::optional<uint32_t> scheme = prependScheme(r, *o, path);
     if (!rep || !scheme)
@@ -360,10 +349,10 @@ void decoder(Reader &r, const json::Value *v, const Twine &path, Steps &steps) {
     steps.out.u32(5);
     steps.out.str(*rep);
     steps.out.u32(*scheme);
-  } else if (*type == "ByteLevel") {
+  } else if (type == "ByteLevel") {
     steps.out.u32(6);
   } else {
-    r.fail(path + ".type", "the decoder '" + *type +
+    r.fail(path + ".type", "the decoder '" + type +
                                "' is not supported (supported: Replace, "
                                "ByteFallback, Fuse, Strip, Metaspace, "
                                "ByteLevel, Sequence of them)");

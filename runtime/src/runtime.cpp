@@ -115,6 +115,21 @@ uint32_t ggmlType(moert_dtype d) {
   return UINT32_MAX;
 }
 
+/// Maps the whole file `path` (open as `fd`, `size` > 0 bytes) read-only
+/// into `out`.
+moert_status mapWhole(const std::string &path, int fd, uint64_t size,
+                      Mapping &out) {
+  void *base = mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED)
+    return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
+                      path.c_str(), (unsigned long long)size,
+                      std::strerror(errno));
+  out.path = path;
+  out.base = base;
+  out.size = size_t(size);
+  return MOERT_OK;
+}
+
 /// mapWeightFile for a GGUF file (open as `fd`, `size` bytes): its header
 /// has no length prefix, so the whole file is mapped first and the header
 /// parsed in place (moert::gguf), then every weight checked against it.
@@ -132,14 +147,12 @@ moert_status mapGgufFile(const std::string &path, int fd, uint64_t size,
     return moert_fail(MOERT_ERROR_IO, "%s: %s; %s", path.c_str(),
                       problem.c_str(), kChanged);
   }
-  void *base = mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED)
-    return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
-                      path.c_str(), (unsigned long long)size,
-                      std::strerror(errno));
+  Mapping mapped;
+  if (moert_status status = mapWhole(path, fd, size, mapped))
+    return status;
   moert::gguf::File file;
-  std::string problem =
-      moert::gguf::parse(static_cast<const unsigned char *>(base), size, file);
+  std::string problem = moert::gguf::parse(
+      static_cast<const unsigned char *>(mapped.base), size, file);
   for (size_t i = 0; problem.empty() && i < weights.size(); ++i) {
     const moert_weight_desc &w = *weights[i];
     std::vector<uint64_t> shape = {uint64_t(w.rows)};
@@ -149,13 +162,11 @@ moert_status mapGgufFile(const std::string &path, int fd, uint64_t size,
         file, w.name ? w.name : "", ggmlType(w.dtype), shape, w.offset, w.size);
   }
   if (!problem.empty()) {
-    munmap(base, size_t(size));
+    munmap(mapped.base, mapped.size);
     return moert_fail(MOERT_ERROR_IO, "%s: %s; %s", path.c_str(),
                       problem.c_str(), kChanged);
   }
-  out.path = path;
-  out.base = base;
-  out.size = size_t(size);
+  out = std::move(mapped);
   return MOERT_OK;
 }
 
@@ -201,15 +212,7 @@ mapWeightFile(const std::string &path,
                           path.c_str(), w->name, (unsigned long long)w->offset,
                           (unsigned long long)(w->offset + w->size),
                           (unsigned long long)raw);
-    void *base = mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, f.fd, 0);
-    if (base == MAP_FAILED)
-      return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
-                        path.c_str(), (unsigned long long)size,
-                        std::strerror(errno));
-    out.path = path;
-    out.base = base;
-    out.size = size_t(size);
-    return MOERT_OK;
+    return mapWhole(path, f.fd, size, out);
   }
 
   // The length prefix, then as much of the file as the check needs.
@@ -248,15 +251,7 @@ mapWeightFile(const std::string &path,
                         (unsigned long long)(w->offset + w->size),
                         (unsigned long long)size, kChanged);
   // size >= 8 here: the header check needs the length prefix.
-  void *base = mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, f.fd, 0);
-  if (base == MAP_FAILED)
-    return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
-                      path.c_str(), (unsigned long long)size,
-                      std::strerror(errno));
-  out.path = path;
-  out.base = base;
-  out.size = size_t(size);
-  return MOERT_OK;
+  return mapWhole(path, f.fd, size, out);
 }
 
 } // namespace
