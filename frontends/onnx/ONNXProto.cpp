@@ -238,207 +238,149 @@ Error readMessage(Reader &r, uint32_t field, uint32_t wire, StringRef message,
   return parse(sub, out);
 }
 
-Error parseEntry(Reader &r, StringStringEntryProto &m) {
+/// Reads a message's fields to its end, each (field number, wire type)
+/// through `field`, which reads or skips its value.
+template <typename Field> Error readFields(Reader &r, Field field) {
   while (!r.done()) {
     uint32_t f, w;
     if (Error e = r.tag(f, w))
       return e;
-    Error e = f == 1   ? readString(r, f, w, "StringStringEntryProto", m.key_)
-              : f == 2 ? readString(r, f, w, "StringStringEntryProto", m.value_)
-                       : r.skip(w);
-    if (e)
+    if (Error e = field(f, w))
       return e;
   }
   return Error::success();
+}
+
+Error parseEntry(Reader &r, StringStringEntryProto &m) {
+  return readFields(r, [&](uint32_t f, uint32_t w) -> Error {
+    return f == 1   ? readString(r, f, w, "StringStringEntryProto", m.key_)
+           : f == 2 ? readString(r, f, w, "StringStringEntryProto", m.value_)
+                    : r.skip(w);
+  });
 }
 
 Error parseTensor(Reader &r, TensorProto &m) {
   constexpr StringRef kName = "TensorProto";
-  while (!r.done()) {
-    uint32_t f, w;
-    if (Error e = r.tag(f, w))
-      return e;
-    Error e = Error::success();
+  return readFields(r, [&](uint32_t f, uint32_t w) -> Error {
     switch (f) {
     case 1:
-      e = readInts(r, f, w, kName, m.dims_);
-      break;
+      return readInts(r, f, w, kName, m.dims_);
     case 2:
-      e = readInt32(r, f, w, kName, m.data_type_);
-      break;
+      return readInt32(r, f, w, kName, m.data_type_);
     case 4:
-      e = readFloats(r, f, w, kName, m.float_data_);
-      break;
+      return readFloats(r, f, w, kName, m.float_data_);
     case 7:
-      e = readInts(r, f, w, kName, m.int64_data_);
-      break;
+      return readInts(r, f, w, kName, m.int64_data_);
     case 8:
-      e = readString(r, f, w, kName, m.name_);
-      break;
+      return readString(r, f, w, kName, m.name_);
     case 9:
       m.hasRawData = true;
-      e = readString(r, f, w, kName, m.raw_data_);
-      break;
+      return readString(r, f, w, kName, m.raw_data_);
     case 13:
       m.external_data_.emplace_back();
-      e = readMessage(r, f, w, kName, m.external_data_.back(), parseEntry);
-      break;
+      return readMessage(r, f, w, kName, m.external_data_.back(), parseEntry);
     case 14:
-      e = readInt32(r, f, w, kName, m.data_location_);
-      break;
+      return readInt32(r, f, w, kName, m.data_location_);
     default:
-      e = r.skip(w);
+      return r.skip(w);
     }
-    if (e)
-      return e;
-  }
-  return Error::success();
+  });
 }
 
 Error parseAttribute(Reader &r, AttributeProto &m) {
   constexpr StringRef kName = "AttributeProto";
-  while (!r.done()) {
-    uint32_t f, w;
-    if (Error e = r.tag(f, w))
-      return e;
-    Error e = Error::success();
+  return readFields(r, [&](uint32_t f, uint32_t w) -> Error {
     switch (f) {
     case 1:
-      e = readString(r, f, w, kName, m.name_);
-      break;
+      return readString(r, f, w, kName, m.name_);
     case 2: {
       std::vector<float> one;
-      if (!(e = r.expect(f, w, Fixed32, kName)))
-        e = readFloats(r, f, w, kName, one);
-      if (!e)
-        m.f_ = one.back();
-      break;
+      if (Error e = r.expect(f, w, Fixed32, kName))
+        return e;
+      if (Error e = readFloats(r, f, w, kName, one))
+        return e;
+      m.f_ = one.back();
+      return Error::success();
     }
     case 3:
-      e = readInt(r, f, w, kName, m.i_);
-      break;
+      return readInt(r, f, w, kName, m.i_);
     case 4:
-      e = readString(r, f, w, kName, m.s_);
-      break;
+      return readString(r, f, w, kName, m.s_);
     case 5:
-      e = readMessage(r, f, w, kName, m.t_, parseTensor);
-      break;
+      return readMessage(r, f, w, kName, m.t_, parseTensor);
     case 8:
-      e = readInts(r, f, w, kName, m.ints_);
-      break;
+      return readInts(r, f, w, kName, m.ints_);
     case 20:
-      e = readInt32(r, f, w, kName, m.type_);
-      break;
+      return readInt32(r, f, w, kName, m.type_);
     default:
       // Subgraphs (g, graphs) and the rest: skipped, never recursed into.
-      e = r.skip(w);
+      return r.skip(w);
     }
-    if (e)
-      return e;
-  }
-  return Error::success();
+  });
 }
 
 Error parseNode(Reader &r, NodeProto &m) {
   constexpr StringRef kName = "NodeProto";
-  while (!r.done()) {
-    uint32_t f, w;
-    if (Error e = r.tag(f, w))
-      return e;
-    Error e = Error::success();
+  return readFields(r, [&](uint32_t f, uint32_t w) -> Error {
     switch (f) {
     case 1:
       m.input_.emplace_back();
-      e = readString(r, f, w, kName, m.input_.back());
-      break;
+      return readString(r, f, w, kName, m.input_.back());
     case 2:
       m.output_.emplace_back();
-      e = readString(r, f, w, kName, m.output_.back());
-      break;
+      return readString(r, f, w, kName, m.output_.back());
     case 3:
-      e = readString(r, f, w, kName, m.name_);
-      break;
+      return readString(r, f, w, kName, m.name_);
     case 4:
-      e = readString(r, f, w, kName, m.op_type_);
-      break;
+      return readString(r, f, w, kName, m.op_type_);
     case 5:
       m.attribute_.emplace_back();
-      e = readMessage(r, f, w, kName, m.attribute_.back(), parseAttribute);
-      break;
+      return readMessage(r, f, w, kName, m.attribute_.back(), parseAttribute);
     case 7:
-      e = readString(r, f, w, kName, m.domain_);
-      break;
+      return readString(r, f, w, kName, m.domain_);
     default:
-      e = r.skip(w);
+      return r.skip(w);
     }
-    if (e)
-      return e;
-  }
-  return Error::success();
+  });
 }
 
 Error parseValueInfo(Reader &r, ValueInfoProto &m) {
-  while (!r.done()) {
-    uint32_t f, w;
-    if (Error e = r.tag(f, w))
-      return e;
-    Error e =
-        f == 1 ? readString(r, f, w, "ValueInfoProto", m.name_) : r.skip(w);
-    if (e)
-      return e;
-  }
-  return Error::success();
+  return readFields(r, [&](uint32_t f, uint32_t w) -> Error {
+    return f == 1 ? readString(r, f, w, "ValueInfoProto", m.name_) : r.skip(w);
+  });
 }
 
 Error parseGraph(Reader &r, GraphProto &m) {
   constexpr StringRef kName = "GraphProto";
-  while (!r.done()) {
-    uint32_t f, w;
-    if (Error e = r.tag(f, w))
-      return e;
-    Error e = Error::success();
+  return readFields(r, [&](uint32_t f, uint32_t w) -> Error {
     switch (f) {
     case 1:
       m.node_.emplace_back();
-      e = readMessage(r, f, w, kName, m.node_.back(), parseNode);
-      break;
+      return readMessage(r, f, w, kName, m.node_.back(), parseNode);
     case 5:
       m.initializer_.emplace_back();
-      e = readMessage(r, f, w, kName, m.initializer_.back(), parseTensor);
-      break;
+      return readMessage(r, f, w, kName, m.initializer_.back(), parseTensor);
     case 11:
       m.input_.emplace_back();
-      e = readMessage(r, f, w, kName, m.input_.back(), parseValueInfo);
-      break;
+      return readMessage(r, f, w, kName, m.input_.back(), parseValueInfo);
     case 12:
       m.output_.emplace_back();
-      e = readMessage(r, f, w, kName, m.output_.back(), parseValueInfo);
-      break;
+      return readMessage(r, f, w, kName, m.output_.back(), parseValueInfo);
     case 15:
       ++m.sparseInitializers;
-      e = r.skip(w);
-      break;
+      return r.skip(w);
     default:
-      e = r.skip(w);
+      return r.skip(w);
     }
-    if (e)
-      return e;
-  }
-  return Error::success();
+  });
 }
 
 Error parseOpset(Reader &r, OperatorSetIdProto &m) {
-  while (!r.done()) {
-    uint32_t f, w;
-    if (Error e = r.tag(f, w))
-      return e;
-    Error e = f == 1   ? readString(r, f, w, "OperatorSetIdProto", m.domain_)
-              : f == 2 ? readInt(r, f, w, "OperatorSetIdProto", m.version_)
-                       : r.skip(w);
-    if (e)
-      return e;
-  }
-  return Error::success();
+  return readFields(r, [&](uint32_t f, uint32_t w) -> Error {
+    return f == 1   ? readString(r, f, w, "OperatorSetIdProto", m.domain_)
+           : f == 2 ? readInt(r, f, w, "OperatorSetIdProto", m.version_)
+                    : r.skip(w);
+  });
 }
 
 } // namespace
@@ -447,32 +389,22 @@ Error parseModel(StringRef bytes, ModelProto &m) {
   uint64_t budget = kMaxElements;
   Reader r(bytes.data(), bytes.data() + bytes.size(), bytes.data(), budget);
   constexpr StringRef kName = "ModelProto";
-  while (!r.done()) {
-    uint32_t f, w;
-    if (Error e = r.tag(f, w))
-      return e;
-    Error e = Error::success();
+  return readFields(r, [&](uint32_t f, uint32_t w) -> Error {
     switch (f) {
     case 1:
-      e = readInt(r, f, w, kName, m.ir_version_);
-      break;
+      return readInt(r, f, w, kName, m.ir_version_);
     case 7:
       if (m.hasGraph)
         return r.fail("a second graph");
       m.hasGraph = true;
-      e = readMessage(r, f, w, kName, m.graph_, parseGraph);
-      break;
+      return readMessage(r, f, w, kName, m.graph_, parseGraph);
     case 8:
       m.opset_import_.emplace_back();
-      e = readMessage(r, f, w, kName, m.opset_import_.back(), parseOpset);
-      break;
+      return readMessage(r, f, w, kName, m.opset_import_.back(), parseOpset);
     default:
-      e = r.skip(w);
+      return r.skip(w);
     }
-    if (e)
-      return e;
-  }
-  return Error::success();
+  });
 }
 
 } // namespace mlir::moe::onnxfe::wire
