@@ -268,11 +268,10 @@ void transpose(const char *in, int64_t rows, int64_t cols, uint64_t bytes,
 
 Error writeArtifactWeights(
     const ArtifactWeightsPlan &plan, raw_ostream &os,
-    function_ref<void(uint64_t done, uint64_t total)> progress) {
+    function_ref<void(uint64_t done, uint64_t total)> progress,
+    uint64_t chunkBytes) {
   os << plan.header;
   uint64_t done = plan.header.size();
-  // About 16 MB of source bytes per read, whole rows of the weight.
-  constexpr uint64_t kChunkBytes = 16 << 20;
   StringMap<std::unique_ptr<InputFile>> files;
   std::vector<float> row;
   std::vector<char> out, band, strip;
@@ -300,7 +299,7 @@ Error writeArtifactWeights(
     uint64_t readPerRow =
         t.rowStep > 0 ? rowBytes * uint64_t(t.rowStep) : rowBytes;
     int64_t rowsPerChunk = int64_t(
-        std::clamp<uint64_t>(kChunkBytes / readPerRow, 1, uint64_t(t.rows)));
+        std::clamp<uint64_t>(chunkBytes / readPerRow, 1, uint64_t(t.rows)));
     row.resize(size_t(t.cols));
     out.resize(size_t(outRow));
     band.resize(size_t(uint64_t(rowsPerChunk) * rowBytes));

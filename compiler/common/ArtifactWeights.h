@@ -75,10 +75,12 @@ FailureOr<ArtifactWeightsPlan> planArtifactWeights(ModuleOp module,
 /// transposed source is read in strips of its rows and transposed in
 /// cache-sized tiles), calling `progress(done, total)` in bytes. A weight to
 /// quantise holding NaN or infinity is an error naming it and the element:
-/// the formats have no code for those.
+/// the formats have no code for those. `chunkBytes` bounds the source
+/// bytes read at a time (whole rows of the weight, at least one).
 llvm::Error writeArtifactWeights(
     const ArtifactWeightsPlan &plan, llvm::raw_ostream &os,
-    llvm::function_ref<void(uint64_t done, uint64_t total)> progress);
+    llvm::function_ref<void(uint64_t done, uint64_t total)> progress,
+    uint64_t chunkBytes = uint64_t(16) << 20);
 
 } // namespace mlir::moe
 
