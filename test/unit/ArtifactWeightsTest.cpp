@@ -208,4 +208,96 @@ TEST_F(ArtifactWeightsTest, TransposedThenQuantised) {
                                   QuantType::get(&context, QuantFormat::Q8_0)));
 }
 
+TEST_F(ArtifactWeightsTest, SplitScalesToBlocksAnyChunk) {
+  // ONNX Runtime's QMoE layout: 6 rows of 64 4-bit values (two per byte,
+  // the low nibble first) and one f16 scale per row (block_size 64, so
+  // both 32-value blocks share it); the weight is rows 1, 3, 5 as q4_0.
+  // Then 8-bit values, two f32 scales per row, all 4 rows, as q8_0.
+  const int64_t rows = 6, cols = 64;
+  std::vector<char> file(size_t(rows * cols / 2));
+  for (size_t i = 0; i < file.size(); ++i)
+    file[i] = char(i * 37 + 11);
+  uint64_t scalesAt = file.size();
+  for (int64_t r = 0; r < rows; ++r) {
+    char b[2];
+    llvm::support::endian::write16le(b, uint16_t(0x3c00 + 0x40 * r));
+    file.insert(file.end(), b, b + 2);
+  }
+  uint64_t q8At = file.size();
+  for (int64_t i = 0; i < 4 * cols; ++i)
+    file.push_back(char(i * 13 + 5));
+  uint64_t q8ScalesAt = file.size();
+  for (int64_t i = 0; i < 8; ++i) {
+    float f = 0.5f + 0.25f * float(i);
+    char b[4];
+    std::memcpy(b, &f, 4);
+    file.insert(file.end(), b, b + 4);
+  }
+  writeFile("s.data", file);
+  std::string sources = llvm::formatv(
+      "moe.weight_source \"a\" in \"s.data\" at 0 : "
+      "tensor<3x64x!moe.quant<q4_0>> rows 1 step 2 of "
+      "tensor<6x64x!moe.quant<q4_0>> with scales at {0} : tensor<6x1xf16>\n"
+      "moe.weight_source \"b\" in \"s.data\" at {1} : "
+      "tensor<4x64x!moe.quant<q8_0>> with scales at {2} : tensor<4x2xf32>\n",
+      scalesAt, q8At, q8ScalesAt);
+  std::string want;
+  for (int64_t r = 1; r < rows; r += 2) {
+    const auto *v =
+        reinterpret_cast<const uint8_t *>(file.data() + r * cols / 2);
+    for (int64_t b = 0; b < 2; ++b) {
+      moert::q4_0 block;
+      block.d = uint16_t(0x3c00 + 0x40 * r);
+      for (int j = 0; j < 16; ++j) {
+        int64_t lo = b * 32 + j, hi = lo + 16; // values j and j + 16
+        uint8_t nlo = (v[lo / 2] >> (4 * (lo % 2))) & 0xf;
+        uint8_t nhi = (v[hi / 2] >> (4 * (hi % 2))) & 0xf;
+        block.qs[j] = uint8_t(nlo | (nhi << 4));
+      }
+      want.append(reinterpret_cast<const char *>(&block), sizeof(block));
+    }
+  }
+  for (int64_t r = 0; r < 4; ++r)
+    for (int64_t b = 0; b < 2; ++b) {
+      moert::q8_0 block;
+      block.d = moert::floatToHalfBits(0.5f + 0.25f * float(r * 2 + b));
+      for (int i = 0; i < 32; ++i)
+        block.qs[i] =
+            int8_t(int(uint8_t(file[q8At + r * cols + b * 32 + i])) - 128);
+      want.append(reinterpret_cast<const char *>(&block), sizeof(block));
+    }
+  for (uint64_t chunk : {uint64_t(1), uint64_t(40), uint64_t(1) << 20}) {
+    ArtifactWeightsPlan plan;
+    std::string out = build(sources, chunk, plan);
+    EXPECT_EQ(plan.numRelaidOut(), 2u);
+    EXPECT_EQ(plan.numQuantized(), 0u);
+    EXPECT_EQ(out.substr(plan.header.size()), want) << "chunk " << chunk;
+  }
+}
+
+TEST_F(ArtifactWeightsTest, SplitScaleNotHalfIsAnError) {
+  std::vector<char> file(32 + 4);
+  float f = 0.1f; // not an f16 value
+  std::memcpy(file.data() + 32, &f, 4);
+  writeFile("s.data", file);
+  std::string text = "module attributes {moe.weight_dir = \"" + dir +
+                     "\"} {\nmoe.weight_source \"w\" in \"s.data\" at 0 : "
+                     "tensor<1x32x!moe.quant<q8_0>> with scales at 32 : "
+                     "tensor<1x1xf32>\n}\n";
+  module = parseSourceString<ModuleOp>(text, &context);
+  ASSERT_TRUE(module);
+  FailureOr<ArtifactWeightsPlan> plan =
+      planArtifactWeights(*module, "m.weights.safetensors");
+  ASSERT_TRUE(succeeded(plan));
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  llvm::Error e = writeArtifactWeights(*plan, os, [](uint64_t, uint64_t) {});
+  ASSERT_TRUE(bool(e));
+  EXPECT_NE(llvm::toString(std::move(e))
+                .find("the scale 1.000000e-01 of its "
+                      "values [0, 0..31] is not an "
+                      "f16"),
+            std::string::npos);
+}
+
 } // namespace
