@@ -33,6 +33,7 @@
 #include "frontends/InputFiles.h"
 #include "frontends/ModelSpec.h"
 #include "frontends/onnx/ONNXProto.h"
+#include "frontends/onnx/ONNXRaise.h"
 
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringMap.h"
@@ -48,7 +49,7 @@ using namespace llvm;
 
 namespace mlir::moe::onnxfe {
 
-namespace {
+namespace raising {
 
 /// IR versions read: 7 (opset 13's) to 11 (onnx 1.19's).
 constexpr int64_t kMinIRVersion = 7, kMaxIRVersion = 11;
@@ -63,13 +64,6 @@ Error error(const Twine &message) {
 
 Error error(const formatv_object_base &message) {
   return error(Twine(message.str()));
-}
-
-/// The errors of the Expected values `xs`, joined (success when none).
-template <typename... Ts> Error firstErrors(Ts &...xs) {
-  Error out = Error::success();
-  ((out = joinErrors(std::move(out), xs.takeError())), ...);
-  return out;
 }
 
 std::string shapeText(ArrayRef<int64_t> shape) {
@@ -173,120 +167,6 @@ double shortestDecimal(float f) {
   }
   return double(f);
 }
-
-class Importer {
-public:
-  Importer(StringRef path, StringRef dir, const wire::ModelProto &model)
-      : path(path), dir(dir), model(model), graph(model.graph()) {}
-
-  Error run(RaisedModel &out);
-
-private:
-  // --- Tensors --------------------------------------------------------------
-  /// Where initializer `name`'s bytes are, checked (external data only).
-  Expected<WeightSource> weightSource(const wire::TensorProto &t);
-  /// The FLOAT tensor's values (inline or external), for the RoPE caches.
-  Expected<std::vector<float>> floatValues(const wire::TensorProto &t);
-  /// An INT64 tensor's values (inline only), for shapes.
-  Expected<std::vector<int64_t>> intValues(const wire::TensorProto &t);
-  Expected<uint64_t> dataFileSize(StringRef location, StringRef tensor);
-  /// The initializer (or Constant node's value) named `value`, or null.
-  const wire::TensorProto *constant(StringRef value) const;
-  const wire::TensorProto *initializer(StringRef value) const {
-    auto it = initializers.find(value);
-    return it == initializers.end() ? nullptr : it->second;
-  }
-
-  // --- Nodes ----------------------------------------------------------------
-  Error nodeError(const wire::NodeProto &n, const Twine &message) const;
-  std::string nodeName(const wire::NodeProto &n) const;
-  bool is(const wire::NodeProto &n, StringRef op, StringRef domain = "") const {
-    StringRef d = n.domain();
-    if (d == "ai.onnx")
-      d = "";
-    return n.op_type() == op && d == domain;
-  }
-  const wire::NodeProto *producer(StringRef value) const {
-    auto it = producers.find(value);
-    return it == producers.end() ? nullptr : &graph.node(it->second);
-  }
-  std::vector<const wire::NodeProto *> consumers(StringRef value) const {
-    std::vector<const wire::NodeProto *> out;
-    auto it = consumerMap.find(value);
-    if (it != consumerMap.end())
-      for (int i : it->second)
-        out.push_back(&graph.node(i));
-    return out;
-  }
-  void raise(const wire::NodeProto &n) { raised.insert(&n); }
-  const wire::AttributeProto *attr(const wire::NodeProto &n,
-                                   StringRef name) const {
-    for (const wire::AttributeProto &a : n.attribute())
-      if (a.name() == name)
-        return &a;
-    return nullptr;
-  }
-  Expected<int64_t> intAttr(const wire::NodeProto &n, StringRef name,
-                            std::optional<int64_t> dflt) const;
-  Expected<float> floatAttr(const wire::NodeProto &n, StringRef name,
-                            std::optional<float> dflt) const;
-  Expected<std::string> stringAttr(const wire::NodeProto &n, StringRef name,
-                                   std::optional<StringRef> dflt) const;
-  /// Input `i` of `n`, or "" when absent.
-  static StringRef input(const wire::NodeProto &n, int i) {
-    return i < n.input_size() ? StringRef(n.input(i)) : StringRef();
-  }
-
-  // --- Patterns -------------------------------------------------------------
-  struct Linear {
-    std::string x, weight;
-  };
-  /// `value` as the output of a linear layer (weight [out, in]).
-  Expected<Linear> matchLinear(StringRef value, StringRef what);
-  struct Norm {
-    std::string x, out, weight;
-    const wire::NodeProto *node;
-  };
-  /// The RMS norm among `value`'s consumers.
-  Expected<Norm> matchNorm(StringRef value, StringRef what);
-  /// The one Add of `a` and `b` (either order).
-  Expected<std::string> matchAdd(StringRef a, StringRef b, StringRef what);
-  Error matchLayer(StringRef h, std::string &next);
-  Error matchAttention(const Norm &norm, std::string &out);
-  Error matchMoE(const Norm &norm, std::string &out);
-  /// Checks the RoPE tables `cosName`, `sinName` of `by`.
-  Error checkRope(const wire::NodeProto &by, StringRef cosName,
-                  StringRef sinName);
-
-  /// Records initializer `name` as the weight `key` (for the manifest),
-  /// checking its shape.
-  Error addWeight(const std::string &key, StringRef initializerName,
-                  ArrayRef<int64_t> shape, const wire::NodeProto &by,
-                  StringRef role);
-  Error addSlice(const std::string &key, StringRef initializerName,
-                 uint64_t byteOffset, ArrayRef<int64_t> shape);
-
-  StringRef path, dir;
-  const wire::ModelProto &model;
-  const wire::GraphProto &graph;
-  StringMap<const wire::TensorProto *> initializers;
-  StringMap<const wire::TensorProto *> constants;
-  StringMap<int> producers;
-  StringMap<std::vector<int>> consumerMap;
-  DenseSet<const wire::NodeProto *> raised;
-  StringMap<uint64_t> dataFiles;
-  StringMap<WeightSource> weights;
-  /// Per weight key, the initializer's own WeightSource (cached).
-  StringMap<WeightSource> sources;
-
-  ModelSpec spec;
-  std::optional<double> eps;
-  std::string embedding, finalNorm, lmHead;
-  using Layer = RaisedModel::Layer;
-  std::vector<Layer> layers;
-  std::string ropeCos, ropeSin;
-  llvm::SmallVector<std::optional<int64_t>> windows;
-};
 
 std::string Importer::nodeName(const wire::NodeProto &n) const {
   std::string op = n.domain().empty() || n.domain() == "ai.onnx"
@@ -1061,6 +941,53 @@ Error Importer::matchLayer(StringRef h, std::string &next) {
   return Error::success();
 }
 
+Error Importer::raiseFused(std::string h) {
+  // Layers until the residual stream feeds the final norm and lm_head.
+  constexpr int64_t kMaxLayers = 1024;
+  while (true) {
+    // The final norm: its output is the lm_head's input alone.
+    bool isFinal = false;
+    for (const wire::NodeProto *c : consumers(h))
+      if (is(*c, "SimplifiedLayerNormalization") ||
+          is(*c, "SimplifiedLayerNormalization", "com.microsoft") ||
+          is(*c, "RMSNormalization")) {
+        std::vector<const wire::NodeProto *> users = consumers(c->output(0));
+        isFinal = users.size() == 1 && consumers(h).size() == 1 &&
+                  !users[0]->output(0).empty() &&
+                  users[0]->output(0) == graph.output(0).name();
+      }
+    if (isFinal)
+      break;
+    if (int64_t(layers.size()) >= kMaxLayers)
+      return error(path + ": more than " + Twine(kMaxLayers) + " layers");
+    std::string next;
+    if (Error e = matchLayer(h, next))
+      return std::move(e);
+    h = next;
+  }
+  if (layers.empty())
+    return error(path + ": the graph has no decoder layers");
+  Expected<Norm> norm = matchNorm(h, "final norm");
+  if (!norm)
+    return norm.takeError();
+  finalNorm = norm->weight;
+  if (Error e = addWeight(finalNorm, finalNorm, {spec.hiddenSize}, *norm->node,
+                          "norm"))
+    return std::move(e);
+  Expected<Linear> head = matchLinear(graph.output(0).name(), "lm_head");
+  if (!head)
+    return head.takeError();
+  if (head->x != norm->out)
+    return error(path + ": the lm_head's input is not the final norm");
+  lmHead = head->weight;
+  spec.tieWordEmbeddings = lmHead == embedding;
+  if (!spec.tieWordEmbeddings)
+    if (Error e = addWeight(lmHead, lmHead, {spec.vocabSize, spec.hiddenSize},
+                            *producer(graph.output(0).name()), "lm_head"))
+      return std::move(e);
+  return Error::success();
+}
+
 Error Importer::run(RaisedModel &out) {
   for (const wire::TensorProto &t : graph.initializer())
     if (!initializers.try_emplace(t.name(), &t).second)
@@ -1123,50 +1050,21 @@ Error Importer::run(RaisedModel &out) {
     raise(*gather);
   }
 
-  // Layers until the residual stream feeds the final norm and lm_head.
-  std::string h = gather->output(0);
-  constexpr int64_t kMaxLayers = 1024;
-  while (true) {
-    // The final norm: its output is the lm_head's input alone.
-    bool isFinal = false;
-    for (const wire::NodeProto *c : consumers(h))
-      if (is(*c, "SimplifiedLayerNormalization") ||
-          is(*c, "SimplifiedLayerNormalization", "com.microsoft") ||
-          is(*c, "RMSNormalization")) {
-        std::vector<const wire::NodeProto *> users = consumers(c->output(0));
-        isFinal = users.size() == 1 && consumers(h).size() == 1 &&
-                  !users[0]->output(0).empty() &&
-                  users[0]->output(0) == graph.output(0).name();
-      }
-    if (isFinal)
-      break;
-    if (int64_t(layers.size()) >= kMaxLayers)
-      return error(path + ": more than " + Twine(kMaxLayers) + " layers");
-    std::string next;
-    if (Error e = matchLayer(h, next))
+  // torch.onnx.export's decomposed graph (its RMS norm starts with Pow)
+  // or ONNX Runtime GenAI's fused one.
+  StringRef h = gather->output(0);
+  auto isPow = [&](const wire::NodeProto *c) {
+    if (is(*c, "Cast"))
+      return llvm::any_of(consumers(c->output(0)),
+                          [&](auto *d) { return is(*d, "Pow"); });
+    return is(*c, "Pow");
+  };
+  if (llvm::any_of(consumers(h), isPow)) {
+    if (Error e = raiseDecomposed(h))
       return std::move(e);
-    h = next;
-  }
-  if (layers.empty())
-    return error(path + ": the graph has no decoder layers");
-  Expected<Norm> norm = matchNorm(h, "final norm");
-  if (!norm)
-    return norm.takeError();
-  finalNorm = norm->weight;
-  if (Error e = addWeight(finalNorm, finalNorm, {spec.hiddenSize}, *norm->node,
-                          "norm"))
+  } else if (Error e = raiseFused(h.str())) {
     return std::move(e);
-  Expected<Linear> head = matchLinear(graph.output(0).name(), "lm_head");
-  if (!head)
-    return head.takeError();
-  if (head->x != norm->out)
-    return error(path + ": the lm_head's input is not the final norm");
-  lmHead = head->weight;
-  spec.tieWordEmbeddings = lmHead == embedding;
-  if (!spec.tieWordEmbeddings)
-    if (Error e = addWeight(lmHead, lmHead, {spec.vocabSize, spec.hiddenSize},
-                            *producer(graph.output(0).name()), "lm_head"))
-      return std::move(e);
+  }
 
   // Nothing may be left over.
   for (const wire::NodeProto &n : graph.node())
@@ -1201,7 +1099,7 @@ Error Importer::run(RaisedModel &out) {
   return Error::success();
 }
 
-} // namespace
+} // namespace raising
 
 std::string RaisedModel::weightName(WeightRole role, int64_t l,
                                     int64_t e) const {
@@ -1238,11 +1136,11 @@ std::string RaisedModel::weightName(WeightRole role, int64_t l,
 
 Expected<RaisedModel> raiseModel(StringRef path, StringRef dir,
                                  StringRef bytes) {
-  auto model = parseProto(path, bytes);
+  auto model = raising::parseProto(path, bytes);
   if (!model)
     return model.takeError();
   RaisedModel out;
-  if (Error e = Importer(path, dir, **model).run(out))
+  if (Error e = raising::Importer(path, dir, **model).run(out))
     return std::move(e);
   return out;
 }
