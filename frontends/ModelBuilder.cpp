@@ -173,9 +173,17 @@ void ModelIRBuilder::emitManifest(ModuleOp module) {
   for (size_t i : perm) {
     const WeightSource &w = *order[i];
     auto type = RankedTensorType::get(w.shape, elementType(w.dtype));
+    IntegerAttr rowStart, rowStep;
+    TypeAttr rowsOf;
+    if (w.rowStep > 0) {
+      rowStart = b.getI64IntegerAttr(w.rowStart);
+      rowStep = b.getI64IntegerAttr(w.rowStep);
+      rowsOf = TypeAttr::get(
+          RankedTensorType::get({w.rowsOf, w.shape[1]}, elementType(w.dtype)));
+    }
     WeightSourceOp::create(b, b.getUnknownLoc(), used[i], /*artifact=*/false,
-                           w.file, static_cast<int64_t>(w.offset), type,
-                           /*quantized=*/nullptr);
+                           w.file, w.offset, type, w.transposed, rowStart,
+                           rowStep, rowsOf, /*quantized=*/nullptr);
   }
 }
 

@@ -10,6 +10,7 @@
 //   module attributes {moe.model = #moe.model<...>,
 //                      moe.weight_dir = "/abs/dir"} {
 //     moe.weight_source "<name>" in "<file>" at <offset> : tensor<...>
+//         [transposed | rows <start> step <step> of tensor<...>]
 //     ...                                    (the weight manifest)
 //     func.func @forward(%tokens: tensor<?xi32>, %positions: tensor<?xi32>,
 //                        %cache_0: !moe.kv_cache<...>, ...)

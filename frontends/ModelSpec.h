@@ -115,13 +115,22 @@ enum class WeightRole {
 llvm::SmallVector<int64_t, 2> weightShape(const ModelSpec &spec,
                                           WeightRole role);
 
-/// Where a weight's bytes are: `size` bytes at absolute `offset` in `file`.
+/// Where a weight's bytes are: `size` bytes at absolute `offset` in `file`,
+/// as the row-major tensor `shape` (the weight's own, [out, in] for a
+/// linear layer), or laid out otherwise (moe.weight_source's layouts, which
+/// moe-compile re-lays out into the artifact's weights file):
+///  * `transposed`: the file holds the row-major transpose of `shape`;
+///  * `rowStep` > 0: the file holds `rowsOf` rows of shape[1] elements
+///    (`size` bytes), and the weight is rows rowStart, rowStart + rowStep,
+///    ... of them.
 struct WeightSource {
   std::string file;
   uint64_t offset = 0;
   uint64_t size = 0;
   WeightDType dtype = WeightDType::F32;
   llvm::SmallVector<int64_t, 2> shape;
+  bool transposed = false;
+  int64_t rowStart = 0, rowStep = 0, rowsOf = 0;
 };
 
 } // namespace mlir::moe

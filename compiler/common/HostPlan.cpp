@@ -583,6 +583,11 @@ LogicalResult PlanPrinter::run() {
       return source.emitOpError("weight '")
              << source.getName() << "' is still to be quantised; moe-compile "
              << "writes the quantised weights file and then prints the plan";
+    if (source.hasLayout())
+      return source.emitOpError("weight '")
+             << source.getName() << "' is still to be re-laid out; "
+             << "moe-compile writes it into the artifact's weights file and "
+             << "then prints the plan";
     manifestIndex[source.getName()] = manifest.size();
     manifest.push_back(source);
   }

@@ -408,9 +408,13 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
     // Sizes are computed only for types the op verifier (which runs after
     // this) will accept: others could overflow.
     auto type = cast<RankedTensorType>(source.getType());
-    if (type.getRank() <= 2 && llvm::all_of(type.getShape(), [](int64_t d) {
-          return d > 0 && d <= kMaxWeightDim;
-        }))
+    // A source with a layout may share its bytes with another (an expert's
+    // gate and up rows interleaved, a table used as it is and transposed):
+    // it is read once at compile time, never mapped, and left out of the
+    // overlap check.
+    if (!source.hasLayout() && type.getRank() <= 2 &&
+        llvm::all_of(type.getShape(),
+                     [](int64_t d) { return d > 0 && d <= kMaxWeightDim; }))
       // Keyed by (artifact, file): the weights file beside the executable
       // and a model file of the same name are different files.
       byFile[(source.getArtifact() ? "1" : "0") + source.getFile().str()]

@@ -118,10 +118,50 @@ LogicalResult WeightSourceOp::verify() {
   if (failed(verifyWeight(*this, getName(), type)))
     return failure();
   bool quantizedType = isa<QuantType>(type.getElementType());
-  if (getArtifact() && !quantizedType)
+  // The artifact's weights file holds quantised blocks and re-laid-out
+  // floats, in the layout of `type`.
+  if (getArtifact() && (hasLayout() || getQuantized()))
     return emitOpError("weight '")
-           << getName() << "' in the artifact's weights file must have a "
-           << "quantised type, got " << type;
+           << getName() << "' in the artifact's weights file is stored as "
+           << "its type: it takes no layout and no pending quantisation";
+  if (getRowStart().has_value() != getRowsOf().has_value() ||
+      getRowStep().has_value() != getRowsOf().has_value())
+    return emitOpError("weight '")
+           << getName() << "': a row selection needs row_start, row_step "
+           << "and rows_of together";
+  if (hasLayout()) {
+    if (getTransposed() && getRowsOf())
+      return emitOpError("weight '")
+             << getName() << "' is either transposed or a row selection, "
+             << "not both";
+    if (type.getRank() != 2 || quantizedType)
+      return emitOpError("weight '")
+             << getName() << "' with a layout must be a rank-2 float tensor, "
+             << "got " << type;
+  }
+  if (std::optional<Type> of = getRowsOf()) {
+    auto whole = cast<RankedTensorType>(*of);
+    if (failed(verifyWeight(*this, getName(), whole)))
+      return failure();
+    if (whole.getRank() != 2 ||
+        whole.getElementType() != type.getElementType() ||
+        whole.getDimSize(1) != type.getDimSize(1))
+      return emitOpError("weight '")
+             << getName() << "' selects rows of " << whole
+             << ", which must be rank 2 with the element type and columns "
+             << "of " << type;
+    int64_t start = int64_t(*getRowStart()), step = int64_t(*getRowStep());
+    std::optional<int64_t> span =
+        llvm::checkedMul(type.getDimSize(0) - 1, step);
+    std::optional<int64_t> last =
+        span ? llvm::checkedAdd(start, *span) : std::nullopt;
+    if (!last || *last >= whole.getDimSize(0))
+      return emitOpError("weight '")
+             << getName() << "': rows " << start << " step " << step
+             << " of its " << type.getDimSize(0) << " rows reach row "
+             << (last ? std::to_string(*last) : std::string("2^63 or more"))
+             << ", beyond the " << whole.getDimSize(0) << " rows of " << whole;
+  }
   // A quantised type in moe.weight_dir: the blocks as a GGUF file stores
   // them.
   if (std::optional<Type> to = getQuantized()) {
@@ -167,6 +207,8 @@ LogicalResult WeightSourceOp::verify() {
 }
 
 int64_t WeightSourceOp::getSizeInBytes() {
+  if (std::optional<Type> of = getRowsOf())
+    return getStorageBytes(cast<RankedTensorType>(*of));
   return getStorageBytes(cast<RankedTensorType>(getType()));
 }
 

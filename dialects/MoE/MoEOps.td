@@ -82,10 +82,38 @@ def MoE_WeightSourceOp : MoE_Op<"weight_source",
     moe.weight_source "lm_head.weight" in "model.safetensors" at 128 : tensor<256x64xf32> quantized to tensor<256x64x!moe.quant<q8_0>>
     ```
 
-    moe-compile writes the quantised tensors into one weights file beside the
-    executable and points each such source at it: `artifact` says that
-    `file` is that file (beside the executable, not in `moe.weight_dir`),
-    and `type` is then the quantised type.
+    A weight whose bytes are not stored as `type` says how they are laid
+    out in `file` (a frontend's importer emits this; rank 2 only, floats
+    only). `transposed`: the file holds the row-major transpose of `type`
+    (ONNX's `MatMul(x, W)` stores W [in, out]; the dialect's linear layers
+    take [out, in]), `size(type)` bytes at `offset`:
+
+    ```mlir
+    moe.weight_source "w" in "model.onnx.data" at 0 : tensor<64x32xf32> transposed
+    ```
+
+    `rows S step K of T`: the file holds the row-major tensor `T` (same
+    element type and columns as `type`) at `offset`, and the weight is its
+    rows S, S + K, ..., S + (N - 1) * K, N being the rows of `type` (ONNX
+    Runtime's `swiglu_fusion = 1` interleaves an expert's gate and up rows):
+
+    ```mlir
+    moe.weight_source "fc1[0].gate" in "model.onnx.data" at 0 : tensor<128x64xf32> rows 0 step 2 of tensor<256x64xf32>
+    moe.weight_source "fc1[0].up" in "model.onnx.data" at 0 : tensor<128x64xf32> rows 1 step 2 of tensor<256x64xf32>
+    ```
+
+    Such a weight is not mapped in place: moe-compile reads it once and
+    writes it, in the layout of `type`, into the artifact's weights file
+    (below). Passes see only `type` (and `quantized`): a layout composes
+    with `moe-quantize-weights`, which quantises the re-laid-out rows.
+    Sources with a layout may share bytes with others; they are exempt
+    from the manifest's overlap check.
+
+    moe-compile writes the re-laid-out and the quantised tensors into one
+    weights file beside the executable and points each such source at it:
+    `artifact` says that `file` is that file (beside the executable, not in
+    `moe.weight_dir`), and `type` is then the stored type (the quantised
+    type, or the float type, now laid out as `type`).
 
     ```mlir
     moe.weight_source "lm_head.weight" in artifact "model.bin.weights.safetensors" at 96 : tensor<256x64x!moe.quant<q8_0>>
@@ -94,15 +122,36 @@ def MoE_WeightSourceOp : MoE_Op<"weight_source",
   let arguments = (ins StrAttr:$name, UnitAttr:$artifact, StrAttr:$file,
                        ConfinedAttr<I64Attr, [IntNonNegative]>:$offset,
                        TypeAttrOf<MoE_WeightTensor>:$type,
+                       UnitAttr:$transposed,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$row_start,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$row_step,
+                       OptionalAttr<TypeAttrOf<MoE_WeightTensor>>:$rows_of,
                        OptionalAttr<TypeAttrOf<MoE_WeightTensor>>:$quantized);
   let assemblyFormat = [{
     $name `in` (`artifact` $artifact^)? $file `at` $offset attr-dict `:` $type
+    (`transposed` $transposed^)?
+    (`rows` $row_start^ `step` $row_step `of` $rows_of)?
     (`quantized` `to` $quantized^)?
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
-    /// Bytes the weight occupies in its file.
+    /// Bytes the weight occupies in its file (with a row selection, the
+    /// whole `rows_of` tensor).
     int64_t getSizeInBytes();
+    /// Whether the file's bytes are laid out otherwise than `type`
+    /// (`transposed` or a row selection): moe-compile re-lays them out
+    /// into the artifact's weights file.
+    bool hasLayout() { return getTransposed() || getRowsOf().has_value(); }
+    /// The tensor the file holds at `offset`: `type`, its transpose, or
+    /// `rows_of`.
+    ::mlir::RankedTensorType getStoredType() {
+      auto type = ::llvm::cast<::mlir::RankedTensorType>(getType());
+      if (auto of = getRowsOf())
+        return ::llvm::cast<::mlir::RankedTensorType>(*of);
+      if (getTransposed() && type.getRank() == 2)
+        return type.clone({type.getDimSize(1), type.getDimSize(0)});
+      return type;
+    }
     /// The type the module's moe.weight of this name has: the quantised
     /// type while a quantisation is pending, else `type`.
     ::mlir::RankedTensorType getWeightType() {

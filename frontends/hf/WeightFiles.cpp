@@ -150,7 +150,8 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
           return source.emitOpError("weight '")
                  << source.getName() << "': " << path << ": " << error;
       }
-      auto type = cast<RankedTensorType>(source.getType());
+      // The tensor as the file holds it (a layout re-lays it out later).
+      RankedTensorType type = source.getStoredType();
       std::vector<uint64_t> shape(type.getShape().begin(),
                                   type.getShape().end());
       std::string problem = moert::gguf::checkWeight(
@@ -176,7 +177,7 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
       return source.emitOpError("weight '")
              << source.getName() << "' is not in " << path;
     const TensorInfo &t = header.tensors[found->second];
-    auto type = cast<RankedTensorType>(source.getType());
+    RankedTensorType type = source.getStoredType();
     std::optional<STDType> dtype = storageType(type.getElementType());
     if (!dtype || *dtype != t.dtype || ArrayRef(t.shape) != type.getShape())
       return source.emitOpError("weight '")

@@ -1151,12 +1151,12 @@ Error DecomposedRaiser::matchAttention(const Norm &norm, std::string &out) {
   for (int i = 0; i < 3; ++i) {
     const std::string &w = linears[idx[i]].weight;
     int64_t rows = (i == 0 ? heads : kvHeads) * d;
-    if (Error e =
-            im.addWeight(*keys[i] = w, w, {rows, H}, *byNode[i], roles[i]))
+    if (Error e = im.addLinear(*keys[i] = w, linears[idx[i]], {rows, H},
+                               *byNode[i], roles[i]))
       return e;
   }
-  if (Error e = im.addWeight(layer.o = ol->weight, ol->weight, {H, heads * d},
-                             **o, "output"))
+  if (Error e = im.addLinear(layer.o = ol->weight, *ol, {H, heads * d}, **o,
+                             "output"))
     return e;
   out = (*o)->output(0);
   return Error::success();
@@ -1504,7 +1504,7 @@ Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
   if (k < 1 || k > E)
     return fail(tk, "k " + Twine(k) + " must be in [1, " + Twine(E) + "]");
   RaisedModel::Layer &layer = im.layers.back();
-  if (Error e = im.addWeight(layer.router = gate->weight, gate->weight, {E, H},
+  if (Error e = im.addLinear(layer.router = gate->weight, *gate, {E, H},
                              *router, "router"))
     return e;
   std::string gu3 = gateUp->name(), dn3 = down->name();
@@ -1600,10 +1600,14 @@ Error DecomposedRaiser::run(StringRef h0) {
     return head.takeError();
   if (head->x != norm->out)
     return error(im.path + ": the lm_head's input is not the final norm");
+  // Tied when its weight is the embedding table as stored (as
+  // ONNXModel.cpp's fused path decides).
   im.lmHead = head->weight;
-  spec().tieWordEmbeddings = im.lmHead == im.embedding;
+  spec().tieWordEmbeddings = im.lmHead == im.embedding && !head->transposed;
+  if (im.lmHead == im.embedding && head->transposed)
+    im.lmHead = im.embedding + " (transposed)";
   if (!spec().tieWordEmbeddings)
-    if (Error e = im.addWeight(im.lmHead, im.lmHead,
+    if (Error e = im.addLinear(im.lmHead, *head,
                                {spec().vocabSize, spec().hiddenSize},
                                *im.producer(logits), "lm_head"))
       return e;

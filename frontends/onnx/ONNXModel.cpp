@@ -11,8 +11,9 @@
 //   per layer:
 //     a = RMSNorm(h)                     SimplifiedLayerNormalization or
 //                                        RMSNormalization, axis -1
-//     q, k, v = linear(a)                MatMul(a, Transpose(W [out, in]))
-//                                        or Gemm(a, W, transB = 1)
+//     q, k, v = linear(a)                MatMul(a, W [in, out]), or
+//                                        MatMul(a, Transpose(W [out, in]))
+//                                        or Gemm(a, W, transB = 0 or 1)
 //     o = GroupQueryAttention(q, k, v, past..., cos_cache, sin_cache)
 //                                        com.microsoft, do_rotary = 1; or
 //                                        do_rotary = 0 with q and k each
@@ -21,10 +22,18 @@
 //     x = RMSNorm(h)
 //     r = linear(x or Reshape(x, [-1, H]))          the router logits
 //     h = Add(h, MoE(x, r, fc1, fc2[, fc3]))        com.microsoft
+//                    swiglu_fusion 0 (fc3), 1 (gate/up rows interleaved)
+//                    or 2 (gate rows, then up rows)
 //   logits = linear(RMSNorm(h))
 //
 // Every node must be part of that pattern: a node left over is an error
 // naming it, never a silent fallback.
+//
+// Weights are mapped in place when stored as the dialect takes them
+// ([out, in], an expert's rows contiguous). A weight stored [in, out] (what
+// exporters write for MatMul(x, W)) becomes a `transposed` source, and an
+// expert's interleaved gate or up rows a `rows S step 2 of` source:
+// moe-compile re-lays those out once into the artifact's weights file.
 //
 //===----------------------------------------------------------------------===//
 
@@ -404,7 +413,7 @@ Expected<std::vector<int64_t>> Importer::intValues(const wire::TensorProto &t) {
 
 Error Importer::addWeight(const std::string &key, StringRef initializerName,
                           ArrayRef<int64_t> shape, const wire::NodeProto &by,
-                          StringRef role) {
+                          StringRef role, bool transposed) {
   const wire::TensorProto *t = initializer(initializerName);
   if (!t)
     return nodeError(by, "the " + role + " weight '" +
@@ -413,25 +422,45 @@ Error Importer::addWeight(const std::string &key, StringRef initializerName,
   Expected<WeightSource> w = weightSource(*t);
   if (!w)
     return w.takeError();
-  if (ArrayRef<int64_t>(w->shape) != shape)
-    return nodeError(by, "the " + role + " weight '" +
-                             printableText(initializerName) + "' has shape " +
-                             shapeText(w->shape) + ", expected " +
-                             shapeText(shape));
+  SmallVector<int64_t, 2> stored(shape.begin(), shape.end());
+  if (transposed)
+    std::reverse(stored.begin(), stored.end());
+  if (ArrayRef<int64_t>(w->shape) != ArrayRef<int64_t>(stored)) {
+    std::string hint;
+    if (transposed && initializerName == embedding)
+      hint = " (MatMul(x, E) multiplies by the embedding table E [vocab, "
+             "hidden] untransposed; a tied lm_head is MatMul(x, "
+             "Transpose(E)) or Gemm(x, E, transB = 1))";
+    return nodeError(
+        by, "the " + role + " weight '" + printableText(initializerName) +
+                "' has shape " + shapeText(w->shape) + ", expected " +
+                shapeText(stored) +
+                (transposed ? " ([in, out], MatMul's B)" : " ([out, in])") +
+                hint);
+  }
+  if (transposed) {
+    w->shape.assign(shape.begin(), shape.end());
+    w->transposed = true;
+  }
   weights[key] = *w;
   return Error::success();
 }
 
 Error Importer::addSlice(const std::string &key, StringRef initializerName,
-                         uint64_t byteOffset, ArrayRef<int64_t> shape) {
+                         uint64_t byteOffset, ArrayRef<int64_t> shape,
+                         int64_t rowStart, int64_t rowStep, int64_t rowsOf) {
   // The stacked tensor was checked by the caller (addWeight).
   WeightSource w = weights.lookup(initializerName);
-  uint64_t elements = 1;
-  for (int64_t d : shape)
-    elements *= uint64_t(d);
+  uint64_t elements = rowStep > 0 ? uint64_t(rowsOf) * uint64_t(shape[1]) : 1;
+  if (rowStep == 0)
+    for (int64_t d : shape)
+      elements *= uint64_t(d);
   w.offset += byteOffset;
   w.size = elements * uint64_t(bytesPerElement(w.dtype));
   w.shape.assign(shape.begin(), shape.end());
+  w.rowStart = rowStart;
+  w.rowStep = rowStep;
+  w.rowsOf = rowsOf;
   weights[key] = w;
   return Error::success();
 }
@@ -449,30 +478,30 @@ Expected<Importer::Linear> Importer::matchLinear(StringRef value,
                     beta = floatAttr(*n, "beta", 1.0f);
     if (Error e = firstErrors(transA, transB, alpha, beta))
       return std::move(e);
-    if (*transA || *transB != 1 || *alpha != 1.0f || !input(*n, 2).empty())
+    if (*transA || (*transB != 0 && *transB != 1) || *alpha != 1.0f ||
+        !input(*n, 2).empty())
       return nodeError(*n, "the " + what +
-                               " must be a Gemm with transB = 1, transA = 0, "
-                               "alpha = 1 and no C (weight [out, in])");
+                               " must be a Gemm with transA = 0, transB = 0 "
+                               "(weight [in, out]) or 1 (weight [out, in]), "
+                               "alpha = 1 and no C");
     raise(*n);
-    return Linear{input(*n, 0).str(), input(*n, 1).str()};
+    return Linear{input(*n, 0).str(), input(*n, 1).str(), *transB == 0};
   }
   if (!is(*n, "MatMul"))
     return nodeError(*n, "the " + what +
-                             " must be a MatMul of a transposed weight or a "
-                             "Gemm with transB = 1");
+                             " must be a MatMul of a weight (or of a "
+                             "transposed one) or a Gemm");
   StringRef b = input(*n, 1);
-  if (initializer(b))
-    return nodeError(
-        *n, "the " + what + "'s weight '" + printableText(b) +
-                "' is stored [in, out] (MatMul's B): moe-compile reads "
-                "weights in place in the [out, in] layout (MatMul(x, "
-                "Transpose(W)) or Gemm transB = 1); copying them transposed "
-                "is not supported yet");
+  // MatMul(x, W): W is stored [in, out], re-laid out at compile time.
+  if (initializer(b)) {
+    raise(*n);
+    return Linear{input(*n, 0).str(), b.str(), /*transposed=*/true};
+  }
   const wire::NodeProto *t = producer(b);
   if (!t || !is(*t, "Transpose") || !initializer(input(*t, 0)))
     return nodeError(*n, "the " + what +
-                             "'s B must be Transpose(W) of an initializer W "
-                             "[out, in]");
+                             "'s B must be an initializer W [in, out] or "
+                             "Transpose(W) of one [out, in]");
   const wire::AttributeProto *perm = attr(*t, "perm");
   if (perm &&
       (perm->type() != wire::AttributeProto::INTS || perm->ints_size() != 2 ||
@@ -719,10 +748,13 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
   int64_t l = int64_t(layers.size()) - 1;
   bool first = l == 0;
   const wire::TensorProto *qw = initializer(q->weight);
-  if (!qw || qw->dims_size() != 2 || qw->dims(0) % *heads)
-    return nodeError(n, "the query weight must be [num_heads * head_dim, "
-                        "hidden]");
-  int64_t headDim = qw->dims(0) / *heads;
+  int qOut = q->transposed ? 1 : 0; // the dimension of the outputs
+  if (!qw || qw->dims_size() != 2 || qw->dims(qOut) % *heads)
+    return nodeError(n, q->transposed ? "the query weight must be [hidden, "
+                                        "num_heads * head_dim] ([in, out])"
+                                      : "the query weight must be [num_heads "
+                                        "* head_dim, hidden] ([out, in])");
+  int64_t headDim = qw->dims(qOut) / *heads;
   if (first) {
     spec.numHeads = *heads;
     spec.numKvHeads = *kvHeads;
@@ -751,13 +783,13 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
   raise(n);
   Layer &layer = layers.back();
   int64_t H = spec.hiddenSize;
-  if (Error e = addWeight(layer.q = q->weight, q->weight,
-                          {spec.numHeads * headDim, H}, n, "query"))
+  if (Error e = addLinear(layer.q = q->weight, *q, {spec.numHeads * headDim, H},
+                          n, "query"))
     return e;
-  if (Error e = addWeight(layer.k = k->weight, k->weight,
+  if (Error e = addLinear(layer.k = k->weight, *k,
                           {spec.numKvHeads * headDim, H}, n, "key"))
     return e;
-  if (Error e = addWeight(layer.v = v->weight, v->weight,
+  if (Error e = addLinear(layer.v = v->weight, *v,
                           {spec.numKvHeads * headDim, H}, n, "value"))
     return e;
   // The output projection of the attention.
@@ -767,8 +799,8 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
   Expected<Linear> o = matchLinear(users[0]->output(0), "output projection");
   if (!o)
     return o.takeError();
-  if (Error e = addWeight(layer.o = o->weight, o->weight,
-                          {H, spec.numHeads * headDim}, *users[0], "output"))
+  if (Error e = addLinear(layer.o = o->weight, *o, {H, spec.numHeads * headDim},
+                          *users[0], "output"))
     return e;
   out = users[0]->output(0);
   return Error::success();
@@ -801,19 +833,17 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
   if (*normalize != 0 && *normalize != 1)
     return nodeError(n, "normalize_routing_weights must be 0 or 1");
   bool hasFc3 = !input(n, 6).empty();
-  if (*fusion == 1)
-    return nodeError(
-        n, "swiglu_fusion = 1 (gate and up rows interleaved in fc1) cannot be "
-           "read in place; moe-compile takes swiglu_fusion = 2 (fc1 = gate "
-           "rows, then up rows) or swiglu_fusion = 0 with fc3");
-  if (*fusion == 2 ? (*act != "swiglu" || hasFc3)
-                   : (*fusion != 0 || *act != "silu" || !hasFc3))
+  // fc1 holds gate and up: 1 interleaved (row 2i gate row i, 2i + 1 up row
+  // i; re-laid out at compile time), 2 gate rows then up rows (in place).
+  bool fused = *fusion == 1 || *fusion == 2;
+  if (fused ? (*act != "swiglu" || hasFc3)
+            : (*fusion != 0 || *act != "silu" || !hasFc3))
     return nodeError(n, "activation_type '" + printableText(*act) +
                             "' with swiglu_fusion " + Twine(*fusion) +
                             (hasFc3 ? " and fc3" : " and no fc3") +
                             " is not supported: Mixtral's experts are "
-                            "swiglu with swiglu_fusion = 2, or silu with "
-                            "swiglu_fusion = 0 and fc3");
+                            "swiglu with swiglu_fusion = 1 or 2, or silu "
+                            "with swiglu_fusion = 0 and fc3");
   for (int i : {3, 5, 7})
     if (!input(n, i).empty())
       return nodeError(n, "expert biases (input " + Twine(i) +
@@ -865,12 +895,12 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
     return nodeError(n, "k " + Twine(*k) + " must be in [1, " + Twine(E) + "]");
   int64_t H = spec.hiddenSize;
   Layer &layer = layers.back();
-  if (Error e = addWeight(layer.router = router->weight, router->weight, {E, H},
+  if (Error e = addLinear(layer.router = router->weight, *router, {E, H},
                           *producer(input(n, 1)), "router"))
     return e;
   std::string fc1Name = input(n, 2).str(), fc2Name = input(n, 4).str();
-  if (Error e = addWeight(fc1Name, fc1Name, {E, *fusion == 2 ? 2 * I : I, H}, n,
-                          "fc1"))
+  if (Error e =
+          addWeight(fc1Name, fc1Name, {E, fused ? 2 * I : I, H}, n, "fc1"))
     return e;
   if (Error e = addWeight(fc2Name, fc2Name, {E, H, I}, n, "fc2"))
     return e;
@@ -882,7 +912,15 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
   uint64_t matrix = uint64_t(I) * uint64_t(H) * bytes;
   for (int64_t e = 0; e < E; ++e) {
     std::string idx = "[" + std::to_string(e) + "]";
-    if (*fusion == 2) {
+    if (*fusion == 1) {
+      // Expert e's [2I, H] block: gate rows 0, 2, ..., up rows 1, 3, ...
+      layer.gate.push_back(fc1Name + idx + ".gate");
+      layer.up.push_back(fc1Name + idx + ".up");
+      (void)addSlice(layer.gate.back(), fc1Name, 2 * e * matrix, {I, H}, 0, 2,
+                     2 * I);
+      (void)addSlice(layer.up.back(), fc1Name, 2 * e * matrix, {I, H}, 1, 2,
+                     2 * I);
+    } else if (*fusion == 2) {
       layer.gate.push_back(fc1Name + idx + ".gate");
       layer.up.push_back(fc1Name + idx + ".up");
       (void)addSlice(layer.gate.back(), fc1Name, 2 * e * matrix, {I, H});
@@ -979,10 +1017,16 @@ Error Importer::raiseFused(std::string h) {
     return head.takeError();
   if (head->x != norm->out)
     return error(path + ": the lm_head's input is not the final norm");
+  // Tied when its weight is the embedding table as stored ([vocab, hidden]
+  // = [out, in]). MatMul(x, E) multiplies by E itself: only a [hidden,
+  // hidden] table fits, and then the lm_head is E's transpose, a weight of
+  // its own (re-laid out) under another manifest name.
   lmHead = head->weight;
-  spec.tieWordEmbeddings = lmHead == embedding;
+  spec.tieWordEmbeddings = lmHead == embedding && !head->transposed;
+  if (lmHead == embedding && head->transposed)
+    lmHead = embedding + " (transposed)";
   if (!spec.tieWordEmbeddings)
-    if (Error e = addWeight(lmHead, lmHead, {spec.vocabSize, spec.hiddenSize},
+    if (Error e = addLinear(lmHead, *head, {spec.vocabSize, spec.hiddenSize},
                             *producer(graph.output(0).name()), "lm_head"))
       return std::move(e);
   return Error::success();

@@ -122,8 +122,11 @@ private:
   // --- Patterns -------------------------------------------------------------
   struct Linear {
     std::string x, weight;
+    /// The weight initializer is stored [in, out] (MatMul's B, Gemm with
+    /// transB = 0), not [out, in].
+    bool transposed = false;
   };
-  /// `value` as the output of a linear layer (weight [out, in]).
+  /// `value` as the output of a linear layer.
   Expected<Linear> matchLinear(StringRef value, StringRef what);
   struct Norm {
     std::string x, out, weight;
@@ -147,12 +150,24 @@ private:
   Error raiseDecomposed(StringRef h);
 
   /// Records initializer `name` as the weight `key` (for the manifest),
-  /// checking its shape.
+  /// checking its shape: `shape` itself, or with `transposed` its
+  /// transpose (the weight is then re-laid out at compile time).
   Error addWeight(const std::string &key, StringRef initializerName,
                   ArrayRef<int64_t> shape, const wire::NodeProto &by,
-                  StringRef role);
+                  StringRef role, bool transposed = false);
+  /// The linear layer `lin`'s weight as `key`, [out, in] = `shape`.
+  Error addLinear(const std::string &key, const Linear &lin,
+                  ArrayRef<int64_t> shape, const wire::NodeProto &by,
+                  StringRef role) {
+    return addWeight(key, lin.weight, shape, by, role, lin.transposed);
+  }
+  /// The rows [byteOffset / row bytes, ...) of the stacked weight
+  /// `initializerName` (checked by addWeight) as the weight `key` of
+  /// `shape`: contiguous (rowStep 0) or rows rowStart, rowStart + rowStep,
+  /// ... of `rowsOf` rows there.
   Error addSlice(const std::string &key, StringRef initializerName,
-                 uint64_t byteOffset, ArrayRef<int64_t> shape);
+                 uint64_t byteOffset, ArrayRef<int64_t> shape,
+                 int64_t rowStart = 0, int64_t rowStep = 0, int64_t rowsOf = 0);
 
   StringRef path, dir;
   const wire::ModelProto &model;

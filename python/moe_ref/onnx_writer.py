@@ -10,16 +10,20 @@ shape, docs/frontends.md), batch 1:
   `present.L.key` / `.value`;
 * `Gather(embed_tokens, input_ids)`; per layer
   `SimplifiedLayerNormalization` (ai.onnx domain, as ORT registers it), the
-  q/k/v/o projections as `MatMul(x, Transpose(W))` with W stored as Hugging
-  Face does, [out, in], `com.microsoft.GroupQueryAttention` (do_rotary = 1
+  q/k/v/o projections as linear layers (`layout`: "in-out", the default,
+  `MatMul(x, W)` with W stored [in, out] as exporters and ORT GenAI's
+  builder write it; "out-in", `MatMul(x, Transpose(W))` with W stored as
+  Hugging Face does, [out, in]), `com.microsoft.GroupQueryAttention` (do_rotary = 1
   with the model's cos/sin caches [max_positions, head_dim / 2];
-  local_window_size = sliding_window - 1, or -1), the residual `Add`s, the router `MatMul(Reshape(x, [-1, H]), Transpose(gate))`
-  and one `com.microsoft.MoE` node; the final norm and `lm_head`.
+  local_window_size = sliding_window - 1, or -1), the residual `Add`s, the router
+  (a linear layer of `Reshape(x, [-1, H])`) and one `com.microsoft.MoE` node; the
+  final norm and `lm_head` (a linear layer; a tied one `MatMul(x,
+  Transpose(embed_tokens))` whatever the layout).
 * `fusion` says how MoE holds the gate (w1) and up (w3) experts:
   "concat" (swiglu_fusion = 2: fc1 [E, 2I, H], gate rows then up rows),
   "fc3" (swiglu_fusion = 0, activation silu: fc1 = w1, fc3 = w3) or
   "interleaved" (swiglu_fusion = 1: rows 2i gate, 2i + 1 up; what ORT's CPU
-  kernel runs, which moe-compile cannot read in place); fc2 = w2 [E, H, I].
+  kernel runs); fc2 = w2 [E, H, I].
 
 Every initializer is saved as external data in one file (`data`, beside
 the model), with size_threshold 0, so that nothing is inline.
@@ -33,6 +37,7 @@ import numpy as np
 from . import configs, safetensors
 
 FUSIONS = ("concat", "fc3", "interleaved")
+LAYOUTS = ("in-out", "out-in")
 
 
 def rope_cache(d, theta, max_positions):
@@ -42,7 +47,7 @@ def rope_cache(d, theta, max_positions):
 
 
 def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32",
-                rotary="gqa"):
+                rotary="gqa", layout="in-out"):
     """The onnx.ModelProto (initializers inline, not yet saved); weights
     stored as `wtype` (f32 or f16; the RoPE caches stay float32); RoPE in
     GroupQueryAttention (`rotary` "gqa") or in com.microsoft.RotaryEmbedding
@@ -52,6 +57,8 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
 
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; one of {', '.join(FUSIONS)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; one of {', '.join(LAYOUTS)}")
     with open(os.path.join(model_dir, "config.json")) as f:
         c = json.load(f)
     H, nH, nKV = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
@@ -72,7 +79,13 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
         nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs))
         return outputs[0]
 
-    def linear(x, wname, tag):
+    def weight(name, array):
+        """A linear layer's weight (HF's [out, in] `array`) as `layout` stores it."""
+        return init(name, array.T if layout == "in-out" else array)
+
+    def linear(x, wname, tag, tied=False):
+        if layout == "in-out" and not tied:
+            return node("MatMul", [x, wname], [tag + "/out"], tag + "/MatMul")
         t = node("Transpose", [wname], [tag + "/W^T"], tag + "/Transpose", perm=[1, 0])
         return node("MatMul", [x, t], [tag + "/out"], tag + "/MatMul")
 
@@ -99,7 +112,7 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
         for n in ("input_layernorm", "post_attention_layernorm"):
             init(p + n + ".weight", w[p + n + ".weight"])
         for n in "qkvo":
-            init(p + f"self_attn.{n}_proj.weight", w[p + f"self_attn.{n}_proj.weight"])
+            weight(p + f"self_attn.{n}_proj.weight", w[p + f"self_attn.{n}_proj.weight"])
         a = norm(h, p + "input_layernorm.weight", t + "/input_layernorm")
         q, k, v = (linear(a, p + f"self_attn.{n}_proj.weight", t + f"/attn/{n}_proj")
                    for n in "qkv")
@@ -124,7 +137,7 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
         h = node("Add", [h, o], [t + "/attn_residual/out"], t + "/attn_residual")
         x = norm(h, p + "post_attention_layernorm.weight", t + "/post_attention_layernorm")
         rows = node("Reshape", [x, "shape_rows_hidden"], [t + "/moe/rows"], t + "/moe/Reshape")
-        gate = init(p + "block_sparse_moe.gate.weight", w[p + "block_sparse_moe.gate.weight"])
+        gate = weight(p + "block_sparse_moe.gate.weight", w[p + "block_sparse_moe.gate.weight"])
         logits = linear(rows, gate, t + "/moe/gate")
         ex = p + "block_sparse_moe.experts."
         w1 = np.stack([w[ex + f"{e}.w1.weight"] for e in range(E)])
@@ -148,10 +161,12 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
         h = node("Add", [h, y], [t + "/moe_residual/out"], t + "/moe_residual")
     init("model.norm.weight", w["model.norm.weight"])
     x = norm(h, "model.norm.weight", "/model/norm")
-    head = "model.embed_tokens.weight" if c.get("tie_word_embeddings") else \
-        init("lm_head.weight", w["lm_head.weight"])
-    t = node("Transpose", [head], ["/lm_head/W^T"], "/lm_head/Transpose", perm=[1, 0])
-    node("MatMul", [x, t], ["logits"], "/lm_head/MatMul")
+    tied = bool(c.get("tie_word_embeddings"))
+    head = "model.embed_tokens.weight" if tied else weight("lm_head.weight", w["lm_head.weight"])
+    logits = linear(x, head, "/lm_head", tied=tied)
+    for n in nodes:
+        if n.output[0] == logits:
+            n.output[0] = "logits"
     graph = helper.make_graph(nodes, "mixtral", inputs, outputs, inits)
     return helper.make_model(graph, ir_version=ir_version,
                              opset_imports=[helper.make_opsetid("", opset),
@@ -159,12 +174,12 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
 
 
 def write_onnx(model_dir, out, fusion="concat", data=None, ir_version=10, opset=21,
-               wtype="f32", rotary="gqa"):
+               wtype="f32", rotary="gqa", layout="in-out"):
     """Writes MODEL_DIR as `out` (an .onnx file) with every initializer in
     one external data file `data` (default: `<out's name>.data`) beside it."""
     import onnx
 
-    m = build_model(model_dir, fusion, ir_version, opset, wtype, rotary)
+    m = build_model(model_dir, fusion, ir_version, opset, wtype, rotary, layout)
     data = data or os.path.basename(out) + ".data"
     path = os.path.join(os.path.dirname(os.path.abspath(out)), data)
     if os.path.exists(path):
@@ -204,8 +219,12 @@ def main(argv=None):
     p.add_argument("--data", help="external data file name (default OUT's name + .data)")
     p.add_argument("--wtype", choices=["f32", "f16"], default="f32")
     p.add_argument("--rotary", choices=["gqa", "separate"], default="gqa")
+    p.add_argument("--linear-layout", choices=LAYOUTS, default="in-out",
+                   help="linear weights stored [in, out] (MatMul(x, W), what exporters "
+                        "write) or [out, in] (MatMul(x, Transpose(W)))")
     a = p.parse_args(argv)
-    write_onnx(a.model_dir, a.out, a.fusion, a.data, wtype=a.wtype, rotary=a.rotary)
+    write_onnx(a.model_dir, a.out, a.fusion, a.data, wtype=a.wtype, rotary=a.rotary,
+               layout=a.linear_layout)
 
 
 if __name__ == "__main__":

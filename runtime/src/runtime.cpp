@@ -441,7 +441,7 @@ extern "C" moert_status moert_model_load_from(const moert_program *program,
       const moert_weight_desc &w = program->weights[i];
       if (w.in_artifact && artifact.empty())
         return moert_fail(MOERT_ERROR_INVALID,
-                          "weight '%s' is in the quantised weights file, "
+                          "weight '%s' is in the artifact weights file, "
                           "but the program names no directory for it",
                           w.name);
       std::string path = pathOf(w);

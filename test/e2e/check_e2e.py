@@ -4,7 +4,8 @@
         [--tol 1e-4] [--max-batch-tokens N] [--compare-chunked N]
         [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
         [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
-        [--onnx concat|fc3 [--onnx-rotary gqa|separate] [--ort]]
+        [--onnx concat|fc3|interleaved [--onnx-rotary gqa|separate]
+         [--onnx-layout in-out|out-in] [--ort]]
         [generator options: --preset --dtype --seed --shards --set K=V
          --rope-form v4|v5 --rope-scaling JSON ...] [--require-rope-effect]
 
@@ -116,19 +117,25 @@ def main():
                         "the reference computes with the file's weights dequantised by "
                         "PyPI's gguf (llama.cpp's format code)")
     p.add_argument("--gguf-experts", choices=["stacked", "split"], default="stacked")
-    p.add_argument("--onnx", metavar="FUSION", choices=["concat", "fc3"],
+    p.add_argument("--onnx", metavar="FUSION", choices=["concat", "fc3", "interleaved"],
                    help="also write the model as ONNX Runtime GenAI's graph "
                         "(moe_ref.onnx_writer; com.microsoft.MoE with fc1 = gate then up "
-                        "rows, swiglu_fusion 2, or fc1/fc3, swiglu_fusion 0; weights in "
-                        "external data) and compile that file instead of the directory")
+                        "rows, swiglu_fusion 2, fc1/fc3, swiglu_fusion 0, or gate and up "
+                        "rows interleaved, swiglu_fusion 1; weights in external data) and "
+                        "compile that file instead of the directory")
+    p.add_argument("--onnx-layout", choices=["in-out", "out-in"], default="in-out",
+                   help="with --onnx: linear weights stored [in, out] (MatMul(x, W), "
+                        "re-laid out into the artifact's weights file) or [out, in] "
+                        "(MatMul(x, Transpose(W)), mapped in place)")
     p.add_argument("--onnx-rotary", choices=["gqa", "separate"], default="gqa",
                    help="with --onnx: RoPE inside GroupQueryAttention or in separate "
                         "com.microsoft.RotaryEmbedding nodes")
     p.add_argument("--ort", action="store_true",
-                   help="with --onnx: also run onnxruntime's CPU provider on the same "
+                   help="with --onnx: also run onnxruntime's CPU provider on the "
                         "graph with fc1's gate and up rows interleaved (swiglu_fusion 1, "
-                        "the only form its CPU MoE kernel runs) and check the binary's "
-                        "prompt rows against it")
+                        "the only form its CPU MoE kernel runs: the compiled file itself "
+                        "with --onnx interleaved, else its interleaved twin) and check the "
+                        "binary's prompt rows against it")
     p.add_argument("--gguf-version", type=int, choices=[2, 3], default=3)
     p.add_argument("--quant-prefill-tol", type=float, default=5e-2,
                    help="with --quantize: tolerance of the default-chunk run's prompt rows "
@@ -188,7 +195,7 @@ def main():
             from moe_ref import onnx_writer
             onnx_writer.write_onnx(model, onnx_path, args.onnx,
                                    wtype="f16" if args.dtype == "f16" else "f32",
-                                   rotary=args.onnx_rotary)
+                                   rotary=args.onnx_rotary, layout=args.onnx_layout)
     quant_flags = []
     if args.quantize:
         quant_flags.append(f"--quantize={args.quantize}")
@@ -354,19 +361,24 @@ def main():
     ort_line = ""
     if args.ort:
         from moe_ref import onnx_writer
-        twin = os.path.join(args.work, "model-interleaved.onnx")
-        onnx_writer.write_onnx(model, twin, "interleaved", rotary=args.onnx_rotary)
+        if args.onnx == "interleaved":
+            twin = onnx_path  # the very file compiled
+        else:
+            twin = os.path.join(args.work, "model-interleaved-twin.onnx")
+            onnx_writer.write_onnx(model, twin, "interleaved", rotary=args.onnx_rotary)
         ort = onnx_writer.run_ort(twin, prompt)
         vs_bin = float(np.max(np.abs(ort - logits[:len(prompt)])) / np.max(np.abs(ort)))
         vs_ref = float(np.max(np.abs(ort - expected[:len(prompt)])) / np.max(np.abs(expected[:len(prompt)])))
         if vs_bin > args.tol or vs_ref > args.tol:
             sys.exit(f"onnxruntime's prompt rows differ: from the binary's by {vs_bin:.3e}, "
                      f"from the reference's by {vs_ref:.3e} (relative)")
-        ort_line = (f"; onnxruntime (interleaved twin) vs binary {vs_bin:.2e}, "
+        what = "same file" if twin == onnx_path else "interleaved twin"
+        ort_line = (f"; onnxruntime ({what}) vs binary {vs_bin:.2e}, "
                     f"vs reference {vs_ref:.2e}")
     weights = f" with {args.quantize} weights ({args.quantize_only or 'all'})" if args.quantize else ""
     if onnx_path:
-        weights = (f" from an ONNX graph ({args.onnx}, {'f16' if args.dtype == 'f16' else 'f32'}"
+        weights = (f" from an ONNX graph ({args.onnx}, {args.onnx_layout}, "
+                   f"{'f16' if args.dtype == 'f16' else 'f32'}"
                    f"{', RotaryEmbedding' if args.onnx_rotary == 'separate' else ''})")
     if gguf_path:
         weights = f" from a {args.gguf} GGUF ({args.gguf_experts} experts, v{args.gguf_version})"

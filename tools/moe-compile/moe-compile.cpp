@@ -18,8 +18,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Passes.h"
+#include "compiler/common/ArtifactWeights.h"
 #include "compiler/common/HostPlan.h"
-#include "compiler/common/QuantizedWeights.h"
 #include "dialects/MoE/MoEDialect.h"
 #include "frontends/InputFiles.h"
 #include "frontends/gguf/GGUFImporter.h"
@@ -533,12 +533,16 @@ int main(int argc, char **argv) {
       "  moe-compile MODEL.onnx -o PATH      (ONNX Runtime GenAI's Mixtral\n"
       "                                       graph, com.microsoft.MoE and\n"
       "                                       GroupQueryAttention; weights\n"
-      "                                       in external data, in place)\n"
+      "                                       in external data, in place\n"
+      "                                       when stored [out, in])\n"
       "  moe-compile MODEL.mlir -o PATH      (IR from moe-translate)\n\n"
       "The executable runs the model on token ids (see PATH --help); it\n"
       "memory-maps the weights from MODEL_DIR or the GGUF or ONNX file's\n"
       "directory\n"
-      "(or --weights DIR) at run time.\n"
+      "(or --weights DIR) at run time. Weights that cannot be mapped as\n"
+      "they are (--quantize; ONNX weights stored [in, out] or with\n"
+      "interleaved rows) are written once, at compile time, into\n"
+      "PATH.weights.safetensors beside the executable, which maps it too.\n"
       "PATH is checked before any work, is never one of the model's files,\n"
       "and is replaced only when every step succeeded (docs/hardening.md).\n");
 
@@ -735,13 +739,21 @@ int main(int argc, char **argv) {
   };
   if (emit == Emit::MLIR)
     return writeText([&](raw_ostream &os) { os << **module << "\n"; });
-  // Weights with a pending quantisation now name their place in the
-  // weights file (written with the executable).
-  FailureOr<mlir::moe::QuantizedWeightsPlan> quantized =
-      mlir::moe::planQuantizedWeights(*module,
-                                      sys::path::filename(weightsPath));
+  // Weights with a pending quantisation or a layout (an importer's
+  // `transposed`, `rows S step K of T`) now name their place in the
+  // artifact's weights file (written with the executable).
+  FailureOr<mlir::moe::ArtifactWeightsPlan> quantized =
+      mlir::moe::planArtifactWeights(*module, sys::path::filename(weightsPath));
   if (failed(quantized))
     return 1;
+  // Without --quantize the file may still be due (an importer's layouts):
+  // its path is checked as soon as that is known.
+  if (!writesWeights && !quantized->empty() &&
+      (emit == Emit::Binary ||
+       (emit == Emit::Cpp && outputPath != "-" && !outputPath.empty())))
+    if (Error e = mlir::moe::checkOutputPath(weightsPath,
+                                             mlir::moe::OutputKind::Data))
+      return fail(toString(std::move(e)));
   // Below the memory plan: the target's launch plan, which the printers
   // only print.
   mlir::PassManager lower(&context);
@@ -790,9 +802,12 @@ int main(int argc, char **argv) {
       return 0;
     // Its own step with --quantize (IR with a pending quantisation, from
     // --emit=mlir, gets it without the flag).
-    std::string what = "quantising " +
-                       std::to_string(quantized->tensors.size()) +
-                       " weights into " + weightsPath;
+    size_t q = quantized->numQuantized(), r = quantized->numRelaidOut();
+    std::string what =
+        (q ? "quantising " + std::to_string(q) + " weights" : std::string()) +
+        (q && r ? ", " : "") +
+        (r ? "re-laying out " + std::to_string(r) + " weights" : "") +
+        " into " + weightsPath;
     if (!quantize.empty() && emit == Emit::Binary)
       progress(steps, steps, what);
     else if (!quiet)
@@ -801,7 +816,7 @@ int main(int argc, char **argv) {
     if (Error e = mlir::moe::writeOutputFileOrFail(
             weightsPath,
             [&](raw_ostream &os) {
-              return mlir::moe::writeQuantizedWeights(*quantized, os, report);
+              return mlir::moe::writeArtifactWeights(*quantized, os, report);
             },
             mlir::moe::OutputKind::Data))
       return fail(toString(std::move(e)));

@@ -60,8 +60,10 @@ moe.weight_source "w" in "model.gguf" at 0 : tensor<64x64x!moe.quant<q8_0>> quan
 
 // -----
 
-// expected-error @below {{'moe.weight_source' op weight 'w' in the artifact's weights file must have a quantised type, got 'tensor<64x64xf32>'}}
-moe.weight_source "w" in artifact "m.weights.safetensors" at 0 : tensor<64x64xf32>
+// The artifact's weights file holds each tensor as its type: written, not
+// pending.
+// expected-error @below {{'moe.weight_source' op weight 'w' in the artifact's weights file is stored as its type: it takes no layout and no pending quantisation}}
+moe.weight_source "w" in artifact "m.weights.safetensors" at 0 : tensor<64x64xf32> quantized to tensor<64x64x!moe.quant<q8_0>>
 
 // -----
 

@@ -4,7 +4,8 @@ tests.
     edit_onnx.py MODEL_DIR OUT.onnx EDIT [ARG]
 
 MODEL_DIR is a generated Hugging Face model; the good graph is written by
-moe_ref.onnx_writer (fusion "concat") with its weights in OUT.onnx.data,
+moe_ref.onnx_writer (fusion "concat", linear weights [in, out] in
+`MatMul(x, W)`, as exporters write them) with its weights in OUT.onnx.data,
 then EDIT changes the ModelProto (the data file is left as written, unless
 the edit says otherwise):
 
@@ -24,8 +25,11 @@ the edit says otherwise):
   domain D                also import operator set domain D
   extra-node              a Relu of the embedding output (used by nothing)
   op NAME OP              node NAME's op_type is OP
-  matmul-in-out           the first q projection's MatMul takes the weight
-                          directly (an [in, out] weight, no Transpose)
+  swap-dims NAME          initializer NAME's two dims swapped (the bytes as
+                          they are: a weight stored [out, in] for a MatMul
+                          that takes it [in, out])
+  head-embedding          the lm_head is MatMul(x, embed_tokens): the table
+                          [vocab, hidden] itself, not its transpose
   attr NAME KEY VALUE     node NAME's integer attribute KEY is VALUE
   decomposed-norm         the first layer's input norm as torch.onnx.export
                           writes RMSNorm: Pow, ReduceMean, Add, Sqrt,
@@ -111,10 +115,12 @@ def main():
         g.node.append(helper.make_node("Relu", ["embed/out"], ["dangling"], name="/extra/Relu"))
     elif edit == "op":
         nodes[args[0]].op_type = args[1]
-    elif edit == "matmul-in-out":
-        mm = nodes["/model/layers.0/attn/q_proj/MatMul"]
-        mm.input[1] = "model.layers.0.self_attn.q_proj.weight"
-        g.node.remove(nodes["/model/layers.0/attn/q_proj/Transpose"])
+    elif edit == "swap-dims":
+        dims = list(inits[args[0]].dims)
+        del inits[args[0]].dims[:]
+        inits[args[0]].dims.extend(dims[::-1])
+    elif edit == "head-embedding":
+        nodes["/lm_head/MatMul"].input[1] = "model.embed_tokens.weight"
     elif edit == "attr":
         for a in nodes[args[0]].attribute:
             if a.name == args[1]:

@@ -1,10 +1,10 @@
-//===- QuantizedWeights.cpp - the artifact's quantised weights --*- C++ -*-===//
+//===- ArtifactWeights.cpp - the artifact's weights file --------*- C++ -*-===//
 //
 // Part of moe-compile.
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/common/QuantizedWeights.h"
+#include "compiler/common/ArtifactWeights.h"
 
 #include "dialects/MoE/MoEOps.h"
 #include "frontends/InputFiles.h"
@@ -93,67 +93,93 @@ int64_t firstInfiniteBlock(QuantFormat format, const char *row, int64_t cols) {
 
 } // namespace
 
-FailureOr<QuantizedWeightsPlan> planQuantizedWeights(ModuleOp module,
-                                                     StringRef fileName) {
-  QuantizedWeightsPlan plan;
+size_t ArtifactWeightsPlan::numQuantized() const {
+  return size_t(llvm::count_if(
+      tensors, [](const Tensor &t) { return bool(t.quantElement); }));
+}
+
+size_t ArtifactWeightsPlan::numRelaidOut() const {
+  return size_t(llvm::count_if(
+      tensors, [](const Tensor &t) { return t.transposed || t.rowStep > 0; }));
+}
+
+FailureOr<ArtifactWeightsPlan> planArtifactWeights(ModuleOp module,
+                                                   StringRef fileName) {
+  ArtifactWeightsPlan plan;
   auto dir = module->getAttrOfType<StringAttr>("moe.weight_dir");
   SmallVector<WeightSourceOp> pending;
   for (auto source : module.getOps<WeightSourceOp>())
-    if (source.getQuantized())
+    if (source.getQuantized() || source.hasLayout())
       pending.push_back(source);
   if (pending.empty())
     return plan;
   if (!dir)
-    return module.emitError("quantised weights need moe.weight_dir, the "
-                            "directory of the model's files");
+    return module.emitError("weights to quantise or re-lay out need "
+                            "moe.weight_dir, the directory of the model's "
+                            "files");
 
   // The data section first (offsets relative to it), in manifest order.
   uint64_t data = 0;
   std::string formats;
   for (WeightSourceOp source : pending) {
     auto from = cast<RankedTensorType>(source.getType());
-    auto to = cast<RankedTensorType>(*source.getQuantized());
-    QuantizedWeightsPlan::Tensor t;
+    auto to = cast<RankedTensorType>(source.getWeightType());
+    ArtifactWeightsPlan::Tensor t;
     t.name = source.getName().str();
     SmallString<256> path(dir.getValue());
     sys::path::append(path, source.getFile());
     t.sourcePath = std::string(path);
     t.sourceOffset = source.getOffset();
     t.sourceElement = from.getElementType();
-    t.quantElement = to.getElementType();
-    t.rows = to.getDimSize(0);
-    t.cols = to.getDimSize(1);
+    if (source.getQuantized())
+      t.quantElement = to.getElementType();
+    t.rows = from.getDimSize(0);
+    t.cols = from.getRank() > 1 ? from.getDimSize(1) : from.getDimSize(0);
+    if (from.getRank() == 1)
+      t.rows = 1;
+    t.transposed = source.getTransposed();
+    if (std::optional<Type> of = source.getRowsOf()) {
+      t.rowStart = int64_t(*source.getRowStart());
+      t.rowStep = int64_t(*source.getRowStep());
+      t.sourceRows = cast<RankedTensorType>(*of).getDimSize(0);
+    }
     t.offset = data;
     t.size = uint64_t(getStorageBytes(to));
     data += t.size;
-    StringRef format =
-        stringifyQuantFormat(cast<QuantType>(t.quantElement).getFormat());
-    if (!StringRef(formats).contains(format))
-      formats += (formats.empty() ? "" : ",") + format.str();
+    if (t.quantElement) {
+      StringRef format =
+          stringifyQuantFormat(cast<QuantType>(t.quantElement).getFormat());
+      if (!StringRef(formats).contains(format))
+        formats += (formats.empty() ? "" : ",") + format.str();
+    }
     plan.tensors.push_back(std::move(t));
   }
 
-  // Same sources, same formats: the same id (a rebuild writes the same
-  // file); any other checkpoint or format: another.
-  std::string identity;
+  // Same sources, layouts and formats: the same id (a rebuild writes the
+  // same file); any other checkpoint, layout or format: another.
+  std::string identity = "moe-artifact-weights 2\n";
   for (const auto &t : plan.tensors) {
     sys::fs::file_status status;
     if (std::error_code ec = sys::fs::status(t.sourcePath, status))
       return module.emitError("cannot stat ")
              << t.sourcePath << " (weight '" << t.name
              << "'): " << ec.message();
+    std::string stored;
+    raw_string_ostream os(stored);
+    os << (t.quantElement ? t.quantElement : t.sourceElement);
     identity +=
-        formatv(
-            "{0}\n{1}\n{2}\n{3}\n{4}\n{5}\n", t.name, t.sourcePath,
-            t.sourceOffset, status.getSize(),
-            status.getLastModificationTime().time_since_epoch().count(),
-            stringifyQuantFormat(cast<QuantType>(t.quantElement).getFormat()))
+        formatv("{0}\n{1}\n{2}\n{3}\n{4}\n{5}\n{6}x{7} t{8} r{9}:{10}:{11}\n",
+                t.name, t.sourcePath, t.sourceOffset, status.getSize(),
+                status.getLastModificationTime().time_since_epoch().count(),
+                stored, t.rows, t.cols, int(t.transposed), t.rowStart,
+                t.rowStep, t.sourceRows)
             .str();
   }
   plan.buildId = formatv("{0:x-16}", xxh3_64bits(identity)).str();
 
-  // The safetensors header: each tensor is its raw blocks, U8 [rows, row
-  // bytes]; padded with spaces to 8 bytes as the format's writers do.
+  // The safetensors header: a quantised tensor is its raw blocks, U8
+  // [rows, row bytes]; a float one its dtype and shape. Padded with spaces
+  // to 8 bytes as the format's writers do.
   std::string json;
   {
     raw_string_ostream os(json);
@@ -161,21 +187,33 @@ FailureOr<QuantizedWeightsPlan> planQuantizedWeights(ModuleOp module,
     j.object([&] {
       j.attributeObject("__metadata__", [&] {
         j.attribute("producer", "moe-compile");
-        j.attribute("quantization", formats);
+        if (!formats.empty())
+          j.attribute("quantization", formats);
         j.attribute("moe.build", plan.buildId);
       });
-      for (const auto &t : plan.tensors)
+      for (auto [source, t] : llvm::zip(pending, plan.tensors)) {
+        auto to = cast<RankedTensorType>(source.getWeightType());
         j.attributeObject(t.name, [&] {
-          j.attribute("dtype", "U8");
+          Type e = to.getElementType();
+          j.attribute("dtype", t.quantElement ? "U8"
+                               : e.isF32()    ? "F32"
+                               : e.isF16()    ? "F16"
+                                              : "BF16");
           j.attributeArray("shape", [&] {
-            j.value(t.rows);
-            j.value(int64_t(t.size / uint64_t(t.rows)));
+            if (t.quantElement) {
+              j.value(t.rows);
+              j.value(int64_t(t.size / uint64_t(t.rows)));
+            } else {
+              for (int64_t d : to.getShape())
+                j.value(d);
+            }
           });
           j.attributeArray("data_offsets", [&] {
             j.value(int64_t(t.offset));
             j.value(int64_t(t.offset + t.size));
           });
         });
+      }
     });
   }
   json.append((8 - json.size() % 8) % 8, ' ');
@@ -185,29 +223,59 @@ FailureOr<QuantizedWeightsPlan> planQuantizedWeights(ModuleOp module,
   uint64_t base = plan.header.size();
   plan.fileSize = base + data;
 
-  // The sources now name the bytes that will exist.
-  Builder b(module.getContext());
+  // The sources now name the bytes that will exist, in their own layout.
   for (auto [source, t] : llvm::zip(pending, plan.tensors)) {
     t.offset += base;
     source.setArtifact(true);
     source.setFile(fileName);
     source.setOffset(t.offset);
-    source.setType(*source.getQuantized());
+    source.setType(source.getWeightType());
     source.removeQuantizedAttr();
+    source.removeTransposedAttr();
+    source.removeRowStartAttr();
+    source.removeRowStepAttr();
+    source.removeRowsOfAttr();
   }
   return plan;
 }
 
-Error writeQuantizedWeights(
-    const QuantizedWeightsPlan &plan, raw_ostream &os,
+namespace {
+
+/// Transposes `rows` x `cols` elements of `bytes` each from `in` (row-major)
+/// into `out` ([cols, rows], row-major), in square tiles that stay in the
+/// cache.
+template <typename T>
+void transposeTiles(const char *in, int64_t rows, int64_t cols, char *out) {
+  constexpr int64_t kTile = 32;
+  const T *src = reinterpret_cast<const T *>(in);
+  T *dst = reinterpret_cast<T *>(out);
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile)
+      for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c)
+          dst[c * rows + r] = src[r * cols + c];
+}
+
+void transpose(const char *in, int64_t rows, int64_t cols, uint64_t bytes,
+               char *out) {
+  if (bytes == 4)
+    transposeTiles<uint32_t>(in, rows, cols, out);
+  else
+    transposeTiles<uint16_t>(in, rows, cols, out);
+}
+
+} // namespace
+
+Error writeArtifactWeights(
+    const ArtifactWeightsPlan &plan, raw_ostream &os,
     function_ref<void(uint64_t done, uint64_t total)> progress) {
   os << plan.header;
   uint64_t done = plan.header.size();
-  // About 16 MB of source bytes per read, whole rows.
+  // About 16 MB of source bytes per read, whole rows of the weight.
   constexpr uint64_t kChunkBytes = 16 << 20;
   StringMap<std::unique_ptr<InputFile>> files;
   std::vector<float> row;
-  std::vector<char> out;
+  std::vector<char> out, band, strip;
   for (const auto &t : plan.tensors) {
     auto &file = files[t.sourcePath];
     if (!file) {
@@ -216,21 +284,70 @@ Error writeQuantizedWeights(
         return opened.takeError();
       file = std::make_unique<InputFile>(std::move(*opened));
     }
+    auto readBytes = [&](uint64_t offset,
+                         uint64_t size) -> Expected<const char *> {
+      auto chunk = file->read(t.sourceOffset + offset, size);
+      if (!chunk)
+        return error("weight '" + t.name + "': " + toString(chunk.takeError()));
+      strip.assign((*chunk)->getBufferStart(), (*chunk)->getBufferEnd());
+      return strip.data();
+    };
     uint64_t elementBytes = t.sourceElement.getIntOrFloatBitWidth() / 8;
     uint64_t rowBytes = uint64_t(t.cols) * elementBytes;
     uint64_t outRow = t.size / uint64_t(t.rows);
-    int64_t rowsPerChunk =
-        int64_t(std::max<uint64_t>(1, kChunkBytes / rowBytes));
+    // Source bytes per weight row read: a row selection reads whole
+    // strides of the source's rows.
+    uint64_t readPerRow =
+        t.rowStep > 0 ? rowBytes * uint64_t(t.rowStep) : rowBytes;
+    int64_t rowsPerChunk = int64_t(
+        std::clamp<uint64_t>(kChunkBytes / readPerRow, 1, uint64_t(t.rows)));
     row.resize(size_t(t.cols));
     out.resize(size_t(outRow));
-    auto format = cast<QuantType>(t.quantElement).getFormat();
+    band.resize(size_t(uint64_t(rowsPerChunk) * rowBytes));
     for (int64_t r0 = 0; r0 < t.rows; r0 += rowsPerChunk) {
       int64_t rows = std::min(rowsPerChunk, t.rows - r0);
-      auto chunk = file->read(t.sourceOffset + uint64_t(r0) * rowBytes,
-                              uint64_t(rows) * rowBytes);
-      if (!chunk)
-        return error("weight '" + t.name + "': " + toString(chunk.takeError()));
-      const char *src = (*chunk)->getBufferStart();
+      // The weight's rows [r0, r0 + rows) into `band`, in its own layout.
+      const char *src;
+      if (t.transposed) {
+        // Column c of the band is row c of the file, bytes [r0, r0 + rows):
+        // one strip per source row, then the band transposed in tiles.
+        std::vector<char> gathered(size_t(uint64_t(rows) * rowBytes));
+        uint64_t segment = uint64_t(rows) * elementBytes;
+        for (int64_t c = 0; c < t.cols; ++c) {
+          Expected<const char *> got = readBytes(
+              (uint64_t(c) * uint64_t(t.rows) + uint64_t(r0)) * elementBytes,
+              segment);
+          if (!got)
+            return got.takeError();
+          std::memcpy(gathered.data() + uint64_t(c) * segment, *got, segment);
+        }
+        transpose(gathered.data(), t.cols, rows, elementBytes, band.data());
+        src = band.data();
+      } else if (t.rowStep > 0) {
+        int64_t first = t.rowStart + r0 * t.rowStep;
+        int64_t span = (rows - 1) * t.rowStep + 1;
+        Expected<const char *> got =
+            readBytes(uint64_t(first) * rowBytes, uint64_t(span) * rowBytes);
+        if (!got)
+          return got.takeError();
+        for (int64_t r = 0; r < rows; ++r)
+          std::memcpy(band.data() + uint64_t(r) * rowBytes,
+                      *got + uint64_t(r * t.rowStep) * rowBytes, rowBytes);
+        src = band.data();
+      } else {
+        Expected<const char *> got =
+            readBytes(uint64_t(r0) * rowBytes, uint64_t(rows) * rowBytes);
+        if (!got)
+          return got.takeError();
+        src = *got;
+      }
+      if (!t.quantElement) {
+        os.write(src, size_t(uint64_t(rows) * rowBytes));
+        done += uint64_t(rows) * outRow;
+        progress(done, plan.fileSize);
+        continue;
+      }
+      auto format = cast<QuantType>(t.quantElement).getFormat();
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < t.cols; ++c) {
           float v =
