@@ -156,7 +156,7 @@ private:
   Error matchLayer(StringRef h, std::string &next);
   Expected<View> matchView(const Node &linear, StringRef linearOut);
   Expected<std::optional<Rope>> matchRope(const View &v);
-  Expected<Walk> walkToMatMul(StringRef v, int64_t kvHeads);
+  Expected<Walk> walkToMatMul(StringRef v, int64_t heads, int64_t kvHeads);
   Error matchAttention(const Norm &norm, std::string &out);
   Error checkRopeTables(const Node &by, StringRef cos, StringRef sin);
   Expected<std::optional<int64_t>> checkMask(const Node &add, StringRef mask);
@@ -219,6 +219,9 @@ std::unique_ptr<Evaluator> DecomposedRaiser::makeEvaluator(int64_t length) {
       if (d == kSeq)
         d = length;
     return s;
+  };
+  hooks.fileError = [this](const Twine &m) {
+    return error(im.path + ": " + m);
   };
   hooks.nodeError = [this](const Node &n, const Twine &m) {
     return im.nodeError(n, m);
@@ -704,7 +707,7 @@ Error DecomposedRaiser::checkRopeTables(const Node &by, StringRef cos,
 }
 
 Expected<DecomposedRaiser::Walk>
-DecomposedRaiser::walkToMatMul(StringRef v, int64_t kvHeads) {
+DecomposedRaiser::walkToMatMul(StringRef v, int64_t heads, int64_t kvHeads) {
   Walk w;
   int64_t d = spec().headDim;
   const Node *from = im.producer(v);
@@ -742,12 +745,12 @@ DecomposedRaiser::walkToMatMul(StringRef v, int64_t kvHeads) {
         return fail(n, "expected a Transpose [0, 1, 3, 2] of the keys");
       w.transposed = !w.transposed;
       im.raise(n);
-      knowShape(n.output(0), {1, spec().numHeads, d, kSeq});
+      knowShape(n.output(0), {1, heads, d, kSeq});
     } else if (im.is(n, "Reshape")) {
       // kᵀ as Reshape [-1, L, d] -> Transpose [0, 2, 1] -> Reshape
       // [1, nH, d, L].
-      if (Error e = checkInts(n.input(1), {spec().numHeads, kSeq, d}, n,
-                              "its shape", true))
+      if (Error e =
+              checkInts(n.input(1), {heads, kSeq, d}, n, "its shape", true))
         return std::move(e);
       im.raise(n);
       Expected<const Node *> t = onlyUser(n.output(0), n, "a Transpose");
@@ -764,19 +767,19 @@ DecomposedRaiser::walkToMatMul(StringRef v, int64_t kvHeads) {
       if (!im.is(**r, "Reshape"))
         return fail(**r, "expected a Reshape back to [1, heads, head_dim, "
                          "-1]");
-      if (Error e = checkInts((*r)->input(1), {1, spec().numHeads, d, kSeq},
-                              **r, "its shape", true))
+      if (Error e = checkInts((*r)->input(1), {1, heads, d, kSeq}, **r,
+                              "its shape", true))
         return std::move(e);
       im.raise(**r);
       w.transposed = !w.transposed;
       v = (*r)->output(0);
-      knowShape(v, {1, spec().numHeads, d, kSeq});
+      knowShape(v, {1, heads, d, kSeq});
       from = *r;
       continue;
     } else if (im.is(n, "Unsqueeze") && !w.repeated) {
       // repeat_kv: Unsqueeze [2] -> Expand [1, nKV, g, L, d] -> Reshape
       // [1, nH, -1, d].
-      int64_t heads = spec().numHeads, group = heads / kvHeads;
+      int64_t group = heads / kvHeads;
       Expected<std::vector<int64_t>> axes = axesOf(n, 1);
       if (!axes)
         return axes.takeError();
@@ -876,6 +879,12 @@ Expected<std::optional<int64_t>> DecomposedRaiser::checkMask(const Node &add,
   Expected<std::vector<bool>> longest = allowed(evaluator(kLong), kLong);
   if (!longest)
     return longest.takeError();
+  for (int64_t i = 0; i < kLong; ++i)
+    for (int64_t j = i + 1; j < kLong; ++j)
+      if ((*longest)[i * kLong + j])
+        return fail(add, "the attention mask is not causal: query " + Twine(i) +
+                             " sees key " + Twine(j) + " (sequence length " +
+                             Twine(kLong) + ")");
   int64_t seen = 0;
   for (int64_t j = 0; j < kLong; ++j)
     seen += (*longest)[(kLong - 1) * kLong + j];
@@ -890,6 +899,7 @@ Expected<std::optional<int64_t>> DecomposedRaiser::checkMask(const Node &add,
     for (const auto &l : leaves)
       names.push_back(l.getKey().str());
     llvm::sort(names);
+    int probes = 0;
     for (const std::string &name : names) {
       Expected<const EvalTensor *> c = evaluator(kLong).eval(name);
       if (!c)
@@ -899,6 +909,9 @@ Expected<std::optional<int64_t>> DecomposedRaiser::checkMask(const Node &add,
       int64_t value = (*c)->ints[0];
       if (value < kLong || value > (int64_t(1) << 31))
         continue;
+      if (++probes > 16)
+        return fail(add, "the attention mask reads more than 16 integer "
+                         "constants that could be a sliding window");
       std::optional<int64_t> probe[2];
       for (int k = 0; k < 2; ++k) {
         std::unique_ptr<Evaluator> e = makeEvaluator(12);
@@ -906,8 +919,11 @@ Expected<std::optional<int64_t>> DecomposedRaiser::checkMask(const Node &add,
         small.ints[0] = 4 + k;
         e->override(name, small);
         Expected<std::vector<bool>> a = allowed(*e, 12);
-        if (!a)
-          return a.takeError();
+        if (!a) {
+          // The changed constant breaks the subgraph: not a window's.
+          consumeError(a.takeError());
+          break;
+        }
         for (int64_t w = 1; w <= 12 && !probe[k]; ++w)
           if (matches(*a, 12, w == 12 ? std::nullopt : std::optional(w)))
             probe[k] = w;
@@ -919,6 +935,9 @@ Expected<std::optional<int64_t>> DecomposedRaiser::checkMask(const Node &add,
                              printableText(name) +
                              "' in a way that is not a sliding window");
       window = value + (*probe[0] - 4);
+      if (*window < 1)
+        return fail(add, "the attention mask's window is not positive");
+      break;
     }
   }
   for (int64_t length : kLengths) {
@@ -985,17 +1004,20 @@ Error DecomposedRaiser::matchAttention(const Norm &norm, std::string &out) {
   int qIndex = -1, kIndex = -1;
   Walk qw, kw;
   int64_t kvHeads = views[vIndex].heads;
+  // q's heads (the larger count of the two roped projections) shape
+  // repeat_kv and kᵀ.
+  int64_t qHeads = 0;
+  for (int i = 0; i < 3; ++i)
+    if (i != vIndex)
+      qHeads = std::max(qHeads, views[i].heads);
+  if (qHeads % kvHeads)
+    return fail(*norm.node, "q's heads (" + Twine(qHeads) +
+                                ") must be a multiple of v's (" +
+                                Twine(kvHeads) + ")");
   for (int i = 0; i < 3; ++i) {
     if (i == vIndex)
       continue;
-    // The heads of q are needed for repeat_kv: the larger count.
-    if (spec().numHeads == 0 || views[i].heads > spec().numHeads)
-      spec().numHeads = views[i].heads;
-  }
-  for (int i = 0; i < 3; ++i) {
-    if (i == vIndex)
-      continue;
-    Expected<Walk> w = walkToMatMul(ropes[i]->out, kvHeads);
+    Expected<Walk> w = walkToMatMul(ropes[i]->out, qHeads, kvHeads);
     if (!w)
       return w.takeError();
     if (w->operand == 0) {
@@ -1101,12 +1123,11 @@ Error DecomposedRaiser::matchAttention(const Norm &norm, std::string &out) {
                         "by v");
   double want = 1.0 / std::sqrt(double(spec().headDim));
   if (!(std::abs(scale - want) <= 1e-6 * want))
-    return fail(*maskAdd, formatv("the attention's scales multiply to {0}, "
-                                  "not 1/sqrt(head_dim) = {1}",
-                                  scale, want)
-                              .str());
+    return fail(*maskAdd, "the attention's scales multiply to " +
+                              formatNumber(scale) +
+                              ", not 1/sqrt(head_dim) = " + formatNumber(want));
   // v: repeat_kv to the MatMul's second operand.
-  Expected<Walk> vw = walkToMatMul(views[vIndex].value, kvHeads);
+  Expected<Walk> vw = walkToMatMul(views[vIndex].value, heads, kvHeads);
   if (!vw)
     return vw.takeError();
   if (vw->matmul != pv || vw->operand != 1 || vw->transposed ||
@@ -1369,6 +1390,10 @@ Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
                                "H], got " +
                                    shapeText(gateUp->dims()));
   int64_t E = gateUp->dims(0), I = gateUp->dims(1) / 2;
+  if (E < 1 || E > 1024 || I < 1)
+    return fail(*gateUpGather, "the experts' gate_up weight must be [E, 2·I, "
+                               "H] with 1 <= E <= 1024 and I >= 1, got " +
+                                   shapeText(gateUp->dims()));
   // Split into gate and up halves.
   Expected<const Node *> split = onlyUser(*gu, *gateUpGather, "a Split");
   if (!split)
@@ -1570,6 +1595,13 @@ Error DecomposedRaiser::run(StringRef h0) {
   // The token ids: the embedding Gather's index, a graph input.
   const Node *gather = im.producer(h0);
   ids = gather->input(1);
+  // No fused op in a decomposed graph (a mix is neither form).
+  for (const Node &n : im.graph.node())
+    if (n.domain() == "com.microsoft")
+      return fail(n, "a com.microsoft op in a graph whose first RMS norm is "
+                     "decomposed (Pow, ReduceMean, ...): moe-compile raises "
+                     "ONNX Runtime GenAI's fused graph or torch.onnx.export's "
+                     "decomposed one, not a mix (docs/frontends.md)");
   std::string h = h0.str();
   constexpr int64_t kMaxLayers = 1024;
   while (!isFinal(h)) {

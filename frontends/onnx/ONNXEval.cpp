@@ -203,14 +203,19 @@ Expected<const EvalTensor *> Evaluator::evalAt(StringRef value, int depth) {
     return leaf.takeError();
   if (*leaf) {
     leafNames[value] = true;
+    if ((totalElements += (*leaf)->numel()) > kMaxTotalElements)
+      return hooks.fileError("the constants read by a subgraph evaluated for "
+                             "sample sequence lengths are too large");
     auto &slot = cache[value];
     slot = std::make_unique<EvalTensor>(std::move(**leaf));
     return slot.get();
   }
   const wire::NodeProto *n = hooks.producer(value);
   if (!n)
-    return plainError("value '" + printableText(value) +
-                      "' is neither computed by a node nor a constant");
+    return hooks.fileError("value '" + printableText(value) +
+                           "' is neither computed by a node nor a constant "
+                           "(a subgraph evaluated for sample sequence "
+                           "lengths reads it)");
   if (depth > kMaxDepth)
     return hooks.nodeError(*n, "is nested more than " + Twine(kMaxDepth) +
                                    " nodes deep in a subgraph evaluated for "
@@ -558,8 +563,12 @@ Evaluator::run(const wire::NodeProto &n, std::vector<const EvalTensor *> &in) {
       return fail("would produce more than " + Twine(kMaxTensorElements) +
                   " elements");
     r.kind = EvalTensor::Int;
-    for (int64_t i = 0; i < int64_t(std::max(count, 0.0)); ++i)
-      r.ints.push_back(s + i * d);
+    for (int64_t i = 0; i < int64_t(std::max(count, 0.0)); ++i) {
+      int64_t v;
+      if (__builtin_mul_overflow(i, d, &v) || __builtin_add_overflow(s, v, &v))
+        return fail("overflows int64");
+      r.ints.push_back(v);
+    }
     r.shape = {int64_t(r.ints.size())};
     return outs;
   }
@@ -695,7 +704,8 @@ Evaluator::run(const wire::NodeProto &n, std::vector<const EvalTensor *> &in) {
       for (int64_t d = 0; d < rank; ++d)
         if (d != axis && t->shape[d] != in[0]->shape[d])
           return fail("its inputs' shapes differ off the axis");
-      shape[axis] += t->shape[axis];
+      if (__builtin_add_overflow(shape[axis], t->shape[axis], &shape[axis]))
+        return fail("its result's shape overflows");
     }
     if (Error e = checkShape(shape))
       return std::move(e);
@@ -885,6 +895,8 @@ Evaluator::run(const wire::NodeProto &n, std::vector<const EvalTensor *> &in) {
     else
       for (int64_t d = rank - 1; d >= 0; --d)
         perm.push_back(d);
+    if (int64_t(perm.size()) != rank)
+      return fail("has a bad perm");
     SmallVector<int64_t, 6> sorted(perm);
     llvm::sort(sorted);
     for (int64_t d = 0; d < int64_t(sorted.size()); ++d)

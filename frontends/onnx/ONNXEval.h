@@ -46,11 +46,16 @@ struct EvalTensor {
   /// Float values (any float type, held in double).
   std::vector<double> floats;
 
+  /// The number of elements (INT64_MAX when that overflows).
   int64_t numel() const {
     int64_t n = 1;
-    for (int64_t d : shape)
-      n *= d;
-    return n;
+    bool overflow = false;
+    for (int64_t d : shape) {
+      if (d == 0)
+        return 0;
+      overflow |= __builtin_mul_overflow(n, d, &n);
+    }
+    return overflow ? INT64_MAX : n;
   }
   double number(int64_t i) const {
     return kind == Float ? floats[i] : double(ints[i]);
@@ -65,7 +70,7 @@ llvm::Expected<EvalTensor> tensorValue(const wire::TensorProto &t,
 class Evaluator {
 public:
   static constexpr int64_t kMaxTensorElements = int64_t(1) << 20;
-  static constexpr int64_t kMaxTotalElements = int64_t(1) << 24;
+  static constexpr int64_t kMaxTotalElements = int64_t(1) << 22;
   static constexpr int kMaxNodes = 4096;
   static constexpr int kMaxDepth = 256;
 
@@ -79,6 +84,8 @@ public:
     /// The shape of an activation (for Shape), when the caller knows it.
     std::function<std::optional<llvm::SmallVector<int64_t, 4>>(llvm::StringRef)>
         shapeOf;
+    /// An error about the file (prefixed with its path).
+    std::function<llvm::Error(const llvm::Twine &)> fileError;
     /// An error naming node `n`.
     std::function<llvm::Error(const wire::NodeProto &, const llvm::Twine &)>
         nodeError;

@@ -529,9 +529,10 @@ Expected<Importer::Norm> Importer::matchNorm(StringRef value, StringRef what) {
     for (const wire::NodeProto *c : consumers(value))
       if (is(*c, "Pow") || is(*c, "ReduceMean") || is(*c, "Mul"))
         return nodeError(*c, "a decomposed RMS norm (the " + what +
-                                 "'s): torch.onnx.export's decomposed graphs "
-                                 "are not raised yet; moe-compile raises "
-                                 "ONNX Runtime GenAI's graph (docs/"
+                                 "'s) in a graph whose first norm is fused: "
+                                 "moe-compile raises ONNX Runtime GenAI's "
+                                 "fused graph or torch.onnx.export's "
+                                 "decomposed one, not a mix (docs/"
                                  "frontends.md)");
     return error(path +
                  ": no RMS norm (SimplifiedLayerNormalization or "
