@@ -140,8 +140,6 @@ private:
   /// -1 in the value accepted where `inferable`) at the sample lengths.
   Error checkInts(StringRef v, ArrayRef<int64_t> pattern, const Node &by,
                   const Twine &what, bool inferable = false);
-  /// `v` as one integer the same at every sample length.
-  Expected<int64_t> constInt(StringRef v, const Node &by, const Twine &what);
   /// `v` as one number the same at every sample length.
   Expected<double> constScalar(StringRef v, const Node &by, const Twine &what);
   /// Reshape/Unsqueeze/Squeeze/ReduceX axes: input 1 or the attribute.
@@ -281,19 +279,6 @@ Expected<double> DecomposedRaiser::constScalar(StringRef v, const Node &by,
     value = x;
   }
   return *value;
-}
-
-Expected<int64_t> DecomposedRaiser::constInt(StringRef v, const Node &by,
-                                             const Twine &what) {
-  Expected<const EvalTensor *> t = eval(v, kShapeLengths[0]);
-  if (!t)
-    return t.takeError();
-  if ((*t)->kind != EvalTensor::Int || (*t)->numel() != 1)
-    return fail(by, what + " must be one integer");
-  Expected<double> x = constScalar(v, by, what);
-  if (!x)
-    return x.takeError();
-  return (*t)->ints[0];
 }
 
 Expected<std::vector<int64_t>> DecomposedRaiser::axesOf(const Node &n,

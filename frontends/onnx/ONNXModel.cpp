@@ -29,6 +29,10 @@
 // Every node must be part of that pattern: a node left over is an error
 // naming it, never a silent fallback.
 //
+// A graph whose embedding feeds a Pow (a decomposed RMS norm) is
+// torch.onnx.export's decomposed graph instead, raised by
+// ONNXDecomposed.cpp into the same ModelSpec.
+//
 // Weights are mapped in place when stored as the dialect takes them
 // ([out, in], an expert's rows contiguous). A weight stored [in, out] (what
 // exporters write for MatMul(x, W)) becomes a `transposed` source, and an
