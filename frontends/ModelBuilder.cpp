@@ -181,9 +181,18 @@ void ModelIRBuilder::emitManifest(ModuleOp module) {
       rowsOf = TypeAttr::get(
           RankedTensorType::get({w.rowsOf, w.shape[1]}, elementType(w.dtype)));
     }
+    IntegerAttr scalesOffset;
+    TypeAttr scales;
+    if (w.scalesPerRow > 0) {
+      int64_t rows = w.rowStep > 0 ? w.rowsOf : w.shape[0];
+      scalesOffset = b.getI64IntegerAttr(int64_t(w.scalesOffset));
+      scales = TypeAttr::get(RankedTensorType::get({rows, w.scalesPerRow},
+                                                   elementType(w.scalesDType)));
+    }
     WeightSourceOp::create(b, b.getUnknownLoc(), used[i], /*artifact=*/false,
                            w.file, w.offset, type, w.transposed, rowStart,
-                           rowStep, rowsOf, /*quantized=*/nullptr);
+                           rowStep, rowsOf, scalesOffset, scales,
+                           /*quantized=*/nullptr);
   }
 }
 

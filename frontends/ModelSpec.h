@@ -122,7 +122,11 @@ llvm::SmallVector<int64_t, 2> weightShape(const ModelSpec &spec,
 ///  * `transposed`: the file holds the row-major transpose of `shape`;
 ///  * `rowStep` > 0: the file holds `rowsOf` rows of shape[1] elements
 ///    (`size` bytes), and the weight is rows rowStart, rowStart + rowStep,
-///    ... of them.
+///    ... of them;
+///  * `scalesPerRow` > 0 (dtype Q8_0 or Q4_0): the file holds the blocks as
+///    ONNX Runtime's QMoE does, the offset-binary values at `offset` (`size`
+///    bytes) and `scalesPerRow` scales of `scalesDType` per stored row at
+///    `scalesOffset`.
 struct WeightSource {
   std::string file;
   uint64_t offset = 0;
@@ -131,6 +135,9 @@ struct WeightSource {
   llvm::SmallVector<int64_t, 2> shape;
   bool transposed = false;
   int64_t rowStart = 0, rowStep = 0, rowsOf = 0;
+  int64_t scalesPerRow = 0;
+  uint64_t scalesOffset = 0;
+  WeightDType scalesDType = WeightDType::F32;
 };
 
 } // namespace mlir::moe

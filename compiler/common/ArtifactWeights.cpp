@@ -94,13 +94,15 @@ int64_t firstInfiniteBlock(QuantFormat format, const char *row, int64_t cols) {
 } // namespace
 
 size_t ArtifactWeightsPlan::numQuantized() const {
-  return size_t(llvm::count_if(
-      tensors, [](const Tensor &t) { return bool(t.quantElement); }));
+  return size_t(llvm::count_if(tensors, [](const Tensor &t) {
+    return t.quantElement && t.scalesPerRow == 0;
+  }));
 }
 
 size_t ArtifactWeightsPlan::numRelaidOut() const {
-  return size_t(llvm::count_if(
-      tensors, [](const Tensor &t) { return t.transposed || t.rowStep > 0; }));
+  return size_t(llvm::count_if(tensors, [](const Tensor &t) {
+    return t.transposed || t.rowStep > 0 || t.scalesPerRow > 0;
+  }));
 }
 
 FailureOr<ArtifactWeightsPlan> planArtifactWeights(ModuleOp module,
@@ -131,8 +133,14 @@ FailureOr<ArtifactWeightsPlan> planArtifactWeights(ModuleOp module,
     t.sourcePath = std::string(path);
     t.sourceOffset = source.getOffset();
     t.sourceElement = from.getElementType();
-    if (source.getQuantized())
+    if (source.getQuantized() || source.getScales())
       t.quantElement = to.getElementType();
+    if (std::optional<Type> scales = source.getScales()) {
+      auto st = cast<RankedTensorType>(*scales);
+      t.scalesPerRow = st.getDimSize(1);
+      t.scalesOffset = *source.getScalesOffset();
+      t.scalesElement = st.getElementType();
+    }
     t.rows = from.getDimSize(0);
     t.cols = from.getRank() > 1 ? from.getDimSize(1) : from.getDimSize(0);
     if (from.getRank() == 1)
@@ -167,6 +175,9 @@ FailureOr<ArtifactWeightsPlan> planArtifactWeights(ModuleOp module,
     std::string stored;
     raw_string_ostream os(stored);
     os << (t.quantElement ? t.quantElement : t.sourceElement);
+    if (t.scalesPerRow)
+      os << " scales " << t.scalesPerRow << "x" << t.scalesElement << " at "
+         << t.scalesOffset;
     identity +=
         formatv("{0}\n{1}\n{2}\n{3}\n{4}\n{5}\n{6}x{7} t{8} r{9}:{10}:{11}\n",
                 t.name, t.sourcePath, t.sourceOffset, status.getSize(),
@@ -235,6 +246,8 @@ FailureOr<ArtifactWeightsPlan> planArtifactWeights(ModuleOp module,
     source.removeRowStartAttr();
     source.removeRowStepAttr();
     source.removeRowsOfAttr();
+    source.removeScalesOffsetAttr();
+    source.removeScalesAttr();
   }
   return plan;
 }
@@ -264,15 +277,88 @@ void transpose(const char *in, int64_t rows, int64_t cols, uint64_t bytes,
     transposeTiles<uint16_t>(in, rows, cols, out);
 }
 
+/// Writes tensor `t`, held in `file` as ONNX Runtime's QMoE holds blocks
+/// (offset-binary values, scales apart), as our q8_0 or q4_0 blocks: the
+/// same values exactly, or an error naming the first scale that is not an
+/// f16 (our blocks' scale).
+Error writeSplitScales(const ArtifactWeightsPlan::Tensor &t, InputFile &file,
+                       raw_ostream &os, uint64_t &done, uint64_t total,
+                       function_ref<void(uint64_t, uint64_t)> progress,
+                       uint64_t chunkBytes) {
+  auto format = cast<QuantType>(t.quantElement).getFormat();
+  bool q8 = format == QuantFormat::Q8_0;
+  uint64_t valueRow = uint64_t(t.cols) * (q8 ? 8 : 4) / 8;
+  uint64_t scaleBytes = t.scalesElement.getIntOrFloatBitWidth() / 8;
+  uint64_t scaleRow = uint64_t(t.scalesPerRow) * scaleBytes;
+  int64_t group = t.cols / t.scalesPerRow; // values per scale
+  int64_t step = t.rowStep > 0 ? t.rowStep : 1;
+  int64_t start = t.rowStep > 0 ? t.rowStart : 0;
+  uint64_t outRow = t.size / uint64_t(t.rows);
+  uint64_t blockBytes = q8 ? sizeof(moert::q8_0) : sizeof(moert::q4_0);
+  int64_t rowsPerChunk = int64_t(std::clamp<uint64_t>(
+      chunkBytes / (valueRow * uint64_t(step)), 1, uint64_t(t.rows)));
+  std::vector<char> out(static_cast<size_t>(outRow));
+  for (int64_t r0 = 0; r0 < t.rows; r0 += rowsPerChunk) {
+    int64_t rows = std::min(rowsPerChunk, t.rows - r0);
+    int64_t first = start + r0 * step, span = (rows - 1) * step + 1;
+    auto values = file.read(t.sourceOffset + uint64_t(first) * valueRow,
+                            uint64_t(span) * valueRow);
+    if (!values)
+      return error("weight '" + t.name + "': " + toString(values.takeError()));
+    auto scales = file.read(t.scalesOffset + uint64_t(first) * scaleRow,
+                            uint64_t(span) * scaleRow);
+    if (!scales)
+      return error("weight '" + t.name + "': " + toString(scales.takeError()));
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto *v = reinterpret_cast<const uint8_t *>(
+          (*values)->getBufferStart() + uint64_t(r * step) * valueRow);
+      const char *sc =
+          (*scales)->getBufferStart() + uint64_t(r * step) * scaleRow;
+      for (int64_t b = 0; b < t.cols / moert::kQuantBlock; ++b) {
+        int64_t c0 = b * moert::kQuantBlock;
+        float d = loadElement(sc, c0 / group, t.scalesElement);
+        uint16_t h = moert::floatToHalfBits(d);
+        float back = moert::halfBitsToFloat(h);
+        if (std::memcmp(&back, &d, 4) != 0)
+          return error(formatv(
+              "weight '{0}' in {1}: the scale {2:e} of its values [{3}, "
+              "{4}..{5}] is not an f16, which {6}'s blocks hold: converting "
+              "it would change the weight (store the scales as float16)",
+              t.name, t.sourcePath, d, r0 + r, c0 / group * group,
+              (c0 / group + 1) * group - 1, stringifyQuantFormat(format)));
+        char *block = out.data() + uint64_t(b) * blockBytes;
+        support::endian::write16le(block, h);
+        if (q8) {
+          // u - 128 as int8.
+          for (int64_t i = 0; i < moert::kQuantBlock; ++i)
+            block[2 + i] = char(v[c0 + i] ^ 0x80);
+        } else {
+          // ONNX Runtime: value c in byte c / 2, the low nibble first; ours:
+          // values j and j + 16 in byte j.
+          auto nibble = [&](int64_t c) {
+            return uint8_t((v[c / 2] >> (4 * (c & 1))) & 0xf);
+          };
+          for (int64_t j = 0; j < 16; ++j)
+            block[2 + j] =
+                char(nibble(c0 + j) | uint8_t(nibble(c0 + j + 16) << 4));
+        }
+      }
+      os.write(out.data(), out.size());
+    }
+    done += uint64_t(rows) * outRow;
+    progress(done, total);
+  }
+  return Error::success();
+}
+
 } // namespace
 
 Error writeArtifactWeights(
     const ArtifactWeightsPlan &plan, raw_ostream &os,
-    function_ref<void(uint64_t done, uint64_t total)> progress) {
+    function_ref<void(uint64_t done, uint64_t total)> progress,
+    uint64_t chunkBytes) {
   os << plan.header;
   uint64_t done = plan.header.size();
-  // About 16 MB of source bytes per read, whole rows of the weight.
-  constexpr uint64_t kChunkBytes = 16 << 20;
   StringMap<std::unique_ptr<InputFile>> files;
   std::vector<float> row;
   std::vector<char> out, band, strip;
@@ -292,6 +378,12 @@ Error writeArtifactWeights(
       strip.assign((*chunk)->getBufferStart(), (*chunk)->getBufferEnd());
       return strip.data();
     };
+    if (t.scalesPerRow > 0) {
+      if (Error e = writeSplitScales(t, *file, os, done, plan.fileSize,
+                                     progress, chunkBytes))
+        return e;
+      continue;
+    }
     uint64_t elementBytes = t.sourceElement.getIntOrFloatBitWidth() / 8;
     uint64_t rowBytes = uint64_t(t.cols) * elementBytes;
     uint64_t outRow = t.size / uint64_t(t.rows);
@@ -300,7 +392,7 @@ Error writeArtifactWeights(
     uint64_t readPerRow =
         t.rowStep > 0 ? rowBytes * uint64_t(t.rowStep) : rowBytes;
     int64_t rowsPerChunk = int64_t(
-        std::clamp<uint64_t>(kChunkBytes / readPerRow, 1, uint64_t(t.rows)));
+        std::clamp<uint64_t>(chunkBytes / readPerRow, 1, uint64_t(t.rows)));
     row.resize(size_t(t.cols));
     out.resize(size_t(outRow));
     band.resize(size_t(uint64_t(rowsPerChunk) * rowBytes));

@@ -45,6 +45,13 @@ struct ArtifactWeightsPlan {
     /// rows rowStart, rowStart + rowStep, ...; else [rows, cols] itself.
     bool transposed = false;
     int64_t rowStart = 0, rowStep = 0, sourceRows = 0;
+    /// scalesPerRow > 0: the file holds quantElement's blocks as ONNX
+    /// Runtime's QMoE does, offset-binary values at sourceOffset (its
+    /// sourceElement is then quantElement) and scalesPerRow scales of
+    /// scalesElement per source row at scalesOffset.
+    int64_t scalesPerRow = 0;
+    uint64_t scalesOffset = 0;
+    Type scalesElement;
     uint64_t offset = 0, size = 0; // absolute, in the new file
   };
   /// The file's first bytes: the 8-byte length and the JSON header.
@@ -57,7 +64,8 @@ struct ArtifactWeightsPlan {
   std::vector<Tensor> tensors;
   uint64_t fileSize = 0;
   bool empty() const { return tensors.empty(); }
-  /// Tensors with a pending quantisation, and with a layout.
+  /// Tensors with a pending quantisation, and with a layout (separate
+  /// scales included).
   size_t numQuantized() const;
   size_t numRelaidOut() const;
 };
@@ -75,10 +83,12 @@ FailureOr<ArtifactWeightsPlan> planArtifactWeights(ModuleOp module,
 /// transposed source is read in strips of its rows and transposed in
 /// cache-sized tiles), calling `progress(done, total)` in bytes. A weight to
 /// quantise holding NaN or infinity is an error naming it and the element:
-/// the formats have no code for those.
+/// the formats have no code for those. `chunkBytes` bounds the source
+/// bytes read at a time (whole rows of the weight, at least one).
 llvm::Error writeArtifactWeights(
     const ArtifactWeightsPlan &plan, llvm::raw_ostream &os,
-    llvm::function_ref<void(uint64_t done, uint64_t total)> progress);
+    llvm::function_ref<void(uint64_t done, uint64_t total)> progress,
+    uint64_t chunkBytes = uint64_t(16) << 20);
 
 } // namespace mlir::moe
 

@@ -129,12 +129,27 @@ LogicalResult WeightSourceOp::verify() {
     return emitOpError("weight '")
            << getName() << "': a row selection needs row_start, row_step "
            << "and rows_of together";
+  if (getScalesOffset().has_value() != getScales().has_value())
+    return emitOpError("weight '")
+           << getName() << "': separate scales need scales_offset and scales "
+           << "together";
+  // Values and scales apart (ONNX Runtime's QMoE): q8_0 or q4_0 blocks.
+  bool split = getScales().has_value();
+  auto format = quantizedType
+                    ? std::optional<QuantFormat>(
+                          cast<QuantType>(type.getElementType()).getFormat())
+                    : std::nullopt;
   if (hasLayout()) {
     if (getTransposed() && getRowsOf())
       return emitOpError("weight '")
              << getName() << "' is either transposed or a row selection, "
              << "not both";
-    if (type.getRank() != 2 || quantizedType)
+    if (split && (type.getRank() != 2 || getTransposed() ||
+                  (format != QuantFormat::Q8_0 && format != QuantFormat::Q4_0)))
+      return emitOpError("weight '")
+             << getName() << "' with separate scales must be a rank-2 q8_0 "
+             << "or q4_0 tensor, not transposed, got " << type;
+    if (!split && (type.getRank() != 2 || quantizedType))
       return emitOpError("weight '")
              << getName() << "' with a layout must be a rank-2 float tensor, "
              << "got " << type;
@@ -161,6 +176,30 @@ LogicalResult WeightSourceOp::verify() {
              << " of its " << type.getDimSize(0) << " rows reach row "
              << (last ? std::to_string(*last) : std::string("2^63 or more"))
              << ", beyond the " << whole.getDimSize(0) << " rows of " << whole;
+  }
+  if (split) {
+    auto scales = cast<RankedTensorType>(*getScales());
+    int64_t rows = getRowsOf()
+                       ? cast<RankedTensorType>(*getRowsOf()).getDimSize(0)
+                       : type.getDimSize(0);
+    int64_t cols = type.getDimSize(1);
+    if (scales.getRank() != 2 || isa<QuantType>(scales.getElementType()) ||
+        scales.getDimSize(0) != rows || cols % scales.getDimSize(1) ||
+        (cols / scales.getDimSize(1)) % 32)
+      return emitOpError("weight '")
+             << getName() << "': its scales " << scales << " must be [" << rows
+             << ", B] floats, B dividing its " << cols
+             << " columns into groups of a multiple of 32";
+    int64_t bytes = int64_t(scales.getElementTypeBitWidth() / 8);
+    int64_t at = int64_t(*getScalesOffset());
+    if (at % bytes)
+      return emitOpError("scales offset ")
+             << at << " of weight '" << getName()
+             << "' is not a multiple of their element size (" << bytes
+             << " bytes)";
+    if (at > std::numeric_limits<int64_t>::max() - getScalesSizeInBytes())
+      return emitOpError("scales of weight '")
+             << getName() << "' end beyond 2^63 bytes";
   }
   // A quantised type in moe.weight_dir: the blocks as a GGUF file stores
   // them.
@@ -193,9 +232,12 @@ LogicalResult WeightSourceOp::verify() {
            << (getArtifact() ? "the artifact's directory" : "moe.weight_dir")
            << ", got '" << escaped << "'";
   }
-  // Quantised blocks start with an f16 scale.
-  int64_t alignment =
-      quantizedType ? 2 : int64_t(type.getElementTypeBitWidth() / 8);
+  // Quantised blocks start with an f16 scale; values apart from their
+  // scales are bytes.
+  int64_t alignment = split ? 1
+                      : quantizedType
+                          ? 2
+                          : int64_t(type.getElementTypeBitWidth() / 8);
   int64_t offset = int64_t(getOffset());
   if (offset % alignment != 0)
     return emitOpError("offset ") << offset << " of weight '" << getName()
@@ -207,9 +249,20 @@ LogicalResult WeightSourceOp::verify() {
 }
 
 int64_t WeightSourceOp::getSizeInBytes() {
-  if (std::optional<Type> of = getRowsOf())
-    return getStorageBytes(cast<RankedTensorType>(*of));
-  return getStorageBytes(cast<RankedTensorType>(getType()));
+  auto stored = cast<RankedTensorType>(getRowsOf() ? *getRowsOf() : getType());
+  if (getScales()) {
+    // Offset-binary values alone: 8 bits (q8_0) or 4 (q4_0) each.
+    auto quant = cast<QuantType>(stored.getElementType());
+    int64_t bits = quant.getFormat() == QuantFormat::Q8_0 ? 8 : 4;
+    return stored.getNumElements() * bits / 8;
+  }
+  return getStorageBytes(stored);
+}
+
+int64_t WeightSourceOp::getScalesSizeInBytes() {
+  if (std::optional<Type> scales = getScales())
+    return getStorageBytes(cast<RankedTensorType>(*scales));
+  return 0;
 }
 
 //===----------------------------------------------------------------------===//

@@ -102,6 +102,19 @@ def MoE_WeightSourceOp : MoE_Op<"weight_source",
     moe.weight_source "fc1[0].up" in "model.onnx.data" at 0 : tensor<128x64xf32> rows 1 step 2 of tensor<256x64xf32>
     ```
 
+    `with scales at OFFSET : tensor<RxBxf16>` (a quantised `type`, q8_0 or
+    q4_0, alone or with a row selection): the file holds the blocks as ONNX
+    Runtime's QMoE stores them, values and scales apart. At `offset`, R
+    rows of the values, offset binary (q8_0: one byte `u`, the value
+    `d * (u - 128)`; q4_0: two per byte, the low nibble first, `d * (n -
+    8)`); at OFFSET, R x B scales `d` (f32, f16 or bf16), B per row, each
+    for `cols / B` values (a multiple of 32). Written as our blocks, that is
+    exact when every scale is an f16 (moe-compile checks each one):
+
+    ```mlir
+    moe.weight_source "fc2[0]" in "model.onnx.data" at 0 : tensor<64x128x!moe.quant<q4_0>> with scales at 4096 : tensor<64x4xf16>
+    ```
+
     Such a weight is not mapped in place: moe-compile reads it once and
     writes it, in the layout of `type`, into the artifact's weights file
     (below). Passes see only `type` (and `quantized`): a layout composes
@@ -126,22 +139,31 @@ def MoE_WeightSourceOp : MoE_Op<"weight_source",
                        OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$row_start,
                        OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$row_step,
                        OptionalAttr<TypeAttrOf<MoE_WeightTensor>>:$rows_of,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$scales_offset,
+                       OptionalAttr<TypeAttrOf<MoE_WeightTensor>>:$scales,
                        OptionalAttr<TypeAttrOf<MoE_WeightTensor>>:$quantized);
   let assemblyFormat = [{
     $name `in` (`artifact` $artifact^)? $file `at` $offset attr-dict `:` $type
     (`transposed` $transposed^)?
     (`rows` $row_start^ `step` $row_step `of` $rows_of)?
+    (`with` `scales` `at` $scales_offset^ `:` $scales)?
     (`quantized` `to` $quantized^)?
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
-    /// Bytes the weight occupies in its file (with a row selection, the
-    /// whole `rows_of` tensor).
+    /// Bytes the weight occupies in its file at `offset` (with a row
+    /// selection, the whole `rows_of` tensor; with separate scales, the
+    /// values alone).
     int64_t getSizeInBytes();
+    /// With separate scales, the bytes they occupy at `scales_offset`.
+    int64_t getScalesSizeInBytes();
     /// Whether the file's bytes are laid out otherwise than `type`
     /// (`transposed` or a row selection): moe-compile re-lays them out
     /// into the artifact's weights file.
-    bool hasLayout() { return getTransposed() || getRowsOf().has_value(); }
+    bool hasLayout() {
+      return getTransposed() || getRowsOf().has_value() ||
+             getScales().has_value();
+    }
     /// The tensor the file holds at `offset`: `type`, its transpose, or
     /// `rows_of`.
     ::mlir::RankedTensorType getStoredType() {

@@ -130,6 +130,14 @@ LogicalResult verifyWeightFiles(ModuleOp module) {
                << source.getName() << "': bytes [" << offset << ", "
                << offset + bytes << ") are beyond the end of " << path << " ("
                << size << " bytes)";
+      // Scales stored apart from the values (ONNX Runtime's QMoE).
+      uint64_t at = source.getScalesOffset().value_or(0),
+               scales = uint64_t(source.getScalesSizeInBytes());
+      if (at > size || scales > size - at)
+        return source.emitOpError("weight '")
+               << source.getName() << "': its scales at bytes [" << at << ", "
+               << at + scales << ") are beyond the end of " << path << " ("
+               << size << " bytes)";
       continue;
     }
     if (ggufs.count(path) || (!headers.count(path) && gguf::isGGUFFile(path))) {

@@ -1522,18 +1522,16 @@ Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
     return e;
   if (Error e = im.addWeight(dn3, dn3, {E, H, I}, *downGather, "down"))
     return e;
-  uint64_t bytes = uint64_t(bytesPerElement(im.weights[gu3].dtype));
-  uint64_t matrix = uint64_t(I) * uint64_t(H) * bytes;
-  uint64_t downBytes = uint64_t(bytesPerElement(im.weights[dn3].dtype)) *
-                       uint64_t(H) * uint64_t(I);
+  // Expert e's gate is rows [2eI, 2eI + I) of gate_up seen as [2EI, H], its
+  // up the next I rows; its down rows [eH, eH + H) of down as [EH, I].
   for (int64_t e = 0; e < E; ++e) {
     std::string idx = "[" + std::to_string(e) + "]";
     layer.gate.push_back(gu3 + idx + ".gate");
     layer.up.push_back(gu3 + idx + ".up");
     layer.down.push_back(dn3 + idx);
-    (void)im.addSlice(layer.gate.back(), gu3, 2 * e * matrix, {I, H});
-    (void)im.addSlice(layer.up.back(), gu3, (2 * e + 1) * matrix, {I, H});
-    (void)im.addSlice(layer.down.back(), dn3, e * downBytes, {H, I});
+    (void)im.addSlice(layer.gate.back(), gu3, 2 * e * I, {I, H});
+    (void)im.addSlice(layer.up.back(), gu3, (2 * e + 1) * I, {I, H});
+    (void)im.addSlice(layer.down.back(), dn3, e * H, {H, I});
   }
   im.weights.erase(gu3);
   im.weights.erase(dn3);

@@ -68,6 +68,9 @@ namespace raising {
 constexpr int64_t kMinIRVersion = 7, kMaxIRVersion = 11;
 /// Default-domain opsets whose ops used here mean what this file assumes.
 constexpr int64_t kMinOpset = 13, kMaxOpset = 23;
+/// TensorProto's UINT8 (QMoE's packed values), which wire::TensorProto
+/// does not name.
+constexpr int32_t kUInt8 = 2;
 /// Largest non-weight tensor read into memory (the RoPE caches, shapes).
 constexpr uint64_t kMaxValueBytes = uint64_t(256) << 20;
 
@@ -279,9 +282,14 @@ Expected<uint64_t> Importer::dataFileSize(StringRef location,
   return file->size();
 }
 
-Expected<WeightSource> Importer::weightSource(const wire::TensorProto &t) {
+Expected<WeightSource> Importer::weightSource(const wire::TensorProto &t,
+                                              bool uint8) {
   std::string name = printableText(t.name());
   std::optional<WeightDType> dtype = weightDType(t.data_type());
+  // Bytes: sized as one-byte elements here (the caller retypes them).
+  bool isBytes = uint8 && t.data_type() == kUInt8;
+  if (isBytes)
+    dtype = WeightDType::Q8_0;
   if (!dtype)
     return error(path + ": tensor '" + name + "' has element type " +
                  dataTypeName(t.data_type()) +
@@ -298,7 +306,8 @@ Expected<WeightSource> Importer::weightSource(const wire::TensorProto &t) {
     elements *= uint64_t(d);
     w.shape.push_back(d);
   }
-  uint64_t bytes = elements * uint64_t(bytesPerElement(*dtype));
+  uint64_t bytes =
+      elements * (isBytes ? uint64_t(1) : uint64_t(bytesPerElement(*dtype)));
   if (t.data_location() != wire::TensorProto::EXTERNAL)
     return error(
         path + ": tensor '" + name + "' is stored inside the .onnx file (" +
@@ -450,17 +459,62 @@ Error Importer::addWeight(const std::string &key, StringRef initializerName,
   return Error::success();
 }
 
+Error Importer::addQMoEWeight(StringRef name, StringRef scalesName,
+                              ArrayRef<int64_t> shape, int64_t bits,
+                              int64_t blockSize, const wire::NodeProto &by,
+                              StringRef role) {
+  const wire::TensorProto *t = initializer(name), *st = initializer(scalesName);
+  if (!t || !st)
+    return nodeError(by, "the " + role + " weight '" + printableText(name) +
+                             "' and its scales '" + printableText(scalesName) +
+                             "' must be initializers");
+  int64_t E = shape[0], N = shape[1], K = shape[2];
+  SmallVector<int64_t, 3> packed = {E, N, K * bits / 8};
+  SmallVector<int64_t, 3> scaleShape = {E, N};
+  if (blockSize)
+    scaleShape.push_back(K / blockSize);
+  if (t->data_type() != kUInt8 ||
+      ArrayRef<int64_t>(t->dims()) != ArrayRef<int64_t>(packed))
+    return nodeError(by, "the " + role + " weight '" + printableText(name) +
+                             "' must be UINT8 " + shapeText(packed) + " (" +
+                             Twine(bits) + "-bit values)");
+  if (ArrayRef<int64_t>(st->dims()) != ArrayRef<int64_t>(scaleShape))
+    return nodeError(by, "the " + role + " scales '" +
+                             printableText(scalesName) + "' must be " +
+                             shapeText(scaleShape));
+  // The scales are floats (weightSource checks them); the values bytes.
+  Expected<WeightSource> scales = weightSource(*st);
+  if (!scales)
+    return scales.takeError();
+  Expected<WeightSource> w = weightSource(*t, /*uint8=*/true);
+  if (!w)
+    return w.takeError();
+  w->dtype = bits == 8 ? WeightDType::Q8_0 : WeightDType::Q4_0;
+  w->shape.assign(shape.begin(), shape.end());
+  w->scalesPerRow = blockSize ? K / blockSize : 1;
+  w->scalesOffset = scales->offset;
+  w->scalesDType = scales->dtype;
+  weights[name] = *w;
+  return Error::success();
+}
+
 Error Importer::addSlice(const std::string &key, StringRef initializerName,
-                         uint64_t byteOffset, ArrayRef<int64_t> shape,
+                         int64_t firstRow, ArrayRef<int64_t> shape,
                          int64_t rowStart, int64_t rowStep, int64_t rowsOf) {
   // The stacked tensor was checked by the caller (addWeight).
   WeightSource w = weights.lookup(initializerName);
-  uint64_t elements = rowStep > 0 ? uint64_t(rowsOf) * uint64_t(shape[1]) : 1;
-  if (rowStep == 0)
-    for (int64_t d : shape)
-      elements *= uint64_t(d);
-  w.offset += byteOffset;
-  w.size = elements * uint64_t(bytesPerElement(w.dtype));
+  uint64_t cols = uint64_t(shape[1]), rowBytes, scaleRow = 0;
+  if (w.scalesPerRow > 0) {
+    rowBytes = cols * (w.dtype == WeightDType::Q8_0 ? 8 : 4) / 8;
+    scaleRow =
+        uint64_t(w.scalesPerRow) * uint64_t(bytesPerElement(w.scalesDType));
+  } else {
+    rowBytes = cols * uint64_t(bytesPerElement(w.dtype));
+  }
+  uint64_t rows = uint64_t(rowStep > 0 ? rowsOf : shape[0]);
+  w.offset += uint64_t(firstRow) * rowBytes;
+  w.scalesOffset += uint64_t(firstRow) * scaleRow;
+  w.size = rows * rowBytes;
   w.shape.assign(shape.begin(), shape.end());
   w.rowStart = rowStart;
   w.rowStep = rowStep;
@@ -814,14 +868,39 @@ Error Importer::matchAttention(const Norm &norm, std::string &out) {
 Error Importer::matchMoE(const Norm &norm, std::string &out) {
   const wire::NodeProto *moe = nullptr;
   for (const wire::NodeProto *c : consumers(norm.out))
-    if (is(*c, "MoE", "com.microsoft"))
+    if (is(*c, "MoE", "com.microsoft") || is(*c, "QMoE", "com.microsoft"))
       moe = c;
-    else if (is(*c, "QMoE", "com.microsoft"))
-      return nodeError(*c, "QMoE (quantised experts) is not raised yet");
   if (!moe)
-    return nodeError(*norm.node, "its output feeds no com.microsoft.MoE "
-                                 "(decomposed experts are not raised yet)");
+    return nodeError(*norm.node, "its output feeds no com.microsoft.MoE or "
+                                 "QMoE (decomposed experts are not raised "
+                                 "yet)");
   const wire::NodeProto &n = *moe;
+  // QMoE: each weight followed by its scales, so the inputs from fc1 on
+  // are fc1, fc1_scales, fc1_bias, fc2, fc2_scales, fc2_bias, fc3, ...
+  const bool quantised = is(n, "QMoE", "com.microsoft");
+  const int fc2In = quantised ? 5 : 4, fc3In = quantised ? 8 : 6;
+  const int inputs = quantised ? 11 : 8;
+  int64_t bits = 0, blockSize = 0;
+  if (quantised) {
+    // ONNX Runtime's symmetric blocks map exactly onto q8_0 / q4_0 (32
+    // values, an f16 scale) when each scale covers whole 32-value blocks:
+    // block_size a multiple of 32, or absent (one scale per row).
+    Expected<int64_t> b = intAttr(n, "expert_weight_bits", 4),
+                      bs = intAttr(n, "block_size", 0);
+    if (Error e = firstErrors(b, bs))
+      return e;
+    if (*b != 8 && *b != 4)
+      return nodeError(n, "attribute 'expert_weight_bits' is " + Twine(*b) +
+                              ": moe-compile converts 8-bit (q8_0) and 4-bit "
+                              "(q4_0) experts");
+    if (*bs < 0 || *bs % 32)
+      return nodeError(n, "attribute 'block_size' is " + Twine(*bs) +
+                              ": a q8_0 / q4_0 block has 32 values and one "
+                              "scale, so each scale must cover whole blocks "
+                              "(block_size a multiple of 32, or absent)");
+    bits = *b;
+    blockSize = *bs;
+  }
   Expected<int64_t> k = intAttr(n, "k", 1),
                     normalize = intAttr(n, "normalize_routing_weights", 0),
                     fusion = intAttr(n, "swiglu_fusion", 0),
@@ -837,7 +916,7 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
     return nodeError(n, "use_sparse_mixer is not supported");
   if (*normalize != 0 && *normalize != 1)
     return nodeError(n, "normalize_routing_weights must be 0 or 1");
-  bool hasFc3 = !input(n, 6).empty();
+  bool hasFc3 = !input(n, fc3In).empty();
   // fc1 holds gate and up: 1 interleaved (row 2i gate row i, 2i + 1 up row
   // i; re-laid out at compile time), 2 gate rows then up rows (in place).
   bool fused = *fusion == 1 || *fusion == 2;
@@ -849,11 +928,11 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
                             " is not supported: Mixtral's experts are "
                             "swiglu with swiglu_fusion = 1 or 2, or silu "
                             "with swiglu_fusion = 0 and fc3");
-  for (int i : {3, 5, 7})
+  for (int i : {fc2In - 1, fc3In - 1, inputs - 1})
     if (!input(n, i).empty())
       return nodeError(n, "expert biases (input " + Twine(i) +
                               ") are not supported");
-  for (int i = 8; i < n.input_size(); ++i)
+  for (int i = inputs; i < n.input_size(); ++i)
     if (!input(n, i).empty())
       return nodeError(n, "input " + Twine(i) + " is not supported");
   if (input(n, 0) != norm.out)
@@ -881,10 +960,20 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
       raise(*c);
     raise(*r);
   }
-  const wire::TensorProto *fc2 = initializer(input(n, 4));
+  const wire::TensorProto *fc2 = initializer(input(n, fc2In));
   if (!fc2 || fc2->dims_size() != 3)
-    return nodeError(n, "fc2 (input 4) must be an initializer [E, H, I]");
-  int64_t E = fc2->dims(0), I = fc2->dims(2);
+    return nodeError(n, "fc2 (input " + Twine(fc2In) +
+                            ") must be an initializer [E, H, I]" +
+                            (quantised ? " (I packed)" : ""));
+  int64_t E = fc2->dims(0),
+          I = quantised ? fc2->dims(2) * 8 / bits : fc2->dims(2);
+  if (quantised &&
+      (I % 32 || spec.hiddenSize % 32 ||
+       (blockSize && (I % blockSize || spec.hiddenSize % blockSize))))
+    return nodeError(n, "attribute 'block_size' " + Twine(blockSize) +
+                            " must divide hidden size " +
+                            Twine(spec.hiddenSize) + " and expert size " +
+                            Twine(I) + ", both multiples of 32");
   int64_t l = int64_t(layers.size()) - 1;
   if (l == 0) {
     spec.numExperts = E;
@@ -903,44 +992,44 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
   if (Error e = addLinear(layer.router = router->weight, *router, {E, H},
                           *producer(input(n, 1)), "router"))
     return e;
-  std::string fc1Name = input(n, 2).str(), fc2Name = input(n, 4).str();
-  if (Error e =
-          addWeight(fc1Name, fc1Name, {E, fused ? 2 * I : I, H}, n, "fc1"))
+  std::string fc1Name = input(n, 2).str(), fc2Name = input(n, fc2In).str();
+  std::string fc3Name = hasFc3 ? input(n, fc3In).str() : "";
+  // The stacked tensors: QMoE's with their scales (the input after each).
+  auto stacked = [&](const std::string &name, int in, ArrayRef<int64_t> shape,
+                     StringRef role) {
+    return quantised ? addQMoEWeight(name, input(n, in + 1), shape, bits,
+                                     blockSize, n, role)
+                     : addWeight(name, name, shape, n, role);
+  };
+  if (Error e = stacked(fc1Name, 2, {E, fused ? 2 * I : I, H}, "fc1"))
     return e;
-  if (Error e = addWeight(fc2Name, fc2Name, {E, H, I}, n, "fc2"))
+  if (Error e = stacked(fc2Name, fc2In, {E, H, I}, "fc2"))
     return e;
-  std::string fc3Name = hasFc3 ? input(n, 6).str() : "";
   if (hasFc3)
-    if (Error e = addWeight(fc3Name, fc3Name, {E, I, H}, n, "fc3"))
+    if (Error e = stacked(fc3Name, fc3In, {E, I, H}, "fc3"))
       return e;
-  uint64_t bytes = uint64_t(bytesPerElement(weights[fc1Name].dtype));
-  uint64_t matrix = uint64_t(I) * uint64_t(H) * bytes;
   for (int64_t e = 0; e < E; ++e) {
     std::string idx = "[" + std::to_string(e) + "]";
     if (*fusion == 1) {
       // Expert e's [2I, H] block: gate rows 0, 2, ..., up rows 1, 3, ...
       layer.gate.push_back(fc1Name + idx + ".gate");
       layer.up.push_back(fc1Name + idx + ".up");
-      (void)addSlice(layer.gate.back(), fc1Name, 2 * e * matrix, {I, H}, 0, 2,
+      (void)addSlice(layer.gate.back(), fc1Name, 2 * e * I, {I, H}, 0, 2,
                      2 * I);
-      (void)addSlice(layer.up.back(), fc1Name, 2 * e * matrix, {I, H}, 1, 2,
-                     2 * I);
+      (void)addSlice(layer.up.back(), fc1Name, 2 * e * I, {I, H}, 1, 2, 2 * I);
     } else if (*fusion == 2) {
       layer.gate.push_back(fc1Name + idx + ".gate");
       layer.up.push_back(fc1Name + idx + ".up");
-      (void)addSlice(layer.gate.back(), fc1Name, 2 * e * matrix, {I, H});
-      (void)addSlice(layer.up.back(), fc1Name, (2 * e + 1) * matrix, {I, H});
+      (void)addSlice(layer.gate.back(), fc1Name, 2 * e * I, {I, H});
+      (void)addSlice(layer.up.back(), fc1Name, (2 * e + 1) * I, {I, H});
     } else {
       layer.gate.push_back(fc1Name + idx);
       layer.up.push_back(fc3Name + idx);
-      (void)addSlice(layer.gate.back(), fc1Name, e * matrix, {I, H});
-      (void)addSlice(layer.up.back(), fc3Name, e * matrix, {I, H});
+      (void)addSlice(layer.gate.back(), fc1Name, e * I, {I, H});
+      (void)addSlice(layer.up.back(), fc3Name, e * I, {I, H});
     }
     layer.down.push_back(fc2Name + idx);
-    (void)addSlice(layer.down.back(), fc2Name,
-                   e * uint64_t(H) * uint64_t(I) *
-                       uint64_t(bytesPerElement(weights[fc2Name].dtype)),
-                   {H, I});
+    (void)addSlice(layer.down.back(), fc2Name, e * H, {H, I});
   }
   // The stacked tensors themselves are not weights of the module.
   weights.erase(fc1Name);

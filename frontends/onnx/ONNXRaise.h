@@ -66,7 +66,9 @@ public:
 private:
   // --- Tensors --------------------------------------------------------------
   /// Where initializer `name`'s bytes are, checked (external data only).
-  Expected<WeightSource> weightSource(const wire::TensorProto &t);
+  /// With `uint8`, a UINT8 tensor (QMoE's values) is taken too.
+  Expected<WeightSource> weightSource(const wire::TensorProto &t,
+                                      bool uint8 = false);
   /// The FLOAT tensor's values (inline or external), for the RoPE caches.
   Expected<std::vector<float>> floatValues(const wire::TensorProto &t);
   /// An INT64 tensor's values (inline only), for shapes.
@@ -161,12 +163,19 @@ private:
                   StringRef role) {
     return addWeight(key, lin.weight, shape, by, role, lin.transposed);
   }
-  /// The rows [byteOffset / row bytes, ...) of the stacked weight
-  /// `initializerName` (checked by addWeight) as the weight `key` of
-  /// `shape`: contiguous (rowStep 0) or rows rowStart, rowStart + rowStep,
-  /// ... of `rowsOf` rows there.
+  /// Records QMoE's stacked expert weight `name` (UINT8 [E, N, K * bits /
+  /// 8], offset-binary) and its `scalesName` ([E, N], or [E, N, K /
+  /// blockSize]) as the weight `name` of `shape` [E, N, K] in `bits`-bit
+  /// blocks, checking both.
+  Error addQMoEWeight(StringRef name, StringRef scalesName,
+                      ArrayRef<int64_t> shape, int64_t bits, int64_t blockSize,
+                      const wire::NodeProto &by, StringRef role);
+  /// The rows of the stacked weight `initializerName` (checked by addWeight
+  /// or addQMoEWeight), seen as [rows, cols], from row `firstRow` on, as
+  /// the weight `key` of `shape`: contiguous (rowStep 0) or rows rowStart,
+  /// rowStart + rowStep, ... of `rowsOf` rows there.
   Error addSlice(const std::string &key, StringRef initializerName,
-                 uint64_t byteOffset, ArrayRef<int64_t> shape,
+                 int64_t firstRow, ArrayRef<int64_t> shape,
                  int64_t rowStart = 0, int64_t rowStep = 0, int64_t rowsOf = 0);
 
   StringRef path, dir;

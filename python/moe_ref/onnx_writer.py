@@ -24,6 +24,12 @@ shape, docs/frontends.md), batch 1:
   "fc3" (swiglu_fusion = 0, activation silu: fc1 = w1, fc3 = w3) or
   "interleaved" (swiglu_fusion = 1: rows 2i gate, 2i + 1 up; what ORT's CPU
   kernel runs); fc2 = w2 [E, H, I].
+* `qmoe` "q8_0" or "q4_0": the experts as `com.microsoft.QMoE` instead
+  (expert_weight_bits 8 or 4, block_size 32): each expert matrix quantised
+  by moe_ref.quant (llama.cpp's blocks) and stored as ONNX Runtime holds
+  them, UINT8 offset-binary values (4-bit: two per byte, the low nibble
+  first) and float32 scales [E, N, K / 32] (f16 values, so that the blocks
+  convert back exactly).
 
 Every initializer is saved as external data in one file (`data`, beside
 the model), with size_threshold 0, so that nothing is inline.
@@ -46,8 +52,26 @@ def rope_cache(d, theta, max_positions):
     return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
 
 
+def ort_blocks(w, fmt):
+    """float [N, K] -> ONNX Runtime QMoE's (UINT8 [N, K * bits / 8], float32
+    scales [N, K / 32]) of the same blocks as moe_ref.quant's `fmt`."""
+    from . import quant
+
+    b = quant.quantize(w, fmt)
+    n, nb = w.shape[0], w.shape[1] // 32
+    b = b.reshape(n, nb, -1)
+    d = np.ascontiguousarray(b[..., :2]).view(np.float16)[..., 0].astype(np.float32)
+    if fmt == "q8_0":
+        u = (b[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8).reshape(n, -1)
+    else:
+        qs = b[..., 2:]  # values j (low nibble) and j + 16 (high) in byte j
+        vals = np.concatenate([qs & 0xF, qs >> 4], axis=-1).reshape(n, -1)
+        u = (vals[:, 0::2] | (vals[:, 1::2] << 4)).astype(np.uint8)
+    return u, d
+
+
 def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32",
-                rotary="gqa", layout="in-out"):
+                rotary="gqa", layout="in-out", qmoe=None):
     """The onnx.ModelProto (initializers inline, not yet saved); weights
     stored as `wtype` (f32 or f16; the RoPE caches stay float32); RoPE in
     GroupQueryAttention (`rotary` "gqa") or in com.microsoft.RotaryEmbedding
@@ -143,10 +167,18 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
         w1 = np.stack([w[ex + f"{e}.w1.weight"] for e in range(E)])
         w2 = np.stack([w[ex + f"{e}.w2.weight"] for e in range(E)])
         w3 = np.stack([w[ex + f"{e}.w3.weight"] for e in range(E)])
-        fc2 = init(p + "moe.fc2", w2)
+        def experts(name, stacked):
+            """The stacked experts as inputs: [weight] or QMoE's [values, scales]."""
+            if not qmoe:
+                return [init(name, stacked)]
+            pairs = [ort_blocks(m, qmoe) for m in stacked]
+            return [init(name, np.stack([u for u, _ in pairs]), np.uint8),
+                    init(name + ".scales", np.stack([d for _, d in pairs]), np.float32)]
+
+        fc2 = experts(p + "moe.fc2", w2)
         if fusion == "fc3":
-            fc1, fc3 = init(p + "moe.fc1", w1), init(p + "moe.fc3", w3)
-            ins = [x, logits, fc1, "", fc2, "", fc3]
+            fc1, fc3 = experts(p + "moe.fc1", w1), experts(p + "moe.fc3", w3)
+            mats = [fc1, fc2, fc3]
             attrs = dict(activation_type="silu", swiglu_fusion=0)
         else:
             if fusion == "concat":
@@ -154,10 +186,16 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
             else:
                 both = np.empty((E, 2 * I, H), np.float32)
                 both[:, 0::2], both[:, 1::2] = w1, w3
-            ins = [x, logits, init(p + "moe.fc1", both), "", fc2]
+            mats = [experts(p + "moe.fc1", both), fc2]
             attrs = dict(activation_type="swiglu", swiglu_fusion=1 if fusion == "interleaved" else 2)
-        y = node("MoE", ins, [t + "/moe/out"], t + "/moe/MoE", domain="com.microsoft", k=K,
-                 normalize_routing_weights=1, **attrs)
+        ins = [x, logits]
+        for m in mats:  # each with its (absent) bias
+            ins += m + [""]
+        ins = ins[:-1]
+        if qmoe:
+            attrs.update(expert_weight_bits=8 if qmoe == "q8_0" else 4, block_size=32)
+        y = node("QMoE" if qmoe else "MoE", ins, [t + "/moe/out"], t + "/moe/MoE",
+                 domain="com.microsoft", k=K, normalize_routing_weights=1, **attrs)
         h = node("Add", [h, y], [t + "/moe_residual/out"], t + "/moe_residual")
     init("model.norm.weight", w["model.norm.weight"])
     x = norm(h, "model.norm.weight", "/model/norm")
@@ -174,12 +212,12 @@ def build_model(model_dir, fusion="concat", ir_version=10, opset=21, wtype="f32"
 
 
 def write_onnx(model_dir, out, fusion="concat", data=None, ir_version=10, opset=21,
-               wtype="f32", rotary="gqa", layout="in-out"):
+               wtype="f32", rotary="gqa", layout="in-out", qmoe=None):
     """Writes MODEL_DIR as `out` (an .onnx file) with every initializer in
     one external data file `data` (default: `<out's name>.data`) beside it."""
     import onnx
 
-    m = build_model(model_dir, fusion, ir_version, opset, wtype, rotary, layout)
+    m = build_model(model_dir, fusion, ir_version, opset, wtype, rotary, layout, qmoe)
     data = data or os.path.basename(out) + ".data"
     path = os.path.join(os.path.dirname(os.path.abspath(out)), data)
     if os.path.exists(path):
@@ -222,9 +260,11 @@ def main(argv=None):
     p.add_argument("--linear-layout", choices=LAYOUTS, default="in-out",
                    help="linear weights stored [in, out] (MatMul(x, W), what exporters "
                         "write) or [out, in] (MatMul(x, Transpose(W)))")
+    p.add_argument("--qmoe", choices=["q8_0", "q4_0"],
+                   help="the experts as com.microsoft.QMoE, 8-bit or 4-bit, block_size 32")
     a = p.parse_args(argv)
     write_onnx(a.model_dir, a.out, a.fusion, a.data, wtype=a.wtype, rotary=a.rotary,
-               layout=a.linear_layout)
+               layout=a.linear_layout, qmoe=a.qmoe)
 
 
 if __name__ == "__main__":

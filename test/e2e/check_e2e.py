@@ -5,7 +5,7 @@
         [--target cpu|cuda|cuda-emu ...] [--compare-cpu] [--stage all|build|run]
         [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
         [--onnx concat|fc3|interleaved [--onnx-rotary gqa|separate]
-         [--onnx-layout in-out|out-in] [--ort]]
+         [--onnx-layout in-out|out-in] [--onnx-qmoe q8_0|q4_0] [--ort]]
         [--onnx-torch GRAPH.onnx [--ort]]
         [generator options: --preset --dtype --seed --shards --set K=V
          --rope-form v4|v5 --rope-scaling JSON ...] [--require-rope-effect]
@@ -141,6 +141,11 @@ def main():
     p.add_argument("--onnx-torch", metavar="GRAPH",
                    help="compile GRAPH (a torch.onnx.export graph of the generated "
                         "model, its data rebuilt from the sidecar GRAPH.json)")
+    p.add_argument("--onnx-qmoe", choices=["q8_0", "q4_0"],
+                   help="with --onnx: the experts as com.microsoft.QMoE (8 or 4 bits, "
+                        "block_size 32), which moe-compile converts to q8_0 / q4_0 blocks "
+                        "exactly; the reference computes with the experts quantised and "
+                        "dequantised by moe_ref.quant, as with --quantize-only experts")
     p.add_argument("--ort", action="store_true",
                    help="with --onnx: also run onnxruntime's CPU provider on the "
                         "graph with fc1's gate and up rows interleaved (swiglu_fusion 1, "
@@ -181,14 +186,19 @@ def main():
         p.error("--onnx and --onnx-torch exclude each other")
     if args.ort and not (args.onnx or args.onnx_torch):
         p.error("--ort needs --onnx or --onnx-torch")
+    if args.onnx_qmoe and not args.onnx:
+        p.error("--onnx-qmoe needs --onnx")
+    # What the reference quantises: --quantize's weights, or QMoE's experts.
+    ref_quant = args.quantize or args.onnx_qmoe
+    ref_only = "experts" if args.onnx_qmoe else (args.quantize_only or "all")
     # Block formats in the GGUF file (a float type keeps every weight float).
     gguf_blocks = args.gguf not in (None, "f32", "f16", "bf16")
     # The CPU kernels' int8 activations (see above); the CUDA ones dequantise.
-    cpu_int8 = (args.quantize is not None or gguf_blocks) and args.target == "cpu"
+    cpu_int8 = (ref_quant is not None or gguf_blocks) and args.target == "cpu"
     if args.max_batch_tokens is None:
         args.max_batch_tokens = 1 if cpu_int8 else 0
     if args.tol is None:
-        args.tol = 5e-3 if args.quantize or gguf_blocks else 1e-4
+        args.tol = 5e-3 if ref_quant or gguf_blocks else 1e-4
 
     os.makedirs(args.work, exist_ok=True)
     model = os.path.join(args.work, "model")
@@ -216,7 +226,8 @@ def main():
             from moe_ref import onnx_writer
             onnx_writer.write_onnx(model, onnx_path, args.onnx,
                                    wtype="f16" if args.dtype == "f16" else "f32",
-                                   rotary=args.onnx_rotary, layout=args.onnx_layout)
+                                   rotary=args.onnx_rotary, layout=args.onnx_layout,
+                                   qmoe=args.onnx_qmoe)
     quant_flags = []
     if args.quantize:
         quant_flags.append(f"--quantize={args.quantize}")
@@ -296,7 +307,7 @@ def main():
     if gguf_path:
         from moe_ref import gguf_writer
         gguf_weights, blocks = gguf_writer.read_hf_weights(gguf_path, ref_config(model))
-    ref = Reference(model, quantize=args.quantize, quantize_only=args.quantize_only or "all",
+    ref = Reference(model, quantize=ref_quant, quantize_only=ref_only,
                     int8_activations=cpu_int8 and args.max_batch_tokens == 1,
                     weights=gguf_weights, blocks=blocks)
     if args.no_renormalize:
@@ -335,9 +346,8 @@ def main():
 
     if cpu_int8:
         _, full = run_binary(0, os.path.join(args.work, "prefill.npy"))
-        plain = Reference(model, quantize=args.quantize,
-                          quantize_only=args.quantize_only or "all", weights=gguf_weights,
-                          blocks=blocks).prefill(prompt)[0]
+        plain = Reference(model, quantize=ref_quant, quantize_only=ref_only,
+                          weights=gguf_weights, blocks=blocks).prefill(prompt)[0]
         for i, (row, want) in enumerate(zip(full, plain)):
             err, scale = float(np.max(np.abs(row - want))), float(np.max(np.abs(want)))
             if err > args.quant_prefill_tol * scale:
@@ -399,9 +409,16 @@ def main():
             twin = os.path.join(args.work, "model-interleaved-twin.onnx")
             onnx_writer.write_onnx(model, twin, "interleaved", rotary=args.onnx_rotary)
         ort = onnx_writer.run_ort(twin, prompt)
-        vs_bin = float(np.max(np.abs(ort - logits[:len(prompt)])) / np.max(np.abs(ort)))
-        vs_ref = float(np.max(np.abs(ort - expected[:len(prompt)])) / np.max(np.abs(expected[:len(prompt)])))
-        if vs_bin > args.tol or vs_ref > args.tol:
+        # With QMoE, onnxruntime computes with float activations: it is held
+        # against the reference without the int8 rounding (the same
+        # weights, so the float tolerance), and the binary's default-chunk
+        # prompt rows against it at the prefill tolerance.
+        bin_rows = full[:len(prompt)] if args.onnx_qmoe else logits[:len(prompt)]
+        ref_rows = plain if args.onnx_qmoe else expected[:len(prompt)]
+        vs_bin = float(np.max(np.abs(ort - bin_rows)) / np.max(np.abs(ort)))
+        vs_ref = float(np.max(np.abs(ort - ref_rows)) / np.max(np.abs(ref_rows)))
+        if vs_bin > (args.quant_prefill_tol if args.onnx_qmoe else args.tol) or \
+                vs_ref > (1e-4 if args.onnx_qmoe else args.tol):
             sys.exit(f"onnxruntime's prompt rows differ: from the binary's by {vs_bin:.3e}, "
                      f"from the reference's by {vs_ref:.3e} (relative)")
         what = "same file" if twin == onnx_path else "interleaved twin"
@@ -412,6 +429,7 @@ def main():
         weights = (f" from a torch.onnx.export graph ({os.path.basename(args.onnx_torch)})")
     elif onnx_path:
         weights = (f" from an ONNX graph ({args.onnx}, {args.onnx_layout}, "
+                   f"{'QMoE ' + args.onnx_qmoe + ', ' if args.onnx_qmoe else ''}"
                    f"{'f16' if args.dtype == 'f16' else 'f32'}"
                    f"{', RotaryEmbedding' if args.onnx_rotary == 'separate' else ''})")
     if gguf_path:

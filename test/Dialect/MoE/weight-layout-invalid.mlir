@@ -71,6 +71,34 @@ moe.weight_source "w" in artifact "m.bin.weights.safetensors" at 96 : tensor<64x
 
 // -----
 
+// Values and scales apart (ONNX Runtime's QMoE): q8_0 or q4_0 blocks, each
+// scale over whole 32-value blocks of its row.
+// expected-error @below {{'moe.weight_source' op weight 'w' with separate scales must be a rank-2 q8_0 or q4_0 tensor, not transposed, got 'tensor<64x64x!moe.quant<q4_1>>'}}
+moe.weight_source "w" in "m.onnx.data" at 0 : tensor<64x64x!moe.quant<q4_1>> with scales at 4096 : tensor<64x2xf16>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op weight 'w' with separate scales must be a rank-2 q8_0 or q4_0 tensor, not transposed, got 'tensor<64x64xf32>'}}
+moe.weight_source "w" in "m.onnx.data" at 0 : tensor<64x64xf32> with scales at 4096 : tensor<64x2xf16>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op weight 'w': its scales 'tensor<64x4xf16>' must be [64, B] floats, B dividing its 64 columns into groups of a multiple of 32}}
+moe.weight_source "w" in "m.onnx.data" at 0 : tensor<64x64x!moe.quant<q8_0>> with scales at 4096 : tensor<64x4xf16>
+
+// -----
+
+// One scale row per stored row: the row selection's tensor has 256.
+// expected-error @below {{'moe.weight_source' op weight 'w': its scales 'tensor<128x2xf32>' must be [256, B] floats, B dividing its 64 columns into groups of a multiple of 32}}
+moe.weight_source "w" in "m.onnx.data" at 0 : tensor<128x64x!moe.quant<q8_0>> rows 0 step 2 of tensor<256x64x!moe.quant<q8_0>> with scales at 16384 : tensor<128x2xf32>
+
+// -----
+
+// expected-error @below {{'moe.weight_source' op scales offset 4098 of weight 'w' is not a multiple of their element size (4 bytes)}}
+moe.weight_source "w" in "m.onnx.data" at 0 : tensor<64x64x!moe.quant<q8_0>> with scales at 4098 : tensor<64x2xf32>
+
+// -----
+
 // The range a row selection reads (the whole `of` tensor) must end below
 // 2^63 bytes.
 // expected-error @below {{'moe.weight_source' op weight 'w' ends beyond 2^63 bytes}}

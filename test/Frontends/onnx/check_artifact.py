@@ -10,6 +10,10 @@ Each tensor of the file must be, byte for byte:
     rows 0, 2, 4, ... / 1, 3, 5, ... of FC1[e];
   * `FC[e]` (an expert's slice, quantised only): FC[e]; any other
     initializer (quantised only): itself;
+  * of a com.microsoft.QMoE (UINT8 values, FC.scales): the same rows as
+    q8_0 / q4_0 blocks, rebuilt here from ONNX Runtime's layout (the f16
+    scale; q8_0 values u - 128; q4_0 nibbles c in byte c / 2, low first,
+    become byte j = values j | j + 16 << 4);
 and a U8 tensor (with --quantize FMT) that matrix quantised by moe_ref.quant
 (llama.cpp's blocks). Prints one line with the counts.
 """
@@ -44,13 +48,52 @@ def main():
     m = onnx.load(a.model, load_external_data=True)
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     matmul_b = {n.input[1] for n in m.graph.node if n.op_type == "MatMul"}
-    interleaved = {n.input[2] for n in m.graph.node if n.op_type == "MoE" and any(
+    interleaved = {n.input[2] for n in m.graph.node if n.op_type in ("MoE", "QMoE") and any(
         x.name == "swiglu_fusion" and x.i == 1 for x in n.attribute)}
+    qmoe = {}  # values -> (scales, bits)
+    for n in m.graph.node:
+        if n.op_type == "QMoE":
+            bits = next((x.i for x in n.attribute if x.name == "expert_weight_bits"), 4)
+            for i in (2, 5, 8):
+                if i < len(n.input) and n.input[i]:
+                    qmoe[n.input[i]] = (n.input[i + 1], bits)
 
     header, base = safetensors.read_header(a.weights)
     raw = np.fromfile(a.weights, dtype=np.uint8)
-    counts = {"transposed": 0, "interleaved rows": 0, "as stored": 0, "quantised": 0}
+    counts = {"transposed": 0, "interleaved rows": 0, "as stored": 0, "quantised": 0,
+              "QMoE": 0}
     for name, info in header.items():
+        g = re.fullmatch(r"(.*)\[(\d+)\](\.gate|\.up)?", name)
+        if g and g[1] in qmoe:
+            scales, bits = qmoe[g[1]]
+            e, part = int(g[2]), g[3]
+            u, d = inits[g[1]][e], inits[scales][e]  # [N, K * bits / 8], [N, B]
+            if part:
+                rows = slice(0 if part == ".gate" else 1, None, 2) if g[1] in interleaved \
+                    else slice(0, u.shape[0] // 2) if part == ".gate" else slice(u.shape[0] // 2, None)
+                u, d = u[rows], d[rows]
+            n = u.shape[0]
+            k = u.shape[1] * 8 // bits
+            if d.ndim == 1:
+                d = d[:, None]
+            block_scale = np.repeat(d.astype(np.float32), k // 32 // d.shape[1], axis=1)
+            h = block_scale.astype(np.float16)
+            if not np.array_equal(h.astype(np.float32), block_scale):
+                sys.exit(f"{name}: a scale is not an f16 value")
+            if bits == 8:
+                vals = (u.astype(np.int16) - 128).astype(np.int8).view(np.uint8).reshape(n, -1, 32)
+            else:
+                nib = np.stack([u & 0xF, u >> 4], axis=-1).reshape(n, -1, 32)  # value c
+                vals = (nib[..., :16] | (nib[..., 16:] << 4)).astype(np.uint8)
+            want = np.concatenate([h.view(np.uint8).reshape(n, -1, 2), vals], axis=-1).reshape(n, -1)
+            begin, end = info["data_offsets"]
+            if info["dtype"] != "U8" or list(info["shape"]) != list(want.shape):
+                sys.exit(f"{name}: {info['dtype']} {info['shape']} in the file, expected U8 "
+                         f"{list(want.shape)}")
+            if not np.array_equal(raw[base + begin: base + end], want.reshape(-1)):
+                sys.exit(f"{name}: the bytes differ from the QMoE blocks'")
+            counts["QMoE"] += 1
+            continue
         if name in inits:
             w = inits[name]
             kind = "transposed" if name in matmul_b else "as stored"

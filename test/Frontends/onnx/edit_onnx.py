@@ -30,6 +30,11 @@ the edit says otherwise):
                           that takes it [in, out])
   head-embedding          the lm_head is MatMul(x, embed_tokens): the table
                           [vocab, hidden] itself, not its transpose
+  qmoe-attr F KEY VALUE   the experts as QMoE (onnx_writer --qmoe F,
+                          interleaved), the first layer's with integer
+                          attribute KEY = VALUE
+  qmoe-scale VALUE        the experts as QMoE q8_0 (interleaved), the first
+                          scale of the first layer's fc2 (float32) VALUE
   attr NAME KEY VALUE     node NAME's integer attribute KEY is VALUE
   decomposed-norm         the first layer's input norm as torch.onnx.export
                           writes RMSNorm: Pow, ReduceMean, Add, Sqrt,
@@ -68,7 +73,10 @@ def main():
     if edit == "torch":
         return edit_torch(model_dir, out, args[0], args[1], args[2:])
     fusion = args[0] if edit == "fusion" else "concat"
-    onnx_writer.write_onnx(model_dir, out, fusion)
+    qmoe = args[0] if edit == "qmoe-attr" else "q8_0" if edit == "qmoe-scale" else None
+    onnx_writer.write_onnx(model_dir, out, "interleaved" if qmoe else fusion, qmoe=qmoe)
+    if edit == "qmoe-attr":
+        edit, args = "attr", ["/model/layers.0/moe/MoE"] + args[1:]
     if edit in ("none", "fusion"):
         return
     data = out + ".data"
@@ -136,6 +144,13 @@ def main():
         dims = list(inits[args[0]].dims)
         del inits[args[0]].dims[:]
         inits[args[0]].dims.extend(dims[::-1])
+    elif edit == "qmoe-scale":
+        t = inits["model.layers.0.moe.fc2.scales"]
+        at = int(next(kv.value for kv in t.external_data if kv.key == "offset"))
+        with open(data, "r+b") as f:
+            f.seek(at)
+            f.write(np.array([float(args[0])], np.float32).tobytes())
+        return
     elif edit == "head-embedding":
         nodes["/lm_head/MatMul"].input[1] = "model.embed_tokens.weight"
     elif edit == "attr":
