@@ -29,6 +29,10 @@
 // Every node must be part of that pattern: a node left over is an error
 // naming it, never a silent fallback.
 //
+// A graph whose embedding feeds a Pow (a decomposed RMS norm) is
+// torch.onnx.export's decomposed graph instead, raised by
+// ONNXDecomposed.cpp into the same ModelSpec.
+//
 // Weights are mapped in place when stored as the dialect takes them
 // ([out, in], an expert's rows contiguous). A weight stored [in, out] (what
 // exporters write for MatMul(x, W)) becomes a `transposed` source, and an
@@ -42,6 +46,7 @@
 #include "frontends/InputFiles.h"
 #include "frontends/ModelSpec.h"
 #include "frontends/onnx/ONNXProto.h"
+#include "frontends/onnx/ONNXRaise.h"
 
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringMap.h"
@@ -57,7 +62,7 @@ using namespace llvm;
 
 namespace mlir::moe::onnxfe {
 
-namespace {
+namespace raising {
 
 /// IR versions read: 7 (opset 13's) to 11 (onnx 1.19's).
 constexpr int64_t kMinIRVersion = 7, kMaxIRVersion = 11;
@@ -75,13 +80,6 @@ Error error(const Twine &message) {
 
 Error error(const formatv_object_base &message) {
   return error(Twine(message.str()));
-}
-
-/// The errors of the Expected values `xs`, joined (success when none).
-template <typename... Ts> Error firstErrors(Ts &...xs) {
-  Error out = Error::success();
-  ((out = joinErrors(std::move(out), xs.takeError())), ...);
-  return out;
 }
 
 std::string shapeText(ArrayRef<int64_t> shape) {
@@ -185,144 +183,6 @@ double shortestDecimal(float f) {
   }
   return double(f);
 }
-
-class Importer {
-public:
-  Importer(StringRef path, StringRef dir, const wire::ModelProto &model)
-      : path(path), dir(dir), model(model), graph(model.graph()) {}
-
-  Error run(RaisedModel &out);
-
-private:
-  // --- Tensors --------------------------------------------------------------
-  /// Where initializer `name`'s bytes are, checked (external data only).
-  /// With `uint8`, a UINT8 tensor (QMoE's values) is taken too.
-  Expected<WeightSource> weightSource(const wire::TensorProto &t,
-                                      bool uint8 = false);
-  /// The FLOAT tensor's values (inline or external), for the RoPE caches.
-  Expected<std::vector<float>> floatValues(const wire::TensorProto &t);
-  /// An INT64 tensor's values (inline only), for shapes.
-  Expected<std::vector<int64_t>> intValues(const wire::TensorProto &t);
-  Expected<uint64_t> dataFileSize(StringRef location, StringRef tensor);
-  /// The initializer (or Constant node's value) named `value`, or null.
-  const wire::TensorProto *constant(StringRef value) const;
-  const wire::TensorProto *initializer(StringRef value) const {
-    auto it = initializers.find(value);
-    return it == initializers.end() ? nullptr : it->second;
-  }
-
-  // --- Nodes ----------------------------------------------------------------
-  Error nodeError(const wire::NodeProto &n, const Twine &message) const;
-  std::string nodeName(const wire::NodeProto &n) const;
-  bool is(const wire::NodeProto &n, StringRef op, StringRef domain = "") const {
-    StringRef d = n.domain();
-    if (d == "ai.onnx")
-      d = "";
-    return n.op_type() == op && d == domain;
-  }
-  const wire::NodeProto *producer(StringRef value) const {
-    auto it = producers.find(value);
-    return it == producers.end() ? nullptr : &graph.node(it->second);
-  }
-  std::vector<const wire::NodeProto *> consumers(StringRef value) const {
-    std::vector<const wire::NodeProto *> out;
-    auto it = consumerMap.find(value);
-    if (it != consumerMap.end())
-      for (int i : it->second)
-        out.push_back(&graph.node(i));
-    return out;
-  }
-  void raise(const wire::NodeProto &n) { raised.insert(&n); }
-  const wire::AttributeProto *attr(const wire::NodeProto &n,
-                                   StringRef name) const {
-    for (const wire::AttributeProto &a : n.attribute())
-      if (a.name() == name)
-        return &a;
-    return nullptr;
-  }
-  Expected<int64_t> intAttr(const wire::NodeProto &n, StringRef name,
-                            std::optional<int64_t> dflt) const;
-  Expected<float> floatAttr(const wire::NodeProto &n, StringRef name,
-                            std::optional<float> dflt) const;
-  Expected<std::string> stringAttr(const wire::NodeProto &n, StringRef name,
-                                   std::optional<StringRef> dflt) const;
-  /// Input `i` of `n`, or "" when absent.
-  static StringRef input(const wire::NodeProto &n, int i) {
-    return i < n.input_size() ? StringRef(n.input(i)) : StringRef();
-  }
-
-  // --- Patterns -------------------------------------------------------------
-  struct Linear {
-    std::string x, weight;
-    /// The weight initializer is stored [in, out] (MatMul's B, Gemm with
-    /// transB = 0), not [out, in].
-    bool transposed = false;
-  };
-  /// `value` as the output of a linear layer.
-  Expected<Linear> matchLinear(StringRef value, StringRef what);
-  struct Norm {
-    std::string x, out, weight;
-    const wire::NodeProto *node;
-  };
-  /// The RMS norm among `value`'s consumers.
-  Expected<Norm> matchNorm(StringRef value, StringRef what);
-  /// The one Add of `a` and `b` (either order).
-  Expected<std::string> matchAdd(StringRef a, StringRef b, StringRef what);
-  Error matchLayer(StringRef h, std::string &next);
-  Error matchAttention(const Norm &norm, std::string &out);
-  Error matchMoE(const Norm &norm, std::string &out);
-  /// Checks the RoPE tables `cosName`, `sinName` of `by`.
-  Error checkRope(const wire::NodeProto &by, StringRef cosName,
-                  StringRef sinName);
-
-  /// Records initializer `name` as the weight `key` (for the manifest),
-  /// checking its shape: `shape` itself, or with `transposed` its
-  /// transpose (the weight is then re-laid out at compile time).
-  Error addWeight(const std::string &key, StringRef initializerName,
-                  ArrayRef<int64_t> shape, const wire::NodeProto &by,
-                  StringRef role, bool transposed = false);
-  /// The linear layer `lin`'s weight as `key`, [out, in] = `shape`.
-  Error addLinear(const std::string &key, const Linear &lin,
-                  ArrayRef<int64_t> shape, const wire::NodeProto &by,
-                  StringRef role) {
-    return addWeight(key, lin.weight, shape, by, role, lin.transposed);
-  }
-  /// Records QMoE's stacked expert weight `name` (UINT8 [E, N, K * bits /
-  /// 8], offset-binary) and its `scalesName` ([E, N], or [E, N, K /
-  /// blockSize]) as the weight `name` of `shape` [E, N, K] in `bits`-bit
-  /// blocks, checking both.
-  Error addQMoEWeight(StringRef name, StringRef scalesName,
-                      ArrayRef<int64_t> shape, int64_t bits, int64_t blockSize,
-                      const wire::NodeProto &by, StringRef role);
-  /// The rows of the stacked weight `initializerName` (checked by addWeight
-  /// or addQMoEWeight), seen as [rows, cols], from row `firstRow` on, as
-  /// the weight `key` of `shape`: contiguous (rowStep 0) or rows rowStart,
-  /// rowStart + rowStep, ... of `rowsOf` rows there.
-  Error addSlice(const std::string &key, StringRef initializerName,
-                 int64_t firstRow, ArrayRef<int64_t> shape,
-                 int64_t rowStart = 0, int64_t rowStep = 0, int64_t rowsOf = 0);
-
-  StringRef path, dir;
-  const wire::ModelProto &model;
-  const wire::GraphProto &graph;
-  StringMap<const wire::TensorProto *> initializers;
-  StringMap<const wire::TensorProto *> constants;
-  StringMap<int> producers;
-  StringMap<std::vector<int>> consumerMap;
-  DenseSet<const wire::NodeProto *> raised;
-  StringMap<uint64_t> dataFiles;
-  StringMap<WeightSource> weights;
-  /// Per weight key, the initializer's own WeightSource (cached).
-  StringMap<WeightSource> sources;
-
-  ModelSpec spec;
-  std::optional<double> eps;
-  std::string embedding, finalNorm, lmHead;
-  using Layer = RaisedModel::Layer;
-  std::vector<Layer> layers;
-  std::string ropeCos, ropeSin;
-  llvm::SmallVector<std::optional<int64_t>> windows;
-};
 
 std::string Importer::nodeName(const wire::NodeProto &n) const {
   std::string op = n.domain().empty() || n.domain() == "ai.onnx"
@@ -727,9 +587,10 @@ Expected<Importer::Norm> Importer::matchNorm(StringRef value, StringRef what) {
     for (const wire::NodeProto *c : consumers(value))
       if (is(*c, "Pow") || is(*c, "ReduceMean") || is(*c, "Mul"))
         return nodeError(*c, "a decomposed RMS norm (the " + what +
-                                 "'s): torch.onnx.export's decomposed graphs "
-                                 "are not raised yet; moe-compile raises "
-                                 "ONNX Runtime GenAI's graph (docs/"
+                                 "'s) in a graph whose first norm is fused: "
+                                 "moe-compile raises ONNX Runtime GenAI's "
+                                 "fused graph or torch.onnx.export's "
+                                 "decomposed one, not a mix (docs/"
                                  "frontends.md)");
     return error(path +
                  ": no RMS norm (SimplifiedLayerNormalization or "
@@ -1212,6 +1073,59 @@ Error Importer::matchLayer(StringRef h, std::string &next) {
   return Error::success();
 }
 
+Error Importer::raiseFused(std::string h) {
+  // Layers until the residual stream feeds the final norm and lm_head.
+  constexpr int64_t kMaxLayers = 1024;
+  while (true) {
+    // The final norm: its output is the lm_head's input alone.
+    bool isFinal = false;
+    for (const wire::NodeProto *c : consumers(h))
+      if (is(*c, "SimplifiedLayerNormalization") ||
+          is(*c, "SimplifiedLayerNormalization", "com.microsoft") ||
+          is(*c, "RMSNormalization")) {
+        std::vector<const wire::NodeProto *> users = consumers(c->output(0));
+        isFinal = users.size() == 1 && consumers(h).size() == 1 &&
+                  !users[0]->output(0).empty() &&
+                  users[0]->output(0) == graph.output(0).name();
+      }
+    if (isFinal)
+      break;
+    if (int64_t(layers.size()) >= kMaxLayers)
+      return error(path + ": more than " + Twine(kMaxLayers) + " layers");
+    std::string next;
+    if (Error e = matchLayer(h, next))
+      return std::move(e);
+    h = next;
+  }
+  if (layers.empty())
+    return error(path + ": the graph has no decoder layers");
+  Expected<Norm> norm = matchNorm(h, "final norm");
+  if (!norm)
+    return norm.takeError();
+  finalNorm = norm->weight;
+  if (Error e = addWeight(finalNorm, finalNorm, {spec.hiddenSize}, *norm->node,
+                          "norm"))
+    return std::move(e);
+  Expected<Linear> head = matchLinear(graph.output(0).name(), "lm_head");
+  if (!head)
+    return head.takeError();
+  if (head->x != norm->out)
+    return error(path + ": the lm_head's input is not the final norm");
+  // Tied when its weight is the embedding table as stored ([vocab, hidden]
+  // = [out, in]). MatMul(x, E) multiplies by E itself: only a [hidden,
+  // hidden] table fits, and then the lm_head is E's transpose, a weight of
+  // its own (re-laid out) under another manifest name.
+  lmHead = head->weight;
+  spec.tieWordEmbeddings = lmHead == embedding && !head->transposed;
+  if (lmHead == embedding && head->transposed)
+    lmHead = embedding + " (transposed)";
+  if (!spec.tieWordEmbeddings)
+    if (Error e = addLinear(lmHead, *head, {spec.vocabSize, spec.hiddenSize},
+                            *producer(graph.output(0).name()), "lm_head"))
+      return std::move(e);
+  return Error::success();
+}
+
 Error Importer::run(RaisedModel &out) {
   for (const wire::TensorProto &t : graph.initializer())
     if (!initializers.try_emplace(t.name(), &t).second)
@@ -1274,56 +1188,21 @@ Error Importer::run(RaisedModel &out) {
     raise(*gather);
   }
 
-  // Layers until the residual stream feeds the final norm and lm_head.
-  std::string h = gather->output(0);
-  constexpr int64_t kMaxLayers = 1024;
-  while (true) {
-    // The final norm: its output is the lm_head's input alone.
-    bool isFinal = false;
-    for (const wire::NodeProto *c : consumers(h))
-      if (is(*c, "SimplifiedLayerNormalization") ||
-          is(*c, "SimplifiedLayerNormalization", "com.microsoft") ||
-          is(*c, "RMSNormalization")) {
-        std::vector<const wire::NodeProto *> users = consumers(c->output(0));
-        isFinal = users.size() == 1 && consumers(h).size() == 1 &&
-                  !users[0]->output(0).empty() &&
-                  users[0]->output(0) == graph.output(0).name();
-      }
-    if (isFinal)
-      break;
-    if (int64_t(layers.size()) >= kMaxLayers)
-      return error(path + ": more than " + Twine(kMaxLayers) + " layers");
-    std::string next;
-    if (Error e = matchLayer(h, next))
+  // torch.onnx.export's decomposed graph (its RMS norm starts with Pow)
+  // or ONNX Runtime GenAI's fused one.
+  StringRef h = gather->output(0);
+  auto isPow = [&](const wire::NodeProto *c) {
+    if (is(*c, "Cast"))
+      return llvm::any_of(consumers(c->output(0)),
+                          [&](auto *d) { return is(*d, "Pow"); });
+    return is(*c, "Pow");
+  };
+  if (llvm::any_of(consumers(h), isPow)) {
+    if (Error e = raiseDecomposed(h))
       return std::move(e);
-    h = next;
-  }
-  if (layers.empty())
-    return error(path + ": the graph has no decoder layers");
-  Expected<Norm> norm = matchNorm(h, "final norm");
-  if (!norm)
-    return norm.takeError();
-  finalNorm = norm->weight;
-  if (Error e = addWeight(finalNorm, finalNorm, {spec.hiddenSize}, *norm->node,
-                          "norm"))
+  } else if (Error e = raiseFused(h.str())) {
     return std::move(e);
-  Expected<Linear> head = matchLinear(graph.output(0).name(), "lm_head");
-  if (!head)
-    return head.takeError();
-  if (head->x != norm->out)
-    return error(path + ": the lm_head's input is not the final norm");
-  // Tied when its weight is the embedding table as stored ([vocab, hidden]
-  // = [out, in]). MatMul(x, E) multiplies by E itself: only a [hidden,
-  // hidden] table fits, and then the lm_head is E's transpose, a weight of
-  // its own (re-laid out) under another manifest name.
-  lmHead = head->weight;
-  spec.tieWordEmbeddings = lmHead == embedding && !head->transposed;
-  if (lmHead == embedding && head->transposed)
-    lmHead = embedding + " (transposed)";
-  if (!spec.tieWordEmbeddings)
-    if (Error e = addLinear(lmHead, *head, {spec.vocabSize, spec.hiddenSize},
-                            *producer(graph.output(0).name()), "lm_head"))
-      return std::move(e);
+  }
 
   // Nothing may be left over.
   for (const wire::NodeProto &n : graph.node())
@@ -1358,7 +1237,7 @@ Error Importer::run(RaisedModel &out) {
   return Error::success();
 }
 
-} // namespace
+} // namespace raising
 
 std::string RaisedModel::weightName(WeightRole role, int64_t l,
                                     int64_t e) const {
@@ -1395,11 +1274,11 @@ std::string RaisedModel::weightName(WeightRole role, int64_t l,
 
 Expected<RaisedModel> raiseModel(StringRef path, StringRef dir,
                                  StringRef bytes) {
-  auto model = parseProto(path, bytes);
+  auto model = raising::parseProto(path, bytes);
   if (!model)
     return model.takeError();
   RaisedModel out;
-  if (Error e = Importer(path, dir, **model).run(out))
+  if (Error e = raising::Importer(path, dir, **model).run(out))
     return std::move(e);
   return out;
 }

@@ -6,6 +6,7 @@
         [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
         [--onnx concat|fc3|interleaved [--onnx-rotary gqa|separate]
          [--onnx-layout in-out|out-in] [--onnx-qmoe q8_0|q4_0] [--ort]]
+        [--onnx-torch GRAPH.onnx [--ort]]
         [generator options: --preset --dtype --seed --shards --set K=V
          --rope-form v4|v5 --rope-scaling JSON ...] [--require-rope-effect]
 
@@ -44,6 +45,13 @@ prefill path) against the reference without that rounding, at
 --quant-prefill-tol, loose enough for either prefill path (the experts'
 calls of fewer than 4 rows round theirs in any case, which on tiny moves
 the logits by up to ~2%; the unit tests check each path exactly).
+
+--onnx-torch GRAPH.onnx compiles a graph torch.onnx.export wrote for the
+generated model (moe_ref.torch_export, run outside CI): the graph is copied
+and its data file rebuilt from the generated weights and the sidecar
+GRAPH.json (moe_ref.torch_weights); --ort also runs onnxruntime on that
+graph itself and checks the prompt's rows against the binary's and the
+reference's.
 
 --stage build stops after compiling (and running the CPU binary for
 --compare-cpu); --stage run checks what it left, so a machine with the
@@ -130,6 +138,9 @@ def main():
     p.add_argument("--onnx-rotary", choices=["gqa", "separate"], default="gqa",
                    help="with --onnx: RoPE inside GroupQueryAttention or in separate "
                         "com.microsoft.RotaryEmbedding nodes")
+    p.add_argument("--onnx-torch", metavar="GRAPH",
+                   help="compile GRAPH (a torch.onnx.export graph of the generated "
+                        "model, its data rebuilt from the sidecar GRAPH.json)")
     p.add_argument("--onnx-qmoe", choices=["q8_0", "q4_0"],
                    help="with --onnx: the experts as com.microsoft.QMoE (8 or 4 bits, "
                         "block_size 32), which moe-compile converts to q8_0 / q4_0 blocks "
@@ -169,10 +180,12 @@ def main():
         p.error("--quantize-only needs --quantize")
     if args.gguf and args.quantize:
         p.error("--gguf and --quantize: give one")
-    if args.onnx and (args.gguf or args.quantize):
+    if (args.onnx or args.onnx_torch) and (args.gguf or args.quantize):
         p.error("--onnx takes neither --gguf nor --quantize")
-    if args.ort and not args.onnx:
-        p.error("--ort needs --onnx")
+    if args.onnx and args.onnx_torch:
+        p.error("--onnx and --onnx-torch exclude each other")
+    if args.ort and not (args.onnx or args.onnx_torch):
+        p.error("--ort needs --onnx or --onnx-torch")
     if args.onnx_qmoe and not args.onnx:
         p.error("--onnx-qmoe needs --onnx")
     # What the reference quantises: --quantize's weights, or QMoE's experts.
@@ -193,6 +206,8 @@ def main():
     cpu_npy = os.path.join(args.work, "cpu.npy")
     gguf_path = os.path.join(args.work, f"model-{args.gguf}.gguf") if args.gguf else None
     onnx_path = os.path.join(args.work, f"model-{args.onnx}.onnx") if args.onnx else None
+    if args.onnx_torch:
+        onnx_path = os.path.join(args.work, os.path.basename(args.onnx_torch))
     if args.stage != "run":
         generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
                           dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype),
@@ -201,7 +216,13 @@ def main():
             from moe_ref import gguf_writer
             gguf_writer.write_gguf(model, gguf_path, args.gguf, "all", args.gguf_experts,
                                    args.gguf_version)
-        if onnx_path:
+        if args.onnx_torch:
+            import shutil
+            from moe_ref import torch_weights
+            shutil.copyfile(args.onnx_torch, onnx_path)
+            torch_weights.write(os.path.splitext(args.onnx_torch)[0] + ".json", model,
+                                onnx_path + ".data")
+        elif onnx_path:
             from moe_ref import onnx_writer
             onnx_writer.write_onnx(model, onnx_path, args.onnx,
                                    wtype="f16" if args.dtype == "f16" else "f32",
@@ -369,7 +390,18 @@ def main():
         print(f"-O0 and -O2 agree: max |diff| {diff:.2e}")
 
     ort_line = ""
-    if args.ort:
+    if args.ort and args.onnx_torch:
+        import onnxruntime
+        sess = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        ort = sess.run(None, {"input_ids": np.array([prompt], np.int64)})[0][0]
+        vs_bin = float(np.max(np.abs(ort - logits[:len(prompt)])) / np.max(np.abs(ort)))
+        vs_ref = float(np.max(np.abs(ort - expected[:len(prompt)])) / np.max(np.abs(expected[:len(prompt)])))
+        if vs_bin > args.tol or vs_ref > args.tol:
+            sys.exit(f"onnxruntime's prompt rows differ: from the binary's by {vs_bin:.3e}, "
+                     f"from the reference's by {vs_ref:.3e} (relative)")
+        ort_line = (f"; onnxruntime {onnxruntime.__version__} on the same graph vs binary "
+                    f"{vs_bin:.2e}, vs reference {vs_ref:.2e}")
+    elif args.ort:
         from moe_ref import onnx_writer
         if args.onnx == "interleaved":
             twin = onnx_path  # the very file compiled
@@ -393,7 +425,9 @@ def main():
         ort_line = (f"; onnxruntime ({what}) vs binary {vs_bin:.2e}, "
                     f"vs reference {vs_ref:.2e}")
     weights = f" with {args.quantize} weights ({args.quantize_only or 'all'})" if args.quantize else ""
-    if onnx_path:
+    if args.onnx_torch:
+        weights = (f" from a torch.onnx.export graph ({os.path.basename(args.onnx_torch)})")
+    elif onnx_path:
         weights = (f" from an ONNX graph ({args.onnx}, {args.onnx_layout}, "
                    f"{'QMoE ' + args.onnx_qmoe + ', ' if args.onnx_qmoe else ''}"
                    f"{'f16' if args.dtype == 'f16' else 'f32'}"

@@ -5,14 +5,20 @@
 //===----------------------------------------------------------------------===//
 //
 // Feeds arbitrary bytes to the ONNX frontend as a model file: the protobuf
-// reader (ONNXProto.cpp) and the pattern raising (ONNXModel.cpp). External
+// reader (ONNXProto.cpp) and the pattern raising (ONNXModel.cpp,
+// ONNXDecomposed.cpp). External
 // data is looked up in a scratch directory holding `concat.onnx.data` shaped
 // as the seed's (fuzz/corpus/tiny-concat.onnx, the tiny model with fusion
 // concat): its size, and the RoPE tables at the offsets the seed gives them,
 // the weights zero (a sparse file). So mutations of the seed get through the
-// whole pattern. Beyond "no crash, no sanitizer report", every failure must
-// be one message naming the file, and every model raised must validate with
-// each weight inside the data file.
+// whole pattern. A second seed, fuzz/corpus/torch-tiny.onnx, is the graph
+// torch.onnx.export writes (test/Frontends/onnx/Inputs/torch-tiny.onnx,
+// its data location renamed concat.onnx.data; its weights fit in the
+// file): mutations of it drive the decomposed patterns (ONNXDecomposed.cpp)
+// and the evaluator of the mask and RoPE subgraphs (ONNXEval.cpp). Beyond "no
+// crash, no sanitizer report", every failure must be one message naming the
+// file, and every model raised must validate with each weight inside the data
+// file.
 //
 //===----------------------------------------------------------------------===//
 

@@ -39,6 +39,21 @@ the edit says otherwise):
   decomposed-norm         the first layer's input norm as torch.onnx.export
                           writes RMSNorm: Pow, ReduceMean, Add, Sqrt,
                           Reciprocal, Mul, Mul
+
+    edit_onnx.py MODEL_DIR OUT.onnx torch GRAPH.onnx EDIT [ARG]
+
+starts instead from GRAPH.onnx, a graph torch.onnx.export wrote for the
+generated model (moe_ref.torch_export; its data file is rebuilt beside OUT
+from MODEL_DIR and the sidecar GRAPH.json), then EDIT:
+
+  none                    the graph as exported
+  swap-inputs NODE        node NODE's first two inputs swapped
+  attr NODE KEY VALUE     as above
+  split-uneven NODE       Split NODE cuts [I - 1, I + 1] instead of halves
+  scale NAME FACTOR       the initializer NAME times FACTOR
+  set NAME V0,V1,...      the initializer NAME's values (its dtype kept)
+  input NODE I VALUE      node NODE's input I is VALUE
+  extra-node              a Relu of the embedding output (used by nothing)
 """
 
 import os
@@ -55,6 +70,8 @@ def main():
     from onnx import TensorProto, helper
 
     model_dir, out, edit, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    if edit == "torch":
+        return edit_torch(model_dir, out, args[0], args[1], args[2:])
     fusion = args[0] if edit == "fusion" else "concat"
     qmoe = args[0] if edit == "qmoe-attr" else "q8_0" if edit == "qmoe-scale" else None
     onnx_writer.write_onnx(model_dir, out, "interleaved" if qmoe else fusion, qmoe=qmoe)
@@ -167,6 +184,69 @@ def main():
     else:
         sys.exit(f"unknown edit {edit!r}")
     onnx.save(m, out)
+
+
+def edit_torch(model_dir, out, graph, edit, args):
+    import onnx
+    from onnx import helper, numpy_helper
+    from moe_ref import torch_weights
+
+    m = onnx.load(graph, load_external_data=False)
+    side = torch_weights.write(os.path.splitext(graph)[0] + ".json", model_dir,
+                               os.path.join(os.path.dirname(os.path.abspath(out)),
+                                            "torch-data.tmp"))
+    os.replace(os.path.join(os.path.dirname(os.path.abspath(out)), "torch-data.tmp"),
+               os.path.join(os.path.dirname(os.path.abspath(out)), side["data_file"]))
+    g = m.graph
+    nodes = {n.name: n for n in g.node}
+    inits = {t.name: t for t in g.initializer}
+    if edit == "none":
+        pass
+    elif edit == "swap-inputs":
+        n = nodes[args[0]]
+        n.input[0], n.input[1] = n.input[1], n.input[0]
+    elif edit == "attr":
+        for a in nodes[args[0]].attribute:
+            if a.name == args[1]:
+                a.i = int(args[2])
+                break
+        else:
+            nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
+    elif edit == "split-uneven":
+        n = nodes[args[0]]
+        half = side_intermediate(side)
+        name = args[0] + "/split"
+        g.initializer.append(numpy_helper.from_array(
+            np.array([half - 1, half + 1], np.int64), name))
+        while len(n.input) < 2:
+            n.input.append("")
+        n.input[1] = name
+        for a in list(n.attribute):
+            if a.name == "num_outputs":
+                n.attribute.remove(a)
+    elif edit == "scale":
+        t = inits[args[0]]
+        a = numpy_helper.to_array(t) * np.float32(float(args[1]))
+        t.CopyFrom(numpy_helper.from_array(a.astype(numpy_helper.to_array(t).dtype), t.name))
+    elif edit == "set":
+        t = inits[args[0]]
+        old = numpy_helper.to_array(t)
+        a = np.array([float(v) for v in args[1].split(",")]).astype(old.dtype)
+        t.CopyFrom(numpy_helper.from_array(a.reshape(old.shape), t.name))
+    elif edit == "input":
+        nodes[args[0]].input[int(args[1])] = args[2]
+    elif edit == "extra-node":
+        g.node.append(helper.make_node("Relu", ["embedding"], ["dangling"], name="/extra/Relu"))
+    else:
+        sys.exit(f"unknown torch edit {edit!r}")
+    onnx.save(m, out)
+
+
+def side_intermediate(side):
+    for w in side["weights"]:
+        if w["kind"] == "stack_down":
+            return w["shape"][2]
+    sys.exit("the sidecar has no stacked down weight")
 
 
 if __name__ == "__main__":
