@@ -83,6 +83,12 @@ moe.weight_source "w" in "m.onnx.data" at 0 : tensor<64x64xf32> with scales at 4
 
 // -----
 
+// No scale columns (found by the IR fuzzer: a division by zero).
+// expected-error @below {{'moe.weight_source' op weight 'w': its scales 'tensor<64x0xf16>' must be [64, B] floats, B dividing its 64 columns into groups of a multiple of 32}}
+moe.weight_source "w" in "m.onnx.data" at 0 : tensor<64x64x!moe.quant<q8_0>> with scales at 4096 : tensor<64x0xf16>
+
+// -----
+
 // expected-error @below {{'moe.weight_source' op weight 'w': its scales 'tensor<64x4xf16>' must be [64, B] floats, B dividing its 64 columns into groups of a multiple of 32}}
 moe.weight_source "w" in "m.onnx.data" at 0 : tensor<64x64x!moe.quant<q8_0>> with scales at 4096 : tensor<64x4xf16>
 
