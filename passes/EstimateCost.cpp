@@ -85,7 +85,8 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
       ArrayRef<int64_t> first = counts.getFirstExpert();
       int64_t ranks = counts.getRanks();
       double experts = static_cast<double>(first.back());
-      double k = static_cast<double>(counts.getIndices().getType().getDimSize(1));
+      double k =
+          static_cast<double>(counts.getIndices().getType().getDimSize(1));
       double h = 0;
       for (Operation *user : counts->getUsers())
         if (auto dispatch = dyn_cast<EpDispatchOp>(user))
@@ -101,10 +102,10 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
         for (int64_t q = 0; q < ranks; ++q)
           if (q != r)
             others += slice(q);
-        sent[size_t(r)] += 4.0 * (static_cast<double>(ranks - 1) +
-                                  slice(r) * k * (1 - mine) * (h + 2) +
-                                  others * k * mine * h +
-                                  slice(r) * h * static_cast<double>(ranks - 1));
+        sent[size_t(r)] +=
+            4.0 * (static_cast<double>(ranks - 1) +
+                   slice(r) * k * (1 - mine) * (h + 2) + others * k * mine * h +
+                   slice(r) * h * static_cast<double>(ranks - 1));
       }
     });
 

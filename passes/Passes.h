@@ -29,8 +29,7 @@ bool isQuantFormatName(llvm::StringRef name);
 
 /// moe-shard-experts's split of `experts` over `ranks`: [ranks + 1] first
 /// experts, the first `experts % ranks` ranks holding one more.
-inline llvm::SmallVector<int64_t> splitExperts(int64_t experts,
-                                              int64_t ranks) {
+inline llvm::SmallVector<int64_t> splitExperts(int64_t experts, int64_t ranks) {
   llvm::SmallVector<int64_t> first = {0};
   for (int64_t r = 0; r < ranks; ++r)
     first.push_back(first.back() + experts / ranks + (r < experts % ranks));

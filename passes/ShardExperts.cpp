@@ -24,8 +24,7 @@ using namespace mlir::moe;
 
 namespace {
 
-struct ShardExpertsPass
-    : mlir::moe::impl::ShardExpertsBase<ShardExpertsPass> {
+struct ShardExpertsPass : mlir::moe::impl::ShardExpertsBase<ShardExpertsPass> {
   using Base::Base;
 
   void runOnOperation() override {
@@ -72,8 +71,7 @@ struct ShardExpertsPass
       SmallVector<int64_t> first = splitExperts(experts, ranks);
       auto firstAttr = b.getDenseI64ArrayAttr(first);
       auto counts = EpExchangeCountsOp::create(
-          b, loc,
-          RankedTensorType::get({2, int64_t(ranks)}, b.getI32Type()),
+          b, loc, RankedTensorType::get({2, int64_t(ranks)}, b.getI32Type()),
           op.getIndices(), b.getI64IntegerAttr(ranks), firstAttr);
       auto rowsType = op.getInput().getType();
       auto dispatch = EpDispatchOp::create(
@@ -86,9 +84,9 @@ struct ShardExpertsPass
           dispatch.getExperts(), dispatch.getGates(), counts,
           op.getGateWeights(), op.getUpWeights(), op.getDownWeights(),
           firstAttr);
-      auto combine = EpCombineOp::create(b, loc, op.getResult().getType(),
-                                         local, op.getIndices(), counts,
-                                         firstAttr, Value());
+      auto combine =
+          EpCombineOp::create(b, loc, op.getResult().getType(), local,
+                              op.getIndices(), counts, firstAttr, Value());
       op.getResult().replaceAllUsesWith(combine.getResult());
       op.erase();
       ++numSharded;

@@ -109,10 +109,10 @@ StringRef dtypeEnum(Type t) {
 /// is refused, so the IR names code but never writes it.
 const llvm::StringSet<> &knownCallees(Target target) {
   static const llvm::StringSet<> cpu = {
-      "moert::embedding",     "moert::rmsNorm",       "moert::linear",
-      "moert::rope",          "moert::attention",     "moert::add",
-      "moert::router",        "moert::fusedRouter",   "moert::experts",
-      "moert::expertPermute", "moert::groupedMatmul", "moert::siluMul",
+      "moert::embedding",     "moert::rmsNorm",          "moert::linear",
+      "moert::rope",          "moert::attention",        "moert::add",
+      "moert::router",        "moert::fusedRouter",      "moert::experts",
+      "moert::expertPermute", "moert::groupedMatmul",    "moert::siluMul",
       "moert::expertCombine", "moert::epExchangeCounts", "moert::epDispatch",
       "moert::epExperts",     "moert::epCombine"};
   static const llvm::StringSet<> cuda = {"moert::cuda::embedding",

@@ -330,8 +330,10 @@ CPU_PATTERN(EpExchangeCountsToCpu, EpExchangeCountsOp) {
   if (failed(split))
     return failure();
   call(rw, op.getLoc(), "moert::epExchangeCounts",
-       TemplateArgs(rw).i(split->first).i(width(op.getIndices())).i(
-           split->second),
+       TemplateArgs(rw)
+           .i(split->first)
+           .i(width(op.getIndices()))
+           .i(split->second),
        false, {a.getIndices(), n, outs[0]}, true);
   return success();
 }
@@ -348,8 +350,8 @@ CPU_PATTERN(EpDispatchToCpu, EpDispatchOp) {
            .i(width(op.getIndices()))
            .i(split->second),
        false,
-       {a.getInput(), a.getIndices(), a.getWeights(), a.getCounts(), n,
-        outs[0], outs[1], outs[2]},
+       {a.getInput(), a.getIndices(), a.getWeights(), a.getCounts(), n, outs[0],
+        outs[1], outs[2]},
        true);
   return success();
 }
@@ -406,8 +408,7 @@ struct LowerToCpuPass : public mlir::moe::impl::LowerToCpuBase<LowerToCpuPass> {
                    FusedRouterToCpu, ExpertsToCpu, ExpertPermuteToCpu,
                    GroupedMatmulToCpu, SiluMulToCpu, ExpertCombineToCpu,
                    EpExchangeCountsToCpu, EpDispatchToCpu, EpExpertsToCpu,
-                   EpCombineToCpu>(
-          converter, &getContext(), state);
+                   EpCombineToCpu>(converter, &getContext(), state);
     };
     if (failed(lowerModule(getOperation(),
                            moert::CpuTargetAttr::get(&getContext()), populate)))

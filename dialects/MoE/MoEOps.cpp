@@ -1007,7 +1007,6 @@ double GroupedMatmulOp::getFlops(double stepTokens) {
   return perRow * static_cast<double>(getK()) * stepTokens;
 }
 
-
 bool EpExpertsOp::isWeightOperand(OpOperand &operand) {
   return isIn(operand, getGateWeights()) || isIn(operand, getUpWeights()) ||
          isIn(operand, getDownWeights());

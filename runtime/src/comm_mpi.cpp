@@ -53,8 +53,8 @@ struct MpiComm final : moert_comm {
     char text[MPI_MAX_ERROR_STRING];
     int length = 0;
     MPI_Error_string(code, text, &length);
-    std::string message = std::string(what) + " failed: " + text +
-                          " (another rank died?)";
+    std::string message =
+        std::string(what) + " failed: " + text + " (another rank died?)";
     abort(message.c_str());
   }
 
@@ -126,10 +126,10 @@ struct MpiComm final : moert_comm {
     toInts(sendBytes, sendCounts, sendDispls, what);
     toInts(recvBytes, recvCounts, recvDispls, what);
     MPI_Request request;
-    int code = MPI_Ialltoallv(send, sendCounts.data(), sendDispls.data(),
-                              MPI_BYTE, recv, recvCounts.data(),
-                              recvDispls.data(), MPI_BYTE, MPI_COMM_WORLD,
-                              &request);
+    int code =
+        MPI_Ialltoallv(send, sendCounts.data(), sendDispls.data(), MPI_BYTE,
+                       recv, recvCounts.data(), recvDispls.data(), MPI_BYTE,
+                       MPI_COMM_WORLD, &request);
     if (code != MPI_SUCCESS)
       failed(what, code);
     wait(request, what);
@@ -143,9 +143,9 @@ struct MpiComm final : moert_comm {
                   const char *what) override {
     toInts(bytes, recvCounts, recvDispls, what);
     MPI_Request request;
-    int code = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_BYTE, buffer,
-                               recvCounts.data(), recvDispls.data(), MPI_BYTE,
-                               MPI_COMM_WORLD, &request);
+    int code =
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_BYTE, buffer, recvCounts.data(),
+                        recvDispls.data(), MPI_BYTE, MPI_COMM_WORLD, &request);
     if (code != MPI_SUCCESS)
       failed(what, code);
     wait(request, what);
@@ -156,9 +156,8 @@ struct MpiComm final : moert_comm {
 
 } // namespace
 
-extern "C" int moert_comm_mpi_create(int *argc, char ***argv,
-                                     moert_comm **out, char *error,
-                                     unsigned long errorSize) {
+extern "C" int moert_comm_mpi_create(int *argc, char ***argv, moert_comm **out,
+                                     char *error, unsigned long errorSize) {
   *out = nullptr;
   int code = MPI_Init(argc, argv);
   if (code != MPI_SUCCESS) {

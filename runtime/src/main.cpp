@@ -636,12 +636,16 @@ int run(int argc, char **argv) {
                               int(threads), int(maxBatch), epComm,
                               &model) != MOERT_OK)
     die("%s", moert_last_error());
-  // Test hook of the failure tests: "RANK:STEP" kills that rank with SIGKILL
+  // Test hooks of the failure tests: "RANK:STEP" kills that rank with
+  // SIGKILL (MOERT_EP_TEST_KILL), or stops it forever (MOERT_EP_TEST_HANG),
   // before decode step STEP.
-  long long killRank = -1, killStep = -1;
+  long long killRank = -1, killStep = -1, hangRank = -1, hangStep = -1;
   if (const char *hook = std::getenv("MOERT_EP_TEST_KILL"))
     if (std::sscanf(hook, "%lld:%lld", &killRank, &killStep) != 2)
       die("MOERT_EP_TEST_KILL must be RANK:STEP, got '%s'", hook);
+  if (const char *hook = std::getenv("MOERT_EP_TEST_HANG"))
+    if (std::sscanf(hook, "%lld:%lld", &hangRank, &hangStep) != 2)
+      die("MOERT_EP_TEST_HANG must be RANK:STEP, got '%s'", hook);
   loadedModel.store(model);
   moert_session *session = nullptr;
   if (moert_session_create(model, &session) != MOERT_OK)
@@ -680,6 +684,15 @@ int run(int argc, char **argv) {
                    epComm->rank(), killStep);
       std::fflush(stderr);
       raise(SIGKILL);
+    }
+    if (epComm && epComm->rank() == hangRank && i + 1 == hangStep) {
+      std::fprintf(stderr,
+                   "rank %d: hanging before decode step %lld "
+                   "(MOERT_EP_TEST_HANG)\n",
+                   epComm->rank(), hangStep);
+      std::fflush(stderr);
+      for (;;)
+        pause();
     }
     int32_t token = sample(last, vocab, temperature, topP, rng);
     if (stopAtEos && tokenizer->isEos(token))

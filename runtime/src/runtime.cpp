@@ -427,11 +427,12 @@ extern "C" void moert_model_weight_bytes(const moert_model *model,
   *all = model->weightBytesAll;
 }
 
-extern "C" moert_status
-moert_model_load_ranked(const moert_program *program, const char *weightDir,
-                        const char *artifactDir, int threads,
-                        int maxBatchTokens, moert_comm *comm,
-                        moert_model **out) {
+extern "C" moert_status moert_model_load_ranked(const moert_program *program,
+                                                const char *weightDir,
+                                                const char *artifactDir,
+                                                int threads, int maxBatchTokens,
+                                                moert_comm *comm,
+                                                moert_model **out) {
   *out = nullptr;
   return moert_guarded("loading the model", [&] {
     if (!program || program->abi_version != MOERT_ABI_VERSION)
@@ -465,9 +466,10 @@ moert_model_load_ranked(const moert_program *program, const char *weightDir,
       if (comm->size() != program->ep_ranks)
         return moert_fail(MOERT_ERROR_INVALID,
                           "the model was compiled with --expert-parallel "
-                          "%lld, but runs as %d ranks: start it with mpirun "
+                          "%lld, but runs as %d rank%s: start it with mpirun "
                           "-np %lld",
                           (long long)program->ep_ranks, comm->size(),
+                          comm->size() == 1 ? "" : "s",
                           (long long)program->ep_ranks);
       rank = comm->rank();
       model->comm = comm;

@@ -18,7 +18,11 @@ EP binary under `mpirun -np N`, each with --dump-logits, and checks:
   * the bytes each rank sent are > 0 when N > 1.
 With --kill RANK:STEP the EP run's rank RANK kills itself (SIGKILL) before
 decode step STEP: the run must fail (non-zero) within --timeout seconds,
-never hang, and say which rank died. Prints one summary line.
+never hang, and mpirun must say which rank died. With --hang RANK:STEP that
+rank stops forever instead (it does not die, so mpirun sees nothing): the
+other ranks must give up after MOERT_EP_TIMEOUT (--timeout / 6 s) with our
+own error, and the run must fail within --timeout. Prints one summary
+line.
 """
 
 import argparse
@@ -83,6 +87,7 @@ def main():
     p.add_argument("--max-batch-tokens", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--kill", default=None)
+    p.add_argument("--hang", default=None)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--dtype", default="f32")
@@ -115,10 +120,12 @@ def main():
         run([args.moe_compile, model, "--quiet", "--expert-parallel", str(n), "-o", binary])
         ep_npy = os.path.join(args.work, f"ep{n}.npy")
         cmd = mpirun(args, n) + [binary] + base + ["--dump-logits", ep_npy]
-        if args.kill:
+        if args.kill or args.hang:
             env = mpi_env()
-            env["MOERT_EP_TEST_KILL"] = args.kill
-            env["MOERT_EP_TIMEOUT"] = str(max(1, int(args.timeout / 3)))
+            hook = args.kill or args.hang
+            env["MOERT_EP_TEST_KILL" if args.kill else "MOERT_EP_TEST_HANG"] = hook
+            deadline = max(1, int(args.timeout / 6))
+            env["MOERT_EP_TIMEOUT"] = str(deadline)
             start = time.monotonic()
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -128,14 +135,22 @@ def main():
             took = time.monotonic() - start
             if proc.returncode == 0:
                 sys.exit(f"a rank was killed, but mpirun exited 0:\n{proc.stderr}")
-            rank = args.kill.split(":")[0]
-            if f"rank {rank}: killing itself" not in proc.stderr:
+            rank = hook.split(":")[0]
+            fired = f"rank {rank}: " + ("killing itself" if args.kill else "hanging")
+            if fired not in proc.stderr:
                 sys.exit(f"the test hook did not fire:\n{proc.stderr}")
+            if args.kill:
+                said = re.search(rf"process rank {rank} .*exited on signal 9", proc.stderr)
+            else:
+                said = re.search(rf"error: rank \d+: no answer from the other ranks for "
+                                 rf"{deadline} s while [a-z' ]+: a rank died or hangs", proc.stderr)
+            if not said:
+                sys.exit(f"no message says what happened:\n{proc.stderr}")
             if os.path.exists(ep_npy):
                 sys.exit("a failed run left a --dump-logits file")
-            print(f"ep kill OK: rank {rank} killed; mpirun exited {proc.returncode} after "
-                  f"{took:.1f} s (limit {args.timeout} s)")
-            print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "")
+            print(f"ep {'kill' if args.kill else 'hang'} OK: rank {rank} "
+                  f"{'killed' if args.kill else 'hung'}; mpirun exited {proc.returncode} "
+                  f"after {took:.1f} s (limit {args.timeout} s): {said.group(0)}")
             return
         proc = run(cmd, env=mpi_env())
         ep_tokens = [int(t) for t in proc.stdout.split()]

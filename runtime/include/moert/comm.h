@@ -7,7 +7,8 @@
 // An expert-parallel program (moe-compile --expert-parallel N) runs as N
 // processes, the ranks, that exchange tokens through a moert_comm: the
 // collectives the EP kernels (moert/ep.h) need, over a backend that already
-// exists (MPI: libmoert_mpi, src/comm_mpi.cpp). No transport of our own.
+// exists (MPI: libmoert_mpi, src/comm_mpi.cpp; NCCL: src/comm_nccl.cpp,
+// compile-checked only). No transport of our own.
 //
 // A collective that cannot complete (a rank died, or no rank answered
 // within the backend's timeout) does not return: it prints one
@@ -32,9 +33,8 @@ struct moert_comm {
                         const char *what) = 0;
   /// Bytes by rank: send holds sendBytes[r] bytes for rank r after those
   /// for ranks < r; recv likewise receives recvBytes[r] from rank r.
-  virtual void alltoallv(const void *send, const int64_t *sendBytes,
-                         void *recv, const int64_t *recvBytes,
-                         const char *what) = 0;
+  virtual void alltoallv(const void *send, const int64_t *sendBytes, void *recv,
+                         const int64_t *recvBytes, const char *what) = 0;
   /// In place: rank r's block of bytes[r] bytes follows the blocks of the
   /// ranks before it in `buffer`; afterwards every rank holds every block.
   virtual void allgatherv(void *buffer, const int64_t *bytes,
@@ -57,6 +57,11 @@ int moert_comm_mpi_create(int *argc, char ***argv, moert_comm **comm,
                           char *error, unsigned long errorSize);
 /// MPI_Finalize (after the last collective).
 void moert_comm_mpi_free(moert_comm *comm);
+/// src/comm_nccl.cpp: NCCL between GPU ranks (device buffers), bootstrapped
+/// over MPI. Compile-checked only: no target lowers to it yet.
+int moert_comm_nccl_create(int *argc, char ***argv, moert_comm **comm,
+                           char *error, unsigned long errorSize);
+void moert_comm_nccl_free(moert_comm *comm);
 }
 
 #endif // MOERT_COMM_H

@@ -45,7 +45,7 @@ void epExchangeCounts(moert_comm *c, const int32_t *indices, int64_t T,
   for (int64_t t = epSliceBegin(c, T, r); t < epSliceBegin(c, T, r + 1); ++t)
     for (int64_t j = 0; j < K; ++j)
       ++send[epOwner<E, R>(indices[t * K + j])];
-  c->alltoall(send, counts + R, "the token counts");
+  c->alltoall(send, counts + R, "exchanging the token counts");
   for (int64_t i = 0; i < R; ++i)
     counts[i] = send[i];
 }
