@@ -1007,6 +1007,11 @@ double GroupedMatmulOp::getFlops(double stepTokens) {
   return perRow * static_cast<double>(getK()) * stepTokens;
 }
 
+QuantizableWeight EpExpertsOp::getQuantizable(OpOperand &operand) {
+  return isWeightOperand(operand) ? QuantizableWeight::Expert
+                                  : QuantizableWeight::No;
+}
+
 bool EpExpertsOp::isWeightOperand(OpOperand &operand) {
   return isIn(operand, getGateWeights()) || isIn(operand, getUpWeights()) ||
          isIn(operand, getDownWeights());

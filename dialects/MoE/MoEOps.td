@@ -719,7 +719,8 @@ def MoE_EpDispatchOp : MoE_Op<"ep_dispatch", [Pure]> {
 
 def MoE_EpExpertsOp : MoE_Op<"ep_experts",
     [Pure, AttrSizedOperandSegments,
-     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface>]> {
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface,
+                               ["getQuantizable"]>]> {
   let summary = "this rank's experts over the rows it received";
   let description = [{
     `down(silu(gate(x)) * up(x)) * gate_weight` for each received row, with
