@@ -75,6 +75,40 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
     if (result.wasInterrupted())
       return signalPassFailure();
 
+    // Expert parallelism: the bytes each rank sends per step, expected under
+    // uniform routing (a row goes to rank r with probability E_r / E),
+    // summed over the layers: the counts, its slice's rows to other ranks
+    // (H + 2 floats: the row, its expert and its weight), the rows it
+    // received back (H floats), and its slice of the all-gather.
+    SmallVector<double> sent;
+    getOperation().walk([&](EpExchangeCountsOp counts) {
+      ArrayRef<int64_t> first = counts.getFirstExpert();
+      int64_t ranks = counts.getRanks();
+      double experts = static_cast<double>(first.back());
+      double k =
+          static_cast<double>(counts.getIndices().getType().getDimSize(1));
+      double h = 0;
+      for (Operation *user : counts->getUsers())
+        if (auto dispatch = dyn_cast<EpDispatchOp>(user))
+          h = static_cast<double>(dispatch.getInput().getType().getDimSize(1));
+      int64_t t = stepTokens;
+      auto slice = [&](int64_t r) {
+        return static_cast<double>(t * (r + 1) / ranks - t * r / ranks);
+      };
+      sent.resize(size_t(ranks), 0.0);
+      for (int64_t r = 0; r < ranks; ++r) {
+        double mine = static_cast<double>(first[r + 1] - first[r]) / experts;
+        double others = 0;
+        for (int64_t q = 0; q < ranks; ++q)
+          if (q != r)
+            others += slice(q);
+        sent[size_t(r)] +=
+            4.0 * (static_cast<double>(ranks - 1) +
+                   slice(r) * k * (1 - mine) * (h + 2) + others * k * mine * h +
+                   slice(r) * h * static_cast<double>(ranks - 1));
+      }
+    });
+
     llvm::sort(reads);
     double bytesPerStep = 0;
     for (double read : reads)
@@ -82,13 +116,20 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
 
     Builder b(&getContext());
     auto i64 = [&](double v) { return b.getI64IntegerAttr(std::llround(v)); };
-    getOperation()->setAttr(
-        "moe.cost", b.getDictionaryAttr({
-                        b.getNamedAttr("bytes_per_step", i64(bytesPerStep)),
-                        b.getNamedAttr("flops_per_step", i64(flopsPerStep)),
-                        b.getNamedAttr("step_tokens", i64(tokens)),
-                        b.getNamedAttr("weight_bytes", i64(weightBytes)),
-                    }));
+    SmallVector<NamedAttribute> fields = {
+        b.getNamedAttr("bytes_per_step", i64(bytesPerStep)),
+        b.getNamedAttr("flops_per_step", i64(flopsPerStep)),
+        b.getNamedAttr("step_tokens", i64(tokens)),
+        b.getNamedAttr("weight_bytes", i64(weightBytes)),
+    };
+    if (!sent.empty()) {
+      SmallVector<int64_t> perRank;
+      for (double v : sent)
+        perRank.push_back(std::llround(v));
+      fields.push_back(b.getNamedAttr("ep_bytes_sent_per_rank",
+                                      b.getDenseI64ArrayAttr(perRank)));
+    }
+    getOperation()->setAttr("moe.cost", b.getDictionaryAttr(fields));
   }
 };
 

@@ -27,6 +27,15 @@ namespace mlir::moe {
 /// Whether `name` is a quantisation format (q8_0, q4_0, q4_1).
 bool isQuantFormatName(llvm::StringRef name);
 
+/// moe-shard-experts's split of `experts` over `ranks`: [ranks + 1] first
+/// experts, the first `experts % ranks` ranks holding one more.
+inline llvm::SmallVector<int64_t> splitExperts(int64_t experts, int64_t ranks) {
+  llvm::SmallVector<int64_t> first = {0};
+  for (int64_t r = 0; r < ranks; ++r)
+    first.push_back(first.back() + experts / ranks + (r < experts % ranks));
+  return first;
+}
+
 /// Options of the default pipeline (moe-compile -O0/-O2, and
 /// `moe-opt --moe-default-pipeline`).
 struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
@@ -62,6 +71,11 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
       *this, "quantize-only",
       llvm::cl::desc("With quantize: all (default) or experts"),
       llvm::cl::init("all")};
+  Option<int64_t> expertParallel{
+      *this, "expert-parallel",
+      llvm::cl::desc("Split the experts across this many ranks with "
+                     "moe-shard-experts (0, default: one process)"),
+      llvm::cl::init(0)};
 };
 
 /// Bounds of the pipeline's sizes: positions are int32 at run time, and a

@@ -91,6 +91,15 @@ def EstimateCost : Pass<"moe-estimate-cost", "::mlir::func::FuncOp"> {
       attention's score and value products, which depend on the context
       length, are not included.
 
+    * `ep_bytes_sent_per_rank` (after `moe-shard-experts` only): the bytes
+      each rank sends to the others in one step, summed over the layers,
+      expected under uniform routing (a row goes to rank r with probability
+      `E_r / E`); rank r owns the token slice `[T·r/R, T·(r+1)/R)`: the
+      counts `4·(R−1)`, its rows to other ranks `slice·k·(1 − E_r/E)·(H+2)·4`
+      (each row with its expert and weight), the rows it processed for the
+      others back `Σ_{q≠r} slice_q·k·(E_r/E)·H·4`, and its slice of the
+      all-gather `slice·H·4·(R−1)`.
+
     A `moe.weight` used by an op that does not implement the interface is
     an error naming that op: the pass never reports a figure it cannot
     stand behind.
@@ -206,6 +215,48 @@ def FuseExpertGemms : Pass<"moe-fuse-expert-gemms", "::mlir::func::FuncOp"> {
   }];
   let statistics = [
     Statistic<"numFused", "num-fused", "Expert banks rewritten">,
+  ];
+}
+
+def ShardExperts : Pass<"moe-shard-experts", "::mlir::func::FuncOp"> {
+  let summary = "Split each expert bank across ranks (expert parallelism)";
+  let description = [{
+    Rewrites every `moe.experts` for `ranks` processes that all run the
+    same program: rank r holds experts `[first_expert[r],
+    first_expert[r+1])`, the experts split as evenly as they go, the first
+    `E mod R` ranks taking one more (E = 3 on 2 ranks: rank 0 holds experts
+    0 and 1, rank 1 expert 2). Attention, the norms, the router and
+    lm_head stay replicated. Each bank becomes
+
+    1. `moe.ep_exchange_counts`: per-destination row counts of this rank's
+       token slice, exchanged all-to-all;
+    2. `moe.ep_dispatch`: the rows all-to-all to the ranks of their experts;
+    3. `moe.ep_experts`: this rank's experts over the rows it received;
+    4. `moe.ep_combine`: the outputs all-to-all back, summed per token,
+       and the token slices all-gathered.
+
+    Run it after `moe-fuse-router` and before `moe-fuse-expert-gemms`
+    (moe-compile's `--expert-parallel N` does). The routing must come from
+    a router (distinct experts per token) with a static k; `ranks` must be
+    in [1, E].
+
+    ```mlir
+    %c = moe.ep_exchange_counts %i ranks 2 first_expert [0, 2, 4]
+        : tensor<?x2xi32> -> tensor<2x2xi32>
+    %rows, %experts, %gates = moe.ep_dispatch %x, %i, %w, %c : ...
+    %y = moe.ep_experts %rows, %experts, %gates, %c gate[...] up[...]
+        down[...] first_expert [0, 2, 4] : ...
+    %out = moe.ep_combine %y, %i, %c first_expert [0, 2, 4] : ...
+    ```
+  }];
+  let options = [
+    Option<"ranks", "ranks", "int64_t", /*default=*/"1",
+           "Processes the experts are split across (1 to the number of "
+           "experts)">,
+  ];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+  let statistics = [
+    Statistic<"numSharded", "num-sharded", "Expert banks sharded">,
   ];
 }
 

@@ -26,12 +26,19 @@ void mlir::moe::buildDefaultPipeline(OpPassManager &pm,
   PlanMemoryOptions memory;
   memory.maxBatchTokens = options.maxBatchTokens;
   memory.target = options.target;
+  ShardExpertsOptions shard;
+  shard.ranks = options.expertParallel;
   if (options.optLevel == 0) {
     // -O0: no fusion, and every buffer stands alone in the arena.
     memory.reuse = false;
+    if (options.expertParallel > 0)
+      func.addPass(createShardExperts(shard));
   } else {
     func.addPass(createCanonicalizerPass());
     func.addPass(createFuseRouter());
+    // Before the expert GEMMs fuse: it rewrites moe.experts.
+    if (options.expertParallel > 0)
+      func.addPass(createShardExperts(shard));
     func.addPass(createFuseExpertGemms());
     func.addPass(createFuseProjections());
     if (options.fuseEpilogues)
@@ -66,6 +73,12 @@ llvm::Error mlir::moe::checkPipelineOptions(const PipelineOptions &options,
   if (!options.quantize.empty() && !isQuantFormatName(options.quantize))
     return fail(prefix + "quantize must be q8_0, q4_0 or q4_1, got '" +
                 options.quantize.getValue() + "'");
+  if (options.expertParallel < 0)
+    return fail(prefix + "expert-parallel must be at least 1 (0: off), got " +
+                llvm::Twine(options.expertParallel.getValue()));
+  if (options.expertParallel > 0 && options.target != "cpu")
+    return fail(prefix + "expert-parallel runs on the cpu target only for "
+                         "now (NCCL ranks for cuda are not built yet)");
   if (options.quantizeOnly != "all" && options.quantizeOnly != "experts")
     return fail(prefix + "quantize-only must be all or experts, got '" +
                 options.quantizeOnly.getValue() + "'");
@@ -79,7 +92,8 @@ void mlir::moe::registerPipelines() {
       "moe-default-pipeline",
       "The moe-compile pipeline: moe-quantize-weights when quantize is "
       "given; then at opt-level=2 canonicalize, "
-      "moe-fuse-router, moe-fuse-expert-gemms, moe-fuse-projections, "
+      "moe-fuse-router, moe-shard-experts (with expert-parallel), "
+      "moe-fuse-expert-gemms, moe-fuse-projections, "
       "moe-fuse-epilogues (unless fuse-epilogues=false), moe-plan-kv-cache, "
       "moe-plan-memory; at opt-level=0 "
       "moe-plan-kv-cache and moe-plan-memory{reuse=false}",

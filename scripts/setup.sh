@@ -15,6 +15,7 @@ packages=(
   cmake ninja-build g++ python3 python3-numpy python3-venv clang-22 libclang-rt-22-dev
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   libgtest-dev libsentencepiece-dev libpcre2-dev
+  openmpi-bin libopenmpi-dev
 )
 
 missing=()

@@ -50,6 +50,28 @@ config.substitutions.append(
 config.substitutions.append(
     ("%check_e2e", python + " " +
      os.path.join(config.test_source_root, "e2e", "check_e2e.py")))
+# Expert parallelism: mpirun (Open MPI; scripts/setup.sh installs it) and a
+# moe-compile built with libmoert_mpi. The tests run as root in CI, which
+# Open MPI refuses unless told.
+import shutil
+mpirun = shutil.which("mpirun")
+if mpirun and getattr(config, "moe_mpi", "0") == "1":
+    config.available_features.add("mpi")
+    config.environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    config.environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    config.substitutions.append(("%mpirun", shlex.quote(mpirun) + " --oversubscribe"))
+    config.substitutions.append(
+        ("%mpi_cflags", " ".join("-I " + shlex.quote(d) for d in
+                                  config.moe_mpi_include_dirs.split(";") if d)))
+    # NCCL from the CUDA toolkit: the NCCL backend's compile check.
+    cuda_home = os.path.dirname(os.path.dirname(config.moe_nvcc))
+    if os.path.exists(os.path.join(cuda_home, "include", "nccl.h")):
+        config.available_features.add("nccl")
+        config.substitutions.append(("%cuda_home", shlex.quote(cuda_home)))
+    config.substitutions.append(
+        ("%check_ep", python + " " +
+         os.path.join(config.test_source_root, "e2e", "check_ep.py") +
+         " --mpirun " + shlex.quote(mpirun)))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Frontends", "hf", "Inputs")))
 
 # PyPI's gguf (python/requirements-test.txt; scripts/setup.sh installs it

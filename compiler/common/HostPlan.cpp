@@ -109,11 +109,12 @@ StringRef dtypeEnum(Type t) {
 /// is refused, so the IR names code but never writes it.
 const llvm::StringSet<> &knownCallees(Target target) {
   static const llvm::StringSet<> cpu = {
-      "moert::embedding",     "moert::rmsNorm",       "moert::linear",
-      "moert::rope",          "moert::attention",     "moert::add",
-      "moert::router",        "moert::fusedRouter",   "moert::experts",
-      "moert::expertPermute", "moert::groupedMatmul", "moert::siluMul",
-      "moert::expertCombine"};
+      "moert::embedding",     "moert::rmsNorm",          "moert::linear",
+      "moert::rope",          "moert::attention",        "moert::add",
+      "moert::router",        "moert::fusedRouter",      "moert::experts",
+      "moert::expertPermute", "moert::groupedMatmul",    "moert::siluMul",
+      "moert::expertCombine", "moert::epExchangeCounts", "moert::epDispatch",
+      "moert::epExperts",     "moert::epCombine"};
   static const llvm::StringSet<> cuda = {"moert::cuda::embedding",
                                          "moert::cuda::rmsNorm",
                                          "moert::cuda::gemv",
@@ -176,6 +177,11 @@ public:
     return s.getArtifact() ? 0 : rawFiles.lookup(s.getFile());
   }
   llvm::StringMap<size_t> manifestIndex;
+  /// Expert parallelism: the ranks (0: one process) and, per manifest
+  /// weight, the rank that holds it (-1: every rank).
+  int64_t epRanks = 0;
+  std::vector<int32_t> weightRanks;
+  LogicalResult recordExpertRanks(moert::CallOp call);
   std::vector<moert::KernelOp> kernels;
   llvm::StringMap<size_t> kernelIndex;
   std::vector<Cache> caches;
@@ -438,6 +444,10 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
     }
     if (c.getThreaded())
       args.push_back("pool");
+    if (c.getCollective())
+      args.push_back("ex->comm");
+    if (c.getCallee() == "moert::epExperts" && failed(recordExpertRanks(c)))
+      return failure();
     for (Value a : c.getArgs()) {
       FailureOr<std::string> s = expr(op, a);
       if (failed(s))
@@ -624,6 +634,40 @@ LogicalResult PlanPrinter::run() {
   return success();
 }
 
+/// moert::epExperts<WG, WU, WD, H, I, E, R>(rows, experts, gates, counts,
+/// gate, up, down, out): expert e of its tables is rank r's when
+/// first[r] <= e < first[r + 1], the split of moe-shard-experts.
+LogicalResult PlanPrinter::recordExpertRanks(moert::CallOp call) {
+  ArrayAttr targs = call.getTemplateArgs();
+  if (targs.size() != 7 || call.getArgs().size() != 8)
+    return call.emitOpError("moert::epExperts takes 7 template arguments and "
+                            "8 operands");
+  int64_t experts = cast<IntegerAttr>(targs[5]).getInt();
+  int64_t ranks = cast<IntegerAttr>(targs[6]).getInt();
+  if (ranks < 1 || ranks > experts || (epRanks && epRanks != ranks))
+    return call.emitOpError("expert parallelism over ")
+           << ranks << " ranks for " << experts
+           << " experts (the program's other layers: " << epRanks << ")";
+  epRanks = ranks;
+  weightRanks.resize(manifest.size(), -1);
+  for (unsigned t = 4; t < 7; ++t) {
+    auto table = call.getArgs()[t].getDefiningOp<moert::TableOp>();
+    if (!table || int64_t(table.getEntries().size()) != experts)
+      return call.emitOpError("moert::epExperts takes a table of ")
+             << experts << " weights per part";
+    for (auto [e, entry] : llvm::enumerate(table.getEntries())) {
+      auto w = entry.getDefiningOp<moert::WeightOp>();
+      if (!w)
+        return call.emitOpError("moert::epExperts takes weights");
+      int64_t rank = 0, first = 0;
+      while (first + experts / ranks + (rank < experts % ranks) <= int64_t(e))
+        first += experts / ranks + (rank++ < experts % ranks);
+      weightRanks[manifestIndex.lookup(w.getName())] = int32_t(rank);
+    }
+  }
+  return success();
+}
+
 void PlanPrinter::writeTables(raw_ostream &os) const {
   os << "const moert_weight_desc kWeights[] = {\n";
   for (WeightSourceOp s : manifest) {
@@ -634,7 +678,14 @@ void PlanPrinter::writeTables(raw_ostream &os) const {
        << (t.getRank() > 1 ? t.getDimSize(1) : 1) << ", " << t.getRank() << ", "
        << (s.getArtifact() ? 1 : 0) << ", " << rawFileSize(s) << "ull},\n";
   }
-  os << "};\n\nconst moert_cache_desc kCaches[] = {\n";
+  os << "};\n\n";
+  if (epRanks) {
+    os << "const int32_t kWeightRanks[] = {";
+    for (auto [i, r] : llvm::enumerate(weightRanks))
+      os << (i ? ", " : "") << r;
+    os << "};\n\n";
+  }
+  os << "const moert_cache_desc kCaches[] = {\n";
   for (const Cache &c : caches)
     os << "  {" << c.kvHeads << ", " << c.headDim << ", " << c.capacity << ", "
        << c.window << "},\n";
@@ -701,6 +752,7 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
      << (options.tokenizer.empty()
              ? std::string("nullptr, 0")
              : "kTokenizer, " + std::to_string(options.tokenizer.size()))
+     << ",\n  " << epRanks << ", " << (epRanks ? "kWeightRanks" : "nullptr")
      << "};\n";
 }
 

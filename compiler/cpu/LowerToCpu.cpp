@@ -11,6 +11,7 @@
 
 #include "compiler/Passes.h"
 #include "compiler/common/Lowering.h"
+#include "passes/Passes.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_LOWERTOCPU
@@ -48,10 +49,12 @@ struct CpuBufferModel : public moert::TargetBufferAttrInterface::ExternalModel<
 };
 
 void call(ConversionPatternRewriter &rw, Location loc, StringRef callee,
-          const TemplateArgs &targs, bool threaded, ValueRange args) {
+          const TemplateArgs &targs, bool threaded, ValueRange args,
+          bool collective = false) {
   moert::CallOp::create(rw, loc, rw.getStringAttr(callee),
                         rw.getArrayAttr(targs.args),
-                        threaded ? rw.getUnitAttr() : UnitAttr(), args);
+                        threaded ? rw.getUnitAttr() : UnitAttr(),
+                        collective ? rw.getUnitAttr() : UnitAttr(), args);
 }
 
 /// A CPU pattern: the kernels take the token count `n` as an index.
@@ -310,6 +313,91 @@ CPU_PATTERN(ExpertCombineToCpu, ExpertCombineOp) {
   return success();
 }
 
+/// The EP kernels (moert/ep.h) split the experts as moe-shard-experts does;
+/// (E, R) of an op's first_expert, or failure for another split.
+FailureOr<std::pair<int64_t, int64_t>> epSplit(Operation *op,
+                                               ArrayRef<int64_t> first) {
+  int64_t ranks = int64_t(first.size()) - 1, experts = first.back();
+  if (ranks < 1 || llvm::ArrayRef(splitExperts(experts, ranks)) != first)
+    return op->emitOpError("the CPU target runs the split of "
+                           "moe-shard-experts only (E / R experts a rank, "
+                           "the first E % R ranks one more)");
+  return std::make_pair(experts, ranks);
+}
+
+CPU_PATTERN(EpExchangeCountsToCpu, EpExchangeCountsOp) {
+  auto split = epSplit(op, op.getFirstExpert());
+  if (failed(split))
+    return failure();
+  call(rw, op.getLoc(), "moert::epExchangeCounts",
+       TemplateArgs(rw)
+           .i(split->first)
+           .i(width(op.getIndices()))
+           .i(split->second),
+       false, {a.getIndices(), n, outs[0]}, true);
+  return success();
+}
+
+CPU_PATTERN(EpDispatchToCpu, EpDispatchOp) {
+  auto counts = op.getCounts().getDefiningOp<EpExchangeCountsOp>();
+  auto split = epSplit(op, counts.getFirstExpert());
+  if (failed(split))
+    return failure();
+  call(rw, op.getLoc(), "moert::epDispatch",
+       TemplateArgs(rw)
+           .i(width(op.getInput()))
+           .i(split->first)
+           .i(width(op.getIndices()))
+           .i(split->second),
+       false,
+       {a.getInput(), a.getIndices(), a.getWeights(), a.getCounts(), n, outs[0],
+        outs[1], outs[2]},
+       true);
+  return success();
+}
+
+CPU_PATTERN(EpExpertsToCpu, EpExpertsOp) {
+  auto split = epSplit(op, op.getFirstExpert());
+  if (failed(split))
+    return failure();
+  Location loc = op.getLoc();
+  auto gate = cast<RankedTensorType>(op.getGateWeights().front().getType());
+  call(rw, loc, "moert::epExperts",
+       TemplateArgs(rw)
+           .type(op.getGateWeights().front())
+           .type(op.getUpWeights().front())
+           .type(op.getDownWeights().front())
+           .i(width(op.getResult()))
+           .i(gate.getDimSize(0))
+           .i(split->first)
+           .i(split->second),
+       true,
+       {a.getRows(), a.getExperts(), a.getGates(), a.getCounts(),
+        table(rw, loc, a.getGateWeights(), true),
+        table(rw, loc, a.getUpWeights(), true),
+        table(rw, loc, a.getDownWeights(), true), outs[0]},
+       true);
+  return success();
+}
+
+CPU_PATTERN(EpCombineToCpu, EpCombineOp) {
+  auto split = epSplit(op, op.getFirstExpert());
+  if (failed(split))
+    return failure();
+  SmallVector<Value> args = {a.getInput(), a.getIndices(), a.getCounts(), n,
+                             outs[0]};
+  if (a.getResidual())
+    args.push_back(a.getResidual());
+  call(rw, op.getLoc(), "moert::epCombine",
+       TemplateArgs(rw)
+           .i(width(op.getResult()))
+           .i(split->first)
+           .i(width(op.getIndices()))
+           .i(split->second),
+       false, args, true);
+  return success();
+}
+
 struct LowerToCpuPass : public mlir::moe::impl::LowerToCpuBase<LowerToCpuPass> {
   void runOnOperation() override {
     auto populate = [this](RewritePatternSet &patterns,
@@ -318,8 +406,9 @@ struct LowerToCpuPass : public mlir::moe::impl::LowerToCpuBase<LowerToCpuPass> {
       patterns.add<EmbeddingToCpu, RMSNormToCpu, LinearToCpu, FusedLinearToCpu,
                    RoPEToCpu, AttentionToCpu, AddToCpu, RouterToCpu,
                    FusedRouterToCpu, ExpertsToCpu, ExpertPermuteToCpu,
-                   GroupedMatmulToCpu, SiluMulToCpu, ExpertCombineToCpu>(
-          converter, &getContext(), state);
+                   GroupedMatmulToCpu, SiluMulToCpu, ExpertCombineToCpu,
+                   EpExchangeCountsToCpu, EpDispatchToCpu, EpExpertsToCpu,
+                   EpCombineToCpu>(converter, &getContext(), state);
     };
     if (failed(lowerModule(getOperation(),
                            moert::CpuTargetAttr::get(&getContext()), populate)))

@@ -839,6 +839,107 @@ LogicalResult ExpertCombineOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// Expert parallelism
+//===----------------------------------------------------------------------===//
+
+/// `first_expert` [R + 1]: rank r holds experts [first[r], first[r + 1]);
+/// every rank holds at least one, and together they hold all `experts`
+/// (-1: the op does not know the number of experts; the last entry is it).
+static LogicalResult verifyFirstExpert(Operation *op, ArrayRef<int64_t> first,
+                                       int64_t experts = -1) {
+  auto list = [&] {
+    std::string s;
+    llvm::raw_string_ostream os(s);
+    os << "[";
+    llvm::interleaveComma(first, os);
+    os << "]";
+    return s;
+  };
+  if (first.size() < 2)
+    return op->emitOpError("needs at least 1 rank: first_expert must have "
+                           "ranks + 1 entries, got ")
+           << list();
+  if (first.front() != 0)
+    return op->emitOpError("first_expert must start at 0, got ") << list();
+  for (size_t r = 0; r + 1 < first.size(); ++r)
+    if (first[r + 1] <= first[r])
+      return op->emitOpError("rank ")
+             << r << " holds no expert (first_expert " << list()
+             << "): every rank must hold at least one expert";
+  if (experts >= 0 && first.back() != experts)
+    return op->emitOpError("first_expert ")
+           << list() << " must end at the number of experts, " << experts;
+  return success();
+}
+
+LogicalResult EpExchangeCountsOp::verify() {
+  int64_t ranks = getRanks();
+  if (ranks < 1)
+    return emitOpError("ranks must be at least 1, got ") << ranks;
+  if (int64_t(getFirstExpert().size()) != ranks + 1)
+    return emitOpError("first_expert must have ranks + 1 = ")
+           << ranks + 1 << " entries, got " << getFirstExpert().size();
+  if (failed(verifyFirstExpert(*this, getFirstExpert())))
+    return failure();
+  auto counts = getCounts().getType();
+  if (counts.getDimSize(0) != 2 || counts.getDimSize(1) != ranks)
+    return emitOpError("counts must be tensor<2x")
+           << ranks << "xi32> (sent and received per rank), got " << counts;
+  return success();
+}
+
+/// The counts of an EP op: made by moe.ep_exchange_counts.
+static LogicalResult verifyCounts(Operation *op, Value counts) {
+  if (!counts.getDefiningOp<EpExchangeCountsOp>())
+    return op->emitOpError("counts must come from moe.ep_exchange_counts");
+  return success();
+}
+
+LogicalResult EpDispatchOp::verify() {
+  if (getRows().getType().getDimSize(1) != getInput().getType().getDimSize(1))
+    return emitOpError("rows ")
+           << getRows().getType() << " must have the input's width "
+           << getInput().getType().getDimSize(1);
+  if (getWeights().getType().getDimSize(1) !=
+      getIndices().getType().getDimSize(1))
+    return emitOpError("weights and indices must have the same k");
+  return verifyCounts(*this, getCounts());
+}
+
+LogicalResult EpExpertsOp::verify() {
+  size_t e = getGateWeights().size();
+  if (e == 0 || getUpWeights().size() != e || getDownWeights().size() != e)
+    return emitOpError("needs one gate, up and down weight per expert, got ")
+           << e << ", " << getUpWeights().size() << " and "
+           << getDownWeights().size();
+  if (failed(verifyFirstExpert(*this, getFirstExpert(), int64_t(e))))
+    return failure();
+  int64_t h = getRows().getType().getDimSize(1);
+  auto gate = cast<RankedTensorType>(getGateWeights().front().getType());
+  auto down = cast<RankedTensorType>(getDownWeights().front().getType());
+  if (gate.getDimSize(1) != h || down.getDimSize(0) != h ||
+      getResult().getType().getDimSize(1) != h)
+    return emitOpError("gate weights must be [I, ")
+           << h << "] and down weights [" << h << ", I] for rows of width "
+           << h;
+  for (ValueRange list :
+       {ValueRange(getGateWeights()), ValueRange(getUpWeights()),
+        ValueRange(getDownWeights())})
+    for (Value w : list)
+      if (w.getType() != list.front().getType())
+        return emitOpError("every expert's weights must have the same type");
+  return verifyCounts(*this, getCounts());
+}
+
+LogicalResult EpCombineOp::verify() {
+  if (failed(verifyFirstExpert(*this, getFirstExpert())))
+    return failure();
+  if (failed(verifyResidual(*this, getResidual(), getResult())))
+    return failure();
+  return verifyCounts(*this, getCounts());
+}
+
+//===----------------------------------------------------------------------===//
 // WeightCostOpInterface
 //===----------------------------------------------------------------------===//
 //
@@ -1002,6 +1103,43 @@ double GroupedMatmulOp::getFlops(double stepTokens) {
   return perRow * static_cast<double>(getK()) * stepTokens;
 }
 
+QuantizableWeight EpExpertsOp::getQuantizable(OpOperand &operand) {
+  return isWeightOperand(operand) ? QuantizableWeight::Expert
+                                  : QuantizableWeight::No;
+}
+
+bool EpExpertsOp::isWeightOperand(OpOperand &operand) {
+  return isIn(operand, getGateWeights()) || isIn(operand, getUpWeights()) ||
+         isIn(operand, getDownWeights());
+}
+
+/// k of the rows an ep_experts op receives: its counts' indices.
+static int64_t epTopK(EpExpertsOp op) {
+  return op.getCounts()
+      .getDefiningOp<EpExchangeCountsOp>()
+      .getIndices()
+      .getType()
+      .getDimSize(1);
+}
+
+// Summed over the ranks, as the computation the ranks share: the same
+// figures as the single-process expert bank.
+double EpExpertsOp::getWeightBytesRead(OpOperand &weight, double stepTokens) {
+  double bytes = getWeightStorageBytes(weight.get());
+  if (!isWeightOperand(weight))
+    return bytes;
+  return bytes * getExpectedExpertShare(epTopK(*this),
+                                        int64_t(getGateWeights().size()),
+                                        stepTokens);
+}
+
+double EpExpertsOp::getFlops(double stepTokens) {
+  double perExpert = flopsPerRow(getGateWeights().front()) +
+                     flopsPerRow(getUpWeights().front()) +
+                     flopsPerRow(getDownWeights().front());
+  return perExpert * static_cast<double>(epTopK(*this)) * stepTokens;
+}
+
 //===----------------------------------------------------------------------===//
 // Buffer sizes for lowering
 //===----------------------------------------------------------------------===//
@@ -1016,6 +1154,11 @@ int64_t mlir::moe::getRowsPerToken(Value value) {
     return gemm.getK();
   if (auto silu = dyn_cast_or_null<SiluMulOp>(def))
     return getRowsPerToken(silu.getInput());
+  // The rows a rank receives: at most k per batch token.
+  if (auto dispatch = dyn_cast_or_null<EpDispatchOp>(def))
+    return dispatch.getIndices().getType().getDimSize(1);
+  if (auto experts = dyn_cast_or_null<EpExpertsOp>(def))
+    return getRowsPerToken(experts.getRows());
   return 1;
 }
 
@@ -1025,6 +1168,9 @@ int64_t mlir::moe::getFloatsPerToken(Value value) {
   if (auto permute = value.getDefiningOp<ExpertPermuteOp>())
     if (value == permute.getOffsets())
       return type.getDimSize(0);
+  // The [2, R] counts: a fixed size, planned per token as the offsets are.
+  if (value.getDefiningOp<EpExchangeCountsOp>())
+    return type.getNumElements();
   // Saturates: a width no buffer can have stays out of every arena.
   return llvm::checkedMul(width, getRowsPerToken(value))
       .value_or(std::numeric_limits<int64_t>::max());

@@ -726,4 +726,130 @@ def MoE_ExpertCombineOp : MoE_Op<"expert_combine",
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Expert parallelism (moe-shard-experts)
+//===----------------------------------------------------------------------===//
+//
+// After moe-shard-experts{ranks=R}, each MoE layer runs across R ranks that
+// all run the same program: attention and the dense parts are replicated;
+// rank r holds experts [first_expert[r], first_expert[r+1]) and owns the
+// token slice [T*r/R, T*(r+1)/R) of the MoE layer.
+//
+
+def MoE_EpExchangeCountsOp : MoE_Op<"ep_exchange_counts", [Pure]> {
+  let summary = "exchange per-destination row counts across the ranks";
+  let description = [{
+    The first step of an expert-parallel MoE layer. Each rank counts the
+    (token, choice) rows of its own token slice that go to each rank (the
+    owner of the row's expert, by `first_expert`) and exchanges the counts
+    all-to-all, so that every rank knows how many rows it receives. The
+    result is `[2, R]`: row 0 what this rank sends to each rank, row 1 what
+    it receives from each.
+
+    ```mlir
+    %c = moe.ep_exchange_counts %idx ranks 2 first_expert [0, 2, 4]
+        : tensor<?x2xi32> -> tensor<2x2xi32>
+    ```
+  }];
+  let arguments = (ins 2DTensorOf<[I32]>:$indices, I64Attr:$ranks,
+                       DenseI64ArrayAttr:$first_expert);
+  let results = (outs 2DTensorOf<[I32]>:$counts);
+  let assemblyFormat = [{
+    $indices `ranks` $ranks `first_expert` $first_expert attr-dict `:`
+    type($indices) `->` type($counts)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_EpDispatchOp : MoE_Op<"ep_dispatch", [Pure]> {
+  let summary = "all-to-all the routed rows to the ranks of their experts";
+  let description = [{
+    Sends each (token, choice) row of this rank's token slice (the token's
+    hidden state, its expert and its routing weight) to the rank that holds
+    the expert, grouped by destination rank and in (token, choice) order
+    within it, as the exchanged `counts` say. The results hold the rows this
+    rank received, grouped by source rank: at most `k` per batch token.
+
+    ```mlir
+    %rows, %experts, %gates = moe.ep_dispatch %x, %idx, %w, %c
+        : tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<2x2xi32>
+        -> tensor<?x64xf32>, tensor<?xi32>, tensor<?xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, 2DTensorOf<[I32]>:$indices,
+                       MoE_ActTensor:$weights, 2DTensorOf<[I32]>:$counts);
+  let results = (outs MoE_ActTensor:$rows, 1DTensorOf<[I32]>:$experts,
+                      1DTensorOf<[F32]>:$gates);
+  let assemblyFormat = [{
+    $input `,` $indices `,` $weights `,` $counts attr-dict `:`
+    type($input) `,` type($indices) `,` type($weights) `,` type($counts)
+    `->` type($rows) `,` type($experts) `,` type($gates)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_EpExpertsOp : MoE_Op<"ep_experts",
+    [Pure, AttrSizedOperandSegments,
+     DeclareOpInterfaceMethods<MoE_WeightCostOpInterface,
+                               ["getQuantizable"]>]> {
+  let summary = "this rank's experts over the rows it received";
+  let description = [{
+    `down(silu(gate(x)) * up(x)) * gate_weight` for each received row, with
+    the row's expert. The weight lists hold every expert of the layer (one
+    program runs as every rank); a rank reads only those of its own experts,
+    `[first_expert[r], first_expert[r+1])`, and maps no other.
+
+    ```mlir
+    %y = moe.ep_experts %rows, %experts, %gates, %c
+        gate[%g0, %g1, %g2, %g3] up[%u0, ...] down[%d0, ...]
+        first_expert [0, 2, 4] : ... -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$rows, 1DTensorOf<[I32]>:$experts,
+                       1DTensorOf<[F32]>:$gates, 2DTensorOf<[I32]>:$counts,
+                       Variadic<MoE_WeightTensor>:$gate_weights,
+                       Variadic<MoE_WeightTensor>:$up_weights,
+                       Variadic<MoE_WeightTensor>:$down_weights,
+                       DenseI64ArrayAttr:$first_expert);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $rows `,` $experts `,` $gates `,` $counts
+    `gate` `[` $gate_weights `]` `up` `[` $up_weights `]`
+    `down` `[` $down_weights `]` `first_expert` $first_expert attr-dict `:`
+    type($rows) `,` type($experts) `,` type($gates) `,` type($counts)
+    `,` `(` type($gate_weights) `)` `,` `(` type($up_weights) `)` `,`
+    `(` type($down_weights) `)` `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_EpCombineOp : MoE_Op<"ep_combine", [Pure]> {
+  let summary = "all-to-all the expert outputs back, sum them, share the result";
+  let description = [{
+    Returns each processed row to the rank it came from (the reverse of
+    `moe.ep_dispatch`, with the same counts), sums each of this rank's
+    tokens' rows in choice order (`k` per token; `indices` and `first_expert`
+    recover where each came back), adds the `residual` if there is one, and
+    all-gathers the token slices so that every rank holds the whole `[T, H]`
+    result for the replicated layers that follow.
+
+    ```mlir
+    %h = moe.ep_combine %y, %idx, %c first_expert [0, 2, 4] residual %x
+        : tensor<?x64xf32>, tensor<?x2xi32>, tensor<2x2xi32>, tensor<?x64xf32>
+        -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$input, 2DTensorOf<[I32]>:$indices,
+                       2DTensorOf<[I32]>:$counts,
+                       DenseI64ArrayAttr:$first_expert,
+                       Optional<MoE_ActTensor>:$residual);
+  let results = (outs MoE_ActTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $indices `,` $counts `first_expert` $first_expert
+    (`residual` $residual^)? attr-dict `:` type($input) `,` type($indices)
+    `,` type($counts) (`,` type($residual)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // MOE_OPS_TD

@@ -236,7 +236,8 @@ def MoERT_CallOp : MoERT_Op<"call"> {
   let description = [{
     Calls the C++ function template `callee` with `template_args` (types,
     integers, booleans) and the operands in order. `threaded` kernels take
-    the runtime's thread pool as their first argument.
+    the runtime's thread pool as their first argument; `collective` ones
+    (expert parallelism) then the runtime's communicator.
 
     ```mlir
     moert.call "moert::rmsNorm" [f32, 64] (%x, %w, %eps, %n, %out)
@@ -244,9 +245,11 @@ def MoERT_CallOp : MoERT_Op<"call"> {
     ```
   }];
   let arguments = (ins StrAttr:$callee, ArrayAttr:$template_args,
-                       UnitAttr:$threaded, Variadic<AnyType>:$args);
+                       UnitAttr:$threaded, UnitAttr:$collective,
+                       Variadic<AnyType>:$args);
   let assemblyFormat = [{
-    $callee $template_args (`threaded` $threaded^)? `(` $args `)` attr-dict
+    $callee $template_args (`threaded` $threaded^)?
+    (`collective` $collective^)? `(` $args `)` attr-dict
     `:` functional-type($args, results)
   }];
   let hasVerifier = 1;

@@ -19,6 +19,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "internal.h"
+#include "moert/comm.h"
 #include "moert/moert.h"
 #include "tokenizer.h"
 
@@ -45,6 +46,12 @@
 #include <vector>
 
 extern "C" const moert_program moert_compiled_program;
+
+// libmoert_mpi, linked (whole) only into expert-parallel programs.
+extern "C" __attribute__((weak)) int
+moert_comm_mpi_create(int *argc, char ***argv, moert_comm **comm, char *error,
+                      unsigned long errorSize);
+extern "C" __attribute__((weak)) void moert_comm_mpi_free(moert_comm *comm);
 
 namespace {
 
@@ -94,7 +101,33 @@ const char *kUsage =
     "                        (FILE: a new or a regular file, replaced whole;\n"
     "                        with --prompt/--chat it needs --ignore-eos)\n"
     "  --print-plan          print the compiled plan and exit\n"
-    "  --help                this text\n";
+    "  --help                this text\n"
+    "\n"
+    "A program compiled with moe-compile --expert-parallel N runs as N MPI\n"
+    "ranks, each holding its share of the experts: mpirun -np N PATH ...\n"
+    "(docs/distributed.md). Rank 0 prints the output and writes\n"
+    "--dump-logits; every rank prints an `ep:` line on stderr with its\n"
+    "weight bytes, peak memory and the bytes it sent. MOERT_EP_TIMEOUT\n"
+    "(seconds, default 60): how long a rank waits for the others before it\n"
+    "ends them all with an error.\n";
+
+/// Expert parallelism: this process's communicator (else null).
+moert_comm *epComm = nullptr;
+
+/// Peak resident memory of this process, from /proc/self/status (0 when
+/// unknown).
+long long peakResidentKiB() {
+  FILE *f = std::fopen("/proc/self/status", "r");
+  if (!f)
+    return 0;
+  char line[256];
+  long long kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %lld kB", &kib) == 1)
+      break;
+  std::fclose(f);
+  return kib;
+}
 
 /// The loaded model, for the SIGBUS handler.
 std::atomic<moert_model *> loadedModel{nullptr};
@@ -584,6 +617,8 @@ int run(int argc, char **argv) {
   // is looked for beside it, wherever the two were moved.
   std::string artifactDir = quantized ? quantized : executableDir();
   LogitsDump dumped;
+  if (epComm && epComm->rank() != 0)
+    dump = nullptr; // rank 0 writes the file
   if (dump) {
     std::vector<std::string> inputs = {"/proc/self/exe"};
     std::string dir = weights ? weights : program->model_dir;
@@ -597,9 +632,20 @@ int run(int argc, char **argv) {
   }
 
   moert_model *model = nullptr;
-  if (moert_model_load_from(program, weights, artifactDir.c_str(), int(threads),
-                            int(maxBatch), &model) != MOERT_OK)
+  if (moert_model_load_ranked(program, weights, artifactDir.c_str(),
+                              int(threads), int(maxBatch), epComm,
+                              &model) != MOERT_OK)
     die("%s", moert_last_error());
+  // Test hooks of the failure tests: "RANK:STEP" kills that rank with
+  // SIGKILL (MOERT_EP_TEST_KILL), or stops it forever (MOERT_EP_TEST_HANG),
+  // before decode step STEP.
+  long long killRank = -1, killStep = -1, hangRank = -1, hangStep = -1;
+  if (const char *hook = std::getenv("MOERT_EP_TEST_KILL"))
+    if (std::sscanf(hook, "%lld:%lld", &killRank, &killStep) != 2)
+      die("MOERT_EP_TEST_KILL must be RANK:STEP, got '%s'", hook);
+  if (const char *hook = std::getenv("MOERT_EP_TEST_HANG"))
+    if (std::sscanf(hook, "%lld:%lld", &hangRank, &hangStep) != 2)
+      die("MOERT_EP_TEST_HANG must be RANK:STEP, got '%s'", hook);
   loadedModel.store(model);
   moert_session *session = nullptr;
   if (moert_session_create(model, &session) != MOERT_OK)
@@ -631,6 +677,23 @@ int run(int argc, char **argv) {
     checkStdout();
   };
   for (long long i = 0; i < n; ++i) {
+    if (epComm && epComm->rank() == killRank && i + 1 == killStep) {
+      std::fprintf(stderr,
+                   "rank %d: killing itself before decode step %lld "
+                   "(MOERT_EP_TEST_KILL)\n",
+                   epComm->rank(), killStep);
+      std::fflush(stderr);
+      raise(SIGKILL);
+    }
+    if (epComm && epComm->rank() == hangRank && i + 1 == hangStep) {
+      std::fprintf(stderr,
+                   "rank %d: hanging before decode step %lld "
+                   "(MOERT_EP_TEST_HANG)\n",
+                   epComm->rank(), hangStep);
+      std::fflush(stderr);
+      for (;;)
+        pause();
+    }
     int32_t token = sample(last, vocab, temperature, topP, rng);
     if (stopAtEos && tokenizer->isEos(token))
       break;
@@ -661,13 +724,28 @@ int run(int argc, char **argv) {
   checkStdout();
   double prefillS = std::chrono::duration<double>(t1 - t0).count();
   double decodeS = std::chrono::duration<double>(t2 - t1).count();
-  std::fprintf(stderr,
-               "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld "
-               "tokens in %.3f s (%.1f tok/s) on %s\n",
-               prompt.size(), prefillS, double(prompt.size()) / prefillS,
-               (long long)generated.size(), decodeS,
-               generated.empty() ? 0.0 : double(generated.size()) / decodeS,
-               moert_model_device(model));
+  if (!epComm || epComm->rank() == 0)
+    std::fprintf(stderr,
+                 "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld "
+                 "tokens in %.3f s (%.1f tok/s) on %s\n",
+                 prompt.size(), prefillS, double(prompt.size()) / prefillS,
+                 (long long)generated.size(), decodeS,
+                 generated.empty() ? 0.0 : double(generated.size()) / decodeS,
+                 moert_model_device(model));
+  if (epComm) {
+    uint64_t mine = 0, all = 0;
+    moert_model_weight_bytes(model, &mine, &all);
+    long long steps = 1 + (long long)generated.size();
+    std::fprintf(stderr,
+                 "ep: rank %d of %d (%s): weights %llu of %llu bytes; peak "
+                 "resident %lld KiB; sent %llu bytes in %llu collectives over "
+                 "%lld steps (%llu bytes per step)\n",
+                 epComm->rank(), epComm->size(), epComm->backend(),
+                 (unsigned long long)mine, (unsigned long long)all,
+                 peakResidentKiB(), (unsigned long long)epComm->bytesSent,
+                 (unsigned long long)epComm->collectives, steps,
+                 (unsigned long long)(epComm->bytesSent / uint64_t(steps)));
+  }
   loadedModel.store(nullptr);
   moert_session_free(session);
   moert_model_free(model);
@@ -678,8 +756,28 @@ int run(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   installSignalHandlers();
+  const moert_program *program = &moert_compiled_program;
+  bool help = false;
+  for (int i = 1; i < argc; ++i)
+    help |= !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h");
+  if (program->ep_ranks > 0 && !help) {
+    if (!moert_comm_mpi_create)
+      die("this program was compiled with --expert-parallel %lld but linked "
+          "without libmoert_mpi",
+          (long long)program->ep_ranks);
+    char error[256] = "";
+    if (moert_comm_mpi_create(&argc, &argv, &epComm, error, sizeof error))
+      die("%s", error);
+    // One output: rank 0's (every rank computes the same tokens).
+    if (epComm->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
+      die("rank %d: cannot silence stdout: %s", epComm->rank(),
+          std::strerror(errno));
+  }
   try {
-    return run(argc, argv);
+    int rc = run(argc, argv);
+    if (epComm)
+      moert_comm_mpi_free(epComm);
+    return rc;
   } catch (const std::bad_alloc &) {
     die("out of memory");
   } catch (const std::exception &e) {

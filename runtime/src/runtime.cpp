@@ -13,6 +13,7 @@
 #include "gguf.h"
 #include "header.h"
 #include "internal.h"
+#include "moert/comm.h"
 #include "moert/pool.h"
 #include "tokenizer.h"
 
@@ -265,6 +266,9 @@ struct moert_model {
   moert_pool *pool = nullptr;
   int64_t maxTokens = 0;
   moert_cuda_model *cuda = nullptr;
+  /// Expert parallelism: this rank's communicator (else null).
+  moert_comm *comm = nullptr;
+  uint64_t weightBytesMine = 0, weightBytesAll = 0;
   /// The program's tokenizer, parsed on first use (moert_model_tokenizer).
   std::once_flag tokenizerOnce;
   std::unique_ptr<moert::Tokenizer> tokenizer;
@@ -413,6 +417,22 @@ extern "C" moert_status moert_model_load_from(const moert_program *program,
                                               const char *artifactDir,
                                               int threads, int maxBatchTokens,
                                               moert_model **out) {
+  return moert_model_load_ranked(program, weightDir, artifactDir, threads,
+                                 maxBatchTokens, nullptr, out);
+}
+
+extern "C" void moert_model_weight_bytes(const moert_model *model,
+                                         uint64_t *mine, uint64_t *all) {
+  *mine = model->weightBytesMine;
+  *all = model->weightBytesAll;
+}
+
+extern "C" moert_status moert_model_load_ranked(const moert_program *program,
+                                                const char *weightDir,
+                                                const char *artifactDir,
+                                                int threads, int maxBatchTokens,
+                                                moert_comm *comm,
+                                                moert_model **out) {
   *out = nullptr;
   return moert_guarded("loading the model", [&] {
     if (!program || program->abi_version != MOERT_ABI_VERSION)
@@ -433,12 +453,41 @@ extern "C" moert_status moert_model_load_from(const moert_program *program,
         new moert_model, &moert_model_free);
     model->program = program;
     model->maxTokens = maxBatchTokens;
+    // Expert parallelism: this rank reads only its own experts' weights.
+    int64_t rank = -1;
+    if (program->ep_ranks > 0) {
+      if (!comm)
+        return moert_fail(MOERT_ERROR_INVALID,
+                          "the model was compiled with --expert-parallel "
+                          "%lld: run it as %lld ranks (mpirun -np %lld)",
+                          (long long)program->ep_ranks,
+                          (long long)program->ep_ranks,
+                          (long long)program->ep_ranks);
+      if (comm->size() != program->ep_ranks)
+        return moert_fail(MOERT_ERROR_INVALID,
+                          "the model was compiled with --expert-parallel "
+                          "%lld, but runs as %d rank%s: start it with mpirun "
+                          "-np %lld",
+                          (long long)program->ep_ranks, comm->size(),
+                          comm->size() == 1 ? "" : "s",
+                          (long long)program->ep_ranks);
+      rank = comm->rank();
+      model->comm = comm;
+    }
+    auto mine = [&](int64_t i) {
+      return rank < 0 || !program->weight_ranks ||
+             program->weight_ranks[i] < 0 || program->weight_ranks[i] == rank;
+    };
 
     // The weights of each file, files in manifest order.
     std::vector<std::string> paths;
     std::map<std::string, std::vector<const moert_weight_desc *>> byFile;
     for (int64_t i = 0; i < program->num_weights; ++i) {
       const moert_weight_desc &w = program->weights[i];
+      model->weightBytesAll += w.size;
+      if (!mine(i))
+        continue;
+      model->weightBytesMine += w.size;
       if (w.in_artifact && artifact.empty())
         return moert_fail(MOERT_ERROR_INVALID,
                           "weight '%s' is in the artifact weights file, "
@@ -465,6 +514,10 @@ extern "C" moert_status moert_model_load_from(const moert_program *program,
     }
     for (int64_t i = 0; i < program->num_weights; ++i) {
       const moert_weight_desc &w = program->weights[i];
+      if (!mine(i)) {
+        model->weights.push_back(nullptr);
+        continue;
+      }
       const Mapping &m = *mapped[pathOf(w)];
       model->weights.push_back(static_cast<const char *>(m.base) + w.offset);
     }
@@ -607,7 +660,8 @@ extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
                     s->model->maxTokens,
                     s->model->pool,
                     nullptr,
-                    nullptr};
+                    nullptr,
+                    s->model->comm};
     for (int64_t done = 0; done < n;) {
       int64_t chunk = std::min<int64_t>(n - done, s->model->maxTokens);
       s->positions.resize(size_t(chunk));

@@ -39,7 +39,9 @@
 // CHECK-NEXT: }
 // CHECK: MOERT_TARGET_CPU, nullptr, nullptr, 0, nullptr,
 // CHECK-NEXT: nullptr, nullptr,
-// CHECK-NEXT: nullptr, 0};
+// CHECK-NEXT: nullptr, 0,
+// No expert parallelism: no ranks, no table of weight ranks.
+// CHECK-NEXT: 0, nullptr};
 
 // CALLEE: error: 'moert.call' op calls 'system', which is not a kernel of the CPU library
 // NOTLOWERED: error: the module is not lowered for the CPU target: run --moe-lower-to-cpu first

@@ -159,6 +159,15 @@ static cl::opt<std::string> quantizeOnly(
     cl::desc("With --quantize: all (default: embedding, attention, experts, "
              "lm_head; never norms or router gates) or experts"),
     cl::value_desc("all|experts"), cl::init("all"), cl::cat(category));
+static cl::opt<int64_t> expertParallel(
+    "expert-parallel",
+    cl::desc("Split the experts across N ranks (moe-shard-experts): the "
+             "executable runs as N MPI processes, mpirun -np N PATH ..., "
+             "each mapping only its own experts' weights; attention and "
+             "the dense layers are replicated. N in [1, experts]; E % N "
+             "need not be 0 (the first E % N ranks hold one more). CPU "
+             "target (docs/distributed.md)"),
+    cl::value_desc("N"), cl::init(0), cl::cat(category));
 static cl::opt<bool> checkWeights(
     "check-weights",
     cl::desc("Scan every weight for NaN and infinity before compiling "
@@ -382,7 +391,7 @@ bool writeFile(StringRef path, StringRef text) {
 /// nvcc, into a fatbin the plan embeds) into the executable `path`,
 /// atomically: PATH is replaced only when every step succeeded.
 int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
-          int step, int steps, bool sentencePiece,
+          int step, int steps, bool sentencePiece, bool mpi,
           function_ref<int()> writeBeside) {
   SmallString<128> dir;
   if (std::error_code ec = sys::fs::createUniqueDirectory("moe-compile", dir))
@@ -441,7 +450,17 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
   if (sentencePiece)
     args.insert(args.end(), {"-Wl,--whole-archive", MOE_RUNTIME_SPM_LIB,
                              "-Wl,--no-whole-archive"});
+  // Expert parallelism: the MPI communicator, and MPI (shared).
+  if (mpi)
+    args.insert(args.end(), {"-Wl,--whole-archive", MOE_RUNTIME_MPI_LIB,
+                             "-Wl,--no-whole-archive"});
   args.push_back(MOE_RUNTIME_LIB);
+  if (mpi) {
+    SmallVector<StringRef> libs;
+    StringRef(MOE_MPI_LIBS).split(libs, ',', -1, false);
+    for (StringRef lib : libs)
+      args.push_back(lib.str());
+  }
   // The tokenizer's regexes: libpcre2-8's archive, so that the executable
   // needs no shared library it did not need before.
   args.push_back("-l:libpcre2-8.a");
@@ -568,6 +587,15 @@ int main(int argc, char **argv) {
   pipeline.target = isCuda ? "cuda" : "cpu";
   pipeline.quantize = quantize;
   pipeline.quantizeOnly = quantizeOnly;
+  if (expertParallel.getNumOccurrences() && expertParallel < 1)
+    return fail("--expert-parallel must be at least 1, got " +
+                Twine(expertParallel.getValue()));
+  pipeline.expertParallel = expertParallel;
+  if (expertParallel > 0 && emit == Emit::Binary &&
+      StringRef(MOE_RUNTIME_MPI_LIB).empty())
+    return fail("--expert-parallel needs MPI, and this moe-compile was built "
+                "without it: install openmpi-bin and libopenmpi-dev "
+                "(scripts/setup.sh does) and rebuild");
   if (Error e = mlir::moe::checkPipelineOptions(pipeline, "--"))
     return fail(toString(std::move(e)));
   // Where the output goes is checked before any work is done.
@@ -842,5 +870,5 @@ int main(int argc, char **argv) {
   emitTimer.stop();
   mlir::TimingScope buildTimer = timing.nest("build executable");
   return build(source, cuda ? &*cuda : nullptr, outputPath, 4, steps,
-               tokenizer.sentencePiece, writeWeights);
+               tokenizer.sentencePiece, expertParallel > 0, writeWeights);
 }

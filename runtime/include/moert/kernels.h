@@ -1629,4 +1629,6 @@ void expertCombine(const float *y, const int32_t *perm, const float *weights,
 
 } // namespace moert
 
+#include "moert/ep.h"
+
 #endif // MOERT_KERNELS_H

@@ -64,6 +64,22 @@ moert_status moert_model_load_from(const moert_program *program,
                                    const char *weight_dir,
                                    const char *artifact_dir, int threads,
                                    int max_batch_tokens, moert_model **out);
+/* An expert-parallel program (program->ep_ranks > 0) runs as one rank of
+ * `comm` (moert/comm.h), which must have ep_ranks ranks: the rank maps only
+ * its own experts' weights (and those every rank reads), and its forward
+ * passes exchange tokens through `comm`. `comm` is ignored for other
+ * programs, and an expert-parallel program without one is refused. */
+struct moert_comm;
+moert_status moert_model_load_ranked(const moert_program *program,
+                                     const char *weight_dir,
+                                     const char *artifact_dir, int threads,
+                                     int max_batch_tokens,
+                                     struct moert_comm *comm,
+                                     moert_model **out);
+/* Bytes of the weights this process reads (its rank's share) and of the
+ * whole manifest. */
+void moert_model_weight_bytes(const moert_model *model, uint64_t *mine,
+                              uint64_t *all);
 void moert_model_free(moert_model *model);
 const moert_program *moert_model_program(const moert_model *model);
 /* Where the model runs: "cpu", or the GPU's name for CUDA programs. */

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 6
+#define MOERT_ABI_VERSION 7
 
 typedef enum moert_target {
   MOERT_TARGET_CPU = 0,
@@ -79,6 +79,8 @@ typedef struct moert_kv {
 } moert_kv;
 
 struct moert_pool;
+/* The communicator of an expert-parallel program's ranks (moert/comm.h). */
+struct moert_comm;
 
 /* What `forward` works with. On the CUDA target every pointer here (and
  * forward's tokens, positions and logits) is a device address, and forward
@@ -94,6 +96,8 @@ typedef struct moert_exec {
   void *device;
   void (*launch)(void *device, int64_t kernel, unsigned grid_x, unsigned grid_y,
                  unsigned block, void **args);
+  /* Expert parallelism: this process's communicator (NULL otherwise). */
+  struct moert_comm *comm;
 } moert_exec;
 
 typedef struct moert_program {
@@ -128,6 +132,12 @@ typedef struct moert_program {
    * docs/tokenizers.md), or NULL with size 0 when compiled without one. */
   const unsigned char *tokenizer;
   int64_t tokenizer_size;
+  /* Expert parallelism (moe-compile --expert-parallel N): the number of
+   * ranks the program runs as, 0 for one process; and for each manifest
+   * weight the rank that holds it, -1 for every rank (NULL when 0 ranks). A
+   * rank maps only its own weights and those of every rank. */
+  int64_t ep_ranks;
+  const int32_t *weight_ranks;
 } moert_program;
 
 #ifdef __cplusplus
