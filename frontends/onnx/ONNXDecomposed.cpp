@@ -1171,7 +1171,17 @@ Error DecomposedRaiser::matchAttention(const Norm &norm, std::string &out) {
 // --- Router and experts
 // -----------------------------------------------------------
 
+/// ONNX Runtime's fused experts among standard ops: `com.microsoft.MoE` or
+/// `QMoE` of the norm's output, raised as in the fused graph.
+static bool isFusedExperts(const Importer &im, const wire::NodeProto &n) {
+  return im.is(n, "MoE", "com.microsoft") || im.is(n, "QMoE", "com.microsoft");
+}
+
 Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
+  for (const Node *c : im.consumers(norm.out))
+    if (isFusedExperts(im, *c))
+      return im.matchMoE(Importer::Norm{"", norm.out, norm.weight, norm.node},
+                         out);
   int64_t H = spec().hiddenSize;
   // The norm's output and its Reshapes to [-1, H].
   std::vector<std::string> rows = {norm.out};
@@ -1578,13 +1588,16 @@ Error DecomposedRaiser::run(StringRef h0) {
   // The token ids: the embedding Gather's index, a graph input.
   const Node *gather = im.producer(h0);
   ids = gather->input(1);
-  // No fused op in a decomposed graph (a mix is neither form).
+  // Around decomposed norms and attention, the experts may be ONNX
+  // Runtime's fused op; no other fused op (a mix of the attentions or the
+  // norms is neither form).
   for (const Node &n : im.graph.node())
-    if (n.domain() == "com.microsoft")
-      return fail(n, "a com.microsoft op in a graph whose first RMS norm is "
-                     "decomposed (Pow, ReduceMean, ...): moe-compile raises "
-                     "ONNX Runtime GenAI's fused graph or torch.onnx.export's "
-                     "decomposed one, not a mix (docs/frontends.md)");
+    if (n.domain() == "com.microsoft" && !isFusedExperts(im, n))
+      return fail(n, "a com.microsoft op other than MoE or QMoE in a graph "
+                     "whose first RMS norm is decomposed (Pow, ReduceMean, "
+                     "...): moe-compile raises ONNX Runtime GenAI's fused "
+                     "graph, or standard ops with the experts decomposed or "
+                     "fused, not other mixes (docs/frontends.md)");
   std::string h = h0.str();
   constexpr int64_t kMaxLayers = 1024;
   while (!isFinal(h)) {

@@ -237,9 +237,83 @@ def edit_torch(model_dir, out, graph, edit, args):
         nodes[args[0]].input[int(args[1])] = args[2]
     elif edit == "extra-node":
         g.node.append(helper.make_node("Relu", ["embedding"], ["dangling"], name="/extra/Relu"))
+    elif edit == "fused-moe":
+        fuse_experts(m, int(args[0]) if args else 1)
     else:
         sys.exit(f"unknown torch edit {edit!r}")
     onnx.save(m, out)
+
+
+def fuse_experts(m, normalize):
+    """Replaces each layer's decomposed experts (Softmax, TopK, the repeated
+    tokens, GatherND, ..., up to the Reshape [1, -1, H] added to the
+    residual) by one com.microsoft.MoE of the norm's output and the router
+    logits: fc1 the stacked gate_up_proj (gate rows then up rows,
+    swiglu_fusion 2), fc2 the stacked down_proj, k TopK's."""
+    from onnx import helper, numpy_helper
+
+    g = m.graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {t.name: t for t in g.initializer}
+    drop, new_nodes = set(), []
+    for topk in [n for n in g.node if n.op_type == "TopK"]:
+        k = int(numpy_helper.to_array(inits[topk.input[1]]).reshape(-1)[0])
+        gemm = producer[producer[topk.input[0]].input[0]]
+        rows = producer[gemm.input[0]]  # Reshape [-1, H], maybe twice
+        while producer[rows.input[0]].op_type == "Reshape":
+            rows = producer[rows.input[0]]
+        norm_out = rows.input[0]
+        # Forward from TopK to the ReduceSum over the k slots, then its
+        # Reshape [1, -1, H] and the residual Add.
+        frontier, seen, reduce = [topk], set(), None
+        while frontier and reduce is None:
+            n = frontier.pop()
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            for o in n.output:
+                for c in consumers.get(o, []):
+                    if c.op_type == "ReduceSum" and \
+                            any(a.name == "keepdims" and a.i == 0 for a in c.attribute):
+                        reduce = c
+                    frontier.append(c)
+        end = consumers[reduce.output[0]][0]
+        add = consumers[end.output[0]][0]
+        # Every node from the end back to the router logits and the rows.
+        stop = {gemm.output[0], rows.output[0], norm_out} | set(inits)
+        stack, region = [end], []
+        while stack:
+            n = stack.pop()
+            if n.name in drop:
+                continue
+            drop.add(n.name)
+            region.append(n)
+            stack += [producer[i] for i in n.input
+                      if i and i not in stop and i in producer]
+        fc = {}
+        for gnd in (n for n in region if n.op_type == "GatherND"):
+            bmm = consumers[gnd.output[0]][0]
+            squeeze = consumers[bmm.output[0]][0]
+            split = any(c.op_type == "Split" for c in consumers[squeeze.output[0]])
+            fc["fc1" if split else "fc2"] = gnd.input[0]
+        if gemm.input[0] != rows.output[0]:  # the router's own Reshape
+            drop.add(producer[gemm.input[0]].name)
+            gemm.input[0] = rows.output[0]
+        out = end.output[0] + "/moe"
+        new_nodes.append(helper.make_node(
+            "MoE", [norm_out, gemm.output[0], fc["fc1"], "", fc["fc2"]], [out],
+            name=end.name + "/MoE", domain="com.microsoft", k=k,
+            activation_type="swiglu", swiglu_fusion=2,
+            normalize_routing_weights=normalize))
+        add.input[list(add.input).index(end.output[0])] = out
+    kept = [n for n in g.node if n.name not in drop]
+    del g.node[:]
+    g.node.extend(kept + new_nodes)
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
 def side_intermediate(side):
