@@ -367,7 +367,8 @@ Error writeArtifactWeights(
     if (!file) {
       Expected<InputFile> opened = InputFile::open(t.sourcePath);
       if (!opened)
-        return opened.takeError();
+        return error("weight '" + t.name +
+                     "': " + toString(opened.takeError()));
       file = std::make_unique<InputFile>(std::move(*opened));
     }
     auto readBytes = [&](uint64_t offset,

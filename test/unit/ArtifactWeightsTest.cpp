@@ -31,6 +31,7 @@
 
 #include <cstring>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 using namespace mlir;
@@ -298,6 +299,65 @@ TEST_F(ArtifactWeightsTest, SplitScaleNotHalfIsAnError) {
                       "values [0, 0..31] is not an "
                       "f16"),
             std::string::npos);
+}
+
+/// A source cut short while the artifact is written (the file is opened
+/// once, its size taken then): an error naming the weight and the file,
+/// never the missing bytes read as zeros.
+TEST_F(ArtifactWeightsTest, SourceTruncatedWhileWritingIsAnError) {
+  writeFile("t.data", pattern(2 * 64 * 64, 4, 7));
+  std::string text = "module attributes {moe.weight_dir = \"" + dir +
+                     "\"} {\nmoe.weight_source \"a\" in \"t.data\" at 0 : "
+                     "tensor<64x64xf32> transposed\nmoe.weight_source \"b\" "
+                     "in \"t.data\" at 16384 : tensor<64x64xf32> "
+                     "transposed\n}\n";
+  module = parseSourceString<ModuleOp>(text, &context);
+  ASSERT_TRUE(module);
+  FailureOr<ArtifactWeightsPlan> plan =
+      planArtifactWeights(*module, "m.weights.safetensors");
+  ASSERT_TRUE(succeeded(plan));
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  // The first weight's last progress report (its rows written): the file
+  // is open by then; cut it in the middle of the second weight.
+  bool cut = false;
+  llvm::Error e = writeArtifactWeights(
+      *plan, os,
+      [&](uint64_t done, uint64_t) {
+        if (!cut && done >= plan->header.size() + 64 * 64 * 4) {
+          cut = true;
+          ASSERT_EQ(::truncate((dir + "/t.data").c_str(), 20000), 0);
+        }
+      },
+      /*chunkBytes=*/1024);
+  ASSERT_TRUE(cut);
+  ASSERT_TRUE(bool(e));
+  std::string message = llvm::toString(std::move(e));
+  EXPECT_NE(message.find("weight 'b'"), std::string::npos) << message;
+  EXPECT_NE(message.find(dir + "/t.data"), std::string::npos) << message;
+}
+
+/// A source that is not a regular file when the writer opens it: the error
+/// names the weight too.
+TEST_F(ArtifactWeightsTest, SourceNotARegularFileNamesTheWeight) {
+  writeFile("f.data", pattern(64 * 64, 4, 7));
+  std::string text = "module attributes {moe.weight_dir = \"" + dir +
+                     "\"} {\nmoe.weight_source \"w\" in \"f.data\" at 0 : "
+                     "tensor<64x64xf32> transposed\n}\n";
+  module = parseSourceString<ModuleOp>(text, &context);
+  ASSERT_TRUE(module);
+  FailureOr<ArtifactWeightsPlan> plan =
+      planArtifactWeights(*module, "m.weights.safetensors");
+  ASSERT_TRUE(succeeded(plan));
+  ASSERT_FALSE(llvm::sys::fs::remove(dir + "/f.data"));
+  ASSERT_FALSE(llvm::sys::fs::create_directory(dir + "/f.data"));
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  llvm::Error e = writeArtifactWeights(*plan, os, [](uint64_t, uint64_t) {});
+  ASSERT_TRUE(bool(e));
+  std::string message = llvm::toString(std::move(e));
+  EXPECT_NE(message.find("weight 'w'"), std::string::npos) << message;
+  EXPECT_NE(message.find("is a directory"), std::string::npos) << message;
 }
 
 } // namespace
