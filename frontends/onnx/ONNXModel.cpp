@@ -1146,6 +1146,14 @@ Error Importer::run(RaisedModel &out) {
     for (const std::string &in : n.input())
       if (!in.empty())
         consumerMap[in].push_back(i);
+    // attr() reads the first of a name; onnxruntime refuses a node with
+    // two.
+    for (size_t a = 0; a < n.attribute().size(); ++a)
+      for (size_t b = 0; b < a; ++b)
+        if (n.attribute()[a].name() == n.attribute()[b].name())
+          return nodeError(n, "attribute '" +
+                                  printableText(n.attribute()[a].name()) +
+                                  "' is given twice");
     if (is(n, "Constant")) {
       const wire::AttributeProto *v = attr(n, "value");
       if (!v || v->type() != wire::AttributeProto::TENSOR ||
