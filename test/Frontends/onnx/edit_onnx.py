@@ -58,6 +58,8 @@ from MODEL_DIR and the sidecar GRAPH.json), then EDIT:
   scale NAME FACTOR       the initializer NAME times FACTOR
   set NAME V0,V1,...      the initializer NAME's values (its dtype kept)
   input NODE I VALUE      node NODE's input I is VALUE
+  no-outputs NODE         node NODE's outputs removed (its users read a
+                          value nothing produces)
   attr-twice NODE KEY V   node NODE also has a second integer attribute KEY
                           = V, after the one it has (an invalid node:
                           onnxruntime refuses it)
@@ -249,6 +251,8 @@ def edit_torch(model_dir, out, graph, edit, args):
                 break
         else:
             nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
+    elif edit == "no-outputs":
+        del nodes[args[0]].output[:]
     elif edit == "attr-twice":
         nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
     elif edit == "split-uneven":
