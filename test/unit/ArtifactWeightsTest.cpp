@@ -360,4 +360,38 @@ TEST_F(ArtifactWeightsTest, SourceNotARegularFileNamesTheWeight) {
   EXPECT_NE(message.find("is a directory"), std::string::npos) << message;
 }
 
+/// One row selected with a step so large that step times the row's bytes
+/// wraps to 0 in 64 bits (the verifier lets a single row have any step):
+/// the row itself, for floats and for values with their scales apart (the
+/// chunk sizing divided by that product).
+TEST_F(ArtifactWeightsTest, HugeStepOfOneRow) {
+  std::vector<char> floats = pattern(2 * 64, 4, 3);
+  writeFile("h.data", floats);
+  std::vector<char> split(2 * 64 + 2 * 4);
+  for (int i = 0; i < 2 * 64; ++i)
+    split[size_t(i)] = char(i);
+  float one = 1.0f;
+  for (int r = 0; r < 2; ++r)
+    std::memcpy(split.data() + 128 + 4 * r, &one, 4);
+  writeFile("q.data", split);
+  // 64 f32 columns: 256 bytes a row, times 2^56; 64 q8_0 values: 64 bytes
+  // a row, times 2^58.
+  std::string sources =
+      "moe.weight_source \"f\" in \"h.data\" at 0 : tensor<1x64xf32> rows 1 "
+      "step 72057594037927936 of tensor<2x64xf32>\n"
+      "moe.weight_source \"q\" in \"q.data\" at 0 : "
+      "tensor<1x64x!moe.quant<q8_0>> rows 1 step 288230376151711744 of "
+      "tensor<2x64x!moe.quant<q8_0>> with scales at 128 : tensor<2x1xf32>\n";
+  ArtifactWeightsPlan plan;
+  std::string out = build(sources, 1 << 20, plan);
+  ASSERT_EQ(plan.tensors.size(), 2u);
+  std::string body = out.substr(plan.header.size());
+  EXPECT_EQ(body.substr(0, 256), std::string(floats.data() + 256, 256));
+  // q8_0: scale 1.0 (f16 0x3c00), then u - 128 of row 1's bytes 64..127.
+  ASSERT_EQ(body.size(), 256u + 2 * 34);
+  EXPECT_EQ(uint8_t(body[256]), 0x00);
+  EXPECT_EQ(uint8_t(body[257]), 0x3c);
+  EXPECT_EQ(uint8_t(body[258]), uint8_t(64 ^ 0x80));
+}
+
 } // namespace
