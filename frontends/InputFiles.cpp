@@ -83,14 +83,32 @@ Expected<std::unique_ptr<MemoryBuffer>> InputFile::read(uint64_t offset,
                      formatv("bytes [{0}, {1}) lie beyond the end of the file "
                              "({2} bytes)",
                              offset, offset + length, fileSize));
-  // Volatile: read(2), not mmap, so a file truncated meanwhile cannot fault.
-  auto buffer = MemoryBuffer::getOpenFileSlice(
-      sys::fs::convertFDToNativeFile(fd), filePath, length, int64_t(offset),
-      /*IsVolatile=*/true);
+  // pread(2), not mmap, so a file truncated meanwhile cannot fault; and
+  // not MemoryBuffer::getOpenFileSlice, which fills what lies past a new
+  // end with zeros: a file cut short since it was opened is an error.
+  std::unique_ptr<WritableMemoryBuffer> buffer =
+      WritableMemoryBuffer::getNewUninitMemBuffer(length, filePath);
   if (!buffer)
-    return fileError(filePath, "cannot read: " + buffer.getError().message(),
-                     buffer.getError());
-  return std::move(*buffer);
+    return fileError(filePath, formatv("cannot allocate {0} bytes", length));
+  char *data = buffer->getBufferStart();
+  for (uint64_t done = 0; done < length;) {
+    ssize_t got =
+        ::pread(fd, data + done, size_t(length - done), off_t(offset + done));
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got < 0) {
+      std::error_code ec(errno, std::generic_category());
+      return fileError(filePath, "cannot read: " + ec.message(), ec);
+    }
+    if (got == 0)
+      return fileError(
+          filePath, formatv("ends at byte {0}, before bytes [{1}, {2}) "
+                            "(it was {3} bytes when opened): the file "
+                            "was cut short while being read",
+                            offset + done, offset, offset + length, fileSize));
+    done += uint64_t(got);
+  }
+  return std::unique_ptr<MemoryBuffer>(std::move(buffer));
 }
 
 Expected<std::unique_ptr<MemoryBuffer>> InputFile::map() {

@@ -295,8 +295,13 @@ Error writeSplitScales(const ArtifactWeightsPlan::Tensor &t, InputFile &file,
   int64_t start = t.rowStep > 0 ? t.rowStart : 0;
   uint64_t outRow = t.size / uint64_t(t.rows);
   uint64_t blockBytes = q8 ? sizeof(moert::q8_0) : sizeof(moert::q4_0);
+  // Source bytes read per weight row: whole steps of rows, a step beyond
+  // the source's rows counting as them (one row may have any step, whose
+  // product with the row's bytes could wrap to 0).
+  uint64_t stride =
+      uint64_t(t.rowStep > 0 ? std::min(t.rowStep, t.sourceRows) : 1);
   int64_t rowsPerChunk = int64_t(std::clamp<uint64_t>(
-      chunkBytes / (valueRow * uint64_t(step)), 1, uint64_t(t.rows)));
+      chunkBytes / (valueRow * stride), 1, uint64_t(t.rows)));
   std::vector<char> out(static_cast<size_t>(outRow));
   for (int64_t r0 = 0; r0 < t.rows; r0 += rowsPerChunk) {
     int64_t rows = std::min(rowsPerChunk, t.rows - r0);
@@ -367,7 +372,8 @@ Error writeArtifactWeights(
     if (!file) {
       Expected<InputFile> opened = InputFile::open(t.sourcePath);
       if (!opened)
-        return opened.takeError();
+        return error("weight '" + t.name +
+                     "': " + toString(opened.takeError()));
       file = std::make_unique<InputFile>(std::move(*opened));
     }
     auto readBytes = [&](uint64_t offset,
@@ -390,7 +396,8 @@ Error writeArtifactWeights(
     // Source bytes per weight row read: a row selection reads whole
     // strides of the source's rows.
     uint64_t readPerRow =
-        t.rowStep > 0 ? rowBytes * uint64_t(t.rowStep) : rowBytes;
+        t.rowStep > 0 ? rowBytes * uint64_t(std::min(t.rowStep, t.sourceRows))
+                      : rowBytes;
     int64_t rowsPerChunk = int64_t(
         std::clamp<uint64_t>(chunkBytes / readPerRow, 1, uint64_t(t.rows)));
     row.resize(size_t(t.cols));

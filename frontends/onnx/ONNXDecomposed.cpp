@@ -703,6 +703,11 @@ DecomposedRaiser::walkToMatMul(StringRef v, int64_t heads, int64_t kvHeads) {
     for (const Node *c : im.consumers(v))
       if (!im.is(*c, "Shape"))
         users.push_back(c);
+    if (users.size() != 1 && !from)
+      return error(im.path + ": value '" + printableText(v) +
+                   "' must feed one node on the way to the attention's "
+                   "MatMul (it feeds " +
+                   Twine(users.size()) + ")");
     if (users.size() != 1)
       return fail(*from, "its output must feed one node on the way to the "
                          "attention's MatMul (it feeds " +

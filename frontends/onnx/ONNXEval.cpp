@@ -236,12 +236,15 @@ Expected<const EvalTensor *> Evaluator::evalAt(StringRef value, int depth) {
       continue;
     }
     if (isShape && i == 0 && !cache.count(in)) {
-      // Shape of an activation whose shape is known.
+      // Shape of an activation whose shape is known: a shape without
+      // values, kept apart from the cache (a node reading the activation
+      // itself must not find it there).
       if (std::optional<SmallVector<int64_t, 4>> s = hooks.shapeOf(in)) {
-        auto t = std::make_unique<EvalTensor>();
-        t->shape = *s;
-        auto &slot = cache[in];
-        slot = std::move(t);
+        auto &slot = shapesOnly[in];
+        if (!slot) {
+          slot = std::make_unique<EvalTensor>();
+          slot->shape = *s;
+        }
         inputs.push_back(slot.get());
         continue;
       }

@@ -113,6 +113,8 @@ private:
 
   Hooks hooks;
   llvm::StringMap<std::unique_ptr<EvalTensor>> cache;
+  /// Activations whose shape alone is known (hooks.shapeOf), for Shape.
+  llvm::StringMap<std::unique_ptr<EvalTensor>> shapesOnly;
   llvm::StringMap<bool> inProgress, leafNames;
   llvm::DenseSet<const wire::NodeProto *> visitedNodes;
   int64_t totalElements = 0;

@@ -402,6 +402,73 @@ Expected<std::vector<float>> Importer::floatValues(const wire::TensorProto &t) {
   return values;
 }
 
+Error Importer::checkZeroBias(const wire::NodeProto &n, int in, StringRef role,
+                              ArrayRef<int64_t> shape) {
+  std::string name = input(n, in).str();
+  auto fail = [&](const Twine &why) {
+    return nodeError(n, "the " + role + " bias '" + printableText(name) +
+                            "' (input " + Twine(in) + ") " + why +
+                            ": expert biases are not supported (zero ones, "
+                            "as ONNX Runtime GenAI's builder writes, are "
+                            "read and dropped)");
+  };
+  const wire::TensorProto *t = initializer(name);
+  if (!t)
+    return fail("is not an initializer");
+  if (ArrayRef<int64_t>(t->dims()) != shape)
+    return fail("has shape " + shapeText(t->dims()) + ", expected " +
+                shapeText(shape));
+  std::optional<WeightDType> dtype = weightDType(t->data_type());
+  if (!dtype)
+    return fail(Twine("has element type ") + dataTypeName(t->data_type()));
+  uint64_t width = uint64_t(bytesPerElement(*dtype));
+  std::unique_ptr<MemoryBuffer> read;
+  StringRef bytes;
+  std::vector<float> typed;
+  if (t->data_location() == wire::TensorProto::EXTERNAL) {
+    Expected<WeightSource> w = weightSource(*t);
+    if (!w)
+      return w.takeError();
+    if (w->size > kMaxValueBytes)
+      return fail("is too large to read");
+    SmallString<256> file(dir);
+    sys::path::append(file, w->file);
+    Expected<InputFile> f = InputFile::open(file);
+    if (!f)
+      return f.takeError();
+    auto data = f->read(w->offset, w->size);
+    if (!data)
+      return data.takeError();
+    read = std::move(*data);
+    bytes = read->getBuffer();
+  } else if (t->has_raw_data()) {
+    bytes = t->raw_data();
+  } else if (t->data_type() == wire::TensorProto::FLOAT) {
+    typed.assign(t->float_data().begin(), t->float_data().end());
+    bytes = StringRef(reinterpret_cast<const char *>(typed.data()),
+                      typed.size() * 4);
+  } else {
+    return fail("holds its values in a field moe-compile does not read");
+  }
+  uint64_t elements = 1;
+  for (int64_t d : shape)
+    elements *= uint64_t(d);
+  if (bytes.size() != elements * width)
+    return fail("has " + Twine(bytes.size()) + " bytes for " + Twine(elements) +
+                " values");
+  // +0 or -0: every bit but the sign (the top bit of the last,
+  // little-endian, byte) clear.
+  for (uint64_t i = 0; i < elements; ++i) {
+    const char *v = bytes.data() + i * width;
+    for (uint64_t b = 0; b < width; ++b)
+      if (uint8_t(v[b]) & (b + 1 == width ? 0x7f : 0xff))
+        return fail("is not zero (its value " + Twine(i) + ", [" +
+                    Twine(i / uint64_t(shape.back())) + ", " +
+                    Twine(i % uint64_t(shape.back())) + "])");
+  }
+  return Error::success();
+}
+
 Expected<std::vector<int64_t>> Importer::intValues(const wire::TensorProto &t) {
   std::string name = printableText(t.name());
   if (t.data_type() != wire::TensorProto::INT64 ||
@@ -928,10 +995,6 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
                             " is not supported: Mixtral's experts are "
                             "swiglu with swiglu_fusion = 1 or 2, or silu "
                             "with swiglu_fusion = 0 and fc3");
-  for (int i : {fc2In - 1, fc3In - 1, inputs - 1})
-    if (!input(n, i).empty())
-      return nodeError(n, "expert biases (input " + Twine(i) +
-                              ") are not supported");
   for (int i = inputs; i < n.input_size(); ++i)
     if (!input(n, i).empty())
       return nodeError(n, "input " + Twine(i) + " is not supported");
@@ -988,6 +1051,19 @@ Error Importer::matchMoE(const Norm &norm, std::string &out) {
   if (*k < 1 || *k > E)
     return nodeError(n, "k " + Twine(*k) + " must be in [1, " + Twine(E) + "]");
   int64_t H = spec.hiddenSize;
+  // Expert biases (fc1's, fc2's, fc3's: the input before fc2, before fc3,
+  // the last): zeros alone, dropped.
+  struct Bias {
+    int in;
+    StringRef role;
+    SmallVector<int64_t, 2> shape;
+  };
+  for (const Bias &b :
+       {Bias{fc2In - 1, "fc1", {E, fused ? 2 * I : I}},
+        Bias{fc3In - 1, "fc2", {E, H}}, Bias{inputs - 1, "fc3", {E, I}}})
+    if (!input(n, b.in).empty())
+      if (Error e = checkZeroBias(n, b.in, b.role, b.shape))
+        return e;
   Layer &layer = layers.back();
   if (Error e = addLinear(layer.router = router->weight, *router, {E, H},
                           *producer(input(n, 1)), "router"))
@@ -1146,6 +1222,14 @@ Error Importer::run(RaisedModel &out) {
     for (const std::string &in : n.input())
       if (!in.empty())
         consumerMap[in].push_back(i);
+    // attr() reads the first of a name; onnxruntime refuses a node with
+    // two.
+    for (size_t a = 0; a < n.attribute().size(); ++a)
+      for (size_t b = 0; b < a; ++b)
+        if (n.attribute()[a].name() == n.attribute()[b].name())
+          return nodeError(n, "attribute '" +
+                                  printableText(n.attribute()[a].name()) +
+                                  "' is given twice");
     if (is(n, "Constant")) {
       const wire::AttributeProto *v = attr(n, "value");
       if (!v || v->type() != wire::AttributeProto::TENSOR ||

@@ -71,6 +71,11 @@ private:
                                       bool uint8 = false);
   /// The FLOAT tensor's values (inline or external), for the RoPE caches.
   Expected<std::vector<float>> floatValues(const wire::TensorProto &t);
+  /// Checks that node `n`'s input `in`, the `role` expert bias, is an
+  /// initializer of `shape` holding zeros alone (what ONNX Runtime GenAI's
+  /// builder writes); an error naming the node and the bias otherwise.
+  Error checkZeroBias(const wire::NodeProto &n, int in, StringRef role,
+                      ArrayRef<int64_t> shape);
   /// An INT64 tensor's values (inline only), for shapes.
   Expected<std::vector<int64_t>> intValues(const wire::TensorProto &t);
   Expected<uint64_t> dataFileSize(StringRef location, StringRef tensor);

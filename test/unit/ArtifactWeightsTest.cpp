@@ -31,6 +31,7 @@
 
 #include <cstring>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 using namespace mlir;
@@ -298,6 +299,99 @@ TEST_F(ArtifactWeightsTest, SplitScaleNotHalfIsAnError) {
                       "values [0, 0..31] is not an "
                       "f16"),
             std::string::npos);
+}
+
+/// A source cut short while the artifact is written (the file is opened
+/// once, its size taken then): an error naming the weight and the file,
+/// never the missing bytes read as zeros.
+TEST_F(ArtifactWeightsTest, SourceTruncatedWhileWritingIsAnError) {
+  writeFile("t.data", pattern(2 * 64 * 64, 4, 7));
+  std::string text = "module attributes {moe.weight_dir = \"" + dir +
+                     "\"} {\nmoe.weight_source \"a\" in \"t.data\" at 0 : "
+                     "tensor<64x64xf32> transposed\nmoe.weight_source \"b\" "
+                     "in \"t.data\" at 16384 : tensor<64x64xf32> "
+                     "transposed\n}\n";
+  module = parseSourceString<ModuleOp>(text, &context);
+  ASSERT_TRUE(module);
+  FailureOr<ArtifactWeightsPlan> plan =
+      planArtifactWeights(*module, "m.weights.safetensors");
+  ASSERT_TRUE(succeeded(plan));
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  // The first weight's last progress report (its rows written): the file
+  // is open by then; cut it in the middle of the second weight.
+  bool cut = false;
+  llvm::Error e = writeArtifactWeights(
+      *plan, os,
+      [&](uint64_t done, uint64_t) {
+        if (!cut && done >= plan->header.size() + 64 * 64 * 4) {
+          cut = true;
+          ASSERT_EQ(::truncate((dir + "/t.data").c_str(), 20000), 0);
+        }
+      },
+      /*chunkBytes=*/1024);
+  ASSERT_TRUE(cut);
+  ASSERT_TRUE(bool(e));
+  std::string message = llvm::toString(std::move(e));
+  EXPECT_NE(message.find("weight 'b'"), std::string::npos) << message;
+  EXPECT_NE(message.find(dir + "/t.data"), std::string::npos) << message;
+}
+
+/// A source that is not a regular file when the writer opens it: the error
+/// names the weight too.
+TEST_F(ArtifactWeightsTest, SourceNotARegularFileNamesTheWeight) {
+  writeFile("f.data", pattern(64 * 64, 4, 7));
+  std::string text = "module attributes {moe.weight_dir = \"" + dir +
+                     "\"} {\nmoe.weight_source \"w\" in \"f.data\" at 0 : "
+                     "tensor<64x64xf32> transposed\n}\n";
+  module = parseSourceString<ModuleOp>(text, &context);
+  ASSERT_TRUE(module);
+  FailureOr<ArtifactWeightsPlan> plan =
+      planArtifactWeights(*module, "m.weights.safetensors");
+  ASSERT_TRUE(succeeded(plan));
+  ASSERT_FALSE(llvm::sys::fs::remove(dir + "/f.data"));
+  ASSERT_FALSE(llvm::sys::fs::create_directory(dir + "/f.data"));
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  llvm::Error e = writeArtifactWeights(*plan, os, [](uint64_t, uint64_t) {});
+  ASSERT_TRUE(bool(e));
+  std::string message = llvm::toString(std::move(e));
+  EXPECT_NE(message.find("weight 'w'"), std::string::npos) << message;
+  EXPECT_NE(message.find("is a directory"), std::string::npos) << message;
+}
+
+/// One row selected with a step so large that step times the row's bytes
+/// wraps to 0 in 64 bits (the verifier lets a single row have any step):
+/// the row itself, for floats and for values with their scales apart (the
+/// chunk sizing divided by that product).
+TEST_F(ArtifactWeightsTest, HugeStepOfOneRow) {
+  std::vector<char> floats = pattern(2 * 64, 4, 3);
+  writeFile("h.data", floats);
+  std::vector<char> split(2 * 64 + 2 * 4);
+  for (int i = 0; i < 2 * 64; ++i)
+    split[size_t(i)] = char(i);
+  float one = 1.0f;
+  for (int r = 0; r < 2; ++r)
+    std::memcpy(split.data() + 128 + 4 * r, &one, 4);
+  writeFile("q.data", split);
+  // 64 f32 columns: 256 bytes a row, times 2^56; 64 q8_0 values: 64 bytes
+  // a row, times 2^58.
+  std::string sources =
+      "moe.weight_source \"f\" in \"h.data\" at 0 : tensor<1x64xf32> rows 1 "
+      "step 72057594037927936 of tensor<2x64xf32>\n"
+      "moe.weight_source \"q\" in \"q.data\" at 0 : "
+      "tensor<1x64x!moe.quant<q8_0>> rows 1 step 288230376151711744 of "
+      "tensor<2x64x!moe.quant<q8_0>> with scales at 128 : tensor<2x1xf32>\n";
+  ArtifactWeightsPlan plan;
+  std::string out = build(sources, 1 << 20, plan);
+  ASSERT_EQ(plan.tensors.size(), 2u);
+  std::string body = out.substr(plan.header.size());
+  EXPECT_EQ(body.substr(0, 256), std::string(floats.data() + 256, 256));
+  // q8_0: scale 1.0 (f16 0x3c00), then u - 128 of row 1's bytes 64..127.
+  ASSERT_EQ(body.size(), 256u + 2 * 34);
+  EXPECT_EQ(uint8_t(body[256]), 0x00);
+  EXPECT_EQ(uint8_t(body[257]), 0x3c);
+  EXPECT_EQ(uint8_t(body[258]), uint8_t(64 ^ 0x80));
 }
 
 } // namespace

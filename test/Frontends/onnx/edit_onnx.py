@@ -36,6 +36,11 @@ the edit says otherwise):
   qmoe-scale VALUE        the experts as QMoE q8_0 (interleaved), the first
                           scale of the first layer's fc2 (float32) VALUE
   attr NAME KEY VALUE     node NAME's integer attribute KEY is VALUE
+  biases F V              onnx_writer's fusion F, every MoE node with its
+                          expert biases (fc1's, fc2's, and fc3's with fc3),
+                          zeros in the data file, as ONNX Runtime GenAI's
+                          builder writes them, but the last value of the
+                          first layer's fc2 bias, which is V
   decomposed-norm         the first layer's input norm as torch.onnx.export
                           writes RMSNorm: Pow, ReduceMean, Add, Sqrt,
                           Reciprocal, Mul, Mul
@@ -53,6 +58,11 @@ from MODEL_DIR and the sidecar GRAPH.json), then EDIT:
   scale NAME FACTOR       the initializer NAME times FACTOR
   set NAME V0,V1,...      the initializer NAME's values (its dtype kept)
   input NODE I VALUE      node NODE's input I is VALUE
+  no-outputs NODE         node NODE's outputs removed (its users read a
+                          value nothing produces)
+  attr-twice NODE KEY V   node NODE also has a second integer attribute KEY
+                          = V, after the one it has (an invalid node:
+                          onnxruntime refuses it)
   extra-node              a Relu of the embedding output (used by nothing)
 """
 
@@ -72,7 +82,7 @@ def main():
     model_dir, out, edit, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     if edit == "torch":
         return edit_torch(model_dir, out, args[0], args[1], args[2:])
-    fusion = args[0] if edit == "fusion" else "concat"
+    fusion = args[0] if edit in ("fusion", "biases") else "concat"
     qmoe = args[0] if edit == "qmoe-attr" else "q8_0" if edit == "qmoe-scale" else None
     onnx_writer.write_onnx(model_dir, out, "interleaved" if qmoe else fusion, qmoe=qmoe)
     if edit == "qmoe-attr":
@@ -151,6 +161,35 @@ def main():
             f.seek(at)
             f.write(np.array([float(args[0])], np.float32).tobytes())
         return
+    elif edit == "biases":
+        from onnx import numpy_helper
+        with open(data, "ab") as f:
+            for n in g.node:
+                if n.op_type != "MoE":
+                    continue
+                ins = list(n.input) + [""] * (8 - len(n.input))
+                for w, b in ((2, 3), (4, 5), (6, 7)):
+                    if not ins[w]:
+                        continue
+                    dims = list(inits[ins[w]].dims)
+                    bias = np.zeros(dims[:2], np.float32)
+                    if n.name == "/model/layers.0/moe/MoE" and w == 4:
+                        bias.flat[-1] = float(args[1])
+                    t = numpy_helper.from_array(bias, ins[w] + ".bias")
+                    f.seek(0, 2)
+                    at = f.tell()
+                    f.write(t.raw_data)
+                    t.ClearField("raw_data")
+                    t.data_location = TensorProto.EXTERNAL
+                    for key, value in (("location", os.path.basename(data)),
+                                       ("offset", str(at)), ("length", str(bias.nbytes))):
+                        t.external_data.add(key=key, value=value)
+                    g.initializer.append(t)
+                    ins[b] = t.name
+                while not ins[-1]:
+                    ins.pop()
+                del n.input[:]
+                n.input.extend(ins)
     elif edit == "head-embedding":
         nodes["/lm_head/MatMul"].input[1] = "model.embed_tokens.weight"
     elif edit == "attr":
@@ -212,6 +251,10 @@ def edit_torch(model_dir, out, graph, edit, args):
                 break
         else:
             nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
+    elif edit == "no-outputs":
+        del nodes[args[0]].output[:]
+    elif edit == "attr-twice":
+        nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
     elif edit == "split-uneven":
         n = nodes[args[0]]
         half = side_intermediate(side)
