@@ -1178,13 +1178,14 @@ Error DecomposedRaiser::matchAttention(const Norm &norm, std::string &out) {
 
 /// ONNX Runtime's fused experts among standard ops: `com.microsoft.MoE` or
 /// `QMoE` of the norm's output, raised as in the fused graph.
-static bool isFusedExperts(const Importer &im, const wire::NodeProto &n) {
-  return im.is(n, "MoE", "com.microsoft") || im.is(n, "QMoE", "com.microsoft");
+static bool isFusedExperts(const wire::NodeProto &n) {
+  return n.domain() == "com.microsoft" &&
+         (n.op_type() == "MoE" || n.op_type() == "QMoE");
 }
 
 Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
   for (const Node *c : im.consumers(norm.out))
-    if (isFusedExperts(im, *c))
+    if (isFusedExperts(*c))
       return im.matchMoE(Importer::Norm{"", norm.out, norm.weight, norm.node},
                          out);
   int64_t H = spec().hiddenSize;
@@ -1597,7 +1598,7 @@ Error DecomposedRaiser::run(StringRef h0) {
   // Runtime's fused op; no other fused op (a mix of the attentions or the
   // norms is neither form).
   for (const Node &n : im.graph.node())
-    if (n.domain() == "com.microsoft" && !isFusedExperts(im, n))
+    if (n.domain() == "com.microsoft" && !isFusedExperts(n))
       return fail(n, "a com.microsoft op other than MoE or QMoE in a graph "
                      "whose first RMS norm is decomposed (Pow, ReduceMean, "
                      "...): moe-compile raises ONNX Runtime GenAI's fused "
