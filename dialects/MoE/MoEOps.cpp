@@ -185,8 +185,7 @@ LogicalResult WeightSourceOp::verify() {
     int64_t cols = type.getDimSize(1);
     if (scales.getRank() != 2 || isa<QuantType>(scales.getElementType()) ||
         scales.getDimSize(0) != rows || scales.getDimSize(1) < 1 ||
-        cols % scales.getDimSize(1) ||
-        (cols / scales.getDimSize(1)) % 32)
+        cols % scales.getDimSize(1) || (cols / scales.getDimSize(1)) % 32)
       return emitOpError("weight '")
              << getName() << "': its scales " << scales << " must be [" << rows
              << ", B] floats, B dividing its " << cols
