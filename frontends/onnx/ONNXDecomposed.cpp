@@ -107,6 +107,15 @@ private:
   /// naming `by`.
   Expected<const Node *> onlyUser(StringRef v, const Node &by,
                                   const Twine &what);
+  /// onlyUser(v, by, what), which must be an `op` (else `unexpected`,
+  /// naming that node).
+  Expected<const Node *> nextOp(StringRef v, const Node &by, const Twine &what,
+                                StringRef op, const Twine &unexpected) {
+    Expected<const Node *> n = onlyUser(v, by, what);
+    if (n && !im.is(**n, op))
+      return fail(**n, unexpected);
+    return n;
+  }
   /// The consumers of `v` with op type `op`.
   std::vector<const Node *> usersOf(StringRef v, StringRef op) {
     std::vector<const Node *> out;
@@ -334,11 +343,11 @@ Expected<DecomposedRaiser::Norm> DecomposedRaiser::matchNorm(StringRef x,
     return fail(*pow, "the RMS norm's exponent must be 2, got " +
                           formatNumber(*exponent));
   im.raise(*pow);
-  Expected<const Node *> mean = onlyUser(pow->output(0), *pow, "a ReduceMean");
+  Expected<const Node *> mean =
+      nextOp(pow->output(0), *pow, "a ReduceMean", "ReduceMean",
+             "expected the RMS norm's ReduceMean");
   if (!mean)
     return mean.takeError();
-  if (!im.is(**mean, "ReduceMean"))
-    return fail(**mean, "expected the RMS norm's ReduceMean");
   Expected<std::vector<int64_t>> axes = axesOf(**mean, 1);
   if (!axes)
     return axes.takeError();
@@ -369,18 +378,16 @@ Expected<DecomposedRaiser::Norm> DecomposedRaiser::matchNorm(StringRef x,
                            " (moe-compile takes one epsilon per model)");
   im.eps = e;
   im.raise(**add);
-  Expected<const Node *> sqrt = onlyUser((*add)->output(0), **add, "a Sqrt");
+  Expected<const Node *> sqrt = nextOp((*add)->output(0), **add, "a Sqrt",
+                                       "Sqrt", "expected the RMS norm's Sqrt");
   if (!sqrt)
     return sqrt.takeError();
-  if (!im.is(**sqrt, "Sqrt"))
-    return fail(**sqrt, "expected the RMS norm's Sqrt");
   im.raise(**sqrt);
   Expected<const Node *> rec =
-      onlyUser((*sqrt)->output(0), **sqrt, "a Reciprocal");
+      nextOp((*sqrt)->output(0), **sqrt, "a Reciprocal", "Reciprocal",
+             "expected the RMS norm's Reciprocal");
   if (!rec)
     return rec.takeError();
-  if (!im.is(**rec, "Reciprocal"))
-    return fail(**rec, "expected the RMS norm's Reciprocal");
   im.raise(**rec);
   Expected<const Node *> mul = onlyUser((*rec)->output(0), **rec, "a Mul");
   if (!mul)
@@ -436,12 +443,12 @@ bool DecomposedRaiser::isFinal(StringRef h) {
 
 Expected<DecomposedRaiser::View> DecomposedRaiser::matchView(const Node &linear,
                                                              StringRef out) {
-  Expected<const Node *> reshape = onlyUser(out, linear, "a Reshape");
+  Expected<const Node *> reshape =
+      nextOp(out, linear, "a Reshape", "Reshape",
+             "expected a Reshape of a projection to [1, -1, "
+             "heads, head_dim]");
   if (!reshape)
     return reshape.takeError();
-  if (!im.is(**reshape, "Reshape"))
-    return fail(**reshape, "expected a Reshape of a projection to [1, -1, "
-                           "heads, head_dim]");
   Expected<const EvalTensor *> shape =
       eval((*reshape)->input(1), kShapeLengths[0]);
   if (!shape)
@@ -520,11 +527,10 @@ DecomposedRaiser::matchRope(const View &view) {
         return std::move(e);
     im.raise(*s);
   }
-  Expected<const Node *> neg = onlyUser(hi->output(0), *hi, "a Neg");
+  Expected<const Node *> neg = nextOp(hi->output(0), *hi, "a Neg", "Neg",
+                                      "expected RoPE's Neg of the second half");
   if (!neg)
     return neg.takeError();
-  if (!im.is(**neg, "Neg"))
-    return fail(**neg, "expected RoPE's Neg of the second half");
   im.raise(**neg);
   Expected<const Node *> cat = onlyUser((*neg)->output(0), **neg, "a Concat");
   if (!cat)
@@ -751,12 +757,12 @@ DecomposedRaiser::walkToMatMul(StringRef v, int64_t heads, int64_t kvHeads) {
           perm->ints(0) != 0 || perm->ints(1) != 2 || perm->ints(2) != 1)
         return fail(**t, "expected a Transpose [0, 2, 1] of the keys");
       im.raise(**t);
-      Expected<const Node *> r = onlyUser((*t)->output(0), **t, "a Reshape");
+      Expected<const Node *> r =
+          nextOp((*t)->output(0), **t, "a Reshape", "Reshape",
+                 "expected a Reshape back to [1, heads, head_dim, "
+                 "-1]");
       if (!r)
         return r.takeError();
-      if (!im.is(**r, "Reshape"))
-        return fail(**r, "expected a Reshape back to [1, heads, head_dim, "
-                         "-1]");
       if (Error e = checkInts((*r)->input(1), {1, heads, d, kSeq}, **r,
                               "its shape", true))
         return std::move(e);
@@ -776,20 +782,19 @@ DecomposedRaiser::walkToMatMul(StringRef v, int64_t heads, int64_t kvHeads) {
       if (*axes != std::vector<int64_t>{2})
         return fail(n, "expected repeat_kv's Unsqueeze at axis 2");
       im.raise(n);
-      Expected<const Node *> x = onlyUser(n.output(0), n, "an Expand");
+      Expected<const Node *> x = nextOp(n.output(0), n, "an Expand", "Expand",
+                                        "expected repeat_kv's Expand");
       if (!x)
         return x.takeError();
-      if (!im.is(**x, "Expand"))
-        return fail(**x, "expected repeat_kv's Expand");
       if (Error e = checkInts((*x)->input(1), {1, kvHeads, group, kSeq, d}, **x,
                               "its shape"))
         return std::move(e);
       im.raise(**x);
-      Expected<const Node *> r = onlyUser((*x)->output(0), **x, "a Reshape");
+      Expected<const Node *> r =
+          nextOp((*x)->output(0), **x, "a Reshape", "Reshape",
+                 "expected repeat_kv's Reshape");
       if (!r)
         return r.takeError();
-      if (!im.is(**r, "Reshape"))
-        return fail(**r, "expected repeat_kv's Reshape");
       if (Error e = checkInts((*r)->input(1), {1, heads, kSeq, d}, **r,
                               "its shape", true))
         return std::move(e);
@@ -1134,12 +1139,12 @@ Error DecomposedRaiser::matchAttention(const Norm &norm, std::string &out) {
       perm->ints(3) != 3)
     return fail(**tr, "expected a Transpose [0, 2, 1, 3] of the attention");
   im.raise(**tr);
-  Expected<const Node *> rs = onlyUser((*tr)->output(0), **tr, "a Reshape");
+  Expected<const Node *> rs =
+      nextOp((*tr)->output(0), **tr, "a Reshape", "Reshape",
+             "expected a Reshape of the attention to [1, -1, "
+             "heads·head_dim]");
   if (!rs)
     return rs.takeError();
-  if (!im.is(**rs, "Reshape"))
-    return fail(**rs, "expected a Reshape of the attention to [1, -1, "
-                      "heads·head_dim]");
   int64_t d = spec().headDim, H = spec().hiddenSize;
   if (Error e = checkInts((*rs)->input(1), {1, kSeq, heads * d}, **rs,
                           "its shape", true))
@@ -1284,11 +1289,10 @@ Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
   // The expert ids: Reshape [-1] -> Unsqueeze [-1] -> GatherND of the
   // stacked weights.
   Expected<const Node *> idsReshape =
-      onlyUser(tk.output(1), tk, "a Reshape of the expert ids");
+      nextOp(tk.output(1), tk, "a Reshape of the expert ids", "Reshape",
+             "expected a Reshape of the expert ids to [-1]");
   if (!idsReshape)
     return idsReshape.takeError();
-  if (!im.is(**idsReshape, "Reshape"))
-    return fail(**idsReshape, "expected a Reshape of the expert ids to [-1]");
   if (Error e =
           checkInts((*idsReshape)->input(1), {-1}, **idsReshape, "its shape"))
     return e;
@@ -1327,19 +1331,19 @@ Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
   if (*ra != std::vector<int64_t>{1})
     return fail(*repeat, "expected the tokens' Unsqueeze at axis 1");
   im.raise(*repeat);
-  Expected<const Node *> ex = onlyUser(repeat->output(0), *repeat, "Expand");
+  Expected<const Node *> ex =
+      nextOp(repeat->output(0), *repeat, "Expand", "Expand",
+             "expected the tokens repeated k times (Expand)");
   if (!ex)
     return ex.takeError();
-  if (!im.is(**ex, "Expand"))
-    return fail(**ex, "expected the tokens repeated k times (Expand)");
   if (Error e = checkInts((*ex)->input(1), {1, k, 1}, **ex, "its shape"))
     return e;
   im.raise(**ex);
-  Expected<const Node *> rr = onlyUser((*ex)->output(0), **ex, "a Reshape");
+  Expected<const Node *> rr =
+      nextOp((*ex)->output(0), **ex, "a Reshape", "Reshape",
+             "expected the repeated tokens' Reshape to [-1, H]");
   if (!rr)
     return rr.takeError();
-  if (!im.is(**rr, "Reshape"))
-    return fail(**rr, "expected the repeated tokens' Reshape to [-1, H]");
   if (Error e = checkInts((*rr)->input(1), {-1, H}, **rr, "its shape"))
     return e;
   im.raise(**rr);
@@ -1481,19 +1485,19 @@ Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
   im.raise(*wr);
   im.raise(**wm);
   // Reshape [-1, k, H] -> ReduceSum(1) -> Reshape [1, -1, H].
-  Expected<const Node *> r3 = onlyUser((*wm)->output(0), **wm, "a Reshape");
+  Expected<const Node *> r3 =
+      nextOp((*wm)->output(0), **wm, "a Reshape", "Reshape",
+             "expected the token slots' Reshape to [-1, k, H]");
   if (!r3)
     return r3.takeError();
-  if (!im.is(**r3, "Reshape"))
-    return fail(**r3, "expected the token slots' Reshape to [-1, k, H]");
   if (Error e = checkInts((*r3)->input(1), {-1, k, H}, **r3, "its shape"))
     return e;
   im.raise(**r3);
-  Expected<const Node *> rsum = onlyUser((*r3)->output(0), **r3, "a ReduceSum");
+  Expected<const Node *> rsum =
+      nextOp((*r3)->output(0), **r3, "a ReduceSum", "ReduceSum",
+             "expected the sum over the k experts");
   if (!rsum)
     return rsum.takeError();
-  if (!im.is(**rsum, "ReduceSum"))
-    return fail(**rsum, "expected the sum over the k experts");
   Expected<std::vector<int64_t>> sa = axesOf(**rsum, 1);
   if (!sa)
     return sa.takeError();
@@ -1505,12 +1509,11 @@ Error DecomposedRaiser::matchMoE(const Norm &norm, std::string &out) {
                         "keepdims 0)");
   im.raise(**rsum);
   Expected<const Node *> back =
-      onlyUser((*rsum)->output(0), **rsum, "a Reshape");
+      nextOp((*rsum)->output(0), **rsum, "a Reshape", "Reshape",
+             "expected the experts' output Reshape'd to [1, -1, "
+             "H]");
   if (!back)
     return back.takeError();
-  if (!im.is(**back, "Reshape"))
-    return fail(**back, "expected the experts' output Reshape'd to [1, -1, "
-                        "H]");
   if (Error e =
           checkInts((*back)->input(1), {1, kSeq, H}, **back, "its shape", true))
     return e;
