@@ -135,17 +135,19 @@ LogicalResult WeightSourceOp::verify() {
            << "together";
   // Values and scales apart (ONNX Runtime's QMoE): q8_0 or q4_0 blocks.
   bool split = getScales().has_value();
-  auto format = quantizedType
-                    ? std::optional<QuantFormat>(
-                          cast<QuantType>(type.getElementType()).getFormat())
-                    : std::nullopt;
+  // q8_0 or q4_0 blocks (a plain bool: GCC 12 takes a std::optional
+  // compared here for maybe-uninitialized).
+  bool q8OrQ4 = false;
+  if (quantizedType) {
+    QuantFormat format = cast<QuantType>(type.getElementType()).getFormat();
+    q8OrQ4 = format == QuantFormat::Q8_0 || format == QuantFormat::Q4_0;
+  }
   if (hasLayout()) {
     if (getTransposed() && getRowsOf())
       return emitOpError("weight '")
              << getName() << "' is either transposed or a row selection, "
              << "not both";
-    if (split && (type.getRank() != 2 || getTransposed() ||
-                  (format != QuantFormat::Q8_0 && format != QuantFormat::Q4_0)))
+    if (split && (type.getRank() != 2 || getTransposed() || !q8OrQ4))
       return emitOpError("weight '")
              << getName() << "' with separate scales must be a rank-2 q8_0 "
              << "or q4_0 tensor, not transposed, got " << type;
