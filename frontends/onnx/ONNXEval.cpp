@@ -93,6 +93,18 @@ int64_t normAxis(int64_t axis, int64_t rank) {
   return axis < 0 ? axis + rank : axis;
 }
 
+/// Appends to `r` (its shape set) `a`'s element at base + sum of idx[d] *
+/// strides[d] for each index idx of r's shape, in row-major order.
+void gatherStrided(const EvalTensor &a, EvalTensor &r, int64_t base,
+                   const SmallVector<int64_t, 6> &strides) {
+  forEachBroadcast(r.shape, strides, [&](int64_t, ArrayRef<int64_t> offs) {
+    if (a.kind == EvalTensor::Float)
+      r.floats.push_back(a.floats[base + offs[0]]);
+    else
+      r.ints.push_back(a.ints[base + offs[0]]);
+  });
+}
+
 } // namespace
 
 Expected<EvalTensor> tensorValue(const wire::TensorProto &t,
@@ -762,7 +774,7 @@ Evaluator::run(const wire::NodeProto &n, std::vector<const EvalTensor *> &in) {
     if (ends->size() != starts->size() || axes.size() != starts->size() ||
         steps.size() != starts->size())
       return fail("its starts, ends, axes and steps differ in length");
-    SmallVector<int64_t, 6> begin(rank, 0), step(rank, 1),
+    SmallVector<int64_t, 6> begin(rank, 0),
         count(a->shape.begin(), a->shape.end());
     for (size_t k = 0; k < axes.size(); ++k) {
       int64_t ax = normAxis(axes[k], rank);
@@ -780,30 +792,17 @@ Evaluator::run(const wire::NodeProto &n, std::vector<const EvalTensor *> &in) {
       s = std::min(s, dim);
       e = std::min(e, dim);
       begin[ax] = s;
-      step[ax] = st;
       count[ax] = std::max<int64_t>(e - s, 0);
     }
     r.kind = a->kind;
     r.shape.assign(count.begin(), count.end());
-    int64_t numel = r.numel();
     SmallVector<int64_t, 6> inStride(rank, 1);
     for (int64_t d = rank - 2; d >= 0; --d)
       inStride[d] = inStride[d + 1] * a->shape[d + 1];
-    SmallVector<int64_t, 6> idx(rank, 0);
-    for (int64_t e = 0; e < numel; ++e) {
-      int64_t off = 0;
-      for (int64_t d = 0; d < rank; ++d)
-        off += (begin[d] + idx[d]) * inStride[d];
-      if (a->kind == EvalTensor::Float)
-        r.floats.push_back(a->floats[off]);
-      else
-        r.ints.push_back(a->ints[off]);
-      for (int64_t d = rank - 1; d >= 0; --d) {
-        if (++idx[d] < count[d])
-          break;
-        idx[d] = 0;
-      }
-    }
+    int64_t base = 0;
+    for (int64_t d = 0; d < rank; ++d)
+      base += begin[d] * inStride[d];
+    gatherStrided(*a, r, base, inStride);
     return outs;
   }
 
@@ -909,24 +908,12 @@ Evaluator::run(const wire::NodeProto &n, std::vector<const EvalTensor *> &in) {
     for (int64_t d = rank - 2; d >= 0; --d)
       inStride[d] = inStride[d + 1] * a->shape[d + 1];
     r.kind = a->kind;
-    for (int64_t d : perm)
+    SmallVector<int64_t, 6> permStride;
+    for (int64_t d : perm) {
       r.shape.push_back(a->shape[d]);
-    int64_t numel = r.numel();
-    SmallVector<int64_t, 6> idx(rank, 0);
-    for (int64_t e = 0; e < numel; ++e) {
-      int64_t off = 0;
-      for (int64_t d = 0; d < rank; ++d)
-        off += idx[d] * inStride[perm[d]];
-      if (a->kind == EvalTensor::Float)
-        r.floats.push_back(a->floats[off]);
-      else
-        r.ints.push_back(a->ints[off]);
-      for (int64_t d = rank - 1; d >= 0; --d) {
-        if (++idx[d] < r.shape[d])
-          break;
-        idx[d] = 0;
-      }
+      permStride.push_back(inStride[d]);
     }
+    gatherStrided(*a, r, 0, permStride);
     return outs;
   }
 

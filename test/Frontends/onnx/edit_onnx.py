@@ -193,12 +193,7 @@ def main():
     elif edit == "head-embedding":
         nodes["/lm_head/MatMul"].input[1] = "model.embed_tokens.weight"
     elif edit == "attr":
-        for a in nodes[args[0]].attribute:
-            if a.name == args[1]:
-                a.i = int(args[2])
-                break
-        else:
-            nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
+        set_int_attr(nodes[args[0]], args[1], int(args[2]))
     elif edit == "decomposed-norm":
         norm = nodes["/model/layers.0/input_layernorm"]
         x, w, y, t = norm.input[0], norm.input[1], norm.output[0], "/decomposed"
@@ -245,12 +240,7 @@ def edit_torch(model_dir, out, graph, edit, args):
         n = nodes[args[0]]
         n.input[0], n.input[1] = n.input[1], n.input[0]
     elif edit == "attr":
-        for a in nodes[args[0]].attribute:
-            if a.name == args[1]:
-                a.i = int(args[2])
-                break
-        else:
-            nodes[args[0]].attribute.append(helper.make_attribute(args[1], int(args[2])))
+        set_int_attr(nodes[args[0]], args[1], int(args[2]))
     elif edit == "no-outputs":
         del nodes[args[0]].output[:]
     elif edit == "attr-twice":
@@ -357,6 +347,17 @@ def fuse_experts(m, normalize):
     del g.node[:]
     g.node.extend(kept + new_nodes)
     m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+def set_int_attr(node, name, value):
+    """Sets (or adds) the integer attribute `name` of `node`."""
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            a.i = value
+            return
+    node.attribute.append(helper.make_attribute(name, value))
 
 
 def side_intermediate(side):
