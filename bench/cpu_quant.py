@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 from moe_ref import configs, generate, quant  # noqa: E402
 from benchlib import SPEED, sh  # noqa: E402
 
-TYPES = ("f16", "q8_0", "q4_0", "q4_1")
+TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
 # With --from-gguf: any type the GGUF writer makes (moe_ref.gguf_writer).
 GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k", "q4_k_m")
 
@@ -66,7 +66,7 @@ def decode_bytes(config, wtype, source_bytes):
         n = int(np.prod(shape))
         if wtype in quant.FORMATS and quant.is_quantized(name, shape, "all"):
             return n // quant.BLOCK * quant.BLOCK_BYTES[wtype]
-        return n * (2 if wtype == "f16" else source_bytes)
+        return n * {"f16": 2, "f32": 4}.get(wtype, source_bytes)
 
     total = 0
     for name, shape in configs.tensor_shapes(config):
@@ -214,8 +214,8 @@ def main():
     prompt = ",".join(map(str, prompt_ids))
 
     for wtype in types:
-        if wtype == "f16" and args.source != "f16":
-            print("f16: skipped (the f16 row needs --source f16)")
+        if wtype in ("f16", "f32") and args.source != wtype:
+            print(f"{wtype}: skipped (the {wtype} row needs --source {wtype})")
             continue
         gguf_path = os.path.join(work, f"mini-{args.source}-{wtype}.gguf")
         if (llama_ok or args.from_gguf) and not os.path.exists(gguf_path):
@@ -231,8 +231,8 @@ def main():
             binary = os.path.join(work, f"mini-{args.source}-{wtype}-gguf.bin")
             sh([moe_compile, gguf_path, "-o", binary, "--quiet"])
             binaries.append(("ours", binary))
-        elif ours_ok and (wtype == "f16" or quant_ok):
-            flags = [] if wtype == "f16" else [f"--quantize={wtype}"]
+        elif ours_ok and (wtype in ("f16", "f32") or quant_ok):
+            flags = [] if wtype in ("f16", "f32") else [f"--quantize={wtype}"]
             if not args.runtime_include:
                 binary = os.path.join(work, f"mini-{args.source}-{wtype}.bin")
                 sh([moe_compile, model, "-o", binary, "--quiet"] + flags)

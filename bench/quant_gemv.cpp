@@ -1,15 +1,18 @@
 // Decode GEMV (linear<W, N, K> with T = 1) and prefill GEMM (T = 512) of
 // moert's CPU kernels on the `mini` model's shapes, for f16 and the block
-// formats (q8_0, q4_0, q4_1, q4_K, q6_K), both decode strategies of the block formats (int8 activations,
-// f32 dequantisation). Decode prints the weight bytes read per second: it
-// is bandwidth-bound, so compare with bench/membw.cpp on the same machine.
-// Each decode measurement cycles through enough copies of the weight
+// formats (q8_0, q4_0, q4_1, q4_K, q6_K), both decode strategies of the block
+// formats (int8 activations, f32 dequantisation). Decode prints the weight
+// bytes read per second: it is bandwidth-bound, so compare with bench/membw.cpp
+// on the same machine. Each decode measurement cycles through enough copies of
+// the weight
 // (>= 512 MiB) that it streams from memory, not from the 32 MiB L3.
 //   c++ -std=c++17 -O2 -march=native -pthread -Iruntime/include \
 //     bench/quant_gemv.cpp runtime/src/pool.cpp -o quant_gemv
 //   ./quant_gemv [threads [prefill (0/1) [format]]]
 #include "moert/kernels.h"
 #include "moert/pool.h"
+
+#include <sys/mman.h>
 
 #include <chrono>
 #include <cstdio>
@@ -24,9 +27,30 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+/// Memory in 2 MiB pages where the kernel gives them, as the runtime asks
+/// for its weight mappings (with 4 KiB pages the streaming reads of decode
+/// lose about half their bandwidth to TLB misses on Zen 4).
+template <typename T> struct HugeAlloc {
+  using value_type = T;
+  HugeAlloc() = default;
+  template <typename U> HugeAlloc(const HugeAlloc<U> &) {}
+  T *allocate(size_t n) {
+    void *p = mmap(nullptr, n * sizeof(T), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+      throw std::bad_alloc();
+    madvise(p, n * sizeof(T), MADV_HUGEPAGE);
+    return static_cast<T *>(p);
+  }
+  void deallocate(T *p, size_t n) { munmap(p, n * sizeof(T)); }
+  bool operator==(const HugeAlloc &) const { return true; }
+  bool operator!=(const HugeAlloc &) const { return false; }
+};
+
 /// Random weight bytes with a sane f16 scale in every block (random scale
 /// bits would include NaN and subnormals, which no real model has).
-template <typename W> void fill(std::vector<W> &w, std::mt19937 &rng) {
+template <typename W, typename A>
+void fill(std::vector<W, A> &w, std::mt19937 &rng) {
   auto *bytes = reinterpret_cast<uint8_t *>(w.data());
   for (size_t i = 0; i < w.size() * sizeof(W); ++i)
     bytes[i] = uint8_t(rng());
@@ -38,12 +62,16 @@ template <typename W> void fill(std::vector<W> &w, std::mt19937 &rng) {
       if constexpr (std::is_same<W, q4_K>::value)
         b.dmin = 0x2000;
     }
+  } else if constexpr (std::is_same<W, float>::value) {
+    for (W &f : w)
+      f = float(rng() % 2001) / 1000.0f - 1.0f;
   } else {
     for (W &b : w)
       b.bits = uint16_t(0x2000 + (b.bits & 0x83ff));
   }
 }
 
+const char *name(const float *) { return "f32"; }
 const char *name(const f16 *) { return "f16"; }
 const char *name(const q8_0 *) { return "q8_0"; }
 const char *name(const q4_0 *) { return "q4_0"; }
@@ -61,7 +89,9 @@ void decode(moert_pool *pool, int mode) {
   constexpr double bytes = double(rowBytes<W>(K)) * N;
   int copies = int((512.0 * (1 << 20)) / bytes) + 1;
   std::mt19937 rng(1);
-  std::vector<std::vector<W>> ws(copies, std::vector<W>(elems));
+  std::vector<std::vector<W, HugeAlloc<W>>> ws(copies);
+  for (auto &w : ws)
+    w.resize(elems);
   for (auto &w : ws)
     fill(w, rng);
   std::vector<float> x(K), out(N);
@@ -128,6 +158,8 @@ void all(moert_pool *pool, bool doPrefill, const char *only) {
   if (doPrefill) {
     prefill<W, 3584, 1024>(pool, 512);
     prefill<W, 1024, 3584>(pool, 512);
+    prefill<W, 3584, 1024>(pool, 128);
+    prefill<W, 1024, 3584>(pool, 128);
   }
 }
 
@@ -140,6 +172,7 @@ int main(int argc, char **argv) {
 
   moert_pool *pool = moert_pool_create(threads);
   std::printf("threads %d\n", moert_pool_size(pool));
+  all<float>(pool, doPrefill, only);
   all<f16>(pool, doPrefill, only);
   all<q8_0>(pool, doPrefill, only);
   all<q4_0>(pool, doPrefill, only);

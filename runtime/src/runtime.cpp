@@ -125,6 +125,14 @@ moert_status mapWhole(const std::string &path, int fd, uint64_t size,
     return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
                       path.c_str(), (unsigned long long)size,
                       std::strerror(errno));
+  // Ask for 2 MiB pages. Decode streams every weight once per token, and
+  // with 4 KiB pages the TLB misses and the hardware prefetcher's stop at
+  // each page boundary cost about half the read bandwidth (bench/RESULTS.md,
+  // issue 12). Pages the page cache does not hold yet are then read in
+  // 2 MiB folios that later runs map whole too; pages it already holds in
+  // small folios stay small. Without transparent huge pages this fails,
+  // which changes nothing.
+  (void)madvise(base, size_t(size), MADV_HUGEPAGE);
   out.path = path;
   out.base = base;
   out.size = size_t(size);

@@ -1249,6 +1249,199 @@ void linearPrefill(moert_pool *pool, const float *x, const W *w, int64_t T,
 
 } // namespace qk
 
+#ifdef MOERT_AVX2
+//===----------------------------------------------------------------------===//
+// Float weights (f32, f16, bf16) with four tokens or more: packed panels
+//===----------------------------------------------------------------------===//
+//
+// Prefill is compute-bound, and the 4x3 dot-product kernel (gemm4x3) spent
+// as many loads as FMAs on it, converted each f16 weight once per four
+// tokens and ended every output with a horizontal sum. Here, per parallel
+// block of kPanelRows weight rows and per chunk of kPanelK along K, the
+// rows are converted to f32 once and transposed into a panel [k][row]
+// (8x8 register transposes), and tiles of kTileTokens tokens run against
+// it: per k, two panel vectors are loaded and each token's x[k] is
+// broadcast into two FMAs, so the vector lanes run along the output
+// features and every output is stored whole, with no horizontal sum. The
+// panel (32 KiB) stays in L1/L2 for all tokens.
+namespace fp {
+
+#ifdef MOERT_AVX512VNNI
+using V = __m512;
+constexpr int kLanes = 16;
+/// 2 x 12 accumulators of the 32 zmm registers.
+constexpr int kTileTokens = 12;
+MOERT_INLINE V vzero() { return _mm512_setzero_ps(); }
+MOERT_INLINE V vload(const float *p) { return _mm512_load_ps(p); }
+MOERT_INLINE V vloadu(const float *p) { return _mm512_loadu_ps(p); }
+MOERT_INLINE void vstoreu(float *p, V v) { _mm512_storeu_ps(p, v); }
+MOERT_INLINE V vset1(float f) { return _mm512_set1_ps(f); }
+MOERT_INLINE V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+MOERT_INLINE V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+#else
+using V = __m256;
+constexpr int kLanes = 8;
+/// 2 x 6 accumulators, two panel vectors and a broadcast: 15 of the 16
+/// ymm registers.
+constexpr int kTileTokens = 6;
+MOERT_INLINE V vzero() { return _mm256_setzero_ps(); }
+MOERT_INLINE V vload(const float *p) { return _mm256_load_ps(p); }
+MOERT_INLINE V vloadu(const float *p) { return _mm256_loadu_ps(p); }
+MOERT_INLINE void vstoreu(float *p, V v) { _mm256_storeu_ps(p, v); }
+MOERT_INLINE V vset1(float f) { return _mm256_set1_ps(f); }
+MOERT_INLINE V vadd(V a, V b) { return _mm256_add_ps(a, b); }
+MOERT_INLINE V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+#endif
+
+/// Weight rows per panel: two vectors.
+constexpr int64_t kPanelRows = 2 * kLanes;
+/// K elements per panel chunk (a multiple of 8).
+constexpr int64_t kPanelK = 256;
+
+/// Transposes the 8x8 block v[row][col] in place.
+MOERT_INLINE void transpose8(__m256 *v) {
+  __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]),
+         t1 = _mm256_unpackhi_ps(v[0], v[1]);
+  __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]),
+         t3 = _mm256_unpackhi_ps(v[2], v[3]);
+  __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]),
+         t5 = _mm256_unpackhi_ps(v[4], v[5]);
+  __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]),
+         t7 = _mm256_unpackhi_ps(v[6], v[7]);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44),
+         s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44),
+         s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44),
+         s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44),
+         s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  v[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  v[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  v[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  v[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  v[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  v[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  v[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/// panel[k * kPanelRows + i] = W[n0 + i][k0 + k] as f32 for k < kc (a
+/// multiple of 8) and i < rows; rows past `rows` are zero.
+template <typename W>
+MOERT_INLINE void pack(const W *w, int64_t K, int64_t n0, int64_t rows,
+                       int64_t k0, int64_t kc, float *panel) {
+  for (int64_t r0 = 0; r0 < kPanelRows; r0 += 8) {
+    if (r0 + 8 <= rows) {
+      const W *src = w + (n0 + r0) * K + k0;
+      for (int64_t k = 0; k < kc; k += 8) {
+        __m256 v[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i)
+          v[i] = load8(src + i * K + k);
+        transpose8(v);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j)
+          _mm256_store_ps(panel + (k + j) * kPanelRows + r0, v[j]);
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t i = r0; i < r0 + 8; ++i)
+          panel[k * kPanelRows + i] =
+              i < rows ? toFloat(w[(n0 + i) * K + k0 + k]) : 0.0f;
+    }
+  }
+}
+
+/// NT tokens (x, row stride ldx) against a panel of kc k's: out[t][i] for
+/// i < rows = acc + base[t][i] (base laid out as out, may be out, or null).
+template <int NT>
+MOERT_INLINE void tile(const float *panel, int64_t kc, const float *x,
+                       int64_t ldx, float *out, int64_t ldo, const float *base,
+                       int64_t rows) {
+  V acc[NT][2];
+#pragma GCC unroll 12
+  for (int t = 0; t < NT; ++t)
+    acc[t][0] = acc[t][1] = vzero();
+  for (int64_t k = 0; k < kc; ++k) {
+    V w0 = vload(panel + k * kPanelRows),
+      w1 = vload(panel + k * kPanelRows + kLanes);
+#pragma GCC unroll 12
+    for (int t = 0; t < NT; ++t) {
+      V xb = vset1(x[t * ldx + k]);
+      acc[t][0] = vfma(xb, w0, acc[t][0]);
+      acc[t][1] = vfma(xb, w1, acc[t][1]);
+    }
+  }
+  if (rows == kPanelRows) {
+#pragma GCC unroll 12
+    for (int t = 0; t < NT; ++t) {
+      V a0 = acc[t][0], a1 = acc[t][1];
+      if (base) {
+        a0 = vadd(a0, vloadu(base + t * ldo));
+        a1 = vadd(a1, vloadu(base + t * ldo + kLanes));
+      }
+      vstoreu(out + t * ldo, a0);
+      vstoreu(out + t * ldo + kLanes, a1);
+    }
+    return;
+  }
+  alignas(64) float row[kPanelRows];
+  for (int t = 0; t < NT; ++t) {
+    vstoreu(row, acc[t][0]);
+    vstoreu(row + kLanes, acc[t][1]);
+    for (int64_t i = 0; i < rows; ++i)
+      out[t * ldo + i] = base ? row[i] + base[t * ldo + i] : row[i];
+  }
+}
+
+/// tile<n> for the last n (< kTileTokens) tokens.
+template <int NT>
+MOERT_INLINE void tileTail(int n, const float *panel, int64_t kc,
+                           const float *x, int64_t ldx, float *out, int64_t ldo,
+                           const float *base, int64_t rows) {
+  if constexpr (NT > 0) {
+    if (n == NT)
+      tile<NT>(panel, kc, x, ldx, out, ldo, base, rows);
+    else
+      tileTail<NT - 1>(n, panel, kc, x, ldx, out, ldo, base, rows);
+  }
+}
+
+/// out = x @ Wᵀ (+ res) for T >= 4 tokens, W [N, K] with K % 8 == 0:
+/// parallel over panels of rows; per panel, each chunk of K is packed once
+/// and every token tile runs against it, accumulating into `out` after the
+/// first chunk (which adds `res`).
+template <typename W, int64_t N, int64_t K>
+void gemm(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
+          int64_t ldo, const float *res) {
+  static_assert(K % 8 == 0, "panels take K in steps of 8");
+  constexpr int64_t KC = std::min(K, kPanelK);
+  constexpr int64_t kPanels = (N + kPanelRows - 1) / kPanelRows;
+  parallelFor(pool, kPanels, double(T) * N * K, [&](int64_t p0, int64_t p1) {
+    alignas(64) float panel[KC * kPanelRows];
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n0 = p * kPanelRows, rows = std::min(kPanelRows, N - n0);
+      for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = std::min(KC, K - k0);
+        pack(w, K, n0, rows, k0, kc, panel);
+        const float *base = k0 == 0 ? res : out;
+        int64_t t = 0;
+        for (; t + kTileTokens <= T; t += kTileTokens)
+          tile<kTileTokens>(panel, kc, x + t * K + k0, K, out + t * ldo + n0,
+                            ldo, base ? base + t * ldo + n0 : nullptr, rows);
+        if (t < T)
+          tileTail<kTileTokens - 1>(int(T - t), panel, kc, x + t * K + k0, K,
+                                    out + t * ldo + n0, ldo,
+                                    base ? base + t * ldo + n0 : nullptr, rows);
+      }
+    }
+  });
+}
+
+} // namespace fp
+#endif
+
 /// out[t * ldo + n] = x[t] · W[n] for W of shape [N, K] (x @ Wᵀ); `ldo` is
 /// the output row stride (N for a dense result). With `res` (laid out as
 /// `out`), out = x @ Wᵀ + res (moe-fuse-epilogues). Parallel over blocks of
@@ -1274,6 +1467,13 @@ void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
     auto store = [&](int64_t t, int64_t r, float v) {
       out[t * ldo + r] = res ? v + res[t * ldo + r] : v;
     };
+#ifdef MOERT_AVX2
+    if constexpr (K % 8 == 0)
+      if (T >= 4) {
+        fp::gemm<W, N, K>(pool, x, w, T, out, ldo, res);
+        return;
+      }
+#endif
     constexpr int64_t kRows = 24; // rows of W per parallel block (8 x 3)
     constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
     parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
