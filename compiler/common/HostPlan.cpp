@@ -109,12 +109,12 @@ StringRef dtypeEnum(Type t) {
 /// is refused, so the IR names code but never writes it.
 const llvm::StringSet<> &knownCallees(Target target) {
   static const llvm::StringSet<> cpu = {
-      "moert::embedding",     "moert::rmsNorm",          "moert::linear",
-      "moert::rope",          "moert::attention",        "moert::add",
-      "moert::router",        "moert::fusedRouter",      "moert::experts",
-      "moert::expertPermute", "moert::groupedMatmul",    "moert::siluMul",
-      "moert::expertCombine", "moert::epExchangeCounts", "moert::epDispatch",
-      "moert::epExperts",     "moert::epCombine"};
+      "moert::embedding",  "moert::rmsNorm",       "moert::linear",
+      "moert::lmHead",     "moert::rope",          "moert::attention",
+      "moert::add",        "moert::router",        "moert::fusedRouter",
+      "moert::experts",    "moert::expertPermute", "moert::groupedMatmul",
+      "moert::siluMul",    "moert::expertCombine", "moert::epExchangeCounts",
+      "moert::epDispatch", "moert::epExperts",     "moert::epCombine"};
   static const llvm::StringSet<> cuda = {"moert::cuda::embedding",
                                          "moert::cuda::rmsNorm",
                                          "moert::cuda::gemv",
@@ -181,6 +181,8 @@ public:
   /// weight, the rank that holds it (-1: every rank).
   int64_t epRanks = 0;
   std::vector<int32_t> weightRanks;
+  /// Whether the plan reads moert.logits_from (moert_program::logits_from).
+  bool logitsFrom = false;
   LogicalResult recordExpertRanks(moert::CallOp call);
   std::vector<moert::KernelOp> kernels;
   llvm::StringMap<size_t> kernelIndex;
@@ -395,6 +397,13 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
   if (auto t = dyn_cast<moert::TokensOp>(op)) {
     names[t] = t.getTimes() == 1 ? std::string("n")
                                  : "n * " + std::to_string(t.getTimes());
+    return success();
+  }
+  if (auto f = dyn_cast<moert::LogitsFromOp>(op)) {
+    if (!cpu)
+      return op->emitOpError("is a CPU value in a CUDA launch plan");
+    names[f] = "ex->logits_from";
+    logitsFrom = true;
     return success();
   }
   if (auto c = dyn_cast<arith::ConstantOp>(op)) {
@@ -753,7 +762,7 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
              ? std::string("nullptr, 0")
              : "kTokenizer, " + std::to_string(options.tokenizer.size()))
      << ",\n  " << epRanks << ", " << (epRanks ? "kWeightRanks" : "nullptr")
-     << "};\n";
+     << ", " << (logitsFrom ? 1 : 0) << "};\n";
 }
 
 LogicalResult PlanPrinter::writeKernels(raw_ostream &os) const {

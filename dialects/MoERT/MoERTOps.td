@@ -227,6 +227,27 @@ def MoERT_TokensOp : MoERT_Op<"tokens", [Pure]> {
   let assemblyFormat = "(`times` $times^)? attr-dict `:` type($result)";
 }
 
+def MoERT_LogitsFromOp : MoERT_Op<"logits_from", [Pure]> {
+  let summary = "the first row of the logits the caller reads (CPU target)";
+  let description = [{
+    The first row, `from`, of the forward call's logits that the caller
+    reads: the runtime sets it to `n - 1` when only the last token's logits
+    are wanted (the binary's generation, `moert_prefill_last`), to `n` for
+    the earlier chunks of a chunked prefill, and to 0 otherwise. The call
+    that writes the logits (`moert::lmHead`) computes rows `[from, n)` only,
+    into the logits buffer from its start. A plan that reads it is marked as
+    honouring it in the program descriptor; the runtime gives every other
+    plan a buffer of all `n` rows.
+
+    ```mlir
+    %from = moert.logits_from : i64
+    moert.call @"moert::lmHead" <f32, 32000, 1024> threaded (%x, %w, %n, %logits, %from) : ...
+    ```
+  }];
+  let results = (outs AnySignlessIntegerOrIndex:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
+}
+
 //===----------------------------------------------------------------------===//
 // Kernels, calls and launches
 //===----------------------------------------------------------------------===//

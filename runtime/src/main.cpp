@@ -655,7 +655,9 @@ int run(int argc, char **argv) {
   using Clock = std::chrono::steady_clock;
 
   auto t0 = Clock::now();
-  if (moert_prefill(session, prompt.data(), promptSize) != MOERT_OK)
+  // Only --dump-logits reads the prompt's rows before the last.
+  if ((dumped.active() ? moert_prefill : moert_prefill_last)(
+          session, prompt.data(), promptSize) != MOERT_OK)
     die("%s", moert_last_error());
   auto t1 = Clock::now();
   int64_t rows = 0;

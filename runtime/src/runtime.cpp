@@ -303,6 +303,8 @@ struct moert_session {
   std::vector<float> scratch;
   std::vector<float> logits;
   int64_t logitRows = 0;
+  /// The row of `logits` moert_logits starts at.
+  int64_t logitFirst = 0;
   int64_t position = 0;
   std::vector<int32_t> positions;
   moert_cuda_session *cuda = nullptr;
@@ -618,8 +620,11 @@ extern "C" int64_t moert_session_position(const moert_session *s) {
   return s->position;
 }
 
-extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
-                                      int64_t n) {
+namespace {
+
+/// moert_prefill, or with `lastOnly` moert_prefill_last.
+moert_status prefill(moert_session *s, const int32_t *tokens, int64_t n,
+                     bool lastOnly) {
   return moert_guarded("running the model", [&] {
     const moert_program *p = s->model->program;
     if (n < 1)
@@ -643,13 +648,18 @@ extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
                           "token id %d at index %lld is outside the "
                           "vocabulary [0, %lld)",
                           tokens[i], (long long)i, (long long)p->vocab_size);
+    // Programs that honour logits_from (CPU) compute the last row only;
+    // others write every row, and the last is then read from them.
+    const bool skipRows = lastOnly && p->logits_from && !s->cuda;
+    const int64_t rows = skipRows ? 1 : n;
     uint64_t floats;
-    if (__builtin_mul_overflow(uint64_t(n), uint64_t(p->vocab_size), &floats) ||
+    if (__builtin_mul_overflow(uint64_t(rows), uint64_t(p->vocab_size),
+                               &floats) ||
         floats > uint64_t(PTRDIFF_MAX) / sizeof(float))
       return moert_fail(MOERT_ERROR_MEMORY,
                         "the logits of %lld tokens (%lld each) need more than "
                         "%llu bytes",
-                        (long long)n, (long long)p->vocab_size,
+                        (long long)rows, (long long)p->vocab_size,
                         (unsigned long long)PTRDIFF_MAX);
     try {
       s->logits.resize(size_t(floats));
@@ -658,10 +668,11 @@ extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
                         "cannot allocate %llu bytes for the logits of %lld "
                         "tokens",
                         (unsigned long long)(floats * sizeof(float)),
-                        (long long)n);
+                        (long long)rows);
     }
     // Rows of an earlier call no longer describe anything.
     s->logitRows = 0;
+    s->logitFirst = 0;
     moert_exec exec{s->model->weights.data(),
                     s->caches.data(),
                     s->scratch.data(),
@@ -669,13 +680,18 @@ extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
                     s->model->pool,
                     nullptr,
                     nullptr,
-                    s->model->comm};
+                    s->model->comm,
+                    0};
     for (int64_t done = 0; done < n;) {
       int64_t chunk = std::min<int64_t>(n - done, s->model->maxTokens);
       s->positions.resize(size_t(chunk));
       for (int64_t i = 0; i < chunk; ++i)
         s->positions[size_t(i)] = int32_t(s->position + i);
-      float *logits = s->logits.data() + done * p->vocab_size;
+      // Skipping rows: the earlier chunks' logits are not read at all, the
+      // last chunk's last row lands at the start of the buffer.
+      if (skipRows)
+        exec.logits_from = done + chunk == n ? chunk - 1 : chunk;
+      float *logits = s->logits.data() + (skipRows ? 0 : done * p->vocab_size);
       if (s->cuda) {
         moert_status st = moert_cuda_forward(s->cuda, chunk, tokens + done,
                                              s->positions.data(), logits);
@@ -687,9 +703,22 @@ extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
       s->position += chunk;
       done += chunk;
     }
-    s->logitRows = n;
+    s->logitRows = lastOnly ? 1 : n;
+    s->logitFirst = lastOnly && !skipRows ? n - 1 : 0;
     return MOERT_OK;
   });
+}
+
+} // namespace
+
+extern "C" moert_status moert_prefill(moert_session *s, const int32_t *tokens,
+                                      int64_t n) {
+  return prefill(s, tokens, n, false);
+}
+
+extern "C" moert_status moert_prefill_last(moert_session *s,
+                                           const int32_t *tokens, int64_t n) {
+  return prefill(s, tokens, n, true);
 }
 
 extern "C" moert_status moert_decode(moert_session *s, int32_t token) {
@@ -698,5 +727,5 @@ extern "C" moert_status moert_decode(moert_session *s, int32_t token) {
 
 extern "C" const float *moert_logits(const moert_session *s, int64_t *rows) {
   *rows = s->logitRows;
-  return s->logits.data();
+  return s->logits.data() + s->logitFirst * s->model->program->vocab_size;
 }

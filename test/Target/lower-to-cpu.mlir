@@ -27,5 +27,7 @@
 // CHECK: %[[G:.+]] = moert.table %[[W1:.+]], %[[W1]] : (memref<32x64xf32>, memref<32x64xf32>) -> !moert.table<2, f32>
 // CHECK: moert.call "moert::experts" [f32, f32, f32, 64, 32, 2, 1] threaded(%[[O]], %[[W]], %[[I]], %[[G]], %{{.+}}, %{{.+}}, %{{.+}}, %[[SCRATCH]], %[[E:[^)]+]])
 // CHECK: moert.call "moert::add" [64](%[[E]], %[[H]], %{{.+}}, %[[S:[^)]+]])
-// CHECK: moert.call "moert::linear" [f32, 256, 64] threaded(%[[S]], %{{.+}}, %{{.+}}, %[[LOGITS]])
+// The head writes the logits of rows [moert.logits_from, n) only.
+// CHECK: %[[FROM:.+]] = moert.logits_from : i64
+// CHECK-NEXT: moert.call "moert::lmHead" [f32, 256, 64] threaded(%[[S]], %{{.+}}, %{{.+}}, %[[LOGITS]], %[[FROM]])
 // CHECK-NEXT: return{{$}}

@@ -35,13 +35,14 @@
 // CHECK-NEXT: const float *const [[G:t[0-9]+]][] = {W3, W3};
 // CHECK: moert::experts<float, float, float, 64, 32, 2, 1>(pool, [[O]], [[W]], [[I]], [[G]], t{{[0-9]+}}, t{{[0-9]+}}, n, [[SCRATCH]], [[E:b[0-9]+]]);
 // CHECK: moert::add<64>([[E]], [[H]], n, [[S:b[0-9]+]]);
-// CHECK: moert::linear<float, 256, 64>(pool, [[S]], W6, n, logits);
+// CHECK: moert::lmHead<float, 256, 64>(pool, [[S]], W6, n, logits, ex->logits_from);
 // CHECK-NEXT: }
 // CHECK: MOERT_TARGET_CPU, nullptr, nullptr, 0, nullptr,
 // CHECK-NEXT: nullptr, nullptr,
 // CHECK-NEXT: nullptr, 0,
-// No expert parallelism: no ranks, no table of weight ranks.
-// CHECK-NEXT: 0, nullptr};
+// No expert parallelism: no ranks, no table of weight ranks; the plan
+// honours logits_from.
+// CHECK-NEXT: 0, nullptr, 1};
 
 // CALLEE: error: 'moert.call' op calls 'system', which is not a kernel of the CPU library
 // NOTLOWERED: error: the module is not lowered for the CPU target: run --moe-lower-to-cpu first

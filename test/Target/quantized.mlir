@@ -25,7 +25,7 @@
 // CPU: moert.call "moert::rmsNorm" [f32, 64]
 // CPU: moert.call "moert::linear" [f32, 2, 64] threaded
 // CPU: moert.call "moert::experts" [!moe.quant<q8_0>, !moe.quant<q8_0>, !moe.quant<q8_0>, 64, 32, 2, 1] threaded
-// CPU: moert.call "moert::linear" [!moe.quant<q8_0>, 256, 64] threaded
+// CPU: moert.call "moert::lmHead" [!moe.quant<q8_0>, 256, 64] threaded
 
 // The tensor cores take the quantised weights too (dequantised to f16 in
 // shared memory), where they take f16; fused q/k/v, gemv and embedding the
@@ -44,4 +44,4 @@
 // CPP: const moert::q8_0 *W0 = static_cast<const moert::q8_0 *>(ex->weights[0]);
 // CPP: moert::embedding<moert::q8_0, 64>(W0,
 // CPP: moert::experts<moert::q8_0, moert::q8_0, moert::q8_0, 64, 32, 2, 1>(
-// CPP: moert::linear<moert::q8_0, 256, 64>(
+// CPP: moert::lmHead<moert::q8_0, 256, 64>(

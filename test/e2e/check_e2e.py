@@ -279,11 +279,13 @@ def main():
         env["MOERT_CUDA_DRIVER"] = args.emu_driver
 
     def run_binary(chunk, dump, exe=binary):
-        cmd = [exe, "--tokens", args.tokens, "-n", str(args.n), "--dump-logits", dump]
+        cmd = [exe, "--tokens", args.tokens, "-n", str(args.n)]
+        if dump:
+            cmd += ["--dump-logits", dump]
         if chunk:
             cmd += ["--max-batch-tokens", str(chunk)]
         out = run(cmd, env).split()
-        return [int(t) for t in out], np.load(dump)
+        return [int(t) for t in out], np.load(dump) if dump else None
 
     def cpu_logits():
         cpu = os.path.join(args.work, "model-cpu.bin")
@@ -299,6 +301,13 @@ def main():
         return
 
     generated, logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "logits.npy"))
+    # Without --dump-logits the binary asks for the prompt's last row only
+    # (moert_prefill_last: the CPU plans skip the head for the other rows):
+    # the same tokens.
+    last_only, _ = run_binary(args.max_batch_tokens, None)
+    if last_only != generated:
+        sys.exit(f"greedy tokens differ without --dump-logits (the prompt's last row only):\n"
+                 f"  last row only {last_only}\n  all rows      {generated}")
     prompt = [int(t) for t in args.tokens.split(",")]
     if logits.shape != (len(prompt) + args.n, logits.shape[1]):
         sys.exit(f"logits have shape {logits.shape}, expected ({len(prompt) + args.n}, vocab)")

@@ -69,18 +69,30 @@ int64_t scratchFloats(int64_t n) { return n * gPerToken + gWorkspace; }
 
 /// The first weight's address in the last forward call.
 const void *gEmbedAt = nullptr;
+/// moert_exec::logits_from of each forward call.
+std::vector<int64_t> gLogitsFrom;
 
-/// logits[t][v] = embed[v] · embed[token t] * norm[0].
-void forward(const moert_exec *ex, int64_t n, const int32_t *tokens,
-             const int32_t *, float *logits) {
+/// logits[t][v] = embed[v] · embed[token t] * norm[0], for rows [from, n)
+/// with row `from` at `logits`: from = exec->logits_from where `honour`, as
+/// a program with moert_program::logits_from set does, else 0.
+template <bool honour>
+void forwardRows(const moert_exec *ex, int64_t n, const int32_t *tokens,
+                 const int32_t *, float *logits) {
   gEmbedAt = ex->weights[0];
+  gLogitsFrom.push_back(ex->logits_from);
   auto *embed = static_cast<const float *>(ex->weights[0]);
   auto *norm = static_cast<const float *>(ex->weights[1]);
-  for (int64_t t = 0; t < n; ++t)
+  const int64_t from = honour ? ex->logits_from : 0;
+  for (int64_t t = from; t < n; ++t)
     for (int v = 0; v < 4; ++v)
-      logits[t * 4 + v] = (embed[2 * v] * embed[2 * tokens[t]] +
-                           embed[2 * v + 1] * embed[2 * tokens[t] + 1]) *
-                          norm[0];
+      logits[(t - from) * 4 + v] =
+          (embed[2 * v] * embed[2 * tokens[t]] +
+           embed[2 * v + 1] * embed[2 * tokens[t] + 1]) *
+          norm[0];
+}
+void forward(const moert_exec *ex, int64_t n, const int32_t *tokens,
+             const int32_t *positions, float *logits) {
+  forwardRows<false>(ex, n, tokens, positions, logits);
 }
 
 moert_program makeProgram() {
@@ -154,6 +166,43 @@ TEST_F(Load, RunsFromAMatchingFile) {
   for (int i = 0; i < 8; ++i)
     EXPECT_EQ(l[i], want[i]) << i;
   moert_session_free(s);
+}
+
+// moert_prefill_last: a program that honours logits_from is asked for no
+// row of the chunks before the last (max batch tokens 4 here) and the last
+// row of the last; one that does not writes them all, and the last is read.
+TEST_F(Load, PrefillLastComputesTheLastRowOnly) {
+  write(weightImage());
+  for (bool honour : {true, false}) {
+    program.logits_from = honour;
+    program.forward = honour ? forwardRows<true> : forwardRows<false>;
+    ASSERT_EQ(load(), MOERT_OK) << moert_last_error();
+    moert_session *s = nullptr;
+    ASSERT_EQ(moert_session_create(model, &s), MOERT_OK) << moert_last_error();
+    int32_t tokens[6] = {0, 1, 2, 3, 0, 3};
+    gLogitsFrom.clear();
+    ASSERT_EQ(moert_prefill_last(s, tokens, 6), MOERT_OK) << moert_last_error();
+    EXPECT_EQ(gLogitsFrom, honour ? std::vector<int64_t>({4, 1})
+                                  : std::vector<int64_t>({0, 0}));
+    int64_t rows = 0;
+    const float *l = moert_logits(s, &rows);
+    ASSERT_EQ(rows, 1);
+    // Token 3's row: embed (-1, 2) against each, times norm[0] = 2.
+    const float want[4] = {-2, 4, 2, 10};
+    for (int i = 0; i < 4; ++i)
+      EXPECT_EQ(l[i], want[i]) << honour << " " << i;
+    // A decode after it has its one row, asked for in full.
+    gLogitsFrom.clear();
+    ASSERT_EQ(moert_decode(s, 2), MOERT_OK) << moert_last_error();
+    EXPECT_EQ(gLogitsFrom, std::vector<int64_t>({0}));
+    l = moert_logits(s, &rows);
+    ASSERT_EQ(rows, 1);
+    EXPECT_EQ(l[0], 2);
+    EXPECT_EQ(l[3], 2);
+    moert_session_free(s);
+    moert_model_free(model);
+    model = nullptr;
+  }
 }
 
 // The tokenizer through the C API: a 4-piece Mistral-style BPE.

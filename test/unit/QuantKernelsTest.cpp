@@ -452,31 +452,97 @@ TEST(QuantKernelsKQuant, DequantRowExact) {
   checkDequantRow<q6_K>();
 }
 
-/// f16 weights keep their path (the 4x3 kernel now takes a row stride).
-TEST(QuantKernelsF16, LinearUnchanged) {
-  constexpr int64_t N = 29, K = 200;
+/// Float weights (f32, f16, bf16) through linear: decode rows below four
+/// tokens, the packed-panel GEMM (fp::gemm) from four. The shapes cover a
+/// partial last panel of rows (N % 16, N % 32), K in several panel chunks
+/// with a short last one (520 = 2 x 256 + 8), token tiles with a tail
+/// (T % 12, T % 6), an output row stride wider than N, and the residual
+/// given separately and in place (res == out).
+template <typename W> W storeAs(float f);
+template <> float storeAs<float>(float f) { return f; }
+template <> f16 storeAs<f16>(float f) { return f16{moe_test::toHalfBits(f)}; }
+template <> bf16 storeAs<bf16>(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return bf16{uint16_t(u >> 16)};
+}
+
+template <typename W, int64_t N, int64_t K> void checkFloatLinear() {
   std::mt19937 rng(8);
   std::vector<float> wf = randomVector(rng, N * K, 0.05f);
-  std::vector<f16> w(N * K);
+  std::vector<W> w(N * K);
   for (int64_t i = 0; i < N * K; ++i)
-    w[i].bits = moe_test::toHalfBits(wf[i]);
+    w[i] = storeAs<W>(wf[i]);
   for (int threads : {1, 2}) {
     Pool pool(moert_pool_create(threads));
-    for (int64_t T : {1, 3, 4, 9}) {
-      std::vector<float> x = randomVector(rng, T * K);
-      std::vector<float> res = randomVector(rng, T * N), out(T * N);
-      linear<f16, N, K>(pool.get(), x.data(), w.data(), T, out.data(), N,
-                        res.data());
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t n = 0; n < N; ++n) {
-          double want = res[t * N + n], mag = std::fabs(want);
-          for (int64_t k = 0; k < K; ++k) {
-            double p = double(x[t * K + k]) * toFloat(w[n * K + k]);
-            want += p;
-            mag += std::fabs(p);
+    for (int64_t T : {1, 3, 4, 9, 13, 25}) {
+      for (int mode = 0; mode < 3; ++mode) {
+        // 0: residual apart, ldo = N + 3; 1: in place; 2: none.
+        const int64_t ldo = mode == 0 ? N + 3 : N;
+        std::vector<float> x = randomVector(rng, T * K);
+        std::vector<float> res = randomVector(rng, T * ldo), out(T * ldo, 7.0f);
+        if (mode == 1)
+          out = res;
+        const float *r = mode == 0   ? res.data()
+                         : mode == 1 ? out.data()
+                                     : nullptr;
+        linear<W, N, K>(pool.get(), x.data(), w.data(), T, out.data(), ldo, r);
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t n = 0; n < N; ++n) {
+            double want = mode == 2 ? 0.0 : res[t * ldo + n],
+                   mag = std::fabs(want);
+            for (int64_t k = 0; k < K; ++k) {
+              double p = double(x[t * K + k]) * toFloat(w[n * K + k]);
+              want += p;
+              mag += std::fabs(p);
+            }
+            ASSERT_NEAR(out[t * ldo + n], want, 1e-5 * mag)
+                << "T " << T << " mode " << mode << " row " << n;
           }
-          ASSERT_NEAR(out[t * N + n], want, 1e-5 * mag) << T << " " << n;
+          // The gap of a wider output row is not written.
+          for (int64_t n = N; n < ldo; ++n)
+            ASSERT_EQ(out[t * ldo + n], mode == 0 ? 7.0f : res[t * ldo + n]);
         }
+      }
+    }
+  }
+}
+
+TEST(FloatKernels, LinearF32) {
+  checkFloatLinear<float, 29, 200>();
+  checkFloatLinear<float, 64, 520>();
+  checkFloatLinear<float, 77, 64>();
+}
+TEST(FloatKernels, LinearF16) {
+  checkFloatLinear<f16, 29, 200>();
+  checkFloatLinear<f16, 64, 520>();
+  checkFloatLinear<f16, 77, 64>();
+}
+TEST(FloatKernels, LinearBF16) {
+  checkFloatLinear<bf16, 29, 200>();
+  checkFloatLinear<bf16, 48, 520>();
+}
+
+/// The head computes rows [from, T) only, row `from` first.
+TEST(FloatKernels, LmHeadRowsFrom) {
+  constexpr int64_t N = 40, K = 64, T = 9;
+  std::mt19937 rng(3);
+  std::vector<float> w = randomVector(rng, N * K, 0.05f);
+  std::vector<float> x = randomVector(rng, T * K), all(T * N);
+  linear<float, N, K>(nullptr, x.data(), w.data(), T, all.data());
+  for (int64_t from : {int64_t(-1), int64_t(0), int64_t(5), T - 1, T}) {
+    std::vector<float> out(T * N, 7.0f);
+    lmHead<float, N, K>(nullptr, x.data(), w.data(), T, out.data(), from);
+    const int64_t first = std::max<int64_t>(from, 0),
+                  rows = T - std::min(first, T);
+    for (int64_t i = 0; i < T * N; ++i) {
+      const int64_t t = first + i / N;
+      if (i < rows * N)
+        ASSERT_NEAR(out[i], all[t * N + i % N],
+                    1e-5f * (1 + std::fabs(all[t * N + i % N])))
+            << from << " " << i;
+      else
+        ASSERT_EQ(out[i], 7.0f) << from << " " << i;
     }
   }
 }

@@ -1501,6 +1501,17 @@ void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
   }
 }
 
+/// The language-model head: rows [from, T) of x @ Wᵀ (all of them for
+/// from <= 0, none for from >= T), row `from` at `out`
+/// (moert_exec::logits_from).
+template <typename W, int64_t N, int64_t K>
+void lmHead(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
+            int64_t from) {
+  from = std::max<int64_t>(from, 0);
+  if (from < T)
+    linear<W, N, K>(pool, x + from * K, w, T - from, out);
+}
+
 template <typename W, int64_t H>
 void embedding(const W *table, const int32_t *ids, int64_t T, float *out) {
   for (int64_t t = 0; t < T; ++t) {

@@ -98,6 +98,11 @@ int64_t moert_session_position(const moert_session *session);
  * max_batch_tokens; afterwards moert_logits() holds one row per token. */
 moert_status moert_prefill(moert_session *session, const int32_t *tokens,
                            int64_t n);
+/* As moert_prefill, for a caller that reads the last token's logits only:
+ * afterwards moert_logits() holds that one row. CPU programs then skip the
+ * language-model head for the other tokens (moert_exec::logits_from). */
+moert_status moert_prefill_last(moert_session *session, const int32_t *tokens,
+                                int64_t n);
 /* Runs one token; afterwards moert_logits() holds one row. */
 moert_status moert_decode(moert_session *session, int32_t token);
 /* Logits of the last prefill/decode: `*rows` rows of `vocab` floats. */

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 7
+#define MOERT_ABI_VERSION 8
 
 typedef enum moert_target {
   MOERT_TARGET_CPU = 0,
@@ -98,6 +98,10 @@ typedef struct moert_exec {
                  unsigned block, void **args);
   /* Expert parallelism: this process's communicator (NULL otherwise). */
   struct moert_comm *comm;
+  /* The first row of the logits the caller reads, in [0, n]: a program
+   * whose `logits_from` flag is set writes rows [logits_from, n) only,
+   * row logits_from at `logits` (0: every row, as without the flag). */
+  int64_t logits_from;
 } moert_exec;
 
 typedef struct moert_program {
@@ -138,6 +142,10 @@ typedef struct moert_program {
    * rank maps only its own weights and those of every rank. */
   int64_t ep_ranks;
   const int32_t *weight_ranks;
+  /* 1 when `forward` honours moert_exec::logits_from (the CPU target's
+   * plans compute the language-model head for those rows only), 0 when it
+   * writes all n rows whatever it says. */
+  int64_t logits_from;
 } moert_program;
 
 #ifdef __cplusplus
