@@ -116,6 +116,37 @@ uint32_t ggmlType(moert_dtype d) {
   return UINT32_MAX;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 // Linux 5.14
+#endif
+
+/// Maps the page tables of this process's weights (CPU target) at load,
+/// where a first forward pass would otherwise take a page fault per 4 KiB
+/// page it reads (on `mini` f32, 3.2 GB, about a quarter of a cold 512-token
+/// prefill). Only when the weights fit in three quarters of the physical
+/// memory: a model larger than that streams from the file as it runs, and
+/// populating it at load would only evict its own pages. Failures (a kernel
+/// before 5.14) change nothing but the first pass's speed.
+void populateWeights(const std::vector<const void *> &weights,
+                     const moert_program *program) {
+  const long pageSize = sysconf(_SC_PAGESIZE), pages = sysconf(_SC_PHYS_PAGES);
+  uint64_t total = 0;
+  for (size_t i = 0; i < weights.size(); ++i)
+    if (weights[i])
+      total += program->weights[i].size;
+  if (pageSize <= 0 || pages <= 0 ||
+      total > uint64_t(pages) / 4 * 3 * uint64_t(pageSize))
+    return;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    if (!weights[i])
+      continue;
+    uintptr_t begin = reinterpret_cast<uintptr_t>(weights[i]);
+    uintptr_t first = begin / uintptr_t(pageSize) * uintptr_t(pageSize);
+    size_t length = size_t(begin - first + program->weights[i].size);
+    (void)madvise(reinterpret_cast<void *>(first), length, MADV_POPULATE_READ);
+  }
+}
+
 /// Maps the whole file `path` (open as `fd`, `size` > 0 bytes) read-only
 /// into `out`.
 moert_status mapWhole(const std::string &path, int fd, uint64_t size,
@@ -543,6 +574,7 @@ extern "C" moert_status moert_model_load_ranked(const moert_program *program,
       model->files.clear();
       model->weights.clear();
     } else {
+      populateWeights(model->weights, program);
       model->pool = moert_pool_create(threads);
       if (!model->pool)
         return moert_fail(MOERT_ERROR_MEMORY, "cannot create the thread pool");
