@@ -122,7 +122,7 @@ uint32_t ggmlType(moert_dtype d) {
 
 /// Maps the page tables of this process's weights (CPU target) at load,
 /// where a first forward pass would otherwise take a page fault per 4 KiB
-/// page it reads (on `mini` f32, 3.2 GB, about a quarter of a cold 512-token
+/// page it reads (on `mini` f32, 3.2 GB, up to half of a cold 512-token
 /// prefill). Only when the weights fit in three quarters of the physical
 /// memory: a model larger than that streams from the file as it runs, and
 /// populating it at load would only evict its own pages. Failures (a kernel
@@ -156,13 +156,13 @@ moert_status mapWhole(const std::string &path, int fd, uint64_t size,
     return moert_fail(MOERT_ERROR_IO, "%s: cannot map %llu bytes: %s",
                       path.c_str(), (unsigned long long)size,
                       std::strerror(errno));
-  // Ask for 2 MiB pages. Decode streams every weight once per token, and
-  // with 4 KiB pages the TLB misses and the hardware prefetcher's stop at
-  // each page boundary cost about half the read bandwidth (bench/RESULTS.md,
-  // issue 12). Pages the page cache does not hold yet are then read in
-  // 2 MiB folios that later runs map whole too; pages it already holds in
-  // small folios stay small. Without transparent huge pages this fails,
-  // which changes nothing.
+  // Ask for 2 MiB pages: decode streams every weight once per token, and
+  // fewer TLB misses and page boundaries can only help it (a probe read
+  // 2 MiB pages at twice the speed of 4 KiB ones once, and at the same
+  // speed at other times: bench/RESULTS.md, issue 12). Pages the page cache
+  // does not hold yet are then read in 2 MiB folios that later runs map
+  // whole too; pages it already holds in small folios stay small. Without
+  // transparent huge pages this fails, which changes nothing.
   (void)madvise(base, size_t(size), MADV_HUGEPAGE);
   out.path = path;
   out.base = base;

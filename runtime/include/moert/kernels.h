@@ -1266,6 +1266,7 @@ void linearPrefill(moert_pool *pool, const float *x, const W *w, int64_t T,
 // panel (32 KiB) stays in L1/L2 for all tokens.
 namespace fp {
 
+// AVX-512 F is among what MOERT_AVX512VNNI requires (top of this file).
 #ifdef MOERT_AVX512VNNI
 using V = __m512;
 constexpr int kLanes = 16;
