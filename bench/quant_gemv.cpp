@@ -28,8 +28,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 /// Memory in 2 MiB pages where the kernel gives them, as the runtime asks
-/// for its weight mappings (with 4 KiB pages the streaming reads of decode
-/// lose about half their bandwidth to TLB misses on Zen 4).
+/// for its weight mappings (bench/RESULTS.md, issue 12: a probe read them
+/// at twice the speed of 4 KiB pages once, at the same speed other times).
 template <typename T> struct HugeAlloc {
   using value_type = T;
   HugeAlloc() = default;

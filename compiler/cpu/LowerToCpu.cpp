@@ -115,7 +115,10 @@ CPU_PATTERN(LinearToCpu, LinearOp) {
   // The language-model head: rows [moert.logits_from, n) only, so that a
   // prefill whose caller reads the last token's logits does not compute the
   // others (at a 32k vocabulary, a sixth of a prefill's FLOPs on mini).
-  if (!a.getResidual() && outs[0] == state.logitsBuffer) {
+  // Only when nothing but the return reads them: another reader would see
+  // the rows left out.
+  if (!a.getResidual() && outs[0] == state.logitsBuffer &&
+      op.getResult().hasOneUse()) {
     ArrayRef<int64_t> shape =
         cast<MemRefType>(a.getWeight().getType()).getShape();
     Value from = moert::LogitsFromOp::create(rw, op.getLoc(), rw.getI64Type());

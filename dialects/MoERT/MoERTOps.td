@@ -241,10 +241,10 @@ def MoERT_LogitsFromOp : MoERT_Op<"logits_from", [Pure]> {
 
     ```mlir
     %from = moert.logits_from : i64
-    moert.call @"moert::lmHead" <f32, 32000, 1024> threaded (%x, %w, %n, %logits, %from) : ...
+    moert.call "moert::lmHead" [f32, 32000, 1024] threaded(%x, %w, %n, %logits, %from) : ...
     ```
   }];
-  let results = (outs AnySignlessIntegerOrIndex:$result);
+  let results = (outs I64:$result);
   let assemblyFormat = "attr-dict `:` type($result)";
 }
 

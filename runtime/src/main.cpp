@@ -617,6 +617,11 @@ int run(int argc, char **argv) {
   // is looked for beside it, wherever the two were moved.
   std::string artifactDir = quantized ? quantized : executableDir();
   LogitsDump dumped;
+  // Every rank must run the same prefill (the head of all rows or of the
+  // last: their last rows may differ in rounding, and the ranks must sample
+  // the same tokens), so this is decided before the other ranks drop the
+  // file.
+  const bool allRows = dump != nullptr;
   if (epComm && epComm->rank() != 0)
     dump = nullptr; // rank 0 writes the file
   if (dump) {
@@ -656,8 +661,8 @@ int run(int argc, char **argv) {
 
   auto t0 = Clock::now();
   // Only --dump-logits reads the prompt's rows before the last.
-  if ((dumped.active() ? moert_prefill : moert_prefill_last)(
-          session, prompt.data(), promptSize) != MOERT_OK)
+  if ((allRows ? moert_prefill : moert_prefill_last)(session, prompt.data(),
+                                                     promptSize) != MOERT_OK)
     die("%s", moert_last_error());
   auto t1 = Clock::now();
   int64_t rows = 0;

@@ -1,4 +1,5 @@
 // RUN: moe-opt %S/Inputs/one-layer-f32-unfused.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory),moe-lower-to-cpu)' | FileCheck %s
+// RUN: moe-opt %S/Inputs/logits-read-again.mlir --pass-pipeline='builtin.module(func.func(moe-plan-kv-cache,moe-plan-memory),moe-lower-to-cpu)' | FileCheck %s --check-prefix=READ
 
 // One moert.call per moe op, each result a view at its planned offset, the
 // scratch the CPU kernels need (the expert bank stages 2 x (32 + 64) floats
@@ -31,3 +32,9 @@
 // CHECK: %[[FROM:.+]] = moert.logits_from : i64
 // CHECK-NEXT: moert.call "moert::lmHead" [f32, 256, 64] threaded(%[[S]], %{{.+}}, %{{.+}}, %[[LOGITS]], %[[FROM]])
 // CHECK-NEXT: return{{$}}
+
+// Logits that another op reads after the head: the head computes every row.
+// READ-NOT: moert.logits_from
+// READ: moert.call "moert::linear" [f32, 256, 64] threaded(%{{.+}}, %{{.+}}, %{{.+}}, %[[LOGITS:arg2]])
+// READ-NOT: moert.logits_from
+// READ: moert.call "moert::linear" [f32, 64, 256] threaded(%[[LOGITS]],

@@ -1263,7 +1263,7 @@ void linearPrefill(moert_pool *pool, const float *x, const W *w, int64_t T,
 // it: per k, two panel vectors are loaded and each token's x[k] is
 // broadcast into two FMAs, so the vector lanes run along the output
 // features and every output is stored whole, with no horizontal sum. The
-// panel (32 KiB) stays in L1/L2 for all tokens.
+// panel (32 KiB; 16 KiB with AVX2) stays in L1/L2 for all tokens.
 namespace fp {
 
 // AVX-512 F is among what MOERT_AVX512VNNI requires (top of this file).
