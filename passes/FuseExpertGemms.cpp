@@ -26,10 +26,11 @@ struct FuseExpertBank : OpRewritePattern<ExpertsOp> {
 
   LogicalResult matchAndRewrite(ExpertsOp op,
                                 PatternRewriter &rewriter) const override {
-    // Distinct, in-range experts per token are what a router guarantees;
-    // other index sources could repeat or overflow, so leave them alone.
+    // Distinct, in-range experts per token are what a router guarantees (and
+    // a capacity keeps, marking drops -1); other index sources could repeat
+    // or overflow, so leave them alone.
     Operation *router = op.getIndices().getDefiningOp();
-    if (!isa_and_present<RouterOp, FusedRouterOp>(router))
+    if (!isa_and_present<RouterOp, FusedRouterOp, ExpertCapacityOp>(router))
       return rewriter.notifyMatchFailure(op, "routing is not a router's");
     int64_t k = op.getWeights().getType().getDimSize(1);
     if (ShapedType::isDynamic(k))

@@ -76,6 +76,13 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
       llvm::cl::desc("Split the experts across this many ranks with "
                      "moe-shard-experts (0, default: one process)"),
       llvm::cl::init(0)};
+  Option<double> capacityFactor{
+      *this, "capacity-factor",
+      llvm::cl::desc("Run moe-expert-capacity with this factor: each "
+                     "expert takes at most ceil(C * tokens * k / experts) "
+                     "routed pairs per call, the rest are dropped (0, "
+                     "default: off, exact)"),
+      llvm::cl::init(0.0)};
 };
 
 /// Bounds of the pipeline's sizes: positions are int32 at run time, and a

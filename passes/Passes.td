@@ -218,6 +218,42 @@ def FuseExpertGemms : Pass<"moe-fuse-expert-gemms", "::mlir::func::FuncOp"> {
   ];
 }
 
+def ExpertCapacity : Pass<"moe-expert-capacity", "::mlir::func::FuncOp"> {
+  let summary = "Bound each expert's routed pairs per call (capacity factor)";
+  let description = [{
+    Inserts a `moe.expert_capacity` with `factor` between each expert bank
+    and its routing: in a forward call of T tokens, expert e processes at
+    most `ceil(factor * T * k / E)` of the (token, choice) pairs routed to
+    it, first choices before second choices, each in token order; the pairs
+    over the capacity are dropped (GShard and Switch Transformer
+    semantics). The drops are visible in the IR and every target's expert
+    ops skip them, so the bound limits the rows each expert's GEMMs and,
+    with `moe-shard-experts`, the rows each rank receives.
+
+    Run it before `moe-fuse-expert-gemms` and `moe-shard-experts`
+    (moe-compile's `--capacity-factor C` does). The routing must come from
+    a router (`moe.router` or `moe.fused_router`). Exactness is lost where
+    pairs are dropped: this is a serving-time bound on the work per expert,
+    off by default.
+
+    ```mlir
+    %w, %i = moe.fused_router %b, %gate top 2 softmax renormalize : ...
+    %w2, %i2 = moe.expert_capacity %w, %i experts 4 factor 1.250000e+00
+        : tensor<?x2xf32>, tensor<?x2xi32>
+    %y = moe.experts %b, %w2, %i2 gate [...] up [...] down [...] : ...
+    ```
+  }];
+  let options = [
+    Option<"factor", "factor", "double", /*default=*/"1.0",
+           "The capacity factor C: each expert takes at most "
+           "ceil(C * tokens * k / experts) pairs per call (C > 0)">,
+  ];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+  let statistics = [
+    Statistic<"numBounded", "num-bounded", "Expert banks given a capacity">,
+  ];
+}
+
 def ShardExperts : Pass<"moe-shard-experts", "::mlir::func::FuncOp"> {
   let summary = "Split each expert bank across ranks (expert parallelism)";
   let description = [{

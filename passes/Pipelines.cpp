@@ -9,6 +9,9 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
 
 using namespace mlir;
 
@@ -28,15 +31,21 @@ void mlir::moe::buildDefaultPipeline(OpPassManager &pm,
   memory.target = options.target;
   ShardExpertsOptions shard;
   shard.ranks = options.expertParallel;
+  ExpertCapacityOptions capacity;
+  capacity.factor = options.capacityFactor;
   if (options.optLevel == 0) {
     // -O0: no fusion, and every buffer stands alone in the arena.
     memory.reuse = false;
+    if (options.capacityFactor > 0)
+      func.addPass(createExpertCapacity(capacity));
     if (options.expertParallel > 0)
       func.addPass(createShardExperts(shard));
   } else {
     func.addPass(createCanonicalizerPass());
     func.addPass(createFuseRouter());
-    // Before the expert GEMMs fuse: it rewrites moe.experts.
+    // Before the expert GEMMs fuse: they rewrite moe.experts.
+    if (options.capacityFactor > 0)
+      func.addPass(createExpertCapacity(capacity));
     if (options.expertParallel > 0)
       func.addPass(createShardExperts(shard));
     func.addPass(createFuseExpertGemms());
@@ -79,6 +88,16 @@ llvm::Error mlir::moe::checkPipelineOptions(const PipelineOptions &options,
   if (options.expertParallel > 0 && options.target != "cpu")
     return fail(prefix + "expert-parallel runs on the cpu target only for "
                          "now (NCCL ranks for cuda are not built yet)");
+  if (!std::isfinite(double(options.capacityFactor)) ||
+      options.capacityFactor < 0)
+    return fail(prefix +
+                "capacity-factor must be a finite number above 0 "
+                "(0: off), got " +
+                llvm::formatv("{0}", double(options.capacityFactor)).str());
+  if (options.capacityFactor > 0 && options.target != "cpu")
+    return fail(prefix + "capacity-factor runs on the cpu target only for "
+                         "now (the cuda kernels do not skip dropped pairs "
+                         "yet)");
   if (options.quantizeOnly != "all" && options.quantizeOnly != "experts")
     return fail(prefix + "quantize-only must be all or experts, got '" +
                 options.quantizeOnly.getValue() + "'");
@@ -92,10 +111,12 @@ void mlir::moe::registerPipelines() {
       "moe-default-pipeline",
       "The moe-compile pipeline: moe-quantize-weights when quantize is "
       "given; then at opt-level=2 canonicalize, "
-      "moe-fuse-router, moe-shard-experts (with expert-parallel), "
+      "moe-fuse-router, moe-expert-capacity (with capacity-factor), "
+      "moe-shard-experts (with expert-parallel), "
       "moe-fuse-expert-gemms, moe-fuse-projections, "
       "moe-fuse-epilogues (unless fuse-epilogues=false), moe-plan-kv-cache, "
       "moe-plan-memory; at opt-level=0 "
+      "moe-expert-capacity and moe-shard-experts as at 2, "
       "moe-plan-kv-cache and moe-plan-memory{reuse=false}",
       [](OpPassManager &pm, StringRef text,
          function_ref<LogicalResult(const Twine &)> errorHandler) {

@@ -55,10 +55,10 @@ struct ShardExpertsPass : mlir::moe::impl::ShardExpertsBase<ShardExpertsPass> {
             << experts;
         return signalPassFailure();
       }
-      if (!isa_and_present<RouterOp, FusedRouterOp>(
+      if (!isa_and_present<RouterOp, FusedRouterOp, ExpertCapacityOp>(
               op.getIndices().getDefiningOp())) {
         op.emitOpError("moe-shard-experts: the routing must come from "
-                       "moe.router or moe.fused_router");
+                       "moe.router, moe.fused_router or moe.expert_capacity");
         return signalPassFailure();
       }
       int64_t k = op.getIndices().getType().getDimSize(1);

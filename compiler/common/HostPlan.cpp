@@ -109,12 +109,16 @@ StringRef dtypeEnum(Type t) {
 /// is refused, so the IR names code but never writes it.
 const llvm::StringSet<> &knownCallees(Target target) {
   static const llvm::StringSet<> cpu = {
-      "moert::embedding",  "moert::rmsNorm",       "moert::linear",
-      "moert::lmHead",     "moert::rope",          "moert::attention",
-      "moert::add",        "moert::router",        "moert::fusedRouter",
-      "moert::experts",    "moert::expertPermute", "moert::groupedMatmul",
-      "moert::siluMul",    "moert::expertCombine", "moert::epExchangeCounts",
-      "moert::epDispatch", "moert::epExperts",     "moert::epCombine"};
+      "moert::embedding",     "moert::rmsNorm",
+      "moert::linear",        "moert::lmHead",
+      "moert::rope",          "moert::attention",
+      "moert::add",           "moert::router",
+      "moert::fusedRouter",   "moert::expertCapacity",
+      "moert::experts",       "moert::expertPermute",
+      "moert::groupedMatmul", "moert::siluMul",
+      "moert::expertCombine", "moert::epExchangeCounts",
+      "moert::epDispatch",    "moert::epExperts",
+      "moert::epCombine"};
   static const llvm::StringSet<> cuda = {"moert::cuda::embedding",
                                          "moert::cuda::rmsNorm",
                                          "moert::cuda::gemv",
@@ -183,6 +187,8 @@ public:
   std::vector<int32_t> weightRanks;
   /// Whether the plan reads moert.logits_from (moert_program::logits_from).
   bool logitsFrom = false;
+  /// moe.expert_capacity's factor (moert_program::capacity_factor; 0: none).
+  double capacityFactor = 0;
   LogicalResult recordExpertRanks(moert::CallOp call);
   std::vector<moert::KernelOp> kernels;
   llvm::StringMap<size_t> kernelIndex;
@@ -406,6 +412,12 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
     logitsFrom = true;
     return success();
   }
+  if (auto r = dyn_cast<moert::RouteStatsOp>(op)) {
+    if (!cpu)
+      return op->emitOpError("is a CPU value in a CUDA launch plan");
+    names[r] = "ex->route_stats";
+    return success();
+  }
   if (auto c = dyn_cast<arith::ConstantOp>(op)) {
     if (!isa<FloatAttr, IntegerAttr>(c.getValue()))
       return op->emitOpError("the printer takes scalar constants only");
@@ -457,6 +469,19 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
       args.push_back("ex->comm");
     if (c.getCallee() == "moert::epExperts" && failed(recordExpertRanks(c)))
       return failure();
+    if (c.getCallee() == "moert::expertCapacity") {
+      // (weights, indices, factor, ...): one factor a program.
+      auto factor = c.getArgs().size() > 2
+                        ? c.getArgs()[2].getDefiningOp<arith::ConstantOp>()
+                        : arith::ConstantOp();
+      auto value =
+          factor ? dyn_cast<FloatAttr>(factor.getValue()) : FloatAttr();
+      if (!value || !(value.getValueAsDouble() > 0) ||
+          (capacityFactor != 0 && capacityFactor != value.getValueAsDouble()))
+        return op->emitOpError("moert::expertCapacity takes one constant "
+                               "factor above 0 in a program");
+      capacityFactor = value.getValueAsDouble();
+    }
     for (Value a : c.getArgs()) {
       FailureOr<std::string> s = expr(op, a);
       if (failed(s))
@@ -728,6 +753,12 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
       << (c.window ? " (rolling, window " + std::to_string(c.window) + ")"
                    : std::string(" (full)"))
       << "\n";
+  if (capacityFactor > 0)
+    p << "expert capacity: factor " << llvm::format("%g", capacityFactor)
+      << " (each expert takes at most ceil("
+      << llvm::format("%g", capacityFactor)
+      << " * tokens * k / experts) routed pairs a forward call; the rest are "
+         "dropped)\n";
   if (!options.tokenizer.empty()) {
     p << "tokenizer: " << printableText(options.tokenizerSource) << " ("
       << options.tokenizer.size() << " bytes embedded)\n";
@@ -762,7 +793,8 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
              ? std::string("nullptr, 0")
              : "kTokenizer, " + std::to_string(options.tokenizer.size()))
      << ",\n  " << epRanks << ", " << (epRanks ? "kWeightRanks" : "nullptr")
-     << ", " << (logitsFrom ? 1 : 0) << "};\n";
+     << ", " << (logitsFrom ? 1 : 0) << ", " << cppDouble(capacityFactor)
+     << "};\n";
 }
 
 LogicalResult PlanPrinter::writeKernels(raw_ostream &os) const {

@@ -26,8 +26,7 @@ LoweringTypeConverter::LoweringTypeConverter() {
   // activation (f32 or i32) is a batch of rows, whatever its static size
   // (expert offsets have one).
   addConversion([](RankedTensorType t) -> Type {
-    if (t.hasStaticShape() &&
-        isa<FloatType, QuantType>(t.getElementType()))
+    if (t.hasStaticShape() && isa<FloatType, QuantType>(t.getElementType()))
       return MemRefType::get(t.getShape(), t.getElementType());
     return bufferType(t);
   });
@@ -118,6 +117,11 @@ namespace {
 LogicalResult checkExpertIndices(Operation *user, Value indices,
                                  int64_t experts, int64_t k) {
   int64_t routed = 0, chosen = 0;
+  // A capacity keeps a router's indices or marks them -1 (dropped), which
+  // every kernel skips.
+  if (auto c = indices.getDefiningOp<ExpertCapacityOp>();
+      c && indices == c.getKeptIndices())
+    return checkExpertIndices(user, c.getIndices(), experts, k);
   if (auto r = indices.getDefiningOp<RouterOp>();
       r && indices == r.getIndices())
     routed = r.getNumExperts(), chosen = r.getK();
@@ -126,7 +130,8 @@ LogicalResult checkExpertIndices(Operation *user, Value indices,
     routed = f.getNumExperts(), chosen = f.getK();
   else
     return user->emitOpError("the targets need expert indices computed by "
-                             "a moe.router or moe.fused_router");
+                             "a moe.router or moe.fused_router (through at "
+                             "most a moe.expert_capacity)");
   if (routed > experts || chosen != k)
     return user->emitOpError("routes top ")
            << k << " of " << experts << " experts, but its indices choose "

@@ -213,6 +213,18 @@ CPU_PATTERN(FusedRouterToCpu, FusedRouterOp) {
   return success();
 }
 
+CPU_PATTERN(ExpertCapacityToCpu, ExpertCapacityOp) {
+  Location loc = op.getLoc();
+  Value stats = moert::RouteStatsOp::create(
+      rw, loc, MemRefType::get({2}, rw.getI64Type()));
+  call(rw, loc, "moert::expertCapacity",
+       TemplateArgs(rw).i(op.getNumExperts()).i(width(op.getIndices())), false,
+       {a.getWeights(), a.getIndices(),
+        constantF64(rw, loc, op.getFactor().convertToDouble()), n, stats,
+        outs[0], outs[1]});
+  return success();
+}
+
 /// A table of weight pointers, typed by the first entry's element type when
 /// `typed`.
 Value table(ConversionPatternRewriter &rw, Location loc, ValueRange weights,
@@ -420,10 +432,11 @@ struct LowerToCpuPass : public mlir::moe::impl::LowerToCpuBase<LowerToCpuPass> {
                            LoweringState &state) {
       patterns.add<EmbeddingToCpu, RMSNormToCpu, LinearToCpu, FusedLinearToCpu,
                    RoPEToCpu, AttentionToCpu, AddToCpu, RouterToCpu,
-                   FusedRouterToCpu, ExpertsToCpu, ExpertPermuteToCpu,
-                   GroupedMatmulToCpu, SiluMulToCpu, ExpertCombineToCpu,
-                   EpExchangeCountsToCpu, EpDispatchToCpu, EpExpertsToCpu,
-                   EpCombineToCpu>(converter, &getContext(), state);
+                   FusedRouterToCpu, ExpertCapacityToCpu, ExpertsToCpu,
+                   ExpertPermuteToCpu, GroupedMatmulToCpu, SiluMulToCpu,
+                   ExpertCombineToCpu, EpExchangeCountsToCpu, EpDispatchToCpu,
+                   EpExpertsToCpu, EpCombineToCpu>(converter, &getContext(),
+                                                   state);
     };
     if (failed(lowerModule(getOperation(),
                            moert::CpuTargetAttr::get(&getContext()), populate)))

@@ -712,6 +712,15 @@ LogicalResult ExpertsOp::verify() {
     return emitOpError("routes each token to ")
            << k << " experts but the bank has only " << experts;
   Operation *router = getIndices().getDefiningOp();
+  if (auto capacity = dyn_cast_if_present<ExpertCapacityOp>(router)) {
+    if (int64_t(capacity.getNumExperts()) != experts)
+      return emitOpError("capacity is for ")
+             << capacity.getNumExperts() << " experts but the bank has "
+             << experts;
+    if (getWeights() != capacity.getKeptWeights())
+      return emitOpError("weights and indices must come from the same "
+                         "moe.expert_capacity");
+  }
   if (isa_and_present<RouterOp, FusedRouterOp>(router)) {
     int64_t choices = isa<RouterOp>(router)
                           ? cast<RouterOp>(router).getNumExperts()
@@ -723,6 +732,38 @@ LogicalResult ExpertsOp::verify() {
       return emitOpError("weights and indices must come from the same "
                          "router");
   }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ExpertCapacityOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+ExpertCapacityOp::inferReturnTypes(MLIRContext *ctx,
+                                   std::optional<Location> loc, Adaptor adaptor,
+                                   SmallVectorImpl<Type> &inferred) {
+  inferred.push_back(adaptor.getWeights().getType());
+  inferred.push_back(adaptor.getIndices().getType());
+  return success();
+}
+
+LogicalResult ExpertCapacityOp::verify() {
+  double factor = getFactor().convertToDouble();
+  if (!std::isfinite(factor) || factor <= 0)
+    return emitOpError("factor must be a finite number above 0, got ")
+           << factor;
+  RankedTensorType weights = getWeights().getType();
+  RankedTensorType indices = getIndices().getType();
+  if (weights.getShape() != indices.getShape())
+    return emitOpError("weights ") << weights << " and indices " << indices
+                                   << " must have one shape, [tokens, k]";
+  int64_t k = indices.getDimSize(1);
+  if (ShapedType::isDynamic(k))
+    return emitOpError("k (dim 1 of the indices) must be static");
+  if (k > int64_t(getNumExperts()))
+    return emitOpError("each token chooses ")
+           << k << " experts but there are only " << getNumExperts();
   return success();
 }
 

@@ -547,6 +547,46 @@ def MoE_FusedRouterOp : MoE_Op<"fused_router",
 }
 
 //===----------------------------------------------------------------------===//
+// moe.expert_capacity
+//===----------------------------------------------------------------------===//
+
+def MoE_ExpertCapacityOp : MoE_Op<"expert_capacity",
+    [Pure, InferTypeOpAdaptor]> {
+  let summary = "drop the routed pairs over each expert's capacity (GShard/Switch)";
+  let description = [{
+    Bounds the (token, choice) pairs each expert receives in one forward
+    call of `T` tokens to its capacity `C = ceil(factor * T * k / E)`, as
+    GShard and the Switch Transformer do (`moe-expert-capacity` inserts it
+    between the router and the expert bank).
+
+    The pairs claim their expert's places in priority order: every token's
+    first choice in token order, then every token's second choice, and so
+    on; a pair that finds its expert full is *dropped*. A dropped pair's
+    index becomes -1 and its weight 0 in the results: the expert ops skip
+    it, so the token's output has no part from that expert (the weights of
+    the others are not renormalised; the residual carries the token on).
+    Kept pairs are unchanged. With one token per call (decode) every
+    capacity is at least 1 and nothing is dropped.
+
+    ```mlir
+    %w2, %idx2 = moe.expert_capacity %w, %idx experts 8 factor 1.25
+        : tensor<?x2xf32>, tensor<?x2xi32>
+    // %w2 : tensor<?x2xf32>, %idx2 : tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ActTensor:$weights, MoE_ExpertIdTensor:$indices,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_experts,
+                       F64Attr:$factor);
+  let results = (outs MoE_ActTensor:$kept_weights,
+                      MoE_ExpertIdTensor:$kept_indices);
+  let assemblyFormat = [{
+    $weights `,` $indices `experts` $num_experts `factor` $factor attr-dict
+    `:` type($weights) `,` type($indices)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // moe.experts
 //===----------------------------------------------------------------------===//
 
@@ -564,7 +604,8 @@ def MoE_ExpertsOp : MoE_Op<"experts",
     (`w2`, `[H, I]`) weight per expert; all experts have the same shapes, so
     each list prints its type once. `weights` and `indices` are `[T, k]`,
     normally the results of a `moe.router` whose `E` equals the number of
-    experts here. An index outside `[0, E)` is a runtime error.
+    experts here. An index of -1 is a pair `moe.expert_capacity` dropped:
+    it adds nothing. Any other index outside `[0, E)` is a runtime error.
 
     ```mlir
     %y = moe.experts %b, %w, %idx
@@ -606,7 +647,9 @@ def MoE_ExpertPermuteOp : MoE_Op<"expert_permute",
     the `T * k` (token, choice) pairs of a `[T, k]` index tensor, `perm`
     lists the flat pair indices `t * k + j` grouped by expert (stable, so in
     token order within an expert), and `offsets[e] .. offsets[e + 1]` is
-    expert e's range of `perm`.
+    expert e's range of `perm`. Pairs `moe.expert_capacity` dropped (index
+    -1) belong to no expert: the entries of `perm` from `offsets[E]` on are
+    -1, one per dropped pair.
 
     ```mlir
     %perm, %offsets = moe.expert_permute %idx experts 8 : tensor<?x2xi32>
@@ -694,7 +737,8 @@ def MoE_ExpertCombineOp : MoE_Op<"expert_combine",
   let description = [{
     The last step of the fused expert path: `y` holds one row per (token,
     choice) pair in `perm` order; token t's output is
-    `Σ_j weights[t, j] * y[r]` over the rows r with `perm[r] = t * k + j`.
+    `Σ_j weights[t, j] * y[r]` over the rows r with `perm[r] = t * k + j`
+    (a dropped pair has no such row: it adds nothing).
 
     ```mlir
     %out = moe.expert_combine %y[%perm], %w : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32>
@@ -742,7 +786,8 @@ def MoE_EpExchangeCountsOp : MoE_Op<"ep_exchange_counts", [Pure]> {
     The first step of an expert-parallel MoE layer. Each rank counts the
     (token, choice) rows of its own token slice that go to each rank (the
     owner of the row's expert, by `first_expert`) and exchanges the counts
-    all-to-all, so that every rank knows how many rows it receives. The
+    all-to-all, so that every rank knows how many rows it receives (a pair
+    `moe.expert_capacity` dropped, index -1, goes nowhere). The
     result is `[2, R]`: row 0 what this rank sends to each rank, row 1 what
     it receives from each.
 

@@ -14,6 +14,7 @@ rounds the input of every linear on a quantised weight to int8 per block of
 
     python3 -m moe_ref.reference MODEL_DIR --tokens 1,17,42 -n 16 [--dump-logits F.npy]
         [--f32] [--quantize q8_0|q4_0|q4_1 [--quantize-only all|experts]]
+        [--capacity-factor C] [--max-batch-tokens N]
 """
 
 import argparse
@@ -170,7 +171,7 @@ class Reference:
 
     def __init__(self, model_dir, compute_dtype=np.float64, quantize=None,
                  quantize_only="all", int8_activations=False, weights=None,
-                 blocks=()):
+                 blocks=(), capacity_factor=0.0):
         with open(os.path.join(model_dir, "config.json")) as f:
             self.config = json.load(f)
         c = self.config
@@ -203,6 +204,11 @@ class Reference:
                 self.quantized.add(n)
             self.w[n] = t.astype(compute_dtype)
         self.int8_activations = int8_activations and bool(self.quantized)
+        if not (capacity_factor >= 0 and math.isfinite(capacity_factor)):
+            raise ValueError(f"capacity factor must be a finite number >= 0, got {capacity_factor}")
+        self.capacity_factor = capacity_factor
+        # Pairs routed and dropped so far, over all layers and calls.
+        self.routed = self.dropped = 0
         if c.get("tie_word_embeddings", False):
             self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
             if "model.embed_tokens.weight" in self.quantized:
@@ -251,6 +257,28 @@ class Reference:
             weights = weights / np.sum(weights, axis=-1, keepdims=True)
         return weights, indices
 
+    def apply_capacity(self, indices):
+        """GShard / Switch capacity: in a call of T tokens each expert takes
+        at most ceil(factor * T * k / E) (token, choice) pairs, every
+        token's first choice (in token order) before any second choice, and
+        so on. -> a [T, k] mask of the pairs kept."""
+        T = indices.shape[0]
+        keep = np.ones(indices.shape, dtype=bool)
+        self.routed += indices.size
+        if self.capacity_factor <= 0:
+            return keep
+        capacity = math.ceil(self.capacity_factor * T * self.k / self.E)
+        used = [0] * self.E
+        for j in range(self.k):
+            for t in range(T):
+                e = int(indices[t, j])
+                if used[e] >= capacity:
+                    keep[t, j] = False
+                    self.dropped += 1
+                else:
+                    used[e] += 1
+        return keep
+
     def expert(self, l, e, x):
         p = f"model.layers.{l}.block_sparse_moe.experts.{e}."
         return self.linear(silu(self.linear(x, p + "w1.weight")) *
@@ -258,10 +286,12 @@ class Reference:
 
     def moe_block(self, l, b):
         weights, indices = self.route(l, b)
+        keep = self.apply_capacity(indices)
         out = np.zeros_like(b)
         for t in range(b.shape[0]):
             for j in range(self.k):
-                out[t] += weights[t, j] * self.expert(l, indices[t, j], b[t:t + 1])[0]
+                if keep[t, j]:
+                    out[t] += weights[t, j] * self.expert(l, indices[t, j], b[t:t + 1])[0]
         return out
 
     def forward(self, tokens, cache):
@@ -332,17 +362,29 @@ def main(argv=None):
     p.add_argument("--quantize-only", choices=quant.SELECTIONS,
                    help="which weights --quantize applies to: all (every rank-2 weight "
                         "but the router gates; the default) or experts (w1/w2/w3)")
+    p.add_argument("--capacity-factor", type=float, default=0.0, metavar="C",
+                   help="drop the (token, choice) pairs over each expert's capacity "
+                        "ceil(C * T * k / E) per call, as moe-compile --capacity-factor "
+                        "(0, the default: off)")
+    p.add_argument("--max-batch-tokens", type=int, default=0, metavar="N",
+                   help="run the prompt in calls of at most N tokens, as the binary "
+                        "compiled with --max-batch-tokens N does (0, the default: "
+                        "one call); matters with --capacity-factor")
     args = p.parse_args(argv)
     if args.quantize is None and args.quantize_only is not None:
         p.error("--quantize-only needs --quantize")
     try:
         ref = Reference(args.model_dir, np.float32 if args.f32 else np.float64,
-                        args.quantize, args.quantize_only or "all")
+                        args.quantize, args.quantize_only or "all",
+                        capacity_factor=args.capacity_factor)
     except ValueError as e:
         p.error(str(e))
     prompt = [int(t) for t in args.tokens.split(",")]
-    out, logits = ref.generate(prompt, args.n)
+    out, logits = ref.generate(prompt, args.n, args.max_batch_tokens)
     print(" ".join(map(str, out)))
+    if args.capacity_factor > 0:
+        print(f"capacity: factor {args.capacity_factor:g}: {ref.dropped} of {ref.routed} "
+              f"routed (token, expert) pairs dropped", file=sys.stderr)
     if args.dump_logits:
         np.save(args.dump_logits, logits.astype(np.float32))
 

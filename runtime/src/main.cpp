@@ -739,6 +739,16 @@ int run(int argc, char **argv) {
                  (long long)generated.size(), decodeS,
                  generated.empty() ? 0.0 : double(generated.size()) / decodeS,
                  moert_model_device(model));
+  if (program->capacity_factor > 0 && (!epComm || epComm->rank() == 0)) {
+    int64_t routed = 0, dropped = 0;
+    moert_session_route_stats(session, &routed, &dropped);
+    std::fprintf(stderr,
+                 "capacity: factor %g: %lld of %lld routed (token, expert) "
+                 "pairs dropped (%.2f%%)\n",
+                 program->capacity_factor, (long long)dropped,
+                 (long long)routed,
+                 routed ? 100.0 * double(dropped) / double(routed) : 0.0);
+  }
   if (epComm) {
     uint64_t mine = 0, all = 0;
     moert_model_weight_bytes(model, &mine, &all);

@@ -338,6 +338,8 @@ struct moert_session {
   int64_t logitFirst = 0;
   int64_t position = 0;
   std::vector<int32_t> positions;
+  /// moert_exec::route_stats: pairs routed, pairs a capacity dropped.
+  int64_t routeStats[2] = {0, 0};
   moert_cuda_session *cuda = nullptr;
   ~moert_session() { moert_cuda_session_free(cuda); }
 };
@@ -713,7 +715,8 @@ moert_status prefill(moert_session *s, const int32_t *tokens, int64_t n,
                     nullptr,
                     nullptr,
                     s->model->comm,
-                    0};
+                    0,
+                    s->routeStats};
     for (int64_t done = 0; done < n;) {
       int64_t chunk = std::min<int64_t>(n - done, s->model->maxTokens);
       s->positions.resize(size_t(chunk));
@@ -755,6 +758,12 @@ extern "C" moert_status moert_prefill_last(moert_session *s,
 
 extern "C" moert_status moert_decode(moert_session *s, int32_t token) {
   return moert_prefill(s, &token, 1);
+}
+
+extern "C" void moert_session_route_stats(const moert_session *s,
+                                          int64_t *routed, int64_t *dropped) {
+  *routed = s->routeStats[0];
+  *dropped = s->routeStats[1];
 }
 
 extern "C" const float *moert_logits(const moert_session *s, int64_t *rows) {

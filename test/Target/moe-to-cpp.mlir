@@ -42,7 +42,7 @@
 // CHECK-NEXT: nullptr, 0,
 // No expert parallelism: no ranks, no table of weight ranks; the plan
 // honours logits_from.
-// CHECK-NEXT: 0, nullptr, 1};
+// CHECK-NEXT: 0, nullptr, 1, 0};
 
 // CALLEE: error: 'moert.call' op calls 'system', which is not a kernel of the CPU library
 // NOTLOWERED: error: the module is not lowered for the CPU target: run --moe-lower-to-cpu first

@@ -50,7 +50,7 @@
 // HOST: MOERT_TARGET_CUDA, moert_device_image, moert_device_image_end, 12, kKernels,
 // HOST-NEXT: nullptr, nullptr,
 // HOST-NEXT: nullptr, 0,
-// HOST-NEXT: 0, nullptr, 0};
+// HOST-NEXT: 0, nullptr, 0, 0};
 
 // NAME: error: 'moert.kernel' op a kernel's name is kind_<number>, in lowercase letters, digits and '_'
 // CALLEE: error: 'moert.kernel' op calls 'moert::cuda::embedding<float>(0);abort', which is not a kernel of the CUDA library

@@ -61,6 +61,7 @@ compiler can build for one with the GPU.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -70,11 +71,17 @@ from moe_ref import generate, quant
 from moe_ref.reference import Reference
 
 
-def run(cmd, env=None):
+def run(cmd, env=None, stderr=None):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    if stderr is not None:
+        stderr.append(proc.stderr)
     return proc.stdout
+
+
+CAPACITY_LINE = re.compile(r"^capacity: factor (\S+): (\d+) of (\d+) routed \(token, expert\) "
+                           r"pairs dropped \((\d+\.\d\d)%\)$", re.M)
 
 
 def ref_config(model):
@@ -171,6 +178,13 @@ def main():
                         "check against the reference without renormalisation: the router "
                         "kernels' path for families that honour norm_topk_prob = false "
                         "(Mixtral always renormalises)")
+    p.add_argument("--capacity-factor", type=float, default=0.0, metavar="C",
+                   help="compile with moe-compile --capacity-factor C and check against "
+                        "the reference dropping the same pairs (fed the binary's calls, "
+                        "since a call's length sets the capacity); the binary's "
+                        "`capacity:` line must report the reference's drop count, and "
+                        "with drops the logits must differ from the exact reference's "
+                        "by more than 100 * tol")
     p.add_argument("--require-rope-effect", action="store_true",
                    help="also require the binary's logits to differ from the reference "
                         "with the default RoPE (same theta) by more than 100 * tol in "
@@ -248,6 +262,8 @@ def main():
                 sys.exit("--no-renormalize: no `softmax renormalize` router in the IR")
             with open(source, "w") as f:
                 f.write(plain)
+    if args.capacity_factor:
+        quant_flags.append(f"--capacity-factor={args.capacity_factor}")
     compile_cmd = ([args.moe_compile, source, "--quiet"] + args.compile_arg +
                    quant_flags)
     if args.stage == "run":
@@ -278,13 +294,13 @@ def main():
     if args.target == "cuda-emu":
         env["MOERT_CUDA_DRIVER"] = args.emu_driver
 
-    def run_binary(chunk, dump, exe=binary):
+    def run_binary(chunk, dump, exe=binary, stderr=None):
         cmd = [exe, "--tokens", args.tokens, "-n", str(args.n)]
         if dump:
             cmd += ["--dump-logits", dump]
         if chunk:
             cmd += ["--max-batch-tokens", str(chunk)]
-        out = run(cmd, env).split()
+        out = run(cmd, env, stderr).split()
         return [int(t) for t in out], np.load(dump) if dump else None
 
     def cpu_logits():
@@ -300,7 +316,9 @@ def main():
         print(f"built {binary}")
         return
 
-    generated, logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "logits.npy"))
+    binary_stderr = []
+    generated, logits = run_binary(args.max_batch_tokens, os.path.join(args.work, "logits.npy"),
+                                   stderr=binary_stderr)
     # Without --dump-logits the binary asks for the prompt's last row only
     # (moert_prefill_last: the CPU plans skip the head for the other rows):
     # the same tokens.
@@ -318,18 +336,40 @@ def main():
         gguf_weights, blocks = gguf_writer.read_hf_weights(gguf_path, ref_config(model))
     ref = Reference(model, quantize=ref_quant, quantize_only=ref_only,
                     int8_activations=cpu_int8 and args.max_batch_tokens == 1,
-                    weights=gguf_weights, blocks=blocks)
+                    weights=gguf_weights, blocks=blocks,
+                    capacity_factor=args.capacity_factor)
     if args.no_renormalize:
         ref.renormalize = False
     # Teacher-forced: the reference sees exactly the tokens the binary fed;
-    # with dynamic RoPE in the binary's calls too (the prompt in chunks of
-    # --max-batch-tokens, then one call per token), since a call's length
-    # sets its frequencies.
-    dynamic = ref.rope_params["rope_type"] == "dynamic"
+    # with dynamic RoPE or a capacity factor in the binary's calls too (the
+    # prompt in chunks of --max-batch-tokens, then one call per token),
+    # since a call's length sets its frequencies and its capacity.
+    dynamic = (ref.rope_params["rope_type"] == "dynamic" or
+               args.capacity_factor > 0)
     if dynamic:
         expected = ref.forward_calls(prompt, generated, args.max_batch_tokens)
     else:
         expected = ref.forward(prompt + generated, ref.new_cache())
+    capacity_line = ""
+    if args.capacity_factor:
+        m = CAPACITY_LINE.search(binary_stderr[0])
+        if not m:
+            sys.exit(f"no `capacity:` line from the binary:\n{binary_stderr[0]}")
+        got = (int(m.group(2)), int(m.group(3)))
+        if got != (ref.dropped, ref.routed):
+            sys.exit(f"the binary dropped {got[0]} of {got[1]} routed pairs, the reference "
+                     f"{ref.dropped} of {ref.routed}")
+        capacity_line = f"; capacity {args.capacity_factor:g}: {ref.dropped} of {ref.routed} pairs dropped"
+        if ref.dropped:
+            exact = Reference(model, quantize=ref_quant, quantize_only=ref_only,
+                              weights=gguf_weights, blocks=blocks).forward_calls(
+                                  prompt, generated, args.max_batch_tokens)
+            effect = max(float(np.max(np.abs(row - want)) / np.max(np.abs(want)))
+                         for row, want in zip(logits, exact))
+            if effect <= 100 * args.tol:
+                sys.exit(f"dropping {ref.dropped} pairs changes the logits by only "
+                         f"{effect:.2e} (relative) against the exact reference")
+            capacity_line += f", logits differ from the exact ones by {effect:.2e}"
     worst = 0.0
     for i, (row, want) in enumerate(zip(logits, expected)):
         err = float(np.max(np.abs(row - want)))
@@ -444,7 +484,7 @@ def main():
     if gguf_path:
         weights = f" from a {args.gguf} GGUF ({args.gguf_experts} experts, v{args.gguf_version})"
     print(f"e2e OK{weights}: {len(expected)} rows, worst max|diff|/max|logit| = {worst:.2e} "
-          f"(tol {args.tol}); {args.n} greedy tokens match the reference{rope_effect}{ort_line}")
+          f"(tol {args.tol}); {args.n} greedy tokens match the reference{rope_effect}{capacity_line}{ort_line}")
 
 
 if __name__ == "__main__":

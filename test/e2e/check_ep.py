@@ -2,6 +2,7 @@
 
     check_ep.py --moe-compile BIN --mpirun MPIRUN --work DIR --ranks 2,4
         [--tokens 1,17,42,7,99] [-n 8] [--max-batch-tokens N] [--tol 1e-4]
+        [--capacity-factor C]
         [generator options: --preset --dtype --seed --set K=V]
     check_ep.py ... --ranks 2 --kill RANK:STEP --timeout S
 
@@ -58,6 +59,10 @@ def mpirun(args, n):
     return [args.mpirun, "--oversubscribe", "-np", str(n)]
 
 
+CAPACITY_LINE = re.compile(r"^capacity: factor \S+: (\d+) of (\d+) routed \(token, expert\) "
+                           r"pairs dropped", re.M)
+
+
 def rows_close(name, got, want, tol):
     if got.shape != want.shape:
         sys.exit(f"{name}: logits have shape {got.shape}, expected {want.shape}")
@@ -90,6 +95,10 @@ def main():
                    help="compile both with --quantize=FMT; the EP run is then held "
                         "against the single-process binary only (check_e2e.py holds "
                         "that one against the quantising reference)")
+    p.add_argument("--capacity-factor", type=float, default=0.0,
+                   help="compile both with --capacity-factor C: the reference drops the "
+                        "same pairs (fed the binary's calls), and the EP run's "
+                        "`capacity:` line must report the reference's drop count")
     p.add_argument("--kill", default=None)
     p.add_argument("--hang", default=None)
     p.add_argument("--timeout", type=float, default=60)
@@ -105,6 +114,8 @@ def main():
     generate.generate(model, args.preset, args.seed, args.dtype, 1, dict(args.overrides))
     single = os.path.join(args.work, "single.bin")
     quant = [f"--quantize={args.quantize}"] if args.quantize else []
+    if args.capacity_factor:
+        quant.append(f"--capacity-factor={args.capacity_factor}")
     run([args.moe_compile, model, "--quiet", "-o", single] + quant)
     chunk = ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
     base = ["--tokens", args.tokens, "-n", str(args.n)] + chunk
@@ -115,9 +126,11 @@ def main():
     generated = [int(t) for t in tokens]
     expected = None
     if not args.quantize:
-        ref = Reference(model)
-        expected = ref.forward(prompt + generated, ref.new_cache())
-        greedy, _ = ref.generate(prompt, args.n, 0)
+        ref = Reference(model, capacity_factor=args.capacity_factor)
+        # A capacity depends on each call's length: the binary's calls.
+        expected = ref.forward_calls(prompt, generated, args.max_batch_tokens)
+        drops = (ref.dropped, ref.routed)
+        greedy, _ = ref.generate(prompt, args.n, args.max_batch_tokens)
         if generated != greedy:
             sys.exit(f"single-process tokens {generated} differ from the reference's {greedy}")
 
@@ -185,10 +198,21 @@ def main():
             sent = [int(m[5]) for _, m in stats]
             if any(s == 0 for s in sent):
                 sys.exit(f"{n} ranks: a rank sent nothing: {sent}")
+        capacity = ""
+        if args.capacity_factor:
+            m = CAPACITY_LINE.findall(proc.stderr)
+            if len(m) != 1:
+                sys.exit(f"{n} ranks: expected one `capacity:` line (rank 0's):\n{proc.stderr}")
+            got = (int(m[0][0]), int(m[0][1]))
+            if expected is not None and got != drops:
+                sys.exit(f"{n} ranks: dropped {got[0]} of {got[1]} pairs, the reference "
+                         f"{drops[0]} of {drops[1]}")
+            capacity = f", {got[0]} of {got[1]} pairs dropped"
         per_step = [int(m[8]) for _, m in stats]
         ref_text = f"{vs_ref:.2e}" if vs_ref is not None else f"not held ({args.quantize})"
         lines.append(f"{n} ranks: vs one process {vs_single:.2e}, vs reference {ref_text}, "
-                     f"weight bytes per rank {mine} of {total}, bytes sent per step {per_step}")
+                     f"weight bytes per rank {mine} of {total}, bytes sent per step {per_step}"
+                     f"{capacity}")
     print(f"ep OK: {len(single_logits)} rows, {args.n} greedy tokens equal; " + "; ".join(lines))
 
 

@@ -547,4 +547,92 @@ TEST(FloatKernels, LmHeadRowsFrom) {
   }
 }
 
+/// moe.expert_capacity on a hand-worked case: E = 3, K = 2, T = 4, factor
+/// 0.75: capacity ceil(0.75 * 4 * 2 / 3) = 2. First choices claim places in
+/// token order (tokens 0, 1 and 2 to expert 0: token 2's is dropped; token
+/// 3's to expert 1), then second choices (token 0's to expert 1: its second
+/// place; token 1's to expert 2; token 2's to expert 1, now full: dropped;
+/// token 3's to expert 2: its second place).
+TEST(CapacityKernels, FirstChoicesFirstInTokenOrder) {
+  const int32_t idx[] = {0, 1, 0, 2, 0, 1, 1, 2};
+  const float w[] = {.6f, .4f, .7f, .3f, .8f, .2f, .9f, .1f};
+  float kw[8];
+  int32_t ki[8];
+  int64_t stats[2] = {10, 1};
+  expertCapacity<3, 2>(w, idx, 0.75, 4, stats, kw, ki);
+  const int32_t wantIdx[] = {0, 1, 0, 2, -1, -1, 1, 2};
+  const float wantW[] = {.6f, .4f, .7f, .3f, 0.f, 0.f, .9f, .1f};
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(ki[i], wantIdx[i]) << i;
+    EXPECT_EQ(kw[i], wantW[i]) << i;
+  }
+  EXPECT_EQ(stats[0], 10 + 8);
+  EXPECT_EQ(stats[1], 1 + 2);
+  // In place, as the memory plan may put it; and no counters.
+  float w2[8];
+  int32_t i2[8];
+  std::memcpy(w2, w, sizeof w);
+  std::memcpy(i2, idx, sizeof idx);
+  expertCapacity<3, 2>(w2, i2, 0.75, 4, nullptr, w2, i2);
+  EXPECT_EQ(0, std::memcmp(i2, wantIdx, sizeof i2));
+  EXPECT_EQ(0, std::memcmp(w2, wantW, sizeof w2));
+  // One token: every capacity is at least 1, nothing is dropped.
+  int64_t one[2] = {0, 0};
+  expertCapacity<3, 2>(w, idx, 0.01, 1, one, kw, ki);
+  EXPECT_EQ(ki[0], 0);
+  EXPECT_EQ(ki[1], 1);
+  EXPECT_EQ(one[1], 0);
+}
+
+/// Dropped pairs (-1) belong to no expert: perm lists the kept pairs by
+/// expert and ends in -1; the combine and the unfused bank add nothing for
+/// them, and the fused path equals the unfused one.
+TEST(CapacityKernels, DroppedPairsAddNothing) {
+  constexpr int64_t E = 3, K = 2, T = 4, H = 16, I = 8;
+  const int32_t idx[] = {0, 1, 0, 2, -1, -1, 1, 2};
+  int32_t perm[T * K], offsets[E + 1];
+  expertPermute<E, K>(idx, T, perm, offsets);
+  const int32_t wantPerm[] = {0, 2, 1, 6, 3, 7, -1, -1};
+  const int32_t wantOffsets[] = {0, 2, 4, 6};
+  EXPECT_EQ(0, std::memcmp(perm, wantPerm, sizeof perm));
+  EXPECT_EQ(0, std::memcmp(offsets, wantOffsets, sizeof offsets));
+
+  std::mt19937 rng(5);
+  std::vector<float> x = randomVector(rng, T * H);
+  const float w[] = {.6f, .4f, .7f, .3f, 0.f, 0.f, .9f, .1f};
+  std::vector<std::vector<float>> gate, up, down;
+  std::vector<const float *> g, u, d;
+  for (int64_t e = 0; e < E; ++e) {
+    gate.push_back(randomVector(rng, I * H, 0.2f));
+    up.push_back(randomVector(rng, I * H, 0.2f));
+    down.push_back(randomVector(rng, H * I, 0.2f));
+  }
+  for (int64_t e = 0; e < E; ++e) {
+    g.push_back(gate[e].data());
+    u.push_back(up[e].data());
+    d.push_back(down[e].data());
+  }
+  // Unfused: token 2 has no expert at all, so its output is 0.
+  std::vector<float> scratch(2 * T * (H + I)), unfused(T * H, 5.0f);
+  experts<float, float, float, H, I, E, K>(nullptr, x.data(), w, idx, g.data(),
+                                           u.data(), d.data(), T,
+                                           scratch.data(), unfused.data());
+  for (int64_t h = 0; h < H; ++h)
+    EXPECT_EQ(unfused[2 * H + h], 0.0f) << h;
+  // Fused: rows past offsets[E] hold NaN and are never read.
+  std::vector<float> y(T * K * H, std::nanf("")), fused(T * H);
+  for (int64_t r = 0; r < offsets[E]; ++r) {
+    const int64_t t = perm[r] / K, e = idx[perm[r]];
+    std::vector<float> hg(I), hu(I), hd(H);
+    linear<float, I, H>(nullptr, x.data() + t * H, g[e], 1, hg.data());
+    linear<float, I, H>(nullptr, x.data() + t * H, u[e], 1, hu.data());
+    for (int64_t i = 0; i < I; ++i)
+      hg[i] = siluTimes(hg[i], hu[i]);
+    linear<float, H, I>(nullptr, hg.data(), d[e], 1, y.data() + r * H);
+  }
+  expertCombine<H, K>(y.data(), perm, w, T, fused.data());
+  for (int64_t i = 0; i < T * H; ++i)
+    EXPECT_NEAR(fused[i], unfused[i], 1e-5f * (1 + std::fabs(unfused[i]))) << i;
+}
+
 } // namespace

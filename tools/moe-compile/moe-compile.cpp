@@ -58,6 +58,7 @@
 #include "llvm/Support/WithColor.h"
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <sys/wait.h>
@@ -168,6 +169,18 @@ static cl::opt<int64_t> expertParallel(
              "need not be 0 (the first E % N ranks hold one more). CPU "
              "target (docs/distributed.md)"),
     cl::value_desc("N"), cl::init(0), cl::cat(category));
+static cl::opt<double> capacityFactor(
+    "capacity-factor",
+    cl::desc("Give each expert a capacity (moe-expert-capacity, as in "
+             "GShard and the Switch Transformer): in a forward call of T "
+             "tokens, expert e processes at most ceil(C * T * k / experts) "
+             "(token, choice) pairs, first choices first, in token order; "
+             "the pairs over it are dropped, and the binary reports the "
+             "drop rate. Bounds each expert's work (and, with "
+             "--expert-parallel, the rows each rank receives) at the cost "
+             "of exactness. C > 0; off by default (exact). CPU target "
+             "(docs/passes.md)"),
+    cl::value_desc("C"), cl::init(0.0), cl::cat(category));
 static cl::opt<bool> checkWeights(
     "check-weights",
     cl::desc("Scan every weight for NaN and infinity before compiling "
@@ -594,6 +607,11 @@ int main(int argc, char **argv) {
     return fail("--expert-parallel must be at least 1, got " +
                 Twine(expertParallel.getValue()));
   pipeline.expertParallel = expertParallel;
+  if (capacityFactor.getNumOccurrences() &&
+      (!std::isfinite(capacityFactor.getValue()) || capacityFactor <= 0))
+    return fail("--capacity-factor must be a finite number above 0, got " +
+                formatv("{0}", capacityFactor.getValue()).str());
+  pipeline.capacityFactor = capacityFactor;
   if (expertParallel > 0 && emit == Emit::Binary &&
       StringRef(MOE_RUNTIME_MPI_LIB).empty())
     return fail("--expert-parallel needs MPI, and this moe-compile was built "

@@ -36,7 +36,8 @@ inline int64_t epSliceBegin(const moert_comm *c, int64_t T, int64_t r) {
 }
 
 /// counts[0][r]: rows of this rank's token slice for rank r; counts[1][r]:
-/// rows rank r sends this rank.
+/// rows rank r sends this rank. Pairs moe.expert_capacity dropped (index
+/// -1) are sent nowhere, here and in epDispatch and epCombine.
 template <int64_t E, int64_t K, int64_t R>
 void epExchangeCounts(moert_comm *c, const int32_t *indices, int64_t T,
                       int32_t *counts) {
@@ -44,7 +45,8 @@ void epExchangeCounts(moert_comm *c, const int32_t *indices, int64_t T,
   int32_t send[R] = {};
   for (int64_t t = epSliceBegin(c, T, r); t < epSliceBegin(c, T, r + 1); ++t)
     for (int64_t j = 0; j < K; ++j)
-      ++send[epOwner<E, R>(indices[t * K + j])];
+      if (indices[t * K + j] >= 0)
+        ++send[epOwner<E, R>(indices[t * K + j])];
   c->alltoall(send, counts + R, "exchanging the token counts");
   for (int64_t i = 0; i < R; ++i)
     counts[i] = send[i];
@@ -73,6 +75,8 @@ void epDispatch(moert_comm *c, const float *x, const int32_t *indices,
   for (int64_t t = epSliceBegin(c, T, r); t < epSliceBegin(c, T, r + 1); ++t)
     for (int64_t j = 0; j < K; ++j) {
       int32_t e = indices[t * K + j];
+      if (e < 0)
+        continue;
       float *row = c->sendRows.data() + at[epOwner<E, R>(e)]++ * F;
       std::memcpy(row, x + t * H, H * sizeof(float));
       std::memcpy(row + H, &e, sizeof(float));
@@ -166,17 +170,18 @@ void epCombine(moert_comm *c, const float *y, const int32_t *indices,
                "combining the expert outputs");
   int64_t lo = epSliceBegin(c, T, r), hi = epSliceBegin(c, T, r + 1);
   for (int64_t t = lo; t < hi; ++t) {
-    int64_t pos[K], order[K];
-    for (int64_t j = 0; j < K; ++j) {
-      pos[j] = at[epOwner<E, R>(indices[t * K + j])]++;
-      order[j] = j;
-    }
-    std::sort(order, order + K, [&](int64_t a, int64_t b) {
+    int64_t pos[K], order[K], kept = 0;
+    for (int64_t j = 0; j < K; ++j)
+      if (indices[t * K + j] >= 0) {
+        pos[j] = at[epOwner<E, R>(indices[t * K + j])]++;
+        order[kept++] = j;
+      }
+    std::sort(order, order + kept, [&](int64_t a, int64_t b) {
       return indices[t * K + a] < indices[t * K + b];
     });
     float *o = out + t * H;
     std::fill(o, o + H, 0.0f);
-    for (int64_t j = 0; j < K; ++j) {
+    for (int64_t j = 0; j < kept; ++j) {
       const float *row = c->recvRows.data() + pos[order[j]] * H;
       for (int64_t h = 0; h < H; ++h)
         o[h] += row[h];

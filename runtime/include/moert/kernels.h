@@ -1724,10 +1724,43 @@ void fusedRouter(const float *x, const W *gate, int64_t T, float *weights,
   }
 }
 
+/// moe.expert_capacity: expert e keeps at most ceil(factor * T * K / E) of
+/// its (token, choice) pairs, first choices before second choices, each in
+/// token order; a dropped pair's index becomes -1 and its weight 0. Safe in
+/// place (each pair is read before it is written). stats, when non-null,
+/// counts [0] the pairs routed and [1] those dropped.
+template <int64_t E, int64_t K>
+void expertCapacity(const float *weights, const int32_t *indices, double factor,
+                    int64_t T, int64_t *stats, float *keptW, int32_t *keptIdx) {
+  const int64_t capacity =
+      int64_t(std::ceil(factor * double(T) * double(K) / double(E)));
+  int64_t used[E] = {}, dropped = 0;
+  for (int64_t j = 0; j < K; ++j)
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t i = t * K + j;
+      int32_t e = indices[i];
+      float w = weights[i];
+      if (e >= 0 && e < E && used[e] >= capacity) {
+        e = -1;
+        w = 0.0f;
+        ++dropped;
+      } else if (e >= 0 && e < E) {
+        ++used[e];
+      }
+      keptIdx[i] = e;
+      keptW[i] = w;
+    }
+  if (stats) {
+    stats[0] += T * K;
+    stats[1] += dropped;
+  }
+}
+
 /// The SwiGLU expert bank as the unfused op states it: for each token, for
 /// each of its k experts, gate and up GEMVs, silu·up, the down GEMV, mixed
 /// by the router weight. Each expert's weights are read once per token that
 /// chose it; grouping tokens by expert is moe-fuse-expert-gemms' job.
+/// Dropped pairs (index -1, moe.expert_capacity) add nothing.
 /// `scratch` holds 2*T*(H + I) floats (only 2*I + H are used).
 template <typename WG, typename WU, typename WD, int64_t H, int64_t I,
           int64_t E, int64_t K>
@@ -1739,6 +1772,8 @@ void experts(moert_pool *pool, const float *x, const float *weights,
   for (int64_t t = 0; t < T; ++t)
     for (int64_t j = 0; j < K; ++j) {
       int64_t e = indices[t * K + j];
+      if (e < 0)
+        continue;
       linear<WG, I, H>(pool, x + t * H, gate[e], 1, g);
       linear<WU, I, H>(pool, x + t * H, up[e], 1, u);
       for (int64_t i = 0; i < I; ++i)
@@ -1755,18 +1790,23 @@ void experts(moert_pool *pool, const float *x, const float *weights,
 //===----------------------------------------------------------------------===//
 
 /// Counting sort of the T*K (token, choice) pairs by expert: perm lists pair
-/// indices t*K + j grouped by expert, in token order; offsets[E + 1].
+/// indices t*K + j grouped by expert, in token order; offsets[E + 1]. The
+/// pairs moe.expert_capacity dropped (index -1) fill perm from offsets[E]
+/// on with -1.
 template <int64_t E, int64_t K>
 void expertPermute(const int32_t *indices, int64_t T, int32_t *perm,
                    int32_t *offsets) {
   int64_t count[E + 1] = {};
   for (int64_t i = 0; i < T * K; ++i)
-    ++count[indices[i] + 1];
+    if (indices[i] >= 0)
+      ++count[indices[i] + 1];
   countsToOffsets(count, E);
   for (int64_t e = 0; e <= E; ++e)
     offsets[e] = int32_t(count[e]);
   for (int64_t i = 0; i < T * K; ++i)
-    perm[count[indices[i]]++] = int32_t(i);
+    if (indices[i] >= 0)
+      perm[count[indices[i]]++] = int32_t(i);
+  std::fill(perm + offsets[E], perm + T * K, -1);
 }
 
 /// One GEMM per expert over its rows of the permuted batch, with up to two
@@ -1822,13 +1862,16 @@ template <int64_t I> void siluMul(const float *in, int64_t rows, float *out) {
 }
 
 /// out[t] = Σ_j weights[t, j] * y[r] over rows r with perm[r] = t*K + j,
-/// plus res[t] when given (moe-fuse-epilogues; added after the sum).
+/// plus res[t] when given (moe-fuse-epilogues; added after the sum). The
+/// -1 entries of perm (dropped pairs) have no row.
 template <int64_t H, int64_t K>
 void expertCombine(const float *y, const int32_t *perm, const float *weights,
                    int64_t T, float *out, const float *res = nullptr) {
   std::fill(out, out + T * H, 0.0f);
   for (int64_t r = 0; r < T * K; ++r) {
     int64_t pair = perm[r];
+    if (pair < 0)
+      continue;
     float w = weights[pair];
     float *o = out + pairToken<K>(pair) * H;
     for (int64_t i = 0; i < H; ++i)

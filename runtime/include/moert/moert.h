@@ -107,6 +107,12 @@ moert_status moert_prefill_last(moert_session *session, const int32_t *tokens,
 moert_status moert_decode(moert_session *session, int32_t token);
 /* Logits of the last prefill/decode: `*rows` rows of `vocab` floats. */
 const float *moert_logits(const moert_session *session, int64_t *rows);
+/* A program compiled with a capacity factor (moert_program::
+ * capacity_factor > 0): the (token, choice) pairs its MoE layers routed so
+ * far in this session, and how many of them a full expert dropped. Both 0
+ * for other programs. */
+void moert_session_route_stats(const moert_session *session, int64_t *routed,
+                               int64_t *dropped);
 
 /* Tokenizer. Programs compiled from a model directory with tokenizer.json or
  * tokenizer.model carry its tokenizer (docs/tokenizers.md); for a program

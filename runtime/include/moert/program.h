@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 8
+#define MOERT_ABI_VERSION 9
 
 typedef enum moert_target {
   MOERT_TARGET_CPU = 0,
@@ -102,6 +102,9 @@ typedef struct moert_exec {
    * whose `logits_from` flag is set writes rows [logits_from, n) only,
    * row logits_from at `logits` (0: every row, as without the flag). */
   int64_t logits_from;
+  /* The session's routing counters, which a plan with a capacity factor
+   * adds to: [0] the (token, choice) pairs routed, [1] those dropped. */
+  int64_t *route_stats;
 } moert_exec;
 
 typedef struct moert_program {
@@ -146,6 +149,10 @@ typedef struct moert_program {
    * plans compute the language-model head for those rows only), 0 when it
    * writes all n rows whatever it says. */
   int64_t logits_from;
+  /* moe-compile --capacity-factor: each expert takes at most
+   * ceil(factor * n * k / experts) pairs per forward call (0: no capacity,
+   * exact). `forward` counts the drops in moert_exec::route_stats. */
+  double capacity_factor;
 } moert_program;
 
 #ifdef __cplusplus
