@@ -2,7 +2,8 @@
 
     check_ep.py --moe-compile BIN --mpirun MPIRUN --work DIR --ranks 2,4
         [--tokens 1,17,42,7,99] [-n 8] [--max-batch-tokens N] [--tol 1e-4]
-        [--capacity-factor C]
+        [--capacity-factor C] [--gguf TYPE [--gguf-experts stacked|split]]
+        [--onnx FUSION [--onnx-qmoe FMT]]
         [generator options: --preset --dtype --seed --set K=V]
     check_ep.py ... --ranks 2 --kill RANK:STEP --timeout S
 
@@ -95,6 +96,17 @@ def main():
                    help="compile both with --quantize=FMT; the EP run is then held "
                         "against the single-process binary only (check_e2e.py holds "
                         "that one against the quantising reference)")
+    p.add_argument("--gguf", metavar="TYPE", default=None,
+                   help="compile both from a GGUF file of the model written with this "
+                        "tensor type (f32, f16, q8_0, ...); the EP run is then held "
+                        "against the single-process binary only (cpu-gguf.test holds "
+                        "that one against the reference)")
+    p.add_argument("--gguf-experts", choices=["stacked", "split"], default="stacked")
+    p.add_argument("--onnx", metavar="FUSION", default=None,
+                   help="compile both from an ONNX export of the model (concat, fc3, "
+                        "interleaved); held against the single-process binary only")
+    p.add_argument("--onnx-qmoe", choices=["q8_0", "q4_0"], default=None,
+                   help="with --onnx: the experts as a QMoE node with this format")
     p.add_argument("--capacity-factor", type=float, default=0.0,
                    help="compile both with --capacity-factor C: the reference drops the "
                         "same pairs (fed the binary's calls), and the EP run's "
@@ -112,11 +124,20 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     model = os.path.join(args.work, "model")
     generate.generate(model, args.preset, args.seed, args.dtype, 1, dict(args.overrides))
+    source = model
+    if args.gguf:
+        from moe_ref import gguf_writer
+        source = os.path.join(args.work, f"model-{args.gguf}.gguf")
+        gguf_writer.write_gguf(model, source, args.gguf, "all", args.gguf_experts)
+    elif args.onnx:
+        from moe_ref import onnx_writer
+        source = os.path.join(args.work, f"model-{args.onnx}.onnx")
+        onnx_writer.write_onnx(model, source, args.onnx, qmoe=args.onnx_qmoe)
     single = os.path.join(args.work, "single.bin")
     quant = [f"--quantize={args.quantize}"] if args.quantize else []
     if args.capacity_factor:
         quant.append(f"--capacity-factor={args.capacity_factor}")
-    run([args.moe_compile, model, "--quiet", "-o", single] + quant)
+    run([args.moe_compile, source, "--quiet", "-o", single] + quant)
     chunk = ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
     base = ["--tokens", args.tokens, "-n", str(args.n)] + chunk
     npy = os.path.join(args.work, "single.npy")
@@ -125,7 +146,7 @@ def main():
     prompt = [int(t) for t in args.tokens.split(",")]
     generated = [int(t) for t in tokens]
     expected = None
-    if not args.quantize:
+    if not (args.quantize or args.gguf or args.onnx):
         ref = Reference(model, capacity_factor=args.capacity_factor)
         # A capacity depends on each call's length: the binary's calls.
         expected = ref.forward_calls(prompt, generated, args.max_batch_tokens)
@@ -137,7 +158,7 @@ def main():
     lines = []
     for n in [int(r) for r in args.ranks.split(",")]:
         binary = os.path.join(args.work, f"ep{n}.bin")
-        run([args.moe_compile, model, "--quiet", "--expert-parallel", str(n), "-o", binary] +
+        run([args.moe_compile, source, "--quiet", "--expert-parallel", str(n), "-o", binary] +
             quant)
         ep_npy = os.path.join(args.work, f"ep{n}.npy")
         cmd = mpirun(args, n) + [binary] + base + ["--dump-logits", ep_npy]
@@ -209,7 +230,8 @@ def main():
                          f"{drops[0]} of {drops[1]}")
             capacity = f", {got[0]} of {got[1]} pairs dropped"
         per_step = [int(m[8]) for _, m in stats]
-        ref_text = f"{vs_ref:.2e}" if vs_ref is not None else f"not held ({args.quantize})"
+        held = args.quantize or (args.gguf and "gguf " + args.gguf) or "onnx"
+        ref_text = f"{vs_ref:.2e}" if vs_ref is not None else f"not held ({held})"
         lines.append(f"{n} ranks: vs one process {vs_single:.2e}, vs reference {ref_text}, "
                      f"weight bytes per rank {mine} of {total}, bytes sent per step {per_step}"
                      f"{capacity}")
