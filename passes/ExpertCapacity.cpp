@@ -39,19 +39,24 @@ struct ExpertCapacityPass
           << double(factor);
       return signalPassFailure();
     }
-    if (func.getOps<ExpertsOp>().empty() &&
-        !func.getOps<ExpertPermuteOp>().empty()) {
-      func.emitError("moe-expert-capacity: the expert banks are already "
-                     "fused (moe.expert_permute); run moe-expert-capacity "
-                     "before moe-fuse-expert-gemms");
-      return signalPassFailure();
-    }
-    if (!func.getOps<EpExchangeCountsOp>().empty()) {
-      func.emitError("moe-expert-capacity: the expert banks are already "
-                     "sharded (moe.ep_exchange_counts); run "
-                     "moe-expert-capacity before moe-shard-experts");
-      return signalPassFailure();
-    }
+    // A bank fused or sharded without a capacity would stay unbounded.
+    auto unbounded = [](Value indices) {
+      return !isa_and_present<ExpertCapacityOp>(indices.getDefiningOp());
+    };
+    for (ExpertPermuteOp op : func.getOps<ExpertPermuteOp>())
+      if (unbounded(op.getIndices())) {
+        op.emitOpError("moe-expert-capacity: the expert bank is already "
+                       "fused; run moe-expert-capacity before "
+                       "moe-fuse-expert-gemms");
+        return signalPassFailure();
+      }
+    for (EpExchangeCountsOp op : func.getOps<EpExchangeCountsOp>())
+      if (unbounded(op.getIndices())) {
+        op.emitOpError("moe-expert-capacity: the expert bank is already "
+                       "sharded; run moe-expert-capacity before "
+                       "moe-shard-experts");
+        return signalPassFailure();
+      }
     WalkResult walk = func.walk([&](ExpertsOp op) {
       Operation *router = op.getIndices().getDefiningOp();
       if (isa_and_present<ExpertCapacityOp>(router))

@@ -94,10 +94,6 @@ llvm::Error mlir::moe::checkPipelineOptions(const PipelineOptions &options,
                 "capacity-factor must be a finite number above 0 "
                 "(0: off), got " +
                 llvm::formatv("{0}", double(options.capacityFactor)).str());
-  if (options.capacityFactor > 0 && options.target != "cpu")
-    return fail(prefix + "capacity-factor runs on the cpu target only for "
-                         "now (the cuda kernels do not skip dropped pairs "
-                         "yet)");
   if (options.quantizeOnly != "all" && options.quantizeOnly != "experts")
     return fail(prefix + "quantize-only must be all or experts, got '" +
                 options.quantizeOnly.getValue() + "'");

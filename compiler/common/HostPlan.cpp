@@ -133,7 +133,8 @@ const llvm::StringSet<> &knownCallees(Target target) {
                                          "moert::cuda::fusedRouter",
                                          "moert::cuda::expertPermute",
                                          "moert::cuda::siluMul",
-                                         "moert::cuda::expertCombine"};
+                                         "moert::cuda::expertCombine",
+                                         "moert::cuda::expertCapacity"};
   return target == Target::Cpu ? cpu : cuda;
 }
 
@@ -190,6 +191,9 @@ public:
   /// moe.expert_capacity's factor (moert_program::capacity_factor; 0: none).
   double capacityFactor = 0;
   LogicalResult recordExpertRanks(moert::CallOp call);
+  /// Records the factor of a call or launch of the capacity kernel, whose
+  /// arguments are (weights, indices, factor, ...).
+  LogicalResult recordCapacity(Operation *op, ValueRange args);
   std::vector<moert::KernelOp> kernels;
   llvm::StringMap<size_t> kernelIndex;
   std::vector<Cache> caches;
@@ -413,8 +417,6 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
     return success();
   }
   if (auto r = dyn_cast<moert::RouteStatsOp>(op)) {
-    if (!cpu)
-      return op->emitOpError("is a CPU value in a CUDA launch plan");
     names[r] = "ex->route_stats";
     return success();
   }
@@ -469,19 +471,9 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
       args.push_back("ex->comm");
     if (c.getCallee() == "moert::epExperts" && failed(recordExpertRanks(c)))
       return failure();
-    if (c.getCallee() == "moert::expertCapacity") {
-      // (weights, indices, factor, ...): one factor a program.
-      auto factor = c.getArgs().size() > 2
-                        ? c.getArgs()[2].getDefiningOp<arith::ConstantOp>()
-                        : arith::ConstantOp();
-      auto value =
-          factor ? dyn_cast<FloatAttr>(factor.getValue()) : FloatAttr();
-      if (!value || !(value.getValueAsDouble() > 0) ||
-          (capacityFactor != 0 && capacityFactor != value.getValueAsDouble()))
-        return op->emitOpError("moert::expertCapacity takes one constant "
-                               "factor above 0 in a program");
-      capacityFactor = value.getValueAsDouble();
-    }
+    if (c.getCallee() == "moert::expertCapacity" &&
+        failed(recordCapacity(op, c.getArgs())))
+      return failure();
     for (Value a : c.getArgs()) {
       FailureOr<std::string> s = expr(op, a);
       if (failed(s))
@@ -499,6 +491,9 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
     if (it == kernelIndex.end())
       return op->emitOpError("launches an undeclared kernel");
     moert::KernelOp kernel = kernels[it->second];
+    if (kernel.getCallee() == "moert::cuda::expertCapacity" &&
+        failed(recordCapacity(op, l.getArgs())))
+      return failure();
     // Each argument by address: values that are not lvalues become locals.
     std::string locals, list;
     for (auto [i, a] : llvm::enumerate(l.getArgs())) {
@@ -671,6 +666,18 @@ LogicalResult PlanPrinter::run() {
 /// moert::epExperts<WG, WU, WD, H, I, E, R>(rows, experts, gates, counts,
 /// gate, up, down, out): expert e of its tables is rank r's when
 /// first[r] <= e < first[r + 1], the split of moe-shard-experts.
+LogicalResult PlanPrinter::recordCapacity(Operation *op, ValueRange args) {
+  auto factor = args.size() > 2 ? args[2].getDefiningOp<arith::ConstantOp>()
+                                : arith::ConstantOp();
+  auto value = factor ? dyn_cast<FloatAttr>(factor.getValue()) : FloatAttr();
+  if (!value || !(value.getValueAsDouble() > 0) ||
+      (capacityFactor != 0 && capacityFactor != value.getValueAsDouble()))
+    return op->emitOpError("the capacity kernel takes one constant factor "
+                           "above 0 in a program");
+  capacityFactor = value.getValueAsDouble();
+  return success();
+}
+
 LogicalResult PlanPrinter::recordExpertRanks(moert::CallOp call) {
   ArrayAttr targs = call.getTemplateArgs();
   if (targs.size() != 7 || call.getArgs().size() != 8)
@@ -754,9 +761,9 @@ void PlanPrinter::writeDescriptor(raw_ostream &os,
                    : std::string(" (full)"))
       << "\n";
   if (capacityFactor > 0)
-    p << "expert capacity: factor " << llvm::format("%g", capacityFactor)
+    p << "expert capacity: factor " << llvm::format("%.10g", capacityFactor)
       << " (each expert takes at most ceil("
-      << llvm::format("%g", capacityFactor)
+      << llvm::format("%.10g", capacityFactor)
       << " * tokens * k / experts) routed pairs a forward call; the rest are "
          "dropped)\n";
   if (!options.tokenizer.empty()) {
@@ -809,10 +816,13 @@ LogicalResult PlanPrinter::writeKernels(raw_ostream &os) const {
     for (auto [i, t] : llvm::enumerate(k.getFunctionType().getInputs())) {
       std::string name = "p" + std::to_string(i), type;
       if (auto memref = dyn_cast<MemRefType>(t)) {
+        Type element = memref.getElementType();
         FailureOr<std::string> e =
-            memref.getElementType().isInteger(32)
+            element.isInteger(32)
                 ? FailureOr<std::string>(std::string("int32_t"))
-                : elementName(k, memref.getElementType());
+            : element.isInteger(64)
+                ? FailureOr<std::string>(std::string("int64_t"))
+                : elementName(k, element);
         if (failed(e))
           return failure();
         type = moert::isBatchBuffer(memref) ? *e + " *" : "const " + *e + " *";

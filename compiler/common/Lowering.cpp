@@ -120,8 +120,14 @@ LogicalResult checkExpertIndices(Operation *user, Value indices,
   // A capacity keeps a router's indices or marks them -1 (dropped), which
   // every kernel skips.
   if (auto c = indices.getDefiningOp<ExpertCapacityOp>();
-      c && indices == c.getKeptIndices())
+      c && indices == c.getKeptIndices()) {
+    // Its kernel keeps a counter per expert: the bank's experts, no more.
+    if (int64_t(c.getNumExperts()) != experts)
+      return user->emitOpError("takes the indices of a moe.expert_capacity "
+                               "for ")
+             << c.getNumExperts() << " experts, but has " << experts;
     return checkExpertIndices(user, c.getIndices(), experts, k);
+  }
   if (auto r = indices.getDefiningOp<RouterOp>();
       r && indices == r.getIndices())
     routed = r.getNumExperts(), chosen = r.getK();

@@ -216,7 +216,7 @@ CPU_PATTERN(FusedRouterToCpu, FusedRouterOp) {
 CPU_PATTERN(ExpertCapacityToCpu, ExpertCapacityOp) {
   Location loc = op.getLoc();
   Value stats = moert::RouteStatsOp::create(
-      rw, loc, MemRefType::get({2}, rw.getI64Type()));
+      rw, loc, MemRefType::get({ShapedType::kDynamic}, rw.getI64Type()));
   call(rw, loc, "moert::expertCapacity",
        TemplateArgs(rw).i(op.getNumExperts()).i(width(op.getIndices())), false,
        {a.getWeights(), a.getIndices(),

@@ -444,6 +444,28 @@ CUDA_PATTERN(FusedRouterToCuda, FusedRouterOp) {
   return success();
 }
 
+CUDA_PATTERN(ExpertCapacityToCuda, ExpertCapacityOp) {
+  Location loc = op.getLoc();
+  SmallVector<Value> args = {
+      a.getWeights(),
+      a.getIndices(),
+      constantF64(rw, loc, op.getFactor().convertToDouble()),
+      tokens(rw, loc, rw.getI32Type()),
+      moert::RouteStatsOp::create(
+          rw, loc, MemRefType::get({ShapedType::kDynamic}, rw.getI64Type())),
+      outs[0],
+      outs[1]};
+  // The priority order is sequential: one thread of one block.
+  cuda.launch(
+      rw, loc,
+      cuda.kernel(
+          rw, "expert_capacity", "moert::cuda::expertCapacity",
+          TemplateArgs(rw).i(op.getNumExperts()).i(width(op.getIndices())), 32,
+          args),
+      grid(getContext(), 1), grid(getContext(), 1), args);
+  return success();
+}
+
 CUDA_PATTERN(ExpertPermuteToCuda, ExpertPermuteOp) {
   int64_t experts = op.getNumExperts();
   SmallVector<Value> args = {a.getIndices(),
@@ -547,9 +569,9 @@ struct LowerToCudaPass
       lowering.emplace(state, options);
       patterns.add<EmbeddingToCuda, RMSNormToCuda, LinearToCuda,
                    FusedLinearToCuda, RoPEToCuda, AttentionToCuda, AddToCuda,
-                   FusedRouterToCuda, ExpertPermuteToCuda, GroupedMatmulToCuda,
-                   SiluMulToCuda, ExpertCombineToCuda>(converter, &getContext(),
-                                                       state, *lowering);
+                   FusedRouterToCuda, ExpertCapacityToCuda, ExpertPermuteToCuda,
+                   GroupedMatmulToCuda, SiluMulToCuda, ExpertCombineToCuda>(
+          converter, &getContext(), state, *lowering);
     };
     if (failed(lowerModule(module, moert::CudaTargetAttr::get(&getContext()),
                            populate)))

@@ -764,6 +764,19 @@ LogicalResult ExpertCapacityOp::verify() {
   if (k > int64_t(getNumExperts()))
     return emitOpError("each token chooses ")
            << k << " experts but there are only " << getNumExperts();
+  Operation *router = getIndices().getDefiningOp();
+  if (isa_and_present<RouterOp, FusedRouterOp>(router)) {
+    int64_t choices = isa<RouterOp>(router)
+                          ? cast<RouterOp>(router).getNumExperts()
+                          : cast<FusedRouterOp>(router).getNumExperts();
+    if (choices != int64_t(getNumExperts()))
+      return emitOpError("router chooses among ")
+             << choices << " experts but the capacity is for "
+             << getNumExperts();
+    if (getWeights() != router->getResult(0))
+      return emitOpError("weights and indices must come from the same "
+                         "router");
+  }
   return success();
 }
 

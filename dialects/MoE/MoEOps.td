@@ -557,7 +557,9 @@ def MoE_ExpertCapacityOp : MoE_Op<"expert_capacity",
     Bounds the (token, choice) pairs each expert receives in one forward
     call of `T` tokens to its capacity `C = ceil(factor * T * k / E)`, as
     GShard and the Switch Transformer do (`moe-expert-capacity` inserts it
-    between the router and the expert bank).
+    between the router and the expert bank). `C` is clamped to `[1, T]`: no
+    expert could take more than one pair a token, and a factor whose
+    product underflows still leaves one place.
 
     The pairs claim their expert's places in priority order: every token's
     first choice in token order, then every token's second choice, and so

@@ -249,16 +249,16 @@ def MoERT_LogitsFromOp : MoERT_Op<"logits_from", [Pure]> {
 }
 
 def MoERT_RouteStatsOp : MoERT_Op<"route_stats", [Pure]> {
-  let summary = "the session's routing counters (CPU target)";
+  let summary = "the session's routing counters";
   let description = [{
     Two counters the runtime keeps per session: the (token, choice) pairs
-    routed and those a capacity dropped (`moert_exec::route_stats`). The
-    call of `moe.expert_capacity`'s kernel adds to them, and the binary
-    reports the drop rate from them. A plan that reads them is a plan with
-    a capacity factor, which the program descriptor records.
+    routed and those a capacity dropped (`moert_exec::route_stats`: host
+    memory for the CPU target, device memory for CUDA). The kernel of
+    `moe.expert_capacity` adds to them, and the binary reports the drop rate
+    from them. The program descriptor records the capacity factor.
 
     ```mlir
-    %stats = moert.route_stats : memref<2xi64>
+    %stats = moert.route_stats : memref<?xi64>
     moert.call "moert::expertCapacity" [4, 2] (%w, %i, %factor, %n, %stats, %w2, %i2) : ...
     ```
   }];

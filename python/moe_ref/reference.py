@@ -259,7 +259,8 @@ class Reference:
 
     def apply_capacity(self, indices):
         """GShard / Switch capacity: in a call of T tokens each expert takes
-        at most ceil(factor * T * k / E) (token, choice) pairs, every
+        at most ceil(factor * T * k / E) (token, choice) pairs (clamped to
+        [1, T], as the kernels do), every
         token's first choice (in token order) before any second choice, and
         so on. -> a [T, k] mask of the pairs kept."""
         T = indices.shape[0]
@@ -267,7 +268,11 @@ class Reference:
         self.routed += indices.size
         if self.capacity_factor <= 0:
             return keep
-        capacity = math.ceil(self.capacity_factor * T * self.k / self.E)
+        # ceil(C * T * k / E), clamped to [1, T] as the kernels do: at least
+        # one pair (a product that underflows), at most one a token.
+        c = math.ceil(self.capacity_factor * T * self.k / self.E) \
+            if self.capacity_factor * T * self.k / self.E < T else T
+        capacity = min(max(c, 1), T)
         used = [0] * self.E
         for j in range(self.k):
             for t in range(T):

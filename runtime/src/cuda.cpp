@@ -125,7 +125,9 @@ struct moert_cuda_session {
   CUdeviceptr memory = 0;
   std::vector<moert_kv> caches;
   moert_exec exec{};
-  CUdeviceptr tokens = 0, positions = 0, logits = 0;
+  CUdeviceptr tokens = 0, positions = 0, logits = 0, routeStats = 0;
+  /// The device counters, copied back after each forward call.
+  int64_t hostRouteStats[2] = {0, 0};
   CUgraphExec decodeGraph = nullptr;
   bool useGraphs = true;
   CUresult launchError = kSuccess;
@@ -313,6 +315,7 @@ moert_status moert_cuda_session_create(moert_cuda_model *m, int64_t maxTokens,
   CUdeviceptr tokensAt = place(uint64_t(rows));
   CUdeviceptr positionsAt = place(uint64_t(rows));
   CUdeviceptr logitsAt = place(logitFloats);
+  CUdeviceptr routeStatsAt = place(4); // two int64 counters
   if (tooLarge) {
     delete s;
     return moert_fail(MOERT_ERROR_MEMORY,
@@ -345,12 +348,14 @@ moert_status moert_cuda_session_create(moert_cuda_model *m, int64_t maxTokens,
   s->tokens = s->memory + tokensAt;
   s->positions = s->memory + positionsAt;
   s->logits = s->memory + logitsAt;
+  s->routeStats = s->memory + routeStatsAt;
   s->exec.weights = m->weights.data();
   s->exec.caches = s->caches.data();
   s->exec.scratch = reinterpret_cast<float *>(s->memory + arenaAt);
   s->exec.max_tokens = rows;
   s->exec.device = s;
   s->exec.launch = launchKernel;
+  s->exec.route_stats = reinterpret_cast<int64_t *>(s->routeStats);
   *out = s;
   return MOERT_OK;
 }
@@ -415,6 +420,15 @@ moert_status moert_cuda_forward(moert_cuda_session *s, int64_t n,
   MOERT_CU_CHECK(d.cuMemcpyDtoHAsync(logits, s->logits,
                                      size_t(n * p->vocab_size) * 4, s->stream),
                  "copying the logits");
+  if (p->capacity_factor > 0)
+    MOERT_CU_CHECK(d.cuMemcpyDtoHAsync(s->hostRouteStats, s->routeStats,
+                                       sizeof s->hostRouteStats, s->stream),
+                   "copying the routing counters");
   MOERT_CU_CHECK(d.cuStreamSynchronize(s->stream), "running the step");
   return MOERT_OK;
+}
+
+void moert_cuda_route_stats(const moert_cuda_session *s, int64_t stats[2]) {
+  stats[0] = s->hostRouteStats[0];
+  stats[1] = s->hostRouteStats[1];
 }

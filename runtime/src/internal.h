@@ -72,5 +72,9 @@ void moert_cuda_session_free(moert_cuda_session *session);
 moert_status moert_cuda_forward(moert_cuda_session *session, int64_t n,
                                 const int32_t *tokens, const int32_t *positions,
                                 float *logits);
+/// The routing counters (moert_exec::route_stats, device memory) as of the
+/// last forward call: pairs routed, pairs dropped.
+void moert_cuda_route_stats(const moert_cuda_session *session,
+                            int64_t stats[2]);
 
 #endif // MOERT_SRC_INTERNAL_H

@@ -88,7 +88,8 @@ const char *kUsage =
     "  --max-batch-tokens N  most tokens per forward pass; longer prompts run\n"
     "                        in chunks with the same results (default 512;\n"
     "                        dynamic RoPE scaling excepted: its frequencies\n"
-    "                        follow each pass's length)\n"
+    "                        follow each pass's length; and a capacity\n"
+    "                        factor: each pass has its own capacity)\n"
     "  --weights DIR         directory holding the model's weight files\n"
     "                        (safetensors, GGUF, or ONNX external data)\n"
     "                        (default: the directory it was compiled from)\n"
@@ -743,7 +744,7 @@ int run(int argc, char **argv) {
     int64_t routed = 0, dropped = 0;
     moert_session_route_stats(session, &routed, &dropped);
     std::fprintf(stderr,
-                 "capacity: factor %g: %lld of %lld routed (token, expert) "
+                 "capacity: factor %.10g: %lld of %lld routed (token, expert) "
                  "pairs dropped (%.2f%%)\n",
                  program->capacity_factor, (long long)dropped,
                  (long long)routed,

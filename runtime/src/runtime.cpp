@@ -762,8 +762,11 @@ extern "C" moert_status moert_decode(moert_session *s, int32_t token) {
 
 extern "C" void moert_session_route_stats(const moert_session *s,
                                           int64_t *routed, int64_t *dropped) {
-  *routed = s->routeStats[0];
-  *dropped = s->routeStats[1];
+  int64_t stats[2] = {s->routeStats[0], s->routeStats[1]};
+  if (s->cuda)
+    moert_cuda_route_stats(s->cuda, stats);
+  *routed = stats[0];
+  *dropped = stats[1];
 }
 
 extern "C" const float *moert_logits(const moert_session *s, int64_t *rows) {

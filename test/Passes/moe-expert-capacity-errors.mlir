@@ -3,14 +3,12 @@
 // RUN: not moe-opt %s --pass-pipeline='builtin.module(func.func(moe-fuse-expert-gemms,moe-expert-capacity{factor=1}))' 2>&1 | FileCheck %s --check-prefix=FUSED
 // RUN: not moe-opt %s --pass-pipeline='builtin.module(func.func(moe-shard-experts{ranks=2},moe-expert-capacity{factor=1}))' 2>&1 | FileCheck %s --check-prefix=SHARDED
 // RUN: not moe-opt %s --pass-pipeline='builtin.module(moe-default-pipeline{capacity-factor=-1})' 2>&1 | FileCheck %s --check-prefix=PIPELINE
-// RUN: not moe-opt %s --pass-pipeline='builtin.module(moe-default-pipeline{capacity-factor=1 target=cuda})' 2>&1 | FileCheck %s --check-prefix=CUDA
 
 // ZERO: error: moe-expert-capacity: factor must be a finite number above 0, got 0
 // NEGATIVE: error: moe-expert-capacity: factor must be a finite number above 0, got -1.5
-// FUSED: error: moe-expert-capacity: the expert banks are already fused (moe.expert_permute); run moe-expert-capacity before moe-fuse-expert-gemms
-// SHARDED: error: moe-expert-capacity: the expert banks are already sharded (moe.ep_exchange_counts); run moe-expert-capacity before moe-shard-experts
+// FUSED: error: 'moe.expert_permute' op moe-expert-capacity: the expert bank is already fused; run moe-expert-capacity before moe-fuse-expert-gemms
+// SHARDED: error: 'moe.ep_exchange_counts' op moe-expert-capacity: the expert bank is already sharded; run moe-expert-capacity before moe-shard-experts
 // PIPELINE: moe-default-pipeline: capacity-factor must be a finite number above 0 (0: off), got -1
-// CUDA: moe-default-pipeline: capacity-factor runs on the cpu target only for now (the cuda kernels do not skip dropped pairs yet)
 func.func @bank(%b: tensor<?x64xf32>, %l: tensor<?x3xf32>) -> tensor<?x64xf32> {
   %w, %i = moe.router %l top 2 softmax renormalize : tensor<?x3xf32>
   %g0 = moe.weight "e0.w1" : tensor<96x64xf32>

@@ -346,8 +346,10 @@ def main():
     # since a call's length sets its frequencies and its capacity.
     dynamic = (ref.rope_params["rope_type"] == "dynamic" or
                args.capacity_factor > 0)
+    # The binary's calls: --max-batch-tokens, else its default of 512.
+    chunk = args.max_batch_tokens or 512
     if dynamic:
-        expected = ref.forward_calls(prompt, generated, args.max_batch_tokens)
+        expected = ref.forward_calls(prompt, generated, chunk)
     else:
         expected = ref.forward(prompt + generated, ref.new_cache())
     capacity_line = ""
@@ -361,9 +363,11 @@ def main():
                      f"{ref.dropped} of {ref.routed}")
         capacity_line = f"; capacity {args.capacity_factor:g}: {ref.dropped} of {ref.routed} pairs dropped"
         if ref.dropped:
-            exact = Reference(model, quantize=ref_quant, quantize_only=ref_only,
-                              weights=gguf_weights, blocks=blocks).forward_calls(
-                                  prompt, generated, args.max_batch_tokens)
+            exact_ref = Reference(model, quantize=ref_quant, quantize_only=ref_only,
+                                  int8_activations=ref.int8_activations,
+                                  weights=gguf_weights, blocks=blocks)
+            exact_ref.renormalize = ref.renormalize
+            exact = exact_ref.forward_calls(prompt, generated, chunk)
             effect = max(float(np.max(np.abs(row - want)) / np.max(np.abs(want)))
                          for row, want in zip(logits, exact))
             if effect <= 100 * args.tol:
@@ -389,7 +393,7 @@ def main():
             sys.exit(f"the {scaled['rope_type']} RoPE scaling changes the logits by only "
                      f"{effect:.2e} (relative) against the default RoPE")
         rope_effect = f"; {scaled['rope_type']} RoPE differs from the default by {effect:.2e}"
-    greedy, _ = ref.generate(prompt, args.n, args.max_batch_tokens if dynamic else 0)
+    greedy, _ = ref.generate(prompt, args.n, chunk if dynamic else 0)
     if generated != greedy:
         sys.exit(f"greedy tokens differ:\n  binary    {generated}\n  reference {greedy}")
 

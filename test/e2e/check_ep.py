@@ -149,9 +149,10 @@ def main():
     if not (args.quantize or args.gguf or args.onnx):
         ref = Reference(model, capacity_factor=args.capacity_factor)
         # A capacity depends on each call's length: the binary's calls.
-        expected = ref.forward_calls(prompt, generated, args.max_batch_tokens)
+        chunk = args.max_batch_tokens or 512  # the binary's default
+        expected = ref.forward_calls(prompt, generated, chunk)
         drops = (ref.dropped, ref.routed)
-        greedy, _ = ref.generate(prompt, args.n, args.max_batch_tokens)
+        greedy, _ = ref.generate(prompt, args.n, chunk)
         if generated != greedy:
             sys.exit(f"single-process tokens {generated} differ from the reference's {greedy}")
 

@@ -100,6 +100,14 @@ CONFIGS = [
     ("odd-widths-f16", ["--dtype", "f16", "--set", "hidden_size=30",
                         "--set", "intermediate_size=50", "--set", "head_dim=10",
                         "--tokens", PROMPT40, "-n", "6", "--compare-chunked", "4"]),
+    # A capacity factor (moe.expert_capacity): drops in the decode graph's
+    # replays (none: one token) and the prompt; with f16 tensor cores, E = 8
+    # and chunks of 16 (each its own capacity). The drop counts must equal
+    # the reference's, copied back from the device counters.
+    ("capacity", ["--capacity-factor", "0.5", "-n", "8"]),
+    ("capacity-prefill-f16", ["--dtype", "f16", "--capacity-factor", "1.0",
+                              "--set", "num_local_experts=8", "--tokens", PROMPT40,
+                              "-n", "4", "--max-batch-tokens", "16"]),
     # The most experts a config may have: expert_permute's 1024 threads own
     # one expert each, and offsets[E] is thread 0's second.
     ("experts1024", ["--set", "num_local_experts=1024",

@@ -576,12 +576,23 @@ TEST(CapacityKernels, FirstChoicesFirstInTokenOrder) {
   expertCapacity<3, 2>(w2, i2, 0.75, 4, nullptr, w2, i2);
   EXPECT_EQ(0, std::memcmp(i2, wantIdx, sizeof i2));
   EXPECT_EQ(0, std::memcmp(w2, wantW, sizeof w2));
-  // One token: every capacity is at least 1, nothing is dropped.
-  int64_t one[2] = {0, 0};
-  expertCapacity<3, 2>(w, idx, 0.01, 1, one, kw, ki);
-  EXPECT_EQ(ki[0], 0);
-  EXPECT_EQ(ki[1], 1);
-  EXPECT_EQ(one[1], 0);
+  // One token: every capacity is at least 1, nothing is dropped, even when
+  // factor * T * K / E underflows to 0.
+  for (double tiny : {0.01, 5e-324}) {
+    int64_t one[2] = {0, 0};
+    expertCapacity<3, 2>(w, idx, tiny, 1, one, kw, ki);
+    EXPECT_EQ(ki[0], 0);
+    EXPECT_EQ(ki[1], 1);
+    EXPECT_EQ(one[1], 0) << tiny;
+  }
+  // A factor past any int64: the capacity is T, nothing is dropped.
+  int64_t huge[2] = {0, 0};
+  expertCapacity<3, 2>(w, idx, 1e300, 4, huge, kw, ki);
+  EXPECT_EQ(0, std::memcmp(ki, idx, sizeof ki));
+  EXPECT_EQ(huge[1], 0);
+  EXPECT_EQ((expertCapacityOf<3, 2>(1e300, 4)), 4);
+  EXPECT_EQ((expertCapacityOf<3, 2>(0.75, 4)), 2);
+  EXPECT_EQ((expertCapacityOf<3, 2>(5e-324, 4)), 1);
 }
 
 /// Dropped pairs (-1) belong to no expert: perm lists the kept pairs by

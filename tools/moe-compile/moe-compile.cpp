@@ -178,8 +178,8 @@ static cl::opt<double> capacityFactor(
              "the pairs over it are dropped, and the binary reports the "
              "drop rate. Bounds each expert's work (and, with "
              "--expert-parallel, the rows each rank receives) at the cost "
-             "of exactness. C > 0; off by default (exact). CPU target "
-             "(docs/passes.md)"),
+             "of exactness. C > 0; off by default (exact) "
+             "(docs/tools.md)"),
     cl::value_desc("C"), cl::init(0.0), cl::cat(category));
 static cl::opt<bool> checkWeights(
     "check-weights",

@@ -348,6 +348,49 @@ MOERT_HOST_DEVICE MOERT_INLINE void countsToOffsets(I *count, int64_t experts) {
     count[e + 1] += count[e];
 }
 
+/// The capacity of each expert in a call of T tokens: ceil(factor * T * K /
+/// E), which is at least 1 for any factor > 0 (a factor so small that the
+/// product underflows to 0 counts as 1) and which no expert could exceed
+/// past T (one pair per token), so it is clamped to [1, T]: huge factors
+/// mean no drop, never an overflow.
+template <int64_t E, int64_t K>
+MOERT_HOST_DEVICE MOERT_INLINE int64_t expertCapacityOf(double factor,
+                                                        int64_t T) {
+  double c = ceil(factor * double(T) * double(K) / double(E));
+  return c >= double(T) ? T : c < 1.0 ? 1 : int64_t(c);
+}
+
+/// moe.expert_capacity over T tokens' K choices: expert e keeps at most
+/// expertCapacityOf(factor, T) pairs, every token's first choice (in token
+/// order) before any second choice, and so on; a pair over the capacity
+/// gets index -1 and weight 0 in keptIdx / keptW. Safe in place (each pair
+/// is read before it is written). Returns the number dropped.
+template <int64_t E, int64_t K>
+MOERT_HOST_DEVICE inline int64_t
+capacityDrop(const float *weights, const int32_t *indices, double factor,
+             int64_t T, float *keptW, int32_t *keptIdx) {
+  const int64_t capacity = expertCapacityOf<E, K>(factor, T);
+  int64_t used[E] = {}, dropped = 0;
+  for (int64_t j = 0; j < K; ++j)
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t i = t * K + j;
+      int32_t e = indices[i];
+      float w = weights[i];
+      if (e >= 0 && e < E) {
+        if (used[e] < capacity) {
+          ++used[e];
+        } else {
+          e = -1;
+          w = 0.0f;
+          ++dropped;
+        }
+      }
+      keptIdx[i] = e;
+      keptW[i] = w;
+    }
+  return dropped;
+}
+
 } // namespace moert
 
 #endif // MOERT_KERNEL_MATH_H

@@ -1724,32 +1724,13 @@ void fusedRouter(const float *x, const W *gate, int64_t T, float *weights,
   }
 }
 
-/// moe.expert_capacity: expert e keeps at most ceil(factor * T * K / E) of
-/// its (token, choice) pairs, first choices before second choices, each in
-/// token order; a dropped pair's index becomes -1 and its weight 0. Safe in
-/// place (each pair is read before it is written). stats, when non-null,
-/// counts [0] the pairs routed and [1] those dropped.
+/// moe.expert_capacity (capacityDrop, kernel_math.h). stats, when
+/// non-null, counts [0] the pairs routed and [1] those dropped.
 template <int64_t E, int64_t K>
 void expertCapacity(const float *weights, const int32_t *indices, double factor,
                     int64_t T, int64_t *stats, float *keptW, int32_t *keptIdx) {
-  const int64_t capacity =
-      int64_t(std::ceil(factor * double(T) * double(K) / double(E)));
-  int64_t used[E] = {}, dropped = 0;
-  for (int64_t j = 0; j < K; ++j)
-    for (int64_t t = 0; t < T; ++t) {
-      int64_t i = t * K + j;
-      int32_t e = indices[i];
-      float w = weights[i];
-      if (e >= 0 && e < E && used[e] >= capacity) {
-        e = -1;
-        w = 0.0f;
-        ++dropped;
-      } else if (e >= 0 && e < E) {
-        ++used[e];
-      }
-      keptIdx[i] = e;
-      keptW[i] = w;
-    }
+  int64_t dropped =
+      capacityDrop<E, K>(weights, indices, factor, T, keptW, keptIdx);
   if (stats) {
     stats[0] += T * K;
     stats[1] += dropped;

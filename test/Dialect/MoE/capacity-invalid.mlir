@@ -67,3 +67,21 @@ func.func @weights_elsewhere(%b: tensor<?x64xf32>, %w: tensor<?x2xf32>, %i: tens
       : tensor<?x64xf32>, tensor<?x2xf32>, tensor<?x2xi32>
   return %y : tensor<?x64xf32>
 }
+
+// -----
+
+func.func @router_of_other_size(%l: tensor<?x4xf32>) -> tensor<?x2xi32> {
+  %w, %i = moe.router %l top 2 softmax renormalize : tensor<?x4xf32>
+  // expected-error @+1 {{'moe.expert_capacity' op router chooses among 4 experts but the capacity is for 100000000}}
+  %kw, %ki = moe.expert_capacity %w, %i experts 100000000 factor 1.0 : tensor<?x2xf32>, tensor<?x2xi32>
+  return %ki : tensor<?x2xi32>
+}
+
+// -----
+
+func.func @weights_of_other_router(%l: tensor<?x4xf32>, %w2: tensor<?x2xf32>) -> tensor<?x2xi32> {
+  %w, %i = moe.router %l top 2 softmax renormalize : tensor<?x4xf32>
+  // expected-error @+1 {{'moe.expert_capacity' op weights and indices must come from the same router}}
+  %kw, %ki = moe.expert_capacity %w2, %i experts 4 factor 1.0 : tensor<?x2xf32>, tensor<?x2xi32>
+  return %ki : tensor<?x2xi32>
+}

@@ -275,11 +275,28 @@ __device__ void fusedRouter(const float *x, const W *gate, float *weights,
                                            indices + t * K);
 }
 
+/// moe.expert_capacity (capacityDrop, kernel_math.h), as on the CPU: the
+/// priority order is sequential, so one thread runs it (T * K pairs, a few
+/// thousand at most), and adds to the session's counters stats[0] (pairs
+/// routed) and stats[1] (dropped). grid (1), block 32.
+template <int E, int K>
+__device__ void expertCapacity(const float *weights, const int32_t *indices,
+                               double factor, int n, int64_t *stats,
+                               float *keptW, int32_t *keptIdx) {
+  if (threadIdx.x != 0)
+    return;
+  int64_t dropped =
+      capacityDrop<E, K>(weights, indices, factor, n, keptW, keptIdx);
+  stats[0] += int64_t(n) * K;
+  stats[1] += dropped;
+}
+
 /// Stable counting sort of the T*K (token, choice) pairs by expert, as on the
 /// CPU: perm lists pair indices grouped by expert in token order, offsets has
-/// E + 1 entries. One block; thread e owns experts e, e + Threads, ... grid
-/// (1), block Threads (a multiple of 32, at most 1024; E + 1 rounded up to
-/// 32 gives each thread one expert).
+/// E + 1 entries; the pairs moe.expert_capacity dropped (index -1) fill perm
+/// from offsets[E] on with -1. One block; thread e owns experts e, e +
+/// Threads, ... grid (1), block Threads (a multiple of 32, at most 1024; E +
+/// 1 rounded up to 32 gives each thread one expert).
 template <int E, int K>
 __device__ void expertPermute(const int32_t *indices, int n, int32_t *perm,
                               int32_t *offsets) {
@@ -305,20 +322,26 @@ __device__ void expertPermute(const int32_t *indices, int n, int32_t *perm,
       if (indices[i] == e)
         perm[next++] = i;
   }
+  for (int i = count[E] + threadIdx.x; i < pairs; i += blockDim.x)
+    perm[i] = -1;
 }
 
 /// out[t] = sum_j weights[t, j] * y[r] over the rows r with perm[r] = t*K + j,
 /// plus res[t] after the sum when res is non-null. Each block finds its
-/// token's K rows by scanning perm. grid (T), block 256.
+/// token's K rows by scanning perm; a dropped pair (perm's -1 entries) has
+/// no row and adds nothing. grid (T), block 256.
 template <int H, int K>
 __device__ void expertCombine(const float *y, const int32_t *perm,
                               const float *weights, int n, float *out,
                               const float *res) {
   __shared__ int rows[K];
   int t = blockIdx.x;
+  for (int j = threadIdx.x; j < K; j += 256)
+    rows[j] = -1;
+  __syncthreads();
   for (int r = threadIdx.x; r < n * K; r += 256) {
     int pair = perm[r];
-    if (pairToken<K>(pair) == t)
+    if (pair >= 0 && pairToken<K>(pair) == t)
       rows[pairChoice<K>(pair)] = r;
   }
   __syncthreads();
@@ -326,7 +349,8 @@ __device__ void expertCombine(const float *y, const int32_t *perm,
     float acc = 0;
 #pragma unroll
     for (int j = 0; j < K; ++j)
-      acc += weights[t * K + j] * y[int64_t(rows[j]) * H + i];
+      if (rows[j] >= 0)
+        acc += weights[t * K + j] * y[int64_t(rows[j]) * H + i];
     int64_t o = int64_t(t) * H + i;
     out[o] = res ? acc + res[o] : acc;
   }
