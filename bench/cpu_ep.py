@@ -30,6 +30,12 @@ SPEED = re.compile(r"prefill: \d+ tokens in [\d.]+ s \(([\d.]+) tok/s\); "
 EP = re.compile(r"ep: rank (\d+) of \d+ \(mpi\): weights (\d+) of (\d+) bytes; "
                 r"peak resident (\d+) KiB; .* \((\d+) bytes per step\)")
 
+# The model (tiny's generator, these sizes), cached under build/bench/ep/;
+# bench/cpu_capacity.py runs the same one.
+MODEL = {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 4,
+         "num_local_experts": 8, "vocab_size": 2048, "num_attention_heads": 8,
+         "num_key_value_heads": 2}
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -42,9 +48,7 @@ def main():
     args = p.parse_args()
     work = os.path.join(args.build, "bench", "ep")
     model = os.path.join(work, "model")
-    overrides = {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 4,
-                 "num_local_experts": 8, "vocab_size": 2048, "num_attention_heads": 8,
-                 "num_key_value_heads": 2}
+    overrides = MODEL
     if not os.path.exists(os.path.join(model, "config.json")):
         generate.generate(model, "tiny", 0, "f32", 1, overrides)
     compile_ = os.path.join(args.build, "bin", "moe-compile")

@@ -663,9 +663,6 @@ LogicalResult PlanPrinter::run() {
   return success();
 }
 
-/// moert::epExperts<WG, WU, WD, H, I, E, R>(rows, experts, gates, counts,
-/// gate, up, down, out): expert e of its tables is rank r's when
-/// first[r] <= e < first[r + 1], the split of moe-shard-experts.
 LogicalResult PlanPrinter::recordCapacity(Operation *op, ValueRange args) {
   auto factor = args.size() > 2 ? args[2].getDefiningOp<arith::ConstantOp>()
                                 : arith::ConstantOp();
@@ -678,6 +675,9 @@ LogicalResult PlanPrinter::recordCapacity(Operation *op, ValueRange args) {
   return success();
 }
 
+/// moert::epExperts<WG, WU, WD, H, I, E, R>(rows, experts, gates, counts,
+/// gate, up, down, out): expert e of its tables is rank r's when
+/// first[r] <= e < first[r + 1], the split of moe-shard-experts.
 LogicalResult PlanPrinter::recordExpertRanks(moert::CallOp call) {
   ArrayAttr targs = call.getTemplateArgs();
   if (targs.size() != 7 || call.getArgs().size() != 8)

@@ -260,9 +260,9 @@ class Reference:
     def apply_capacity(self, indices):
         """GShard / Switch capacity: in a call of T tokens each expert takes
         at most ceil(factor * T * k / E) (token, choice) pairs (clamped to
-        [1, T], as the kernels do), every
-        token's first choice (in token order) before any second choice, and
-        so on. -> a [T, k] mask of the pairs kept."""
+        [1, T], as the kernels do), every token's first choice (in token
+        order) before any second choice, and so on. -> a [T, k] mask of the
+        pairs kept."""
         T = indices.shape[0]
         keep = np.ones(indices.shape, dtype=bool)
         self.routed += indices.size
@@ -270,9 +270,8 @@ class Reference:
             return keep
         # ceil(C * T * k / E), clamped to [1, T] as the kernels do: at least
         # one pair (a product that underflows), at most one a token.
-        c = math.ceil(self.capacity_factor * T * self.k / self.E) \
-            if self.capacity_factor * T * self.k / self.E < T else T
-        capacity = min(max(c, 1), T)
+        x = self.capacity_factor * T * self.k / self.E
+        capacity = T if x >= T else max(math.ceil(x), 1)
         used = [0] * self.E
         for j in range(self.k):
             for t in range(T):
@@ -373,8 +372,9 @@ def main(argv=None):
                         "(0, the default: off)")
     p.add_argument("--max-batch-tokens", type=int, default=0, metavar="N",
                    help="run the prompt in calls of at most N tokens, as the binary "
-                        "compiled with --max-batch-tokens N does (0, the default: "
-                        "one call); matters with --capacity-factor")
+                        "run with --max-batch-tokens N does (0, the default: one "
+                        "call; the binary's default is 512); matters with "
+                        "--capacity-factor")
     args = p.parse_args(argv)
     if args.quantize is None and args.quantize_only is not None:
         p.error("--quantize-only needs --quantize")
