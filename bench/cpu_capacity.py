@@ -2,11 +2,12 @@
 --capacity-factor C), and the bytes expert-parallel ranks send with it.
 
     python3 bench/cpu_capacity.py [--factors 0,2,1.25,1,0.75,0.5]
-                                  [--prefill 512] [--decode 16] [--runs 3]
+                                  [--prefill 496] [--decode 16] [--runs 3]
                                   [--ranks 2]
 
 Uses bench/cpu_ep.py's model (hidden 512, intermediate 1024, 4 layers,
-E = 8, k = 2, vocab 2048; cached under build/bench/ep/), compiles it once
+E = 8, k = 2, vocab 2048, 512 positions: prompt + decode at most 512;
+cached under build/bench/ep/), compiles it once
 per factor (0: no capacity, exact) and runs each --runs times after a warm-up
 run, with a thread per core. Reports the median prefill and decode tok/s,
 the binary's `capacity:` drop rate, and the prefill speed against the exact
@@ -52,7 +53,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--factors", default="0,2,1.25,1,0.75,0.5")
-    p.add_argument("--prefill", type=int, default=512)
+    p.add_argument("--prefill", type=int, default=496)
     p.add_argument("--decode", type=int, default=16)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--ranks", type=int, default=2)
