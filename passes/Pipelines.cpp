@@ -85,9 +85,6 @@ llvm::Error mlir::moe::checkPipelineOptions(const PipelineOptions &options,
   if (options.expertParallel < 0)
     return fail(prefix + "expert-parallel must be at least 1 (0: off), got " +
                 llvm::Twine(options.expertParallel.getValue()));
-  if (options.expertParallel > 0 && options.target != "cpu")
-    return fail(prefix + "expert-parallel runs on the cpu target only for "
-                         "now (NCCL ranks for cuda are not built yet)");
   if (!std::isfinite(double(options.capacityFactor)) ||
       options.capacityFactor < 0)
     return fail(prefix +

@@ -63,9 +63,10 @@ if mpirun and getattr(config, "moe_mpi", "0") == "1":
     config.substitutions.append(
         ("%mpi_cflags", " ".join("-I " + shlex.quote(d) for d in
                                   config.moe_mpi_include_dirs.split(";") if d)))
-    # NCCL from the CUDA toolkit: the NCCL backend's compile check.
+    # NCCL from the CUDA toolkit (libmoert_nccl built): the NCCL backend's
+    # build checks.
     cuda_home = os.path.dirname(os.path.dirname(config.moe_nvcc))
-    if os.path.exists(os.path.join(cuda_home, "include", "nccl.h")):
+    if getattr(config, "moe_nccl", "0") == "1":
         config.available_features.add("nccl")
         config.substitutions.append(("%cuda_home", shlex.quote(cuda_home)))
     config.substitutions.append(
@@ -115,3 +116,16 @@ if config.moe_cuda_emu_lib:
              "--emu-include", os.path.join(config.moe_src_root, "test", "cuda-emu"),
              "--runtime-include", os.path.join(config.moe_src_root, "runtime", "include")]
             + [f"--runtime-lib={lib}" for lib in config.moe_runtime_libs])))
+    # Expert parallelism on the emulator: the MPI communicator over its
+    # device memory, which is host memory (NCCL needs GPUs).
+    if "mpi" in config.available_features and config.moe_mpi_runtime_lib:
+        config.available_features.add("cuda-emu-mpi")
+        config.substitutions.append(
+            ("%ep_cuda_emu", " ".join(
+                ["--target", "cuda-emu", "--cxx", config.moe_cxx,
+                 "--emu-driver", config.moe_cuda_emu_lib,
+                 "--emu-include", os.path.join(config.moe_src_root, "test", "cuda-emu"),
+                 "--runtime-include", os.path.join(config.moe_src_root, "runtime", "include")]
+                + [f"--runtime-lib={lib}" for lib in config.moe_runtime_libs]
+                + [f"--ep-lib={lib}" for lib in
+                   [config.moe_mpi_runtime_lib] + config.moe_mpi_libs.split(";") if lib])))

@@ -6,6 +6,7 @@
 
 #include "compiler/common/HostPlan.h"
 #include "compiler/common/Lowering.h"
+#include "passes/Passes.h"
 
 #include "dialects/MoE/MoEOps.h"
 #include "dialects/MoERT/MoERT.h"
@@ -134,7 +135,10 @@ const llvm::StringSet<> &knownCallees(Target target) {
                                          "moert::cuda::expertPermute",
                                          "moert::cuda::siluMul",
                                          "moert::cuda::expertCombine",
-                                         "moert::cuda::expertCapacity"};
+                                         "moert::cuda::expertCapacity",
+                                         "moert::cuda::epGatherLocal",
+                                         "moert::cuda::epPartialSum",
+                                         "moert::cuda::epSumPartials"};
   return target == Target::Cpu ? cpu : cuda;
 }
 
@@ -191,6 +195,8 @@ public:
   /// moe.expert_capacity's factor (moert_program::capacity_factor; 0: none).
   double capacityFactor = 0;
   LogicalResult recordExpertRanks(moert::CallOp call);
+  /// A `moert.first_expert` table's entries: expert-major, equal parts.
+  LogicalResult recordTableRanks(moert::TableOp table, ArrayRef<int64_t> first);
   /// Records the factor of a call or launch of the capacity kernel, whose
   /// arguments are (weights, indices, factor, ...).
   LogicalResult recordCapacity(Operation *op, ValueRange args);
@@ -416,6 +422,10 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
     logitsFrom = true;
     return success();
   }
+  if (auto r = dyn_cast<moert::EpRankOp>(op)) {
+    names[r] = "ex->comm->rank()";
+    return success();
+  }
   if (auto r = dyn_cast<moert::RouteStatsOp>(op)) {
     names[r] = "ex->route_stats";
     return success();
@@ -427,6 +437,11 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
   }
   if (auto t = dyn_cast<moert::TableOp>(op)) {
     moert::TableType type = t.getType();
+    // The CUDA target's expert-parallel tables say which expert (so which
+    // rank) each entry is, expert-major.
+    if (auto first = t->getAttrOfType<DenseI64ArrayAttr>("moert.first_expert"))
+      if (failed(recordTableRanks(t, first.asArrayRef())))
+        return failure();
     SmallVector<std::string> entries;
     for (Value e : t.getEntries()) {
       if (e.getDefiningOp<moert::NullOp>()) {
@@ -450,6 +465,26 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
           << (type.getOutput() ? "float" : "const void") << " *p["
           << type.getSize() << "]; } " << name << " = {{"
           << llvm::join(entries, ", ") << "}};\n";
+    return success();
+  }
+  if (auto c = dyn_cast<moert::CallOp>(op);
+      c && !cpu && c.getCallee() == "moert::cuda::epAllgather") {
+    // The host side of the CUDA target's expert parallelism (ep_host.h).
+    ArrayAttr targs = c.getTemplateArgs();
+    if (!c.getCollective() || targs.size() != 2 || c.getArgs().size() != 2)
+      return op->emitOpError("moert::cuda::epAllgather takes [H, R] and "
+                             "(partials, n), collective");
+    SmallVector<std::string> list = {"ex"};
+    for (Value a : c.getArgs()) {
+      FailureOr<std::string> s = expr(op, a);
+      if (failed(s))
+        return failure();
+      list.push_back(*s);
+    }
+    out << pad << "moert::cuda::epAllgather<"
+        << cast<IntegerAttr>(targs[0]).getInt() << ", "
+        << cast<IntegerAttr>(targs[1]).getInt() << ">("
+        << llvm::join(list, ", ") << ");\n";
     return success();
   }
   if (auto c = dyn_cast<moert::CallOp>(op)) {
@@ -501,7 +536,8 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
       if (failed(s))
         return failure();
       std::string arg = *s;
-      bool lvalue = names.count(a) && !a.getDefiningOp<moert::TokensOp>();
+      bool lvalue = names.count(a) && !a.getDefiningOp<moert::TokensOp>() &&
+                    !a.getDefiningOp<moert::EpRankOp>();
       if (!lvalue) {
         Type t = a.getType();
         StringRef ctype = t.isF32()         ? "float"
@@ -709,6 +745,31 @@ LogicalResult PlanPrinter::recordExpertRanks(moert::CallOp call) {
   return success();
 }
 
+LogicalResult PlanPrinter::recordTableRanks(moert::TableOp table,
+                                            ArrayRef<int64_t> first) {
+  int64_t ranks = int64_t(first.size()) - 1,
+          experts = ranks > 0 ? first.back() : 0;
+  int64_t entries = int64_t(table.getEntries().size());
+  if (ranks < 1 || ranks > experts || entries % experts ||
+      llvm::ArrayRef(splitExperts(experts, ranks)) != first ||
+      (epRanks && epRanks != ranks))
+    return table.emitOpError("a table of experts split as moe-shard-experts "
+                             "splits them, over the program's ranks");
+  epRanks = ranks;
+  weightRanks.resize(manifest.size(), -1);
+  int64_t parts = entries / experts;
+  for (auto [i, entry] : llvm::enumerate(table.getEntries())) {
+    auto w = entry.getDefiningOp<moert::WeightOp>();
+    if (!w)
+      return table.emitOpError("an expert table takes weights");
+    int64_t e = int64_t(i) / parts, rank = 0;
+    while (first[rank + 1] <= e)
+      ++rank;
+    weightRanks[manifestIndex.lookup(w.getName())] = int32_t(rank);
+  }
+  return success();
+}
+
 void PlanPrinter::writeTables(raw_ostream &os) const {
   os << "const moert_weight_desc kWeights[] = {\n";
   for (WeightSourceOp s : manifest) {
@@ -912,7 +973,8 @@ FailureOr<CudaProgram> mlir::moe::printCudaProgram(ModuleOp module,
   llvm::raw_string_ostream os(program.hostPlan);
   os << "// Generated by moe-compile (CUDA target) for model '"
      << cppComment(options.modelName) << "'. Do not edit.\n"
-     << "#include \"moert/program.h\"\n\n"
+     << "#include \"moert/program.h\"\n"
+     << "#include \"moert/cuda/ep_host.h\"\n\n"
      << "// The fatbin nvcc built from the device code, embedded here.\n"
      << "extern \"C\" const unsigned char moert_device_image[];\n"
      << "extern \"C\" const unsigned char moert_device_image_end[];\n"

@@ -14,6 +14,7 @@
 
 #include "compiler/Passes.h"
 #include "compiler/common/Lowering.h"
+#include "passes/Passes.h"
 
 #include "mlir/IR/AffineExpr.h"
 #include "mlir/IR/AffineMap.h"
@@ -31,11 +32,31 @@ using namespace mlir::moe;
 
 namespace {
 
+/// Scratch floats per batch token of an op on the CUDA target. The kernels
+/// gather in their loads and apply silu in their stores, so only the
+/// expert-parallel ops need any: this rank's experts stage the permutation
+/// of their rows, its offsets, the silu(gate) * up rows and the products
+/// (k rows a token); the combine the ranks' partial sums (R rows a token).
+int64_t cudaScratch(Operation *op) {
+  if (auto experts = dyn_cast<EpExpertsOp>(op)) {
+    auto gate =
+        cast<RankedTensorType>(experts.getGateWeights().front().getType());
+    int64_t k = getRowsPerToken(experts.getRows());
+    int64_t e = int64_t(experts.getGateWeights().size());
+    return k + (e + 1) + k * gate.getDimSize(0) +
+           k * experts.getResult().getType().getDimSize(1);
+  }
+  if (auto combine = dyn_cast<EpCombineOp>(op))
+    return int64_t(combine.getFirstExpert().size() - 1) *
+           combine.getResult().getType().getDimSize(1);
+  return 0;
+}
+
 struct CudaBufferModel : public moert::TargetBufferAttrInterface::ExternalModel<
                              CudaBufferModel, moert::CudaTargetAttr> {
-  /// The CUDA kernels gather in their loads and apply silu in their
-  /// stores: no op needs scratch.
-  int64_t getScratchFloatsPerToken(Attribute, Operation *) const { return 0; }
+  int64_t getScratchFloatsPerToken(Attribute, Operation *op) const {
+    return cudaScratch(op);
+  }
 };
 
 struct CudaOptions {
@@ -107,6 +128,12 @@ public:
     bool gather = false, grouped = false, silu = false;
     /// Only the prefill variant (the caller has emitted the decode one).
     bool prefillOnly = false;
+    /// Rows of the batch per token (the rows an expert-parallel rank
+    /// received: k a token, with k = 1 for the kernels).
+    int64_t rowsPerToken = 1;
+    /// Expert parallelism: the split of the experts, recorded on the weight
+    /// table (`moert.first_expert`) for the program's rank of each weight.
+    ArrayRef<int64_t> firstExpert;
     Value input, perm, offsets, output, residual;
   };
 
@@ -121,10 +148,14 @@ public:
     Type typeA = elementType(m.weights.front());
     Type typeB = elementType(m.weights[parts - 1]);
     int64_t numPtrs = int64_t(m.weights.size());
-    Value table = moert::TableOp::create(
+    auto tableOp = moert::TableOp::create(
         b, loc, moert::TableType::get(c, numPtrs, b.getNoneType(), false),
         m.weights);
-    Value n = tokens(b, loc, b.getI32Type());
+    if (!m.firstExpert.empty())
+      tableOp->setAttr("moert.first_expert",
+                       b.getDenseI64ArrayAttr(m.firstExpert));
+    Value table = tableOp;
+    Value n = tokens(b, loc, b.getI32Type(), m.rowsPerToken);
     Value perm = m.perm ? m.perm : nullBuffer(b, loc, b.getI32Type());
     Value offsets = m.offsets ? m.offsets : nullBuffer(b, loc, b.getI32Type());
     Value residual =
@@ -150,7 +181,7 @@ public:
                     256, args);
     };
     // Grouped gemv: a block row per expert that has rows, at most n * k.
-    AffineExpr nx = nExpr(c);
+    AffineExpr nx = nExpr(c) * m.rowsPerToken;
     AffineMap groups =
         m.grouped
             ? AffineMap::get(1, 0,
@@ -532,6 +563,169 @@ CUDA_PATTERN(ExpertCombineToCuda, ExpertCombineOp) {
   return success();
 }
 
+/// Expert parallelism (moe-shard-experts): every rank holds every token, so
+/// the dispatch is a local gather of this rank's pairs and the combine an
+/// all-gather of per-rank partial sums (kernels.cuh, ep_host.h). (E, R) of
+/// the split of moe-shard-experts, or failure for another split.
+FailureOr<std::pair<int64_t, int64_t>> cudaEpSplit(Operation *op,
+                                                   ArrayRef<int64_t> first) {
+  int64_t ranks = int64_t(first.size()) - 1, experts = first.back();
+  if (ranks < 1 || llvm::ArrayRef(splitExperts(experts, ranks)) != first)
+    return op->emitOpError("the CUDA target runs the split of "
+                           "moe-shard-experts only");
+  return std::make_pair(experts, ranks);
+}
+
+/// The i32 or f32 view `size` per token into `scratch` at `offset`.
+Value scratchView(OpBuilder &b, Location loc, Value scratch, int64_t offset,
+                  int64_t size, Type element, int64_t width = 0) {
+  auto base = scratch.getDefiningOp<moert::ViewOp>();
+  SmallVector<int64_t> shape = {ShapedType::kDynamic};
+  if (width)
+    shape.push_back(width);
+  return moert::ViewOp::create(b, loc, MemRefType::get(shape, element),
+                               base.getOffset() + offset, size)
+      .getResult();
+}
+
+// The counts are this rank's to know (every rank has every route); the
+// gather in epGatherLocal writes them, so the exchange itself is nothing.
+CUDA_PATTERN(EpExchangeCountsToCuda, EpExchangeCountsOp) {
+  return LogicalResult(cudaEpSplit(op, op.getFirstExpert()));
+}
+
+CUDA_PATTERN(EpDispatchToCuda, EpDispatchOp) {
+  MLIRContext *c = getContext();
+  Location loc = op.getLoc();
+  auto counts = op.getCounts().getDefiningOp<EpExchangeCountsOp>();
+  if (!counts)
+    return op.emitOpError("takes the counts of a moe.ep_exchange_counts");
+  auto split = cudaEpSplit(op, counts.getFirstExpert());
+  if (failed(split))
+    return failure();
+  SmallVector<Value> args = {a.getInput(),
+                             a.getIndices(),
+                             a.getWeights(),
+                             tokens(rw, loc, rw.getI32Type()),
+                             moert::EpRankOp::create(rw, loc, rw.getI32Type()),
+                             a.getCounts(),
+                             outs[0],
+                             outs[1],
+                             outs[2]};
+  cuda.launch(rw, loc,
+              cuda.kernel(rw, "ep_gather", "moert::cuda::epGatherLocal",
+                          TemplateArgs(rw)
+                              .i(width(op.getInput()))
+                              .i(split->first)
+                              .i(width(op.getIndices()))
+                              .i(split->second),
+                          256, args),
+              grid(nExpr(c)), grid(c, 1), args);
+  return success();
+}
+
+CUDA_PATTERN(EpExpertsToCuda, EpExpertsOp) {
+  MLIRContext *c = getContext();
+  Location loc = op.getLoc();
+  auto split = cudaEpSplit(op, op.getFirstExpert());
+  if (failed(split))
+    return failure();
+  int64_t experts = split->first, k = getRowsPerToken(op.getRows());
+  int64_t h = width(op.getResult());
+  auto gate = cast<RankedTensorType>(op.getGateWeights().front().getType());
+  int64_t inter = gate.getDimSize(0);
+  FailureOr<Value> scratch = scratchBuffer(rw, op, cudaScratch(op));
+  if (failed(scratch))
+    return failure();
+  Value perm = scratchView(rw, loc, *scratch, 0, k, rw.getI32Type());
+  Value offsets =
+      scratchView(rw, loc, *scratch, k, experts + 1, rw.getI32Type());
+  Value hidden = scratchView(rw, loc, *scratch, k + experts + 1, k * inter,
+                             rw.getF32Type(), inter);
+  Value products = scratchView(rw, loc, *scratch, k + experts + 1 + k * inter,
+                               k * h, rw.getF32Type(), h);
+  // The received rows as a batch of n * k rows of one choice each: sorted
+  // by expert (the empty slots, expert -1, last), through the grouped
+  // GEMMs of this rank's experts (the others have no rows), then each row
+  // scaled by its gate back in slot order.
+  Value rows = tokens(rw, loc, rw.getI32Type(), k);
+  SmallVector<Value> permArgs = {a.getExperts(), rows, perm, offsets};
+  int64_t threads = std::min<int64_t>((experts + 32) / 32 * 32, 1024);
+  cuda.launch(rw, loc,
+              cuda.kernel(rw, "expert_permute", "moert::cuda::expertPermute",
+                          TemplateArgs(rw).i(experts).i(1), threads, permArgs),
+              grid(c, 1), grid(c, 1), permArgs);
+  CudaLowering::Matmul gateUp;
+  gateUp.input = a.getRows(), gateUp.perm = perm, gateUp.offsets = offsets;
+  gateUp.output = hidden;
+  for (int64_t e = 0; e < experts; ++e) {
+    gateUp.weights.push_back(a.getGateWeights()[e]);
+    gateUp.weights.push_back(a.getUpWeights()[e]);
+  }
+  gateUp.rowsA = gateUp.rowsB = inter, gateUp.in = h;
+  gateUp.experts = experts, gateUp.k = 1, gateUp.rowsPerToken = k;
+  gateUp.gather = true, gateUp.grouped = true, gateUp.silu = true;
+  gateUp.firstExpert = op.getFirstExpert();
+  if (failed(cuda.matmul(rw, op, gateUp)))
+    return failure();
+  CudaLowering::Matmul down;
+  down.input = hidden, down.perm = perm, down.offsets = offsets;
+  down.output = products;
+  down.weights.assign(a.getDownWeights().begin(), a.getDownWeights().end());
+  down.rowsA = h, down.in = inter, down.experts = experts, down.k = 1;
+  down.rowsPerToken = k, down.grouped = true;
+  down.firstExpert = op.getFirstExpert();
+  if (failed(cuda.matmul(rw, op, down)))
+    return failure();
+  SmallVector<Value> combineArgs = {
+      products, perm,    a.getGates(),
+      rows,     outs[0], nullBuffer(rw, loc, rw.getF32Type())};
+  cuda.launch(rw, loc,
+              cuda.kernel(rw, "expert_combine", "moert::cuda::expertCombine",
+                          TemplateArgs(rw).i(h).i(1), 256, combineArgs),
+              grid(nExpr(c) * k), grid(c, 1), combineArgs);
+  return success();
+}
+
+CUDA_PATTERN(EpCombineToCuda, EpCombineOp) {
+  MLIRContext *c = getContext();
+  Location loc = op.getLoc();
+  auto split = cudaEpSplit(op, op.getFirstExpert());
+  if (failed(split))
+    return failure();
+  int64_t h = width(op.getResult()), ranks = split->second;
+  FailureOr<Value> scratch = scratchBuffer(rw, op, cudaScratch(op));
+  if (failed(scratch))
+    return failure();
+  Value partials =
+      scratchView(rw, loc, *scratch, 0, ranks * h, rw.getF32Type(), h);
+  Value n = tokens(rw, loc, rw.getI32Type());
+  SmallVector<Value> sumArgs = {
+      a.getInput(), a.getIndices(), n,
+      moert::EpRankOp::create(rw, loc, rw.getI32Type()), partials};
+  cuda.launch(rw, loc,
+              cuda.kernel(rw, "ep_partial_sum", "moert::cuda::epPartialSum",
+                          TemplateArgs(rw)
+                              .i(h)
+                              .i(split->first)
+                              .i(width(op.getIndices()))
+                              .i(ranks),
+                          256, sumArgs),
+              grid(nExpr(c)), grid(c, 1), sumArgs);
+  moert::CallOp::create(rw, loc, rw.getStringAttr("moert::cuda::epAllgather"),
+                        rw.getArrayAttr(TemplateArgs(rw).i(h).i(ranks).args),
+                        UnitAttr(), rw.getUnitAttr(),
+                        ValueRange{partials, tokens(rw, loc, rw.getI64Type())});
+  SmallVector<Value> addArgs = {
+      partials, n, outs[0],
+      a.getResidual() ? a.getResidual() : nullBuffer(rw, loc, rw.getF32Type())};
+  cuda.launch(rw, loc,
+              cuda.kernel(rw, "ep_sum_partials", "moert::cuda::epSumPartials",
+                          TemplateArgs(rw).i(h).i(ranks), 256, addArgs),
+              grid((nExpr(c) * h).ceilDiv(256)), grid(c, 1), addArgs);
+  return success();
+}
+
 struct LowerToCudaPass
     : public mlir::moe::impl::LowerToCudaBase<LowerToCudaPass> {
   using Base::Base;
@@ -567,11 +761,13 @@ struct LowerToCudaPass
                         const TypeConverter &converter, LoweringState &state) {
       // Lives as long as the patterns: until lowerModule returns.
       lowering.emplace(state, options);
-      patterns.add<EmbeddingToCuda, RMSNormToCuda, LinearToCuda,
-                   FusedLinearToCuda, RoPEToCuda, AttentionToCuda, AddToCuda,
-                   FusedRouterToCuda, ExpertCapacityToCuda, ExpertPermuteToCuda,
-                   GroupedMatmulToCuda, SiluMulToCuda, ExpertCombineToCuda>(
-          converter, &getContext(), state, *lowering);
+      patterns
+          .add<EmbeddingToCuda, RMSNormToCuda, LinearToCuda, FusedLinearToCuda,
+               RoPEToCuda, AttentionToCuda, AddToCuda, FusedRouterToCuda,
+               ExpertCapacityToCuda, ExpertPermuteToCuda, GroupedMatmulToCuda,
+               SiluMulToCuda, ExpertCombineToCuda, EpExchangeCountsToCuda,
+               EpDispatchToCuda, EpExpertsToCuda, EpCombineToCuda>(
+              converter, &getContext(), state, *lowering);
     };
     if (failed(lowerModule(module, moert::CudaTargetAttr::get(&getContext()),
                            populate)))

@@ -248,6 +248,21 @@ def MoERT_LogitsFromOp : MoERT_Op<"logits_from", [Pure]> {
   let assemblyFormat = "attr-dict `:` type($result)";
 }
 
+def MoERT_EpRankOp : MoERT_Op<"ep_rank", [Pure]> {
+  let summary = "this process's rank (expert parallelism, CUDA target)";
+  let description = [{
+    The rank of the runtime's communicator, a kernel argument of the
+    expert-parallel kernels of the CUDA target (which rows a rank gathers
+    and sums). One program runs as every rank, so it is a run-time value.
+
+    ```mlir
+    %r = moert.ep_rank : i32
+    ```
+  }];
+  let results = (outs I32:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
+}
+
 def MoERT_RouteStatsOp : MoERT_Op<"route_stats", [Pure]> {
   let summary = "the session's routing counters";
   let description = [{

@@ -13,9 +13,10 @@
 // ncclCommGetAsyncError polled: a dead peer ends the job with an error
 // (ncclCommAbort, then MPI_Abort), never a hang.
 //
-// STATUS: compile-checked only (test/e2e/nccl-compile.test). The CUDA
-// target has no expert-parallel lowering yet, so nothing runs on it; it is
-// not part of libmoert and no program links it.
+// libmoert_nccl: moe-compile links it into CUDA programs compiled with
+// --expert-parallel (test/e2e/nccl-compile.test builds one). It has not run
+// on GPUs yet: the same plan runs on the CUDA emulator with the MPI
+// communicator (cuda-emu-expert-parallel.test).
 //
 //===----------------------------------------------------------------------===//
 
@@ -35,7 +36,7 @@
 namespace {
 
 struct NcclComm final : moert_comm {
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, device_ = 0;
   double timeout = 60;
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
@@ -43,6 +44,7 @@ struct NcclComm final : moert_comm {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   const char *backend() const override { return "nccl"; }
+  int device() const override { return device_; }
 
   [[noreturn]] void abort(const char *message) override {
     std::fprintf(stderr, "error: rank %d: %s\n", rank_, message);
@@ -167,6 +169,7 @@ extern "C" int moert_comm_nccl_create(int *argc, char ***argv, moert_comm **out,
     return 1;
   }
   cudaSetDevice(local);
+  c->device_ = local;
   cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
   ncclUniqueId id;
   if (c->rank_ == 0)

@@ -160,10 +160,28 @@ void launchKernel(void *device, int64_t kernel, unsigned gridX, unsigned gridY,
   }
 }
 
+/// exec.sync: waits for the session's stream; a failure is kept as a launch
+/// error is.
+void syncStream(void *device) {
+  auto *s = static_cast<moert_cuda_session *>(device);
+  if (s->launchError != kSuccess)
+    return;
+  CUresult r = driver().cuStreamSynchronize(s->stream);
+  if (r != kSuccess) {
+    s->launchError = r;
+    s->failedKernel = -1; // not a launch: the wait
+  }
+}
+
 moert_status launchFailure(moert_cuda_session *s) {
   const Driver &d = driver();
   CUresult r = s->launchError;
   s->launchError = kSuccess;
+  if (s->failedKernel < 0)
+    return moert_fail(MOERT_ERROR_DEVICE,
+                      "CUDA: the kernels before a collective of expert "
+                      "parallelism failed: %s",
+                      d.describe(r));
   return moert_fail(MOERT_ERROR_DEVICE, "CUDA: launching kernel %s failed: %s",
                     s->model->program->kernel_names[s->failedKernel],
                     d.describe(r));
@@ -173,7 +191,7 @@ moert_status launchFailure(moert_cuda_session *s) {
 
 moert_status moert_cuda_model_load(const moert_program *p,
                                    const std::vector<const void *> &host,
-                                   moert_cuda_model **out) {
+                                   int deviceIndex, moert_cuda_model **out) {
   *out = nullptr;
   const Driver &d = driver();
   if (!d.error.empty())
@@ -182,19 +200,23 @@ moert_status moert_cuda_model_load(const moert_program *p,
   MOERT_CU_CHECK(d.cuDeviceGetCount(&count), "counting devices");
   if (count < 1)
     return moert_fail(MOERT_ERROR_DEVICE, "CUDA: no GPU found");
+  if (deviceIndex < 0 || deviceIndex >= count)
+    return moert_fail(MOERT_ERROR_DEVICE, "CUDA: no GPU %d (%d found)",
+                      deviceIndex, count);
   auto *m = new moert_cuda_model;
   m->program = p;
   auto bail = [&](moert_status st) {
     moert_cuda_model_free(m);
     return st;
   };
-  CUresult r = d.cuDeviceGet(&m->device, 0);
+  CUresult r = d.cuDeviceGet(&m->device, deviceIndex);
   if (r == kSuccess)
     r = d.cuDevicePrimaryCtxRetain(&m->context, m->device);
   if (r == kSuccess)
     r = d.cuCtxSetCurrent(m->context);
   if (r != kSuccess)
-    return bail(moert_fail(MOERT_ERROR_DEVICE, "CUDA: cannot open device 0: %s",
+    return bail(moert_fail(MOERT_ERROR_DEVICE,
+                           "CUDA: cannot open device %d: %s", deviceIndex,
                            d.describe(r)));
   char name[256] = {};
   d.cuDeviceGetName(name, sizeof(name) - 1, m->device);
@@ -221,15 +243,16 @@ moert_status moert_cuda_model_load(const moert_program *p,
                              p->kernel_names[k], d.describe(r)));
     m->functions.push_back(f);
   }
-  // Every weight in one allocation, 256-byte aligned.
+  // Every weight this rank holds in one allocation, 256-byte aligned.
   std::vector<CUdeviceptr> offsets;
   CUdeviceptr total = 0;
   for (int64_t i = 0; i < p->num_weights; ++i) {
+    uint64_t size = host[size_t(i)] ? p->weights[i].size : 0;
     if (total > UINT64_MAX - 255 ||
-        __builtin_add_overflow(align(total, 256), p->weights[i].size, &total))
+        __builtin_add_overflow(align(total, 256), size, &total))
       return bail(moert_fail(MOERT_ERROR_MEMORY,
                              "CUDA: the weights need more than 2^64 bytes"));
-    offsets.push_back(total - p->weights[i].size);
+    offsets.push_back(total - size);
   }
   r = d.cuMemAlloc(&m->weightMemory, size_t(total ? total : 1));
   if (r != kSuccess)
@@ -238,6 +261,10 @@ moert_status moert_cuda_model_load(const moert_program *p,
                            "%s",
                            (unsigned long long)total, name, d.describe(r)));
   for (int64_t i = 0; i < p->num_weights; ++i) {
+    if (!host[size_t(i)]) { // another rank's
+      m->weights.push_back(nullptr);
+      continue;
+    }
     CUdeviceptr at = m->weightMemory + offsets[size_t(i)];
     r = d.cuMemcpyHtoD(at, host[size_t(i)], size_t(p->weights[i].size));
     if (r != kSuccess)
@@ -268,6 +295,7 @@ const char *moert_cuda_device_name(const moert_cuda_model *m) {
 }
 
 moert_status moert_cuda_session_create(moert_cuda_model *m, int64_t maxTokens,
+                                       moert_comm *comm,
                                        moert_cuda_session **out) {
   *out = nullptr;
   const Driver &d = driver();
@@ -276,7 +304,9 @@ moert_status moert_cuda_session_create(moert_cuda_model *m, int64_t maxTokens,
   auto *s = new moert_cuda_session;
   s->model = m;
   const char *graphs = std::getenv("MOERT_CUDA_GRAPHS");
-  s->useGraphs = !(graphs && std::strcmp(graphs, "0") == 0);
+  // Expert-parallel steps wait for the stream inside `forward` (the
+  // collectives), which a graph capture cannot hold.
+  s->useGraphs = !(graphs && std::strcmp(graphs, "0") == 0) && !p->ep_ranks;
   // A multiple of 8 rows keeps every planned buffer (arena + rows * offset)
   // 32-byte aligned for the vector loads.
   int64_t rows = (maxTokens + 7) / 8 * 8;
@@ -355,6 +385,8 @@ moert_status moert_cuda_session_create(moert_cuda_model *m, int64_t maxTokens,
   s->exec.max_tokens = rows;
   s->exec.device = s;
   s->exec.launch = launchKernel;
+  s->exec.sync = syncStream;
+  s->exec.comm = comm;
   s->exec.route_stats = reinterpret_cast<int64_t *>(s->routeStats);
   *out = s;
   return MOERT_OK;

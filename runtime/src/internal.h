@@ -57,15 +57,16 @@ const moert::Tokenizer *moert_model_tokenizer(moert_model *model,
 // The CUDA backend (cuda.cpp).
 struct moert_cuda_model;
 struct moert_cuda_session;
-/// Opens the driver and device 0, loads the program's kernels and uploads
-/// the weights (`host`: one pointer per manifest entry).
+/// Opens the driver and GPU `device`, loads the program's kernels and
+/// uploads the weights (`host`: one pointer per manifest entry; a null one,
+/// another rank's weight, gets no device memory and a null pointer).
 moert_status moert_cuda_model_load(const moert_program *program,
                                    const std::vector<const void *> &host,
-                                   moert_cuda_model **out);
+                                   int device, moert_cuda_model **out);
 void moert_cuda_model_free(moert_cuda_model *model);
 const char *moert_cuda_device_name(const moert_cuda_model *model);
 moert_status moert_cuda_session_create(moert_cuda_model *model,
-                                       int64_t max_tokens,
+                                       int64_t max_tokens, moert_comm *comm,
                                        moert_cuda_session **out);
 void moert_cuda_session_free(moert_cuda_session *session);
 /// Runs one chunk: host tokens/positions in, host logits out.

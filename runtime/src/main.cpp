@@ -52,6 +52,11 @@ extern "C" __attribute__((weak)) int
 moert_comm_mpi_create(int *argc, char ***argv, moert_comm **comm, char *error,
                       unsigned long errorSize);
 extern "C" __attribute__((weak)) void moert_comm_mpi_free(moert_comm *comm);
+// libmoert_nccl, linked instead into expert-parallel CUDA programs.
+extern "C" __attribute__((weak)) int
+moert_comm_nccl_create(int *argc, char ***argv, moert_comm **comm, char *error,
+                       unsigned long errorSize);
+extern "C" __attribute__((weak)) void moert_comm_nccl_free(moert_comm *comm);
 
 namespace {
 
@@ -778,13 +783,19 @@ int main(int argc, char **argv) {
   bool help = false;
   for (int i = 1; i < argc; ++i)
     help |= !std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h");
+  // CUDA programs exchange device buffers over NCCL where it is linked; MPI
+  // otherwise (CPU programs, and the CUDA emulator's host memory).
+  const bool nccl =
+      program->target == MOERT_TARGET_CUDA && moert_comm_nccl_create;
+  auto freeComm = nccl ? moert_comm_nccl_free : moert_comm_mpi_free;
   if (program->ep_ranks > 0 && !help) {
-    if (!moert_comm_mpi_create)
+    if (!nccl && !moert_comm_mpi_create)
       die("this program was compiled with --expert-parallel %lld but linked "
-          "without libmoert_mpi",
+          "without a communicator (libmoert_mpi or libmoert_nccl)",
           (long long)program->ep_ranks);
     char error[256] = "";
-    if (moert_comm_mpi_create(&argc, &argv, &epComm, error, sizeof error))
+    if ((nccl ? moert_comm_nccl_create : moert_comm_mpi_create)(
+            &argc, &argv, &epComm, error, sizeof error))
       die("%s", error);
     // One output: rank 0's (every rank computes the same tokens).
     if (epComm->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
@@ -794,7 +805,7 @@ int main(int argc, char **argv) {
   try {
     int rc = run(argc, argv);
     if (epComm)
-      moert_comm_mpi_free(epComm);
+      freeComm(epComm);
     return rc;
   } catch (const std::bad_alloc &) {
     die("out of memory");

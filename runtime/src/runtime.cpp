@@ -566,8 +566,9 @@ extern "C" moert_status moert_model_load_ranked(const moert_program *program,
     }
 
     if (program->target == MOERT_TARGET_CUDA) {
-      moert_status st =
-          moert_cuda_model_load(program, model->weights, &model->cuda);
+      moert_status st = moert_cuda_model_load(
+          program, model->weights, comm && rank >= 0 ? comm->device() : 0,
+          &model->cuda);
       if (st != MOERT_OK)
         return st;
       // The weights live on the device now.
@@ -602,8 +603,8 @@ extern "C" moert_status moert_session_create(moert_model *model,
     std::unique_ptr<moert_session> s(new moert_session);
     s->model = model;
     if (model->cuda) {
-      moert_status st =
-          moert_cuda_session_create(model->cuda, model->maxTokens, &s->cuda);
+      moert_status st = moert_cuda_session_create(model->cuda, model->maxTokens,
+                                                  model->comm, &s->cuda);
       if (st != MOERT_OK)
         return st;
       *out = s.release();

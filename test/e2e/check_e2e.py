@@ -70,6 +70,8 @@ import numpy as np
 from moe_ref import generate, quant
 from moe_ref.reference import Reference
 
+import emu_build
+
 
 def run(cmd, env=None, stderr=None):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -113,12 +115,7 @@ def main():
                         "--work (to build where the compiler is and run where the GPU is)")
     p.add_argument("--compare-cpu", action="store_true",
                    help="also build the CPU target and require its logits within tol")
-    p.add_argument("--cxx", default="c++")
-    p.add_argument("--emu-driver", help="the emulator's fake libcuda (cuda-emu)")
-    p.add_argument("--emu-include", help="directory of cuda_emu.h (cuda-emu)")
-    p.add_argument("--runtime-include", help="runtime/include (cuda-emu)")
-    p.add_argument("--runtime-lib", action="append", default=[],
-                   help="libmoert_main.a, libmoert.a (cuda-emu)")
+    emu_build.add_arguments(p)
     p.add_argument("--quantize", choices=quant.FORMATS,
                    help="build with moe-compile --quantize=FMT; the reference computes "
                         "with the same weights quantised and dequantised")
@@ -274,25 +271,10 @@ def main():
         arch = ["--cuda-arch", args.cuda_arch] if args.cuda_arch else []
         run(compile_cmd + ["--target", "cuda", "-o", binary] + arch)
     else:
-        cu, plan, obj = binary + ".cu", binary + ".plan.cpp", binary + ".kernels.o"
-        run(compile_cmd + ["--target", "cuda", "--emit=cu", "-o", cu])
-        run(compile_cmd + ["--target", "cuda", "--emit=cpp", "-o", plan])
-        # -fsanitize=alignment: a misaligned vector load or store (the
-        # emulator's float4/uint4/... have CUDA's alignment) stops the run,
-        # as it would fault on the GPU.
-        common = [args.cxx, "-std=c++17", "-O2", "-w", "-I", args.runtime_include,
-                  "-fsanitize=alignment", "-fno-sanitize-recover=alignment"]
-        # CUDA code type-puns vector loads (uint4 -> __half2), which nvcc
-        # allows; g++ needs -fno-strict-aliasing for the same meaning.
-        run(common + ["-fno-strict-aliasing", "-DMOERT_CUDA_EMULATOR", "-I",
-                      args.emu_include, "-include",
-                      "cuda_emu.h", "-x", "c++", "-c", cu, "-o", obj])
-        run(common + [plan, obj] + args.runtime_lib +
-            [args.emu_driver, "-Wl,-rpath," + os.path.dirname(os.path.abspath(args.emu_driver)),
-             "-ldl", "-lpthread", "-o", binary])
+        emu_build.build(args, compile_cmd, binary, run)
     env = dict(os.environ)
     if args.target == "cuda-emu":
-        env["MOERT_CUDA_DRIVER"] = args.emu_driver
+        env = emu_build.env(args, env)
 
     def run_binary(chunk, dump, exe=binary, stderr=None):
         cmd = [exe, "--tokens", args.tokens, "-n", str(args.n)]

@@ -39,6 +39,8 @@ import numpy as np
 from moe_ref import generate
 from moe_ref.reference import Reference
 
+import emu_build
+
 
 def run(cmd, env=None, timeout=300):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -111,6 +113,11 @@ def main():
                    help="compile both with --capacity-factor C: the reference drops the "
                         "same pairs (fed the binary's calls), and the EP run's "
                         "`capacity:` line must report the reference's drop count")
+    p.add_argument("--target", choices=["cpu", "cuda-emu"], default="cpu",
+                   help="cuda-emu: the EP binaries are the CUDA target's, built against "
+                        "the CPU emulator (emu_build.py) with the MPI communicator, "
+                        "and held against the CPU single-process binary")
+    emu_build.add_arguments(p)
     p.add_argument("--kill", default=None)
     p.add_argument("--hang", default=None)
     p.add_argument("--timeout", type=float, default=60)
@@ -137,11 +144,18 @@ def main():
     quant = [f"--quantize={args.quantize}"] if args.quantize else []
     if args.capacity_factor:
         quant.append(f"--capacity-factor={args.capacity_factor}")
-    run([args.moe_compile, source, "--quiet", "-o", single] + quant)
+    single_compile = [args.moe_compile, source, "--quiet"] + quant
+    single_env = None
+    if args.target == "cuda-emu":
+        # The same target's single process: its kernels, not the CPU's.
+        emu_build.build(args, single_compile, single, run)
+        single_env = emu_build.env(args, os.environ)
+    else:
+        run(single_compile + ["-o", single])
     chunk = ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
     base = ["--tokens", args.tokens, "-n", str(args.n)] + chunk
     npy = os.path.join(args.work, "single.npy")
-    tokens = run([single] + base + ["--dump-logits", npy]).stdout.split()
+    tokens = run([single] + base + ["--dump-logits", npy], env=single_env).stdout.split()
     single_logits = np.load(npy)
     prompt = [int(t) for t in args.tokens.split(",")]
     generated = [int(t) for t in tokens]
@@ -159,12 +173,18 @@ def main():
     lines = []
     for n in [int(r) for r in args.ranks.split(",")]:
         binary = os.path.join(args.work, f"ep{n}.bin")
-        run([args.moe_compile, source, "--quiet", "--expert-parallel", str(n), "-o", binary] +
-            quant)
+        ep_compile = ([args.moe_compile, source, "--quiet", "--expert-parallel", str(n)] +
+                      quant)
+        if args.target == "cuda-emu":
+            emu_build.build(args, ep_compile, binary, run)
+        else:
+            run(ep_compile + ["-o", binary])
         ep_npy = os.path.join(args.work, f"ep{n}.npy")
         cmd = mpirun(args, n) + [binary] + base + ["--dump-logits", ep_npy]
         if args.kill or args.hang:
             env = mpi_env()
+            if args.target == "cuda-emu":
+                env = emu_build.env(args, env)
             hook = args.kill or args.hang
             env["MOERT_EP_TEST_KILL" if args.kill else "MOERT_EP_TEST_HANG"] = hook
             deadline = max(1, int(args.timeout / 6))
@@ -195,7 +215,10 @@ def main():
                   f"{'killed' if args.kill else 'hung'}; mpirun exited {proc.returncode} "
                   f"after {took:.1f} s (limit {args.timeout} s): {said.group(0)}")
             return
-        proc = run(cmd, env=mpi_env())
+        env = mpi_env()
+        if args.target == "cuda-emu":
+            env = emu_build.env(args, env)
+        proc = run(cmd, env=env)
         ep_tokens = [int(t) for t in proc.stdout.split()]
         if ep_tokens != generated:
             sys.exit(f"{n} ranks: tokens {ep_tokens} differ from one process's {generated}")

@@ -167,7 +167,8 @@ static cl::opt<int64_t> expertParallel(
              "each mapping only its own experts' weights; attention and "
              "the dense layers are replicated. N in [1, experts]; E % N "
              "need not be 0 (the first E % N ranks hold one more). CPU "
-             "target (docs/distributed.md)"),
+             "ranks over MPI; with --target cuda, GPU ranks over NCCL, one "
+             "GPU a rank (docs/distributed.md)"),
     cl::value_desc("N"), cl::init(0), cl::cat(category));
 static cl::opt<double> capacityFactor(
     "capacity-factor",
@@ -463,13 +464,17 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
   if (sentencePiece)
     args.insert(args.end(), {"-Wl,--whole-archive", MOE_RUNTIME_SPM_LIB,
                              "-Wl,--no-whole-archive"});
-  // Expert parallelism: the MPI communicator, and MPI (shared).
+  // Expert parallelism: the MPI communicator (CPU) or the NCCL one (CUDA,
+  // bootstrapped over MPI), and MPI, NCCL and the CUDA runtime (shared).
   if (mpi)
-    args.insert(args.end(), {"-Wl,--whole-archive", MOE_RUNTIME_MPI_LIB,
+    args.insert(args.end(), {"-Wl,--whole-archive",
+                             cuda ? MOE_RUNTIME_NCCL_LIB : MOE_RUNTIME_MPI_LIB,
                              "-Wl,--no-whole-archive"});
   args.push_back(MOE_RUNTIME_LIB);
   if (mpi) {
     SmallVector<StringRef> libs;
+    if (cuda)
+      StringRef(MOE_NCCL_LIBS).split(libs, ',', -1, false);
     StringRef(MOE_MPI_LIBS).split(libs, ',', -1, false);
     for (StringRef lib : libs)
       args.push_back(lib.str());
@@ -617,6 +622,11 @@ int main(int argc, char **argv) {
     return fail("--expert-parallel needs MPI, and this moe-compile was built "
                 "without it: install openmpi-bin and libopenmpi-dev "
                 "(scripts/setup.sh does) and rebuild");
+  if (expertParallel > 0 && emit == Emit::Binary && isCuda &&
+      StringRef(MOE_RUNTIME_NCCL_LIB).empty())
+    return fail("--expert-parallel with --target cuda needs NCCL (nccl.h and "
+                "libnccl beside nvcc, in the CUDA toolkit), and this "
+                "moe-compile was built without it");
   if (Error e = mlir::moe::checkPipelineOptions(pipeline, "--"))
     return fail(toString(std::move(e)));
   // Where the output goes is checked before any work is done.

@@ -7,8 +7,10 @@
 // An expert-parallel program (moe-compile --expert-parallel N) runs as N
 // processes, the ranks, that exchange tokens through a moert_comm: the
 // collectives the EP kernels (moert/ep.h) need, over a backend that already
-// exists (MPI: libmoert_mpi, src/comm_mpi.cpp; NCCL: src/comm_nccl.cpp,
-// compile-checked only). No transport of our own.
+// exists (MPI: libmoert_mpi, src/comm_mpi.cpp; NCCL between GPUs:
+// libmoert_nccl, src/comm_nccl.cpp). No transport of our own. Buffers live
+// where the program computes: host memory for the CPU target, device
+// memory for the CUDA target.
 //
 // A collective that cannot complete (a rank died, or no rank answered
 // within the backend's timeout) does not return: it prints one
@@ -28,6 +30,9 @@ struct moert_comm {
   virtual int size() const = 0;
   /// "mpi", ...
   virtual const char *backend() const = 0;
+  /// The GPU this rank computes on (CUDA programs): NCCL ranks take one each
+  /// by their index on the node; other backends use the first.
+  virtual int device() const { return 0; }
   /// recv[r] = what rank r put in its send[this rank]: one int32 per rank.
   virtual void alltoall(const int32_t *send, int32_t *recv,
                         const char *what) = 0;
@@ -57,8 +62,8 @@ int moert_comm_mpi_create(int *argc, char ***argv, moert_comm **comm,
                           char *error, unsigned long errorSize);
 /// MPI_Finalize (after the last collective).
 void moert_comm_mpi_free(moert_comm *comm);
-/// src/comm_nccl.cpp: NCCL between GPU ranks (device buffers), bootstrapped
-/// over MPI. Compile-checked only: no target lowers to it yet.
+/// libmoert_nccl: NCCL between GPU ranks (device buffers), bootstrapped
+/// over MPI, one GPU a rank.
 int moert_comm_nccl_create(int *argc, char ***argv, moert_comm **comm,
                            char *error, unsigned long errorSize);
 void moert_comm_nccl_free(moert_comm *comm);

@@ -18,18 +18,7 @@
 
 namespace moert {
 
-/// The first expert of rank r (r = R: E), as moe-shard-experts splits them.
-template <int64_t E, int64_t R> constexpr int64_t epFirst(int64_t r) {
-  return r * (E / R) + (r < E % R ? r : E % R);
-}
-
-/// The rank that holds expert e.
-template <int64_t E, int64_t R> inline int64_t epOwner(int64_t e) {
-  int64_t r = 0;
-  while (epFirst<E, R>(r + 1) <= e)
-    ++r;
-  return r;
-}
+// epFirst and epOwner, the split of moe-shard-experts: kernel_math.h.
 
 inline int64_t epSliceBegin(const moert_comm *c, int64_t T, int64_t r) {
   return T * r / c->size();

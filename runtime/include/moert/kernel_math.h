@@ -348,6 +348,22 @@ MOERT_HOST_DEVICE MOERT_INLINE void countsToOffsets(I *count, int64_t experts) {
     count[e + 1] += count[e];
 }
 
+/// Expert parallelism (moe-shard-experts): the first expert of rank r (r =
+/// R: E), E / R experts a rank and the first E % R ranks one more.
+template <int64_t E, int64_t R>
+MOERT_HOST_DEVICE constexpr int64_t epFirst(int64_t r) {
+  return r * (E / R) + (r < E % R ? r : E % R);
+}
+
+/// The rank that holds expert e.
+template <int64_t E, int64_t R>
+MOERT_HOST_DEVICE MOERT_INLINE int64_t epOwner(int64_t e) {
+  int64_t r = 0;
+  while (epFirst<E, R>(r + 1) <= e)
+    ++r;
+  return r;
+}
+
 /// The capacity of each expert in a call of T tokens: ceil(factor * T * K /
 /// E), which is at least 1 for any factor > 0 (a factor so small that the
 /// product underflows to 0 counts as 1) and which no expert could exceed

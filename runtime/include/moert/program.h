@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define MOERT_ABI_VERSION 9
+#define MOERT_ABI_VERSION 10
 
 typedef enum moert_target {
   MOERT_TARGET_CPU = 0,
@@ -105,6 +105,9 @@ typedef struct moert_exec {
   /* The session's routing counters, which a plan with a capacity factor
    * adds to: [0] the (token, choice) pairs routed, [1] those dropped. */
   int64_t *route_stats;
+  /* CUDA target: waits for the work enqueued so far (before a collective
+   * of expert parallelism reads device buffers on the host's behalf). */
+  void (*sync)(void *device);
 } moert_exec;
 
 typedef struct moert_program {

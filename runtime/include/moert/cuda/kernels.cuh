@@ -357,6 +357,135 @@ __device__ void expertCombine(const float *y, const int32_t *perm,
 }
 
 //===----------------------------------------------------------------------===//
+// Expert parallelism (moe-shard-experts) on GPUs
+//===----------------------------------------------------------------------===//
+//
+// Every rank holds every token (attention is replicated), so the rows
+// moe.ep_dispatch brings rank `rank` are exactly the (token, choice) pairs
+// of its own experts, in (token, choice) order (the source ranks' slices,
+// in rank order): each rank gathers them itself, and only the combine
+// exchanges data, as an all-gather of per-rank partial sums
+// (moert/cuda/ep_host.h). Dropped pairs (index -1) belong to no rank.
+
+/// Whether pair i is rank `rank`'s.
+template <int E, int R>
+__device__ __forceinline__ bool epMine(const int32_t *indices, int i,
+                                       int rank) {
+  return indices[i] >= 0 && epOwner<E, R>(indices[i]) == rank;
+}
+
+/// This rank's pairs before token t's: where its first row goes.
+template <int E, int K, int R>
+__device__ int epSlotBase(const int32_t *indices, int t, int rank) {
+  __shared__ int base;
+  if (threadIdx.x == 0) {
+    int b = 0;
+    for (int i = 0; i < t * K; ++i)
+      b += epMine<E, R>(indices, i, rank);
+    base = b;
+  }
+  __syncthreads();
+  return base;
+}
+
+/// moe.ep_dispatch: slot s of rows, experts and gates is this rank's s-th
+/// pair (token t's hidden state, its expert, its routing weight); the slots
+/// past the last hold expert -1. counts [2][R]: this rank's token slice's
+/// rows for each rank, and each rank's slice's rows for this one. grid (T),
+/// block 256.
+template <int H, int E, int K, int R>
+__device__ void epGatherLocal(const float *x, const int32_t *indices,
+                              const float *weights, int n, int rank,
+                              int32_t *counts, float *rows, int32_t *experts,
+                              float *gates) {
+  int t = blockIdx.x;
+  int s = epSlotBase<E, K, R>(indices, t, rank);
+  for (int j = 0; j < K; ++j) {
+    int i = t * K + j;
+    if (!epMine<E, R>(indices, i, rank))
+      continue;
+    for (int h = threadIdx.x; h < H; h += 256)
+      rows[int64_t(s) * H + h] = x[int64_t(t) * H + h];
+    if (threadIdx.x == 0) {
+      experts[s] = indices[i];
+      gates[s] = weights[i];
+    }
+    ++s;
+  }
+  if (t != n - 1)
+    return;
+  // The last token's block knows how many rows there are.
+  for (int i = s + threadIdx.x; i < n * K; i += 256) {
+    experts[i] = -1;
+    gates[i] = 0.0f;
+  }
+  if (threadIdx.x == 0)
+    for (int r = 0; r < R; ++r) {
+      int sent = 0, received = 0;
+      for (int i = 0; i < n * K; ++i) {
+        int64_t tok = i / K, e = indices[i];
+        if (e < 0)
+          continue;
+        bool fromMe = tok >= int64_t(n) * rank / R &&
+                      tok < int64_t(n) * (rank + 1) / R;
+        bool fromR =
+            tok >= int64_t(n) * r / R && tok < int64_t(n) * (r + 1) / R;
+        sent += fromMe && epOwner<E, R>(e) == r;
+        received += fromR && epOwner<E, R>(e) == rank;
+      }
+      counts[r] = sent;
+      counts[R + r] = received;
+    }
+}
+
+/// moe.ep_combine, this rank's share: token t's rows of this rank's experts
+/// (the slots epGatherLocal gave them) summed in expert order into this
+/// rank's block of partials [R][n][H]. grid (T), block 256.
+template <int H, int E, int K, int R>
+__device__ void epPartialSum(const float *y, const int32_t *indices, int n,
+                             int rank, float *partials) {
+  int t = blockIdx.x;
+  int s = epSlotBase<E, K, R>(indices, t, rank);
+  int slot[K], order[K], mine = 0;
+  for (int j = 0; j < K; ++j)
+    if (epMine<E, R>(indices, t * K + j, rank)) {
+      slot[j] = s++;
+      order[mine++] = j;
+    }
+  // Expert order, as the single-process combine sums (K is small).
+  for (int a = 1; a < mine; ++a)
+    for (int b = a; b > 0 && indices[t * K + order[b]] <
+                                 indices[t * K + order[b - 1]];
+         --b) {
+      int o = order[b];
+      order[b] = order[b - 1];
+      order[b - 1] = o;
+    }
+  float *out = partials + (int64_t(rank) * n + t) * H;
+  for (int h = threadIdx.x; h < H; h += 256) {
+    float acc = 0.0f;
+    for (int a = 0; a < mine; ++a)
+      acc += y[int64_t(slot[order[a]]) * H + h];
+    out[h] = acc;
+  }
+}
+
+/// out = the ranks' partials summed in rank order (every rank the same
+/// floats, in the same order), plus res when non-null. grid (ceil(n * H /
+/// 256)), block 256.
+template <int H, int R>
+__device__ void epSumPartials(const float *partials, int n, float *out,
+                              const float *res) {
+  int64_t i = int64_t(blockIdx.x) * 256 + threadIdx.x;
+  if (i >= int64_t(n) * H)
+    return;
+  float acc = 0.0f;
+  for (int r = 0; r < R; ++r)
+    acc += partials[int64_t(r) * n * H + i];
+  out[i] = res ? acc + res[i] : acc;
+}
+
+//===----------------------------------------------------------------------===//
 // Matmuls: out[r][n] = x[row(r)] . W[n] for W of shape [N, In] (x @ W^T)
 //===----------------------------------------------------------------------===//
 
