@@ -109,23 +109,17 @@ config.substitutions.append(("%runtime_include", os.path.join(config.moe_src_roo
 if config.moe_cuda_emu_lib:
     config.available_features.add("cuda-emu")
     config.substitutions.append(("%cuda_emu_lib", config.moe_cuda_emu_lib))
-    config.substitutions.append(
-        ("%cuda_emu", " ".join(
-            ["--target", "cuda-emu", "--cxx", config.moe_cxx,
-             "--emu-driver", config.moe_cuda_emu_lib,
-             "--emu-include", os.path.join(config.moe_src_root, "test", "cuda-emu"),
-             "--runtime-include", os.path.join(config.moe_src_root, "runtime", "include")]
-            + [f"--runtime-lib={lib}" for lib in config.moe_runtime_libs])))
+    emu_args = (["--target", "cuda-emu", "--cxx", config.moe_cxx,
+                 "--emu-driver", config.moe_cuda_emu_lib,
+                 "--emu-include", os.path.join(config.moe_src_root, "test", "cuda-emu"),
+                 "--runtime-include", os.path.join(config.moe_src_root, "runtime", "include")]
+                + [f"--runtime-lib={lib}" for lib in config.moe_runtime_libs])
+    config.substitutions.append(("%cuda_emu", " ".join(emu_args)))
     # Expert parallelism on the emulator: the MPI communicator over its
     # device memory, which is host memory (NCCL needs GPUs).
     if "mpi" in config.available_features and config.moe_mpi_runtime_lib:
         config.available_features.add("cuda-emu-mpi")
+        ep_libs = [config.moe_mpi_runtime_lib] + config.moe_mpi_libs.split(";")
         config.substitutions.append(
             ("%ep_cuda_emu", " ".join(
-                ["--target", "cuda-emu", "--cxx", config.moe_cxx,
-                 "--emu-driver", config.moe_cuda_emu_lib,
-                 "--emu-include", os.path.join(config.moe_src_root, "test", "cuda-emu"),
-                 "--runtime-include", os.path.join(config.moe_src_root, "runtime", "include")]
-                + [f"--runtime-lib={lib}" for lib in config.moe_runtime_libs]
-                + [f"--ep-lib={lib}" for lib in
-                   [config.moe_mpi_runtime_lib] + config.moe_mpi_libs.split(";") if lib])))
+                emu_args + [f"--ep-lib={lib}" for lib in ep_libs if lib])))
