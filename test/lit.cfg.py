@@ -101,6 +101,13 @@ if subprocess.run([config.python_executable, "-c", "import tokenizers, sentencep
 # The CUDA target. nvcc compiles the generated kernels (no GPU needed); the
 # CPU emulator (test/cuda-emu) runs them; tests that need a real GPU are in
 # scripts/gpu-check.sh and the gpu-labelled ctest.
+# A GPU on this machine (nvidia-smi lists one): the few RUN lines that
+# expect none are skipped there.
+nvidia_smi = shutil.which("nvidia-smi")
+if nvidia_smi and "GPU " in subprocess.run(
+        [nvidia_smi, "-L"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True).stdout:
+    config.available_features.add("cuda-gpu")
 if os.access(config.moe_nvcc, os.X_OK):
     config.available_features.add("nvcc")
     config.substitutions.append(("%nvcc", config.moe_nvcc))

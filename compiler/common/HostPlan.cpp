@@ -197,6 +197,11 @@ public:
   LogicalResult recordExpertRanks(moert::CallOp call);
   /// A `moert.first_expert` table's entries: expert-major, equal parts.
   LogicalResult recordTableRanks(moert::TableOp table, ArrayRef<int64_t> first);
+  /// Records the rank of each weight of an expert table (expert-major,
+  /// `parts` entries an expert) when the experts are split over the ranks as
+  /// moe-shard-experts splits them; `op` takes the diagnostics.
+  LogicalResult recordRanks(Operation *op, ValueRange entries, int64_t parts,
+                            int64_t experts, int64_t ranks);
   /// Records the factor of a call or launch of the capacity kernel, whose
   /// arguments are (weights, indices, factor, ...).
   LogicalResult recordCapacity(Operation *op, ValueRange args);
@@ -471,9 +476,11 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
       c && !cpu && c.getCallee() == "moert::cuda::epAllgather") {
     // The host side of the CUDA target's expert parallelism (ep_host.h).
     ArrayAttr targs = c.getTemplateArgs();
-    if (!c.getCollective() || targs.size() != 2 || c.getArgs().size() != 2)
-      return op->emitOpError("moert::cuda::epAllgather takes [H, R] and "
-                             "(partials, n), collective");
+    auto hidden = targs.size() == 2 ? dyn_cast<IntegerAttr>(targs[0]) : nullptr;
+    auto ranks = targs.size() == 2 ? dyn_cast<IntegerAttr>(targs[1]) : nullptr;
+    if (!c.getCollective() || !hidden || !ranks || c.getArgs().size() != 2)
+      return op->emitOpError("moert::cuda::epAllgather takes [H, R] "
+                             "(integers) and (partials, n), collective");
     SmallVector<std::string> list = {"ex"};
     for (Value a : c.getArgs()) {
       FailureOr<std::string> s = expr(op, a);
@@ -481,10 +488,8 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
         return failure();
       list.push_back(*s);
     }
-    out << pad << "moert::cuda::epAllgather<"
-        << cast<IntegerAttr>(targs[0]).getInt() << ", "
-        << cast<IntegerAttr>(targs[1]).getInt() << ">("
-        << llvm::join(list, ", ") << ");\n";
+    out << pad << "moert::cuda::epAllgather<" << hidden.getInt() << ", "
+        << ranks.getInt() << ">(" << llvm::join(list, ", ") << ");\n";
     return success();
   }
   if (auto c = dyn_cast<moert::CallOp>(op)) {
@@ -712,35 +717,21 @@ LogicalResult PlanPrinter::recordCapacity(Operation *op, ValueRange args) {
 }
 
 /// moert::epExperts<WG, WU, WD, H, I, E, R>(rows, experts, gates, counts,
-/// gate, up, down, out): expert e of its tables is rank r's when
-/// first[r] <= e < first[r + 1], the split of moe-shard-experts.
+/// gate, up, down, out): the gate, up and down tables of E weights each.
 LogicalResult PlanPrinter::recordExpertRanks(moert::CallOp call) {
   ArrayAttr targs = call.getTemplateArgs();
-  if (targs.size() != 7 || call.getArgs().size() != 8)
-    return call.emitOpError("moert::epExperts takes 7 template arguments and "
-                            "8 operands");
-  int64_t experts = cast<IntegerAttr>(targs[5]).getInt();
-  int64_t ranks = cast<IntegerAttr>(targs[6]).getInt();
-  if (ranks < 1 || ranks > experts || (epRanks && epRanks != ranks))
-    return call.emitOpError("expert parallelism over ")
-           << ranks << " ranks for " << experts
-           << " experts (the program's other layers: " << epRanks << ")";
-  epRanks = ranks;
-  weightRanks.resize(manifest.size(), -1);
+  auto experts = targs.size() == 7 ? dyn_cast<IntegerAttr>(targs[5]) : nullptr;
+  auto ranks = targs.size() == 7 ? dyn_cast<IntegerAttr>(targs[6]) : nullptr;
+  if (!experts || !ranks || call.getArgs().size() != 8)
+    return call.emitOpError("moert::epExperts takes 7 template arguments (E "
+                            "and R integers) and 8 operands");
   for (unsigned t = 4; t < 7; ++t) {
     auto table = call.getArgs()[t].getDefiningOp<moert::TableOp>();
-    if (!table || int64_t(table.getEntries().size()) != experts)
-      return call.emitOpError("moert::epExperts takes a table of ")
-             << experts << " weights per part";
-    for (auto [e, entry] : llvm::enumerate(table.getEntries())) {
-      auto w = entry.getDefiningOp<moert::WeightOp>();
-      if (!w)
-        return call.emitOpError("moert::epExperts takes weights");
-      int64_t rank = 0, first = 0;
-      while (first + experts / ranks + (rank < experts % ranks) <= int64_t(e))
-        first += experts / ranks + (rank++ < experts % ranks);
-      weightRanks[manifestIndex.lookup(w.getName())] = int32_t(rank);
-    }
+    if (!table)
+      return call.emitOpError("moert::epExperts takes tables of weights");
+    if (failed(recordRanks(call, table.getEntries(), 1, experts.getInt(),
+                           ranks.getInt())))
+      return failure();
   }
   return success();
 }
@@ -751,19 +742,33 @@ LogicalResult PlanPrinter::recordTableRanks(moert::TableOp table,
           experts = ranks > 0 ? first.back() : 0;
   int64_t entries = int64_t(table.getEntries().size());
   if (ranks < 1 || ranks > experts || entries % experts ||
-      llvm::ArrayRef(splitExperts(experts, ranks)) != first ||
-      (epRanks && epRanks != ranks))
+      llvm::ArrayRef(splitExperts(experts, ranks)) != first)
     return table.emitOpError("a table of experts split as moe-shard-experts "
                              "splits them, over the program's ranks");
+  return recordRanks(table, table.getEntries(), entries / experts, experts,
+                     ranks);
+}
+
+LogicalResult PlanPrinter::recordRanks(Operation *op, ValueRange entries,
+                                       int64_t parts, int64_t experts,
+                                       int64_t ranks) {
+  if (ranks < 1 || ranks > experts || (epRanks && epRanks != ranks))
+    return op->emitOpError("expert parallelism over ")
+           << ranks << " ranks for " << experts
+           << " experts (the program's other layers: " << epRanks << ")";
+  if (int64_t(entries.size()) != experts * parts)
+    return op->emitOpError("an expert table of ")
+           << experts << " experts takes " << experts * parts
+           << " weights, not " << entries.size();
   epRanks = ranks;
   weightRanks.resize(manifest.size(), -1);
-  int64_t parts = entries / experts;
-  for (auto [i, entry] : llvm::enumerate(table.getEntries())) {
+  SmallVector<int64_t> first = splitExperts(experts, ranks);
+  int64_t rank = 0;
+  for (auto [i, entry] : llvm::enumerate(entries)) {
     auto w = entry.getDefiningOp<moert::WeightOp>();
     if (!w)
-      return table.emitOpError("an expert table takes weights");
-    int64_t e = int64_t(i) / parts, rank = 0;
-    while (first[rank + 1] <= e)
+      return op->emitOpError("an expert table takes weights");
+    while (first[rank + 1] <= int64_t(i) / parts)
       ++rank;
     weightRanks[manifestIndex.lookup(w.getName())] = int32_t(rank);
   }

@@ -650,6 +650,26 @@ LogicalResult ExpertsOp::inferReturnTypes(MLIRContext *ctx,
   return success();
 }
 
+/// Routes (weights, indices) that come straight from a router must come
+/// from one router that chooses among the `experts` of the consumer `op`
+/// (`what` says whose they are in the diagnostic: "the bank has").
+static LogicalResult verifyRoutes(Operation *op, Value weights, Value indices,
+                                  int64_t experts, StringRef what) {
+  Operation *router = indices.getDefiningOp();
+  if (!isa_and_present<RouterOp, FusedRouterOp>(router))
+    return success();
+  int64_t choices = isa<RouterOp>(router)
+                        ? cast<RouterOp>(router).getNumExperts()
+                        : cast<FusedRouterOp>(router).getNumExperts();
+  if (choices != experts)
+    return op->emitOpError("router chooses among ")
+           << choices << " experts but " << what << " " << experts;
+  if (weights != router->getResult(0))
+    return op->emitOpError("weights and indices must come from the same "
+                           "router");
+  return success();
+}
+
 LogicalResult ExpertsOp::verify() {
   int64_t experts = getNumExperts();
   if (experts == 0)
@@ -721,18 +741,8 @@ LogicalResult ExpertsOp::verify() {
       return emitOpError("weights and indices must come from the same "
                          "moe.expert_capacity");
   }
-  if (isa_and_present<RouterOp, FusedRouterOp>(router)) {
-    int64_t choices = isa<RouterOp>(router)
-                          ? cast<RouterOp>(router).getNumExperts()
-                          : cast<FusedRouterOp>(router).getNumExperts();
-    if (choices != experts)
-      return emitOpError("router chooses among ")
-             << choices << " experts but the bank has " << experts;
-    if (getWeights() != router->getResult(0))
-      return emitOpError("weights and indices must come from the same "
-                         "router");
-  }
-  return success();
+  return verifyRoutes(*this, getWeights(), getIndices(), experts,
+                      "the bank has");
 }
 
 //===----------------------------------------------------------------------===//
@@ -764,20 +774,8 @@ LogicalResult ExpertCapacityOp::verify() {
   if (k > int64_t(getNumExperts()))
     return emitOpError("each token chooses ")
            << k << " experts but there are only " << getNumExperts();
-  Operation *router = getIndices().getDefiningOp();
-  if (isa_and_present<RouterOp, FusedRouterOp>(router)) {
-    int64_t choices = isa<RouterOp>(router)
-                          ? cast<RouterOp>(router).getNumExperts()
-                          : cast<FusedRouterOp>(router).getNumExperts();
-    if (choices != int64_t(getNumExperts()))
-      return emitOpError("router chooses among ")
-             << choices << " experts but the capacity is for "
-             << getNumExperts();
-    if (getWeights() != router->getResult(0))
-      return emitOpError("weights and indices must come from the same "
-                         "router");
-  }
-  return success();
+  return verifyRoutes(*this, getWeights(), getIndices(), getNumExperts(),
+                      "the capacity is for");
 }
 
 //===----------------------------------------------------------------------===//

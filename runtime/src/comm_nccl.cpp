@@ -6,12 +6,12 @@
 //
 // The communicator of GPU ranks: NCCL (from the CUDA toolkit), bootstrapped
 // over MPI (rank 0's ncclUniqueId broadcast with MPI_Bcast), one GPU a rank
-// (the node-local rank's device). The buffers the collectives take are
-// device addresses. All-to-all(v) are grouped ncclSend/ncclRecv pairs, the
-// all-gather one ncclBroadcast per rank; each collective is enqueued on the
-// rank's stream and waited for against a deadline (MOERT_EP_TIMEOUT), with
-// ncclCommGetAsyncError polled: a dead peer ends the job with an error
-// (ncclCommAbort, then MPI_Abort), never a hang.
+// (the node-local rank's device, or the only one the rank sees). The buffers
+// the collectives take are device addresses. All-to-all(v) are grouped
+// ncclSend/ncclRecv pairs, the all-gather one ncclBroadcast per rank; each
+// collective is enqueued on the rank's stream and waited for against a deadline
+// (MOERT_EP_TIMEOUT), with ncclCommGetAsyncError polled: a dead peer ends the
+// job with an error (ncclCommAbort, then MPI_Abort), never a hang.
 //
 // libmoert_nccl: moe-compile links it into CUDA programs compiled with
 // --expert-parallel (test/e2e/nccl-compile.test builds one). It has not run
@@ -153,23 +153,29 @@ extern "C" int moert_comm_nccl_create(int *argc, char ***argv, moert_comm **out,
   MPI_Comm_size(MPI_COMM_WORLD, &c->size_);
   if (const char *t = std::getenv("MOERT_EP_TIMEOUT"))
     c->timeout = std::atof(t) > 0 ? std::atof(t) : c->timeout;
-  // One GPU a rank: the rank's index among the ranks of its node.
+  // One GPU a rank: the rank's index among the ranks of its node, or the
+  // only GPU the rank sees when the launcher gives each rank its own
+  // (CUDA_VISIBLE_DEVICES per rank, SLURM's --gpus-per-task=1).
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank_,
                       MPI_INFO_NULL, &node);
   int local = 0, devices = 0;
   MPI_Comm_rank(node, &local);
   MPI_Comm_free(&node);
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || local >= devices) {
+  if (cudaGetDeviceCount(&devices) != cudaSuccess)
+    devices = 0;
+  int device = devices == 1 ? 0 : local;
+  if (device >= devices) {
     std::snprintf(error, errorSize,
                   "rank %d is rank %d of its node, which has %d GPUs: start "
-                  "at most one rank per GPU",
+                  "at most one rank per GPU, or give each rank its own GPU "
+                  "(CUDA_VISIBLE_DEVICES)",
                   c->rank_, local, devices);
     delete c;
     return 1;
   }
-  cudaSetDevice(local);
-  c->device_ = local;
+  cudaSetDevice(device);
+  c->device_ = device;
   cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
   ncclUniqueId id;
   if (c->rank_ == 0)

@@ -45,6 +45,7 @@
 #include "mlir/Transforms/Passes.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
@@ -476,8 +477,16 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
     if (cuda)
       StringRef(MOE_NCCL_LIBS).split(libs, ',', -1, false);
     StringRef(MOE_MPI_LIBS).split(libs, ',', -1, false);
-    for (StringRef lib : libs)
+    // Each by full path, and its directory as a run path, so that the
+    // executable finds libnccl and libcudart where the CUDA toolkit keeps
+    // them without LD_LIBRARY_PATH (which still takes precedence).
+    StringSet<> runPaths;
+    for (StringRef lib : libs) {
       args.push_back(lib.str());
+      StringRef dir = sys::path::parent_path(lib);
+      if (sys::path::is_absolute(lib) && runPaths.insert(dir).second)
+        args.push_back("-Wl,-rpath," + dir.str());
+    }
   }
   // The tokenizer's regexes: libpcre2-8's archive, so that the executable
   // needs no shared library it did not need before.
@@ -530,9 +539,9 @@ mlir::LogicalResult printPlanJSON(mlir::ModuleOp module) {
     j.attribute("naive_bytes", memory.getNaiveBytes());
     j.attribute("lower_bound_bytes", memory.getLowerBoundBytes());
     j.attributeArray("layers", [&] {
-      for (size_t i = 0; i < kv.getBytes().size(); ++i) {
+      for (int64_t i = 0, e = kv.getBytes().size(); i < e; ++i) {
         j.object([&] {
-          j.attribute("layer", int64_t(i));
+          j.attribute("layer", i);
           j.attribute("kv_cache_bytes", kv.getBytes()[i]);
           j.attribute("capacity", kv.getCapacities()[i]);
           j.attribute("window", kv.getWindows()[i]);
