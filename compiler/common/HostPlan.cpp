@@ -137,6 +137,7 @@ const llvm::StringSet<> &knownCallees(Target target) {
                                          "moert::cuda::expertCombine",
                                          "moert::cuda::expertCapacity",
                                          "moert::cuda::epGatherLocal",
+                                         "moert::cuda::epScaleRows",
                                          "moert::cuda::epPartialSum",
                                          "moert::cuda::epSumPartials"};
   return target == Target::Cpu ? cpu : cuda;

@@ -588,8 +588,8 @@ Value scratchView(OpBuilder &b, Location loc, Value scratch, int64_t offset,
       .getResult();
 }
 
-// The counts are this rank's to know (every rank has every route); the
-// gather in epGatherLocal writes them, so the exchange itself is nothing.
+// The counts are this rank's to know (every rank has every route), and
+// nothing on this target reads them: the exchange is nothing.
 CUDA_PATTERN(EpExchangeCountsToCuda, EpExchangeCountsOp) {
   return LogicalResult(cudaEpSplit(op, op.getFirstExpert()));
 }
@@ -608,7 +608,6 @@ CUDA_PATTERN(EpDispatchToCuda, EpDispatchOp) {
                              a.getWeights(),
                              tokens(rw, loc, rw.getI32Type()),
                              moert::EpRankOp::create(rw, loc, rw.getI32Type()),
-                             a.getCounts(),
                              outs[0],
                              outs[1],
                              outs[2]};
@@ -647,7 +646,7 @@ CUDA_PATTERN(EpExpertsToCuda, EpExpertsOp) {
   // The received rows as a batch of n * k rows of one choice each: sorted
   // by expert (the empty slots, expert -1, last), through the grouped
   // GEMMs of this rank's experts (the others have no rows), then each row
-  // scaled by its gate back in slot order.
+  // scaled by its gate back in slot order (epScaleRows).
   Value rows = tokens(rw, loc, rw.getI32Type(), k);
   SmallVector<Value> permArgs = {a.getExperts(), rows, perm, offsets};
   int64_t threads = std::min<int64_t>((experts + 32) / 32 * 32, 1024);
@@ -677,13 +676,12 @@ CUDA_PATTERN(EpExpertsToCuda, EpExpertsOp) {
   down.firstExpert = op.getFirstExpert();
   if (failed(cuda.matmul(rw, op, down)))
     return failure();
-  SmallVector<Value> combineArgs = {
-      products, perm,    a.getGates(),
-      rows,     outs[0], nullBuffer(rw, loc, rw.getF32Type())};
+  SmallVector<Value> scaleArgs = {products,       perm,         offsets,
+                                  a.getExperts(), a.getGates(), outs[0]};
   cuda.launch(rw, loc,
-              cuda.kernel(rw, "expert_combine", "moert::cuda::expertCombine",
-                          TemplateArgs(rw).i(h).i(1), 256, combineArgs),
-              grid(nExpr(c) * k), grid(c, 1), combineArgs);
+              cuda.kernel(rw, "ep_scale_rows", "moert::cuda::epScaleRows",
+                          TemplateArgs(rw).i(h), 256, scaleArgs),
+              grid(nExpr(c) * k), grid(c, 1), scaleArgs);
   return success();
 }
 

@@ -374,30 +374,35 @@ __device__ __forceinline__ bool epMine(const int32_t *indices, int i,
   return indices[i] >= 0 && epOwner<E, R>(indices[i]) == rank;
 }
 
-/// This rank's pairs before token t's: where its first row goes.
+/// This rank's pairs before token t's: where its first row goes. Each
+/// thread counts a stride of the t * K pairs and the block sums the counts
+/// (O(t * K / 256) a thread). Called once a kernel, by every thread of a
+/// block of 256.
 template <int E, int K, int R>
 __device__ int epSlotBase(const int32_t *indices, int t, int rank) {
-  __shared__ int base;
-  if (threadIdx.x == 0) {
-    int b = 0;
-    for (int i = 0; i < t * K; ++i)
-      b += epMine<E, R>(indices, i, rank);
-    base = b;
-  }
+  __shared__ int part[256];
+  int b = 0;
+  for (int i = threadIdx.x; i < t * K; i += 256)
+    b += epMine<E, R>(indices, i, rank);
+  part[threadIdx.x] = b;
   __syncthreads();
-  return base;
+  for (int w = 128; w > 0; w >>= 1) {
+    if (int(threadIdx.x) < w)
+      part[threadIdx.x] += part[threadIdx.x + w];
+    __syncthreads();
+  }
+  return part[0];
 }
 
 /// moe.ep_dispatch: slot s of rows, experts and gates is this rank's s-th
 /// pair (token t's hidden state, its expert, its routing weight); the slots
-/// past the last hold expert -1. counts [2][R]: this rank's token slice's
-/// rows for each rank, and each rank's slice's rows for this one. grid (T),
-/// block 256.
+/// past the last hold expert -1. (The counts moe.ep_exchange_counts would
+/// exchange are not needed here: nothing on this target reads them.) grid
+/// (T), block 256.
 template <int H, int E, int K, int R>
 __device__ void epGatherLocal(const float *x, const int32_t *indices,
                               const float *weights, int n, int rank,
-                              int32_t *counts, float *rows, int32_t *experts,
-                              float *gates) {
+                              float *rows, int32_t *experts, float *gates) {
   int t = blockIdx.x;
   int s = epSlotBase<E, K, R>(indices, t, rank);
   for (int j = 0; j < K; ++j) {
@@ -419,23 +424,33 @@ __device__ void epGatherLocal(const float *x, const int32_t *indices,
     experts[i] = -1;
     gates[i] = 0.0f;
   }
-  if (threadIdx.x == 0)
-    for (int r = 0; r < R; ++r) {
-      int sent = 0, received = 0;
-      for (int i = 0; i < n * K; ++i) {
-        int64_t tok = i / K, e = indices[i];
-        if (e < 0)
-          continue;
-        bool fromMe = tok >= int64_t(n) * rank / R &&
-                      tok < int64_t(n) * (rank + 1) / R;
-        bool fromR =
-            tok >= int64_t(n) * r / R && tok < int64_t(n) * (r + 1) / R;
-        sent += fromMe && epOwner<E, R>(e) == r;
-        received += fromR && epOwner<E, R>(e) == rank;
-      }
-      counts[r] = sent;
-      counts[R + r] = received;
+}
+
+/// moe.ep_experts' last step: out[s] = gates[s] * y[r] for the row r that
+/// expertPermute<E, 1> sorted slot s to (perm[r] = s). Expert e's segment
+/// of perm, [offsets[e], offsets[e + 1]), is ascending (the sort is
+/// stable), so each block finds its row by binary search; an empty slot
+/// (expert -1) is zeros. grid (n), block 256.
+template <int H>
+__device__ void epScaleRows(const float *y, const int32_t *perm,
+                            const int32_t *offsets, const int32_t *experts,
+                            const float *gates, float *out) {
+  int s = blockIdx.x, e = experts[s], row = -1;
+  if (e >= 0) {
+    int lo = offsets[e], hi = offsets[e + 1];
+    while (lo < hi) {
+      int mid = lo + (hi - lo) / 2;
+      if (perm[mid] < s)
+        lo = mid + 1;
+      else
+        hi = mid;
     }
+    if (lo < offsets[e + 1] && perm[lo] == s)
+      row = lo;
+  }
+  float g = row >= 0 ? gates[s] : 0.0f;
+  for (int h = threadIdx.x; h < H; h += 256)
+    out[int64_t(s) * H + h] = row >= 0 ? g * y[int64_t(row) * H + h] : 0.0f;
 }
 
 /// moe.ep_combine, this rank's share: token t's rows of this rank's experts
