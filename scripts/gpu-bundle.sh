@@ -4,8 +4,9 @@
 # For a GPU machine without the LLVM/MLIR toolchain (the `device` tool's
 # machines have nvcc, CMake and numpy but not libMLIR): builds, on this
 # machine, the CUDA binaries of every tiny configuration (with the CPU
-# target's logits for comparison) and of `mini` for the benchmark, into
-# build/gpu-bundle (about 30 MB). On the GPU machine, from the repository
+# target's logits for comparison), of `mini` for the benchmark, and of the
+# expert-parallel check (scripts/gpu-ep.sh), into build/gpu-bundle (about
+# 30 MB). On the GPU machine, from the repository
 # root, with build/gpu-bundle carried along:
 #     scripts/gpu-check.sh --bundle build/gpu-bundle
 #
@@ -47,5 +48,9 @@ echo "==> mini (f16) for the benchmark: compiled from the layout alone"
     --pass-pipeline='builtin.module(func.func(moe-estimate-cost))' \
     > "$bundle/mini-f16-cost.mlir"
 rm -rf "$bundle/mini-f16-layout"
+
+echo "==> expert parallelism over NCCL (1 and 2 ranks against one process)"
+PYTHON="$python" "$root/scripts/gpu-ep.sh" build "$bundle/ep" \
+  "$build/bin/moe-compile" --cuda-arch "$arch"
 du -sh "$bundle"
 echo "==> carry $bundle and run: scripts/gpu-check.sh --bundle build/gpu-bundle"

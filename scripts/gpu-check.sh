@@ -3,7 +3,9 @@
 #
 # In one run: sets up and builds; runs every tiny configuration of the CPU
 # suite on the CUDA target (the gpu-labelled ctest: logits against the numpy
-# reference and the CPU target, see test/e2e/cuda_configs.py); then the
+# reference and the CPU target, see test/e2e/cuda_configs.py); expert
+# parallelism over NCCL on 1 rank, and on 2 with two GPUs, against one
+# process (scripts/gpu-ep.sh; skipped without Open MPI); then the
 # benchmark (bench/cuda_mini.py: decode against the GPU's read bandwidth,
 # the prefill expert GEMMs against cuBLAS). Fails if there is no GPU.
 #
@@ -28,9 +30,13 @@ if [ "${1:-}" = "--bundle" ]; then
   echo "==> the CUDA target on every tiny configuration (prebuilt, $arch)"
   python3 "$root/test/e2e/cuda_configs.py" --moe-compile none \
     --work "$bundle/tiny" --jobs 8 --compare-cpu --stage run --target cuda
+  echo "==> expert parallelism over NCCL"
+  # A failure here still lets the benchmark run (GPU time is short).
+  ep=0
+  "$root/scripts/gpu-ep.sh" run "$bundle/ep" || ep=1
   echo "==> benchmark"
   python3 "$root/bench/cuda_mini.py" --bundle "$bundle" --cuda-arch "$arch" "$@"
-  exit 0
+  exit $ep
 fi
 
 "$root/scripts/setup.sh"
@@ -45,5 +51,12 @@ if grep -q "SKIPPED" "$log"; then
 fi
 grep -q "100% tests passed" "$log" || exit 1
 
+echo "==> expert parallelism over NCCL"
+export PYTHON="$build/pyenv/bin/python"
+"$root/scripts/gpu-ep.sh" build "$build/gpu-ep" "$build/bin/moe-compile"
+ep=0
+"$root/scripts/gpu-ep.sh" run "$build/gpu-ep" || ep=1
+
 echo "==> benchmark"
 /usr/bin/python3 "$root/bench/cuda_mini.py" --build "$build" "$@"
+exit $ep

@@ -116,7 +116,8 @@ def main():
     p.add_argument("--target", choices=["cpu", "cuda-emu"], default="cpu",
                    help="cuda-emu: the EP binaries are the CUDA target's, built against "
                         "the CPU emulator (emu_build.py) with the MPI communicator, "
-                        "and held against the CPU single-process binary")
+                        "and held against the CUDA target's single-process binary "
+                        "on the emulator")
     emu_build.add_arguments(p)
     p.add_argument("--kill", default=None)
     p.add_argument("--hang", default=None)

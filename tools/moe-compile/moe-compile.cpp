@@ -78,12 +78,14 @@ static cl::opt<std::string>
                         "'-' for stdout)"),
                cl::value_desc("path"), cl::cat(category));
 enum class Target { Cpu, Cuda };
-static cl::opt<Target> target(
-    "target", cl::desc("Where the executable runs"), cl::init(Target::Cpu),
-    cl::values(clEnumValN(Target::Cpu, "cpu", "C++ kernels (default)"),
-               clEnumValN(Target::Cuda, "cuda",
-                          "CUDA kernels built with nvcc; runs on GPU 0")),
-    cl::cat(category));
+static cl::opt<Target>
+    target("target", cl::desc("Where the executable runs"),
+           cl::init(Target::Cpu),
+           cl::values(clEnumValN(Target::Cpu, "cpu", "C++ kernels (default)"),
+                      clEnumValN(Target::Cuda, "cuda",
+                                 "CUDA kernels built with nvcc; runs on GPU 0 "
+                                 "(one GPU a rank with --expert-parallel)")),
+           cl::cat(category));
 enum class Emit { Binary, MLIR, LaunchPlan, Cpp, Cu };
 static cl::opt<Emit>
     emit("emit", cl::desc("What to produce"), cl::init(Emit::Binary),
