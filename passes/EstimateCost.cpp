@@ -39,6 +39,12 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
           << static_cast<int64_t>(stepTokens);
       return signalPassFailure();
     }
+    if (target != "cpu" && target != "cuda") {
+      getOperation().emitError("moe-estimate-cost: target must be cpu or "
+                               "cuda, got '")
+          << target << "'";
+      return signalPassFailure();
+    }
     double tokens = static_cast<double>(stepTokens);
     double weightBytes = 0;
     // Bytes each weight reads, summed in sorted order at the end so that
@@ -79,7 +85,9 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
     // uniform routing (a row goes to rank r with probability E_r / E),
     // summed over the layers: the counts, its slice's rows to other ranks
     // (H + 2 floats: the row, its expert and its weight), the rows it
-    // received back (H floats), and its slice of the all-gather.
+    // received back (H floats), and its slice of the all-gather. The CUDA
+    // target's plan sends only its partial sums of every token to every
+    // other rank.
     SmallVector<double> sent;
     getOperation().walk([&](EpExchangeCountsOp counts) {
       ArrayRef<int64_t> first = counts.getFirstExpert();
@@ -96,6 +104,12 @@ struct EstimateCostPass : mlir::moe::impl::EstimateCostBase<EstimateCostPass> {
         return static_cast<double>(t * (r + 1) / ranks - t * r / ranks);
       };
       sent.resize(size_t(ranks), 0.0);
+      if (target == "cuda") {
+        for (double &bytes : sent)
+          bytes += 4.0 * static_cast<double>(t) * h *
+                   static_cast<double>(ranks - 1);
+        return;
+      }
       for (int64_t r = 0; r < ranks; ++r) {
         double mine = static_cast<double>(first[r + 1] - first[r]) / experts;
         double others = 0;

@@ -98,7 +98,10 @@ def EstimateCost : Pass<"moe-estimate-cost", "::mlir::func::FuncOp"> {
       counts `4·(R−1)`, its rows to other ranks `slice·k·(1 − E_r/E)·(H+2)·4`
       (each row with its expert and weight), the rows it processed for the
       others back `Σ_{q≠r} slice_q·k·(E_r/E)·H·4`, and its slice of the
-      all-gather `slice·H·4·(R−1)`.
+      all-gather `slice·H·4·(R−1)`. With `target=cuda`, the CUDA target's
+      plan instead: no data moves for the dispatch (every rank gathers its
+      own pairs), and each rank sends its partial sums of every token to
+      every other rank, `T·H·4·(R−1)` a layer.
 
     A `moe.weight` used by an op that does not implement the interface is
     an error naming that op: the pass never reports a figure it cannot
@@ -129,6 +132,10 @@ def EstimateCost : Pass<"moe-estimate-cost", "::mlir::func::FuncOp"> {
   let options = [
     Option<"stepTokens", "step-tokens", "int64_t", /*default=*/"1",
            "Tokens processed by one step (1 for batch-1 decode)">,
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "The target whose expert-parallel plan ep_bytes_sent_per_rank "
+           "models: cpu (all-to-alls) or cuda (an all-gather of partial "
+           "sums)">,
   ];
   let statistics = [
     Statistic<"numWeights", "num-weights", "Number of moe.weight ops">,
