@@ -10,10 +10,10 @@
 # the prefill expert GEMMs against cuBLAS). Fails if there is no GPU.
 #
 #   scripts/gpu-check.sh [bench options]
-#   scripts/gpu-check.sh --bundle DIR [bench options]
+#   scripts/gpu-check.sh --bundle DIR|ARCHIVE [bench options]
 #
-# --bundle runs what scripts/gpu-bundle.sh built on another machine instead
-# of building here (for GPU machines without the LLVM/MLIR toolchain; needs
+# --bundle runs what scripts/gpu-bundle.sh built on another machine (its
+# directory, or the .tar.xz it packs) instead of building here (for GPU machines without the LLVM/MLIR toolchain; needs
 # python3 with numpy, nvcc and cuBLAS).
 #
 #===------------------------------------------------------------------------===#
@@ -24,7 +24,14 @@ build=${MOE_BUILD_DIR:-$root/build}
 export PYTHONPATH="$root/python"
 
 if [ "${1:-}" = "--bundle" ]; then
-  bundle=$(cd "$2" && pwd)
+  if [ -f "$2" ]; then
+    # The archive gpu-bundle.sh packs (build/gpu-bundle.tar.xz).
+    unpacked=$(mktemp -d)
+    tar -C "$unpacked" -xJf "$2"
+    bundle=$unpacked/gpu-bundle
+  else
+    bundle=$(cd "$2" && pwd)
+  fi
   shift 2
   arch=$(cat "$bundle/arch")
   echo "==> the CUDA target on every tiny configuration (prebuilt, $arch)"
@@ -53,7 +60,10 @@ grep -q "100% tests passed" "$log" || exit 1
 
 echo "==> expert parallelism over NCCL"
 export PYTHON="$build/pyenv/bin/python"
-"$root/scripts/gpu-ep.sh" build "$build/gpu-ep" "$build/bin/moe-compile"
+# For this machine's GPU (compute capability 9.0: sm_90).
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1)
+"$root/scripts/gpu-ep.sh" build "$build/gpu-ep" "$build/bin/moe-compile" \
+  --cuda-arch "sm_${cap/./}"
 ep=0
 "$root/scripts/gpu-ep.sh" run "$build/gpu-ep" || ep=1
 

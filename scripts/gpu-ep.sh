@@ -19,9 +19,10 @@
 # 2-rank one, and requires the same greedy tokens and the logits within the
 # test tolerance of the single process (1e-4 for f32 weights, 2e-3 for f16:
 # the single-process combine may contract to FMA where the EP path does
-# not). Without mpirun, or with NCCL or MPI missing from the executables'
-# libraries, it says what is missing and skips (exit 0); a mismatch or a
-# failed run fails (exit 1).
+# not). Where moe-compile was built without MPI or NCCL (`build` leaves a
+# SKIPPED note), mpirun is missing, or the executables' libraries are, it
+# says what is missing and skips (exit 0); a mismatch or a failed run fails
+# (exit 1).
 #
 #===------------------------------------------------------------------------===#
 set -euo pipefail
@@ -46,6 +47,15 @@ build() {
   if [ "${1:-}" = "--cuda-arch" ]; then arch=(--cuda-arch "$2"); fi
   rm -rf "$dir"
   mkdir -p "$dir"
+  # A moe-compile built without MPI or NCCL cannot link these: `run` then
+  # says so and skips.
+  local probe
+  if ! probe=$("$compile" "$dir/no-model" --target cuda --expert-parallel 2 \
+      -o "$dir/probe.bin" 2>&1) && grep -q "expert-parallel.* needs" <<<"$probe"; then
+    grep "expert-parallel.* needs" <<<"$probe" > "$dir/SKIPPED"
+    echo "gpu-ep: not built: $(cat "$dir/SKIPPED")"
+    return 0
+  fi
   for m in "${models[@]}"; do
     IFS='|' read -r name gen _ _ <<<"$m"
     # shellcheck disable=SC2086 # gen is a list of options
@@ -63,6 +73,10 @@ build() {
 run() {
   local dir
   dir=$(cd "$1" && pwd)
+  if [ -f "$dir/SKIPPED" ]; then
+    echo "gpu-ep: skipped: $(cat "$dir/SKIPPED")"
+    return 0
+  fi
   local mpirun
   if ! mpirun=$(command -v mpirun); then
     echo "gpu-ep: skipped: no mpirun on this machine (Open MPI)"
@@ -75,8 +89,14 @@ run() {
     echo "$missing"
     return 0
   fi
+  # The GPUs the ranks may use: CUDA_VISIBLE_DEVICES's, where it is set.
   local gpus
   gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU " || true)
+  if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+    local visible
+    IFS=, read -r -a visible <<<"$CUDA_VISIBLE_DEVICES"
+    if [ "${#visible[@]}" -lt "$gpus" ]; then gpus=${#visible[@]}; fi
+  fi
   if [ "$gpus" -lt 1 ]; then
     echo "gpu-ep: no GPU on this machine" >&2
     return 1
@@ -86,8 +106,13 @@ run() {
   for m in "${models[@]}"; do
     IFS='|' read -r name _ tokens tol <<<"$m"
     local args=(--weights "$dir/$name" --tokens "$tokens" -n 8)
-    "$dir/$name-single.bin" "${args[@]}" --dump-logits "$dir/$name-single.npy" \
-      > "$dir/$name-single.out"
+    rm -f "$dir/$name"-*.npy "$dir/$name"-*.out
+    if ! "$dir/$name-single.bin" "${args[@]}" \
+        --dump-logits "$dir/$name-single.npy" > "$dir/$name-single.out"; then
+      echo "FAIL $name: the single-process run failed"
+      failed=1
+      continue
+    fi
     for ranks in 1 2; do
       if [ "$ranks" -gt "$gpus" ]; then
         echo "skip $name on $ranks ranks: $gpus GPU(s), NCCL takes one a rank"

@@ -69,6 +69,10 @@ if mpirun and getattr(config, "moe_mpi", "0") == "1":
     if getattr(config, "moe_nccl", "0") == "1":
         config.available_features.add("nccl")
         config.substitutions.append(("%cuda_home", shlex.quote(cuda_home)))
+        # Where libnccl and libcudart were found (the run path to expect).
+        nccl_lib, cudart_lib = config.moe_nccl_libs.split(";")[:2]
+        config.substitutions.append(("%nccl_lib_dir", os.path.dirname(nccl_lib)))
+        config.substitutions.append(("%cudart_lib_dir", os.path.dirname(cudart_lib)))
     config.substitutions.append(
         ("%check_ep", python + " " +
          os.path.join(config.test_source_root, "e2e", "check_ep.py") +

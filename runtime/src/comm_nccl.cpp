@@ -31,6 +31,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace {
@@ -159,12 +160,34 @@ extern "C" int moert_comm_nccl_create(int *argc, char ***argv, moert_comm **out,
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank_,
                       MPI_INFO_NULL, &node);
-  int local = 0, devices = 0;
+  int local = 0, nodeRanks = 1, devices = 0;
   MPI_Comm_rank(node, &local);
-  MPI_Comm_free(&node);
+  MPI_Comm_size(node, &nodeRanks);
   if (cudaGetDeviceCount(&devices) != cudaSuccess)
     devices = 0;
   int device = devices == 1 ? 0 : local;
+  // Ranks that each see one GPU must see different ones: compare the PCI
+  // addresses across the node (every rank of it takes part).
+  bool shared = false;
+  if (devices == 1 && nodeRanks > 1) {
+    char bus[32] = {0};
+    cudaDeviceGetPCIBusId(bus, sizeof bus, 0);
+    std::string all(sizeof bus * size_t(nodeRanks), '\0');
+    MPI_Allgather(bus, sizeof bus, MPI_CHAR, all.data(), sizeof bus, MPI_CHAR,
+                  node);
+    for (int r = 0; r < nodeRanks; ++r)
+      shared |= r != local &&
+                std::strncmp(all.data() + r * sizeof bus, bus, sizeof bus) == 0;
+  }
+  MPI_Comm_free(&node);
+  if (shared) {
+    std::snprintf(error, errorSize,
+                  "rank %d shares its only GPU with another rank of its node: "
+                  "start at most one rank per GPU",
+                  c->rank_);
+    delete c;
+    return 1;
+  }
   if (device >= devices) {
     std::snprintf(error, errorSize,
                   "rank %d is rank %d of its node, which has %d GPUs: start "

@@ -219,7 +219,10 @@ def main():
     onnx_path = os.path.join(args.work, f"model-{args.onnx}.onnx") if args.onnx else None
     if args.onnx_torch:
         onnx_path = os.path.join(args.work, os.path.basename(args.onnx_torch))
-    if args.stage != "run":
+    # The run stage regenerates the weights when they did not travel with
+    # the binaries (scripts/gpu-bundle.sh leaves them out: the generator is
+    # deterministic).
+    if args.stage != "run" or not os.path.exists(os.path.join(model, "config.json")):
         generate.generate(model, args.preset, args.seed, args.dtype, args.shards,
                           dict(args.overrides), tensor_dtypes=dict(args.tensor_dtype),
                           rope_form=args.rope_form, rope_scaling=args.rope_scaling)
@@ -278,6 +281,9 @@ def main():
 
     def run_binary(chunk, dump, exe=binary, stderr=None):
         cmd = [exe, "--tokens", args.tokens, "-n", str(args.n)]
+        if args.stage == "run":
+            # Built elsewhere: the weights are here, not where it was built.
+            cmd += ["--weights", os.path.dirname(gguf_path or onnx_path or model + "/")]
         if dump:
             cmd += ["--dump-logits", dump]
         if chunk:

@@ -481,14 +481,17 @@ int build(StringRef source, const mlir::moe::CudaProgram *cuda, StringRef path,
     StringRef(MOE_MPI_LIBS).split(libs, ',', -1, false);
     // Each by full path, and its directory as a run path, so that the
     // executable finds libnccl and libcudart where the CUDA toolkit keeps
-    // them without LD_LIBRARY_PATH (which still takes precedence).
+    // them without LD_LIBRARY_PATH (which still takes precedence: RUNPATH,
+    // not RPATH, whatever the linker's default).
     StringSet<> runPaths;
     for (StringRef lib : libs) {
       args.push_back(lib.str());
       StringRef dir = sys::path::parent_path(lib);
       if (sys::path::is_absolute(lib) && runPaths.insert(dir).second)
-        args.push_back("-Wl,-rpath," + dir.str());
+        args.insert(args.end(), {"-Xlinker", "-rpath", "-Xlinker", dir.str()});
     }
+    if (!runPaths.empty())
+      args.push_back("-Wl,--enable-new-dtags");
   }
   // The tokenizer's regexes: libpcre2-8's archive, so that the executable
   // needs no shared library it did not need before.
