@@ -7,7 +7,7 @@
 # target's logits for comparison), of `mini` for the benchmark, and of the
 # expert-parallel check (scripts/gpu-ep.sh), into build/gpu-bundle, packed
 # without the tiny models' weights (the GPU machine regenerates them) as
-# build/gpu-bundle.tar.xz (about 15 MB; the directory itself is over the
+# build/gpu-bundle.tar.xz (about 5 MB; the directory itself is over the
 # device tool's 64 MiB). On the GPU machine, from the repository root, with
 # build/gpu-bundle.tar.xz carried along:
 #     scripts/gpu-check.sh --bundle build/gpu-bundle.tar.xz
