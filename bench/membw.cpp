@@ -1,8 +1,11 @@
 // Read bandwidth of this machine: T threads sum disjoint slices of a 1 GiB
 // buffer (the access pattern of decode, which streams the weights once).
-// Prints the best of several passes in GB/s.
+// The buffer asks for 2 MiB pages, as the runtime's weight mappings do
+// (MADV_HUGEPAGE): with 4 KiB pages the same loop measured as little as half
+// (bench/RESULTS.md, issue 12). Prints the best of several passes in GB/s.
 //   c++ -O2 -march=native -pthread membw.cpp -o membw && ./membw [threads]
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,7 +17,12 @@
 int main(int argc, char **argv) {
   int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const size_t n = (size_t(1) << 30) / sizeof(float);
-  std::vector<float> data(n, 1.0f);
+  const size_t bytes = n * sizeof(float), huge = size_t(2) << 20;
+  auto *data = static_cast<float *>(std::aligned_alloc(huge, bytes));
+  if (!data)
+    return 1;
+  madvise(data, bytes, MADV_HUGEPAGE);
+  std::fill(data, data + n, 1.0f);
   std::vector<float> sums(size_t(threads) * 16);
   double best = 0;
   for (int pass = 0; pass < 8; ++pass) {
@@ -41,5 +49,6 @@ int main(int argc, char **argv) {
     best = std::max(best, n * sizeof(float) / s / 1e9);
   }
   std::printf("%.2f\n", best);
+  std::free(data);
   return sums[0] == 12345.0f; // keep the sums alive
 }
