@@ -13,8 +13,9 @@
 #   scripts/gpu-check.sh --bundle DIR|ARCHIVE [bench options]
 #
 # --bundle runs what scripts/gpu-bundle.sh built on another machine (its
-# directory, or the .tar.xz it packs) instead of building here (for GPU machines without the LLVM/MLIR toolchain; needs
-# python3 with numpy, nvcc and cuBLAS).
+# directory, or the .tar.xz it packs) instead of building here (for GPU
+# machines without the LLVM/MLIR toolchain; needs python3 with numpy, nvcc
+# and cuBLAS).
 #
 #===------------------------------------------------------------------------===#
 set -euo pipefail
@@ -26,8 +27,10 @@ export PYTHONPATH="$root/python"
 if [ "${1:-}" = "--bundle" ]; then
   if [ -f "$2" ]; then
     # The archive gpu-bundle.sh packs (build/gpu-bundle.tar.xz).
+    # (Python's tarfile: the machine need not have xz.)
     unpacked=$(mktemp -d)
-    tar -C "$unpacked" -xJf "$2"
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+      "$2" "$unpacked"
     bundle=$unpacked/gpu-bundle
   else
     bundle=$(cd "$2" && pwd)
