@@ -166,17 +166,19 @@ extern "C" int moert_comm_nccl_create(int *argc, char ***argv, moert_comm **out,
   if (cudaGetDeviceCount(&devices) != cudaSuccess)
     devices = 0;
   int device = devices == 1 ? 0 : local;
-  // Ranks that each see one GPU must see different ones: compare the PCI
-  // addresses across the node (every rank of it takes part).
+  // Ranks that each see one GPU must see different ones: the node's ranks
+  // compare PCI addresses (every rank of the node takes part, whatever it
+  // sees; one that sees several sends none).
   bool shared = false;
-  if (devices == 1 && nodeRanks > 1) {
+  if (nodeRanks > 1) {
     char bus[32] = {0};
-    cudaDeviceGetPCIBusId(bus, sizeof bus, 0);
+    if (devices == 1)
+      cudaDeviceGetPCIBusId(bus, sizeof bus, 0);
     std::string all(sizeof bus * size_t(nodeRanks), '\0');
     MPI_Allgather(bus, sizeof bus, MPI_CHAR, all.data(), sizeof bus, MPI_CHAR,
                   node);
     for (int r = 0; r < nodeRanks; ++r)
-      shared |= r != local &&
+      shared |= devices == 1 && bus[0] && r != local &&
                 std::strncmp(all.data() + r * sizeof bus, bus, sizeof bus) == 0;
   }
   MPI_Comm_free(&node);
