@@ -448,9 +448,9 @@ __device__ void epScaleRows(const float *y, const int32_t *perm,
     if (lo < offsets[e + 1] && perm[lo] == s)
       row = lo;
   }
-  float g = row >= 0 ? gates[s] : 0.0f;
   for (int h = threadIdx.x; h < H; h += 256)
-    out[int64_t(s) * H + h] = row >= 0 ? g * y[int64_t(row) * H + h] : 0.0f;
+    out[int64_t(s) * H + h] =
+        row >= 0 ? gates[s] * y[int64_t(row) * H + h] : 0.0f;
 }
 
 /// moe.ep_combine, this rank's share: token t's rows of this rank's experts
