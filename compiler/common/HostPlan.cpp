@@ -110,16 +110,16 @@ StringRef dtypeEnum(Type t) {
 /// is refused, so the IR names code but never writes it.
 const llvm::StringSet<> &knownCallees(Target target) {
   static const llvm::StringSet<> cpu = {
-      "moert::embedding",     "moert::rmsNorm",
-      "moert::linear",        "moert::lmHead",
-      "moert::rope",          "moert::attention",
-      "moert::add",           "moert::router",
-      "moert::fusedRouter",   "moert::expertCapacity",
-      "moert::experts",       "moert::expertPermute",
-      "moert::groupedMatmul", "moert::siluMul",
-      "moert::expertCombine", "moert::epExchangeCounts",
-      "moert::epDispatch",    "moert::epExperts",
-      "moert::epCombine"};
+      "moert::embedding",        "moert::rmsNorm",
+      "moert::linear",           "moert::fusedLinear",
+      "moert::lmHead",           "moert::rope",
+      "moert::attention",        "moert::add",
+      "moert::router",           "moert::fusedRouter",
+      "moert::expertCapacity",   "moert::experts",
+      "moert::expertPermute",    "moert::groupedMatmul",
+      "moert::siluMul",          "moert::expertCombine",
+      "moert::epExchangeCounts", "moert::epDispatch",
+      "moert::epExperts",        "moert::epCombine"};
   static const llvm::StringSet<> cuda = {"moert::cuda::embedding",
                                          "moert::cuda::rmsNorm",
                                          "moert::cuda::gemv",
@@ -464,8 +464,8 @@ LogicalResult PlanPrinter::printOp(Operation *op, int indent) {
       return failure();
     std::string name = declare(t, "t");
     if (cpu)
-      out << pad << "const " << *element << " *const " << name << "[] = {"
-          << llvm::join(entries, ", ") << "};\n";
+      out << pad << (type.getOutput() ? "" : "const ") << *element << " *const "
+          << name << "[] = {" << llvm::join(entries, ", ") << "};\n";
     else
       out << pad << "const struct { "
           << (type.getOutput() ? "float" : "const void") << " *p["

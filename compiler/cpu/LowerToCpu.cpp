@@ -146,17 +146,52 @@ void rope(ConversionPatternRewriter &rw, Location loc, Value in, Value pos,
   call(rw, loc, "moert::rope", targs, false, args);
 }
 
+/// A table of weight pointers, typed by the first entry's element type when
+/// `typed`.
+Value table(ConversionPatternRewriter &rw, Location loc, ValueRange weights,
+            bool typed) {
+  Type element = typed ? elementType(weights.front()) : rw.getNoneType();
+  return moert::TableOp::create(rw, loc,
+                                moert::TableType::get(rw.getContext(),
+                                                      int64_t(weights.size()),
+                                                      element, false),
+                                weights);
+}
+
 CPU_PATTERN(FusedLinearToCpu, FusedLinearOp) {
-  // One call per weight: on the CPU each is a GEMV/GEMM parallel over its
-  // own weight rows already; RoPE in place (each pair is read before it is
-  // written).
-  for (auto [i, w] : llvm::enumerate(a.getWeights())) {
-    linear(rw, op.getLoc(), a.getInput(), w, n, outs[i]);
+  // Two or three weights: one moert::fusedLinear, whose decode step runs
+  // every weight's rows in one parallel region (a weight table, an output
+  // table; a missing third weight has N = 0). More: one linear per weight.
+  // Then RoPE in place (each pair is read before it is written).
+  Location loc = op.getLoc();
+  ValueRange weights = a.getWeights();
+  if (weights.size() == 2 || weights.size() == 3) {
+    TemplateArgs targs(rw);
+    SmallVector<int64_t> rows;
+    for (size_t i = 0; i < 3; ++i) {
+      targs.type(i < weights.size() ? elementType(weights[i])
+                                    : Type(rw.getF32Type()));
+      rows.push_back(i < weights.size()
+                         ? cast<MemRefType>(weights[i].getType()).getDimSize(0)
+                         : 0);
+    }
+    targs.i(width(a.getInput())).i(rows[0]).i(rows[1]).i(rows[2]);
+    Value dests = moert::TableOp::create(
+        rw, loc,
+        moert::TableType::get(rw.getContext(), int64_t(outs.size()),
+                              rw.getF32Type(), true),
+        outs);
+    call(rw, loc, "moert::fusedLinear", targs, true,
+         {a.getInput(), table(rw, loc, weights, false), n, dests});
+  } else {
+    for (auto [i, w] : llvm::enumerate(weights))
+      linear(rw, loc, a.getInput(), w, n, outs[i]);
+  }
+  for (size_t i = 0; i < outs.size(); ++i)
     if (op.hasRope(int64_t(i)))
-      rope(rw, op.getLoc(), outs[i], a.getPositions(),
+      rope(rw, loc, outs[i], a.getPositions(),
            op.getThetaAttr().getValueAsDouble(), *op.getHeadDim(),
            op.getRopeInterleaved(), op.getRopeScalingAttr(), n, outs[i]);
-  }
   return success();
 }
 
@@ -223,18 +258,6 @@ CPU_PATTERN(ExpertCapacityToCpu, ExpertCapacityOp) {
         constantF64(rw, loc, op.getFactor().convertToDouble()), n, stats,
         outs[0], outs[1]});
   return success();
-}
-
-/// A table of weight pointers, typed by the first entry's element type when
-/// `typed`.
-Value table(ConversionPatternRewriter &rw, Location loc, ValueRange weights,
-            bool typed) {
-  Type element = typed ? elementType(weights.front()) : rw.getNoneType();
-  return moert::TableOp::create(rw, loc,
-                                moert::TableType::get(rw.getContext(),
-                                                      int64_t(weights.size()),
-                                                      element, false),
-                                weights);
 }
 
 CPU_PATTERN(ExpertsToCpu, ExpertsOp) {

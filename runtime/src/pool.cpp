@@ -50,7 +50,7 @@ struct moert_pool {
   // The current job.
   void (*fn)(void *, int64_t, int64_t) = nullptr;
   void *ctx = nullptr;
-  int64_t n = 0, chunks = 0;
+  int64_t n = 0, grain = 1;
   std::atomic<int64_t> next{0};
   // Written under `mutex`; read without it by the spinning threads.
   std::atomic<int64_t> generation{0};
@@ -59,12 +59,21 @@ struct moert_pool {
   std::atomic<int> active{0};
   std::atomic<bool> stop{false};
 
-  /// Takes chunks of the current job until none are left.
+  /// Takes pieces of the current job until none are left. A piece is a
+  /// share of what is left (1 / (2 * threads)), at least `grain`, so the
+  /// pieces shrink towards the end of the job and the threads finish
+  /// within about one grain of each other (with equal pieces, the last one
+  /// taken left the other threads idle for up to a whole piece: in decode,
+  /// ~5% of a step at ~90 parallel regions a step; bench/RESULTS.md).
   void work() {
-    for (int64_t c; (c = next.fetch_add(1)) < chunks;) {
-      int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
-      if (begin < end)
+    const int64_t share = 2 * int64_t(workers.size() + 1);
+    int64_t begin = next.load();
+    while (begin < n) {
+      int64_t end = std::min(n, begin + std::max(grain, (n - begin) / share));
+      if (next.compare_exchange_weak(begin, end)) {
         fn(ctx, begin, end);
+        begin = next.load();
+      }
     }
   }
 
@@ -143,7 +152,7 @@ extern "C" int moert_pool_size(const moert_pool *pool) {
   return static_cast<int>(pool->workers.size()) + 1;
 }
 
-extern "C" void moert_pool_run(moert_pool *pool, int64_t n, int64_t chunks,
+extern "C" void moert_pool_run(moert_pool *pool, int64_t n, int64_t grain,
                                void (*fn)(void *, int64_t, int64_t),
                                void *ctx) {
   // A worker that joined the previous job late may still be reading its
@@ -156,7 +165,7 @@ extern "C" void moert_pool_run(moert_pool *pool, int64_t n, int64_t chunks,
     pool->fn = fn;
     pool->ctx = ctx;
     pool->n = n;
-    pool->chunks = chunks;
+    pool->grain = std::max<int64_t>(1, grain);
     pool->next.store(0);
     ++pool->generation;
   }

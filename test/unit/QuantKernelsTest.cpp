@@ -32,6 +32,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -521,6 +524,167 @@ TEST(FloatKernels, LinearF16) {
 TEST(FloatKernels, LinearBF16) {
   checkFloatLinear<bf16, 29, 200>();
   checkFloatLinear<bf16, 48, 520>();
+}
+
+/// A [rows, cols] weight of any format: quantised, or stored as f32/f16.
+template <typename W>
+std::vector<W> anyWeight(std::mt19937 &rng, int64_t rows, int64_t cols) {
+  if constexpr (IsQuant<W>::value) {
+    return randomWeight<W>(rng, rows, cols);
+  } else {
+    std::vector<float> f = randomVector(rng, size_t(rows * cols), 0.05f);
+    std::vector<W> w(f.size());
+    for (size_t i = 0; i < f.size(); ++i)
+      w[i] = storeAs<W>(f[i]);
+    return w;
+  }
+}
+
+/// groupedMatmul when no expert has more than one row (decode) runs every
+/// expert's GEMVs in one parallel region (groupedDecode). Its results must
+/// be bit-identical to `linear` on each row alone (the kernels the
+/// multi-row path uses, checked against references above), silu·up
+/// applied as siluTimes does: gate_up with Silu (the up rows never staged),
+/// gate_up side by side, and the down projection (no gather). One token
+/// chooses two experts of six; two tokens choose three, out of order, and
+/// one pair is dropped (moe.expert_capacity), so the rows map to tokens
+/// through the permutation and the dropped row is not written.
+template <typename W, bool Silu, bool Down> void checkGroupedDecode() {
+  constexpr int64_t R = 56, In = sz<W>(64), E = 6, K = 2;
+  constexpr int64_t RB = Down ? 0 : R, Parts = Down ? 1 : 2;
+  constexpr int64_t N = Silu ? R : R + RB;
+  std::mt19937 rng(Silu ? 41 : Down ? 42 : 43);
+  std::vector<std::vector<W>> ws;
+  std::vector<const void *> ptrs;
+  for (int64_t i = 0; i < Parts * E; ++i)
+    ws.push_back(anyWeight<W>(rng, R, In));
+  for (auto &w : ws)
+    ptrs.push_back(w.data());
+  for (int64_t T : {1, 2}) {
+    const int32_t indices[4] = {4, 1, 0, -1};
+    int32_t perm[4], offsets[E + 1];
+    expertPermute<E, K>(indices, T, perm, offsets);
+    // Gathered (gate_up): token rows; else (down) the permuted batch.
+    std::vector<float> x = randomVector(rng, size_t((Down ? T * K : T) * In));
+    for (int threads : {1, 2, 3}) {
+      Pool pool(moert_pool_create(threads));
+      std::vector<float> gathered(T * K * In), out(T * K * N, 99.0f),
+          up(T * K * R, 77.0f);
+      groupedMatmul<W, W, R, RB, In, E, K, !Down, Silu>(
+          pool.get(), x.data(), perm, offsets, ptrs.data(), gathered.data(),
+          out.data(), up.data());
+      for (int64_t e = 0; e < E; ++e) {
+        ASSERT_LE(offsets[e + 1] - offsets[e], 1);
+        for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r) {
+          const float *xr = Down ? &x[r * In] : &x[pairToken<K>(perm[r]) * In];
+          std::vector<float> a(R), b(R);
+          linear<W, R, In>(nullptr, xr, ws[Parts * e].data(), 1, a.data());
+          if (!Down)
+            linear<W, R, In>(nullptr, xr, ws[Parts * e + 1].data(), 1,
+                             b.data());
+          for (int64_t n = 0; n < R; ++n) {
+            if (Silu) {
+              ASSERT_EQ(out[r * N + n], siluTimes(a[n], b[n]))
+                  << "T " << T << " expert " << e << " row " << n;
+            } else {
+              ASSERT_EQ(out[r * N + n], a[n]) << "expert " << e;
+              if (!Down) {
+                ASSERT_EQ(out[r * N + R + n], b[n]) << "expert " << e;
+              }
+            }
+          }
+        }
+      }
+      // The row of the dropped pair, and `up`, are not written.
+      ASSERT_EQ(offsets[E], T == 1 ? 2 : 3);
+      for (int64_t i = offsets[E] * N; i < T * K * N; ++i)
+        ASSERT_EQ(out[i], 99.0f);
+      for (float u : up)
+        ASSERT_EQ(u, 77.0f);
+    }
+  }
+}
+
+template <typename W> void checkGroupedDecodeAll() {
+  checkGroupedDecode<W, true, false>();
+  checkGroupedDecode<W, false, false>();
+  checkGroupedDecode<W, false, true>();
+}
+
+TEST(FloatKernels, GroupedDecodeF32) { checkGroupedDecodeAll<float>(); }
+TEST(FloatKernels, GroupedDecodeF16) { checkGroupedDecodeAll<f16>(); }
+TYPED_TEST(QuantKernels, GroupedDecode) { checkGroupedDecodeAll<TypeParam>(); }
+
+/// fusedLinear (moe.fused_linear of two or three weights, of mixed formats)
+/// against one `linear` per weight, bit for bit: one token (every weight's
+/// rows in one parallel region) and several (linear per weight). The
+/// widths leave partial blocks of 24 rows.
+template <typename W0, typename W1, typename W2, int64_t N2>
+void checkFusedLinear() {
+  constexpr int64_t K = 256, N0 = 50, N1 = 30;
+  std::mt19937 rng(51);
+  std::vector<W0> w0 = anyWeight<W0>(rng, N0, K);
+  std::vector<W1> w1 = anyWeight<W1>(rng, N1, K);
+  std::vector<W2> w2 = anyWeight<W2>(rng, std::max<int64_t>(N2, 1), K);
+  const void *ws[3] = {w0.data(), w1.data(), w2.data()};
+  for (int64_t T : {1, 2, 5}) {
+    std::vector<float> x = randomVector(rng, size_t(T * K));
+    for (int threads : {1, 2}) {
+      Pool pool(moert_pool_create(threads));
+      std::vector<float> o0(T * N0), o1(T * N1),
+          o2(T * std::max<int64_t>(N2, 1), 5.0f);
+      float *const outs[3] = {o0.data(), o1.data(), o2.data()};
+      fusedLinear<W0, W1, W2, K, N0, N1, N2>(pool.get(), x.data(), ws, T, outs);
+      std::vector<float> e0(T * N0), e1(T * N1), e2(o2.size(), 5.0f);
+      linear<W0, N0, K>(pool.get(), x.data(), w0.data(), T, e0.data());
+      linear<W1, N1, K>(pool.get(), x.data(), w1.data(), T, e1.data());
+      if constexpr (N2 > 0)
+        linear<W2, N2, K>(pool.get(), x.data(), w2.data(), T, e2.data());
+      ASSERT_EQ(o0, e0) << "T " << T;
+      ASSERT_EQ(o1, e1) << "T " << T;
+      ASSERT_EQ(o2, e2) << "T " << T;
+    }
+  }
+}
+
+TEST(FloatKernels, FusedLinear) {
+  checkFusedLinear<float, float, float, 20>();
+  checkFusedLinear<f16, f16, f16, 30>();
+  checkFusedLinear<f16, f16, float, 0>();
+  checkFusedLinear<q4_K, float, q6_K, 24>();
+  checkFusedLinear<q8_0, q4_0, q4_1, 0>();
+}
+
+/// The pool hands out pieces of a shrinking size, each at least the grain
+/// but the last: every index exactly once, whatever the threads.
+TEST(Pool, PiecesCoverEachIndexOnce) {
+  for (int threads : {1, 2, 4})
+    for (int64_t n : {1, 7, 1000, 4097})
+      for (int64_t grain : {1, 5, 64}) {
+        Pool pool(moert_pool_create(threads));
+        std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+        std::atomic<int64_t> smallPieces{0};
+        struct Ctx {
+          std::vector<std::atomic<int>> *seen;
+          std::atomic<int64_t> *small;
+          int64_t n, grain;
+        } ctx{&seen, &smallPieces, n, grain};
+        moert_pool_run(
+            pool.get(), n, grain,
+            [](void *p, int64_t b, int64_t e) {
+              auto *c = static_cast<Ctx *>(p);
+              if (e - b < c->grain && e != c->n)
+                ++*c->small;
+              for (int64_t i = b; i < e; ++i)
+                ++(*c->seen)[size_t(i)];
+            },
+            &ctx);
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(seen[size_t(i)].load(), 1)
+              << "threads " << threads << " n " << n << " grain " << grain
+              << " index " << i;
+        EXPECT_EQ(smallPieces.load(), 0);
+      }
 }
 
 /// The head computes rows [from, T) only, row `from` first.

@@ -1059,43 +1059,44 @@ MOERT_INLINE void int8Rows512(const W *w, int64_t r0, int64_t r1,
 }
 #endif
 
-/// Decode: NT (< 4) tokens, each weight row read once for all of them.
-template <typename W, int64_t N, int64_t K, int NT, bool Int8>
-void decode(moert_pool *pool, const float *x, const W *w, float *out,
-            int64_t ldo, const float *res) {
+/// NT (< 4) decode tokens' activations as the row kernels take them,
+/// computed once and shared by the threads: int8 with each block's scale and
+/// sum (Int8), else f32 (with q4_1's block sums). rows() then runs weight
+/// rows [r, rEnd) of a K-wide weight against them, from any thread, each
+/// row read once for all NT tokens: store(t, r, value).
+template <typename W, int64_t K, int NT, bool Int8> struct DecodeActs {
   static_assert(K % IsQuant<W>::kBlock == 0, "a quantised row is whole blocks");
-  constexpr int64_t nb = blocks<K>();
-  constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
-  // The quantised activations live on the caller's stack (NT*K bytes and
-  // 2*NT*K/32 floats): computed once, shared by the threads.
-  alignas(64) int8_t q[Int8 ? NT * K : 1];
-  float d[NT * nb], s[NT * nb];
+  static constexpr int64_t nb = blocks<K>();
 #ifdef MOERT_AVX512VNNI
   // Blocks [0, n8) take the AVX-512 kernel, the rest int8Row.
-  constexpr int64_t n8 = nb / 8 * 8;
+  static constexpr int64_t n8 = nb / 8 * 8;
 #endif
-  if (Int8) {
-    for (int t = 0; t < NT; ++t) {
-      quantizeActs(x + t * K, nb, q + t * K, d + t * nb, s + t * nb);
+  alignas(64) int8_t q[Int8 ? NT * K : 1];
+  float d[NT * nb], s[NT * nb];
+  const float *x = nullptr;
+
+  void prepare(const float *acts) {
+    x = acts;
+    if (Int8) {
+      for (int t = 0; t < NT; ++t) {
+        quantizeActs(x + t * K, nb, q + t * K, d + t * nb, s + t * nb);
 #ifdef MOERT_AVX512VNNI
-      pairActs<W>(q + t * K, n8);
+        pairActs<W>(q + t * K, n8);
 #endif
-    }
-  } else if (std::is_same<W, q4_1>::value) {
-    for (int64_t i = 0; i < NT * nb; ++i) {
-      float sb = 0;
-      for (int j = 0; j < 32; ++j)
-        sb += x[i * 32 + j];
-      s[i] = sb;
+      }
+    } else if (std::is_same<W, q4_1>::value) {
+      for (int64_t i = 0; i < NT * nb; ++i) {
+        float sb = 0;
+        for (int j = 0; j < 32; ++j)
+          sb += x[i * 32 + j];
+        s[i] = sb;
+      }
     }
   }
-  auto store = [&](int t, int64_t r, float v) MOERT_INLINE_LAMBDA {
-    int64_t o = t * ldo + r;
-    out[o] = res ? v + res[o] : v;
-  };
-  parallelFor(pool, kBlocks, double(NT) * N * K, [&](int64_t b0, int64_t b1) {
-    int64_t r = b0 * kRows;
-    const int64_t rEnd = std::min(N, b1 * kRows);
+
+  template <typename Store>
+  MOERT_INLINE void rows(const W *w, int64_t r, int64_t rEnd,
+                         const Store &store) const {
 #ifdef MOERT_AVX512VNNI
     if (Int8) {
       int8Rows512<W, NT, K>(w, r, rEnd, q, d, s, store);
@@ -1116,6 +1117,23 @@ void decode(moert_pool *pool, const float *x, const W *w, float *out,
       for (int t = 0; t < NT; ++t)
         store(t, r, v[t]);
     }
+  }
+};
+
+/// Decode: NT (< 4) tokens, each weight row read once for all of them.
+template <typename W, int64_t N, int64_t K, int NT, bool Int8>
+void decode(moert_pool *pool, const float *x, const W *w, float *out,
+            int64_t ldo, const float *res) {
+  constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
+  // On the caller's stack (NT*K bytes and 2*NT*K/32 floats).
+  DecodeActs<W, K, NT, Int8> acts;
+  acts.prepare(x);
+  auto store = [&](int t, int64_t r, float v) MOERT_INLINE_LAMBDA {
+    int64_t o = t * ldo + r;
+    out[o] = res ? v + res[o] : v;
+  };
+  parallelFor(pool, kBlocks, double(NT) * N * K, [&](int64_t b0, int64_t b1) {
+    acts.rows(w, b0 * kRows, std::min(N, b1 * kRows), store);
   });
 }
 
@@ -1502,6 +1520,83 @@ void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
   }
 }
 
+/// One token's activations for the decode rows of a weight of any format:
+/// prepare(x) once, then rows(w, r0, r1, store) from any thread computes
+/// x · W[r] for r in [r0, r1), exactly as `linear` does for one token,
+/// store(r, value).
+template <typename W, int64_t K> struct RowActs {
+  using Weight = W;
+  struct Plain {
+    const float *x;
+    void prepare(const float *acts) { x = acts; }
+  };
+  std::conditional_t<IsQuant<W>::value,
+                     qk::DecodeActs<W, K, 1, qk::kDecodeInt8<W>>, Plain>
+      acts;
+
+  void prepare(const float *x) { acts.prepare(x); }
+
+  template <typename Store>
+  MOERT_INLINE void rows(const W *w, int64_t r0, int64_t r1,
+                         const Store &store) const {
+    if constexpr (IsQuant<W>::value)
+      acts.rows(w, r0, r1, [&](int, int64_t r, float v) MOERT_INLINE_LAMBDA {
+        store(r, v);
+      });
+    else
+      for (int64_t r = r0; r < r1; ++r)
+        store(r, dot(acts.x, w + r * K, K));
+  }
+};
+
+/// moe.fused_linear (moe-fuse-projections: q, k and v): out[i] = x @ W_iᵀ
+/// for two or three weights of one input, W_i [N_i, K] of type W_i (N2 = 0:
+/// two). One decode token runs every weight's rows in one parallel region,
+/// in blocks of 24 rows (one wait for the threads, not one per weight);
+/// more tokens run `linear` per weight. The same row kernels either way, so
+/// the results are those of separate linears.
+template <typename W0, typename W1, typename W2, int64_t K, int64_t N0,
+          int64_t N1, int64_t N2>
+void fusedLinear(moert_pool *pool, const float *x, const void *const *w,
+                 int64_t T, float *const *out) {
+  static_assert(N0 > 0 && N1 > 0 && N2 >= 0, "two or three weights");
+  if (T != 1) {
+    linear<W0, N0, K>(pool, x, static_cast<const W0 *>(w[0]), T, out[0]);
+    linear<W1, N1, K>(pool, x, static_cast<const W1 *>(w[1]), T, out[1]);
+    if constexpr (N2 > 0)
+      linear<W2, N2, K>(pool, x, static_cast<const W2 *>(w[2]), T, out[2]);
+    return;
+  }
+  constexpr int64_t kBlock = 24;
+  constexpr int64_t b0 = (N0 + kBlock - 1) / kBlock;
+  constexpr int64_t b1 = b0 + (N1 + kBlock - 1) / kBlock;
+  constexpr int64_t b2 = b1 + (N2 + kBlock - 1) / kBlock;
+  RowActs<W0, K> a0;
+  RowActs<W1, K> a1;
+  RowActs<W2, K> a2;
+  a0.prepare(x);
+  a1.prepare(x);
+  if constexpr (N2 > 0)
+    a2.prepare(x);
+  auto part = [&](const auto &acts, const void *weight, int64_t b, int64_t n,
+                  float *o) {
+    using W = typename std::decay_t<decltype(acts)>::Weight;
+    acts.rows(static_cast<const W *>(weight), b * kBlock,
+              std::min(n, (b + 1) * kBlock),
+              [&](int64_t r, float v) { o[r] = v; });
+  };
+  parallelFor(pool, b2, double(N0 + N1 + N2) * K, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      if (u < b0)
+        part(a0, w[0], u, N0, out[0]);
+      else if (u < b1)
+        part(a1, w[1], u - b0, N1, out[1]);
+      else if constexpr (N2 > 0)
+        part(a2, w[2], u - b1, N2, out[2]);
+    }
+  });
+}
+
 /// The language-model head: rows [from, T) of x @ Wᵀ (all of them for
 /// from <= 0, none for from >= T), row `from` at `out`
 /// (moert_exec::logits_from).
@@ -1790,6 +1885,89 @@ void expertPermute(const int32_t *indices, int64_t T, int32_t *perm,
   std::fill(perm + offsets[E], perm + T * K, -1);
 }
 
+/// groupedMatmul when no expert has more than one row (decode: one token,
+/// or tokens that chose different experts): every expert's GEMVs in one
+/// parallel region, in blocks of 24 weight rows, rather than a region per
+/// expert and weight (six a layer for Mixtral's two experts, each ending in
+/// the threads waiting for each other). With Silu a block computes its gate
+/// rows and up rows and combines them, so `up` is not used. The results
+/// are those of the per-expert path (the same row kernels). False, having
+/// done nothing, when some expert has more rows.
+template <typename WA, typename WB, int64_t RowsA, int64_t RowsB, int64_t In,
+          int64_t E, int64_t K, bool Gather, bool Silu>
+bool groupedDecode(moert_pool *pool, const float *x, const int32_t *perm,
+                   const int32_t *offsets, const void *const *weights,
+                   float *out) {
+  constexpr int64_t Parts = RowsB > 0 ? 2 : 1;
+  constexpr int64_t N = Silu ? RowsA : RowsA + RowsB;
+  constexpr int64_t kBlock = 24;
+  constexpr int64_t blocksA = (RowsA + kBlock - 1) / kBlock;
+  constexpr int64_t blocksB = (RowsB + kBlock - 1) / kBlock;
+  // Units of one expert: Silu, a block of gate and up rows each; else the
+  // blocks of A, then those of B.
+  constexpr int64_t perExpert = Silu ? blocksA : blocksA + blocksB;
+  int32_t active[E];
+  int64_t n = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    int32_t rows = offsets[e + 1] - offsets[e];
+    if (rows > 1)
+      return false;
+    if (rows == 1)
+      active[n++] = int32_t(e);
+  }
+  // Per active expert, its input row prepared for each weight format (the
+  // two parts share the row). Grown once per thread, as prefillScratch.
+  // (The workers reach them through these pointers: a thread_local named
+  // in the body would be the worker's own.)
+  thread_local std::vector<RowActs<WA, In>> bufA;
+  thread_local std::vector<RowActs<WB, In>> bufB;
+  constexpr bool TwoActs = Parts == 2 && !std::is_same<WA, WB>::value;
+  if (int64_t(bufA.size()) < n)
+    bufA.resize(size_t(n));
+  if (TwoActs && int64_t(bufB.size()) < n)
+    bufB.resize(size_t(n));
+  RowActs<WA, In> *actsA = bufA.data();
+  RowActs<WB, In> *actsB = bufB.data();
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t r = offsets[active[i]];
+    const float *src = Gather ? x + pairToken<K>(perm[r]) * In : x + r * In;
+    actsA[i].prepare(src);
+    if constexpr (TwoActs)
+      actsB[i].prepare(src);
+  }
+  auto body = [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t i = u / perExpert, b = u % perExpert, e = active[i];
+      float *o = out + int64_t(offsets[e]) * N;
+      const auto &a = actsA[i];
+      const WA *wa = static_cast<const WA *>(weights[e * Parts]);
+      if (b < blocksA) {
+        const int64_t r0 = b * kBlock, r1 = std::min(RowsA, r0 + kBlock);
+        a.rows(wa, r0, r1, [&](int64_t r, float v) { o[r] = v; });
+        if constexpr (Silu) {
+          const WB *wb = static_cast<const WB *>(weights[e * Parts + 1]);
+          auto gateUp = [&](int64_t r, float v) { o[r] = siluTimes(o[r], v); };
+          if constexpr (TwoActs)
+            actsB[i].rows(wb, r0, r1, gateUp);
+          else
+            a.rows(wb, r0, r1, gateUp);
+        }
+      } else if constexpr (Parts == 2 && !Silu) {
+        const WB *wb = static_cast<const WB *>(weights[e * Parts + 1]);
+        const int64_t r0 = (b - blocksA) * kBlock,
+                      r1 = std::min(RowsB, r0 + kBlock);
+        auto store = [&](int64_t r, float v) { o[RowsA + r] = v; };
+        if constexpr (TwoActs)
+          actsB[i].rows(wb, r0, r1, store);
+        else
+          a.rows(wb, r0, r1, store);
+      }
+    }
+  };
+  parallelFor(pool, n * perExpert, double(n) * (RowsA + RowsB) * In, body);
+  return true;
+}
+
 /// One GEMM per expert over its rows of the permuted batch, with up to two
 /// weights per expert stacked along the output ([RowsA + RowsB, In]): the
 /// gate_up GEMM reads each expert's w1 and w3 where the file has them.
@@ -1804,6 +1982,9 @@ void groupedMatmul(moert_pool *pool, const float *x, const int32_t *perm,
   static_assert(!Silu || RowsA == RowsB, "silu_mul takes two equal parts");
   constexpr int64_t Parts = RowsB > 0 ? 2 : 1;
   constexpr int64_t N = Silu ? RowsA : RowsA + RowsB;
+  if (groupedDecode<WA, WB, RowsA, RowsB, In, E, K, Gather, Silu>(
+          pool, x, perm, offsets, weights, out))
+    return;
   for (int64_t e = 0; e < E; ++e) {
     int64_t r0 = offsets[e], rows = offsets[e + 1] - r0;
     if (rows == 0)

@@ -23,9 +23,12 @@ struct moert_pool;
 moert_pool *moert_pool_create(int threads);
 void moert_pool_free(moert_pool *pool);
 int moert_pool_size(const moert_pool *pool);
-/// Calls fn(ctx, begin, end) over [0, n) split into `chunks` pieces, on all
-/// threads of the pool (the caller included); returns when all are done.
-void moert_pool_run(moert_pool *pool, int64_t n, int64_t chunks,
+/// Calls fn(ctx, begin, end) over [0, n) split into pieces of at least
+/// `grain` (but the last), on all threads of the pool (the caller
+/// included), the pieces shrinking as the job runs out; returns when all are
+/// done. Which thread runs which piece, and where the pieces begin, depend
+/// on timing: fn must compute each index the same way whatever the piece.
+void moert_pool_run(moert_pool *pool, int64_t n, int64_t grain,
                     void (*fn)(void *ctx, int64_t begin, int64_t end),
                     void *ctx);
 }
@@ -43,9 +46,8 @@ inline void parallelFor(moert_pool *pool, int64_t n, double work,
     body(int64_t(0), n);
     return;
   }
-  int64_t chunks = std::min<int64_t>(n, int64_t(moert_pool_size(pool)) * 4);
   moert_pool_run(
-      pool, n, chunks,
+      pool, n, 1,
       [](void *ctx, int64_t begin, int64_t end) {
         (*static_cast<const Body *>(ctx))(begin, end);
       },
