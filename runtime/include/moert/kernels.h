@@ -88,6 +88,23 @@ inline __m256 load8(const bf16 *p) {
       _mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
+#ifdef MOERT_AVX512VNNI
+// 16 half-width weights to f32 in one instruction; decode's f16 dot product
+// is bound by these conversions (one a cycle, 8 or 16 lanes), not by
+// memory, at the read bandwidth of good moments: in L2, one thread reads
+// f16 weights at 36 GB/s through 8-lane conversions and 42 GB/s through
+// 16-lane ones (bench/RESULTS.md, issue 12).
+inline __m512 load16(const float *p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const f16 *p) {
+  return _mm512_cvtph_ps(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+}
+inline __m512 load16(const bf16 *p) {
+  __m512i wide = _mm512_cvtepu16_epi32(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+#endif
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -944,6 +961,18 @@ template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
   } else {
     int64_t i = 0;
     float sum = 0;
+#ifdef MOERT_AVX512VNNI
+    // Half-width weights: 16 lanes a conversion (load16).
+    if constexpr (!std::is_same<W, float>::value) {
+      __m512 z0 = _mm512_setzero_ps(), z1 = _mm512_setzero_ps();
+      for (; i + 32 <= K; i += 32) {
+        z0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load16(w + i), z0);
+        z1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16(w + i + 16),
+                             z1);
+      }
+      sum = _mm512_reduce_add_ps(_mm512_add_ps(z0, z1));
+    }
+#endif
 #ifdef MOERT_AVX2
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
@@ -955,7 +984,7 @@ template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
     }
     for (; i + 8 <= K; i += 8)
       a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8(w + i), a0);
-    sum = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    sum += hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
     for (; i < K; ++i)
       sum += x[i] * toFloat(w[i]);
