@@ -375,8 +375,9 @@ def FuseProjections : Pass<"moe-fuse-projections", "::mlir::func::FuncOp"> {
     have no residual) into one `moe.fused_linear` with a result per weight,
     placed where the last of them was. A decoder layer's q, k and v
     projections become one op, which for a decode step the CUDA target runs
-    as one kernel launch instead of three, and the CPU target as one
-    parallel region of its thread pool. The arithmetic of each result
+    as one kernel launch instead of three, and the CPU target (two or three
+    weights, one token) as one parallel region of its thread pool. The
+    arithmetic of each result
     is unchanged. A group is left alone if one of its results is used
     before the last linear of the group (the fused op could not be placed).
 

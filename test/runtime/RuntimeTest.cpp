@@ -466,7 +466,7 @@ TEST(PoolDeathTest, KeepsTheThreadsThatStarted) {
             sum += i;
         };
         moert_pool_run(
-            pool, 1000, 16,
+            pool, 1000, 1,
             [](void *ctx, int64_t b, int64_t e) {
               (*static_cast<decltype(body) *>(ctx))(b, e);
             },

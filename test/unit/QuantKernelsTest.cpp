@@ -545,83 +545,115 @@ std::vector<W> anyWeight(std::mt19937 &rng, int64_t rows, int64_t cols) {
 /// be bit-identical to `linear` on each row alone (the kernels the
 /// multi-row path uses, checked against references above), silu·up
 /// applied as siluTimes does: gate_up with Silu (the up rows never staged),
-/// gate_up side by side, and the down projection (no gather). One token
-/// chooses two experts of six; two tokens choose three, out of order, and
-/// one pair is dropped (moe.expert_capacity), so the rows map to tokens
-/// through the permutation and the dropped row is not written.
-template <typename W, bool Silu, bool Down> void checkGroupedDecode() {
-  constexpr int64_t R = 56, In = sz<W>(64), E = 6, K = 2;
-  constexpr int64_t RB = Down ? 0 : R, Parts = Down ? 1 : 2;
+/// gate_up side by side, and the down projection (no gather); gate and up
+/// of one type or two (each with its own activations). One token chooses
+/// two experts of six; two tokens choose three, out of order, and one pair
+/// is dropped (moe.expert_capacity), so the rows map to tokens through the
+/// permutation and the dropped row is not written. groupedDecode is called
+/// itself (it must take these cases) and through groupedMatmul; the shapes
+/// are large enough for parallelFor to use the threads.
+template <typename WA, typename WB, bool Silu, bool Down>
+void checkGroupedDecode() {
+  constexpr int64_t R = 56, In = std::max(sz<WA>(256), sz<WB>(256)), E = 6,
+                    K = 2;
+  constexpr int64_t RB = Down ? 0 : R;
   constexpr int64_t N = Silu ? R : R + RB;
   std::mt19937 rng(Silu ? 41 : Down ? 42 : 43);
-  std::vector<std::vector<W>> ws;
+  std::vector<std::vector<WA>> wa;
+  std::vector<std::vector<WB>> wb;
   std::vector<const void *> ptrs;
-  for (int64_t i = 0; i < Parts * E; ++i)
-    ws.push_back(anyWeight<W>(rng, R, In));
-  for (auto &w : ws)
-    ptrs.push_back(w.data());
+  for (int64_t e = 0; e < E; ++e) {
+    wa.push_back(anyWeight<WA>(rng, R, In));
+    ptrs.push_back(wa.back().data());
+    if (!Down) {
+      wb.push_back(anyWeight<WB>(rng, R, In));
+      ptrs.push_back(wb.back().data());
+    }
+  }
   for (int64_t T : {1, 2}) {
     const int32_t indices[4] = {4, 1, 0, -1};
     int32_t perm[4], offsets[E + 1];
     expertPermute<E, K>(indices, T, perm, offsets);
+    ASSERT_EQ(offsets[E], T == 1 ? 2 : 3);
     // Gathered (gate_up): token rows; else (down) the permuted batch.
     std::vector<float> x = randomVector(rng, size_t((Down ? T * K : T) * In));
-    for (int threads : {1, 2, 3}) {
-      Pool pool(moert_pool_create(threads));
-      std::vector<float> gathered(T * K * In), out(T * K * N, 99.0f),
-          up(T * K * R, 77.0f);
-      groupedMatmul<W, W, R, RB, In, E, K, !Down, Silu>(
-          pool.get(), x.data(), perm, offsets, ptrs.data(), gathered.data(),
-          out.data(), up.data());
-      for (int64_t e = 0; e < E; ++e) {
-        ASSERT_LE(offsets[e + 1] - offsets[e], 1);
-        for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r) {
-          const float *xr = Down ? &x[r * In] : &x[pairToken<K>(perm[r]) * In];
-          std::vector<float> a(R), b(R);
-          linear<W, R, In>(nullptr, xr, ws[Parts * e].data(), 1, a.data());
-          if (!Down)
-            linear<W, R, In>(nullptr, xr, ws[Parts * e + 1].data(), 1,
-                             b.data());
-          for (int64_t n = 0; n < R; ++n) {
-            if (Silu) {
-              ASSERT_EQ(out[r * N + n], siluTimes(a[n], b[n]))
-                  << "T " << T << " expert " << e << " row " << n;
-            } else {
-              ASSERT_EQ(out[r * N + n], a[n]) << "expert " << e;
-              if (!Down) {
-                ASSERT_EQ(out[r * N + R + n], b[n]) << "expert " << e;
+    for (int direct : {1, 0})
+      for (int threads : {1, 2, 3}) {
+        Pool pool(moert_pool_create(threads));
+        std::vector<float> gathered(T * K * In), out(T * K * N, 99.0f),
+            up(T * K * R, 77.0f);
+        if (direct)
+          ASSERT_TRUE((groupedDecode<WA, WB, R, RB, In, E, K, !Down, Silu>(
+              pool.get(), x.data(), perm, offsets, ptrs.data(), out.data())));
+        else
+          groupedMatmul<WA, WB, R, RB, In, E, K, !Down, Silu>(
+              pool.get(), x.data(), perm, offsets, ptrs.data(), gathered.data(),
+              out.data(), up.data());
+        for (int64_t e = 0; e < E; ++e) {
+          ASSERT_LE(offsets[e + 1] - offsets[e], 1);
+          for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r) {
+            const float *xr =
+                Down ? &x[r * In] : &x[pairToken<K>(perm[r]) * In];
+            std::vector<float> a(R), b(R);
+            linear<WA, R, In>(nullptr, xr, wa[e].data(), 1, a.data());
+            if (!Down)
+              linear<WB, R, In>(nullptr, xr, wb[e].data(), 1, b.data());
+            for (int64_t n = 0; n < R; ++n) {
+              if (Silu) {
+                ASSERT_EQ(out[r * N + n], siluTimes(a[n], b[n]))
+                    << "T " << T << " expert " << e << " row " << n;
+              } else {
+                ASSERT_EQ(out[r * N + n], a[n]) << "expert " << e;
+                if (!Down) {
+                  ASSERT_EQ(out[r * N + R + n], b[n]) << "expert " << e;
+                }
               }
             }
           }
         }
+        // The row of the dropped pair, and `up`, are not written.
+        for (int64_t i = offsets[E] * N; i < T * K * N; ++i)
+          ASSERT_EQ(out[i], 99.0f);
+        for (float u : up)
+          ASSERT_EQ(u, 77.0f);
       }
-      // The row of the dropped pair, and `up`, are not written.
-      ASSERT_EQ(offsets[E], T == 1 ? 2 : 3);
-      for (int64_t i = offsets[E] * N; i < T * K * N; ++i)
-        ASSERT_EQ(out[i], 99.0f);
-      for (float u : up)
-        ASSERT_EQ(u, 77.0f);
-    }
   }
+  // An expert with two rows: groupedDecode leaves it to the per-expert
+  // path, writing nothing.
+  const int32_t twice[4] = {3, 1, 3, 0};
+  int32_t perm[4], offsets[E + 1];
+  expertPermute<E, K>(twice, 2, perm, offsets);
+  std::vector<float> x = randomVector(rng, size_t((Down ? 4 : 2) * In)),
+                     out(4 * N, 99.0f);
+  EXPECT_FALSE((groupedDecode<WA, WB, R, RB, In, E, K, !Down, Silu>(
+      nullptr, x.data(), perm, offsets, ptrs.data(), out.data())));
+  for (float o : out)
+    ASSERT_EQ(o, 99.0f);
 }
 
-template <typename W> void checkGroupedDecodeAll() {
-  checkGroupedDecode<W, true, false>();
-  checkGroupedDecode<W, false, false>();
-  checkGroupedDecode<W, false, true>();
+template <typename WA, typename WB = WA> void checkGroupedDecodeAll() {
+  checkGroupedDecode<WA, WB, true, false>();
+  checkGroupedDecode<WA, WB, false, false>();
+  checkGroupedDecode<WA, WB, false, true>();
 }
 
 TEST(FloatKernels, GroupedDecodeF32) { checkGroupedDecodeAll<float>(); }
 TEST(FloatKernels, GroupedDecodeF16) { checkGroupedDecodeAll<f16>(); }
+TEST(FloatKernels, GroupedDecodeMixed) {
+  checkGroupedDecodeAll<f16, float>();
+  checkGroupedDecodeAll<q4_K, q6_K>();
+  checkGroupedDecodeAll<q8_0, f16>();
+}
 TYPED_TEST(QuantKernels, GroupedDecode) { checkGroupedDecodeAll<TypeParam>(); }
 
 /// fusedLinear (moe.fused_linear of two or three weights, of mixed formats)
 /// against one `linear` per weight, bit for bit: one token (every weight's
 /// rows in one parallel region) and several (linear per weight). The
-/// widths leave partial blocks of 24 rows.
+/// widths leave partial blocks of 24 rows; the sizes are large enough for
+/// parallelFor to use the threads.
 template <typename W0, typename W1, typename W2, int64_t N2>
 void checkFusedLinear() {
-  constexpr int64_t K = 256, N0 = 50, N1 = 30;
+  constexpr int64_t K = 512, N0 = 50, N1 = 30;
   std::mt19937 rng(51);
   std::vector<W0> w0 = anyWeight<W0>(rng, N0, K);
   std::vector<W1> w1 = anyWeight<W1>(rng, N1, K);

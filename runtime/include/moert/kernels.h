@@ -89,20 +89,26 @@ inline __m256 load8(const bf16 *p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 #ifdef MOERT_AVX512VNNI
-// 16 half-width weights to f32 in one instruction; decode's f16 dot product
-// is bound by these conversions (one a cycle, 8 or 16 lanes), not by
-// memory, at the read bandwidth of good moments: in L2, one thread reads
-// f16 weights at 36 GB/s through 8-lane conversions and 42 GB/s through
-// 16-lane ones (bench/RESULTS.md, issue 12).
+// 16 half-width weights to f32 in one instruction. Decode's f16 dot
+// product is bound by these conversions in cache: from L3 (quant_gemv
+// `cache`), 2 threads, mini's shapes ran at 98-106 GB/s of f16 weights
+// through 16-lane conversions against 78-101 through 8-lane ones, and from
+// memory no slower (bench/RESULTS.md, issue 12). (The masked forms with
+// every lane set compile to the unmasked instructions, whose intrinsics GCC
+// 12 warns about: an undefined pass-through operand.)
 inline __m512 load16(const float *p) { return _mm512_loadu_ps(p); }
 inline __m512 load16(const f16 *p) {
-  return _mm512_cvtph_ps(
+  return _mm512_mask_cvtph_ps(
+      _mm512_setzero_ps(), __mmask16(0xffff),
       _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
 }
 inline __m512 load16(const bf16 *p) {
-  __m512i wide = _mm512_cvtepu16_epi32(
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i wide = _mm512_mask_cvtepu16_epi32(
+      zero, __mmask16(0xffff),
       _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  return _mm512_castsi512_ps(
+      _mm512_mask_slli_epi32(zero, __mmask16(0xffff), wide, 16));
 }
 #endif
 inline float hsum(__m256 v) {
@@ -970,7 +976,9 @@ template <typename W> inline float dot(const float *x, const W *w, int64_t K) {
         z1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load16(w + i + 16),
                              z1);
       }
-      sum = _mm512_reduce_add_ps(_mm512_add_ps(z0, z1));
+      alignas(64) float part[16];
+      _mm512_store_ps(part, _mm512_add_ps(z0, z1));
+      sum = hsum(_mm256_add_ps(_mm256_load_ps(part), _mm256_load_ps(part + 8)));
     }
 #endif
 #ifdef MOERT_AVX2
