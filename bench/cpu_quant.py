@@ -29,7 +29,8 @@ llama_eval (n_batch 512, logits of the last row only) and then --decode
 single-token evals feeding its argmax, timed with perf_counter. Both use
 --threads threads. It prints each pair and the ratio ours / llama.cpp, and
 our decode as a fraction of the read-bandwidth limit: bandwidth
-(bench/membw.cpp) / bytes one decode token reads, counted from the tensor
+(bench/membw.cpp, probed at the start and again before each round, whose
+line shows it) / bytes one decode token reads, counted from the tensor
 sizes in the stored format: attention, num_experts_per_tok of the experts
 and the router of every layer, the norms, lm_head and one embedding row.
 """
@@ -54,6 +55,17 @@ from benchlib import SPEED, sh  # noqa: E402
 TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
 # With --from-gguf: any type the GGUF writer makes (moe_ref.gguf_writer).
 GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k", "q4_k_m")
+
+
+def evict(paths):
+    """Drops the page-cache pages of each existing file (none is mapped)."""
+    for path in paths:
+        if os.path.exists(path):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def decode_bytes(config, wtype, source_bytes):
@@ -258,6 +270,15 @@ def main():
         if not binaries and llama is None:
             print(f"{wtype}: nothing to measure")
             continue
+        # Our weights files out of the page cache first, so that the warm-up
+        # run reads them in 2 MiB folios (the runtime's mappings ask for
+        # them) as a model's first load does: pages another reader brought
+        # in (the GGUF writer, the reference) sit in small folios, which the
+        # runtime can then map with 4 KiB pages only (on 2026-12-01 30% of
+        # the f16 file was, and decode fell to about half the bandwidth).
+        for _, binary in binaries:
+            evict([os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors")]
+                  + [binary + ".weights.safetensors"])
         for _, binary in binaries:
             ours_once(binary, prompt, args.decode, args.threads)
         if llama:
@@ -266,7 +287,11 @@ def main():
         pairs = {label: [] for label, _ in binaries}
         lpairs = []
         for r in range(args.rounds):
-            line = []
+            # The read bandwidth of this machine swings by 2x within minutes
+            # (bench/RESULTS.md): probed again before each round, so a
+            # round's ratio can be read against the bandwidth of its moment.
+            now = float(sh([membw, str(args.threads)]).stdout)
+            line = [f"bandwidth {now:.1f} GB/s"]
             got = {}
             for label, binary in binaries:
                 a = ours_once(binary, prompt, args.decode, args.threads)
