@@ -1530,7 +1530,7 @@ void linear(moert_pool *pool, const float *x, const W *w, int64_t T, float *out,
         return;
       }
 #endif
-    constexpr int64_t kRows = 24; // rows of W per parallel block (8 x 3)
+    constexpr int64_t kRows = qk::kRows; // rows of W per parallel block
     constexpr int64_t kBlocks = (N + kRows - 1) / kRows;
     parallelFor(pool, kBlocks, double(T) * N * K, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
@@ -1604,7 +1604,10 @@ void fusedLinear(moert_pool *pool, const float *x, const void *const *w,
       linear<W2, N2, K>(pool, x, static_cast<const W2 *>(w[2]), T, out[2]);
     return;
   }
-  constexpr int64_t kBlock = 24;
+  // The blocks of linear's decode: the row kernels group rows from a
+  // block's start (int8Rows512 four at a time), so the same blocks give the
+  // same sums.
+  constexpr int64_t kBlock = qk::kRows;
   constexpr int64_t b0 = (N0 + kBlock - 1) / kBlock;
   constexpr int64_t b1 = b0 + (N1 + kBlock - 1) / kBlock;
   constexpr int64_t b2 = b1 + (N2 + kBlock - 1) / kBlock;
@@ -1937,7 +1940,7 @@ bool groupedDecode(moert_pool *pool, const float *x, const int32_t *perm,
                    float *out) {
   constexpr int64_t Parts = RowsB > 0 ? 2 : 1;
   constexpr int64_t N = Silu ? RowsA : RowsA + RowsB;
-  constexpr int64_t kBlock = 24;
+  constexpr int64_t kBlock = qk::kRows; // linear's blocks (see fusedLinear)
   constexpr int64_t blocksA = (RowsA + kBlock - 1) / kBlock;
   constexpr int64_t blocksB = (RowsB + kBlock - 1) / kBlock;
   // Units of one expert: Silu, a block of gate and up rows each; else the
