@@ -276,9 +276,8 @@ def main():
         # in (the GGUF writer, the reference) sit in small folios, which the
         # runtime can then map with 4 KiB pages only (on 2026-12-01 30% of
         # the f16 file was, and decode fell to about half the bandwidth).
-        for _, binary in binaries:
-            evict([os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors")]
-                  + [binary + ".weights.safetensors"])
+        evict([os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors")]
+              + [binary + ".weights.safetensors" for _, binary in binaries])
         for _, binary in binaries:
             ours_once(binary, prompt, args.decode, args.threads)
         if llama:

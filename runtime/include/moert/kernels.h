@@ -1611,12 +1611,16 @@ void fusedLinear(moert_pool *pool, const float *x, const void *const *w,
   constexpr int64_t b0 = (N0 + kBlock - 1) / kBlock;
   constexpr int64_t b1 = b0 + (N1 + kBlock - 1) / kBlock;
   constexpr int64_t b2 = b1 + (N2 + kBlock - 1) / kBlock;
+  // Weights of W0's type share its activations (quantised once).
+  constexpr bool own1 = !std::is_same<W1, W0>::value;
+  constexpr bool own2 = N2 > 0 && !std::is_same<W2, W0>::value;
   RowActs<W0, K> a0;
   RowActs<W1, K> a1;
   RowActs<W2, K> a2;
   a0.prepare(x);
-  a1.prepare(x);
-  if constexpr (N2 > 0)
+  if constexpr (own1)
+    a1.prepare(x);
+  if constexpr (own2)
     a2.prepare(x);
   auto part = [&](const auto &acts, const void *weight, int64_t b, int64_t n,
                   float *o) {
@@ -1627,12 +1631,19 @@ void fusedLinear(moert_pool *pool, const float *x, const void *const *w,
   };
   parallelFor(pool, b2, double(N0 + N1 + N2) * K, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
-      if (u < b0)
+      if (u < b0) {
         part(a0, w[0], u, N0, out[0]);
-      else if (u < b1)
-        part(a1, w[1], u - b0, N1, out[1]);
-      else if constexpr (N2 > 0)
-        part(a2, w[2], u - b1, N2, out[2]);
+      } else if (u < b1) {
+        if constexpr (own1)
+          part(a1, w[1], u - b0, N1, out[1]);
+        else
+          part(a0, w[1], u - b0, N1, out[1]);
+      } else if constexpr (N2 > 0) {
+        if constexpr (own2)
+          part(a2, w[2], u - b1, N2, out[2]);
+        else
+          part(a0, w[2], u - b1, N2, out[2]);
+      }
     }
   });
 }
@@ -1968,6 +1979,13 @@ bool groupedDecode(moert_pool *pool, const float *x, const int32_t *perm,
     bufB.resize(size_t(n));
   RowActs<WA, In> *actsA = bufA.data();
   RowActs<WB, In> *actsB = bufB.data();
+  // Expert i's activations for B (its own, or A's for one type).
+  auto upActs = [&](int64_t i) -> decltype(auto) {
+    if constexpr (TwoActs)
+      return (actsB[i]);
+    else
+      return (actsA[i]);
+  };
   for (int64_t i = 0; i < n; ++i) {
     int64_t r = offsets[active[i]];
     const float *src = Gather ? x + pairToken<K>(perm[r]) * In : x + r * In;
@@ -1986,21 +2004,16 @@ bool groupedDecode(moert_pool *pool, const float *x, const int32_t *perm,
         a.rows(wa, r0, r1, [&](int64_t r, float v) { o[r] = v; });
         if constexpr (Silu) {
           const WB *wb = static_cast<const WB *>(weights[e * Parts + 1]);
-          auto gateUp = [&](int64_t r, float v) { o[r] = siluTimes(o[r], v); };
-          if constexpr (TwoActs)
-            actsB[i].rows(wb, r0, r1, gateUp);
-          else
-            a.rows(wb, r0, r1, gateUp);
+          upActs(i).rows(wb, r0, r1, [&](int64_t r, float v) {
+            o[r] = siluTimes(o[r], v);
+          });
         }
       } else if constexpr (Parts == 2 && !Silu) {
         const WB *wb = static_cast<const WB *>(weights[e * Parts + 1]);
         const int64_t r0 = (b - blocksA) * kBlock,
                       r1 = std::min(RowsB, r0 + kBlock);
-        auto store = [&](int64_t r, float v) { o[RowsA + r] = v; };
-        if constexpr (TwoActs)
-          actsB[i].rows(wb, r0, r1, store);
-        else
-          a.rows(wb, r0, r1, store);
+        upActs(i).rows(wb, r0, r1,
+                       [&](int64_t r, float v) { o[RowsA + r] = v; });
       }
     }
   };
