@@ -28,6 +28,7 @@
 #include "moert/kernels.h"
 #include "moert/pool.h"
 #include "moert/quant.h"
+#include "test/common/AttentionCheck.h"
 #include "test/common/ReferenceQuantizers.h"
 
 #include <gtest/gtest.h>
@@ -840,6 +841,38 @@ TEST(CapacityKernels, DroppedPairsAddNothing) {
   expertCombine<H, K>(y.data(), perm, w, T, fused.data());
   for (int64_t i = 0; i < T * H; ++i)
     EXPECT_NEAR(fused[i], unfused[i], 1e-5f * (1 + std::fabs(unfused[i]))) << i;
+}
+
+//===----------------------------------------------------------------------===//
+// Attention, per instruction set: the group's scores eight keys at a time,
+// the vector exp, the values with accumulators in registers
+//===----------------------------------------------------------------------===//
+
+TEST(AttentionKernels, MiniShapesMatchTheReference) {
+  // mini's heads (16 query, 4 kv, dim 64): 200 positions are several blocks
+  // of 64 keys with tails of every length; decode (chunks of 1) and a
+  // prefill chunk, on two threads.
+  Pool pool(moert_pool_create(2));
+  moe_test::checkAttention<16, 4, 64, 256, 0>(200, 1, 256, pool.get());
+  moe_test::checkAttention<16, 4, 64, 256, 0>(200, 77, 256, pool.get());
+}
+
+TEST(AttentionKernels, SharpScoresMoveTheRunningMaximum) {
+  // Scores spread over hundreds (q and k 6x larger): later blocks raise the
+  // maximum, rescaling what was accumulated, and most weights underflow.
+  Pool pool(moert_pool_create(2));
+  moe_test::checkAttention<8, 2, 32, 300, 0>(300, 13, 300, pool.get(), 6.0f);
+}
+
+TEST(AttentionKernels, OddGroupsAndHeadDims) {
+  // Head dim 128 in groups of 4 (two heads' accumulators in AVX-512
+  // registers; AVX2 keeps them in memory); 40, a multiple of 8 but not of
+  // 16, in groups of 3; 12, whose scores and values take the plain loops,
+  // through a sliding window on a ring that wraps.
+  Pool pool(moert_pool_create(2));
+  moe_test::checkAttention<8, 2, 128, 100, 0>(100, 9, 100, pool.get());
+  moe_test::checkAttention<6, 2, 40, 90, 0>(90, 90, 90, pool.get());
+  moe_test::checkAttention<4, 2, 12, 70, 30>(140, 11, 70, pool.get());
 }
 
 } // namespace

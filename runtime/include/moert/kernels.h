@@ -1728,89 +1728,231 @@ void add(const float *a, const float *b, int64_t T, float *out) {
     out[i] = a[i] + b[i];
 }
 
-/// One query row against the keys of positions [first, last] in a ring
-/// cache (position j in slot j % Cap): o = softmax(scale * q·k) · v. Keys are
-/// taken in blocks whose scores live on the stack, with a running maximum
-/// (what was accumulated is rescaled when a block raises it), so the cost
-/// follows the number of keys seen, not the cache's capacity, and nothing is
-/// allocated.
+namespace attn {
+
+/// Query rows a block of keys holds scores for, on the stack: 64 keys of
+/// head dim 64 are 16 KiB of keys and 16 KiB of values, which stay in L1
+/// from the scores to the weighted values.
+constexpr int64_t kBlock = 64;
+
+#ifdef MOERT_AVX2
+/// exp of 8 floats: the exponent by rounding x / ln 2, the rest by a degree-6
+/// polynomial on [-ln 2 / 2, ln 2 / 2] (Cephes' expf coefficients; within 2
+/// ulp of std::exp). Below -87.3 it gives 0 (std::exp gives a subnormal
+/// there, which the softmax cannot tell from 0); NaN stays NaN.
+inline __m256 exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.33654f);
+  __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  // (min with the NaN operand second returns it: NaN propagates.)
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);
+  __m256 n =
+      _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r,
+                      _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+/// The 8 sums of a[0..8), in order.
+inline __m256 sum8x8(const __m256 *a) {
+  __m256 lo =
+      _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  __m256 hi =
+      _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20),
+                       _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+#endif
+
+/// s[j] = scale * q · key(j0 + j) for j < n, the key of position p in slot
+/// p % Cap. Eight keys at a time share each load of q, and their eight sums
+/// are reduced together.
 template <int64_t D, int64_t Cap>
-inline void attendRow(const float *qh, const float *kc, const float *vc,
-                      int64_t first, int64_t last, float scale, float *o) {
-  constexpr int64_t kBlock = 256;
-  float s[kBlock];
-  float best = -INFINITY, total = 0;
+MOERT_INLINE void scores(const float *q, const float *kc, int64_t j0, int64_t n,
+                         float scale, float *s) {
+  int64_t j = 0;
 #ifdef MOERT_AVX2
-  // The output row in registers: the compiler cannot keep it there (o may
-  // alias the cache), and the loop below then ran as scalar FMAs through
-  // memory, three quarters of the attention's time. Each element sees the
-  // same operations in the same order (an FMA per key, the rescales), so
-  // the results are bit-identical to the plain loops.
-  constexpr bool kInRegs = D % 8 == 0 && D <= 128;
-  constexpr int64_t R = kInRegs ? D / 8 : 1;
-  __m256 acc[R];
-  for (int64_t k = 0; k < R; ++k)
-    acc[k] = _mm256_setzero_ps();
-#else
-  constexpr bool kInRegs = false;
-#endif
-  if (!kInRegs)
-    std::fill(o, o + D, 0.0f);
-  for (int64_t j0 = first; j0 <= last; j0 += kBlock) {
-    int64_t n = std::min<int64_t>(kBlock, last - j0 + 1);
-    // Three passes over the block, as over a whole row: scores, their
-    // exponentials (and sum), the weighted values.
-    float blockBest = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) {
-      s[j] = dot(qh, kc + ((j0 + j) % Cap) * D, D) * scale;
-      blockBest = std::max(blockBest, s[j]);
-    }
-    if (blockBest > best) {
-      if (best != -INFINITY) {
-        float r = std::exp(best - blockBest);
-        total *= r;
-#ifdef MOERT_AVX2
-        if constexpr (kInRegs)
-          for (int64_t k = 0; k < R; ++k)
-            acc[k] = _mm256_mul_ps(acc[k], _mm256_set1_ps(r));
-        else
-#endif
-          for (int64_t i = 0; i < D; ++i)
-            o[i] *= r;
-      }
-      best = blockBest;
-    }
-    for (int64_t j = 0; j < n; ++j)
-      total += s[j] = std::exp(s[j] - best);
-#ifdef MOERT_AVX2
-    if constexpr (kInRegs) {
-      for (int64_t j = 0; j < n; ++j) {
-        const float *vj = vc + ((j0 + j) % Cap) * D;
-        __m256 sj = _mm256_set1_ps(s[j]);
+  if constexpr (D % 8 == 0) {
+    for (; j + 8 <= n; j += 8) {
+      const float *key[8];
 #pragma GCC unroll 16
-        for (int64_t k = 0; k < R; ++k)
-          acc[k] = _mm256_fmadd_ps(sj, _mm256_loadu_ps(vj + 8 * k), acc[k]);
+      for (int64_t k = 0; k < 8; ++k)
+        key[k] = kc + ((j0 + j + k) % Cap) * D;
+      __m256 acc[8];
+#pragma GCC unroll 16
+      for (int64_t k = 0; k < 8; ++k)
+        acc[k] = _mm256_setzero_ps();
+#pragma GCC unroll 16
+      for (int64_t c = 0; c < D; c += 8) {
+        __m256 qc = _mm256_loadu_ps(q + c);
+#pragma GCC unroll 16
+        for (int64_t k = 0; k < 8; ++k)
+          acc[k] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(key[k] + c), acc[k]);
       }
-      continue;
-    }
-#endif
-    for (int64_t j = 0; j < n; ++j) {
-      const float *vj = vc + ((j0 + j) % Cap) * D;
-      for (int64_t i = 0; i < D; ++i)
-        o[i] += s[j] * vj[i];
+      _mm256_storeu_ps(s + j,
+                       _mm256_mul_ps(sum8x8(acc), _mm256_set1_ps(scale)));
     }
   }
-  float inv = 1.0f / total;
+#endif
+  for (; j < n; ++j)
+    s[j] = dot(q, kc + ((j0 + j) % Cap) * D, D) * scale;
+}
+
+/// s[j] = exp(s[j] - best) for j < n; returns their sum.
+MOERT_INLINE float expShifted(float *s, int64_t n, float best) {
+  int64_t j = 0;
 #ifdef MOERT_AVX2
-  if constexpr (kInRegs) {
-    for (int64_t k = 0; k < R; ++k)
-      _mm256_storeu_ps(o + 8 * k, _mm256_mul_ps(acc[k], _mm256_set1_ps(inv)));
+  __m256 acc = _mm256_setzero_ps(), b = _mm256_set1_ps(best);
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), b));
+    _mm256_storeu_ps(s + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (j < n) {
+    // The tail through the same exp8, so a score's weight does not depend
+    // on where its block ends.
+    alignas(32) float t[8];
+    for (int64_t i = 0; i < 8; ++i)
+      t[i] = j + i < n ? s[j + i] - best : -INFINITY;
+    __m256 e = exp8(_mm256_load_ps(t));
+    acc = _mm256_add_ps(acc, e);
+    _mm256_store_ps(t, e);
+    for (; j < n; ++j)
+      s[j] = t[j % 8];
+  }
+  return hsum(acc);
+#else
+  float sum = 0;
+  for (; j < n; ++j)
+    sum += s[j] = std::exp(s[j] - best);
+  return sum;
+#endif
+}
+
+#if defined(MOERT_AVX512VNNI)
+using Vf = __m512;
+constexpr int64_t kLanes = 16, kRegs = 32;
+MOERT_INLINE Vf vload(const float *p) { return _mm512_loadu_ps(p); }
+MOERT_INLINE void vstore(float *p, Vf v) { _mm512_storeu_ps(p, v); }
+MOERT_INLINE Vf vfma(Vf a, Vf b, Vf c) { return _mm512_fmadd_ps(a, b, c); }
+MOERT_INLINE Vf vset(float x) { return _mm512_set1_ps(x); }
+#elif defined(MOERT_AVX2)
+using Vf = __m256;
+constexpr int64_t kLanes = 8, kRegs = 16;
+MOERT_INLINE Vf vload(const float *p) { return _mm256_loadu_ps(p); }
+MOERT_INLINE void vstore(float *p, Vf v) { _mm256_storeu_ps(p, v); }
+MOERT_INLINE Vf vfma(Vf a, Vf b, Vf c) { return _mm256_fmadd_ps(a, b, c); }
+MOERT_INLINE Vf vset(float x) { return _mm256_set1_ps(x); }
+#endif
+
+/// The largest divisor of G whose heads' accumulators of D floats take at
+/// most half the vector registers (at least 1).
+template <int64_t G, int64_t D> constexpr int64_t headsInRegs() {
+#if defined(MOERT_AVX2)
+  constexpr int64_t perHead = D / kLanes;
+  for (int64_t h = G; h > 1; --h)
+    if (G % h == 0 && h * perHead <= kRegs / 2)
+      return h;
+#endif
+  return 1;
+}
+
+/// o[h] += sum_j s[h][j] * value(j0 + j) for the G heads, j < n. Each value
+/// row is loaded once per Hc heads, whose accumulators stay in registers
+/// for the block; every element sees one FMA per key, in key order.
+template <int64_t D, int64_t Cap, int64_t G>
+MOERT_INLINE void weightedValues(const float *vc, int64_t j0, int64_t n,
+                                 const float (*s)[kBlock], float *o) {
+#if defined(MOERT_AVX2)
+  if constexpr (D % kLanes == 0 && D / kLanes <= kRegs / 2) {
+    constexpr int64_t Hc = headsInRegs<G, D>(), R = D / kLanes;
+    for (int64_t h0 = 0; h0 < G; h0 += Hc) {
+      Vf acc[Hc][R];
+#pragma GCC unroll 16
+      for (int64_t h = 0; h < Hc; ++h)
+#pragma GCC unroll 16
+        for (int64_t c = 0; c < R; ++c)
+          acc[h][c] = vload(o + (h0 + h) * D + c * kLanes);
+      for (int64_t j = 0; j < n; ++j) {
+        const float *vj = vc + ((j0 + j) % Cap) * D;
+#pragma GCC unroll 16
+        for (int64_t c = 0; c < R; ++c) {
+          Vf v = vload(vj + c * kLanes);
+#pragma GCC unroll 16
+          for (int64_t h = 0; h < Hc; ++h)
+            acc[h][c] = vfma(vset(s[h0 + h][j]), v, acc[h][c]);
+        }
+      }
+#pragma GCC unroll 16
+      for (int64_t h = 0; h < Hc; ++h)
+#pragma GCC unroll 16
+        for (int64_t c = 0; c < R; ++c)
+          vstore(o + (h0 + h) * D + c * kLanes, acc[h][c]);
+    }
     return;
   }
 #endif
-  for (int64_t i = 0; i < D; ++i)
-    o[i] *= inv;
+  for (int64_t j = 0; j < n; ++j) {
+    const float *vj = vc + ((j0 + j) % Cap) * D;
+    for (int64_t h = 0; h < G; ++h)
+      for (int64_t i = 0; i < D; ++i)
+        o[h * D + i] += s[h][j] * vj[i];
+  }
 }
+
+/// The G query rows of one kv head's group (q, o: G rows of D, contiguous)
+/// against the keys of positions [first, last] in a ring cache (position j
+/// in slot j % Cap): o = softmax(scale * q·k) · v. Keys are taken in blocks
+/// whose scores live on the stack, with a running maximum per row (what was
+/// accumulated is rescaled when a block raises it), so the cost follows the
+/// number of keys seen, not the cache's capacity, and nothing is allocated.
+/// The group shares each block's keys and values while they are in L1.
+template <int64_t D, int64_t Cap, int64_t G>
+inline void attendGroup(const float *q, const float *kc, const float *vc,
+                        int64_t first, int64_t last, float scale, float *o) {
+  alignas(32) float s[G][kBlock];
+  float best[G], total[G];
+  for (int64_t h = 0; h < G; ++h) {
+    best[h] = -INFINITY;
+    total[h] = 0;
+  }
+  std::fill(o, o + G * D, 0.0f);
+  for (int64_t j0 = first; j0 <= last; j0 += kBlock) {
+    int64_t n = std::min<int64_t>(kBlock, last - j0 + 1);
+    for (int64_t h = 0; h < G; ++h) {
+      scores<D, Cap>(q + h * D, kc, j0, n, scale, s[h]);
+      float blockBest = *std::max_element(s[h], s[h] + n);
+      if (blockBest > best[h]) {
+        if (best[h] != -INFINITY) {
+          float r = std::exp(best[h] - blockBest);
+          total[h] *= r;
+          for (int64_t i = 0; i < D; ++i)
+            o[h * D + i] *= r;
+        }
+        best[h] = blockBest;
+      }
+      total[h] += expShifted(s[h], n, best[h]);
+    }
+    weightedValues<D, Cap, G>(vc, j0, n, s, o);
+  }
+  for (int64_t h = 0; h < G; ++h) {
+    float inv = 1.0f / total[h];
+    for (int64_t i = 0; i < D; ++i)
+      o[h * D + i] *= inv;
+  }
+}
+
+} // namespace attn
 
 /// Causal GQA attention over a ring-buffer KV cache. Tokens are handled in
 /// order: each writes its key and value into slot pos % Cap (evicting the
@@ -1828,24 +1970,24 @@ void attention(moert_pool *pool, const float *q, const float *k, const float *v,
   constexpr int64_t Visible = Window > 0 && Window < Cap ? Window : Cap;
   int64_t context =
       T > 0 ? std::min<int64_t>(int64_t(pos[T - 1]) + 1, Visible) : 0;
-  parallelFor(
-      pool, KvHeads, double(T) * Heads * D * double(context),
-      [&](int64_t g0, int64_t g1) {
-        for (int64_t g = g0; g < g1; ++g) {
-          float *kc = cache.k + g * Cap * D, *vc = cache.v + g * Cap * D;
-          for (int64_t t = 0; t < T; ++t) {
-            int64_t p = pos[t];
-            std::memcpy(kc + (p % Cap) * D, k + t * KvHeads * D + g * D,
-                        D * sizeof(float));
-            std::memcpy(vc + (p % Cap) * D, v + t * KvHeads * D + g * D,
-                        D * sizeof(float));
-            int64_t first = firstKey<Cap, Window>(p);
-            for (int64_t h = g * Group; h < (g + 1) * Group; ++h)
-              attendRow<D, Cap>(q + t * Heads * D + h * D, kc, vc, first, p,
-                                scale, out + t * Heads * D + h * D);
-          }
-        }
-      });
+  parallelFor(pool, KvHeads, double(T) * Heads * D * double(context),
+              [&](int64_t g0, int64_t g1) {
+                for (int64_t g = g0; g < g1; ++g) {
+                  float *kc = cache.k + g * Cap * D,
+                        *vc = cache.v + g * Cap * D;
+                  for (int64_t t = 0; t < T; ++t) {
+                    int64_t p = pos[t];
+                    std::memcpy(kc + (p % Cap) * D, k + t * KvHeads * D + g * D,
+                                D * sizeof(float));
+                    std::memcpy(vc + (p % Cap) * D, v + t * KvHeads * D + g * D,
+                                D * sizeof(float));
+                    int64_t first = firstKey<Cap, Window>(p);
+                    attn::attendGroup<D, Cap, Group>(
+                        q + (t * Heads + g * Group) * D, kc, vc, first, p,
+                        scale, out + (t * Heads + g * Group) * D);
+                  }
+                }
+              });
 }
 
 template <int64_t E, int64_t K, bool Softmax, bool Renormalize>
