@@ -875,4 +875,53 @@ TEST(AttentionKernels, OddGroupsAndHeadDims) {
   moe_test::checkAttention<4, 2, 12, 70, 30>(140, 11, 70, pool.get());
 }
 
+TEST(AttentionKernels, EightKeysAcrossTheRingsWrap) {
+  // Rings of 37, 70 and 45 slots that wrap several times: groups of eight
+  // keys whose slots run past the end of the ring and start again at 0.
+  Pool pool(moert_pool_create(2));
+  moe_test::checkAttention<4, 2, 64, 37, 37>(150, 1, 37, pool.get());
+  moe_test::checkAttention<4, 2, 64, 70, 30>(150, 13, 70, pool.get());
+  moe_test::checkAttention<8, 1, 16, 45, 45>(120, 120, 45, pool.get());
+}
+
+TEST(AttentionKernels, LargeGroupsGoInSubGroups) {
+  // 48 query heads on one kv head: sub-groups of 16; 17 (prime): one head
+  // at a time.
+  moe_test::checkAttention<48, 1, 16, 80, 0>(80, 7, 80);
+  moe_test::checkAttention<17, 1, 8, 70, 0>(70, 70, 70);
+}
+
+TEST(AttentionKernels, KeysOfMinusInfinityWeighNothing) {
+  // The first 70 keys (more than a block) score -inf for every query: they
+  // take no weight, and the later keys' softmax is as if they were not
+  // there (exp(-inf - -inf) would be NaN for the rest of the context).
+  constexpr int64_t H = 4, KV = 1, D = 16, Cap = 128;
+  const int n = 100;
+  std::vector<float> q(size_t(n * H * D), 1.0f), k(size_t(n * KV * D)),
+      v(k.size()), kc(size_t(KV * Cap * D)), vc(kc.size()), out(q.size());
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < D; ++i) {
+      k[size_t(j * D + i)] = j < 70 && i == 0 ? -INFINITY : 0.01f * float(j);
+      v[size_t(j * D + i)] = float(j);
+    }
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i)
+    pos[size_t(i)] = i;
+  moert::attention<H, KV, D, Cap, 0>(nullptr, q.data(), k.data(), v.data(),
+                                     moert_kv{kc.data(), vc.data()}, pos.data(),
+                                     0.25f, n, out.data());
+  for (int p = 70; p < n; ++p) {
+    // The softmax over keys 70..p of scores 0.25 * D * 0.01 * j; values j.
+    double num = 0, den = 0;
+    for (int j = 70; j <= p; ++j) {
+      double w = std::exp(0.25 * D * 0.01 * j);
+      num += w * j;
+      den += w;
+    }
+    for (int h = 0; h < H; ++h)
+      ASSERT_NEAR(out[size_t((p * H + h) * D + 3)], num / den, 1e-4)
+          << "position " << p;
+  }
+}
+
 } // namespace

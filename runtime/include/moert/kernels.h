@@ -1730,10 +1730,22 @@ void add(const float *a, const float *b, int64_t T, float *out) {
 
 namespace attn {
 
-/// Query rows a block of keys holds scores for, on the stack: 64 keys of
-/// head dim 64 are 16 KiB of keys and 16 KiB of values, which stay in L1
-/// from the scores to the weighted values.
+/// Keys a block holds scores for, on the stack: 64 keys of head dim 64 are
+/// 16 KiB of keys and 16 KiB of values, which stay in L1 from the scores to
+/// the weighted values.
 constexpr int64_t kBlock = 64;
+
+/// Query heads attended together at most (their scores, kBlock each, are
+/// on the stack): a larger group goes in sub-groups.
+constexpr int64_t kMaxGroup = 16;
+
+/// The largest divisor of G that is at most kMaxGroup.
+template <int64_t G> constexpr int64_t subGroup() {
+  for (int64_t h = G < kMaxGroup ? G : kMaxGroup; h > 1; --h)
+    if (G % h == 0)
+      return h;
+  return 1;
+}
 
 #ifdef MOERT_AVX2
 /// exp of 8 floats: the exponent by rounding x / ln 2, the rest by a degree-6
@@ -1941,7 +1953,12 @@ inline void attendGroup(const float *q, const float *kc, const float *vc,
         }
         best[h] = blockBest;
       }
-      total[h] += expShifted(s[h], n, best[h]);
+      if (best[h] == -INFINITY)
+        // Every key so far scores -inf: they weigh nothing (not
+        // exp(-inf - -inf), a NaN that would stay for the whole context).
+        std::fill(s[h], s[h] + n, 0.0f);
+      else
+        total[h] += expShifted(s[h], n, best[h]);
     }
     weightedValues<D, Cap, G>(vc, j0, n, s, o);
   }
@@ -1966,28 +1983,27 @@ template <int64_t Heads, int64_t KvHeads, int64_t D, int64_t Cap,
 void attention(moert_pool *pool, const float *q, const float *k, const float *v,
                moert_kv cache, const int32_t *pos, float scale, int64_t T,
                float *out) {
-  constexpr int64_t Group = Heads / KvHeads;
+  constexpr int64_t Group = Heads / KvHeads, Sub = attn::subGroup<Group>();
   constexpr int64_t Visible = Window > 0 && Window < Cap ? Window : Cap;
   int64_t context =
       T > 0 ? std::min<int64_t>(int64_t(pos[T - 1]) + 1, Visible) : 0;
-  parallelFor(pool, KvHeads, double(T) * Heads * D * double(context),
-              [&](int64_t g0, int64_t g1) {
-                for (int64_t g = g0; g < g1; ++g) {
-                  float *kc = cache.k + g * Cap * D,
-                        *vc = cache.v + g * Cap * D;
-                  for (int64_t t = 0; t < T; ++t) {
-                    int64_t p = pos[t];
-                    std::memcpy(kc + (p % Cap) * D, k + t * KvHeads * D + g * D,
-                                D * sizeof(float));
-                    std::memcpy(vc + (p % Cap) * D, v + t * KvHeads * D + g * D,
-                                D * sizeof(float));
-                    int64_t first = firstKey<Cap, Window>(p);
-                    attn::attendGroup<D, Cap, Group>(
-                        q + (t * Heads + g * Group) * D, kc, vc, first, p,
-                        scale, out + (t * Heads + g * Group) * D);
-                  }
-                }
-              });
+  auto heads = [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      float *kc = cache.k + g * Cap * D, *vc = cache.v + g * Cap * D;
+      for (int64_t t = 0; t < T; ++t) {
+        int64_t p = pos[t];
+        std::memcpy(kc + (p % Cap) * D, k + t * KvHeads * D + g * D,
+                    D * sizeof(float));
+        std::memcpy(vc + (p % Cap) * D, v + t * KvHeads * D + g * D,
+                    D * sizeof(float));
+        int64_t first = firstKey<Cap, Window>(p);
+        for (int64_t h = g * Group; h < (g + 1) * Group; h += Sub)
+          attn::attendGroup<D, Cap, Sub>(q + (t * Heads + h) * D, kc, vc, first,
+                                         p, scale, out + (t * Heads + h) * D);
+      }
+    }
+  };
+  parallelFor(pool, KvHeads, double(T) * Heads * D * double(context), heads);
 }
 
 template <int64_t E, int64_t K, bool Softmax, bool Renormalize>
