@@ -866,13 +866,15 @@ TEST(AttentionKernels, SharpScoresMoveTheRunningMaximum) {
 
 TEST(AttentionKernels, OddGroupsAndHeadDims) {
   // Head dim 128 in groups of 4 (two heads' accumulators in AVX-512
-  // registers; AVX2 keeps them in memory); 40, a multiple of 8 but not of
-  // 16, in groups of 3; 12, whose scores and values take the plain loops,
-  // through a sliding window on a ring that wraps.
+  // registers, one head's with AVX2); 40, a multiple of 8 but not of 16
+  // (AVX-512 takes the plain loops for the values), in groups of 3; 12,
+  // whose scores and values take the plain loops, through a sliding window
+  // on a ring that wraps; 256 (AVX2: the plain loops for the values).
   Pool pool(moert_pool_create(2));
   moe_test::checkAttention<8, 2, 128, 100, 0>(100, 9, 100, pool.get());
   moe_test::checkAttention<6, 2, 40, 90, 0>(90, 90, 90, pool.get());
   moe_test::checkAttention<4, 2, 12, 70, 30>(140, 11, 70, pool.get());
+  moe_test::checkAttention<2, 1, 256, 80, 0>(80, 5, 80, pool.get());
 }
 
 TEST(AttentionKernels, EightKeysAcrossTheRingsWrap) {

@@ -1881,12 +1881,14 @@ template <int64_t G, int64_t D> constexpr int64_t headsInRegs() {
 
 /// o[h] += sum_j s[h][j] * value(j0 + j) for the G heads, j < n. Each value
 /// row is loaded once per Hc heads, whose accumulators stay in registers
-/// for the block; every element sees one FMA per key, in key order.
+/// for the block (up to 16 registers for one head, as the previous
+/// per-head kernel: head dim 128 with AVX2, 256 with AVX-512); every
+/// element sees one FMA per key, in key order.
 template <int64_t D, int64_t Cap, int64_t G>
 MOERT_INLINE void weightedValues(const float *vc, int64_t j0, int64_t n,
                                  const float (*s)[kBlock], float *o) {
 #if defined(MOERT_AVX2)
-  if constexpr (D % kLanes == 0 && D / kLanes <= kRegs / 2) {
+  if constexpr (D % kLanes == 0 && D / kLanes <= 16) {
     constexpr int64_t Hc = headsInRegs<G, D>(), R = D / kLanes;
     for (int64_t h0 = 0; h0 < G; h0 += Hc) {
       Vf acc[Hc][R];
