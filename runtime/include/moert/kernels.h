@@ -1622,6 +1622,18 @@ void fusedLinear(moert_pool *pool, const float *x, const void *const *w,
     a1.prepare(x);
   if constexpr (own2)
     a2.prepare(x);
+  const auto &x1 = [&]() -> const auto & {
+    if constexpr (own1)
+      return a1;
+    else
+      return a0;
+  }();
+  const auto &x2 = [&]() -> const auto & {
+    if constexpr (own2)
+      return a2;
+    else
+      return a0;
+  }();
   auto part = [&](const auto &acts, const void *weight, int64_t b, int64_t n,
                   float *o) {
     using W = typename std::decay_t<decltype(acts)>::Weight;
@@ -1631,19 +1643,12 @@ void fusedLinear(moert_pool *pool, const float *x, const void *const *w,
   };
   parallelFor(pool, b2, double(N0 + N1 + N2) * K, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; ++u) {
-      if (u < b0) {
+      if (u < b0)
         part(a0, w[0], u, N0, out[0]);
-      } else if (u < b1) {
-        if constexpr (own1)
-          part(a1, w[1], u - b0, N1, out[1]);
-        else
-          part(a0, w[1], u - b0, N1, out[1]);
-      } else if constexpr (N2 > 0) {
-        if constexpr (own2)
-          part(a2, w[2], u - b1, N2, out[2]);
-        else
-          part(a0, w[2], u - b1, N2, out[2]);
-      }
+      else if (u < b1)
+        part(x1, w[1], u - b0, N1, out[1]);
+      else if constexpr (N2 > 0)
+        part(x2, w[2], u - b1, N2, out[2]);
     }
   });
 }
