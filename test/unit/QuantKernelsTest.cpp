@@ -888,9 +888,12 @@ TEST(AttentionKernels, EightKeysAcrossTheRingsWrap) {
 
 TEST(AttentionKernels, LargeGroupsGoInSubGroups) {
   // 48 query heads on one kv head: sub-groups of 16; 17 (prime): one head
-  // at a time.
+  // at a time. 32768 heads on one kv head (a config the frontend accepts):
+  // one group's scores on the stack would be 8 MiB, past the main thread's
+  // stack.
   moe_test::checkAttention<48, 1, 16, 80, 0>(80, 7, 80);
   moe_test::checkAttention<17, 1, 8, 70, 0>(70, 70, 70);
+  moe_test::checkAttention<32768, 1, 2, 4, 0>(4, 4, 4);
 }
 
 TEST(AttentionKernels, KeysOfMinusInfinityWeighNothing) {
